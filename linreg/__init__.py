@@ -1,0 +1,7 @@
+"""linreg: linear regression trained with SGD in PyTorch Lightning, checked against the closed form."""
+
+from linreg.data import SyntheticRegressionData
+from linreg.model import LinearRegression
+
+__all__ = ["LinearRegression", "SyntheticRegressionData"]
+__version__ = "0.1.0"

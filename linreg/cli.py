@@ -1,0 +1,64 @@
+"""The command line: ``LightningCLI`` joining the data module and the model.
+
+``python -m linreg fit --config configs/d2l.yaml``; subcommands fit, validate, test and predict.
+"""
+
+from __future__ import annotations
+
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+
+from linreg.console import ConsoleProgress, quiet_lightning
+from linreg.errors import ShortErrorParser, fail, find_user_error
+from linreg.model import LinearRegression
+from linreg.report import FitReport
+from linreg.validation import UserInputError
+
+
+class LinearRegressionCLI(LightningCLI):
+    """LightningCLI with the data module's ``input_dim`` linked to the model's, and this project's defaults."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # The model never has to be told the number of features: it is read off the data module.
+        parser.link_arguments("data.input_dim", "model.input_dim", apply_on="instantiate")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "data": {"class_path": "linreg.data.SyntheticRegressionData"},
+                "checkpoint.monitor": "val/loss",
+                "checkpoint.filename": "best-{epoch}-{step}",
+                "checkpoint.save_last": True,
+                "trainer.logger": {
+                    "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                    "init_args": {"save_dir": "runs", "name": "linreg", "default_hp_metric": False},
+                },
+            }
+        )
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        # torch rejects a bad learning rate only when fit builds the optimizer, and without naming the key.
+        lr = config.model.optimizer.init_args.get("lr")
+        if isinstance(lr, (int, float)) and not lr > 0:
+            raise UserInputError(f"model.optimizer.lr must be > 0, got {lr!r}")
+
+
+def main(args: ArgsType = None) -> None:
+    """Runs the CLI; ``args`` (a list or dict) replaces ``sys.argv[1:]``, so tests can call it in-process."""
+    quiet_lightning()
+    try:
+        LinearRegressionCLI(
+            LinearRegression,
+            LightningDataModule,
+            subclass_mode_data=True,
+            trainer_defaults={"callbacks": [ConsoleProgress(), FitReport()]},
+            parser_class=ShortErrorParser,
+            parser_kwargs={"prog": "linreg"},
+            args=args,
+        )
+    except Exception as exc:
+        user_error = find_user_error(exc)
+        if user_error is None:
+            raise
+        fail("linreg", str(user_error))

@@ -1,0 +1,73 @@
+"""Terminal output: a progress bar on a terminal, one plain line per epoch everywhere.
+
+On a terminal the TQDM bar is drawn and the epoch lines are written above it; in a pipe or a log file
+there is no bar (no thousands of redraws), only the epoch lines.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import TQDMProgressBar
+from torch import Tensor
+
+
+class ConsoleProgress(TQDMProgressBar):
+    """Lightning's TQDM progress bar, drawn only on a terminal, plus a one-line summary per epoch.
+
+    Args:
+        refresh_rate: steps between bar updates; each update reads the logged metrics, which on a GPU
+            waits for the device, so it is kept well above 1.
+        summary_keys: metrics shown in the epoch line, when logged.
+    """
+
+    def __init__(
+        self,
+        refresh_rate: int = 50,
+        summary_keys: tuple[str, ...] = ("train/loss", "val/loss", "val/r2"),
+    ) -> None:
+        super().__init__(refresh_rate=refresh_rate)
+        self.summary_keys = summary_keys
+        if not sys.stdout.isatty():
+            self.disable()
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if trainer.is_global_zero:
+            self.write(
+                epoch_line(trainer.current_epoch, trainer.max_epochs, trainer.callback_metrics, self.summary_keys)
+            )
+
+    def write(self, line: str) -> None:
+        """Prints ``line`` above the bar when one is drawn, else as a plain line."""
+        if self.is_enabled and self._train_progress_bar is not None:
+            self.train_progress_bar.write(line)
+        else:
+            print(line, flush=True)
+
+
+def epoch_line(epoch: int, max_epochs: int | None, metrics: dict[str, Tensor], keys: tuple[str, ...]) -> str:
+    """``epoch 1/3  train/loss 0.000212  val/loss 0.000104``: the metrics among ``keys`` that were logged."""
+    of = f"/{max_epochs}" if max_epochs not in (None, -1) else ""
+    values = "  ".join(f"{key} {float(metrics[key]):.6g}" for key in keys if key in metrics)
+    return f"epoch {epoch + 1}{of}  {values}"
+
+
+class _DropTips(logging.Filter):
+    """Drops Lightning's advertising tips ("💡 Tip: ... try installing ..."), which a user cannot act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("💡 Tip")
+
+
+def quiet_lightning() -> None:
+    """Keeps Lightning's console output to what a user of this project can act on."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_DropTips())
+    # The data are tensors in memory: worker processes would only add copies between processes.
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    # Raised inside Lightning by newer torch releases; nothing a user of Lightning can change.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")

@@ -1,0 +1,5 @@
+"""Data modules: where the examples come from and how they are batched."""
+
+from linreg.data.synthetic import SyntheticRegressionData
+
+__all__ = ["SyntheticRegressionData"]

@@ -1,0 +1,166 @@
+"""The fast data path: whole batches indexed out of in-memory tensors, behind the DataLoader interface.
+
+A stock ``DataLoader(TensorDataset(...), shuffle=True)`` fetches every example with ``__getitem__``,
+stacks them with ``default_collate`` and builds a Python list of ints per batch: ~7 ms a step at batch
+1024, ten times the SGD step itself. Here the batch sampler yields slices of one index tensor per epoch
+and the dataset answers each batch with one ``index_select`` per tensor.
+
+Every piece stays a standard type so that Lightning keeps doing its jobs with it:
+
+- ``EpochShuffleSampler`` is a ``RandomSampler``, so Lightning sees a shuffled loader and, under DDP,
+  swaps in a shuffling ``DistributedSampler``; its order depends on ``(seed, epoch)`` only.
+- ``IndexBatchSampler`` is a ``BatchSampler``; Lightning rebuilds it around that ``DistributedSampler``.
+- ``ResumableDataLoader`` has ``state_dict``/``load_state_dict``, which Lightning stores in checkpoints,
+  so a run resumed mid-epoch skips exactly the batches it has already trained on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence, Sized
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
+
+
+class TensorBatchDataset(Dataset[tuple[Tensor, ...]]):
+    """Tensors sharing their first dimension, indexed a whole batch at a time (no copies at construction)."""
+
+    def __init__(self, *tensors: Tensor) -> None:
+        if not tensors or any(t.shape[0] != tensors[0].shape[0] for t in tensors):
+            raise ValueError(f"tensors must share their first dimension, got {[tuple(t.shape) for t in tensors]}")
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return self.tensors[0].shape[0]
+
+    def __getitem__(self, index: int) -> tuple[Tensor, ...]:
+        return tuple(t[index] for t in self.tensors)
+
+    def __getitems__(self, indices: Tensor | Sequence[int]) -> tuple[Tensor, ...]:
+        # DataLoader calls this with the batch sampler's whole batch: one gather per tensor.
+        index = torch.as_tensor(indices, dtype=torch.long, device=self.tensors[0].device)
+        return tuple(t.index_select(0, index) for t in self.tensors)
+
+
+def keep_batch(batch: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """Collate function for ``TensorBatchDataset``: the batch is already stacked."""
+    return batch
+
+
+class EpochShuffleSampler(RandomSampler):
+    """A random permutation per epoch, drawn from ``seed + epoch`` (DistributedSampler's convention).
+
+    The order depends on nothing but the seed and the epoch set by Lightning through ``set_epoch``,
+    so a resumed run sees the same order as an uninterrupted one.
+    """
+
+    def __init__(self, data_source: Sized, seed: int = 0) -> None:
+        super().__init__(data_source)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def permutation(self) -> Tensor:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return torch.randperm(len(self.data_source), generator=generator)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.permutation().tolist())
+
+    def __len__(self) -> int:
+        return len(self.data_source)
+
+
+def _epoch_order(sampler: Sampler[int] | Sized) -> Tensor:
+    """All indices of one pass of ``sampler`` as one tensor, without a Python list where avoidable."""
+    if isinstance(sampler, EpochShuffleSampler):
+        return sampler.permutation()
+    if isinstance(sampler, SequentialSampler):
+        return torch.arange(len(sampler))
+    # Any other sampler, such as the DistributedSampler Lightning injects under DDP: one list per epoch.
+    return torch.tensor(list(sampler), dtype=torch.long)  # type: ignore[call-overload]
+
+
+class IndexBatchSampler(BatchSampler):
+    """Yields each batch as a slice (a view) of the epoch's index tensor instead of a list of ints.
+
+    It also counts the batches handed out in the current pass, so that a checkpoint taken mid-epoch
+    can say where to resume, and skips that many batches on the first pass after ``load_state_dict``.
+    """
+
+    def __init__(self, sampler: Sampler[int] | Sized, batch_size: int, drop_last: bool = False) -> None:
+        super().__init__(sampler, batch_size, drop_last)  # type: ignore[arg-type]
+        self._batches_done = 0
+        self._resume_from: dict[str, Any] | None = None
+
+    def _epoch(self) -> int | None:
+        return getattr(self.sampler, "epoch", None)
+
+    def __iter__(self) -> Iterator[Tensor]:  # type: ignore[override]
+        order = _epoch_order(self.sampler)
+        stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
+        skip = self._batches_to_skip()
+        self._batches_done = skip
+        for start in range(skip * self.batch_size, stop, self.batch_size):
+            self._batches_done += 1  # counted before the yield: a checkpoint taken after this step includes it
+            yield order[start : start + self.batch_size]
+
+    def _batches_to_skip(self) -> int:
+        state, self._resume_from = self._resume_from, None
+        if state is None or state["epoch"] != self._epoch():
+            return 0
+        # A pass that had finished (a checkpoint at the end of an epoch) leaves nothing to skip.
+        return state["batches_done"] if state["batches_done"] < len(self) else 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self._epoch(), "batches_done": self._batches_done, "batch_size": self.batch_size}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("batch_size") != self.batch_size:
+            raise ValueError(
+                f"cannot resume mid-epoch: the checkpoint was written with batch_size={state.get('batch_size')},"
+                f" this run has batch_size={self.batch_size}"
+            )
+        self._resume_from = dict(state)
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader whose position within the epoch is saved in Lightning checkpoints."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.batch_sampler.state_dict()  # type: ignore[union-attr]
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.batch_sampler.load_state_dict(state)  # type: ignore[union-attr]
+
+
+def tensor_loader(
+    *tensors: Tensor, batch_size: int, shuffle: bool, seed: int = 0, pin_memory: bool = False
+) -> ResumableDataLoader:
+    """A loader over ``tensors`` on the fast path: seeded per-epoch shuffling, whole-batch indexing.
+
+    Example:
+        >>> X, y = torch.arange(10.0).reshape(5, 2), torch.arange(5.0).reshape(5, 1)
+        >>> [b[1].flatten().tolist() for b in tensor_loader(X, y, batch_size=2, shuffle=False)]
+        [[0.0, 1.0], [2.0, 3.0], [4.0]]
+    """
+    dataset = TensorBatchDataset(*tensors)
+    sampler = EpochShuffleSampler(dataset, seed) if shuffle else SequentialSampler(dataset)
+    return ResumableDataLoader(
+        dataset,
+        batch_sampler=IndexBatchSampler(sampler, batch_size),
+        collate_fn=keep_batch,
+        pin_memory=pin_memory,
+    )
+
+
+def fits_on_device(tensors: Sequence[Tensor], device: torch.device, fraction: float = 0.5) -> bool:
+    """Whether ``tensors`` take at most ``fraction`` of the free memory of CUDA ``device``."""
+    if device.type != "cuda":
+        return False
+    free, _total = torch.cuda.mem_get_info(device)
+    return sum(t.nbytes for t in tensors) <= fraction * free

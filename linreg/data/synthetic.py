@@ -1,0 +1,110 @@
+"""``SyntheticRegressionData``: the seed's y = Xw + b + noise as a LightningDataModule."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from linreg.data.generate import random_weights, synthetic_data
+from linreg.data.loading import fits_on_device, tensor_loader
+from linreg.validation import UserInputError, check_float, check_int
+
+D2L_TRUE_W = (2.0, -3.4, 5.6, 3.2, -0.6)
+
+
+class SyntheticRegressionData(LightningDataModule):
+    """Train, validation and test splits of ``y = X w + b + N(0, noise_std)``, drawn from one seed.
+
+    Args:
+        true_w: the true weights, or an int ``d`` to draw ``d`` weights from N(0, 1) with ``seed``.
+        true_b: the true bias.
+        noise_std: standard deviation of the label noise.
+        num_train: training examples.
+        num_val: validation examples.
+        num_test: test examples (also the examples ``predict`` runs on).
+        batch_size: examples per SGD step.
+        eval_batch_size: examples per validation/test/predict batch; they take no gradient step, so
+            large batches only save time.
+        seed: seeds the data and the shuffling order; the same seed gives the same tensors and batches.
+
+    Example:
+        >>> dm = SyntheticRegressionData(true_w=[1.0, 2.0], num_train=8, num_val=4, num_test=4)
+        >>> dm.setup("fit")
+        >>> dm.input_dim, dm.train_data[0].shape
+        (2, torch.Size([8, 2]))
+    """
+
+    def __init__(
+        self,
+        true_w: Sequence[float] | int = D2L_TRUE_W,
+        true_b: float = 4.2,
+        noise_std: float = 0.01,
+        num_train: int = 1000,
+        num_val: int = 1000,
+        num_test: int = 1000,
+        batch_size: int = 10,
+        eval_batch_size: int = 10_000,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if isinstance(true_w, int) and not isinstance(true_w, bool):
+            check_int("true_w (a number of random weights)", true_w, 1)
+            true_w = random_weights(true_w, torch.Generator().manual_seed(seed)).tolist()
+        if len(true_w) == 0:
+            raise UserInputError("true_w must list at least one weight, got []")
+        self.true_w = torch.tensor([check_float(f"true_w[{i}]", w) for i, w in enumerate(true_w)])
+        self.true_b = check_float("true_b", true_b)
+        self.noise_std = check_float("noise_std", noise_std, 0.0)
+        self.num_train = check_int("num_train", num_train, 1)
+        self.num_val = check_int("num_val", num_val, 1)
+        self.num_test = check_int("num_test", num_test, 0)
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        self.eval_batch_size = check_int("eval_batch_size", eval_batch_size, 1)
+        self.seed = seed
+        self.train_data: tuple[Tensor, Tensor] | None = None
+        self.val_data: tuple[Tensor, Tensor] | None = None
+        self.test_data: tuple[Tensor, Tensor] | None = None
+
+    @property
+    def input_dim(self) -> int:
+        """Number of features; the CLI links it to ``model.input_dim``."""
+        return self.true_w.numel()
+
+    def setup(self, stage: str) -> None:
+        if self.train_data is not None:  # Lightning calls setup once per stage; the data is drawn once.
+            return
+        generator = torch.Generator().manual_seed(self.seed)
+        # Drawn in this order so that changing num_val or num_test leaves the training data as it was.
+        self.train_data = synthetic_data(self.true_w, self.true_b, self.num_train, self.noise_std, generator)
+        self.val_data = synthetic_data(self.true_w, self.true_b, self.num_val, self.noise_std, generator)
+        self.test_data = synthetic_data(self.true_w, self.true_b, self.num_test, self.noise_std, generator)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_data, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_data, self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_data, self.eval_batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.test_data, self.eval_batch_size, shuffle=False)
+
+    def _loader(self, split: tuple[Tensor, Tensor] | None, batch_size: int, shuffle: bool) -> DataLoader:
+        assert split is not None, "setup() must run before the dataloaders are asked for"
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        on_device = fits_on_device(split, device)
+        if on_device:  # placed once; no batch crosses from host to device afterwards
+            split = tuple(t.to(device) for t in split)  # type: ignore[assignment]
+        return tensor_loader(
+            *split,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            seed=self.seed,
+            pin_memory=device.type == "cuda" and not on_device,
+        )

@@ -1,0 +1,30 @@
+"""Argument checks shared by the constructors, and the error they raise.
+
+Constructors validate their own arguments (so the classes are safe to use from Python too) and raise
+``UserInputError``; the CLI turns that into a one-line message and a non-zero exit, with no traceback.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+
+
+class UserInputError(ValueError):
+    """A value supplied by the user (config, command line, file) is invalid; the message says which."""
+
+
+def check_int(name: str, value: object, minimum: int) -> int:
+    """Returns ``value`` if it is an int ``>= minimum``; raises ``UserInputError`` naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UserInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_float(name: str, value: object, minimum: float = -math.inf, *, strict: bool = False) -> float:
+    """Returns ``value`` as a float if it is finite and ``>= minimum`` (``> minimum`` when ``strict``)."""
+    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and (value > minimum if strict else value >= minimum):
+        return float(value)  # type: ignore[arg-type]
+    bound = "" if minimum == -math.inf else f" {'>' if strict else '>='} {minimum:g}"
+    raise UserInputError(f"{name} must be a finite number{bound}, got {value!r}")

@@ -1,0 +1,128 @@
+"""The command line end to end: the d2l run, its outputs on disk, config round trips, bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tests.conftest import D2L_CONFIG, ROOT, final_params, fit_d2l, run_cli
+
+TRUE_W = torch.tensor([2.0, -3.4, 5.6, 3.2, -0.6])
+TRUE_B = 4.2
+
+
+def test_d2l_run_recovers_w_and_b(d2l_run: Path) -> None:
+    params = final_params(d2l_run)
+    assert (params["net.0.weight"].reshape(-1) - TRUE_W).abs().max() < 5e-3
+    assert abs(params["net.0.bias"].item() - TRUE_B) < 5e-3
+
+
+def test_run_directory_holds_events_config_and_checkpoints(d2l_run: Path) -> None:
+    assert (d2l_run / "config.yaml").is_file()
+    assert (d2l_run / "checkpoints" / "last.ckpt").is_file()
+    assert list((d2l_run / "checkpoints").glob("best-*.ckpt"))
+    events = EventAccumulator(str(d2l_run))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert {"train/loss", "val/loss"} <= set(tags)
+    val_loss = [e.value for e in events.Scalars("val/loss")]
+    assert len(val_loss) == 3
+    assert val_loss[-1] < 3e-4  # noise_std**2 = 1e-4 is the floor
+
+
+def test_two_runs_of_one_config_give_identical_parameters(d2l_run: Path, tmp_path: Path) -> None:
+    again = fit_d2l(tmp_path)
+    first, second = final_params(d2l_run), final_params(again)
+    for name in first:
+        assert torch.equal(first[name], second[name]), name
+
+
+def test_running_the_same_command_twice_writes_a_new_version(tmp_path: Path) -> None:
+    args = ("--trainer.max_epochs", "1", "--data.num_train", "50")
+    fit_d2l(tmp_path, *args)
+    fit_d2l(tmp_path, *args)
+    runs = sorted(p.name for p in (tmp_path / "d2l").iterdir())
+    assert runs == ["version_0", "version_1"]
+
+
+def test_epoch_lines_and_final_report_are_printed(d2l_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fit_d2l(d2l_run.parent.parent / "again", "--trainer.max_epochs", "2")
+    out = capsys.readouterr().out
+    assert "epoch 1/2" in out
+    assert "epoch 2/2" in out
+    assert "val/loss" in out
+    assert "w[4]" in out
+    assert "true - learned" in out
+
+
+def test_print_config_round_trips(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("fit", "--config", str(D2L_CONFIG), "--print_config")
+    assert exit_info.value.code in (0, None)
+    printed = capsys.readouterr().out
+    config_file = tmp_path / "printed.yaml"
+    config_file.write_text(printed)
+    with pytest.raises(SystemExit):
+        run_cli("fit", "--config", str(config_file), "--print_config")
+    assert yaml.safe_load(capsys.readouterr().out) == yaml.safe_load(printed)
+    assert yaml.safe_load(printed)["model"]["optimizer"]["init_args"]["lr"] == 0.03
+
+
+def test_three_true_weights_give_a_three_input_model(tmp_path: Path) -> None:
+    run_dir = fit_d2l(tmp_path, "--data.true_w", "[1.0, 2.0, 3.0]", "--trainer.max_epochs", "1")
+    assert final_params(run_dir)["net.0.weight"].shape == (1, 3)
+
+
+def test_optimizer_is_chosen_on_the_command_line(tmp_path: Path) -> None:
+    run_dir = fit_d2l(tmp_path, "--model.optimizer", "Adam", "--model.optimizer.lr", "0.05")
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert "exp_avg" in checkpoint["optimizer_states"][0]["state"][0]  # Adam's state, not SGD's
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data.batch_size", "0"], "batch_size must be an integer >= 1, got 0"),
+        (["--data.noise_std", "-1"], "noise_std must be a finite number >= 0, got -1.0"),
+        (["--data.true_w", "[]"], "true_w must list at least one weight, got []"),
+        (["--data.num_train", "0"], "num_train must be an integer >= 1, got 0"),
+        (["--model.optimizer.lr", "-0.1"], "model.optimizer.lr must be > 0, got -0.1"),
+        (["--model.optimizer.lr", "0"], "model.optimizer.lr must be > 0, got 0.0"),
+        (["--data.bogus", "3"], "Option 'bogus' is not accepted"),
+        (["--trainer.max_epochs", "abc"], "trainer.max_epochs: Expected a int (given: abc)"),
+    ],
+)
+def test_bad_values_give_one_line_and_exit_2(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("fit", "--config", str(D2L_CONFIG), *args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) <= 3
+
+
+def test_python_dash_m_linreg_reports_bad_input_without_traceback(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "linreg", "fit", "--config", str(D2L_CONFIG), "--data.batch_size", "0"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "batch_size must be an integer >= 1, got 0" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()  # nothing written for a refused run
+
+
+def test_console_script_is_installed() -> None:
+    result = subprocess.run(["linreg", "--help"], capture_output=True, text=True, check=False, cwd=ROOT)
+    assert result.returncode == 0
+    assert "fit" in result.stdout

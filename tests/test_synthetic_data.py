@@ -1,0 +1,67 @@
+"""SyntheticRegressionData: splits, determinism, the input_dim link, and its argument checks."""
+
+import pytest
+import torch
+
+from linreg.data import SyntheticRegressionData
+from linreg.validation import UserInputError
+
+
+def test_splits_have_the_requested_sizes_and_input_dim() -> None:
+    dm = SyntheticRegressionData(true_w=[1.0, 2.0, 3.0], num_train=40, num_val=20, num_test=10, batch_size=8)
+    dm.setup("fit")
+    assert dm.input_dim == 3
+    assert [s[0].shape for s in (dm.train_data, dm.val_data, dm.test_data)] == [(40, 3), (20, 3), (10, 3)]
+    assert len(dm.train_dataloader()) == 5
+    assert sum(len(b[0]) for b in dm.val_dataloader()) == 20
+
+
+def test_same_arguments_give_identical_tensors() -> None:
+    a, b = SyntheticRegressionData(seed=5), SyntheticRegressionData(seed=5)
+    a.setup("fit")
+    b.setup("fit")
+    for split_a, split_b in zip((a.train_data, a.val_data), (b.train_data, b.val_data), strict=True):
+        assert torch.equal(split_a[0], split_b[0])
+        assert torch.equal(split_a[1], split_b[1])
+
+
+def test_more_validation_examples_leave_the_training_data_unchanged() -> None:
+    a, b = SyntheticRegressionData(num_val=10), SyntheticRegressionData(num_val=500)
+    a.setup("fit")
+    b.setup("fit")
+    assert torch.equal(a.train_data[0], b.train_data[0])
+
+
+def test_an_int_true_w_draws_that_many_seeded_weights() -> None:
+    a = SyntheticRegressionData(true_w=64, seed=1)
+    assert a.input_dim == 64
+    assert torch.equal(a.true_w, SyntheticRegressionData(true_w=64, seed=1).true_w)
+    assert not torch.equal(a.true_w, SyntheticRegressionData(true_w=64, seed=2).true_w)
+
+
+def test_training_batches_are_shuffled_and_cover_the_split() -> None:
+    dm = SyntheticRegressionData(num_train=100, batch_size=10)
+    dm.setup("fit")
+    X = torch.cat([x for x, _ in dm.train_dataloader()])
+    train = dm.train_data[0]
+    assert not torch.equal(X, train)
+    assert torch.equal(X[X[:, 0].argsort()], train[train[:, 0].argsort()])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"batch_size": 0}, r"batch_size must be an integer >= 1, got 0"),
+        ({"noise_std": -0.1}, r"noise_std must be a finite number >= 0, got -0.1"),
+        ({"noise_std": float("nan")}, r"noise_std must be a finite number"),
+        ({"true_w": []}, r"true_w must list at least one weight, got \[\]"),
+        ({"true_w": 0}, r"must be an integer >= 1, got 0"),
+        ({"num_train": 0}, r"num_train must be an integer >= 1, got 0"),
+        ({"num_val": 0}, r"num_val must be an integer >= 1, got 0"),
+        ({"num_test": -1}, r"num_test must be an integer >= 0, got -1"),
+        ({"true_b": float("inf")}, r"true_b must be a finite number"),
+    ],
+)
+def test_bad_arguments_are_refused_with_the_field_and_value(kwargs: dict, match: str) -> None:
+    with pytest.raises(UserInputError, match=match):
+        SyntheticRegressionData(**kwargs)
