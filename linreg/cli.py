@@ -5,11 +5,11 @@
 
 from __future__ import annotations
 
-from lightning.pytorch import LightningDataModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from linreg.console import ConsoleProgress, quiet_lightning
+from linreg.data import RegressionData
 from linreg.errors import ShortErrorParser, fail, find_user_error
 from linreg.model import LinearRegression
 from linreg.report import FitReport
@@ -50,7 +50,7 @@ def main(args: ArgsType = None) -> None:
     try:
         LinearRegressionCLI(
             LinearRegression,
-            LightningDataModule,
+            RegressionData,
             subclass_mode_data=True,
             trainer_defaults={"callbacks": [ConsoleProgress(), FitReport()]},
             parser_class=ShortErrorParser,

@@ -28,6 +28,6 @@ class FitReport(Callback):
     @rank_zero_only
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         data = trainer.datamodule
-        true_w = getattr(data, "true_w", None)
-        true_b = getattr(data, "true_b", None)
+        true_w = data.true_w if data is not None else None
+        true_b = data.true_b if data is not None else None
         print("\n" + parameter_table(pl_module.weight.cpu(), float(pl_module.bias), true_w, true_b), flush=True)

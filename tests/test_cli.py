@@ -123,6 +123,7 @@ def test_python_dash_m_linreg_reports_bad_input_without_traceback(tmp_path: Path
 
 
 def test_console_script_is_installed() -> None:
-    result = subprocess.run(["linreg", "--help"], capture_output=True, text=True, check=False, cwd=ROOT)
+    script = Path(sys.executable).parent / "linreg"
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=False, cwd=ROOT)
     assert result.returncode == 0
     assert "fit" in result.stdout

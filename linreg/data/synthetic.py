@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from linreg.data.base import RegressionData
 from linreg.data.generate import random_weights, synthetic_data
 from linreg.data.loading import fits_on_device, tensor_loader
 from linreg.validation import UserInputError, check_float, check_int
@@ -16,7 +16,7 @@ from linreg.validation import UserInputError, check_float, check_int
 D2L_TRUE_W = (2.0, -3.4, 5.6, 3.2, -0.6)
 
 
-class SyntheticRegressionData(LightningDataModule):
+class SyntheticRegressionData(RegressionData):
     """Train, validation and test splits of ``y = X w + b + N(0, noise_std)``, drawn from one seed.
 
     Args:
@@ -56,8 +56,8 @@ class SyntheticRegressionData(LightningDataModule):
             true_w = random_weights(true_w, torch.Generator().manual_seed(seed)).tolist()
         if len(true_w) == 0:
             raise UserInputError("true_w must list at least one weight, got []")
-        self.true_w = torch.tensor([check_float(f"true_w[{i}]", w) for i, w in enumerate(true_w)])
-        self.true_b = check_float("true_b", true_b)
+        self._true_w = torch.tensor([check_float(f"true_w[{i}]", w) for i, w in enumerate(true_w)])
+        self._true_b = check_float("true_b", true_b)
         self.noise_std = check_float("noise_std", noise_std, 0.0)
         self.num_train = check_int("num_train", num_train, 1)
         self.num_val = check_int("num_val", num_val, 1)
@@ -65,14 +65,18 @@ class SyntheticRegressionData(LightningDataModule):
         self.batch_size = check_int("batch_size", batch_size, 1)
         self.eval_batch_size = check_int("eval_batch_size", eval_batch_size, 1)
         self.seed = seed
-        self.train_data: tuple[Tensor, Tensor] | None = None
-        self.val_data: tuple[Tensor, Tensor] | None = None
-        self.test_data: tuple[Tensor, Tensor] | None = None
 
     @property
     def input_dim(self) -> int:
-        """Number of features; the CLI links it to ``model.input_dim``."""
-        return self.true_w.numel()
+        return self._true_w.numel()
+
+    @property
+    def true_w(self) -> Tensor:
+        return self._true_w
+
+    @property
+    def true_b(self) -> float:
+        return self._true_b
 
     def setup(self, stage: str) -> None:
         if self.train_data is not None:  # Lightning calls setup once per stage; the data is drawn once.
