@@ -34,6 +34,9 @@ class LinearRegression(LightningModule):
 
     def __init__(self, input_dim: int, optimizer: OptimizerCallable = d2l_sgd, init_std: float = 0.01) -> None:
         super().__init__()
+        # The SGD loop is written out in training_step, as in the book: one update per mini-batch, and
+        # several mini-batches per step when the data module groups them (see data/loading.py).
+        self.automatic_optimization = False
         check_int("input_dim", input_dim, 1)
         check_float("init_std", init_std, 0.0)
         # Plain values only, so checkpoints load with torch.load(weights_only=True).
@@ -63,14 +66,22 @@ class LinearRegression(LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)  # (batch, d) -> (batch, 1)
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        x, y = batch
-        pred = self(x)
-        loss = F.mse_loss(pred, y)
-        self.log("train/loss", loss, prog_bar=True)
-        # Updated here, logged once per epoch in on_train_epoch_end: no per-step logging cost.
-        self.train_metrics.update(pred.detach(), y)
-        return loss
+    def training_step(self, batch: list[tuple[Tensor, Tensor]], batch_idx: int) -> Tensor:
+        """One SGD step per mini-batch ``(x, y)`` in ``batch``; returns their losses, shape ``(len(batch),)``."""
+        optimizer = self.optimizers()
+        losses, preds = [], []
+        for x, y in batch:
+            pred = self(x)
+            loss = F.mse_loss(pred, y)
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            optimizer.step()
+            losses.append(loss.detach())
+            preds.append(pred.detach())
+        # Once per group: metric updates and logging cost the same for one row or thousands.
+        self.train_metrics.update(torch.cat(preds), torch.cat([y for _, y in batch]))
+        self.log("train/loss", losses[-1], prog_bar=True, batch_size=len(batch[-1][1]))
+        return torch.stack(losses)
 
     def on_train_epoch_end(self) -> None:
         self.log_dict(self.train_metrics.compute())

@@ -1,8 +1,10 @@
 """LinearRegression: the seed's initialisation, and an SGD step that matches the gradient worked by hand."""
 
+import lightning.pytorch as pl
 import pytest
 import torch
 
+from linreg.data import SyntheticRegressionData
 from linreg.model import LinearRegression
 from linreg.validation import UserInputError
 
@@ -60,3 +62,19 @@ def test_hyperparameters_are_plain_values() -> None:
 def test_bad_arguments_are_refused(kwargs: dict, match: str) -> None:
     with pytest.raises(UserInputError, match=match):
         LinearRegression(**kwargs)
+
+
+def _fit_params(steps_per_batch: int) -> torch.Tensor:
+    data = SyntheticRegressionData(true_w=4, num_train=250, num_val=10, batch_size=8, steps_per_batch=steps_per_batch)
+    torch.manual_seed(0)
+    model = LinearRegression(input_dim=data.input_dim)
+    trainer = pl.Trainer(
+        max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    trainer.fit(model, data)
+    assert trainer.global_step == 2 * 32  # optimizer steps: ceil(250 / 8) per epoch, whatever the grouping
+    return torch.cat([model.weight, model.bias.reshape(1)])
+
+
+def test_grouping_mini_batches_per_step_changes_no_update() -> None:
+    assert torch.equal(_fit_params(1), _fit_params(5))
