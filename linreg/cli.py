@@ -44,19 +44,25 @@ class LinearRegressionCLI(LightningCLI):
             raise UserInputError(f"model.optimizer.lr must be > 0, got {lr!r}")
 
 
+def build_cli(args: ArgsType = None, run: bool = True) -> LinearRegressionCLI:
+    """This project's LightningCLI; ``run=False`` builds the model, data and trainer without running them."""
+    return LinearRegressionCLI(
+        LinearRegression,
+        RegressionData,
+        subclass_mode_data=True,
+        trainer_defaults={"callbacks": [ConsoleProgress(), FitReport()]},
+        parser_class=ShortErrorParser,
+        parser_kwargs={"prog": "linreg"},
+        args=args,
+        run=run,
+    )
+
+
 def main(args: ArgsType = None) -> None:
     """Runs the CLI; ``args`` (a list or dict) replaces ``sys.argv[1:]``, so tests can call it in-process."""
     quiet_lightning()
     try:
-        LinearRegressionCLI(
-            LinearRegression,
-            RegressionData,
-            subclass_mode_data=True,
-            trainer_defaults={"callbacks": [ConsoleProgress(), FitReport()]},
-            parser_class=ShortErrorParser,
-            parser_kwargs={"prog": "linreg"},
-            args=args,
-        )
+        build_cli(args)
     except Exception as exc:
         user_error = find_user_error(exc)
         if user_error is None:

@@ -1,0 +1,1 @@
+"""``python -m linreg.benchmark``: this project's training speed and memory against plain PyTorch."""

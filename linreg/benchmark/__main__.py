@@ -1,0 +1,189 @@
+"""``python -m linreg.benchmark [loops|process|memory]``: figures, never pass/fail.
+
+- ``loops`` (default): one epoch of SGD on the same generated data, repeats alternating between
+  (1) the book's loop, ``DataLoader(TensorDataset)``, (2) a fused plain loop (one permutation, one
+  ``index_select`` per batch, no DataLoader) and (3) this project's data module and model run by the
+  Trainer exactly as ``fit`` builds them from a config; examples/s, medians, ratios (3)/(2), (3)/(1).
+- ``process``: the whole ``python -m linreg fit --config configs/d2l.yaml`` process against the whole
+  plain script of the book (``linreg/benchmark/seed.py``), wall time and peak memory.
+- ``memory``: peak memory of ``fit --config configs/large.yaml`` against its tensors' bytes + 600 MiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from unittest import mock
+
+from linreg.benchmark.loops import fused_loop, seed_loop
+from linreg.benchmark.measure import lightning_epoch, run_process
+
+MIB = 2**20
+
+
+def _loops(args: argparse.Namespace) -> dict:
+    import torch
+
+    from linreg.cli import build_cli
+    from linreg.console import quiet_lightning
+
+    quiet_lightning()
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no per-run banners between the figures
+    overrides = [
+        "--config", args.config,
+        "--data.num_train", str(args.n), "--data.true_w", str(args.d), "--data.batch_size", str(args.batch_size),
+        "--trainer.max_epochs", str(args.epochs), "--trainer.accelerator", args.accelerator,
+    ]  # fmt: skip
+    if args.steps_per_batch is not None:
+        overrides += ["--data.steps_per_batch", str(args.steps_per_batch)]
+    with tempfile.TemporaryDirectory() as runs:
+
+        def build() -> object:
+            with mock.patch.object(sys, "argv", [sys.argv[0]]):  # the CLI reads only the overrides
+                return build_cli([*overrides, "--trainer.logger.init_args.save_dir", runs], run=False)
+
+        cli = build()
+        data = cli.datamodule
+        data.setup("fit")  # the tensors every loop below trains on
+        X, y = data.train_data
+        device = cli.trainer.strategy.root_device
+        lr = 0.03
+        loops = {
+            "seed_loop": lambda: seed_loop(X, y, args.batch_size, lr, device),
+            "fused_loop": lambda: fused_loop(X, y, args.batch_size, lr, device),
+            "linreg": lambda: lightning_epoch(build, data),
+        }
+        results: dict[str, list[float]] = {name: [] for name in loops}
+        for loop in loops.values():  # warm-up: first-call costs (imports, allocator) are not timed
+            loop()
+        for repeat in range(args.repeats):
+            for name, loop in loops.items():
+                results[name].append(loop())
+                print(f"repeat {repeat + 1}: {name:<10} {results[name][-1]:>12,.0f} examples/s", file=sys.stderr)
+    medians = {name: statistics.median(values) for name, values in results.items()}
+    return {
+        "setup": {
+            **{k: v for k, v in vars(args).items() if k != "json"},
+            "device": str(device),
+            "torch": torch.__version__,
+        },
+        "examples_per_s": results,
+        "median_examples_per_s": medians,
+        "ratios": {
+            "linreg/fused_loop": medians["linreg"] / medians["fused_loop"],
+            "linreg/seed_loop": medians["linreg"] / medians["seed_loop"],
+        },
+    }
+
+
+def _process(args: argparse.Namespace) -> dict:
+    seed_script = [sys.executable, str(Path(__file__).with_name("seed.py"))]
+    with tempfile.TemporaryDirectory() as runs:
+        fit = [
+            sys.executable,
+            "-m",
+            "linreg",
+            "fit",
+            "--config",
+            args.config,
+            "--trainer.logger.init_args.save_dir",
+            runs,
+        ]
+        commands = {"seed_script": seed_script, "linreg_fit": fit}
+        for command in commands.values():  # warm-up: file-system caches
+            run_process(command)
+        seconds: dict[str, list[float]] = {name: [] for name in commands}
+        peak_mib: dict[str, list[float]] = {name: [] for name in commands}
+        for repeat in range(args.repeats):
+            for name, command in commands.items():
+                wall, peak = run_process(command)
+                seconds[name].append(wall)
+                peak_mib[name].append(peak / MIB)
+                print(f"repeat {repeat + 1}: {name:<11} {wall:6.2f} s  peak {peak / MIB:6.0f} MiB", file=sys.stderr)
+    medians = {name: statistics.median(values) for name, values in seconds.items()}
+    return {
+        "setup": {"config": args.config, "repeats": args.repeats},
+        "seconds": seconds,
+        "peak_mib": peak_mib,
+        "median_seconds": medians,
+        "ratios": {"linreg_fit/seed_script": medians["linreg_fit"] / medians["seed_script"]},
+    }
+
+
+def _memory(args: argparse.Namespace) -> dict:
+    from linreg.cli import build_cli
+
+    with tempfile.TemporaryDirectory() as runs:
+        overrides = ["--config", args.config, "--trainer.logger.init_args.save_dir", runs]
+        data = build_cli(overrides, run=False).datamodule  # the config's sizes, without drawing the data
+        rows = data.num_train + data.num_val + data.num_test
+        tensor_bytes = rows * (data.input_dim + 1) * 4  # float32 X and y
+        wall, peak = run_process([sys.executable, "-m", "linreg", "fit", *overrides])
+    return {
+        "setup": {"config": args.config},
+        "seconds": wall,
+        "peak_mib": peak / MIB,
+        "tensor_mib": tensor_bytes / MIB,
+        "budget_mib": tensor_bytes / MIB + 600,
+        "peak_minus_tensors_mib": (peak - tensor_bytes) / MIB,
+    }
+
+
+def _print(mode: str, result: dict) -> None:
+    if mode == "loops":
+        s = result["setup"]
+        print(f"one epoch, N={s['n']:,} d={s['d']} batch={s['batch_size']} on {s['device']} (torch {s['torch']})")
+        for name, value in result["median_examples_per_s"].items():
+            print(f"  {name:<11} {value:>12,.0f} examples/s (median of {s['repeats']})")
+        for name, value in result["ratios"].items():
+            print(f"  {name:<18} {value:6.2f}x")
+    elif mode == "process":
+        for name, value in result["median_seconds"].items():
+            print(f"  {name:<12} {value:6.2f} s  peak {max(result['peak_mib'][name]):6.0f} MiB")
+        print(f"  linreg_fit/seed_script {result['ratios']['linreg_fit/seed_script']:.2f}x")
+    else:
+        print(
+            f"  fit --config {result['setup']['config']}: {result['seconds']:.1f} s, peak {result['peak_mib']:.0f} MiB"
+        )
+        print(f"  tensors {result['tensor_mib']:.0f} MiB; budget tensors + 600 MiB = {result['budget_mib']:.0f} MiB")
+        print(f"  peak - tensors = {result['peak_minus_tensors_mib']:.0f} MiB")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m linreg.benchmark", description=__doc__.split("\n\n")[0])
+    parser.add_argument("mode", nargs="?", default="loops", choices=["loops", "process", "memory"])
+    parser.add_argument(
+        "--config", help="config of the linreg run (default: large.yaml for loops/memory, d2l.yaml for process)"
+    )
+    parser.add_argument("--n", type=int, default=1_000_000, help="training examples (loops)")
+    parser.add_argument("--d", type=int, default=100, help="features (loops)")
+    parser.add_argument("--batch-size", type=int, default=1024, help="examples per SGD step (loops)")
+    parser.add_argument(
+        "--steps-per-batch", type=int, help="SGD steps per Lightning step (loops; default: the config's)"
+    )
+    parser.add_argument("--epochs", type=int, default=1, help="epochs per timed linreg run (loops)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats of each candidate")
+    parser.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu", "cuda", "auto"], help="(loops)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
+    args = parser.parse_args(argv)
+    if args.config is None:
+        args.config = "configs/d2l.yaml" if args.mode == "process" else "configs/large.yaml"
+    if not Path(args.config).is_file():
+        parser.error(f"--config: no such file: {args.config!r} (run from the repository root)")
+    started = time.perf_counter()
+    result = {"loops": _loops, "process": _process, "memory": _memory}[args.mode](args)
+    result["benchmark_seconds"] = time.perf_counter() - started
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        _print(args.mode, result)
+
+
+if __name__ == "__main__":
+    main()

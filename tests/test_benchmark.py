@@ -1,0 +1,43 @@
+"""The benchmark runs end to end on a tiny problem and reports its figures (no timing is asserted)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def _benchmark(*args: str) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-m", "linreg.benchmark", *args, "--json"],
+        capture_output=True, text=True, cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout)
+
+
+@pytest.mark.slow
+def test_loops_mode_reports_every_candidate_and_the_ratios() -> None:
+    report = _benchmark("--n", "4096", "--d", "8", "--batch-size", "64", "--repeats", "1")
+    assert set(report["median_examples_per_s"]) == {"seed_loop", "fused_loop", "linreg"}
+    assert all(v > 0 for v in report["median_examples_per_s"].values())
+    assert set(report["ratios"]) == {"linreg/fused_loop", "linreg/seed_loop"}
+
+
+@pytest.mark.slow
+def test_process_mode_times_both_whole_programs() -> None:
+    report = _benchmark("process", "--repeats", "1")
+    assert set(report["median_seconds"]) == {"seed_script", "linreg_fit"}
+    assert report["peak_mib"]["linreg_fit"][0] > 0
+
+
+def test_the_plain_seed_script_reproduces_the_books_result() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "linreg" / "benchmark" / "seed.py")], capture_output=True, text=True, check=True
+    )
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("epoch 1, loss")
+    final_loss = float(lines[2].split()[-1])
+    assert final_loss < 3e-4  # the book's run ends near the noise floor, 1e-4
