@@ -38,7 +38,7 @@ def _loops(args: argparse.Namespace) -> dict:
     overrides = [
         "--config", args.config,
         "--data.num_train", str(args.n), "--data.true_w", str(args.d), "--data.batch_size", str(args.batch_size),
-        "--trainer.max_epochs", str(args.epochs), "--trainer.accelerator", args.accelerator,
+        "--trainer.max_epochs", str(args.epochs), "--trainer.accelerator", args.accelerator or "cpu",
     ]  # fmt: skip
     if args.steps_per_batch is not None:
         overrides += ["--data.steps_per_batch", str(args.steps_per_batch)]
@@ -108,7 +108,7 @@ def _process(args: argparse.Namespace) -> dict:
                 print(f"repeat {repeat + 1}: {name:<11} {wall:6.2f} s  peak {peak / MIB:6.0f} MiB", file=sys.stderr)
     medians = {name: statistics.median(values) for name, values in seconds.items()}
     return {
-        "setup": {"config": args.config, "repeats": args.repeats},
+        "setup": {"config": args.config, "repeats": args.repeats, "accelerator": args.accelerator or "the config's"},
         "seconds": seconds,
         "peak_mib": peak_mib,
         "median_seconds": medians,
@@ -121,6 +121,8 @@ def _memory(args: argparse.Namespace) -> dict:
 
     with tempfile.TemporaryDirectory() as runs:
         overrides = ["--config", args.config, "--trainer.logger.init_args.save_dir", runs]
+        if args.accelerator:
+            overrides += ["--trainer.accelerator", args.accelerator]
         data = build_cli(overrides, run=False).datamodule  # the config's sizes, without drawing the data
         rows = data.num_train + data.num_val + data.num_test
         tensor_bytes = rows * (data.input_dim + 1) * 4  # float32 X and y
@@ -169,7 +171,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--epochs", type=int, default=1, help="epochs per timed linreg run (loops)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats of each candidate")
-    parser.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu", "cuda", "auto"], help="(loops)")
+    parser.add_argument(
+        "--accelerator", choices=["cpu", "gpu", "cuda", "auto"], help="loops: default cpu; others: the config's"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
     args = parser.parse_args(argv)
     if args.config is None:

@@ -1,0 +1,76 @@
+"""The GPU path: the data set placed in device memory once, or pinned batches when it does not fit.
+
+Run with ``python -m pytest -m cuda`` on a machine with a CUDA GPU; skipped elsewhere.
+"""
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from linreg.data import SyntheticRegressionData
+from linreg.data import synthetic as synthetic_module
+from linreg.model import LinearRegression
+from tests.conftest import final_params, fit_d2l
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+TRUE_W = torch.tensor([2.0, -3.4, 5.6, 3.2, -0.6])
+
+
+class _BatchDevices(pl.Callback):
+    """Records where each training batch lives when it reaches the model, and whether it was pinned."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: list, batch_idx: int
+    ) -> None:
+        self.seen.update(str(x.device.type) for x, _ in batch)
+
+
+def _fit(data: SyntheticRegressionData) -> tuple[LinearRegression, _BatchDevices, pl.Trainer]:
+    model = LinearRegression(input_dim=data.input_dim)
+    devices = _BatchDevices()
+    trainer = pl.Trainer(
+        accelerator="gpu", devices=1, max_epochs=2, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[devices],
+    )  # fmt: skip
+    trainer.fit(model, data)
+    return model, devices, trainer
+
+
+def test_the_data_set_is_placed_on_the_gpu_once() -> None:
+    data = SyntheticRegressionData(num_train=2000, batch_size=50, steps_per_batch=4)
+    model, devices, trainer = _fit(data)
+    loader = trainer.train_dataloader
+    assert all(t.device.type == "cuda" for t in loader.dataset.tensors)
+    assert not loader.pin_memory
+    assert devices.seen == {"cuda"}
+    assert (model.weight.cpu() - TRUE_W).abs().max() < 5e-3
+
+
+def test_a_data_set_too_big_for_the_gpu_streams_pinned_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(synthetic_module, "fits_on_device", lambda tensors, device: False)
+    data = SyntheticRegressionData(num_train=2000, batch_size=50)
+    model, devices, trainer = _fit(data)
+    loader = trainer.train_dataloader
+    assert all(t.device.type == "cpu" for t in loader.dataset.tensors)
+    assert loader.pin_memory
+    assert devices.seen == {"cuda"}  # Lightning moved each pinned batch to the GPU
+    assert (model.weight.cpu() - TRUE_W).abs().max() < 5e-3
+
+
+def test_the_d2l_config_on_the_gpu_recovers_w_and_b_and_matches_the_cpu(tmp_path: Path) -> None:
+    gpu_run = fit_d2l(tmp_path / "gpu", "--trainer.accelerator", "gpu")
+    cpu_run = fit_d2l(tmp_path / "cpu", "--trainer.accelerator", "cpu")
+    gpu, cpu = final_params(gpu_run), final_params(cpu_run)
+    assert (gpu["net.0.weight"].reshape(-1) - TRUE_W).abs().max() < 5e-3
+    assert abs(gpu["net.0.bias"].item() - 4.2) < 5e-3
+    # Same data, same order, same initial weights: only floating-point rounding differs.
+    torch.testing.assert_close(gpu["net.0.weight"], cpu["net.0.weight"], rtol=0, atol=1e-4)
