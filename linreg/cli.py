@@ -57,7 +57,9 @@ class LinearRegressionCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         # torch rejects a bad learning rate only when fit builds the optimizer, and without naming the key.
-        lr = config.model.optimizer.init_args.get("lr")
+        # With no config the optimizer is the default function, which has no init_args.
+        optimizer = config.model.optimizer
+        lr = optimizer.init_args.get("lr") if hasattr(optimizer, "init_args") else None
         if isinstance(lr, (int, float)) and not lr > 0:
             raise UserInputError(f"model.optimizer.lr must be > 0, got {lr!r}")
 

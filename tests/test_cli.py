@@ -127,3 +127,16 @@ def test_console_script_is_installed() -> None:
     result = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=False, cwd=ROOT)
     assert result.returncode == 0
     assert "fit" in result.stdout
+
+
+def test_fit_runs_without_a_config(tmp_path: Path) -> None:
+    run_cli(
+        "fit",
+        "--trainer.max_epochs",
+        "1",
+        "--data.num_train",
+        "20",
+        "--trainer.logger.init_args.save_dir",
+        str(tmp_path),
+    )
+    assert list((tmp_path / "linreg").glob("version_0/checkpoints/last.ckpt"))
