@@ -41,3 +41,12 @@ class RegressionData(LightningDataModule):
     def to_original_units(self, w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
         """Converts coefficients of the model (fitted on transformed data) to the data's own units."""
         return w, b
+
+    def prediction_columns(self, predictions: Tensor) -> dict[str, Tensor]:
+        """The columns of ``predictions.csv``, one value per example of ``predict_dataloader()``, in its order.
+
+        Args:
+            predictions: the model's outputs for those examples, shape ``(n,)`` or ``(n, 1)``, in the units
+                it is trained in; subclasses that transform the target convert them back here.
+        """
+        return {"prediction": predictions.reshape(-1)}
