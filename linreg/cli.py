@@ -15,6 +15,7 @@ from linreg.console import ConsoleProgress, quiet_lightning
 from linreg.data import RegressionData
 from linreg.errors import ShortErrorParser, fail, find_user_error
 from linreg.model import LinearRegression
+from linreg.predictions import PredictionWriter
 from linreg.report import FitReport
 from linreg.validation import UserInputError
 
@@ -70,7 +71,7 @@ def build_cli(args: ArgsType = None, run: bool = True) -> LinearRegressionCLI:
         LinearRegression,
         RegressionData,
         subclass_mode_data=True,
-        trainer_defaults={"callbacks": [ConsoleProgress(), FitReport()]},
+        trainer_defaults={"callbacks": [ConsoleProgress(), FitReport(), PredictionWriter()]},
         parser_class=ShortErrorParser,
         parser_kwargs={"prog": "linreg", "description": "Linear regression fitted by SGD with PyTorch Lightning."},
         args_=args,

@@ -1,0 +1,111 @@
+"""``predictions.csv``: what ``predict`` writes into the run directory, one row per input row, in input order.
+
+The data module says what the columns are (``RegressionData.prediction_columns``: the prediction in the
+target's own units, and for a CSV file the input line and the actual target); this module puts the
+predictions back in input order and writes the file atomically (a temporary file, then ``os.replace``),
+so an interrupted run leaves either the whole file or none.
+
+Under DDP every process predicts a share of the rows; the shares and their row indices are gathered on
+rank 0, which writes the one file.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter
+from torch import Tensor
+
+
+def in_input_order(predictions: Tensor, indices: Tensor) -> Tensor:
+    """``predictions`` ``(n,)`` placed at their row ``indices`` ``(n,)``, which must be a permutation of 0..n-1.
+
+    Example:
+        >>> in_input_order(torch.tensor([10.0, 20.0, 30.0]), torch.tensor([2, 0, 1])).tolist()
+        [20.0, 30.0, 10.0]
+    """
+    n = indices.numel()
+    if predictions.numel() != n or not torch.equal(indices.sort().values, torch.arange(n)):
+        raise RuntimeError(f"predictions do not cover rows 0..{n - 1} exactly once; cannot restore the input order")
+    ordered = torch.empty_like(predictions)
+    ordered[indices] = predictions
+    return ordered
+
+
+def write_csv(path: str | Path, columns: dict[str, Tensor]) -> None:
+    """Writes ``columns`` (name -> values, equal lengths) to ``path`` atomically; NaN is written as a blank cell.
+
+    Floats are written with Python's shortest round-tripping repr, so reading the file back gives
+    exactly the values written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    values = [_cells(column) for column in columns.values()]
+    # Beside the target (os.replace is atomic within one file system), with the permissions open() gives.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as file:
+            writer = csv.writer(file)
+            writer.writerow(columns)
+            writer.writerows(zip(*values, strict=True))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _cells(column: Tensor) -> list[Any]:
+    """The column as CSV cells: NaN blank, whole numbers without ``.0`` (a price read as 617077 stays so)."""
+    values = column.tolist()
+    if not column.is_floating_point():
+        return values
+    return ["" if math.isnan(v) else int(v) if v.is_integer() and abs(v) < 1e15 else v for v in values]
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes ``predictions.csv`` into ``trainer.log_dir`` (the run directory) at the end of ``predict``.
+
+    Args:
+        filename: name of the file in the run directory.
+    """
+
+    def __init__(self, filename: str = "predictions.csv") -> None:
+        super().__init__(write_interval="epoch")
+        self.filename = filename
+
+    def write_on_epoch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        predictions: Sequence[Any],
+        batch_indices: Sequence[Any],
+    ) -> None:
+        # One predict dataloader: a list of (batch, 1) outputs, and the row indices of each batch.
+        values = torch.cat([p.reshape(-1) for p in predictions]).cpu() if predictions else torch.empty(0)
+        indices = [torch.as_tensor(i, dtype=torch.long).reshape(-1) for i in batch_indices[0]] if batch_indices else []
+        rows = torch.cat(indices).cpu() if indices else torch.empty(0, dtype=torch.long)
+        values, rows = _gather_all(values, rows)
+        run_dir = trainer.log_dir or "."  # under DDP a broadcast from rank 0: every process must ask
+        if not trainer.is_global_zero:
+            return
+        columns = trainer.datamodule.prediction_columns(in_input_order(values, rows))
+        path = Path(run_dir) / self.filename
+        write_csv(path, columns)
+        print(f"predictions: {path} ({values.numel()} rows)", flush=True)
+
+
+def _gather_all(values: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+    """Every process's ``(values, rows)``, concatenated in rank order; unchanged in a single process."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return values, rows
+    shares: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(shares, (values, rows))  # the shares differ in length: objects, not tensors
+    return torch.cat([v for v, _ in shares]), torch.cat([r for _, r in shares])
