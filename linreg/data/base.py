@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import torch
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
+from torch.utils.data import DataLoader
+
+from linreg.data.loading import fits_on_device, tensor_loader
 
 
 class RegressionData(LightningDataModule):
     """Base class of the data modules: tensors ``(X, y)`` per split, plus what is known about them.
 
-    Subclasses set ``train_data``, ``val_data`` and ``test_data`` in ``setup()`` (``X`` of shape
-    ``(n, input_dim)``, ``y`` of shape ``(n, 1)``, in the units the model is trained in) and override
-    the properties below where they know more.
+    Subclasses set ``batch_size``, ``steps_per_batch``, ``eval_batch_size`` and ``seed`` in
+    ``__init__``; ``train_data``, ``val_data`` and ``test_data`` in ``setup()`` (``X`` of shape
+    ``(n, input_dim)``, ``y`` of shape ``(n, 1)``, in the units the model is trained in); and override
+    the properties below where they know more. The dataloaders are built here, on the fast path of
+    ``linreg.data.loading``, the same way for every data module.
     """
 
+    batch_size: int
+    steps_per_batch: int
+    eval_batch_size: int
+    seed: int
     train_data: tuple[Tensor, Tensor] | None = None
     val_data: tuple[Tensor, Tensor] | None = None
     test_data: tuple[Tensor, Tensor] | None = None
@@ -50,3 +62,36 @@ class RegressionData(LightningDataModule):
                 it is trained in; subclasses that transform the target convert them back here.
         """
         return {"prediction": predictions.reshape(-1)}
+
+    def predict_inputs(self) -> Sequence[Tensor] | None:
+        """The tensors ``predict`` runs on (``X`` first); the test split unless a subclass says otherwise."""
+        return self.test_data
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_data, self.batch_size, shuffle=True, steps_per_batch=self.steps_per_batch)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_data, self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_data, self.eval_batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.predict_inputs(), self.eval_batch_size, shuffle=False)
+
+    def _loader(
+        self, split: Sequence[Tensor] | None, batch_size: int, shuffle: bool, steps_per_batch: int | None = None
+    ) -> DataLoader:
+        assert split is not None, "setup() must run before the dataloaders are asked for"
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        on_device = fits_on_device(split, device)
+        if on_device:  # placed once; no batch crosses from host to device afterwards
+            split = tuple(t.to(device) for t in split)
+        return tensor_loader(
+            *split,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            seed=self.seed,
+            steps_per_batch=steps_per_batch,
+            pin_memory=device.type == "cuda" and not on_device,
+        )

@@ -9,15 +9,12 @@ the transform the model was trained with, even if the file has changed since.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
 
 from linreg.data.base import RegressionData
-from linreg.data.loading import fits_on_device, tensor_loader
 from linreg.data.scaling import Standardizer
 from linreg.data.table import Table, read_header, read_table, select_columns
 from linreg.validation import UserInputError, check_float, check_int
@@ -207,31 +204,6 @@ class CSVRegressionData(RegressionData):
         columns["prediction"] = self.standardizer.inverse_y(predictions.reshape(-1))
         return columns
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_data, self.batch_size, shuffle=True, steps_per_batch=self.steps_per_batch)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_data, self.eval_batch_size, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_data, self.eval_batch_size, shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader((self._predict_x,) if self._predict_x is not None else None, self.eval_batch_size, False)
-
-    def _loader(
-        self, split: Sequence[Tensor] | None, batch_size: int, shuffle: bool, steps_per_batch: int | None = None
-    ) -> DataLoader:
-        assert split is not None, "setup() must run before the dataloaders are asked for"
-        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        on_device = fits_on_device(split, device)
-        if on_device:  # placed once; no batch crosses from host to device afterwards
-            split = tuple(t.to(device) for t in split)
-        return tensor_loader(
-            *split,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            seed=self.seed,
-            steps_per_batch=steps_per_batch,
-            pin_memory=device.type == "cuda" and not on_device,
-        )
+    def predict_inputs(self) -> tuple[Tensor] | None:
+        """Every row of ``path``, or of ``predict_path`` when given."""
+        return (self._predict_x,) if self._predict_x is not None else None

@@ -6,11 +6,9 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
 
 from linreg.data.base import RegressionData
 from linreg.data.generate import random_weights, synthetic_data
-from linreg.data.loading import fits_on_device, tensor_loader
 from linreg.validation import UserInputError, check_float, check_int
 
 D2L_TRUE_W = (2.0, -3.4, 5.6, 3.2, -0.6)
@@ -92,36 +90,3 @@ class SyntheticRegressionData(RegressionData):
         self.train_data = synthetic_data(self.true_w, self.true_b, self.num_train, self.noise_std, generator)
         self.val_data = synthetic_data(self.true_w, self.true_b, self.num_val, self.noise_std, generator)
         self.test_data = synthetic_data(self.true_w, self.true_b, self.num_test, self.noise_std, generator)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_data, self.batch_size, shuffle=True, steps_per_batch=self.steps_per_batch)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_data, self.eval_batch_size, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_data, self.eval_batch_size, shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.test_data, self.eval_batch_size, shuffle=False)
-
-    def _loader(
-        self,
-        split: tuple[Tensor, Tensor] | None,
-        batch_size: int,
-        shuffle: bool,
-        steps_per_batch: int | None = None,
-    ) -> DataLoader:
-        assert split is not None, "setup() must run before the dataloaders are asked for"
-        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        on_device = fits_on_device(split, device)
-        if on_device:  # placed once; no batch crosses from host to device afterwards
-            split = tuple(t.to(device) for t in split)  # type: ignore[assignment]
-        return tensor_loader(
-            *split,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            seed=self.seed,
-            steps_per_batch=steps_per_batch,
-            pin_memory=device.type == "cuda" and not on_device,
-        )
