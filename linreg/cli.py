@@ -12,6 +12,7 @@ from linreg.console import ConsoleProgress, quiet_lightning
 from linreg.data import RegressionData
 from linreg.errors import ShortErrorParser, fail, find_user_error
 from linreg.model import LinearRegression
+from linreg.recovery import ParameterRecovery
 from linreg.report import FitReport
 from linreg.validation import UserInputError
 
@@ -52,7 +53,7 @@ def main(args: ArgsType = None) -> None:
             LinearRegression,
             RegressionData,
             subclass_mode_data=True,
-            trainer_defaults={"callbacks": [ConsoleProgress(), FitReport()]},
+            trainer_defaults={"callbacks": [ConsoleProgress(), ParameterRecovery(), FitReport()]},
             parser_class=ShortErrorParser,
             parser_kwargs={"prog": "linreg"},
             args=args,
