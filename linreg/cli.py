@@ -12,6 +12,7 @@ from linreg.console import ConsoleProgress, quiet_lightning
 from linreg.data import RegressionData
 from linreg.errors import ShortErrorParser, fail, find_user_error
 from linreg.model import LinearRegression
+from linreg.plots import FitPlots
 from linreg.recovery import ParameterRecovery
 from linreg.report import FitReport
 from linreg.validation import UserInputError
@@ -53,7 +54,7 @@ def main(args: ArgsType = None) -> None:
             LinearRegression,
             RegressionData,
             subclass_mode_data=True,
-            trainer_defaults={"callbacks": [ConsoleProgress(), ParameterRecovery(), FitReport()]},
+            trainer_defaults={"callbacks": [ConsoleProgress(), ParameterRecovery(), FitReport(), FitPlots()]},
             parser_class=ShortErrorParser,
             parser_kwargs={"prog": "linreg"},
             args=args,
