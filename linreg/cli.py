@@ -11,6 +11,7 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 from linreg.console import ConsoleProgress, quiet_lightning
 from linreg.data import RegressionData
 from linreg.errors import ShortErrorParser, fail, find_user_error
+from linreg.hparams import SaveConfigAndHparams
 from linreg.model import LinearRegression
 from linreg.plots import FitPlots
 from linreg.recovery import ParameterRecovery
@@ -54,6 +55,7 @@ def main(args: ArgsType = None) -> None:
             LinearRegression,
             RegressionData,
             subclass_mode_data=True,
+            save_config_callback=SaveConfigAndHparams,
             trainer_defaults={"callbacks": [ConsoleProgress(), ParameterRecovery(), FitReport(), FitPlots()]},
             parser_class=ShortErrorParser,
             parser_kwargs={"prog": "linreg"},
