@@ -114,6 +114,7 @@ def _parameter_table(rows: list[Row], max_rows: int) -> list[str]:
     if len(shown) < len(rows):
         lines.append(f"({len(shown)} of {len(rows)} parameters shown, those farthest from OLS; all in report.json)")
     worst = max(range(len(rows)), key=lambda i: z[i])
+    lines.append("")
     if z[worst] >= 0:
         lines.append(f"largest |SGD-OLS|/SE: {z[worst]:.2f} ({rows[worst]['name']})")
     else:
