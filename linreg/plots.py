@@ -32,7 +32,7 @@ def parity_figure(actual: np.ndarray, predicted: np.ndarray, of_total: int) -> F
     low, high = float(min(actual.min(), predicted.min())), float(max(actual.max(), predicted.max()))
     ax.plot([low, high], [low, high], color="black", linestyle="--", linewidth=1, label="predicted = actual")
     ax.set(xlabel="actual y", ylabel="predicted y", aspect="equal")
-    ax.set_title(f"Parity plot, validation set ({_shown(len(actual), of_total)})")
+    ax.set_title(f"Parity plot, validation set\n({_shown(len(actual), of_total)})")
     ax.legend(loc="upper left")
     return fig
 
@@ -45,7 +45,7 @@ def residual_figure(residuals: np.ndarray, of_total: int) -> Figure:
     ax.hist(residuals, bins=min(60, max(10, len(residuals) // 20)), color="tab:blue", alpha=0.8)
     ax.axvline(0.0, color="black", linestyle="--", linewidth=1, label="zero")
     ax.set(xlabel="residual: actual y - predicted y", ylabel="examples")
-    ax.set_title(f"Residuals, validation set ({_shown(len(residuals), of_total)})")
+    ax.set_title(f"Residuals, validation set\n({_shown(len(residuals), of_total)})")
     ax.legend(title=f"mean {residuals.mean():.3g}, std {residuals.std(ddof=1):.3g}", loc="upper right")
     return fig
 
