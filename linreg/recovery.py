@@ -78,7 +78,7 @@ class ParameterRecovery(Callback):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # The starting point of the curves: the coefficients before the first step.
         values = self._recovery(trainer, pl_module)
-        for logger in trainer.loggers:
+        for logger in trainer.loggers if values else []:
             logger.log_metrics(values, step=trainer.global_step)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
