@@ -14,8 +14,11 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 from linreg.console import ConsoleProgress, quiet_lightning
 from linreg.data import RegressionData
 from linreg.errors import ShortErrorParser, fail, find_user_error
+from linreg.hparams import SaveConfigAndHparams
 from linreg.model import LinearRegression
+from linreg.plots import FitPlots
 from linreg.predictions import PredictionWriter
+from linreg.recovery import ParameterRecovery
 from linreg.report import FitReport
 from linreg.validation import UserInputError
 
@@ -71,7 +74,10 @@ def build_cli(args: ArgsType = None, run: bool = True) -> LinearRegressionCLI:
         LinearRegression,
         RegressionData,
         subclass_mode_data=True,
-        trainer_defaults={"callbacks": [ConsoleProgress(), FitReport(), PredictionWriter()]},
+        save_config_callback=SaveConfigAndHparams,
+        trainer_defaults={
+            "callbacks": [ConsoleProgress(), ParameterRecovery(), FitReport(), FitPlots(), PredictionWriter()]
+        },
         parser_class=ShortErrorParser,
         parser_kwargs={"prog": "linreg", "description": "Linear regression fitted by SGD with PyTorch Lightning."},
         args_=args,

@@ -1,33 +1,181 @@
-"""The end-of-fit report: the learned parameters beside the true ones, as the seed prints them."""
+"""The end-of-fit report: SGD's estimate beside the least-squares solution and the truth, and the fit.
+
+One table per run, printed on rank zero and written as ``report.json`` in the run directory:
+
+- per parameter: the true value (when known), the OLS estimate ± its standard error, the SGD estimate,
+  SGD - true, and (SGD - OLS) / SE, all in the data's own units (``RegressionData.to_original_units``;
+  the standard errors go through that affine map with the coefficients, see ``ols.transform``);
+- the final model and the OLS solution scored on every example of the train and validation splits
+  (MSE, MAE, R², in the units the model is trained in, like ``val/loss``).
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
+from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
+
+from linreg.data import RegressionData
+from linreg.ols import CHUNK_ELEMENTS, LeastSquaresFit, fit_least_squares, transform
+from linreg.recovery import ParameterRecovery, learned_coefficients, regression_data
+from linreg.validation import check_int
+
+LEGEND = """\
+  true: the value the data were generated from.  OLS ± SE: the exact least-squares fit to the training
+  data (the best estimate they allow) and its standard error.  SGD: the trained model.
+  (SGD-OLS)/SE: how far SGD is from OLS, in standard errors. A few or less: what SGD has left to
+  learn is no larger than the uncertainty that the noise in the data leaves on OLS itself.
+  mse (the loss) and mae: mean squared and absolute error, lower is better; r2: 1 is a perfect fit.
+  Both models are scored on every example of each split."""
+
+Row = dict[str, Any]
+# (header, width, cell): negative widths are left-aligned; ``known`` columns need the true values.
+_COLUMNS: list[tuple[str, int, Callable[[Row], str], bool]] = [
+    ("parameter", -10, lambda r: r["name"], False),
+    ("true", 10, lambda r: f"{r['true']:.6g}", True),
+    ("OLS ± SE", 23, lambda r: f"{r['ols']:.6g} ± {r['ols_se']:.2g}", False),
+    ("SGD", 12, lambda r: f"{r['sgd']:.6g}", False),
+    ("SGD-true", 11, lambda r: f"{r['sgd_minus_true']:.2e}", True),
+    (
+        "(SGD-OLS)/SE",
+        14,
+        lambda r: "-" if r["sgd_minus_ols_in_se"] is None else f"{r['sgd_minus_ols_in_se']:+.2f}",
+        False,
+    ),
+]
 
 
-def parameter_table(learned_w: Tensor, learned_b: float, true_w: Tensor | None, true_b: float | None) -> str:
-    """A text table: one row per parameter, with the true value and the error where the truth is known."""
-    names = [f"w[{i}]" for i in range(learned_w.numel())] + ["b"]
-    learned = [*learned_w.tolist(), learned_b]
-    truth = None if true_w is None or true_b is None else [*true_w.tolist(), true_b]
-    header = f"{'param':>8} {'learned':>12}" + ("" if truth is None else f" {'true':>12} {'true - learned':>15}")
-    rows = [header]
-    for i, name in enumerate(names):
-        row = f"{name:>8} {learned[i]:>12.6f}"
-        if truth is not None:
-            row += f" {truth[i]:>12.6f} {truth[i] - learned[i]:>15.3e}"
-        rows.append(row)
-    return "\n".join(rows)
+def score(predict: Callable[[Tensor], Tensor], X: Tensor, y: Tensor, device: torch.device) -> dict[str, float]:
+    """MSE, MAE and R² of ``predict`` on ``(X, y)``, over chunks of rows moved to ``device``, in float64."""
+    metrics = MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError(), "r2": R2Score()})
+    metrics = metrics.set_dtype(torch.float64).to(device)
+    rows = max(1, CHUNK_ELEMENTS // max(1, X.shape[1]))
+    with torch.no_grad():
+        for start in range(0, X.shape[0], rows):
+            x, t = X[start : start + rows].to(device), y[start : start + rows].to(device)
+            metrics.update(predict(x).view(-1).double(), t.view(-1).double())  # (rows,) each
+    return {name: value.item() for name, value in metrics.compute().items()}
+
+
+def parameter_rows(
+    names: list[str], sgd: tuple[Tensor, Tensor], ols: LeastSquaresFit, truth: tuple[Tensor, float] | None
+) -> list[Row]:
+    """One row per parameter, ``w[<feature>]`` then ``b``, with every estimate and comparison."""
+    labels = [f"w[{name}]" for name in names] + ["b"]
+    true = [None] * len(labels) if truth is None else [*truth[0].tolist(), truth[1]]
+    ols_all = torch.cat([ols.w, ols.b.view(1)]).tolist()
+    sgd_all = torch.cat([sgd[0], sgd[1].view(1)]).tolist()
+    return [
+        {
+            "name": label,
+            "true": t,
+            "ols": o,
+            "ols_se": se,
+            "sgd": s,
+            "sgd_minus_true": None if t is None else s - t,
+            "sgd_minus_ols_in_se": (s - o) / se if se > 0 else None,  # se = 0: labels without noise
+        }
+        for label, t, o, se, s in zip(labels, true, ols_all, ols.standard_errors.tolist(), sgd_all, strict=True)
+    ]
+
+
+def format_report(report: dict[str, Any], max_rows: int = 20) -> str:
+    """The text of a report built by ``build_report``: the same facts as ``report.json``."""
+    ols = report["ols"]
+    lines = [
+        "Parameters (in the data's own units): SGD's estimate against least squares (OLS) on the training data",
+        "",
+        *_parameter_table(report["parameters"], max_rows),
+        f"OLS residual std: {ols['residual_std']:.4g} (the noise level of the training labels;"
+        f" {ols['num_examples']} examples, {ols['degrees_of_freedom']} degrees of freedom)",
+        "",
+        f"{'metric (full split)':<22}{'SGD':>13}{'OLS':>13}",
+    ]
+    for split, models in report["metrics"].items():
+        for metric, style in (("mse", ".5g"), ("mae", ".5g"), ("r2", ".6f")):
+            sgd, least_squares = models["sgd"][metric], models["ols"][metric]
+            lines.append(f"{split + ' ' + metric:<22}{sgd:>13{style}}{least_squares:>13{style}}")
+    return "\n".join([*lines, "", LEGEND])
+
+
+def _parameter_table(rows: list[Row], max_rows: int) -> list[str]:
+    """The parameter rows as text, at most ``max_rows`` of them, and the largest distance from OLS."""
+    columns = [c for c in _COLUMNS if rows[0]["true"] is not None or not c[3]]
+    z = [abs(r["sgd_minus_ols_in_se"]) if r["sgd_minus_ols_in_se"] is not None else -1.0 for r in rows]
+    shown = sorted(sorted(range(len(rows)), key=lambda i: -z[i])[:max_rows])  # farthest from OLS, in order
+    lines = ["".join(f"{header:{'<' if w < 0 else '>'}{abs(w)}}" for header, w, _, _ in columns)]
+    lines += ["".join(f"{cell(rows[i]):{'<' if w < 0 else '>'}{abs(w)}}" for _, w, cell, _ in columns) for i in shown]
+    if len(shown) < len(rows):
+        lines.append(f"({len(shown)} of {len(rows)} parameters shown, those farthest from OLS; all in report.json)")
+    worst = max(range(len(rows)), key=lambda i: z[i])
+    lines.append("")
+    if z[worst] >= 0:
+        lines.append(f"largest |SGD-OLS|/SE: {z[worst]:.2f} ({rows[worst]['name']})")
+    else:
+        lines.append("(SGD-OLS)/SE is undefined: the standard errors are 0, the training labels have no noise")
+    return lines
+
+
+def build_report(pl_module: LightningModule, data: RegressionData, reference: LeastSquaresFit) -> dict[str, Any]:
+    """The report's facts as plain values: parameters, the OLS fit's noise estimate, metrics per split."""
+    truth = None if data.true_w is None or data.true_b is None else (data.true_w.double(), data.true_b)
+    ols = transform(reference, data.to_original_units)
+    device = pl_module.device
+    w, b = reference.w.to(device), reference.b.to(device)
+
+    def ols_predict(x: Tensor) -> Tensor:
+        return x.double() @ w + b  # (rows, d) @ (d,) -> (rows,)
+
+    metrics = {
+        split: {"sgd": score(pl_module, *tensors, device), "ols": score(ols_predict, *tensors, device)}
+        for split, tensors in (("train", data.train_data), ("val", data.val_data))
+        if tensors is not None
+    }
+    return {
+        "parameters": parameter_rows(data.feature_names, learned_coefficients(pl_module, data), ols, truth),
+        "ols": {
+            "num_examples": reference.num_examples,
+            "degrees_of_freedom": reference.degrees_of_freedom,
+            "residual_variance": reference.residual_variance,
+            "residual_std": reference.residual_variance**0.5,
+        },
+        "metrics": metrics,
+        "units": "parameters in the data's own units; metrics and residuals in the units the model is trained in",
+    }
 
 
 class FitReport(Callback):
-    """Prints the parameter table at the end of ``fit``."""
+    """Prints the report at the end of ``fit`` (rank zero) and writes it to ``report.json`` in the run directory.
 
-    @rank_zero_only
+    Args:
+        max_rows: parameters printed at most; beyond that, those farthest from OLS (all are in the JSON).
+        filename: name of the JSON file in ``trainer.log_dir``.
+    """
+
+    def __init__(self, max_rows: int = 20, filename: str = "report.json") -> None:
+        self.max_rows = check_int("max_rows", max_rows, 1)
+        self.filename = filename
+
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        data = trainer.datamodule
-        true_w = data.true_w if data is not None else None
-        true_b = data.true_b if data is not None else None
-        print("\n" + parameter_table(pl_module.weight.cpu(), float(pl_module.bias), true_w, true_b), flush=True)
+        log_dir = trainer.log_dir  # on every rank: it is broadcast from rank zero
+        data = regression_data(trainer, type(self).__name__)
+        if not trainer.is_global_zero or data is None:
+            return
+        solved = [cb.reference for cb in trainer.callbacks if isinstance(cb, ParameterRecovery)]
+        reference = next((fit for fit in solved if fit is not None), None)
+        if reference is None:  # solved already when ParameterRecovery runs too
+            reference = fit_least_squares(*data.train_data, data.feature_names, pl_module.device)  # type: ignore[misc]
+        report = {
+            **build_report(pl_module, data, reference),
+            "epochs": trainer.current_epoch,
+            "steps": trainer.global_step,
+        }
+        print("\n" + format_report(report, self.max_rows), flush=True)
+        if log_dir is not None:
+            Path(log_dir, self.filename).write_text(json.dumps(report, indent=2) + "\n")

@@ -32,7 +32,7 @@ def test_run_directory_holds_events_config_and_checkpoints(d2l_run: Path) -> Non
     tags = events.Tags()["scalars"]
     assert {"train/loss", "val/loss"} <= set(tags)
     val_loss = [e.value for e in events.Scalars("val/loss")]
-    assert len(val_loss) == 3
+    assert len(val_loss) == 4  # one per epoch, then the final one again at the last step, for the hparams tab
     assert val_loss[-1] < 3e-4  # noise_std**2 = 1e-4 is the floor
 
 
@@ -57,8 +57,9 @@ def test_epoch_lines_and_final_report_are_printed(d2l_run: Path, capsys: pytest.
     assert "epoch 1/2" in out
     assert "epoch 2/2" in out
     assert "val/loss" in out
-    assert "w[4]" in out
-    assert "true - learned" in out
+    assert "w[x4]" in out
+    assert "(SGD-OLS)/SE" in out
+    assert "val mse" in out
 
 
 def test_print_config_round_trips(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -96,6 +97,7 @@ def test_optimizer_is_chosen_on_the_command_line(tmp_path: Path) -> None:
         (["--model.optimizer.lr", "0"], "model.optimizer.lr must be > 0, got 0.0"),
         (["--data.bogus", "3"], "Option 'bogus' is not accepted"),
         (["--trainer.max_epochs", "abc"], "trainer.max_epochs: Expected a int (given: abc)"),
+        (["--data.num_train", "6"], "least squares needs more training examples than coefficients: got 6 examples"),
     ],
 )
 def test_bad_values_give_one_line_and_exit_2(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

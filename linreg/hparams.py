@@ -1,0 +1,53 @@
+"""The run's hyper-parameters beside its final ``val/loss``, for TensorBoard's hparams tab.
+
+LightningCLI saves the whole config as ``config.yaml``; ``SaveConfigAndHparams`` does that too and,
+at the end of ``fit``, logs the values a user tunes (the model, data and optimizer arguments, the
+number of epochs, the seed) under the names of their command-line flags, with the final ``val/loss``
+as the hparams tab's metric. Logged at the last step, that value adds no point to the curve that is
+not a true measurement: the weights have not changed since the last validation.
+"""
+
+from __future__ import annotations
+
+from jsonargparse import Namespace
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.cli import SaveConfigCallback
+
+# Config keys (and their subkeys) shown in the hparams tab; the rest (logger, paths) is in config.yaml.
+TUNED = ("seed_everything", "trainer.max_epochs", "model", "data")
+
+
+def tuned_hparams(config: Namespace) -> dict[str, bool | int | float | str]:
+    """The tuned values of a fit config, flat and keyed like their flags (``data.batch_size``).
+
+    ``init_args`` levels are dropped from the keys and a ``class_path`` becomes its class name, so
+    ``model.optimizer.class_path`` gives ``model.optimizer: SGD``. Unset (None) values are left out;
+    lists become strings.
+
+    Example:
+        >>> tuned_hparams(Namespace({"data.class_path": "a.B", "data.init_args.batch_size": 10, "ckpt_path": None}))
+        {'data': 'B', 'data.batch_size': 10}
+    """
+    hparams: dict[str, bool | int | float | str] = {}
+    for key, value in vars(config.clone().as_flat()).items():
+        name = key.replace(".init_args", "").removesuffix(".class_path")
+        tuned = any(name == k or name.startswith(k + ".") for k in TUNED)
+        if value is None or not tuned or "._" in name:  # ._: LightningCLI's own bookkeeping
+            continue
+        if key.endswith(".class_path"):
+            value = str(value).rsplit(".", 1)[-1]
+        hparams[name] = value if isinstance(value, (bool, int, float, str)) else str(value)
+    return hparams
+
+
+class SaveConfigAndHparams(SaveConfigCallback):
+    """LightningCLI's ``SaveConfigCallback`` that also logs the tuned hyper-parameters with the final ``val/loss``."""
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        val_loss = trainer.callback_metrics.get("val/loss")
+        if trainer.logger is None or val_loss is None:
+            return
+        # The model's own arguments include those linked from the data module (input_dim).
+        linked = {f"model.{k}": v for k, v in pl_module.hparams.items() if not k.startswith("_")}
+        hparams = {**linked, **tuned_hparams(self.config)}
+        trainer.logger.log_hyperparams(hparams, metrics={"val/loss": float(val_loss)}, step=trainer.global_step)

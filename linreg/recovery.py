@@ -1,0 +1,103 @@
+"""``ParameterRecovery``: the least-squares reference of a fit, and curves of SGD's way towards it.
+
+Once per fit, before training, the ordinary-least-squares (OLS) solution of the training data is
+computed (``linreg.ols``): the best estimate those data allow. At the start of training and after every
+training epoch the callback logs how far the model's coefficients are from it, and from the true ones
+when the data module knows them:
+
+- ``params/w_error`` = ‖w - w_true‖ and ``params/b_error`` = |b - b_true|, when the truth is known;
+- ``params/w_gap_ols`` = ‖w - w_ols‖ and ``params/b_gap_ols`` = |b - b_ols|;
+- ``params/w/<feature>`` and ``params/b``, the coefficients themselves, for up to 16 features.
+
+Coefficients are compared in the data's own units (``RegressionData.to_original_units``). Only epoch
+hooks are used: the training step costs nothing more.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor
+
+from linreg.data import RegressionData
+from linreg.ols import LeastSquaresFit, fit_least_squares, transform
+from linreg.validation import check_int
+
+
+def regression_data(trainer: Trainer, needed_by: str) -> RegressionData | None:
+    """The trainer's data module when it is a set-up ``RegressionData``; otherwise warns and gives None."""
+    data = trainer.datamodule
+    if isinstance(data, RegressionData) and data.train_data is not None:
+        return data
+    rank_zero_warn(f"{needed_by} needs a RegressionData data module with its training data; it does nothing")
+    return None
+
+
+def learned_coefficients(pl_module: LightningModule, data: RegressionData) -> tuple[Tensor, Tensor]:
+    """The model's ``(w, b)`` in the data's own units, float64 on the CPU: shapes ``(d,)`` and ``()``."""
+    w = pl_module.weight.to("cpu", torch.float64)
+    b = pl_module.bias.to("cpu", torch.float64)
+    w, b = data.to_original_units(w, b)
+    return torch.as_tensor(w, dtype=torch.float64).view(-1), torch.as_tensor(b, dtype=torch.float64).view(())
+
+
+def tag_name(feature: str) -> str:
+    """A feature name as a TensorBoard tag component: characters other than letters, digits, ``_.-`` become ``_``."""
+    return re.sub(r"[^\w.-]", "_", feature)
+
+
+class ParameterRecovery(Callback):
+    """Computes the OLS reference once per fit and logs the ``params/...`` recovery curves every epoch.
+
+    Args:
+        max_coefficient_curves: the coefficients themselves are logged while the model has at most
+            this many features (one curve each; more would bury the other curves).
+
+    Attributes:
+        reference: the OLS fit of the training data in the units the model is trained in, set when a
+            fit starts; the end-of-fit report reads it from here rather than solving again.
+    """
+
+    def __init__(self, max_coefficient_curves: int = 16) -> None:
+        self.max_coefficient_curves = check_int("max_coefficient_curves", max_coefficient_curves, 0)
+        self.reference: LeastSquaresFit | None = None
+        self._reference_in_data_units: LeastSquaresFit | None = None
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        data = regression_data(trainer, type(self).__name__)
+        if data is None:
+            return
+        X, y = data.train_data  # type: ignore[misc]
+        # Every process solves the same problem identically, so the logged values agree across ranks.
+        self.reference = fit_least_squares(X, y, data.feature_names, device=trainer.strategy.root_device)
+        self._reference_in_data_units = transform(self.reference, data.to_original_units)
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # The starting point of the curves: the coefficients before the first step.
+        values = self._recovery(trainer, pl_module)
+        for logger in trainer.loggers if values else []:
+            logger.log_metrics(values, step=trainer.global_step)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        values = self._recovery(trainer, pl_module)
+        if values:
+            pl_module.log_dict(values, sync_dist=True)  # identical on every rank; the sync is a formality
+
+    def _recovery(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
+        """The ``params/...`` values for the model's current coefficients."""
+        ols, data = self._reference_in_data_units, trainer.datamodule
+        if ols is None or not isinstance(data, RegressionData):
+            return {}
+        w, b = learned_coefficients(pl_module, data)
+        values = {"params/w_gap_ols": (w - ols.w).norm().item(), "params/b_gap_ols": (b - ols.b).abs().item()}
+        if data.true_w is not None and data.true_b is not None:
+            values["params/w_error"] = (w - data.true_w.to(torch.float64)).norm().item()
+            values["params/b_error"] = abs(b.item() - data.true_b)
+        if w.numel() <= self.max_coefficient_curves:
+            names = [f"params/w/{tag_name(name)}" for name in data.feature_names]
+            values.update(zip(names, w.tolist(), strict=True))
+            values["params/b"] = b.item()
+        return values

@@ -1,0 +1,60 @@
+"""The report's rows and text: comparisons worked by hand, columns that depend on what is known."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from linreg.ols import LeastSquaresFit
+from linreg.report import format_report, parameter_rows
+
+
+def _ols(w: list[float], b: float, se: list[float]) -> LeastSquaresFit:
+    covariance = torch.diag(torch.tensor(se, dtype=torch.float64) ** 2)
+    return LeastSquaresFit(
+        torch.tensor(w, dtype=torch.float64), torch.tensor(b, dtype=torch.float64), covariance, 0.01, 100
+    )
+
+
+def _report(rows: list[dict]) -> dict:
+    scores = {"mse": 0.01, "mae": 0.08, "r2": 0.99}
+    return {
+        "parameters": rows,
+        "ols": {"residual_std": 0.1, "num_examples": 100, "degrees_of_freedom": 97},
+        "metrics": {"train": {"sgd": scores, "ols": scores}, "val": {"sgd": scores, "ols": scores}},
+    }
+
+
+def test_rows_compare_sgd_with_the_truth_and_with_ols_in_standard_errors() -> None:
+    ols = _ols([1.0, 2.0], 0.5, [0.1, 0.2, 0.05])
+    sgd = (torch.tensor([1.3, 1.9], dtype=torch.float64), torch.tensor(0.5, dtype=torch.float64))
+    rows = parameter_rows(["a", "b"], sgd, ols, (torch.tensor([1.0, 2.1]), 0.45))
+    assert [r["name"] for r in rows] == ["w[a]", "w[b]", "b"]
+    assert [r["sgd_minus_ols_in_se"] for r in rows] == pytest.approx([3.0, -0.5, 0.0])
+    assert [r["sgd_minus_true"] for r in rows] == pytest.approx([0.3, -0.2, 0.05], abs=1e-6)
+    assert [r["ols_se"] for r in rows] == pytest.approx([0.1, 0.2, 0.05])
+
+
+def test_without_a_known_truth_the_true_columns_are_left_out() -> None:
+    ols = _ols([1.0], 0.0, [0.1, 0.1])
+    rows = parameter_rows(["x0"], (torch.tensor([1.05], dtype=torch.float64), torch.tensor(0.0)), ols, None)
+    assert rows[0]["true"] is None
+    assert rows[0]["sgd_minus_true"] is None
+    text = format_report(_report(rows))
+    header = next(line for line in text.splitlines() if line.startswith("parameter"))
+    assert "true" not in header
+    assert "(SGD-OLS)/SE" in header
+    assert "+0.50" in text
+
+
+def test_a_long_table_shows_the_parameters_farthest_from_ols() -> None:
+    d = 30
+    ols = _ols([0.0] * d, 0.0, [1.0] * (d + 1))
+    sgd = torch.zeros(d, dtype=torch.float64)
+    sgd[[3, 17]] = torch.tensor([4.0, -6.0], dtype=torch.float64)
+    rows = parameter_rows([f"x{i}" for i in range(d)], (sgd, torch.tensor(0.0)), ols, None)
+    text = format_report(_report(rows), max_rows=2)
+    table = [line.split()[0] for line in text.splitlines() if line.startswith(("w[", "b "))]
+    assert table == ["w[x3]", "w[x17]"]
+    assert "2 of 31 parameters shown" in text
+    assert "largest |SGD-OLS|/SE: 6.00 (w[x17])" in text
