@@ -6,7 +6,8 @@ One table per run, printed on rank zero and written as ``report.json`` in the ru
   SGD - true, and (SGD - OLS) / SE, all in the data's own units (``RegressionData.to_original_units``;
   the standard errors go through that affine map with the coefficients, see ``ols.transform``);
 - the final model and the OLS solution scored on every example of the train and validation splits
-  (MSE, MAE, R², in the units the model is trained in, like ``val/loss``).
+  (MSE, MAE, R²), in the target's own units (``RegressionData.target_scale``: a data module that
+  standardises the target logs ``val/loss`` in standardised units, the report converts back).
 """
 
 from __future__ import annotations
@@ -35,20 +36,21 @@ LEGEND = """\
   Both models are scored on every example of each split."""
 
 Row = dict[str, Any]
-# (header, width, cell): negative widths are left-aligned; ``known`` columns need the true values.
-_COLUMNS: list[tuple[str, int, Callable[[Row], str], bool]] = [
-    ("parameter", -10, lambda r: r["name"], False),
-    ("true", 10, lambda r: f"{r['true']:.6g}", True),
-    ("OLS ± SE", 23, lambda r: f"{r['ols']:.6g} ± {r['ols_se']:.2g}", False),
-    ("SGD", 12, lambda r: f"{r['sgd']:.6g}", False),
-    ("SGD-true", 11, lambda r: f"{r['sgd_minus_true']:.2e}", True),
-    (
-        "(SGD-OLS)/SE",
-        14,
-        lambda r: "-" if r["sgd_minus_ols_in_se"] is None else f"{r['sgd_minus_ols_in_se']:+.2f}",
-        False,
-    ),
+# (header, cell, needs the true values); the first column is left-aligned, the others right-aligned.
+_COLUMNS: list[tuple[str, Callable[[Row], str], bool]] = [
+    ("parameter", lambda r: r["name"], False),
+    ("true", lambda r: f"{r['true']:.6g}", True),
+    ("OLS ± SE", lambda r: f"{r['ols']:.6g} ± {_two_digits(r['ols_se'])}", False),
+    ("SGD", lambda r: f"{r['sgd']:.6g}", False),
+    ("SGD-true", lambda r: f"{r['sgd_minus_true']:.2e}", True),
+    ("(SGD-OLS)/SE", lambda r: "-" if r["sgd_minus_ols_in_se"] is None else f"{r['sgd_minus_ols_in_se']:+.2f}", False),
 ]
+
+
+def _two_digits(x: float) -> str:
+    """``x`` to two significant digits, in plain notation where that stays short (1400, 49, 0.00031)."""
+    rounded = float(f"{x:.2g}")
+    return f"{rounded:.12g}" if rounded == 0 or 1e-5 <= abs(rounded) < 1e7 else f"{rounded:.2g}"
 
 
 def score(predict: Callable[[Tensor], Tensor], X: Tensor, y: Tensor, device: torch.device) -> dict[str, float]:
@@ -106,11 +108,18 @@ def format_report(report: dict[str, Any], max_rows: int = 20) -> str:
 
 def _parameter_table(rows: list[Row], max_rows: int) -> list[str]:
     """The parameter rows as text, at most ``max_rows`` of them, and the largest distance from OLS."""
-    columns = [c for c in _COLUMNS if rows[0]["true"] is not None or not c[3]]
+    columns = [c for c in _COLUMNS if rows[0]["true"] is not None or not c[2]]
     z = [abs(r["sgd_minus_ols_in_se"]) if r["sgd_minus_ols_in_se"] is not None else -1.0 for r in rows]
     shown = sorted(sorted(range(len(rows)), key=lambda i: -z[i])[:max_rows])  # farthest from OLS, in order
-    lines = ["".join(f"{header:{'<' if w < 0 else '>'}{abs(w)}}" for header, w, _, _ in columns)]
-    lines += ["".join(f"{cell(rows[i]):{'<' if w < 0 else '>'}{abs(w)}}" for _, w, cell, _ in columns) for i in shown]
+    table = [[header for header, _, _ in columns]] + [[cell(rows[i]) for _, cell, _ in columns] for i in shown]
+    widths = [max(len(line[c]) for line in table) for c in range(len(columns))]
+    lines = [
+        "  ".join(
+            text.ljust(width) if c == 0 else text.rjust(width)
+            for c, (text, width) in enumerate(zip(line, widths, strict=True))
+        )
+        for line in table
+    ]
     if len(shown) < len(rows):
         lines.append(f"({len(shown)} of {len(rows)} parameters shown, those farthest from OLS; all in report.json)")
     worst = max(range(len(rows)), key=lambda i: z[i])
@@ -133,21 +142,30 @@ def build_report(pl_module: LightningModule, data: RegressionData, reference: Le
         return x.double() @ w + b  # (rows, d) @ (d,) -> (rows,)
 
     metrics = {
-        split: {"sgd": score(pl_module, *tensors, device), "ols": score(ols_predict, *tensors, device)}
+        split: {
+            "sgd": _in_target_units(score(pl_module, *tensors, device), data.target_scale),
+            "ols": _in_target_units(score(ols_predict, *tensors, device), data.target_scale),
+        }
         for split, tensors in (("train", data.train_data), ("val", data.val_data))
         if tensors is not None
     }
+    residual_variance = reference.residual_variance * data.target_scale**2
     return {
         "parameters": parameter_rows(data.feature_names, learned_coefficients(pl_module, data), ols, truth),
         "ols": {
             "num_examples": reference.num_examples,
             "degrees_of_freedom": reference.degrees_of_freedom,
-            "residual_variance": reference.residual_variance,
-            "residual_std": reference.residual_variance**0.5,
+            "residual_variance": residual_variance,
+            "residual_std": residual_variance**0.5,
         },
         "metrics": metrics,
-        "units": "parameters in the data's own units; metrics and residuals in the units the model is trained in",
+        "units": "the data's own: parameters in target units per feature unit, errors in target units",
     }
+
+
+def _in_target_units(scores: dict[str, float], scale: float) -> dict[str, float]:
+    """MSE and MAE of a model of a rescaled target, in the target's own units (R² does not change)."""
+    return {"mse": scores["mse"] * scale**2, "mae": scores["mae"] * scale, "r2": scores["r2"]}
 
 
 class FitReport(Callback):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from linreg.data.csv import split_rows
 from tests.conftest import ROOT, run_cli
 
 # Features on scales 1e3 and 1e-2 apart: plain SGD on the raw columns diverges (see the first test).
@@ -124,6 +126,20 @@ def test_coefficients_in_original_units_are_close_to_least_squares(fitted: dict)
     w, b = original_units_from_checkpoint(fitted["checkpoint"])
     # SGD stops near, not at, the least-squares solution: within the statistical uncertainty of that solution.
     assert (np.abs(np.append(w, b) - np.append(w_ls, b_ls)) < 3 * standard_errors).all()
+
+
+def test_report_states_the_fit_in_the_columns_own_units(fitted: dict) -> None:
+    report = json.loads((fitted["checkpoint"].parents[1] / "report.json").read_text())
+    X, y = fitted["X"], fitted["y"]
+    train_rows = split_rows(len(y), 0.1, 0.1, seed=0)[0].numpy()  # the data module's defaults
+    X_train, y_train = X[train_rows], y[train_rows]
+    w_ls, b_ls = lstsq(X_train, y_train)
+    residuals = y_train - (X_train @ w_ls + b_ls)
+    ols = {row["name"]: row["ols"] for row in report["parameters"]}
+    np.testing.assert_allclose([ols[f"w[{name}]"] for name in FEATURES], w_ls, rtol=1e-6)
+    assert report["ols"]["residual_std"] == pytest.approx(np.sqrt((residuals**2).sum() / (len(y_train) - 5)), rel=1e-6)
+    assert report["metrics"]["train"]["ols"]["mse"] == pytest.approx((residuals**2).mean(), rel=1e-6)
+    assert report["ols"]["residual_std"] == pytest.approx(NOISE_STD, rel=0.1)  # the noise the table was made with
 
 
 def test_predictions_csv_has_one_row_per_input_row_in_input_order(fitted: dict) -> None:

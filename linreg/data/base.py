@@ -51,8 +51,16 @@ class RegressionData(LightningDataModule):
         return None
 
     def to_original_units(self, w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-        """Converts coefficients of the model (fitted on transformed data) to the data's own units."""
+        """Converts coefficients of the model (fitted on transformed data) to the data's own units.
+
+        The map must be affine in ``(w, b)``: the report carries standard errors through it.
+        """
         return w, b
+
+    @property
+    def target_scale(self) -> float:
+        """Target units per unit of the model's output: errors times this are in the target's own units."""
+        return 1.0
 
     def prediction_columns(self, predictions: Tensor) -> dict[str, Tensor]:
         """The columns of ``predictions.csv``, one value per example of ``predict_dataloader()``, in its order.

@@ -193,6 +193,11 @@ class CSVRegressionData(RegressionData):
         assert self.standardizer is not None, "setup() must run before the statistics are known"
         return self.standardizer.to_original_units(w, b)
 
+    @property
+    def target_scale(self) -> float:
+        assert self.standardizer is not None, "setup() must run before the statistics are known"
+        return self.standardizer.y_std
+
     def prediction_columns(self, predictions: Tensor) -> dict[str, Tensor]:
         """``line`` (of the input file), the actual target where the file has it, and the prediction."""
         assert self._predict_table is not None, "setup('predict') comes first"
