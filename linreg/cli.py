@@ -1,18 +1,31 @@
 """The command line: ``LightningCLI`` joining the data module and the model.
 
 ``python -m linreg fit --config configs/d2l.yaml``; subcommands fit, validate, test and predict.
+
+Beyond Lightning's defaults: checkpoints are written atomically and loaded weights-only
+(``AtomicCheckpointIO``, added unless ``trainer.plugins`` names another CheckpointIO), ``last.ckpt`` is
+kept current every ``last.every_n_train_steps`` steps, ``--ckpt_path last`` finds the newest one among
+earlier runs of the config, and a checkpoint is checked against the model before anything is written.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+from lightning.fabric.plugins import CheckpointIO
+from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_only
 
+from linreg.checkpoint_io import AtomicCheckpointIO, load_safely
 from linreg.console import ConsoleProgress, quiet_lightning
 from linreg.data import RegressionData
 from linreg.errors import ShortErrorParser, fail, find_user_error
 from linreg.model import LinearRegression
 from linreg.report import FitReport
+from linreg.resume import LastCheckpoint, check_checkpoint_fits, check_lightning_checkpoint, find_last_checkpoint
 from linreg.validation import UserInputError
 
 
@@ -23,12 +36,13 @@ class LinearRegressionCLI(LightningCLI):
         # The model never has to be told the number of features: it is read off the data module.
         parser.link_arguments("data.input_dim", "model.input_dim", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(LastCheckpoint, "last")
         parser.set_defaults(
             {
                 "data": {"class_path": "linreg.data.SyntheticRegressionData"},
                 "checkpoint.monitor": "val/loss",
                 "checkpoint.filename": "best-{epoch}-{step}",
-                "checkpoint.save_last": True,
+                "checkpoint.save_last": False,  # last.ckpt is LastCheckpoint's (the `last` group)
                 "trainer.logger": {
                     "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                     "init_args": {"save_dir": "runs", "name": "linreg", "default_hp_metric": False},
@@ -36,12 +50,65 @@ class LinearRegressionCLI(LightningCLI):
             }
         )
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        super().parse_arguments(parser, args)
+        # Read a given checkpoint now, safely: LightningCLI reads its hyper-parameters next, with a traceback
+        # for a missing or damaged file.
+        self._checkpoint: tuple[str, Any] | None = None
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        ckpt_path = self.config[subcommand].get("ckpt_path")
+        if ckpt_path not in (None, "last", "hpc", "registry") and not str(ckpt_path).startswith("registry:"):
+            self._checkpoint = _read_checkpoint(ckpt_path)
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         # torch rejects a bad learning rate only when fit builds the optimizer, and without naming the key.
         lr = config.model.optimizer.init_args.get("lr")
         if isinstance(lr, (int, float)) and not lr > 0:
             raise UserInputError(f"model.optimizer.lr must be > 0, got {lr!r}")
+        if config.checkpoint.save_last:
+            raise UserInputError(
+                f"checkpoint.save_last must stay false, got {config.checkpoint.save_last!r}:"
+                " last.ckpt is written by the `last` group (every last.every_n_train_steps steps and each epoch)"
+            )
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        configured = self._get(self.config_init, "trainer", default={}).get("plugins")
+        plugins = [] if configured is None else list(configured) if isinstance(configured, list) else [configured]
+        if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
+            plugins.append(AtomicCheckpointIO())
+        return super().instantiate_trainer(plugins=plugins, **kwargs)
+
+    def after_instantiate_classes(self) -> None:
+        if not self.subcommand:
+            return
+        config = self.config_init[self.subcommand]
+        if config.get("ckpt_path") == "last":
+            path, searched = find_last_checkpoint(self.trainer)
+            config.ckpt_path = None if path is None else str(path)
+            if path is None:
+                _say(f"--ckpt_path last: no checkpoint matches {searched}; starting from the beginning")
+            else:
+                self._checkpoint = _read_checkpoint(path)
+                epoch, step = self._checkpoint[1].get("epoch"), self._checkpoint[1].get("global_step")
+                _say(f"--ckpt_path last: resuming from {path} (epoch {epoch}, step {step})")
+        if self._checkpoint is not None:
+            path, checkpoint = self._checkpoint
+            check_checkpoint_fits(checkpoint, path, self.model, resuming=self.subcommand == "fit")
+            self._checkpoint = None  # the trainer loads it again; no need to hold it
+
+
+def _read_checkpoint(path: str | Path) -> tuple[str, dict[str, Any]]:
+    """The checkpoint at ``path``, loaded weights-only and checked to be Lightning's, with its path."""
+    return str(path), check_lightning_checkpoint(load_safely(path), str(path))
+
+
+@rank_zero_only
+def _say(line: str) -> None:
+    """Prints once, from the first process, however many processes train."""
+    print(line, flush=True)
 
 
 def main(args: ArgsType = None) -> None:

@@ -16,7 +16,7 @@ import torch
 
 from linreg.checkpoint_io import AtomicCheckpointIO, load_safely, save_atomically
 from linreg.validation import UserInputError
-from tests.conftest import ROOT
+from tests.conftest import D2L_CONFIG, ROOT, run_cli
 
 
 def _malicious_checkpoint(path: Path, marker: Path) -> None:
@@ -78,6 +78,21 @@ def test_loading_a_malicious_checkpoint_is_refused_before_its_code_runs(tmp_path
         torch.load(evil, weights_only=True)
     torch.load(evil, weights_only=False)
     assert marker.exists()
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "validate", "test", "predict"])
+def test_the_command_line_refuses_a_malicious_checkpoint_in_one_line(
+    subcommand: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    evil, marker = tmp_path / "evil.ckpt", tmp_path / "pwned"
+    _malicious_checkpoint(evil, marker)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(subcommand, "--config", str(D2L_CONFIG), "--ckpt_path", str(evil))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "refused to load checkpoint" in err
+    assert "Traceback" not in err
+    assert not marker.exists()
 
 
 def test_weights_only_false_is_refused(tmp_path: Path) -> None:
