@@ -22,6 +22,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from linreg.checkpoint_io import AtomicCheckpointIO, load_safely
 from linreg.console import ConsoleProgress, quiet_lightning
 from linreg.data import RegressionData
+from linreg.divergence import DivergenceGuard
 from linreg.errors import ShortErrorParser, fail, find_user_error
 from linreg.model import LinearRegression
 from linreg.report import FitReport
@@ -119,7 +120,7 @@ def main(args: ArgsType = None) -> None:
             LinearRegression,
             RegressionData,
             subclass_mode_data=True,
-            trainer_defaults={"callbacks": [ConsoleProgress(), FitReport()]},
+            trainer_defaults={"callbacks": [ConsoleProgress(), FitReport(), DivergenceGuard()]},
             parser_class=ShortErrorParser,
             parser_kwargs={"prog": "linreg"},
             args=args,
@@ -128,4 +129,6 @@ def main(args: ArgsType = None) -> None:
         user_error = find_user_error(exc)
         if user_error is None:
             raise
-        fail("linreg", str(user_error))
+        if rank_zero_only.rank != 0:  # the first process says it; the others only exit
+            raise SystemExit(user_error.exit_status) from None
+        fail("linreg", str(user_error), status=user_error.exit_status)

@@ -40,10 +40,10 @@ def condense(message: str) -> str:
     return re.sub(r"\s*Given value: (.*)$", r" (given: \1)", text)
 
 
-def fail(prog: str, message: str, hint: str = "") -> NoReturn:
-    """Prints ``prog: error: message`` (and a hint line) to stderr and exits with status 2."""
+def fail(prog: str, message: str, hint: str = "", status: int = 2) -> NoReturn:
+    """Prints ``prog: error: message`` (and a hint line) to stderr and exits with ``status``."""
     print(f"{prog}: error: {message}" + (f"\n{hint}" if hint else ""), file=sys.stderr)
-    raise SystemExit(2)
+    raise SystemExit(status)
 
 
 def find_user_error(exc: BaseException) -> UserInputError | None:
