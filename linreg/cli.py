@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning.fabric.plugins import CheckpointIO
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
@@ -23,7 +24,7 @@ from linreg.checkpoint_io import AtomicCheckpointIO, load_safely
 from linreg.console import ConsoleProgress, quiet_lightning
 from linreg.data import RegressionData
 from linreg.divergence import DivergenceGuard
-from linreg.errors import ShortErrorParser, fail, find_user_error
+from linreg.errors import ShortErrorParser, fail, find_user_error, one_line
 from linreg.model import LinearRegression
 from linreg.report import FitReport
 from linreg.resume import LastCheckpoint, check_checkpoint_fits, check_lightning_checkpoint, find_last_checkpoint
@@ -59,7 +60,17 @@ class LinearRegressionCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         if not subcommand:
             return
+        if self.config[subcommand].get("weights_only") is False:
+            raise UserInputError(
+                "weights_only must stay true or unset, got False: checkpoints are loaded with weights_only=True,"
+                " so that loading one never runs code from it"
+            )
         ckpt_path = self.config[subcommand].get("ckpt_path")
+        if ckpt_path == "best":
+            raise UserInputError(
+                "ckpt_path 'best' names the best checkpoint of a fit in the same process, and this one has none;"
+                " give the file (runs/<name>/version_N/checkpoints/best-*.ckpt) or 'last'"
+            )
         if ckpt_path not in (None, "last", "hpc", "registry") and not str(ckpt_path).startswith("registry:"):
             self._checkpoint = _read_checkpoint(ckpt_path)
 
@@ -80,12 +91,19 @@ class LinearRegressionCLI(LightningCLI):
         plugins = [] if configured is None else list(configured) if isinstance(configured, list) else [configured]
         if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
             plugins.append(AtomicCheckpointIO())
-        return super().instantiate_trainer(plugins=plugins, **kwargs)
+        try:
+            return super().instantiate_trainer(plugins=plugins, **kwargs)
+        except (MisconfigurationException, ValueError) as error:  # the Trainer's checks of its own arguments
+            if isinstance(error, UserInputError):
+                raise
+            raise UserInputError(f"trainer: {one_line(str(error))}") from error
 
     def after_instantiate_classes(self) -> None:
         if not self.subcommand:
             return
         config = self.config_init[self.subcommand]
+        if self.subcommand == "fit":
+            _refuse_used_log_dir(self.trainer)
         if config.get("ckpt_path") == "last":
             path, searched = find_last_checkpoint(self.trainer)
             config.ckpt_path = None if path is None else str(path)
@@ -99,6 +117,19 @@ class LinearRegressionCLI(LightningCLI):
             path, checkpoint = self._checkpoint
             check_checkpoint_fits(checkpoint, path, self.model, resuming=self.subcommand == "fit")
             self._checkpoint = None  # the trainer loads it again; no need to hold it
+
+
+def _refuse_used_log_dir(trainer: Trainer) -> None:
+    """Refuses a fit that would log into a run directory already used (a fixed ``trainer.logger`` version)."""
+    log_dir = getattr(trainer.loggers[0], "log_dir", None) if trainer.loggers else None
+    if log_dir is None:
+        return
+    log_dir = Path(log_dir)
+    if (log_dir / "config.yaml").exists():
+        raise UserInputError(
+            f"{log_dir} already holds a run (its config.yaml); leave trainer.logger.init_args.version unset"
+            " to write a new version_N, or name an unused one"
+        )
 
 
 def _read_checkpoint(path: str | Path) -> tuple[str, dict[str, Any]]:
