@@ -67,13 +67,15 @@ class LinearRegression(LightningModule):
         x, y = batch
         pred = self(x)
         loss = F.mse_loss(pred, y)
-        self.log("train/loss", loss, prog_bar=True)
+        # sync_dist: under DDP the mean over processes, the loss of the whole batch (free on one device).
+        self.log("train/loss", loss, prog_bar=True, sync_dist=True)
         # Updated here, logged once per epoch in on_train_epoch_end: no per-step logging cost.
         self.train_metrics.update(pred.detach(), y)
         return loss
 
     def on_train_epoch_end(self) -> None:
-        self.log_dict(self.train_metrics.compute())
+        # compute() has combined the processes' states, so all hold the same values; sync_dist averages equals.
+        self.log_dict(self.train_metrics.compute(), sync_dist=True)
         self.train_metrics.reset()
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
