@@ -120,15 +120,12 @@ class LinearRegressionCLI(LightningCLI):
 
 
 def _refuse_used_log_dir(trainer: Trainer) -> None:
-    """Refuses a fit that would log into a run directory already used (a fixed ``trainer.logger`` version)."""
-    log_dir = getattr(trainer.loggers[0], "log_dir", None) if trainer.loggers else None
-    if log_dir is None:
-        return
-    log_dir = Path(log_dir)
-    if (log_dir / "config.yaml").exists():
+    """Refuses a fit that would write into the directory of an earlier run (where its config.yaml would go)."""
+    if trainer.log_dir is not None and (Path(trainer.log_dir) / "config.yaml").exists():
         raise UserInputError(
-            f"{log_dir} already holds a run (its config.yaml); leave trainer.logger.init_args.version unset"
-            " to write a new version_N, or name an unused one"
+            f"{trainer.log_dir} already holds a run (its config.yaml); give this one a directory of its own:"
+            " leave trainer.logger.init_args.version unset for a new version_N, or, without a logger, set"
+            " another trainer.default_root_dir"
         )
 
 

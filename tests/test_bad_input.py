@@ -77,6 +77,19 @@ CASES = [
         [*FIT, "--trainer.logger.init_args.version", "0"],
         "{d}/runs/d2l/version_0 already holds a run",
     ),
+    (
+        "no-logger-dir-of-an-earlier-run",
+        [
+            "fit",
+            "--config",
+            "{config}",
+            "--trainer.logger",
+            "false",
+            "--trainer.default_root_dir",
+            "{d}/runs/d2l/version_0",
+        ],
+        "{d}/runs/d2l/version_0 already holds a run",
+    ),
     # --- data files ---
     # The CSV data module (linreg/data/csv.py) adds its cases here: a missing, empty, unreadable or malformed
     # file, a missing column. A data module should check its file in its constructor, so that a refusal
