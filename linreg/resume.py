@@ -91,8 +91,8 @@ class LastCheckpoint(Checkpoint):
     A run killed at any moment can resume from it having lost at most ``every_n_train_steps`` steps.
     The write at the last batch of an epoch is left to the end of the epoch, after validation, so that a
     resumed run validates and logs every epoch (with ``max_steps`` set, that batch is not written at all;
-    see ``on_train_epoch_end``). Where the directory already holds a ``last.ckpt`` (a
-    reused ``dirpath``), it writes ``last-v1.ckpt`` and so on, never over an earlier run's file.
+    see ``on_train_epoch_end``). Where the directory already holds a ``last.ckpt`` (a run without a
+    logger reuses ``checkpoints/``), it writes ``last-v1.ckpt`` and so on, never over an earlier file.
 
     Args:
         every_n_train_steps: training steps between two writes.
@@ -134,7 +134,7 @@ class LastCheckpoint(Checkpoint):
             return
         if trainer.global_step == self._saved_step:
             return
-        trainer.save_checkpoint(
-            self.path, weights_only=False
-        )  # the full state; every rank takes part, rank zero writes
+        # The full state (weights_only=False here means "not the weights alone"); every rank takes part,
+        # rank zero writes.
+        trainer.save_checkpoint(self.path, weights_only=False)
         self._saved_step = trainer.global_step
