@@ -178,7 +178,7 @@ def test_there_are_at_least_20_cases() -> None:
     assert len(CASES) >= 20
 
 
-@pytest.mark.parametrize("case", ["ckpt-truncated", "ckpt-other-input-dim"])
+@pytest.mark.parametrize("case", ["ckpt-truncated", pytest.param("ckpt-other-input-dim", marks=pytest.mark.slow)])
 def test_python_dash_m_linreg_refuses_without_traceback(case: str, earlier: Path) -> None:
     args, message = next(c[1:] for c in CASES if c[0] == case)
     result = subprocess.run(
