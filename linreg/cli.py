@@ -1,25 +1,38 @@
 """The command line: ``LightningCLI`` joining the data module and the model.
 
 ``python -m linreg fit --config configs/d2l.yaml``; subcommands fit, validate, test and predict.
+
+Beyond Lightning's defaults: checkpoints are written atomically and loaded weights-only
+(``AtomicCheckpointIO``, added unless ``trainer.plugins`` names another CheckpointIO), ``last.ckpt`` is
+kept current every ``last.every_n_train_steps`` steps, ``--ckpt_path last`` finds the newest one among
+earlier runs of the config, and a checkpoint is checked against the model before anything is written.
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
+from lightning.fabric.plugins import CheckpointIO
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_only
 
+from linreg.checkpoint_io import AtomicCheckpointIO, load_safely
 from linreg.console import ConsoleProgress, quiet_lightning
 from linreg.data import RegressionData
-from linreg.errors import ShortErrorParser, fail, find_user_error
+from linreg.divergence import DivergenceGuard
+from linreg.errors import ShortErrorParser, fail, find_user_error, one_line
 from linreg.hparams import SaveConfigAndHparams
 from linreg.model import LinearRegression
 from linreg.plots import FitPlots
 from linreg.predictions import PredictionWriter
 from linreg.recovery import ParameterRecovery
 from linreg.report import FitReport
+from linreg.resume import LastCheckpoint, check_checkpoint_fits, check_lightning_checkpoint, find_last_checkpoint
 from linreg.validation import UserInputError
 
 
@@ -45,18 +58,41 @@ class LinearRegressionCLI(LightningCLI):
         # The model never has to be told the number of features: it is read off the data module.
         parser.link_arguments("data.input_dim", "model.input_dim", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(LastCheckpoint, "last")
         parser.set_defaults(
             {
                 "data": {"class_path": "linreg.data.SyntheticRegressionData"},
                 "checkpoint.monitor": "val/loss",
                 "checkpoint.filename": "best-{epoch}-{step}",
-                "checkpoint.save_last": True,
+                "checkpoint.save_last": False,  # last.ckpt is LastCheckpoint's (the `last` group)
                 "trainer.logger": {
                     "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                     "init_args": {"save_dir": "runs", "name": "linreg", "default_hp_metric": False},
                 },
             }
         )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        super().parse_arguments(parser, args)
+        # Read a given checkpoint now, safely: LightningCLI reads its hyper-parameters next, with a traceback
+        # for a missing or damaged file.
+        self._checkpoint: tuple[str, Any] | None = None
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        if self.config[subcommand].get("weights_only") is False:
+            raise UserInputError(
+                "weights_only must stay true or unset, got False: checkpoints are loaded with weights_only=True,"
+                " so that loading one never runs code from it"
+            )
+        ckpt_path = self.config[subcommand].get("ckpt_path")
+        if ckpt_path == "best":
+            raise UserInputError(
+                "ckpt_path 'best' names the best checkpoint of a fit in the same process, and this one has none;"
+                " give the file (runs/<name>/version_N/checkpoints/best-*.ckpt) or 'last'"
+            )
+        if ckpt_path not in (None, "last", "hpc", "registry") and not str(ckpt_path).startswith("registry:"):
+            self._checkpoint = _read_checkpoint(ckpt_path)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -66,6 +102,64 @@ class LinearRegressionCLI(LightningCLI):
         lr = optimizer.init_args.get("lr") if hasattr(optimizer, "init_args") else None
         if isinstance(lr, (int, float)) and not lr > 0:
             raise UserInputError(f"model.optimizer.lr must be > 0, got {lr!r}")
+        if config.checkpoint.save_last:
+            raise UserInputError(
+                f"checkpoint.save_last must stay false, got {config.checkpoint.save_last!r}:"
+                " last.ckpt is written by the `last` group (every last.every_n_train_steps steps and each epoch)"
+            )
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        configured = self._get(self.config_init, "trainer", default={}).get("plugins")
+        plugins = [] if configured is None else list(configured) if isinstance(configured, list) else [configured]
+        if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
+            plugins.append(AtomicCheckpointIO())
+        try:
+            return super().instantiate_trainer(plugins=plugins, **kwargs)
+        except (MisconfigurationException, ValueError) as error:  # the Trainer's checks of its own arguments
+            if isinstance(error, UserInputError):
+                raise
+            raise UserInputError(f"trainer: {one_line(str(error))}") from error
+
+    def after_instantiate_classes(self) -> None:
+        if not self.subcommand:
+            return
+        config = self.config_init[self.subcommand]
+        if self.subcommand == "fit":
+            _refuse_used_log_dir(self.trainer)
+        if config.get("ckpt_path") == "last":
+            path, searched = find_last_checkpoint(self.trainer)
+            config.ckpt_path = None if path is None else str(path)
+            if path is None:
+                _say(f"--ckpt_path last: no checkpoint matches {searched}; starting from the beginning")
+            else:
+                self._checkpoint = _read_checkpoint(path)
+                epoch, step = self._checkpoint[1].get("epoch"), self._checkpoint[1].get("global_step")
+                _say(f"--ckpt_path last: resuming from {path} (epoch {epoch}, step {step})")
+        if self._checkpoint is not None:
+            path, checkpoint = self._checkpoint
+            check_checkpoint_fits(checkpoint, path, self.model, resuming=self.subcommand == "fit")
+            self._checkpoint = None  # the trainer loads it again; no need to hold it
+
+
+def _refuse_used_log_dir(trainer: Trainer) -> None:
+    """Refuses a fit that would write into the directory of an earlier run (where its config.yaml would go)."""
+    if trainer.log_dir is not None and (Path(trainer.log_dir) / "config.yaml").exists():
+        raise UserInputError(
+            f"{trainer.log_dir} already holds a run (its config.yaml); give this one a directory of its own:"
+            " leave trainer.logger.init_args.version unset for a new version_N, or, without a logger, set"
+            " another trainer.default_root_dir"
+        )
+
+
+def _read_checkpoint(path: str | Path) -> tuple[str, dict[str, Any]]:
+    """The checkpoint at ``path``, loaded weights-only and checked to be Lightning's, with its path."""
+    return str(path), check_lightning_checkpoint(load_safely(path), str(path))
+
+
+@rank_zero_only
+def _say(line: str) -> None:
+    """Prints once, from the first process, however many processes train."""
+    print(line, flush=True)
 
 
 def build_cli(args: ArgsType = None, run: bool = True) -> LinearRegressionCLI:
@@ -76,7 +170,14 @@ def build_cli(args: ArgsType = None, run: bool = True) -> LinearRegressionCLI:
         subclass_mode_data=True,
         save_config_callback=SaveConfigAndHparams,
         trainer_defaults={
-            "callbacks": [ConsoleProgress(), ParameterRecovery(), FitReport(), FitPlots(), PredictionWriter()]
+            "callbacks": [
+                ConsoleProgress(),
+                DivergenceGuard(),
+                ParameterRecovery(),
+                FitReport(),
+                FitPlots(),
+                PredictionWriter(),
+            ]
         },
         parser_class=ShortErrorParser,
         parser_kwargs={"prog": "linreg", "description": "Linear regression fitted by SGD with PyTorch Lightning."},
@@ -94,4 +195,6 @@ def main(args: ArgsType = None) -> None:
         user_error = find_user_error(exc)
         if user_error is None:
             raise
-        fail("linreg", str(user_error))
+        if rank_zero_only.rank != 0:  # the first process says it; the others only exit
+            raise SystemExit(user_error.exit_status) from None
+        fail("linreg", str(user_error), status=user_error.exit_status)

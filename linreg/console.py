@@ -69,5 +69,8 @@ def quiet_lightning() -> None:
         logging.getLogger(name).addFilter(_DropTips())
     # The data are tensors in memory: worker processes would only add copies between processes.
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    # Every resumed run logs into a new directory, so its best-checkpoint tracking starts afresh there (the
+    # earlier run keeps its own best file); Lightning warns about this at each resume.
+    warnings.filterwarnings("ignore", message=r".*The dirpath has changed from.*")
     # Raised inside Lightning by newer torch releases; nothing a user of Lightning can change.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")

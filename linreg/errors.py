@@ -1,8 +1,12 @@
-"""How the command line answers bad input: one short message, exit status 2, no traceback.
+"""How the command line answers bad input: one short message, a non-zero exit status, no traceback.
 
 jsonargparse reports a bad value with the full usage (a hundred lines) and, for union types, one error
 per alternative type; a value rejected by one of our constructors arrives wrapped in such an error.
 Both are cut down here to the key, what was wrong and what was given.
+
+Errors raised while the command runs are answered the same way when they are about the user's input:
+a ``UserInputError`` (ours), a ``MisconfigurationException`` (Lightning's word for the same thing) or
+a file that cannot be opened. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import re
 import sys
 from typing import NoReturn
 
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser
 
 from linreg.validation import UserInputError
@@ -40,21 +45,37 @@ def condense(message: str) -> str:
     return re.sub(r"\s*Given value: (.*)$", r" (given: \1)", text)
 
 
-def fail(prog: str, message: str, hint: str = "") -> NoReturn:
-    """Prints ``prog: error: message`` (and a hint line) to stderr and exits with status 2."""
+def fail(prog: str, message: str, hint: str = "", status: int = 2) -> NoReturn:
+    """Prints ``prog: error: message`` (and a hint line) to stderr and exits with ``status``."""
     print(f"{prog}: error: {message}" + (f"\n{hint}" if hint else ""), file=sys.stderr)
-    raise SystemExit(2)
+    raise SystemExit(status)
+
+
+def one_line(message: str, limit: int = 300) -> str:
+    """``message`` with its lines joined and cut to ``limit`` characters."""
+    text = " ".join(line.strip() for line in message.splitlines() if line.strip())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def find_user_error(exc: BaseException) -> UserInputError | None:
-    """The ``UserInputError`` that caused ``exc`` (jsonargparse wraps constructor errors), if any."""
-    seen: set[int] = set()
+    """The error about the user's input that caused ``exc``, as a ``UserInputError``, if there is one.
+
+    Looks through the chain of causes (jsonargparse and Lightning wrap errors) for a ``UserInputError``,
+    then for a ``MisconfigurationException`` or an ``OSError`` naming a file.
+    """
+    chain: list[BaseException] = []
     current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, UserInputError):
-            return current
-        seen.add(id(current))
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
         current = current.__cause__ or current.__context__
+    for error in chain:
+        if isinstance(error, UserInputError):
+            return error
+    for error in chain:
+        if isinstance(error, MisconfigurationException):
+            return UserInputError(one_line(str(error)))
+        if isinstance(error, OSError) and error.filename is not None:
+            return UserInputError(f"{error.filename}: {error.strerror or one_line(str(error))}")
     return None
 
 

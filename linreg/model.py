@@ -80,11 +80,13 @@ class LinearRegression(LightningModule):
             preds.append(pred.detach())
         # Once per group: metric updates and logging cost the same for one row or thousands.
         self.train_metrics.update(torch.cat(preds), torch.cat([y for _, y in batch]))
-        self.log("train/loss", losses[-1], prog_bar=True, batch_size=len(batch[-1][1]))
+        # sync_dist: under DDP the mean over processes, the loss of the whole batch (free on one device).
+        self.log("train/loss", losses[-1], prog_bar=True, batch_size=len(batch[-1][1]), sync_dist=True)
         return torch.stack(losses)
 
     def on_train_epoch_end(self) -> None:
-        self.log_dict(self.train_metrics.compute())
+        # compute() has combined the processes' states, so all hold the same values; sync_dist averages equals.
+        self.log_dict(self.train_metrics.compute(), sync_dist=True)
         self.train_metrics.reset()
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:

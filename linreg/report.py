@@ -55,7 +55,11 @@ def _two_digits(x: float) -> str:
 
 def score(predict: Callable[[Tensor], Tensor], X: Tensor, y: Tensor, device: torch.device) -> dict[str, float]:
     """MSE, MAE and R² of ``predict`` on ``(X, y)``, over chunks of rows moved to ``device``, in float64."""
-    metrics = MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError(), "r2": R2Score()})
+    # Computed by one process on the whole split: no syncing with the others (which are not computing).
+    local = {"sync_on_compute": False}
+    metrics = MetricCollection(
+        {"mse": MeanSquaredError(**local), "mae": MeanAbsoluteError(**local), "r2": R2Score(**local)}
+    )
     metrics = metrics.set_dtype(torch.float64).to(device)
     rows = max(1, CHUNK_ELEMENTS // max(1, X.shape[1]))
     with torch.no_grad():

@@ -13,6 +13,8 @@ from numbers import Real
 class UserInputError(ValueError):
     """A value supplied by the user (config, command line, file) is invalid; the message says which."""
 
+    exit_status = 2  # the command line's status for refused input, as argparse uses
+
 
 def check_int(name: str, value: object, minimum: int) -> int:
     """Returns ``value`` if it is an int ``>= minimum``; raises ``UserInputError`` naming ``name`` otherwise."""

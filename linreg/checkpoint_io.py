@@ -1,0 +1,139 @@
+"""Reading and writing checkpoint files: writes that a crash cannot half-finish, reads that run no code.
+
+Lightning's ``TorchCheckpointIO`` writes a local checkpoint by opening the target and writing into it
+(through fsspec), so a process killed mid-write leaves a truncated ``last.ckpt`` behind: exactly the file
+a pre-empted job needs to resume. Here the bytes go to a temporary file in the same directory, are
+flushed to disk, and only then renamed over the target; ``os.replace`` is atomic, so the target is at
+every moment either the previous complete checkpoint or the new one.
+
+A checkpoint is a pickle, and unpickling can call any function the file names. Every load here uses
+``torch.load(weights_only=True)``, which accepts tensors and plain values only; a file that asks for
+anything else is refused with a message saying so, before any of its code runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import re
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from linreg.validation import UserInputError
+
+
+def save_atomically(
+    obj: object, path: str | os.PathLike[str], save: Callable[[object, IO[bytes]], None] = torch.save
+) -> None:
+    """Writes ``save(obj, file)`` to ``path`` such that ``path`` never holds a partial write.
+
+    The data go to a hidden temporary file beside ``path`` (same directory, so same file system), are
+    fsynced, and the file is renamed over ``path``; the directory is fsynced too, so the rename itself
+    survives a power cut. A process killed before the rename leaves ``path`` as it was, plus the
+    temporary ``.<name>.<random>.tmp``, which may be deleted.
+
+    Example:
+        >>> import tempfile
+        >>> target = Path(tempfile.mkdtemp()) / "x.ckpt"
+        >>> save_atomically({"w": torch.ones(2)}, target)
+        >>> load_safely(target)["w"]
+        tensor([1., 1.])
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(temporary, "xb") as file:  # "x": never reuse a name another writer holds
+            save(obj, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Flushes a directory's entries (a rename) to disk; a no-op where directories cannot be opened (Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_safely(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``, with a one-line ``UserInputError`` for every way it can fail.
+
+    Raises:
+        UserInputError: the file is missing, unreadable, not a PyTorch file, truncated, or holds Python
+            objects other than tensors and plain values (loading those would run code named in the file).
+    """
+    shown = os.fspath(path)
+    try:
+        with open(path, "rb") as file:
+            return torch.load(file, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise UserInputError(f"checkpoint not found: {shown}") from None
+    except IsADirectoryError:
+        raise UserInputError(f"checkpoint is a directory, not a file: {shown}") from None
+    except PermissionError:
+        raise UserInputError(f"checkpoint cannot be read (permission denied): {shown}") from None
+    except pickle.UnpicklingError as error:
+        unsafe = re.search(r"GLOBAL ([\w.]+)", str(error))  # a function or class the file asks to be called
+        if unsafe:
+            raise UserInputError(
+                f"refused to load checkpoint {shown}: it holds a Python object ({unsafe.group(1)}) besides tensors"
+                " and plain values, and loading it would run code from the file; load only files you trust"
+            ) from None
+        unpickler = re.search(r"WeightsUnpickler error:\s*(.+)", str(error))
+        raise UserInputError(_damaged(shown, unpickler.group(1) if unpickler else "unpickling failed")) from None
+    except (RuntimeError, EOFError, KeyError, ValueError, IndexError, TypeError, AttributeError) as error:
+        # torch.load's errors for a truncated zip archive, a text file, an empty file, ...
+        text = str(error).strip().split(". ")[0].splitlines()[0][:100] if str(error).strip() else ""
+        detail = text if isinstance(error, RuntimeError) else f"{type(error).__name__}: {text}" if text else ""
+        raise UserInputError(_damaged(shown, detail or type(error).__name__)) from None
+
+
+def _damaged(shown: str, detail: str) -> str:
+    """The message for a file torch cannot read, with the gist of torch's own complaint."""
+    return f"checkpoint {shown} cannot be read: not a PyTorch checkpoint, or truncated or damaged ({detail})"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's ``TorchCheckpointIO`` with atomic local writes and weights-only loads.
+
+    Remote paths (``s3://``, ``gs://``, ...) are written by Lightning as before: object stores replace an
+    object whole, so a reader never sees half of one.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None or not _is_local_file_protocol(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        save_atomically(checkpoint, path)
+
+    def load_checkpoint(self, path: Any, map_location: Any = "cpu", weights_only: bool | None = None) -> dict[str, Any]:
+        # Loaded to the CPU (Lightning's default too); the strategy moves the states to the devices it uses.
+        if weights_only is False:
+            raise UserInputError(
+                "weights_only=False is not accepted: this project loads checkpoints with weights_only=True only,"
+                " so that loading one never runs code from it"
+            )
+        if not _is_local_file_protocol(path):
+            return super().load_checkpoint(path, map_location, weights_only=True)
+        return load_safely(path, map_location)

@@ -1,0 +1,108 @@
+"""Stopping a diverged fit: the first NaN or infinite training loss ends it, with the likely cause named.
+
+With too large a learning rate (``--model.optimizer.lr 10`` on the d2l data) SGD overshoots further at
+every step; within a few steps the loss is infinite, then NaN, and every later step, validation and
+checkpoint is wasted. ``DivergenceGuard`` stops fit at the first non-finite loss with a one-line
+message naming the step and the learning rate, and no checkpoint with non-finite weights is written.
+
+Cost: reading a loss on the host waits for the device. On one CPU process that wait is free, so every
+step is checked. On a GPU, or with several processes, the check is kept on the device (a running flag,
+no wait) and read every ``log_every_n_steps`` steps, where Lightning waits for the device to log anyway,
+at the end of every epoch and before every checkpoint; the message still names the first bad step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from torch import Tensor
+
+from linreg.validation import UserInputError
+
+_NONE = 2**62  # "no bad step yet": larger than any step, so that the earliest bad step is the minimum
+
+
+class TrainingDivergedError(UserInputError):
+    """The training loss became NaN or infinite; the settings (usually the learning rate) cannot train this model."""
+
+    exit_status = 1  # the input was accepted; the run failed
+
+
+def _loss_of(outputs: Any) -> Tensor | None:
+    """The training loss(es) in what ``training_step`` returned: the tensor itself or a dict's ``"loss"``."""
+    if isinstance(outputs, Tensor):
+        return outputs
+    if isinstance(outputs, dict) and isinstance(outputs.get("loss"), Tensor):
+        return outputs["loss"]
+    return None
+
+
+class DivergenceGuard(Callback):
+    """Raises ``TrainingDivergedError`` at the first non-finite training loss, and refuses non-finite checkpoints."""
+
+    def __init__(self) -> None:
+        self._check_every = 1
+        self._first_bad: Tensor | None = None  # on the device: the first step with a non-finite loss, or _NONE
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        free_to_read = trainer.strategy.root_device.type == "cpu" and trainer.world_size == 1
+        self._check_every = 1 if free_to_read else max(1, trainer.log_every_n_steps)
+        self._first_bad = None
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        loss = _loss_of(outputs)
+        if loss is None:
+            return
+        # One loss per SGD step of the batch (several when the data module groups mini-batches), the last
+        # taken just now; numbered like trainer.global_step after that step (1 is the first step of the fit).
+        losses = loss.detach().reshape(-1)
+        first_step = trainer.global_step - losses.numel() + 1
+        steps = first_step + torch.arange(losses.numel(), device=losses.device)
+        first_bad = torch.where(torch.isfinite(losses), _NONE, steps).min()
+        if self._check_every == 1:
+            if (step := int(first_bad)) != _NONE:
+                self._stop(trainer, step, f"the training loss became {float(losses[step - first_step])}")
+            return
+        self._first_bad = first_bad if self._first_bad is None else torch.minimum(self._first_bad, first_bad)
+        if trainer.global_step % self._check_every < losses.numel():  # one read per check interval
+            self._check(trainer)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._check(trainer)
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        # Called on every rank before the file is written: raising here keeps the file from being written.
+        self._check(trainer)
+        finite = all(bool(torch.isfinite(p).all()) for p in pl_module.parameters())
+        if not trainer.strategy.reduce_boolean_decision(finite, all=True):
+            self._stop(trainer, trainer.global_step, "the weights became NaN or infinite")
+
+    def _check(self, trainer: Trainer) -> None:
+        """Reads the device-side flag (one wait for the device) and stops on every rank if any rank saw a bad loss."""
+        if self._first_bad is None:
+            return
+        first_bad = int(trainer.strategy.reduce(self._first_bad.clone(), reduce_op="min"))
+        if first_bad != _NONE:
+            self._stop(trainer, first_bad, "the training loss became NaN or infinite")
+
+    def _stop(self, trainer: Trainer, step: int, what: str) -> None:
+        lr = _learning_rate(trainer)
+        cause = f"the learning rate, {lr:g}, is likely too large" if lr is not None else "the settings are unstable"
+        raise TrainingDivergedError(
+            f"training diverged: {what} at step {step} (epoch {trainer.current_epoch});"
+            f" {cause} (model.optimizer.lr). Nothing was saved from that step on."
+        )
+
+
+def _learning_rate(trainer: Trainer) -> float | None:
+    """The first optimizer's current learning rate, where there is one."""
+    for optimizer in trainer.optimizers:
+        for group in optimizer.param_groups:
+            lr = group.get("lr")
+            if isinstance(lr, (int, float)) or (isinstance(lr, Tensor) and lr.numel() == 1):
+                return float(lr)
+    return None

@@ -1,0 +1,206 @@
+"""Every kind of bad input gets one short line naming it, a non-zero exit, no traceback, and changes no file.
+
+Each case runs the command line in a directory that holds earlier results (a finished run, checkpoints
+of several kinds, config files); after the refusal every file there must be byte for byte as before,
+and no file may have been added (a new, empty directory is tolerated).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from linreg.errors import find_user_error
+from tests.conftest import D2L_CONFIG, run_cli
+
+# In the arguments, {d} is the directory of earlier results and {config} the d2l config.
+FIT = ("fit", "--config", "{config}", "--trainer.logger.init_args.save_dir", "{d}/runs")
+
+CASES = [
+    # --- config values and types ---
+    ("batch-size-zero", [*FIT, "--data.batch_size", "0"], "batch_size must be an integer >= 1, got 0"),
+    ("batch-size-not-int", [*FIT, "--data.batch_size", "2.5"], "Expected a int. Got value: 2.5"),
+    ("noise-negative", [*FIT, "--data.noise_std", "-1"], "noise_std must be a finite number >= 0, got -1.0"),
+    ("true-w-empty", [*FIT, "--data.true_w", "[]"], "true_w must list at least one weight, got []"),
+    ("init-std-negative", [*FIT, "--model.init_std", "-1"], "init_std must be a finite number >= 0, got -1.0"),
+    ("lr-negative", [*FIT, "--model.optimizer.lr", "-0.1"], "model.optimizer.lr must be > 0, got -0.1"),
+    ("lr-zero", [*FIT, "--model.optimizer.lr", "0"], "model.optimizer.lr must be > 0, got 0.0"),
+    ("optimizer-unknown", [*FIT, "--model.optimizer", "torch.optim.Nope"], "torch.optim.Nope"),
+    ("max-epochs-text", [*FIT, "--trainer.max_epochs", "abc"], "trainer.max_epochs: Expected a int (given: abc)"),
+    ("max-epochs-negative", [*FIT, "--trainer.max_epochs", "-5"], "`max_epochs` must be a non-negative integer or -1"),
+    ("last-every-zero", [*FIT, "--last.every_n_train_steps", "0"], "last.every_n_train_steps must be an integer >= 1"),
+    ("save-last-true", [*FIT, "--checkpoint.save_last", "true"], "checkpoint.save_last must stay false, got True"),
+    ("devices-zero", [*FIT, "--trainer.devices", "0"], "trainer: `Trainer(devices='0')` value is not a valid input"),
+    ("strategy-unknown", [*FIT, "--trainer.strategy", "nonsense"], "invalid strategy name: `strategy='nonsense'`"),
+    # --- unknown keys ---
+    ("unknown-data-key", [*FIT, "--data.bogus", "3"], "Option 'bogus' is not accepted (given: bogus=3)"),
+    ("unknown-trainer-key", [*FIT, "--trainer.bogus", "1"], "unrecognized arguments: --trainer.bogus 1"),
+    ("unknown-option", [*FIT, "--bogus", "1"], "unrecognized arguments: --bogus 1"),
+    ("unknown-key-in-file", ["fit", "--config", "{d}/typo.yaml"], "does not accept option 'trainer.max_epoch'"),
+    # --- subcommand ---
+    ("wrong-subcommand", ["train", "--config", "{config}"], "invalid choice: 'train'"),
+    ("no-subcommand", [], 'expected "subcommand" to be one of {{fit,validate,test,predict}}'),
+    # --- config file ---
+    ("config-missing", ["fit", "--config", "{d}/nope.yaml"], "File does not exist: '{d}/nope.yaml'"),
+    ("config-invalid-yaml", ["fit", "--config", "{d}/broken.yaml"], "Problems parsing config"),
+    ("config-not-a-mapping", ["fit", "--config", "{d}/list.yaml"], "Unexpected config"),
+    # --- checkpoints ---
+    ("ckpt-missing", [*FIT, "--ckpt_path", "{d}/nope.ckpt"], "checkpoint not found: {d}/nope.ckpt"),
+    ("ckpt-directory", [*FIT, "--ckpt_path", "{d}/runs"], "checkpoint is a directory, not a file: {d}/runs"),
+    ("ckpt-text-file", [*FIT, "--ckpt_path", "{d}/notes.ckpt"], "{d}/notes.ckpt cannot be read: not a PyTorch"),
+    ("ckpt-empty", [*FIT, "--ckpt_path", "{d}/empty.ckpt"], "{d}/empty.ckpt cannot be read: not a PyTorch"),
+    ("ckpt-truncated", [*FIT, "--ckpt_path", "{d}/truncated.ckpt"], "truncated or damaged (PytorchStreamReader failed"),
+    ("ckpt-not-lightning", [*FIT, "--ckpt_path", "{d}/tensor.ckpt"], "tensor.ckpt is not a Lightning checkpoint"),
+    ("ckpt-malicious", [*FIT, "--ckpt_path", "{d}/evil.ckpt"], "refused to load checkpoint {d}/evil.ckpt: it holds"),
+    (
+        "ckpt-other-input-dim",
+        [*FIT, "--ckpt_path", "{d}/three.ckpt"],
+        "does not fit this model: net.0.weight has shape [1, 3] there, [1, 5] here (input_dim 3 there, 5 here)",
+    ),
+    (
+        "ckpt-other-input-dim-validate",
+        ["validate", "--config", "{config}", "--ckpt_path", "{d}/three.ckpt"],
+        "does not fit this model: net.0.weight has shape [1, 3] there, [1, 5] here",
+    ),
+    ("ckpt-weights-only-for-fit", [*FIT, "--ckpt_path", "{d}/weights.ckpt"], "holds the weights only"),
+    ("ckpt-best-in-new-process", ["test", "--config", "{config}", "--ckpt_path", "best"], "ckpt_path 'best' names"),
+    ("weights-only-false", [*FIT, "--ckpt_path", "{d}/last.ckpt", "--weights_only", "false"], "weights_only must stay"),
+    # --- run directories ---
+    (
+        "log-dir-of-an-earlier-run",
+        [*FIT, "--trainer.logger.init_args.version", "0"],
+        "{d}/runs/d2l/version_0 already holds a run",
+    ),
+    (
+        "no-logger-dir-of-an-earlier-run",
+        [
+            "fit",
+            "--config",
+            "{config}",
+            "--trainer.logger",
+            "false",
+            "--trainer.default_root_dir",
+            "{d}/runs/d2l/version_0",
+        ],
+        "{d}/runs/d2l/version_0 already holds a run",
+    ),
+    # --- data files ---
+    # The CSV data module (linreg/data/csv.py) adds its cases here: a missing, empty, unreadable or malformed
+    # file, a missing column. A data module should check its file in its constructor, so that a refusal
+    # comes before the run directory is made; a missing file needs no code of its own (see the test below).
+]
+if not torch.cuda.is_available():
+    CASES.append(("accelerator-gpu-absent", [*FIT, "--trainer.accelerator", "gpu"], "trainer: No supported gpu"))
+if os.name == "posix" and os.geteuid() != 0:  # root reads any file
+    CASES.append(("ckpt-unreadable", [*FIT, "--ckpt_path", "{d}/locked.ckpt"], "permission denied"))
+
+
+@pytest.fixture(scope="module")
+def earlier(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory of earlier results: a finished run, checkpoints good and bad, config files good and bad."""
+    d = tmp_path_factory.mktemp("earlier")
+    small = (
+        "--data.num_train",
+        "20",
+        "--data.num_val",
+        "10",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.log_every_n_steps",
+        "1",
+    )
+    run_cli(*(a.format(d=d, config=D2L_CONFIG) for a in FIT), *small)
+    last = d / "runs" / "d2l" / "version_0" / "checkpoints" / "last.ckpt"
+    (d / "last.ckpt").write_bytes(last.read_bytes())
+    run_cli(*(a.format(d=d, config=D2L_CONFIG) for a in FIT), *small, "--data.true_w", "[1.0, 2.0, 3.0]")
+    (d / "runs" / "d2l" / "version_1" / "checkpoints" / "last.ckpt").rename(d / "three.ckpt")
+    checkpoint = torch.load(last, weights_only=True)
+    torch.save(
+        {k: checkpoint[k] for k in ("state_dict", "epoch", "global_step", "hyper_parameters")}, d / "weights.ckpt"
+    )
+    torch.save(torch.ones(3), d / "tensor.ckpt")
+    (d / "truncated.ckpt").write_bytes(last.read_bytes()[:1000])
+    (d / "empty.ckpt").write_bytes(b"")
+    (d / "notes.ckpt").write_text("not a checkpoint\n")
+    (d / "locked.ckpt").write_bytes(last.read_bytes())
+    (d / "locked.ckpt").chmod(0)
+    (d / "broken.yaml").write_text("trainer:\n  max_epochs: [3\n")
+    (d / "typo.yaml").write_text(D2L_CONFIG.read_text().replace("max_epochs:", "max_epoch:"))
+    (d / "list.yaml").write_text("- 1\n- 2\n")
+
+    class Payload:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (os.mkdir, (str(d / "pwned"),))
+
+    torch.save({"state_dict": {}, "payload": Payload()}, d / "evil.ckpt")
+    return d
+
+
+def _snapshot(directory: Path) -> tuple[dict[str, str], set[str]]:
+    """Every file's SHA-256, and every directory, under ``directory``."""
+    files, dirs = {}, set()
+    for path in directory.rglob("*"):
+        if path.is_dir():
+            dirs.add(str(path))
+        elif path.name != "locked.ckpt":
+            files[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return files, dirs
+
+
+@pytest.mark.parametrize(("args", "message"), [case[1:] for case in CASES], ids=[case[0] for case in CASES])
+def test_bad_input_is_refused_in_one_line_and_changes_nothing(
+    args: list[str], message: str, earlier: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(earlier)  # anything written to the working directory would show in the snapshot too
+    files_before, dirs_before = _snapshot(earlier)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(*(a.format(d=earlier, config=D2L_CONFIG) for a in args))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if ": error: " in line]
+    assert len(errors) == 1, err
+    assert message.format(d=earlier) in errors[0]
+    assert len(errors[0]) < 400
+    assert "Traceback" not in err
+    files_after, dirs_after = _snapshot(earlier)
+    assert files_after == files_before  # nothing changed, nothing added
+    assert all(not any(Path(d).iterdir()) for d in dirs_after - dirs_before)  # new directories, if any, are empty
+    assert not (earlier / "pwned").exists()
+
+
+def test_there_are_at_least_20_cases() -> None:
+    assert len(CASES) >= 20
+
+
+@pytest.mark.parametrize("case", ["ckpt-truncated", pytest.param("ckpt-other-input-dim", marks=pytest.mark.slow)])
+def test_python_dash_m_linreg_refuses_without_traceback(case: str, earlier: Path) -> None:
+    args, message = next(c[1:] for c in CASES if c[0] == case)
+    result = subprocess.run(
+        [sys.executable, "-m", "linreg", *(a.format(d=earlier, config=D2L_CONFIG) for a in args)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=earlier,
+    )
+    assert result.returncode == 2
+    assert message.format(d=earlier) in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_file_that_cannot_be_opened_is_answered_with_its_name() -> None:
+    # How a data module's missing file reaches the user: an OSError naming the file, wrapped by jsonargparse.
+    try:
+        try:
+            open("/nonexistent/data.csv")  # noqa: SIM115
+        except FileNotFoundError as missing:
+            raise ValueError("Problem with given class_path 'linreg.data.CsvData'") from missing
+    except ValueError as wrapped:
+        error = find_user_error(wrapped)
+    assert error is not None
+    assert str(error) == "/nonexistent/data.csv: No such file or directory"

@@ -1,0 +1,138 @@
+"""Checkpoint files: a write cut short never damages the target, and loading never runs code from the file."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+import pytest
+import torch
+
+from linreg.checkpoint_io import AtomicCheckpointIO, load_safely, save_atomically
+from linreg.validation import UserInputError
+from tests.conftest import D2L_CONFIG, ROOT, run_cli
+
+
+def _malicious_checkpoint(path: Path, marker: Path) -> None:
+    """Writes a Lightning-looking checkpoint whose unpickling would create ``marker`` (via ``os.mkdir``)."""
+
+    class Payload:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (os.mkdir, (str(marker),))
+
+    torch.save({"state_dict": {}, "epoch": 0, "global_step": 0, "payload": Payload()}, path)
+
+
+def test_save_atomically_replaces_the_target_whole(tmp_path: Path) -> None:
+    target = tmp_path / "last.ckpt"
+    save_atomically({"w": torch.zeros(3)}, target)
+    save_atomically({"w": torch.ones(3)}, target)
+    assert torch.equal(load_safely(target)["w"], torch.ones(3))
+    assert os.listdir(tmp_path) == ["last.ckpt"]  # no temporary file left behind
+
+
+def test_a_write_that_fails_halfway_leaves_the_previous_checkpoint_intact(tmp_path: Path) -> None:
+    target = tmp_path / "last.ckpt"
+    save_atomically({"w": torch.zeros(3)}, target)
+    before = target.read_bytes()
+
+    def half_then_crash(obj: object, file: IO[bytes]) -> None:
+        file.write(b"PK\x03\x04 half a zip archive")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        save_atomically({"w": torch.ones(3)}, target, save=half_then_crash)
+    assert target.read_bytes() == before
+    assert os.listdir(tmp_path) == ["last.ckpt"]
+
+
+def test_the_plugin_writes_local_files_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    replaced: list[tuple[str, str]] = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (replaced.append((str(src), str(dst))), real_replace(src, dst)))
+    target = tmp_path / "sub" / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"state_dict": {"w": torch.ones(2)}}, target)
+    assert len(replaced) == 1
+    source, destination = replaced[0]
+    assert Path(source).parent == target.parent  # same directory, so the rename is atomic
+    assert Path(source).name.startswith(".last.ckpt.")
+    assert destination == str(target)
+    assert torch.equal(AtomicCheckpointIO().load_checkpoint(target)["state_dict"]["w"], torch.ones(2))
+
+
+def test_loading_a_malicious_checkpoint_is_refused_before_its_code_runs(tmp_path: Path) -> None:
+    evil, marker = tmp_path / "evil.ckpt", tmp_path / "pwned"
+    _malicious_checkpoint(evil, marker)
+    with pytest.raises(UserInputError, match=r"refused to load checkpoint .*evil.ckpt: .*mkdir.* would run code"):
+        load_safely(evil)
+    with pytest.raises(UserInputError, match="refused to load"):
+        AtomicCheckpointIO().load_checkpoint(evil)
+    assert not marker.exists()
+    with pytest.raises(pickle.UnpicklingError):  # the same file, loaded the unsafe way, would run it: the test is real
+        torch.load(evil, weights_only=True)
+    torch.load(evil, weights_only=False)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "validate", "test", "predict"])
+def test_the_command_line_refuses_a_malicious_checkpoint_in_one_line(
+    subcommand: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    evil, marker = tmp_path / "evil.ckpt", tmp_path / "pwned"
+    _malicious_checkpoint(evil, marker)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(subcommand, "--config", str(D2L_CONFIG), "--ckpt_path", str(evil))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "refused to load checkpoint" in err
+    assert "Traceback" not in err
+    assert not marker.exists()
+
+
+def test_weights_only_false_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UserInputError, match="weights_only=False is not accepted"):
+        AtomicCheckpointIO().load_checkpoint(tmp_path / "x.ckpt", weights_only=False)
+
+
+def test_checkpoints_of_a_run_load_weights_only(d2l_run: Path) -> None:
+    for path in (d2l_run / "checkpoints").glob("*.ckpt"):
+        checkpoint = torch.load(path, weights_only=True)
+        assert set(checkpoint["state_dict"]) == {"net.0.weight", "net.0.bias"}
+        assert checkpoint["hyper_parameters"]["input_dim"] == 5
+
+
+_WRITER = """
+import sys, torch
+from linreg.checkpoint_io import save_atomically
+target, n = sys.argv[1], 0
+while True:  # ever new versions of a 40 MB checkpoint, each filled with its own number
+    n += 1
+    save_atomically({"n": n, "w": torch.full((10_000_000,), float(n))}, target)
+    print(n, flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_writer_killed_at_random_moments_never_leaves_a_damaged_checkpoint(tmp_path: Path) -> None:
+    target = tmp_path / "last.ckpt"
+    delays = torch.rand(6, generator=torch.Generator().manual_seed(0)).tolist()  # fixed seed: the same moments
+    for delay in delays:
+        writer = subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(target)], stdout=subprocess.PIPE, text=True, cwd=ROOT
+        )
+        assert writer.stdout is not None
+        writer.stdout.readline()  # at least one complete write
+        time.sleep(0.05 + 0.3 * delay)  # then somewhere in the middle of later ones
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+        checkpoint = load_safely(target)
+        assert torch.equal(checkpoint["w"], torch.full((10_000_000,), float(checkpoint["n"])))
+    interrupted = list(tmp_path.glob(".last.ckpt.*.tmp"))  # each one a write the kill cut short
+    print(f"{len(interrupted)} of {len(delays)} kills fell mid-write")
+    assert interrupted, "no kill fell during a write: the test proved nothing"
