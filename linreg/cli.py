@@ -16,7 +16,7 @@ from typing import Any
 
 from lightning.fabric.plugins import CheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch import Trainer
+from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
@@ -65,6 +65,9 @@ class LinearRegressionCLI(LightningCLI):
                 "checkpoint.monitor": "val/loss",
                 "checkpoint.filename": "best-{epoch}-{step}",
                 "checkpoint.save_last": False,  # last.ckpt is LastCheckpoint's (the `last` group)
+                # Lightning's table of submodules says little about one linear layer (the report shows its
+                # parameters), and each callback costs time at every SGD step: off unless asked for.
+                "trainer.enable_model_summary": False,
                 "trainer.logger": {
                     "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                     "init_args": {"save_dir": "runs", "name": "linreg", "default_hp_metric": False},
@@ -113,6 +116,7 @@ class LinearRegressionCLI(LightningCLI):
         plugins = [] if configured is None else list(configured) if isinstance(configured, list) else [configured]
         if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
             plugins.append(AtomicCheckpointIO())
+        self.trainer_defaults["callbacks"] = default_callbacks(self.subcommand)
         try:
             return super().instantiate_trainer(plugins=plugins, **kwargs)
         except (MisconfigurationException, ValueError) as error:  # the Trainer's checks of its own arguments
@@ -139,6 +143,18 @@ class LinearRegressionCLI(LightningCLI):
             path, checkpoint = self._checkpoint
             check_checkpoint_fits(checkpoint, path, self.model, resuming=self.subcommand == "fit")
             self._checkpoint = None  # the trainer loads it again; no need to hold it
+
+
+def default_callbacks(subcommand: str | None) -> list[Callback]:
+    """The callbacks a run of ``subcommand`` always has (``None``: a fit built without running it).
+
+    Only those a subcommand uses: Lightning calls every callback at every hook, several times per SGD step.
+    """
+    if subcommand in (None, "fit"):
+        return [ConsoleProgress(), DivergenceGuard(), ParameterRecovery(), FitReport(), FitPlots()]
+    if subcommand == "predict":
+        return [ConsoleProgress(), PredictionWriter()]
+    return [ConsoleProgress()]
 
 
 def _refuse_used_log_dir(trainer: Trainer) -> None:
@@ -169,16 +185,6 @@ def build_cli(args: ArgsType = None, run: bool = True) -> LinearRegressionCLI:
         RegressionData,
         subclass_mode_data=True,
         save_config_callback=SaveConfigAndHparams,
-        trainer_defaults={
-            "callbacks": [
-                ConsoleProgress(),
-                DivergenceGuard(),
-                ParameterRecovery(),
-                FitReport(),
-                FitPlots(),
-                PredictionWriter(),
-            ]
-        },
         parser_class=ShortErrorParser,
         parser_kwargs={"prog": "linreg", "description": "Linear regression fitted by SGD with PyTorch Lightning."},
         args_=args,

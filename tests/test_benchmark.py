@@ -21,9 +21,9 @@ def _benchmark(*args: str) -> dict:
 @pytest.mark.slow
 def test_loops_mode_reports_every_candidate_and_the_ratios() -> None:
     report = _benchmark("--n", "4096", "--d", "8", "--batch-size", "64", "--repeats", "1")
-    assert set(report["median_examples_per_s"]) == {"seed_loop", "fused_loop", "linreg"}
+    assert set(report["median_examples_per_s"]) == {"seed_loop", "fused_loop", "fused_index_select", "linreg"}
     assert all(v > 0 for v in report["median_examples_per_s"].values())
-    assert set(report["ratios"]) == {"linreg/fused_loop", "linreg/seed_loop"}
+    assert set(report["ratios"]) == {"linreg/fused_loop", "linreg/fused_index_select", "linreg/seed_loop"}
 
 
 @pytest.mark.slow

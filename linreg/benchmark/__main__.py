@@ -1,9 +1,10 @@
 """``python -m linreg.benchmark [loops|process|memory]``: figures, never pass/fail.
 
 - ``loops`` (default): one epoch of SGD on the same generated data, repeats alternating between
-  (1) the book's loop, ``DataLoader(TensorDataset)``, (2) a fused plain loop (one permutation, one
-  ``index_select`` per batch, no DataLoader) and (3) this project's data module and model run by the
-  Trainer exactly as ``fit`` builds them from a config; examples/s, medians, ratios (3)/(2), (3)/(1).
+  (1) the book's loop, ``DataLoader(TensorDataset)``, (2) a fused plain loop (one permutation per
+  epoch, each batch gathered whole with ``X[idx]``, no DataLoader), (2b) the same with
+  ``X.index_select(0, idx)``, a faster gather on the CPU, and (3) this project's data module and model
+  run by the Trainer exactly as ``fit`` builds them from a config; examples/s, medians, ratios.
 - ``process``: the whole ``python -m linreg fit --config configs/d2l.yaml`` process against the whole
   plain script of the book (``linreg/benchmark/seed.py``), wall time and peak memory.
 - ``memory``: peak memory of ``fit --config configs/large.yaml`` against its tensors' bytes + 600 MiB.
@@ -57,6 +58,7 @@ def _loops(args: argparse.Namespace) -> dict:
         loops = {
             "seed_loop": lambda: seed_loop(X, y, args.batch_size, lr, device),
             "fused_loop": lambda: fused_loop(X, y, args.batch_size, lr, device),
+            "fused_index_select": lambda: fused_loop(X, y, args.batch_size, lr, device, gather="index_select"),
             "linreg": lambda: lightning_epoch(build, data),
         }
         results: dict[str, list[float]] = {name: [] for name in loops}
@@ -65,7 +67,7 @@ def _loops(args: argparse.Namespace) -> dict:
         for repeat in range(args.repeats):
             for name, loop in loops.items():
                 results[name].append(loop())
-                print(f"repeat {repeat + 1}: {name:<10} {results[name][-1]:>12,.0f} examples/s", file=sys.stderr)
+                print(f"repeat {repeat + 1}: {name:<19} {results[name][-1]:>12,.0f} examples/s", file=sys.stderr)
     medians = {name: statistics.median(values) for name, values in results.items()}
     return {
         "setup": {
@@ -77,6 +79,7 @@ def _loops(args: argparse.Namespace) -> dict:
         "median_examples_per_s": medians,
         "ratios": {
             "linreg/fused_loop": medians["linreg"] / medians["fused_loop"],
+            "linreg/fused_index_select": medians["linreg"] / medians["fused_index_select"],
             "linreg/seed_loop": medians["linreg"] / medians["seed_loop"],
         },
     }
@@ -142,9 +145,9 @@ def _print(mode: str, result: dict) -> None:
         s = result["setup"]
         print(f"one epoch, N={s['n']:,} d={s['d']} batch={s['batch_size']} on {s['device']} (torch {s['torch']})")
         for name, value in result["median_examples_per_s"].items():
-            print(f"  {name:<11} {value:>12,.0f} examples/s (median of {s['repeats']})")
+            print(f"  {name:<19} {value:>12,.0f} examples/s (median of {s['repeats']})")
         for name, value in result["ratios"].items():
-            print(f"  {name:<18} {value:6.2f}x")
+            print(f"  {name:<26} {value:6.2f}x")
     elif mode == "process":
         for name, value in result["median_seconds"].items():
             print(f"  {name:<12} {value:6.2f} s  peak {max(result['peak_mib'][name]):6.0f} MiB")
