@@ -41,6 +41,11 @@ class RegressionData(LightningDataModule):
         return [f"x{i}" for i in range(self.input_dim)]
 
     @property
+    def target_name(self) -> str:
+        """The target's name, for reports and figures."""
+        return "y"
+
+    @property
     def true_w(self) -> Tensor | None:
         """The true weights, shape ``(input_dim,)``, when the data were generated from them."""
         return None
@@ -56,6 +61,10 @@ class RegressionData(LightningDataModule):
         The map must be affine in ``(w, b)``: the report carries standard errors through it.
         """
         return w, b
+
+    def to_target_units(self, values: Tensor) -> Tensor:
+        """Targets or predictions in the units the model is trained in, converted to the target's own."""
+        return values
 
     @property
     def target_scale(self) -> float:

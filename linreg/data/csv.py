@@ -115,6 +115,10 @@ class CSVRegressionData(RegressionData):
         return len(self._features)
 
     @property
+    def target_name(self) -> str:
+        return self.target
+
+    @property
     def feature_names(self) -> list[str]:
         return list(self._features)
 
@@ -193,6 +197,10 @@ class CSVRegressionData(RegressionData):
         assert self.standardizer is not None, "setup() must run before the statistics are known"
         return self.standardizer.to_original_units(w, b)
 
+    def to_target_units(self, values: Tensor) -> Tensor:
+        assert self.standardizer is not None, "setup() must run before the statistics are known"
+        return self.standardizer.inverse_y(values)
+
     @property
     def target_scale(self) -> float:
         assert self.standardizer is not None, "setup() must run before the statistics are known"
@@ -206,7 +214,7 @@ class CSVRegressionData(RegressionData):
         if self.target in self._predict_table.columns:
             actual = self.target if self.target not in ("line", "prediction") else f"actual_{self.target}"
             columns[actual] = self._predict_table.columns[self.target]
-        columns["prediction"] = self.standardizer.inverse_y(predictions.reshape(-1))
+        columns["prediction"] = self.to_target_units(predictions.reshape(-1))
         return columns
 
     def predict_inputs(self) -> tuple[Tensor] | None:
