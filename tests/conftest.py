@@ -29,7 +29,7 @@ def fit_d2l(save_dir: Path, *extra: str) -> Path:
 
 def final_params(run_dir: Path) -> dict[str, torch.Tensor]:
     """The model parameters stored in a run's ``last.ckpt``."""
-    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     return {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
 
 

@@ -1,6 +1,7 @@
 """The GPU path: the data set placed in device memory once, or pinned batches when it does not fit.
 
-Run with ``python -m pytest -m cuda`` on a machine with a CUDA GPU; skipped elsewhere.
+The GPU tests run with ``python -m pytest -m cuda`` on a machine with a CUDA GPU (skipped elsewhere);
+their CPU counterparts run everywhere, so the checks themselves are exercised on every machine.
 """
 
 from pathlib import Path
@@ -10,14 +11,11 @@ import pytest
 import torch
 
 from linreg.data import SyntheticRegressionData
-from linreg.data import synthetic as synthetic_module
+from linreg.data import base as base_module
 from linreg.model import LinearRegression
 from tests.conftest import final_params, fit_d2l
 
-pytestmark = [
-    pytest.mark.cuda,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
-]
+CUDA = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 TRUE_W = torch.tensor([2.0, -3.4, 5.6, 3.2, -0.6])
 
@@ -34,30 +32,33 @@ class _BatchDevices(pl.Callback):
         self.seen.update(str(x.device.type) for x, _ in batch)
 
 
-def _fit(data: SyntheticRegressionData) -> tuple[LinearRegression, _BatchDevices, pl.Trainer]:
+def _fit(data: SyntheticRegressionData, accelerator: str = "gpu") -> tuple[LinearRegression, _BatchDevices, pl.Trainer]:
     model = LinearRegression(input_dim=data.input_dim)
     devices = _BatchDevices()
     trainer = pl.Trainer(
-        accelerator="gpu", devices=1, max_epochs=2, logger=False, enable_checkpointing=False,
+        accelerator=accelerator, devices=1, max_epochs=3, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, callbacks=[devices],
     )  # fmt: skip
     trainer.fit(model, data)
     return model, devices, trainer
 
 
-def test_the_data_set_is_placed_on_the_gpu_once() -> None:
-    data = SyntheticRegressionData(num_train=2000, batch_size=50, steps_per_batch=4)
-    model, devices, trainer = _fit(data)
+@pytest.mark.parametrize(("accelerator", "device"), [("cpu", "cpu"), pytest.param("gpu", "cuda", marks=CUDA)])
+def test_the_data_set_is_placed_on_the_training_device_once(accelerator: str, device: str) -> None:
+    data = SyntheticRegressionData(num_train=1000, batch_size=10, steps_per_batch=4)
+    model, devices, trainer = _fit(data, accelerator)
     loader = trainer.train_dataloader
-    assert all(t.device.type == "cuda" for t in loader.dataset.tensors)
+    assert all(t.device.type == device for t in loader.dataset.tensors)
     assert not loader.pin_memory
-    assert devices.seen == {"cuda"}
+    assert devices.seen == {device}
     assert (model.weight.cpu() - TRUE_W).abs().max() < 5e-3
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_a_data_set_too_big_for_the_gpu_streams_pinned_batches(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(synthetic_module, "fits_on_device", lambda tensors, device: False)
-    data = SyntheticRegressionData(num_train=2000, batch_size=50)
+    monkeypatch.setattr(base_module, "fits_on_device", lambda tensors, device: False)
+    data = SyntheticRegressionData(num_train=1000, batch_size=10)
     model, devices, trainer = _fit(data)
     loader = trainer.train_dataloader
     assert all(t.device.type == "cpu" for t in loader.dataset.tensors)
@@ -66,6 +67,8 @@ def test_a_data_set_too_big_for_the_gpu_streams_pinned_batches(monkeypatch: pyte
     assert (model.weight.cpu() - TRUE_W).abs().max() < 5e-3
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_the_d2l_config_on_the_gpu_recovers_w_and_b_and_matches_the_cpu(tmp_path: Path) -> None:
     gpu_run = fit_d2l(tmp_path / "gpu", "--trainer.accelerator", "gpu")
     cpu_run = fit_d2l(tmp_path / "cpu", "--trainer.accelerator", "cpu")
