@@ -21,6 +21,7 @@ from tests.conftest import D2L_CONFIG, run_cli
 
 # In the arguments, {d} is the directory of earlier results and {config} the d2l config.
 FIT = ("fit", "--config", "{config}", "--trainer.logger.init_args.save_dir", "{d}/runs")
+CSV = (*FIT, "--data", "CSVRegressionData", "--data.path")
 
 CASES = [
     # --- config values and types ---
@@ -90,10 +91,18 @@ CASES = [
         ],
         "{d}/runs/d2l/version_0 already holds a run",
     ),
-    # --- data files ---
-    # The CSV data module (linreg/data/csv.py) adds its cases here: a missing, empty, unreadable or malformed
-    # file, a missing column. A data module should check its file in its constructor, so that a refusal
-    # comes before the run directory is made; a missing file needs no code of its own (see the test below).
+    # --- data files (CSV): the header is checked when the data module is built, the rows before any file is
+    # written (prepare_data runs before the logger makes the run directory) ---
+    ("csv-missing", [*CSV, "{d}/nope.csv", "--data.target", "y"], "{d}/nope.csv: no such file"),
+    ("csv-empty", [*CSV, "{d}/empty.csv", "--data.target", "y"], "{d}/empty.csv: the file is empty"),
+    ("csv-target-missing", [*CSV, "{d}/good.csv", "--data.target", "price"], "no column 'price'"),
+    ("csv-feature-missing", [*CSV, "{d}/good.csv", "--data.target", "y", "--data.features", "[x1, x9]"], "'x9'"),
+    ("csv-not-a-number", [*CSV, "{d}/text.csv", "--data.target", "y"], "line 4, column 'x2': 'n/a' is not a number"),
+    ("csv-empty-cell", [*CSV, "{d}/hole.csv", "--data.target", "y"], "line 3, column 'x1'"),
+    ("csv-infinite", [*CSV, "{d}/inf.csv", "--data.target", "y"], "line 5, column 'y'"),
+    ("csv-ragged-row", [*CSV, "{d}/ragged.csv", "--data.target", "y"], "line 6"),
+    ("csv-constant-column", [*CSV, "{d}/constant.csv", "--data.target", "y"], "column 'x2' is constant"),
+    ("csv-too-few-rows", [*CSV, "{d}/tiny.csv", "--data.target", "y"], "too few"),
 ]
 if not torch.cuda.is_available():
     CASES.append(("accelerator-gpu-absent", [*FIT, "--trainer.accelerator", "gpu"], "trainer: No supported gpu"))
@@ -133,6 +142,15 @@ def earlier(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "broken.yaml").write_text("trainer:\n  max_epochs: [3\n")
     (d / "typo.yaml").write_text(D2L_CONFIG.read_text().replace("max_epochs:", "max_epoch:"))
     (d / "list.yaml").write_text("- 1\n- 2\n")
+    rows = [f"{i},{(i * 7) % 5},{2 * i + 1}" for i in range(40)]
+    (d / "good.csv").write_text("x1,x2,y\n" + "\n".join(rows) + "\n")
+    (d / "empty.csv").write_text("")
+    (d / "text.csv").write_text("x1,x2,y\n" + "\n".join([*rows[:2], "3,n/a,7", *rows[3:]]) + "\n")
+    (d / "hole.csv").write_text("x1,x2,y\n" + "\n".join([*rows[:1], ",1,3", *rows[2:]]) + "\n")
+    (d / "inf.csv").write_text("x1,x2,y\n" + "\n".join([*rows[:3], "4,1,inf", *rows[4:]]) + "\n")
+    (d / "ragged.csv").write_text("x1,x2,y\n" + "\n".join([*rows[:4], "5,1", *rows[5:]]) + "\n")
+    (d / "constant.csv").write_text("x1,x2,y\n" + "\n".join(f"{i},3,{2 * i}" for i in range(40)) + "\n")
+    (d / "tiny.csv").write_text("x1,x2,y\n1,2,3\n2,1,4\n")
 
     class Payload:
         def __reduce__(self) -> tuple[object, tuple[str]]:
