@@ -6,6 +6,7 @@ Both take the same tensors and the same model as the Lightning run, and return e
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -13,25 +14,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 
-def _sgd(model: nn.Module, lr: float) -> torch.optim.Optimizer:
-    return torch.optim.SGD(model.parameters(), lr=lr)
-
-
 def seed_loop(X: Tensor, y: Tensor, batch_size: int, lr: float, device: torch.device) -> float:
     """The book's loop: ``DataLoader(TensorDataset(X, y), shuffle=True)``, per-example fetch and collate."""
-    model = nn.Linear(X.shape[1], 1).to(device)
-    optimizer = _sgd(model, lr)
     loader = DataLoader(TensorDataset(X, y), batch_size, shuffle=True, pin_memory=device.type == "cuda")
-    _sync(device)
-    start = time.perf_counter()
-    for xb, yb in loader:
-        xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-        loss = F.mse_loss(model(xb), yb)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    _sync(device)
-    return len(X) / (time.perf_counter() - start)
+    batches = ((xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)) for xb, yb in loader)
+    return _timed_epoch(batches, len(X), X.shape[1], lr, device)
 
 
 def fused_loop(X: Tensor, y: Tensor, batch_size: int, lr: float, device: torch.device, gather: str = "index") -> float:
@@ -43,24 +30,32 @@ def fused_loop(X: Tensor, y: Tensor, batch_size: int, lr: float, device: torch.d
 
     The data are placed on ``device`` before the clock starts (as the project does when they fit).
     """
-    model = nn.Linear(X.shape[1], 1).to(device)
-    optimizer = _sgd(model, lr)
     X, y = X.to(device), y.to(device)
+
+    def batches() -> Iterator[tuple[Tensor, Tensor]]:
+        order = torch.randperm(len(X), device=device)
+        for i in range(0, len(X), batch_size):
+            index = order[i : i + batch_size]
+            yield (X[index], y[index]) if gather == "index" else (X.index_select(0, index), y.index_select(0, index))
+
+    return _timed_epoch(batches(), len(X), X.shape[1], lr, device)
+
+
+def _timed_epoch(
+    batches: Iterable[tuple[Tensor, Tensor]], examples: int, features: int, lr: float, device: torch.device
+) -> float:
+    """Trains a fresh ``nn.Linear`` with SGD on ``batches`` (fetched inside the clock); returns examples/s."""
+    model = nn.Linear(features, 1).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     _sync(device)
     start = time.perf_counter()
-    order = torch.randperm(len(X), device=device)
-    for i in range(0, len(X), batch_size):
-        index = order[i : i + batch_size]
-        if gather == "index":
-            xb, yb = X[index], y[index]
-        else:
-            xb, yb = X.index_select(0, index), y.index_select(0, index)
+    for xb, yb in batches:
         loss = F.mse_loss(model(xb), yb)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     _sync(device)
-    return len(X) / (time.perf_counter() - start)
+    return examples / (time.perf_counter() - start)
 
 
 def _sync(device: torch.device) -> None:

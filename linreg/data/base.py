@@ -10,25 +10,35 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from linreg.data.loading import fits_on_device, tensor_loader
+from linreg.validation import check_int
 
 
 class RegressionData(LightningDataModule):
     """Base class of the data modules: tensors ``(X, y)`` per split, plus what is known about them.
 
-    Subclasses set ``batch_size``, ``steps_per_batch``, ``eval_batch_size`` and ``seed`` in
-    ``__init__``; ``train_data``, ``val_data`` and ``test_data`` in ``setup()`` (``X`` of shape
-    ``(n, input_dim)``, ``y`` of shape ``(n, 1)``, in the units the model is trained in); and override
-    the properties below where they know more. The dataloaders are built here, on the fast path of
-    ``linreg.data.loading``, the same way for every data module.
+    Subclasses pass the batching arguments to ``__init__``; set ``train_data``, ``val_data`` and
+    ``test_data`` in ``setup()`` (``X`` of shape ``(n, input_dim)``, ``y`` of shape ``(n, 1)``, in the
+    units the model is trained in); and override the properties below where they know more. The
+    dataloaders are built here, on the fast path of ``linreg.data.loading``, the same way for every
+    data module.
+
+    Args:
+        batch_size: examples per SGD step.
+        steps_per_batch: mini-batches handed to each ``training_step``, one SGD step each.
+        eval_batch_size: examples per validation/test/predict batch.
+        seed: seeds the shuffling order (and whatever else the subclass draws).
     """
 
-    batch_size: int
-    steps_per_batch: int
-    eval_batch_size: int
-    seed: int
     train_data: tuple[Tensor, Tensor] | None = None
     val_data: tuple[Tensor, Tensor] | None = None
     test_data: tuple[Tensor, Tensor] | None = None
+
+    def __init__(self, batch_size: int, steps_per_batch: int, eval_batch_size: int, seed: int) -> None:
+        super().__init__()
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        self.steps_per_batch = check_int("steps_per_batch", steps_per_batch, 1)
+        self.eval_batch_size = check_int("eval_batch_size", eval_batch_size, 1)
+        self.seed = seed
 
     @property
     def input_dim(self) -> int:

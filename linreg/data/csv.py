@@ -17,7 +17,7 @@ from torch import Tensor
 from linreg.data.base import RegressionData
 from linreg.data.scaling import Standardizer
 from linreg.data.table import Table, read_header, read_table, select_columns
-from linreg.validation import UserInputError, check_float, check_int
+from linreg.validation import UserInputError, check_float
 
 
 def split_rows(
@@ -88,7 +88,7 @@ class CSVRegressionData(RegressionData):
         eval_batch_size: int = 10_000,
         seed: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, steps_per_batch, eval_batch_size, seed)
         self.val_fraction = check_float("val_fraction", val_fraction, 0.0, strict=True)
         self.test_fraction = check_float("test_fraction", test_fraction, 0.0)
         if self.val_fraction + self.test_fraction >= 1:
@@ -96,13 +96,9 @@ class CSVRegressionData(RegressionData):
                 "val_fraction + test_fraction must be < 1 (the rest is for training),"
                 f" got {val_fraction} + {test_fraction}"
             )
-        self.batch_size = check_int("batch_size", batch_size, 1)
-        self.steps_per_batch = check_int("steps_per_batch", steps_per_batch, 1)
-        self.eval_batch_size = check_int("eval_batch_size", eval_batch_size, 1)
         self.path = path
         self.target = target
         self.predict_path = predict_path
-        self.seed = seed
         self._features = select_columns(path, read_header(path), target, features)
         self.standardizer: Standardizer | None = None
         self._table: Table | None = None  # every row of `path`, raw

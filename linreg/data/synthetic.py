@@ -53,7 +53,7 @@ class SyntheticRegressionData(RegressionData):
         eval_batch_size: int = 10_000,
         seed: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, steps_per_batch, eval_batch_size, seed)
         if isinstance(true_w, int) and not isinstance(true_w, bool):
             check_int("true_w (a number of random weights)", true_w, 1)
             true_w = random_weights(true_w, torch.Generator().manual_seed(seed)).tolist()
@@ -65,10 +65,6 @@ class SyntheticRegressionData(RegressionData):
         self.num_train = check_int("num_train", num_train, 1)
         self.num_val = check_int("num_val", num_val, 1)
         self.num_test = check_int("num_test", num_test, 0)
-        self.batch_size = check_int("batch_size", batch_size, 1)
-        self.steps_per_batch = check_int("steps_per_batch", steps_per_batch, 1)
-        self.eval_batch_size = check_int("eval_batch_size", eval_batch_size, 1)
-        self.seed = seed
 
     @property
     def input_dim(self) -> int:
