@@ -68,6 +68,9 @@ class LinearRegressionCLI(LightningCLI):
                 # Lightning's table of submodules says little about one linear layer (the report shows its
                 # parameters), and each callback costs time at every SGD step: off unless asked for.
                 "trainer.enable_model_summary": False,
+                # Without a config, the book's run: its data, model and optimizer are the defaults, and 3 epochs
+                # (Lightning's own default is 1000).
+                "trainer.max_epochs": 3,
                 "trainer.logger": {
                     "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                     "init_args": {"save_dir": "runs", "name": "linreg", "default_hp_metric": False},

@@ -131,14 +131,8 @@ def test_console_script_is_installed() -> None:
     assert "fit" in result.stdout
 
 
-def test_fit_runs_without_a_config(tmp_path: Path) -> None:
-    run_cli(
-        "fit",
-        "--trainer.max_epochs",
-        "1",
-        "--data.num_train",
-        "20",
-        "--trainer.logger.init_args.save_dir",
-        str(tmp_path),
-    )
-    assert list((tmp_path / "linreg").glob("version_0/checkpoints/last.ckpt"))
+def test_fit_runs_without_a_config_as_the_books_run(tmp_path: Path) -> None:
+    run_cli("fit", "--data.num_train", "20", "--trainer.logger.init_args.save_dir", str(tmp_path))
+    checkpoint = torch.load(tmp_path / "linreg" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["epoch"] == 2  # 3 epochs, counted from 0
+    assert checkpoint["optimizer_states"][0]["param_groups"][0]["lr"] == 0.03
