@@ -134,6 +134,11 @@ class LinearRegressionCLI(LightningCLI):
         if self.subcommand == "fit":
             _refuse_used_log_dir(self.trainer)
         if config.get("ckpt_path") == "last":
+            if not self.trainer.loggers:
+                raise UserInputError(
+                    "--ckpt_path last looks through the runs a logger writes (runs/<name>/version_N/), and"
+                    " trainer.logger is off: give the checkpoint file itself (<dir>/checkpoints/last.ckpt)"
+                )
             path, searched = find_last_checkpoint(self.trainer)
             config.ckpt_path = None if path is None else str(path)
             if path is None:

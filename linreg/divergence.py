@@ -60,15 +60,16 @@ class DivergenceGuard(Callback):
         # One loss per SGD step of the batch (several when the data module groups mini-batches), the last
         # taken just now; numbered like trainer.global_step after that step (1 is the first step of the fit).
         losses = loss.detach().reshape(-1)
-        first_step = trainer.global_step - losses.numel() + 1
-        steps = first_step + torch.arange(losses.numel(), device=losses.device)
-        first_bad = torch.where(torch.isfinite(losses), _NONE, steps).min()
         if self._check_every == 1:
-            if (step := int(first_bad)) != _NONE:
-                self._stop(trainer, step, f"the training loss became {float(losses[step - first_step])}")
+            if not bool(torch.isfinite(losses).all()):
+                first = int((~torch.isfinite(losses)).nonzero()[0])
+                step = trainer.global_step - losses.numel() + 1 + first
+                self._stop(trainer, step, f"the training loss became {float(losses[first])}")
             return
+        steps = trainer.global_step - losses.numel() + 1 + torch.arange(losses.numel(), device=losses.device)
+        first_bad = torch.where(torch.isfinite(losses), _NONE, steps).min()  # kernels only: no wait
         self._first_bad = first_bad if self._first_bad is None else torch.minimum(self._first_bad, first_bad)
-        if trainer.global_step % self._check_every < losses.numel():  # one read per check interval
+        if (batch_idx + 1) % self._check_every == 0:  # batches, as log_every_n_steps counts them
             self._check(trainer)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -3,8 +3,8 @@
 LightningCLI saves the whole config as ``config.yaml``; ``SaveConfigAndHparams`` does that too and,
 at the end of ``fit``, logs the values a user tunes (the model, data and optimizer arguments, the
 number of epochs, the seed) under the names of their command-line flags, with the final ``val/loss``
-as the hparams tab's metric. Logged at the last step, that value adds no point to the curve that is
-not a true measurement: the weights have not changed since the last validation.
+as the hparams tab's metric. It is logged at the step of the last validation, where the curve already
+has that very value: the hparams tab finds it, and the curve gains no new point.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from __future__ import annotations
 from jsonargparse import Namespace
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import SaveConfigCallback
+
+from linreg.trainer_state import logging_step
 
 # Config keys (and their subkeys) shown in the hparams tab; the rest (logger, paths) is in config.yaml.
 TUNED = ("seed_everything", "trainer.max_epochs", "model", "data")
@@ -43,11 +45,18 @@ def tuned_hparams(config: Namespace) -> dict[str, bool | int | float | str]:
 class SaveConfigAndHparams(SaveConfigCallback):
     """LightningCLI's ``SaveConfigCallback`` that also logs the tuned hyper-parameters with the final ``val/loss``."""
 
+    _val_step: int | None = None  # where the last val/loss point of the curve is
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._val_step = logging_step(trainer)
+
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         val_loss = trainer.callback_metrics.get("val/loss")
-        if trainer.logger is None or val_loss is None:
+        if trainer.logger is None or val_loss is None or self._val_step is None:
             return
         # The model's own arguments include those linked from the data module (input_dim).
         linked = {f"model.{k}": v for k, v in pl_module.hparams.items() if not k.startswith("_")}
         hparams = {**linked, **tuned_hparams(self.config)}
-        trainer.logger.log_hyperparams(hparams, metrics={"val/loss": float(val_loss)}, step=trainer.global_step)
+        # At the step of the last validation: the hparams tab reads the value, the curve gains no new point.
+        trainer.logger.log_hyperparams(hparams, metrics={"val/loss": float(val_loss)}, step=self._val_step)

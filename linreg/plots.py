@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.image import imsave
 from torchmetrics.functional import r2_score
 
-from linreg.recovery import regression_data
+from linreg.trainer_state import logging_step, regression_data
 from linreg.validation import check_int
 
 
@@ -99,4 +99,4 @@ class FitPlots(Callback):
                 imsave(Path(log_dir, f"{name}.png"), image)
             for logger in trainer.loggers:
                 if isinstance(logger, TensorBoardLogger):
-                    logger.experiment.add_image(f"plots/{name}", image, trainer.global_step, dataformats="HWC")
+                    logger.experiment.add_image(f"plots/{name}", image, logging_step(trainer), dataformats="HWC")

@@ -19,21 +19,12 @@ import re
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from linreg.data import RegressionData
 from linreg.ols import LeastSquaresFit, fit_least_squares, transform
+from linreg.trainer_state import logging_step, regression_data
 from linreg.validation import check_int
-
-
-def regression_data(trainer: Trainer, needed_by: str) -> RegressionData | None:
-    """The trainer's data module when it is a set-up ``RegressionData``; otherwise warns and gives None."""
-    data = trainer.datamodule
-    if isinstance(data, RegressionData) and data.train_data is not None:
-        return data
-    rank_zero_warn(f"{needed_by} needs a RegressionData data module with its training data; it does nothing")
-    return None
 
 
 def learned_coefficients(pl_module: LightningModule, data: RegressionData) -> tuple[Tensor, Tensor]:
@@ -79,7 +70,7 @@ class ParameterRecovery(Callback):
         # The starting point of the curves: the coefficients before the first step.
         values = self._recovery(trainer, pl_module)
         for logger in trainer.loggers if values else []:
-            logger.log_metrics(values, step=trainer.global_step)
+            logger.log_metrics(values, step=logging_step(trainer))
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         values = self._recovery(trainer, pl_module)

@@ -24,7 +24,8 @@ from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, 
 
 from linreg.data import RegressionData
 from linreg.ols import CHUNK_ELEMENTS, LeastSquaresFit, fit_least_squares, transform
-from linreg.recovery import ParameterRecovery, learned_coefficients, regression_data
+from linreg.recovery import ParameterRecovery, learned_coefficients
+from linreg.trainer_state import regression_data
 from linreg.validation import check_int
 
 LEGEND = """\

@@ -26,18 +26,19 @@ def checkpoint_dir(trainer: Trainer) -> Path:
     """This run's checkpoint directory, ``<save_dir>/<name>/<version>/checkpoints``, as ``ModelCheckpoint`` has it."""
     if not trainer.loggers:
         return Path(trainer.default_root_dir) / "checkpoints"
+    version = trainer.loggers[0].version
+    return runs_root(trainer) / (version if isinstance(version, str) else f"version_{version}") / "checkpoints"
+
+
+def runs_root(trainer: Trainer) -> Path:
+    """``<save_dir>/<name>``: where the logger of ``trainer`` puts every run of its config."""
     logger = trainer.loggers[0]
-    version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
-    return Path(logger.save_dir or trainer.default_root_dir) / str(logger.name) / version / "checkpoints"
+    return Path(logger.save_dir or trainer.default_root_dir) / str(logger.name)
 
 
 def find_last_checkpoint(trainer: Trainer) -> tuple[Path | None, str]:
     """The newest ``last*.ckpt`` of earlier runs with this trainer's logger, and the pattern searched."""
-    if trainer.loggers:
-        logger = trainer.loggers[0]
-        root, pattern = Path(logger.save_dir or trainer.default_root_dir) / str(logger.name), "*/checkpoints/last*.ckpt"
-    else:
-        root, pattern = Path(trainer.default_root_dir), "checkpoints/last*.ckpt"
+    root, pattern = runs_root(trainer), "*/checkpoints/last*.ckpt"
     candidates = [path for path in root.glob(pattern) if path.is_file()]
     newest = max(candidates, key=lambda path: (path.stat().st_mtime_ns, str(path)), default=None)
     return newest, str(root / pattern)

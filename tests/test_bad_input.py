@@ -71,6 +71,7 @@ CASES = [
     ),
     ("ckpt-weights-only-for-fit", [*FIT, "--ckpt_path", "{d}/weights.ckpt"], "holds the weights only"),
     ("ckpt-best-in-new-process", ["test", "--config", "{config}", "--ckpt_path", "best"], "ckpt_path 'best' names"),
+    ("ckpt-last-without-logger", [*FIT, "--trainer.logger", "false", "--ckpt_path", "last"], "trainer.logger is off"),
     ("weights-only-false", [*FIT, "--ckpt_path", "{d}/last.ckpt", "--weights_only", "false"], "weights_only must stay"),
     # --- run directories ---
     (

@@ -32,7 +32,7 @@ def test_run_directory_holds_events_config_and_checkpoints(d2l_run: Path) -> Non
     tags = events.Tags()["scalars"]
     assert {"train/loss", "val/loss"} <= set(tags)
     val_loss = [e.value for e in events.Scalars("val/loss")]
-    assert len(val_loss) == 4  # one per epoch, then the final one again at the last step, for the hparams tab
+    assert len(val_loss) == 4  # one per epoch, then the last one again at its own step, for the hparams tab
     assert val_loss[-1] < 3e-4  # noise_std**2 = 1e-4 is the floor
 
 

@@ -163,6 +163,16 @@ def test_predict_from_a_checkpoint_keeps_its_statistics_when_the_file_changes(fi
     np.testing.assert_allclose(np.array(after[: len(y)], dtype=float), np.array(before, dtype=float), rtol=1e-6)
 
 
+def test_predict_from_a_checkpoint_accepts_a_file_whose_column_is_now_constant(fitted: dict, tmp_path: Path) -> None:
+    X, y = fitted["X"].copy(), fitted["y"]
+    X[:, FEATURES.index("x3")] = 1.0  # constant now; the checkpoint's statistics come from the training file
+    changed = write_awkward_csv(tmp_path / "changed.csv", X, y)
+    run_cli("predict", *csv_args(changed, tmp_path / "runs"), "--ckpt_path", str(fitted["checkpoint"]))
+    predictions = np.array(read_predictions(latest_run(tmp_path / "runs") / "predictions.csv")["prediction"], float)
+    w, b = original_units_from_checkpoint(fitted["checkpoint"])
+    np.testing.assert_allclose(predictions, X @ w + b, rtol=1e-5, atol=1e-4)
+
+
 def test_predict_file_without_the_target_gets_predictions(fitted: dict, tmp_path: Path) -> None:
     new_rows = tmp_path / "new.csv"
     new_rows.write_text("x4,x3,x big,x_small\n100,0,5000,0.05\n110,1,4000,0.06\n")

@@ -9,6 +9,7 @@ the transform the model was trained with, even if the file has changed since.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -133,17 +134,29 @@ class CSVRegressionData(RegressionData):
             self._table = read_table(self.path, [*self._features, self.target])
             self._splits = split_rows(len(self._table), self.val_fraction, self.test_fraction, self.seed, self.path)
             if self.standardizer is None:  # not already restored from a checkpoint
-                self.standardizer = self._fit_standardizer(self._table, self._splits[0])
+                # Training needs statistics it can learn from. validate/test/predict usually get the
+                # training run's from the checkpoint (load_state_dict, after setup), whatever the file
+                # holds now; these stand in until then.
+                self.standardizer = self._fit_standardizer(self._table, self._splits[0], for_training=stage == "fit")
         if stage == "predict" and self._predict_table is None:
             if self.predict_path is None:
                 self._predict_table = self._table
             else:
                 self._predict_table = read_table(self.predict_path, self._features, optional=[self.target])
 
-    def _fit_standardizer(self, table: Table, train_rows: Tensor) -> Standardizer:
-        """The training split's statistics; a constant column (std 0) cannot be standardised, nor learnt from."""
-        X, y = self._xy(table)
+    def _fit_standardizer(self, table: Table, train_rows: Tensor, for_training: bool) -> Standardizer:
+        """The training split's statistics; a constant column (std 0) cannot be standardised, nor learnt from.
+
+        ``for_training=False``: a constant column is kept, with a std of 1 (no model is fitted to it here).
+        """
+        X, y = self._x(table), table.columns[self.target].reshape(-1, 1)
         standardizer = Standardizer.fit(X[train_rows], y[train_rows])
+        if not for_training:
+            return replace(
+                standardizer,
+                x_std=torch.where(standardizer.x_std == 0, 1.0, standardizer.x_std),
+                y_std=standardizer.y_std or 1.0,
+            )
         stds = [*standardizer.x_std.tolist(), standardizer.y_std]
         for name, std in zip([*self._features, self.target], stds, strict=True):
             if std == 0:
@@ -154,21 +167,19 @@ class CSVRegressionData(RegressionData):
                 )
         return standardizer
 
-    def _xy(self, table: Table) -> tuple[Tensor, Tensor]:
-        X = torch.stack([table.columns[name] for name in self._features], dim=1)  # (n, d), float64
-        return X, table.columns[self.target].reshape(-1, 1)  # (n, 1)
+    def _x(self, table: Table) -> Tensor:
+        return torch.stack([table.columns[name] for name in self._features], dim=1)  # (n, d), float64
 
     def _standardize(self) -> None:
         """The splits (and predict rows) in the units the model is trained in: standardised, float32."""
         assert self._table is not None, "_read() comes first"
         assert self._splits is not None
         assert self.standardizer is not None
-        X, y = self._xy(self._table)
+        X, y = self._x(self._table), self._table.columns[self.target].reshape(-1, 1)  # (n, d), (n, 1)
         X_s, y_s = self.standardizer.transform_x(X).float(), self.standardizer.transform_y(y).float()
         self.train_data, self.val_data, self.test_data = ((X_s[rows], y_s[rows]) for rows in self._splits)
         if self._predict_table is not None:
-            X_predict = torch.stack([self._predict_table.columns[name] for name in self._features], dim=1)
-            self._predict_x = self.standardizer.transform_x(X_predict).float()
+            self._predict_x = self.standardizer.transform_x(self._x(self._predict_table)).float()
 
     def state_dict(self) -> dict[str, Any]:
         """The standardisation statistics and the columns they belong to: plain tensors, floats and strings."""
