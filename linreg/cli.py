@@ -39,20 +39,20 @@ from linreg.validation import UserInputError
 class LinearRegressionCLI(LightningCLI):
     """LightningCLI with the data module's ``input_dim`` linked to the model's, and this project's defaults."""
 
-    def __init__(self, *args: Any, args_: ArgsType = None, **kwargs: Any) -> None:
-        argv = sys.argv[1:] if args_ is None else args_
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        argv = kwargs.get("args")
+        argv = sys.argv[1:] if argv is None else argv
         # The subcommand being run, if the command line names one: only its parser is built.
         self._requested = (
             next((a for a in argv if a in LightningCLI.subcommands()), None) if isinstance(argv, list) else None
         )
-        super().__init__(*args, args=args_, **kwargs)
+        super().__init__(*args, **kwargs)
 
     def subcommands(self) -> dict[str, set[str]]:  # type: ignore[override]
         # LightningCLI builds a full parser (Trainer, model, data, checkpoint) per subcommand, ~0.1 s each;
         # one is enough to run. `linreg --help` still lists them all.
         every = LightningCLI.subcommands()
-        requested = getattr(self, "_requested", None)
-        return {requested: every[requested]} if requested in every else every
+        return {self._requested: every[self._requested]} if self._requested in every else every
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # The model never has to be told the number of features: it is read off the data module.
@@ -195,7 +195,7 @@ def build_cli(args: ArgsType = None, run: bool = True) -> LinearRegressionCLI:
         save_config_callback=SaveConfigAndHparams,
         parser_class=ShortErrorParser,
         parser_kwargs={"prog": "linreg", "description": "Linear regression fitted by SGD with PyTorch Lightning."},
-        args_=args,
+        args=args,
         run=run,
     )
 

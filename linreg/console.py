@@ -63,10 +63,13 @@ class _DropTips(logging.Filter):
         return not record.getMessage().startswith("💡 Tip")
 
 
+_TIPS = _DropTips()
+
+
 def quiet_lightning() -> None:
-    """Keeps Lightning's console output to what a user of this project can act on."""
+    """Keeps Lightning's console output to what a user of this project can act on (idempotent)."""
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(name).addFilter(_DropTips())
+        logging.getLogger(name).addFilter(_TIPS)  # the same filter object: added once however often called
     # The data are tensors in memory: worker processes would only add copies between processes.
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     # Every resumed run logs into a new directory, so its best-checkpoint tracking starts afresh there (the

@@ -1,4 +1,4 @@
-"""``LinearRegression``: the seed's ``nn.Sequential(nn.Linear(d, 1))`` trained with MSE, as a LightningModule."""
+"""``LinearRegression``: the book's ``nn.Sequential(nn.Linear(d, 1))`` trained with MSE, as a LightningModule."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from linreg.validation import check_float, check_int
 
 
 def d2l_sgd(params: object) -> torch.optim.Optimizer:
-    """The seed's optimizer: plain SGD with learning rate 0.03."""
+    """The book's optimizer: plain SGD with learning rate 0.03."""
     return torch.optim.SGD(params, lr=0.03)  # type: ignore[arg-type]
 
 

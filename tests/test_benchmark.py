@@ -21,21 +21,21 @@ def _benchmark(*args: str) -> dict:
 @pytest.mark.slow
 def test_loops_mode_reports_every_candidate_and_the_ratios() -> None:
     report = _benchmark("--n", "4096", "--d", "8", "--batch-size", "64", "--repeats", "1")
-    assert set(report["median_examples_per_s"]) == {"seed_loop", "fused_loop", "fused_index_select", "linreg"}
+    assert set(report["median_examples_per_s"]) == {"book_loop", "fused_loop", "fused_index_select", "linreg"}
     assert all(v > 0 for v in report["median_examples_per_s"].values())
-    assert set(report["ratios"]) == {"linreg/fused_loop", "linreg/fused_index_select", "linreg/seed_loop"}
+    assert set(report["ratios"]) == {"linreg/fused_loop", "linreg/fused_index_select", "linreg/book_loop"}
 
 
 @pytest.mark.slow
 def test_process_mode_times_both_whole_programs() -> None:
     report = _benchmark("process", "--repeats", "1")
-    assert set(report["median_seconds"]) == {"seed_script", "linreg_fit"}
+    assert set(report["median_seconds"]) == {"book_script", "linreg_fit"}
     assert report["peak_mib"]["linreg_fit"][0] > 0
 
 
-def test_the_plain_seed_script_reproduces_the_books_result() -> None:
+def test_the_plain_book_script_reproduces_the_books_result() -> None:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "linreg" / "benchmark" / "seed.py")], capture_output=True, text=True, check=True
+        [sys.executable, str(ROOT / "linreg" / "benchmark" / "book.py")], capture_output=True, text=True, check=True
     )
     lines = result.stdout.splitlines()
     assert lines[0].startswith("epoch 1, loss")

@@ -68,7 +68,6 @@ def test_report_logs_and_checkpoints_are_written_once(ddp_run: tuple[Path, str])
     assert (run_dir / "config.yaml").is_file()
 
 
-@pytest.mark.filterwarnings("ignore:.*LeafSpec")  # inside Lightning, with newer torch
 def test_validation_metrics_equal_one_process_validating_the_saved_weights(ddp_run: tuple[Path, str]) -> None:
     run_dir, _ = ddp_run
     events = EventAccumulator(str(run_dir))

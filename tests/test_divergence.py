@@ -67,7 +67,6 @@ class _DeferredGuard(DivergenceGuard):
         self._check_every = 10
 
 
-@pytest.mark.filterwarnings("ignore:.*LeafSpec")  # inside Lightning, with newer torch
 def test_the_deferred_check_names_the_first_bad_step_and_blocks_checkpoints(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = LinearRegression(5, optimizer=lambda params: torch.optim.SGD(params, lr=10))

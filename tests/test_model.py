@@ -1,4 +1,4 @@
-"""LinearRegression: the seed's initialisation, and an SGD step that matches the gradient worked by hand."""
+"""LinearRegression: the book's initialisation, and an SGD step that matches the gradient worked by hand."""
 
 import lightning.pytorch as pl
 import pytest
@@ -19,7 +19,7 @@ def test_initial_weights_are_normal_with_the_given_std_and_bias_is_zero() -> Non
     assert model.bias.item() == 0.0
 
 
-def test_default_optimizer_is_sgd_with_the_seeds_learning_rate() -> None:
+def test_default_optimizer_is_sgd_with_the_books_learning_rate() -> None:
     optimizer = LinearRegression(input_dim=2).configure_optimizers()
     assert type(optimizer) is torch.optim.SGD
     assert optimizer.defaults["lr"] == 0.03

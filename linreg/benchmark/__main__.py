@@ -6,7 +6,7 @@
   ``X.index_select(0, idx)``, a faster gather on the CPU, and (3) this project's data module and model
   run by the Trainer exactly as ``fit`` builds them from a config; examples/s, medians, ratios.
 - ``process``: the whole ``python -m linreg fit --config configs/d2l.yaml`` process against the whole
-  plain script of the book (``linreg/benchmark/seed.py``), wall time and peak memory.
+  plain script of the book (``linreg/benchmark/book.py``), wall time and peak memory.
 - ``memory``: peak memory of ``fit --config configs/large.yaml`` against its tensors' bytes + 600 MiB.
 """
 
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from unittest import mock
 
-from linreg.benchmark.loops import fused_loop, seed_loop
+from linreg.benchmark.loops import book_loop, fused_loop
 from linreg.benchmark.measure import lightning_epoch, run_process
 
 MIB = 2**20
@@ -54,9 +54,9 @@ def _loops(args: argparse.Namespace) -> dict:
         data.setup("fit")  # the tensors every loop below trains on
         X, y = data.train_data
         device = cli.trainer.strategy.root_device
-        lr = 0.03
+        lr = cli.model.configure_optimizers().defaults["lr"]  # the config's learning rate, for every loop
         loops = {
-            "seed_loop": lambda: seed_loop(X, y, args.batch_size, lr, device),
+            "book_loop": lambda: book_loop(X, y, args.batch_size, lr, device),
             "fused_loop": lambda: fused_loop(X, y, args.batch_size, lr, device),
             "fused_index_select": lambda: fused_loop(X, y, args.batch_size, lr, device, gather="index_select"),
             "linreg": lambda: lightning_epoch(build, data),
@@ -80,13 +80,13 @@ def _loops(args: argparse.Namespace) -> dict:
         "ratios": {
             "linreg/fused_loop": medians["linreg"] / medians["fused_loop"],
             "linreg/fused_index_select": medians["linreg"] / medians["fused_index_select"],
-            "linreg/seed_loop": medians["linreg"] / medians["seed_loop"],
+            "linreg/book_loop": medians["linreg"] / medians["book_loop"],
         },
     }
 
 
 def _process(args: argparse.Namespace) -> dict:
-    seed_script = [sys.executable, str(Path(__file__).with_name("seed.py"))]
+    book_script = [sys.executable, str(Path(__file__).with_name("book.py"))]
     with tempfile.TemporaryDirectory() as runs:
         fit = [
             sys.executable,
@@ -98,7 +98,7 @@ def _process(args: argparse.Namespace) -> dict:
             "--trainer.logger.init_args.save_dir",
             runs,
         ]
-        commands = {"seed_script": seed_script, "linreg_fit": fit}
+        commands = {"book_script": book_script, "linreg_fit": fit}
         for command in commands.values():  # warm-up: file-system caches
             run_process(command)
         seconds: dict[str, list[float]] = {name: [] for name in commands}
@@ -115,18 +115,21 @@ def _process(args: argparse.Namespace) -> dict:
         "seconds": seconds,
         "peak_mib": peak_mib,
         "median_seconds": medians,
-        "ratios": {"linreg_fit/seed_script": medians["linreg_fit"] / medians["seed_script"]},
+        "ratios": {"linreg_fit/book_script": medians["linreg_fit"] / medians["book_script"]},
     }
 
 
 def _memory(args: argparse.Namespace) -> dict:
     from linreg.cli import build_cli
+    from linreg.data import SyntheticRegressionData
 
     with tempfile.TemporaryDirectory() as runs:
         overrides = ["--config", args.config, "--trainer.logger.init_args.save_dir", runs]
         if args.accelerator:
             overrides += ["--trainer.accelerator", args.accelerator]
         data = build_cli(overrides, run=False).datamodule  # the config's sizes, without drawing the data
+        if not isinstance(data, SyntheticRegressionData):
+            raise SystemExit("memory: the config must use SyntheticRegressionData (its size is known in advance)")
         rows = data.num_train + data.num_val + data.num_test
         tensor_bytes = rows * (data.input_dim + 1) * 4  # float32 X and y
         wall, peak = run_process([sys.executable, "-m", "linreg", "fit", *overrides])
@@ -151,7 +154,7 @@ def _print(mode: str, result: dict) -> None:
     elif mode == "process":
         for name, value in result["median_seconds"].items():
             print(f"  {name:<12} {value:6.2f} s  peak {max(result['peak_mib'][name]):6.0f} MiB")
-        print(f"  linreg_fit/seed_script {result['ratios']['linreg_fit/seed_script']:.2f}x")
+        print(f"  linreg_fit/book_script {result['ratios']['linreg_fit/book_script']:.2f}x")
     else:
         print(
             f"  fit --config {result['setup']['config']}: {result['seconds']:.1f} s, peak {result['peak_mib']:.0f} MiB"

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 
-def seed_loop(X: Tensor, y: Tensor, batch_size: int, lr: float, device: torch.device) -> float:
+def book_loop(X: Tensor, y: Tensor, batch_size: int, lr: float, device: torch.device) -> float:
     """The book's loop: ``DataLoader(TensorDataset(X, y), shuffle=True)``, per-example fetch and collate."""
     loader = DataLoader(TensorDataset(X, y), batch_size, shuffle=True, pin_memory=device.type == "cuda")
     batches = ((xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)) for xb, yb in loader)

@@ -6,6 +6,7 @@ import contextlib
 import io
 import os
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -56,12 +57,13 @@ def lightning_epoch(build: Callable[[], Any], data: Any) -> float:
 
 def run_process(command: list[str]) -> tuple[float, int]:
     """Runs ``command`` to completion; returns its wall time (s) and peak resident memory (bytes)."""
-    start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - start
-    stderr = process.stderr.read().decode() if process.stderr else ""
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} exited with {process.returncode}:\n{stderr[-2000:]}")
+    with tempfile.TemporaryFile() as stderr:  # a file, not a pipe: a chatty child never blocks on it
+        start = time.perf_counter()
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - start
+        if os.waitstatus_to_exitcode(status) != 0:
+            stderr.seek(0)
+            tail = stderr.read().decode(errors="replace")[-2000:]
+            raise RuntimeError(f"{' '.join(command)} exited with {os.waitstatus_to_exitcode(status)}:\n{tail}")
     return wall, usage.ru_maxrss * 1024  # ru_maxrss is in KiB on Linux

@@ -1,4 +1,4 @@
-"""``SyntheticRegressionData``: the seed's y = Xw + b + noise as a LightningDataModule."""
+"""``SyntheticRegressionData``: the book's y = Xw + b + noise as a LightningDataModule."""
 
 from __future__ import annotations
 

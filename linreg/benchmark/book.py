@@ -1,6 +1,6 @@
 """The book's plain-PyTorch program, as the baseline for whole-process timings.
 
-Run as a script (``python linreg/benchmark/seed.py``), it imports nothing but torch: Dive into Deep
+Run as a script (``python linreg/benchmark/book.py``), it imports nothing but torch: Dive into Deep
 Learning's "concise implementation of linear regression", with d2l's ``synthetic_data`` written out.
 """
 
