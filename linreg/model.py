@@ -45,7 +45,8 @@ class LinearRegression(LightningModule):
         self.net = nn.Sequential(nn.Linear(input_dim, 1))
         nn.init.normal_(self.net[0].weight, mean=0.0, std=init_std)
         nn.init.zeros_(self.net[0].bias)
-        # One collection per stage (their states must not mix); val/loss and test/loss are the MSE.
+        # One collection per stage (their states must not mix). For val and test the MSE is the "loss";
+        # for training, train/loss is each step's batch loss, so the epoch's MSE over all batches is train/mse.
         self.train_metrics = MetricCollection(
             {"mse": MeanSquaredError(), "mae": MeanAbsoluteError(), "r2": R2Score()}, prefix="train/"
         )

@@ -58,12 +58,17 @@ class LeastSquaresFit:
         return self.num_examples - self.w.numel() - 1
 
 
-def _chunks(X: Tensor, y: Tensor, device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
-    """Consecutive row blocks of ``(X, y)`` as float64 on ``device``: ``(rows, d)`` and ``(rows,)``."""
+def row_chunks(
+    X: Tensor, y: Tensor, device: torch.device, dtype: torch.dtype | None = torch.float64
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """Consecutive row blocks of ``(X, y)`` on ``device`` (in ``dtype``, unless None): ``(rows, d)``, ``(rows,)``.
+
+    A block holds about ``CHUNK_ELEMENTS`` values of ``X``, so no full-size copy of ``X`` is ever made.
+    """
     rows = max(1, CHUNK_ELEMENTS // max(1, X.shape[1]))
     for start in range(0, X.shape[0], rows):
         stop = start + rows
-        yield X[start:stop].to(device, torch.float64), y[start:stop].to(device, torch.float64).view(-1)
+        yield X[start:stop].to(device, dtype), y[start:stop].to(device, dtype).view(-1)
 
 
 def mean_squared_error(X: Tensor, y: Tensor, w: Tensor, b: Tensor | float, device: torch.device | None = None) -> float:
@@ -84,7 +89,7 @@ def mean_squared_error(X: Tensor, y: Tensor, w: Tensor, b: Tensor | float, devic
     w = w.to(device, torch.float64).view(-1)
     b = torch.as_tensor(b, dtype=torch.float64, device=device)
     total = torch.zeros((), dtype=torch.float64, device=device)
-    for x, t in _chunks(X, y, device):
+    for x, t in row_chunks(X, y, device):
         total += (x @ w + b - t).square().sum()  # (rows, d) @ (d,) -> (rows,)
     return total.item() / X.shape[0]
 
@@ -125,7 +130,7 @@ def fit_least_squares(
     x_mean, y_mean = _column_means(X, y, device)
     gram = torch.zeros(d, d, dtype=torch.float64, device=device)  # (X - x̄)ᵀ(X - x̄)
     moment = torch.zeros(d, dtype=torch.float64, device=device)  # (X - x̄)ᵀ(y - ȳ)
-    for x, t in _chunks(X, y, device):
+    for x, t in row_chunks(X, y, device):
         x = x - x_mean  # not in place: for float64 input the chunk is a view of X
         gram.addmm_(x.T, x)
         moment.addmv_(x.T, t - y_mean)
@@ -149,7 +154,7 @@ def _column_means(X: Tensor, y: Tensor, device: torch.device) -> tuple[Tensor, T
     """``(x̄, ȳ)`` in float64: shape ``(d,)`` and a scalar."""
     x_sum = torch.zeros(X.shape[1], dtype=torch.float64, device=device)
     y_sum = torch.zeros((), dtype=torch.float64, device=device)
-    for x, t in _chunks(X, y, device):
+    for x, t in row_chunks(X, y, device):
         x_sum += x.sum(0)
         y_sum += t.sum()
     return x_sum / X.shape[0], y_sum / X.shape[0]

@@ -12,17 +12,19 @@ rank 0, which writes the one file.
 from __future__ import annotations
 
 import csv
+import io
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 import torch.distributed as dist
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
+
+from linreg.atomic import save_atomically
 
 
 def in_input_order(predictions: Tensor, indices: Tensor) -> Tensor:
@@ -46,20 +48,17 @@ def write_csv(path: str | Path, columns: dict[str, Tensor]) -> None:
     Floats are written with Python's shortest round-tripping repr, so reading the file back gives
     exactly the values written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    values = [_cells(column) for column in columns.values()]
-    # Beside the target (os.replace is atomic within one file system), with the permissions open() gives.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as file:
-            writer = csv.writer(file)
-            writer.writerow(columns)
-            writer.writerows(zip(*values, strict=True))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    rows = zip(*(_cells(column) for column in columns.values()), strict=True)
+
+    def write(_: object, file: IO[bytes]) -> None:
+        text = io.TextIOWrapper(file, encoding="utf-8", newline="")
+        writer = csv.writer(text)
+        writer.writerow(columns)
+        writer.writerows(rows)
+        text.flush()
+        text.detach()  # the binary file stays open for save_atomically to sync and close
+
+    save_atomically(None, path, save=write)
 
 
 def _cells(column: Tensor) -> list[Any]:

@@ -56,15 +56,28 @@ class ParameterRecovery(Callback):
         self.max_coefficient_curves = check_int("max_coefficient_curves", max_coefficient_curves, 0)
         self.reference: LeastSquaresFit | None = None
         self._reference_in_data_units: LeastSquaresFit | None = None
+        self._solved_for: Tensor | None = None  # the training X the reference was solved on
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # Solved before the run directory is written (SaveConfigCallback comes later): training data with
+        # no unique least-squares solution stop the run with nothing written.
+        if stage == "fit":
+            self._solve(trainer)
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._solve(trainer)  # again only if the training tensors changed since (a checkpoint's statistics)
+
+    def _solve(self, trainer: Trainer) -> None:
         data = regression_data(trainer, type(self).__name__)
         if data is None:
             return
         X, y = data.train_data  # type: ignore[misc]
+        if self.reference is not None and X is self._solved_for:
+            return
         # Every process solves the same problem identically, so the logged values agree across ranks.
         self.reference = fit_least_squares(X, y, data.feature_names, device=trainer.strategy.root_device)
         self._reference_in_data_units = transform(self.reference, data.to_original_units)
+        self._solved_for = X
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # The starting point of the curves: the coefficients before the first step.

@@ -23,7 +23,7 @@ from torch import Tensor
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
 
 from linreg.data import RegressionData
-from linreg.ols import CHUNK_ELEMENTS, LeastSquaresFit, fit_least_squares, transform
+from linreg.ols import LeastSquaresFit, fit_least_squares, row_chunks, transform
 from linreg.recovery import ParameterRecovery, learned_coefficients
 from linreg.trainer_state import regression_data
 from linreg.validation import check_int
@@ -62,11 +62,9 @@ def score(predict: Callable[[Tensor], Tensor], X: Tensor, y: Tensor, device: tor
         {"mse": MeanSquaredError(**local), "mae": MeanAbsoluteError(**local), "r2": R2Score(**local)}
     )
     metrics = metrics.set_dtype(torch.float64).to(device)
-    rows = max(1, CHUNK_ELEMENTS // max(1, X.shape[1]))
     with torch.no_grad():
-        for start in range(0, X.shape[0], rows):
-            x, t = X[start : start + rows].to(device), y[start : start + rows].to(device)
-            metrics.update(predict(x).view(-1).double(), t.view(-1).double())  # (rows,) each
+        for x, t in row_chunks(X, y, device, dtype=None):  # x in the model's dtype
+            metrics.update(predict(x).view(-1).double(), t.double())  # (rows,) each
     return {name: value.item() for name, value in metrics.compute().items()}
 
 

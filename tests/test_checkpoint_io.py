@@ -14,7 +14,8 @@ from typing import IO
 import pytest
 import torch
 
-from linreg.checkpoint_io import AtomicCheckpointIO, load_safely, save_atomically
+from linreg.atomic import save_atomically
+from linreg.checkpoint_io import AtomicCheckpointIO, load_safely
 from linreg.validation import UserInputError
 from tests.conftest import D2L_CONFIG, ROOT, run_cli
 
@@ -109,7 +110,7 @@ def test_checkpoints_of_a_run_load_weights_only(d2l_run: Path) -> None:
 
 _WRITER = """
 import sys, torch
-from linreg.checkpoint_io import save_atomically
+from linreg.atomic import save_atomically
 target, n = sys.argv[1], 0
 while True:  # ever new versions of a 40 MB checkpoint, each filled with its own number
     n += 1

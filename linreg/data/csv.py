@@ -61,7 +61,8 @@ class CSVRegressionData(RegressionData):
             feature columns, and the target column may be absent or blank.
         batch_size: rows per SGD step.
         steps_per_batch: mini-batches handed to each ``training_step``, one SGD step each: the same
-            updates for any value; larger values spread Lightning's fixed per-step cost on large files.
+            updates for any value; larger values spread Lightning's fixed per-step cost on large files
+            (the progress bar and ``log_every_n_steps`` then count groups, checkpoints SGD steps).
         eval_batch_size: rows per validation/test/predict batch (no gradient step: large is faster).
         seed: seeds the split and the shuffling order.
 

@@ -27,8 +27,9 @@ class SyntheticRegressionData(RegressionData):
         batch_size: examples per SGD step.
         steps_per_batch: mini-batches handed to each ``training_step``, one SGD step each. The updates
             are the same for any value; larger values spread Lightning's fixed per-step cost over more
-            updates (worth it for large data sets: 16 at batch 1024). Progress, logging and checkpoint
-            intervals count these groups as steps of the loop.
+            updates (worth it for large data sets: 16 at batch 1024). The progress bar and
+            ``log_every_n_steps`` count these groups; ``trainer.global_step``, ``max_steps`` and the
+            checkpoint intervals count SGD steps.
         eval_batch_size: examples per validation/test/predict batch; they take no gradient step, so
             large batches only save time.
         seed: seeds the data and the shuffling order; the same seed gives the same tensors and batches.
