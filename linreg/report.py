@@ -22,6 +22,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
 
+from linreg.atomic import save_atomically
 from linreg.data import RegressionData
 from linreg.ols import LeastSquaresFit, fit_least_squares, row_chunks, transform
 from linreg.recovery import ParameterRecovery, learned_coefficients
@@ -199,4 +200,5 @@ class FitReport(Callback):
         }
         print("\n" + format_report(report, self.max_rows), flush=True)
         if log_dir is not None:
-            Path(log_dir, self.filename).write_text(json.dumps(report, indent=2) + "\n")
+            text = (json.dumps(report, indent=2) + "\n").encode()
+            save_atomically(text, Path(log_dir, self.filename), save=lambda data, file: file.write(data))
