@@ -109,12 +109,23 @@ def test_checkpoints_of_a_run_load_weights_only(d2l_run: Path) -> None:
 
 
 _WRITER = """
-import sys, torch
+import sys, time, torch
 from linreg.atomic import save_atomically
+
+class Paced:  # a disk that takes its time: every write lasts a while, so kills land inside writes
+    def __init__(self, file):
+        self.file = file
+    def write(self, data):
+        time.sleep(0.002)
+        return self.file.write(data)
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
 target, n = sys.argv[1], 0
 while True:  # ever new versions of a 40 MB checkpoint, each filled with its own number
     n += 1
-    save_atomically({"n": n, "w": torch.full((10_000_000,), float(n))}, target)
+    checkpoint = {"n": n, "w": torch.full((10_000_000,), float(n))}
+    save_atomically(checkpoint, target, save=lambda obj, file: torch.save(obj, Paced(file)))
     print(n, flush=True)
 """
 
