@@ -80,18 +80,25 @@ class LinearRegressionCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         super().parse_arguments(parser, args)
-        # Read a given checkpoint now, safely: LightningCLI reads its hyper-parameters next, with a traceback
-        # for a missing or damaged file.
         self._checkpoint: tuple[str, Any] | None = None
+        self._ckpt_path: str | None = None
         subcommand = self.config.get("subcommand")
         if not subcommand:
             return
+        # A checkpoint never chooses the config. LightningCLI would next merge the checkpoint's
+        # hyper_parameters into the config, and jsonargparse imports and calls any class_path they name
+        # (`os.system`, ...), or silently replaces values of the command line. Hidden from that step, the
+        # path comes back in before_instantiate_classes: the config is the command line's and the config
+        # file's alone. The model needs nothing from the checkpoint's hyper-parameters: its input_dim comes
+        # from the data, and a checkpoint of another width is refused before anything is written.
+        self._ckpt_path = self.config[subcommand].get("ckpt_path")
+        self.config[subcommand].ckpt_path = None
         if self.config[subcommand].get("weights_only") is False:
             raise UserInputError(
                 "weights_only must stay true or unset, got False: checkpoints are loaded with weights_only=True,"
                 " so that loading one never runs code from it"
             )
-        ckpt_path = self.config[subcommand].get("ckpt_path")
+        ckpt_path = self._ckpt_path
         if ckpt_path == "best":
             raise UserInputError(
                 "ckpt_path 'best' names the best checkpoint of a fit in the same process, and this one has none;"
@@ -102,6 +109,8 @@ class LinearRegressionCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        if self.subcommand:
+            config.ckpt_path = self._ckpt_path
         # torch rejects a bad learning rate only when fit builds the optimizer, and without naming the key.
         # With no config the optimizer is the default function, which has no init_args.
         optimizer = config.model.optimizer
@@ -193,6 +202,9 @@ def build_cli(args: ArgsType = None, run: bool = True) -> LinearRegressionCLI:
         RegressionData,
         subclass_mode_data=True,
         save_config_callback=SaveConfigAndHparams,
+        # No `_instantiator` in the checkpoints' hyper-parameters: load_from_checkpoint would import and call
+        # the function it names. LinearRegression.load_from_checkpoint(path) works without it.
+        load_from_checkpoint_support=False,
         parser_class=ShortErrorParser,
         parser_kwargs={"prog": "linreg", "description": "Linear regression fitted by SGD with PyTorch Lightning."},
         args=args,

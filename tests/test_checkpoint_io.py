@@ -13,6 +13,7 @@ from typing import IO
 
 import pytest
 import torch
+import yaml
 
 from linreg.atomic import save_atomically
 from linreg.checkpoint_io import AtomicCheckpointIO, load_safely
@@ -94,6 +95,41 @@ def test_the_command_line_refuses_a_malicious_checkpoint_in_one_line(
     assert "refused to load checkpoint" in err
     assert "Traceback" not in err
     assert not marker.exists()
+
+
+def _hostile_hparams(kind: str, marker: Path) -> dict[str, object]:
+    """Hyper-parameters of plain values that LightningCLI would turn into imports and calls, or into changes of
+    the config: each would create ``marker``, print the Zen of Python, or record another init_std."""
+    touch = f"touch {marker}"
+    return {
+        "a callable": {"optimizer": {"class_path": "os.system", "init_args": {"command": touch}}},
+        "a module": {"optimizer": {"class_path": "this.Foo"}},
+        "an instantiator": {"_instantiator": "os.system", "_class_path": "os.system", "command": touch},
+        "a conflicting value": {"init_std": 123.0, "input_dim": 5},
+    }[kind]
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "validate"])
+@pytest.mark.parametrize("kind", ["a callable", "a module", "an instantiator", "a conflicting value"])
+def test_a_checkpoints_hyper_parameters_never_choose_code_or_config(
+    kind: str, subcommand: str, d2l_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    marker = tmp_path / "pwned"
+    checkpoint = torch.load(d2l_run / "checkpoints" / "last.ckpt", weights_only=True)
+    checkpoint["hyper_parameters"] = _hostile_hparams(kind, marker)
+    path = tmp_path / "hostile.ckpt"
+    torch.save(checkpoint, path)
+    save_dir = tmp_path / "runs"
+    run_cli(
+        subcommand, "--config", str(D2L_CONFIG), "--ckpt_path", str(path),
+        "--trainer.logger.init_args.save_dir", str(save_dir), "--trainer.max_epochs", "4",
+    )  # fmt: skip
+    assert not marker.exists()
+    assert "Beautiful is better than ugly" not in capsys.readouterr().out
+    if subcommand == "fit":  # the recorded config is the command line's: init_std and the optimizer as given
+        recorded = yaml.safe_load(next(save_dir.glob("d2l/version_*/config.yaml")).read_text())
+        assert recorded["model"]["init_std"] == 0.01
+        assert recorded["model"]["optimizer"]["class_path"] == "torch.optim.SGD"
 
 
 def test_weights_only_false_is_refused(tmp_path: Path) -> None:
