@@ -21,18 +21,23 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
 
-from linreg.checkpoint_io import AtomicCheckpointIO, load_safely
-from linreg.console import ConsoleProgress, quiet_lightning
+from linreg.callbacks.divergence import DivergenceGuard
+from linreg.callbacks.hparams import SaveConfigAndHparams
+from linreg.callbacks.plots import FitPlots
+from linreg.callbacks.predictions import PredictionWriter
+from linreg.callbacks.progress import ConsoleProgress, quiet_lightning
+from linreg.callbacks.recovery import ParameterRecovery
+from linreg.callbacks.report import FitReport
+from linreg.checkpointing.io import AtomicCheckpointIO, load_safely
+from linreg.checkpointing.resume import (
+    LastCheckpoint,
+    check_checkpoint_fits,
+    check_lightning_checkpoint,
+    find_last_checkpoint,
+)
 from linreg.data import RegressionData
-from linreg.divergence import DivergenceGuard
 from linreg.errors import ShortErrorParser, fail, find_user_error, one_line
-from linreg.hparams import SaveConfigAndHparams
 from linreg.model import LinearRegression
-from linreg.plots import FitPlots
-from linreg.predictions import PredictionWriter
-from linreg.recovery import ParameterRecovery
-from linreg.report import FitReport
-from linreg.resume import LastCheckpoint, check_checkpoint_fits, check_lightning_checkpoint, find_last_checkpoint
 from linreg.validation import UserInputError
 
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 import yaml
 
-from linreg.atomic import save_atomically
-from linreg.checkpoint_io import AtomicCheckpointIO, load_safely
+from linreg.checkpointing.atomic import save_atomically
+from linreg.checkpointing.io import AtomicCheckpointIO, load_safely
 from linreg.validation import UserInputError
 from tests.conftest import D2L_CONFIG, ROOT, run_cli
 
@@ -146,7 +146,7 @@ def test_checkpoints_of_a_run_load_weights_only(d2l_run: Path) -> None:
 
 _WRITER = """
 import sys, time, torch
-from linreg.atomic import save_atomically
+from linreg.checkpointing.atomic import save_atomically
 
 class Paced:  # a disk that takes its time: every write lasts a while, so kills land inside writes
     def __init__(self, file):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from linreg import ols
-from linreg.ols import fit_least_squares, mean_squared_error, transform
+from linreg.stats import ols
+from linreg.stats.ols import fit_least_squares, mean_squared_error, transform
 from linreg.validation import UserInputError
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from linreg.callbacks.predictions import in_input_order, write_csv
 from linreg.data import SyntheticRegressionData
-from linreg.predictions import in_input_order, write_csv
 from tests.conftest import D2L_CONFIG, final_params, run_cli
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from linreg.ols import LeastSquaresFit
-from linreg.report import format_report, parameter_rows
+from linreg.stats.ols import LeastSquaresFit
+from linreg.stats.report import format_report, parameter_rows
 
 
 def _ols(w: list[float], b: float, se: list[float]) -> LeastSquaresFit:

@@ -26,8 +26,8 @@ import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from linreg.checkpoint_io import AtomicCheckpointIO
-from linreg.resume import find_last_checkpoint
+from linreg.checkpointing.io import AtomicCheckpointIO
+from linreg.checkpointing.resume import find_last_checkpoint
 from tests.conftest import D2L_CONFIG, ROOT, run_cli
 
 # 60 examples in batches of 10: 6 steps per epoch, 18 in the 3 epochs of the d2l config.

@@ -31,8 +31,8 @@ MIB = 2**20
 def _loops(args: argparse.Namespace) -> dict:
     import torch
 
+    from linreg.callbacks.progress import quiet_lightning
     from linreg.cli import build_cli
-    from linreg.console import quiet_lightning
 
     quiet_lightning()
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no per-run banners between the figures

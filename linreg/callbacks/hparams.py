@@ -13,7 +13,7 @@ from jsonargparse import Namespace
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import SaveConfigCallback
 
-from linreg.trainer_state import logging_step
+from linreg.callbacks.trainer_state import logging_step
 
 # Config keys (and their subkeys) shown in the hparams tab; the rest (logger, paths) is in config.yaml.
 TUNED = ("seed_everything", "trainer.max_epochs", "model", "data")

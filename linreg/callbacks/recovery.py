@@ -1,7 +1,7 @@
 """``ParameterRecovery``: the least-squares reference of a fit, and curves of SGD's way towards it.
 
 Once per fit, before training, the ordinary-least-squares (OLS) solution of the training data is
-computed (``linreg.ols``): the best estimate those data allow. At the start of training and after every
+computed (``linreg.stats.ols``): the best estimate those data allow. At the start of training and after every
 training epoch the callback logs how far the model's coefficients are from it, and from the true ones
 when the data module knows them:
 
@@ -21,18 +21,11 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 
+from linreg.callbacks.trainer_state import logging_step, regression_data
 from linreg.data import RegressionData
-from linreg.ols import LeastSquaresFit, fit_least_squares, transform
-from linreg.trainer_state import logging_step, regression_data
+from linreg.stats.ols import LeastSquaresFit, fit_least_squares, transform
+from linreg.stats.report import learned_coefficients
 from linreg.validation import check_int
-
-
-def learned_coefficients(pl_module: LightningModule, data: RegressionData) -> tuple[Tensor, Tensor]:
-    """The model's ``(w, b)`` in the data's own units, float64 on the CPU: shapes ``(d,)`` and ``()``."""
-    w = pl_module.weight.to("cpu", torch.float64)
-    b = pl_module.bias.to("cpu", torch.float64)
-    w, b = data.to_original_units(w, b)
-    return torch.as_tensor(w, dtype=torch.float64).view(-1), torch.as_tensor(b, dtype=torch.float64).view(())
 
 
 def tag_name(feature: str) -> str:
@@ -95,7 +88,7 @@ class ParameterRecovery(Callback):
         ols, data = self._reference_in_data_units, trainer.datamodule
         if ols is None or not isinstance(data, RegressionData):
             return {}
-        w, b = learned_coefficients(pl_module, data)
+        w, b = learned_coefficients(pl_module.weight, pl_module.bias, data)
         values = {"params/w_gap_ols": (w - ols.w).norm().item(), "params/b_gap_ols": (b - ols.b).abs().item()}
         if data.true_w is not None and data.true_b is not None:
             values["params/w_error"] = (w - data.true_w.to(torch.float64)).norm().item()

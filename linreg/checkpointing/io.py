@@ -22,7 +22,7 @@ import torch
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from linreg.atomic import save_atomically
+from linreg.checkpointing.atomic import save_atomically
 from linreg.validation import UserInputError
 
 

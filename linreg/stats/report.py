@@ -1,6 +1,7 @@
-"""The end-of-fit report: SGD's estimate beside the least-squares solution and the truth, and the fit.
+"""The end-of-fit report's facts and text: SGD's estimate beside least squares and the truth, and the fit.
 
-One table per run, printed on rank zero and written as ``report.json`` in the run directory:
+Plain functions on tensors (the model enters as a callable and its coefficients); the callback that
+prints the report and writes ``report.json`` is ``linreg.callbacks.report.FitReport``. The report holds:
 
 - per parameter: the true value (when known), the OLS estimate ± its standard error, the SGD estimate,
   SGD - true, and (SGD - OLS) / SE, all in the data's own units (``RegressionData.to_original_units``;
@@ -12,22 +13,15 @@ One table per run, printed on rank zero and written as ``report.json`` in the ru
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
 
-from linreg.atomic import save_atomically
 from linreg.data import RegressionData
-from linreg.ols import LeastSquaresFit, fit_least_squares, row_chunks, transform
-from linreg.recovery import ParameterRecovery, learned_coefficients
-from linreg.trainer_state import regression_data
-from linreg.validation import check_int
+from linreg.stats.ols import LeastSquaresFit, row_chunks, transform
 
 LEGEND = """\
   true: the value the data were generated from.  OLS ± SE: the exact least-squares fit to the training
@@ -135,11 +129,30 @@ def _parameter_table(rows: list[Row], max_rows: int) -> list[str]:
     return lines
 
 
-def build_report(pl_module: LightningModule, data: RegressionData, reference: LeastSquaresFit) -> dict[str, Any]:
-    """The report's facts as plain values: parameters, the OLS fit's noise estimate, metrics per split."""
+def learned_coefficients(w: Tensor, b: Tensor, data: RegressionData) -> tuple[Tensor, Tensor]:
+    """A model's ``(w, b)`` in the data's own units, float64 on the CPU: shapes ``(d,)`` and ``()``."""
+    w, b = data.to_original_units(w.to("cpu", torch.float64), b.to("cpu", torch.float64))
+    return torch.as_tensor(w, dtype=torch.float64).view(-1), torch.as_tensor(b, dtype=torch.float64).view(())
+
+
+def build_report(
+    predict: Callable[[Tensor], Tensor],
+    coefficients: tuple[Tensor, Tensor],
+    data: RegressionData,
+    reference: LeastSquaresFit,
+    device: torch.device,
+) -> dict[str, Any]:
+    """The report's facts as plain values: parameters, the OLS fit's noise estimate, metrics per split.
+
+    Args:
+        predict: the trained model, ``(rows, d) -> (rows, 1)`` in the units it is trained in.
+        coefficients: its ``(w, b)``, shapes ``(d,)`` and ``()``, in those units.
+        data: the data module, set up, with its splits.
+        reference: the least-squares fit of the training split, in the same units.
+        device: where to score the models.
+    """
     truth = None if data.true_w is None or data.true_b is None else (data.true_w.double(), data.true_b)
     ols = transform(reference, data.to_original_units)
-    device = pl_module.device
     w, b = reference.w.to(device), reference.b.to(device)
 
     def ols_predict(x: Tensor) -> Tensor:
@@ -147,7 +160,7 @@ def build_report(pl_module: LightningModule, data: RegressionData, reference: Le
 
     metrics = {
         split: {
-            "sgd": _in_target_units(score(pl_module, *tensors, device), data.target_scale),
+            "sgd": _in_target_units(score(predict, *tensors, device), data.target_scale),
             "ols": _in_target_units(score(ols_predict, *tensors, device), data.target_scale),
         }
         for split, tensors in (("train", data.train_data), ("val", data.val_data))
@@ -155,7 +168,7 @@ def build_report(pl_module: LightningModule, data: RegressionData, reference: Le
     }
     residual_variance = reference.residual_variance * data.target_scale**2
     return {
-        "parameters": parameter_rows(data.feature_names, learned_coefficients(pl_module, data), ols, truth),
+        "parameters": parameter_rows(data.feature_names, learned_coefficients(*coefficients, data), ols, truth),
         "ols": {
             "num_examples": reference.num_examples,
             "degrees_of_freedom": reference.degrees_of_freedom,
@@ -170,35 +183,3 @@ def build_report(pl_module: LightningModule, data: RegressionData, reference: Le
 def _in_target_units(scores: dict[str, float], scale: float) -> dict[str, float]:
     """MSE and MAE of a model of a rescaled target, in the target's own units (R² does not change)."""
     return {"mse": scores["mse"] * scale**2, "mae": scores["mae"] * scale, "r2": scores["r2"]}
-
-
-class FitReport(Callback):
-    """Prints the report at the end of ``fit`` (rank zero) and writes it to ``report.json`` in the run directory.
-
-    Args:
-        max_rows: parameters printed at most; beyond that, those farthest from OLS (all are in the JSON).
-        filename: name of the JSON file in ``trainer.log_dir``.
-    """
-
-    def __init__(self, max_rows: int = 20, filename: str = "report.json") -> None:
-        self.max_rows = check_int("max_rows", max_rows, 1)
-        self.filename = filename
-
-    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        log_dir = trainer.log_dir  # on every rank: it is broadcast from rank zero
-        data = regression_data(trainer, type(self).__name__)
-        if not trainer.is_global_zero or data is None:
-            return
-        solved = [cb.reference for cb in trainer.callbacks if isinstance(cb, ParameterRecovery)]
-        reference = next((fit for fit in solved if fit is not None), None)
-        if reference is None:  # solved already when ParameterRecovery runs too
-            reference = fit_least_squares(*data.train_data, data.feature_names, pl_module.device)  # type: ignore[misc]
-        report = {
-            **build_report(pl_module, data, reference),
-            "epochs": trainer.current_epoch,
-            "steps": trainer.global_step,
-        }
-        print("\n" + format_report(report, self.max_rows), flush=True)
-        if log_dir is not None:
-            text = (json.dumps(report, indent=2) + "\n").encode()
-            save_atomically(text, Path(log_dir, self.filename), save=lambda data, file: file.write(data))

@@ -1,0 +1,57 @@
+"""``FitPlots``: the parity plot and residual histogram of the final fit on the validation set.
+
+Drawn once at the end of ``fit`` (``linreg.stats.figures``), in the target's own units
+(``RegressionData.to_target_units``), logged to TensorBoard's Images tab as ``plots/val_parity`` and
+``plots/val_residuals``, and saved as ``val_parity.png`` and ``val_residuals.png`` in the run
+directory. A validation set larger than ``max_points`` is drawn from a seeded random subset of that
+many examples, so plotting stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
+from matplotlib.image import imsave
+
+from linreg.callbacks.trainer_state import logging_step, regression_data
+from linreg.stats.figures import parity_figure, render, residual_figure
+from linreg.validation import check_int
+
+
+class FitPlots(Callback):
+    """Draws the parity plot and residual histogram of the final model at the end of ``fit``.
+
+    Args:
+        max_points: examples drawn at most; a larger validation set is subsampled (seeded).
+    """
+
+    def __init__(self, max_points: int = 10_000) -> None:
+        self.max_points = check_int("max_points", max_points, 2)
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        log_dir = trainer.log_dir  # on every rank: it is broadcast from rank zero
+        data = regression_data(trainer, type(self).__name__)
+        if not trainer.is_global_zero or data is None or data.val_data is None:
+            return
+        X, y = data.val_data
+        n = X.shape[0]
+        if n > self.max_points:
+            rows = torch.randperm(n, generator=torch.Generator().manual_seed(0))[: self.max_points]
+            X, y = X[rows], y[rows]
+        with torch.no_grad():
+            predicted = data.to_target_units(pl_module(X.to(pl_module.device)).view(-1).double().cpu()).numpy()
+        actual = data.to_target_units(y.view(-1).double().cpu()).numpy()
+        figures = {
+            "val_parity": parity_figure(actual, predicted, n, data.target_name),
+            "val_residuals": residual_figure(actual - predicted, n, data.target_name),
+        }
+        for name, fig in figures.items():
+            image = render(fig)  # drawn once, for the file and for TensorBoard
+            if log_dir is not None:
+                imsave(Path(log_dir, f"{name}.png"), image)
+            for logger in trainer.loggers:
+                if isinstance(logger, TensorBoardLogger):
+                    logger.experiment.add_image(f"plots/{name}", image, logging_step(trainer), dataformats="HWC")

@@ -1,0 +1,51 @@
+"""``FitReport``: prints the end-of-fit report on rank zero and writes it as ``report.json`` in the run directory.
+
+What the report holds and how it is computed: ``linreg.stats.report``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from linreg.callbacks.recovery import ParameterRecovery
+from linreg.callbacks.trainer_state import regression_data
+from linreg.checkpointing.atomic import save_atomically
+from linreg.stats.ols import fit_least_squares
+from linreg.stats.report import build_report, format_report
+from linreg.validation import check_int
+
+
+class FitReport(Callback):
+    """Prints the report at the end of ``fit`` (rank zero) and writes it to ``report.json`` in the run directory.
+
+    Args:
+        max_rows: parameters printed at most; beyond that, those farthest from OLS (all are in the JSON).
+        filename: name of the JSON file in ``trainer.log_dir``.
+    """
+
+    def __init__(self, max_rows: int = 20, filename: str = "report.json") -> None:
+        self.max_rows = check_int("max_rows", max_rows, 1)
+        self.filename = filename
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        log_dir = trainer.log_dir  # on every rank: it is broadcast from rank zero
+        data = regression_data(trainer, type(self).__name__)
+        if not trainer.is_global_zero or data is None:
+            return
+        solved = [cb.reference for cb in trainer.callbacks if isinstance(cb, ParameterRecovery)]
+        reference = next((fit for fit in solved if fit is not None), None)
+        if reference is None:  # solved already when ParameterRecovery runs too
+            reference = fit_least_squares(*data.train_data, data.feature_names, pl_module.device)  # type: ignore[misc]
+        coefficients = (pl_module.weight, pl_module.bias)
+        report = {
+            **build_report(pl_module, coefficients, data, reference, pl_module.device),
+            "epochs": trainer.current_epoch,
+            "steps": trainer.global_step,
+        }
+        print("\n" + format_report(report, self.max_rows), flush=True)
+        if log_dir is not None:
+            text = (json.dumps(report, indent=2) + "\n").encode()
+            save_atomically(text, Path(log_dir, self.filename), save=lambda data, file: file.write(data))

@@ -1,0 +1,1 @@
+"""Checkpoint files: atomic writes, weights-only loads, and which file a resume starts from."""

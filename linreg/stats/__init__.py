@@ -1,0 +1,1 @@
+"""The statistics of a fit as plain tensor code, no Lightning: least squares, the report, the figures."""
