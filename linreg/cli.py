@@ -42,7 +42,6 @@ from linreg.checkpointing.resume import (
     LastCheckpoint,
     check_checkpoint_fits,
     check_lightning_checkpoint,
-    find_last_checkpoint,
 )
 from linreg.checkpointing.runs import EarlierRun, claim_version, earlier_runs, run_identity
 from linreg.data import RegressionData
@@ -204,26 +203,17 @@ class LinearRegressionCLI(LightningCLI):
         if self.subcommand == "fit" and self._claimed is None and rank_zero_only.rank == 0:
             _refuse_used_log_dir(self.trainer)
         _check_optimizer(self.model)
-        if config.get("ckpt_path") == "last":
-            if not self.trainer.loggers:
-                raise UserInputError(
-                    "--ckpt_path last looks through the runs a logger writes (runs/<name>/version_N/), and"
-                    " trainer.logger is off: give the checkpoint file itself (<dir>/checkpoints/last.ckpt)"
-                )
-            path, searched = find_last_checkpoint(self.trainer)
-            config.ckpt_path = None if path is None else str(path)
-            if path is None:
-                _say(f"--ckpt_path last: no checkpoint matches {searched}; starting from the beginning")
-            else:
-                self._checkpoint = _read_checkpoint(path)
-                epoch, step = self._checkpoint[1].get("epoch"), self._checkpoint[1].get("global_step")
-                _say(f"--ckpt_path last: resuming from {path} (epoch {epoch}, step {step})")
+        if config.get("ckpt_path") == "last":  # left unresolved by _choose_run: no logger to find runs through
+            raise UserInputError(
+                "--ckpt_path last looks through the runs a logger writes (runs/<name>/version_N/), and"
+                " trainer.logger is off: give the checkpoint file itself (<dir>/checkpoints/last.ckpt)"
+            )
         if self._checkpoint is not None:
             path, checkpoint = self._checkpoint
             check_checkpoint_fits(checkpoint, path, self.model, resuming=self.subcommand == "fit")
-            check_resumable(checkpoint, path, self.model, self.datamodule, resuming=self.subcommand == "fit")
             if self.subcommand == "fit":
                 self._refuse_other_configuration(path)
+            check_resumable(checkpoint, path, self.model, self.datamodule, resuming=self.subcommand == "fit")
             self._checkpoint = None  # the trainer loads it again; no need to hold it
 
     # --- which run this command continues, and the directory it writes (see checkpointing/runs.py) ---
@@ -250,9 +240,9 @@ class LinearRegressionCLI(LightningCLI):
         root = Path(logger.save_dir or ".") / str(logger.name or "")
         if config.ckpt_path == "last" and self.subcommand == "fit":
             config.ckpt_path = self._last_of_this_configuration(config, root)
-        elif evaluating:
-            config.ckpt_path = self._newest_finished_fit(config, root)
-        if config.ckpt_path is not None and self._checkpoint is None and config.ckpt_path != "last":
+        elif evaluating or config.ckpt_path == "last":
+            config.ckpt_path = self._newest_fit(config, root, finished=evaluating)
+        if config.ckpt_path is not None and self._checkpoint is None:
             self._checkpoint = _read_checkpoint(config.ckpt_path)
         if logger.version is None and rank_zero_only.rank == 0:
             self._created = [p for p in (root, *root.parents) if not p.exists()]  # removed again if empty
@@ -276,7 +266,8 @@ class LinearRegressionCLI(LightningCLI):
         runs, others = self._earlier(config, root)
         elsewhere = f" ({others} run{'s' if others != 1 else ''} of other settings left alone)" if others else ""
         if not runs:
-            _say(f"--ckpt_path last: no earlier run of this configuration in {root}{elsewhere}; starting afresh")
+            _say(f"--ckpt_path last: no earlier run of this configuration in {root}{elsewhere};"
+                 " starting from the beginning")  # fmt: skip
             return None
         newest = runs[0]
         if newest.finished:
@@ -287,16 +278,19 @@ class LinearRegressionCLI(LightningCLI):
         _say(f"--ckpt_path last: resuming from {newest.checkpoint_path} (epoch {newest.epoch}, step {newest.steps})")
         return str(newest.checkpoint_path)
 
-    def _newest_finished_fit(self, config: Namespace, root: Path) -> str:
-        finished = [run for run in self._earlier(config, root)[0] if run.finished]
-        if not finished:
+    def _newest_fit(self, config: Namespace, root: Path, finished: bool) -> str:
+        """validate/test/predict: the newest (finished, when no --ckpt_path was given) fit of this configuration."""
+        found = [run for run in self._earlier(config, root)[0] if run.finished or not finished]
+        given = "no --ckpt_path was given" if finished else "--ckpt_path last"
+        if not found:
             raise UserInputError(
-                f"{self.subcommand} needs trained weights and no --ckpt_path was given: {root} holds no finished fit"
-                " of this configuration; give --ckpt_path (a checkpoint file), or fit first"
+                f"{self.subcommand} needs trained weights and {given}: {root} holds no"
+                f"{' finished' if finished else ''} fit of this configuration; give --ckpt_path (a checkpoint file),"
+                " or fit first"
             )
-        _say(f"{self.subcommand}: no --ckpt_path given; using the newest finished fit of this configuration,"
-             f" {finished[0].checkpoint_path}")  # fmt: skip
-        return str(finished[0].checkpoint_path)
+        _say(f"{self.subcommand}: {given}; using the newest{' finished' if finished else ''} fit of this"
+             f" configuration, {found[0].checkpoint_path}")  # fmt: skip
+        return str(found[0].checkpoint_path)
 
     def _refuse_other_configuration(self, path: str) -> None:
         """Refuses to resume a checkpoint whose run (its config.yaml beside it) was configured otherwise."""
