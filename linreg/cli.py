@@ -60,6 +60,8 @@ def _bounded_yaml(stream: str) -> Any:
 _YAML_LOAD = get_loader("yaml")
 set_loader("yaml_bounded", _bounded_yaml, exceptions=(yaml.YAMLError,))
 
+_FLOAT32_MAX = 3.4028234663852886e38
+
 # Rank zero's choice of run directory and checkpoint, for the processes the DDP launcher starts.
 _RUN_ENV = "LINREG_RUN"
 
@@ -171,6 +173,10 @@ class LinearRegressionCLI(LightningCLI):
         lr = optimizer.init_args.get("lr") if hasattr(optimizer, "init_args") else None
         if isinstance(lr, (int, float)) and not lr > 0:
             raise UserInputError(f"model.optimizer.lr must be > 0, got {lr!r}")
+        # The optimizer's numbers scale float32 parameters: beyond float32's range torch fails mid-step.
+        for key, value in vars(getattr(optimizer, "init_args", None) or Namespace()).items():
+            if isinstance(value, float) and not abs(value) <= _FLOAT32_MAX:
+                raise UserInputError(f"model.optimizer.{key} must be finite and within float32's range, got {value!r}")
         if config.checkpoint.save_last:
             raise UserInputError(
                 f"checkpoint.save_last must stay false, got {config.checkpoint.save_last!r}:"
