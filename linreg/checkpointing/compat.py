@@ -90,9 +90,9 @@ def _check_training_state(checkpoint: dict[str, Any], path: str, model: Lightnin
     ours = set().union(*(group.keys() for group in fresh.param_groups)) - _COMMON_GROUP_KEYS
     if theirs != ours:
         raise UserInputError(
-            f"checkpoint {path} was trained with another optimizer (its settings: {', '.join(sorted(theirs))};"
-            f" this run's {type(fresh).__name__}: {', '.join(sorted(ours))}): resume with the optimizer it was"
-            " trained with, or start afresh without --ckpt_path"
+            f"checkpoint {path} was trained with another optimizer (it has {', '.join(sorted(theirs - ours))}; this"
+            f" run's {type(fresh).__name__} has {', '.join(sorted(ours - theirs)) or 'fewer settings'}): resume with"
+            " the optimizer it was trained with, or start afresh without --ckpt_path"
         )
 
 

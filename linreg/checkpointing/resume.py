@@ -64,7 +64,7 @@ def check_checkpoint_fits(checkpoint: dict[str, Any], path: str, model: Lightnin
                 f"checkpoint {path} does not fit this model: {key} has shape {list(theirs[key])} there,"
                 f" {list(shape)} here{_hparam_difference(checkpoint, model)}"
             )
-    if resuming and not ("optimizer_states" in checkpoint and "loops" in checkpoint):
+    if resuming and "optimizer_states" not in checkpoint and "loops" not in checkpoint:
         raise UserInputError(f"checkpoint {path} holds the weights only (save_weights_only); fit cannot resume from it")
 
 

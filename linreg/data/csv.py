@@ -20,6 +20,9 @@ from linreg.data.scaling import Standardizer
 from linreg.data.table import Table, read_header, read_table, select_columns
 from linreg.validation import UserInputError, check_float
 
+# The largest magnitude whose square float64 holds (about 1.3e154), rounded down.
+_LARGEST_SQUARABLE = 1e154
+
 
 def split_rows(
     num_rows: int, val_fraction: float, test_fraction: float, seed: int, source: str = "the table"
@@ -151,6 +154,7 @@ class CSVRegressionData(RegressionData):
         ``for_training=False``: a constant column is kept, with a std of 1 (no model is fitted to it here).
         """
         X, y = self._x(table), table.columns[self.target].reshape(-1, 1)
+        self._check_magnitudes(table)
         standardizer = Standardizer.fit(X[train_rows], y[train_rows])
         if not for_training:
             return replace(
@@ -167,6 +171,18 @@ class CSVRegressionData(RegressionData):
                     + (" there is nothing to predict" if name == self.target else " leave it out of data.features")
                 )
         return standardizer
+
+    def _check_magnitudes(self, table: Table) -> None:
+        """Refuses a column whose values cannot be squared in float64 (variances, MSEs): beyond ±1e154."""
+        for name in [*self._features, self.target]:
+            values = table.columns[name]
+            row = int(values.abs().argmax()) if values.numel() else 0
+            if values.numel() and abs(float(values[row])) > _LARGEST_SQUARABLE:
+                raise UserInputError(
+                    f"{self.path}: line {int(table.lines[row])}, column {name!r}: {float(values[row]):g} is too large"
+                    " for the statistics (its square overflows float64; values must stay within ±1e154);"
+                    " rescale the column"
+                )
 
     def _x(self, table: Table) -> Tensor:
         return torch.stack([table.columns[name] for name in self._features], dim=1)  # (n, d), float64
