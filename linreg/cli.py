@@ -191,7 +191,12 @@ class LinearRegressionCLI(LightningCLI):
         if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
             plugins.append(AtomicCheckpointIO())
         self.trainer_defaults["callbacks"] = default_callbacks(self.subcommand)
-        if self.subcommand in (None, "fit"):
+        if self._checkpointing_off():
+            # LightningCLI adds the `checkpoint` and `last` groups' callbacks to every trainer, and Lightning refuses
+            # checkpoint callbacks with enable_checkpointing false: they give way to inert ones.
+            config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+            config.checkpoint, config.last = Callback(), Callback()
+        elif self.subcommand in (None, "fit"):
             self.trainer_defaults["callbacks"].append(self._sigterm)
         try:
             trainer = super().instantiate_trainer(plugins=plugins, **kwargs)
@@ -221,6 +226,11 @@ class LinearRegressionCLI(LightningCLI):
                 self._refuse_other_configuration(path)
             check_resumable(checkpoint, path, self.model, self.datamodule, resuming=self.subcommand == "fit")
             self._checkpoint = None  # the trainer loads it again; no need to hold it
+
+    def _checkpointing_off(self) -> bool:
+        """Whether ``trainer.enable_checkpointing`` is false: no checkpoint files at all."""
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        return config.get("trainer", Namespace()).get("enable_checkpointing") is False
 
     # --- which run this command continues, and the directory it writes (see checkpointing/runs.py) ---
 

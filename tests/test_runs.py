@@ -151,3 +151,9 @@ def test_runs_started_together_never_share_a_directory(tmp_path: Path) -> None:
     with multiprocessing.get_context("spawn").Pool(8) as pool:
         versions = pool.map(_claim, [str(tmp_path)] * 32)
     assert sorted(versions) == list(range(32))
+
+
+def test_checkpointing_off_writes_no_checkpoint_file(tmp_path: Path) -> None:
+    fit(tmp_path, "--trainer.enable_checkpointing", "false")
+    assert (tmp_path / "d2l" / "version_0" / "config.yaml").is_file()  # the run itself is there
+    assert not list(tmp_path.rglob("*.ckpt"))

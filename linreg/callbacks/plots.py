@@ -17,6 +17,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.image import imsave
 
 from linreg.callbacks.trainer_state import logging_step, regression_data
+from linreg.checkpointing.atomic import save_atomically
 from linreg.stats.figures import parity_figure, render, residual_figure
 from linreg.validation import check_int
 
@@ -51,7 +52,8 @@ class FitPlots(Callback):
         for name, fig in figures.items():
             image = render(fig)  # drawn once, for the file and for TensorBoard
             if log_dir is not None:
-                imsave(Path(log_dir, f"{name}.png"), image)
+                # Atomically: a disk that fills mid-write leaves no truncated PNG.
+                save_atomically(image, Path(log_dir, f"{name}.png"), lambda img, file: imsave(file, img, format="png"))
             for logger in trainer.loggers:
                 if isinstance(logger, TensorBoardLogger):
                     logger.experiment.add_image(f"plots/{name}", image, logging_step(trainer), dataformats="HWC")
