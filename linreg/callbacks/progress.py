@@ -13,6 +13,7 @@ import warnings
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import TQDMProgressBar
 from torch import Tensor
+from tqdm import tqdm
 
 
 class ConsoleProgress(TQDMProgressBar):
@@ -43,8 +44,8 @@ class ConsoleProgress(TQDMProgressBar):
 
     def write(self, line: str) -> None:
         """Prints ``line`` above the bar when one is drawn, else as a plain line."""
-        if self.is_enabled and self._train_progress_bar is not None:
-            self.train_progress_bar.write(line)
+        if self.is_enabled:
+            tqdm.write(line)  # above every bar tqdm is drawing
         else:
             print(line, flush=True)
 
