@@ -13,8 +13,6 @@ from jsonargparse import Namespace
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import SaveConfigCallback
 
-from linreg.callbacks.trainer_state import logging_step
-
 # Config keys (and their subkeys) shown in the hparams tab; the rest (logger, paths) is in config.yaml.
 TUNED = ("seed_everything", "trainer.max_epochs", "model", "data")
 
@@ -49,7 +47,7 @@ class SaveConfigAndHparams(SaveConfigCallback):
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.sanity_checking:
-            self._val_step = logging_step(trainer)
+            self._val_step = trainer.global_step
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         val_loss = trainer.callback_metrics.get("val/loss")

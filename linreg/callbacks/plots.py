@@ -16,7 +16,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.image import imsave
 
-from linreg.callbacks.trainer_state import logging_step, regression_data
+from linreg.callbacks.trainer_state import regression_data
 from linreg.checkpointing.atomic import save_atomically
 from linreg.stats.figures import parity_figure, render, residual_figure
 from linreg.validation import check_int
@@ -56,4 +56,4 @@ class FitPlots(Callback):
                 save_atomically(image, Path(log_dir, f"{name}.png"), lambda img, file: imsave(file, img, format="png"))
             for logger in trainer.loggers:
                 if isinstance(logger, TensorBoardLogger):
-                    logger.experiment.add_image(f"plots/{name}", image, logging_step(trainer), dataformats="HWC")
+                    logger.experiment.add_image(f"plots/{name}", image, trainer.global_step, dataformats="HWC")

@@ -13,6 +13,7 @@ import warnings
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import TQDMProgressBar
 from torch import Tensor
+from tqdm import tqdm
 
 
 class ConsoleProgress(TQDMProgressBar):
@@ -43,8 +44,8 @@ class ConsoleProgress(TQDMProgressBar):
 
     def write(self, line: str) -> None:
         """Prints ``line`` above the bar when one is drawn, else as a plain line."""
-        if self.is_enabled and self._train_progress_bar is not None:
-            self.train_progress_bar.write(line)
+        if self.is_enabled:
+            tqdm.write(line)  # above every bar tqdm is drawing
         else:
             print(line, flush=True)
 
@@ -75,5 +76,10 @@ def quiet_lightning() -> None:
     # Every resumed run logs into a new directory, so its best-checkpoint tracking starts afresh there (the
     # earlier run keeps its own best file); Lightning warns about this at each resume.
     warnings.filterwarnings("ignore", message=r".*The dirpath has changed from.*")
+    # validate/test/predict with a config that averages weights (configs/csv.yaml): the checkpoint already holds
+    # the averaged weights, which is what these subcommands should use; there is nothing to restore.
+    warnings.filterwarnings(
+        "ignore", message=r".*using the WeightAveraging callback, but loading a checkpoint outside.*"
+    )
     # Raised inside Lightning by newer torch releases; nothing a user of Lightning can change.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")

@@ -1,7 +1,7 @@
 """``ParameterRecovery``: the least-squares reference of a fit, and curves of SGD's way towards it.
 
-Once per fit, before training, the ordinary-least-squares (OLS) solution of the training data is
-computed (``linreg.stats.ols``): the best estimate those data allow. At the start of training and after every
+The ordinary-least-squares (OLS) solution of the training data (``linreg.stats.ols``, solved once per
+fit by the data module) is the best estimate those data allow. At the start of training and after every
 training epoch the callback logs how far the model's coefficients are from it, and from the true ones
 when the data module knows them:
 
@@ -19,11 +19,10 @@ import re
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from torch import Tensor
 
-from linreg.callbacks.trainer_state import logging_step, regression_data
+from linreg.callbacks.trainer_state import regression_data
 from linreg.data import RegressionData
-from linreg.stats.ols import LeastSquaresFit, fit_least_squares, transform
+from linreg.stats.ols import transform
 from linreg.stats.report import learned_coefficients
 from linreg.validation import check_int
 
@@ -34,49 +33,30 @@ def tag_name(feature: str) -> str:
 
 
 class ParameterRecovery(Callback):
-    """Computes the OLS reference once per fit and logs the ``params/...`` recovery curves every epoch.
+    """Logs the ``params/...`` recovery curves: the model's distance from least squares (and the truth) every epoch.
+
+    The least-squares reference comes from the data module (``RegressionData.least_squares``), which
+    solves it once per fit. It is asked for in ``setup``, before the run directory is written, so that
+    training data with no unique least-squares solution stop the run with nothing written.
 
     Args:
         max_coefficient_curves: the coefficients themselves are logged while the model has at most
             this many features (one curve each; more would bury the other curves).
-
-    Attributes:
-        reference: the OLS fit of the training data in the units the model is trained in, set when a
-            fit starts; the end-of-fit report reads it from here rather than solving again.
     """
 
     def __init__(self, max_coefficient_curves: int = 16) -> None:
         self.max_coefficient_curves = check_int("max_coefficient_curves", max_coefficient_curves, 0)
-        self.reference: LeastSquaresFit | None = None
-        self._reference_in_data_units: LeastSquaresFit | None = None
-        self._solved_for: Tensor | None = None  # the training X the reference was solved on
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        # Solved before the run directory is written (SaveConfigCallback comes later): training data with
-        # no unique least-squares solution stop the run with nothing written.
-        if stage == "fit":
-            self._solve(trainer)
-
-    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._solve(trainer)  # again only if the training tensors changed since (a checkpoint's statistics)
-
-    def _solve(self, trainer: Trainer) -> None:
-        data = regression_data(trainer, type(self).__name__)
-        if data is None:
-            return
-        X, y = data.train_data  # type: ignore[misc]
-        if self.reference is not None and X is self._solved_for:
-            return
-        # Every process solves the same problem identically, so the logged values agree across ranks.
-        self.reference = fit_least_squares(X, y, data.feature_names, device=trainer.strategy.root_device)
-        self._reference_in_data_units = transform(self.reference, data.to_original_units)
-        self._solved_for = X
+        data = regression_data(trainer, type(self).__name__) if stage == "fit" else None
+        if data is not None:
+            data.least_squares()
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # The starting point of the curves: the coefficients before the first step.
         values = self._recovery(trainer, pl_module)
         for logger in trainer.loggers if values else []:
-            logger.log_metrics(values, step=logging_step(trainer))
+            logger.log_metrics(values, step=trainer.global_step)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         values = self._recovery(trainer, pl_module)
@@ -85,9 +65,10 @@ class ParameterRecovery(Callback):
 
     def _recovery(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
         """The ``params/...`` values for the model's current coefficients."""
-        ols, data = self._reference_in_data_units, trainer.datamodule
-        if ols is None or not isinstance(data, RegressionData):
+        data = trainer.datamodule
+        if not isinstance(data, RegressionData) or data.train_data is None:
             return {}
+        ols = transform(data.least_squares(), data.to_original_units)
         w, b = learned_coefficients(pl_module.weight, pl_module.bias, data)
         values = {"params/w_gap_ols": (w - ols.w).norm().item(), "params/b_gap_ols": (b - ols.b).abs().item()}
         if data.true_w is not None and data.true_b is not None:
