@@ -11,6 +11,11 @@ import contextlib
 import hashlib
 import io
 import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +23,7 @@ import torch
 
 from linreg.checkpointing.interrupt import SIGTERM_STATUS
 from linreg.checkpointing.runs import claim_version
-from tests.conftest import D2L_CONFIG, run_cli
+from tests.conftest import D2L_CONFIG, ROOT, run_cli
 from tests.test_resume import SMALL, assert_same_training_state, final_state
 
 SIGTERM_AT = ("--trainer.callbacks+=tests.signals.SigtermAt", "--trainer.callbacks.step")
@@ -148,7 +153,7 @@ def _claim(root: str) -> int:
 
 
 def test_runs_started_together_never_share_a_directory(tmp_path: Path) -> None:
-    with multiprocessing.get_context("spawn").Pool(8) as pool:
+    with multiprocessing.get_context("fork").Pool(8) as pool:
         versions = pool.map(_claim, [str(tmp_path)] * 32)
     assert sorted(versions) == list(range(32))
 
@@ -157,3 +162,25 @@ def test_checkpointing_off_writes_no_checkpoint_file(tmp_path: Path) -> None:
     fit(tmp_path, "--trainer.enable_checkpointing", "false")
     assert (tmp_path / "d2l" / "version_0" / "config.yaml").is_file()  # the run itself is there
     assert not list(tmp_path.rglob("*.ckpt"))
+
+
+@pytest.mark.slow
+def test_a_real_process_sent_sigterm_exits_non_zero_and_resumes_exactly(uninterrupted: dict, tmp_path: Path) -> None:
+    args = [sys.executable, "-m", "linreg", "fit", "--config", str(D2L_CONFIG)]
+    args += ["--trainer.logger.init_args.save_dir", str(tmp_path), *SMALL, "--last.every_n_train_steps", "2"]
+    args += ["--trainer.callbacks+=tests.pacing.Pace", "--trainer.callbacks.seconds", "0.05"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    last = tmp_path / "d2l" / "version_0" / "checkpoints" / "last.ckpt"
+    with subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True) as process:
+        while not last.exists():  # training has begun
+            assert process.poll() is None, "fit ended before the signal"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGTERM)
+        err = process.communicate(timeout=120)[1]
+    assert process.returncode == SIGTERM_STATUS, err
+    assert f"stopped by SIGTERM; the training state is saved in {last}" in err
+    assert "Traceback" not in err
+    assert torch.load(last, weights_only=True)["global_step"] < 18
+    resumed = subprocess.run([*args, "--ckpt_path", "last"], env=env, capture_output=True, text=True, check=False)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert_same_training_state(uninterrupted, final_state(tmp_path / "d2l" / "version_1"))
