@@ -19,11 +19,10 @@ import re
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from torch import Tensor
 
 from linreg.callbacks.trainer_state import logging_step, regression_data
 from linreg.data import RegressionData
-from linreg.stats.ols import LeastSquaresFit, fit_least_squares, transform
+from linreg.stats.ols import LeastSquaresFit, transform
 from linreg.stats.report import learned_coefficients
 from linreg.validation import check_int
 
@@ -49,7 +48,6 @@ class ParameterRecovery(Callback):
         self.max_coefficient_curves = check_int("max_coefficient_curves", max_coefficient_curves, 0)
         self.reference: LeastSquaresFit | None = None
         self._reference_in_data_units: LeastSquaresFit | None = None
-        self._solved_for: Tensor | None = None  # the training X the reference was solved on
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         # Solved before the run directory is written (SaveConfigCallback comes later): training data with
@@ -64,13 +62,12 @@ class ParameterRecovery(Callback):
         data = regression_data(trainer, type(self).__name__)
         if data is None:
             return
-        X, y = data.train_data  # type: ignore[misc]
-        if self.reference is not None and X is self._solved_for:
-            return
-        # Every process solves the same problem identically, so the logged values agree across ranks.
-        self.reference = fit_least_squares(X, y, data.feature_names, device=trainer.strategy.root_device)
-        self._reference_in_data_units = transform(self.reference, data.to_original_units)
-        self._solved_for = X
+        # Every process solves the same problem identically, so the logged values agree across ranks. The data
+        # module keeps the fit (a streamed table's comes from its pass over the rows) until its training data change.
+        reference = data.least_squares(trainer.strategy.root_device)
+        if reference is not self.reference:
+            self.reference = reference
+            self._reference_in_data_units = transform(reference, data.to_original_units)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # The starting point of the curves: the coefficients before the first step.

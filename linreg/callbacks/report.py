@@ -10,10 +10,8 @@ from pathlib import Path
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from linreg.callbacks.recovery import ParameterRecovery
 from linreg.callbacks.trainer_state import regression_data
 from linreg.checkpointing.atomic import save_atomically
-from linreg.stats.ols import fit_least_squares
 from linreg.stats.report import build_report, format_report
 from linreg.validation import check_int
 
@@ -35,10 +33,7 @@ class FitReport(Callback):
         data = regression_data(trainer, type(self).__name__)
         if not trainer.is_global_zero or data is None:
             return
-        solved = [cb.reference for cb in trainer.callbacks if isinstance(cb, ParameterRecovery)]
-        reference = next((fit for fit in solved if fit is not None), None)
-        if reference is None:  # solved already when ParameterRecovery runs too
-            reference = fit_least_squares(*data.train_data, data.feature_names, pl_module.device)  # type: ignore[misc]
+        reference = data.least_squares(pl_module.device)  # solved once, kept by the data module
         coefficients = (pl_module.weight, pl_module.bias)
         report = {
             **build_report(pl_module, coefficients, data, reference, pl_module.device),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -10,6 +10,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from linreg.data.loading import fits_on_device, tensor_loader
+from linreg.stats.ols import LeastSquaresFit, fit_least_squares, row_chunks
 from linreg.validation import check_int
 
 
@@ -39,6 +40,31 @@ class RegressionData(LightningDataModule):
         self.steps_per_batch = check_int("steps_per_batch", steps_per_batch, 1)
         self.eval_batch_size = check_int("eval_batch_size", eval_batch_size, 1)
         self.seed = seed
+        self._reference: tuple[Tensor, LeastSquaresFit] | None = None  # the training X it was solved on, the fit
+
+    @property
+    def ready(self) -> bool:
+        """Whether ``setup`` has made the splits (in memory: ``train_data`` is set)."""
+        return self.train_data is not None
+
+    def split_chunks(self, split: str) -> Iterator[tuple[Tensor, Tensor]] | None:
+        """Every row of ``split`` (``train``, ``val`` or ``test``) as ``(X, y)`` blocks in the model's units.
+
+        What the end-of-fit report and figures read: a data module that streams its rows from disk
+        yields them from there. None when the split is empty or not made.
+        """
+        tensors = {"train": self.train_data, "val": self.val_data, "test": self.test_data}[split]
+        if tensors is None or len(tensors[0]) == 0:
+            return None
+        return row_chunks(*tensors, device=tensors[0].device, dtype=None)
+
+    def least_squares(self, device: torch.device | None = None) -> LeastSquaresFit:
+        """The least-squares fit of the training split in the model's units: solved once, kept until it changes."""
+        assert self.train_data is not None, "setup() must run before the least-squares reference is asked for"
+        X, y = self.train_data
+        if self._reference is None or self._reference[0] is not X:
+            self._reference = (X, fit_least_squares(X, y, self.feature_names, device))
+        return self._reference[1]
 
     @property
     def input_dim(self) -> int:
