@@ -51,18 +51,18 @@ def as_float64(column: pa.Array | pa.ChunkedArray, blank_ok: bool = False) -> Te
         return None
     if parsed.null_count and not blank_ok:
         return None
-    values = _to_tensor(parsed)  # nulls (blank_ok) as NaN
-    finite = torch.isfinite(values)
+    values = _to_numpy(parsed)  # nulls (blank_ok) as NaN
+    finite = np.isfinite(values)  # numpy: one pass, no thread pool to wake for a record batch
     if blank_ok:
-        finite |= torch.from_numpy(parsed.is_null().to_numpy(zero_copy_only=False))
-    return values if bool(finite.all()) else None
+        finite |= parsed.is_null().to_numpy(zero_copy_only=False)
+    return torch.from_numpy(values) if finite.all() else None
 
 
-def _to_tensor(values: pa.Array | pa.ChunkedArray) -> Tensor:
-    """float64 Arrow values as a tensor of its own (one copy; Arrow's buffers are read-only), nulls as NaN."""
+def _to_numpy(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """float64 Arrow values as an array of its own (one copy; Arrow's buffers are read-only), nulls as NaN."""
     chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
     arrays = [chunk.to_numpy(zero_copy_only=False) for chunk in chunks]
-    return torch.from_numpy(np.concatenate(arrays) if arrays else np.empty(0))
+    return np.concatenate(arrays) if arrays else np.empty(0)
 
 
 def first_bad_cell(columns: Mapping[str, pa.Array | pa.ChunkedArray], blank_ok: Sequence[str] = ()) -> BadCell | None:

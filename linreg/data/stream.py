@@ -75,7 +75,7 @@ def read_piece(piece: Piece, names: Sequence[str], first_row: int = 0) -> Iterat
         columns = [as_float64(batch.column(i)) for i in range(len(names))]
         if any(column is None for column in columns):
             raise _bad_batch(piece, names, batch, position - piece.first_row + piece.first_row_in_file)
-        yield position, torch.stack(columns, dim=1)  # type: ignore[arg-type]
+        yield position, torch.from_numpy(np.stack([c.numpy() for c in columns], axis=1))  # type: ignore[union-attr]
         position += batch.num_rows
 
 
@@ -190,10 +190,10 @@ class StreamLoader:
                 return
             self._batches_done += 1  # counted before the yield: a checkpoint taken after this step includes it
             if self._batches_done > skip:
-                yield [self.to_model_units(batch)] if self.as_steps else self.to_model_units(batch)  # type: ignore[misc]
+                yield [batch] if self.as_steps else batch  # type: ignore[misc]
 
-    def _rows_in_batches(self) -> Iterator[Tensor]:
-        """Float64 rows of the split, ``batch_size`` at a time: the pieces in this epoch's order, buffered."""
+    def _rows_in_batches(self) -> Iterator[tuple[Tensor, ...]]:
+        """The split's rows in model units, ``batch_size`` at a time: the pieces in this epoch's order, buffered."""
         rng = np.random.default_rng([self.seed, self.epoch, self.rank])
         order = rng.permutation(len(self.pieces)) if self.shuffle else range(len(self.pieces))
         buffered: list[Tensor] = []
@@ -207,10 +207,14 @@ class StreamLoader:
                 if rows >= self.shuffle_buffer:
                     block = self._mixed(torch.cat(buffered), rng)
                     whole = block.shape[0] - block.shape[0] % self.batch_size
-                    yield from block[:whole].split(self.batch_size)
+                    yield from self._batches(block[:whole])
                     buffered, rows = [block[whole:]], block.shape[0] - whole
         if rows:
-            yield from self._mixed(torch.cat(buffered), rng).split(self.batch_size)
+            yield from self._batches(self._mixed(torch.cat(buffered), rng))
+
+    def _batches(self, block: Tensor) -> Iterator[tuple[Tensor, ...]]:
+        """A block of rows converted at once (one call, not one per batch), then cut into batches (views)."""
+        yield from zip(*(t.split(self.batch_size) for t in self.to_model_units(block)), strict=True)
 
     def _mixed(self, block: Tensor, rng: np.random.Generator) -> Tensor:
         return block[torch.from_numpy(rng.permutation(block.shape[0]))] if self.shuffle else block
