@@ -138,8 +138,16 @@ CASES += [
     ("csv-device", [*CSV, "/dev/zero", "--data.target", "y"], "data.path: /dev/zero is a device"),
     ("ckpt-fifo", [*FIT, "--ckpt_path", "{d}/fifo"], "ckpt_path: {d}/fifo is a FIFO"),
     # --- statistics that overflow ---
-    ("csv-target-overflows", [*CSV, "{d}/huge_y.csv", "--data.target", "y"], "column 'y': 7.9e+301 is too large"),
-    ("csv-feature-overflows", [*CSV, "{d}/huge_x.csv", "--data.target", "y"], "column 'x1': 3.9e+301 is too large"),
+    (
+        "csv-target-overflows",
+        [*CSV, "{d}/huge_y.csv", "--data.target", "y"],
+        "column 'y' is too large for the statistics",
+    ),
+    (
+        "csv-feature-overflows",
+        [*CSV, "{d}/huge_x.csv", "--data.target", "y"],
+        "column 'x1' is too large for the statistics",
+    ),
     # --- checkpoints that do not fit this run ---
     ("ckpt-nan-weights-fit", [*FIT, "--ckpt_path", "{d}/nan.ckpt"], "{d}/nan.ckpt holds NaN or infinite weights"),
     ("ckpt-nan-weights-predict", ["predict", "--config", "{config}", "--ckpt_path", "{d}/nan.ckpt"], "NaN or inf"),

@@ -66,7 +66,7 @@ class ParameterRecovery(Callback):
     def _recovery(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
         """The ``params/...`` values for the model's current coefficients."""
         data = trainer.datamodule
-        if not isinstance(data, RegressionData) or data.train_data is None:
+        if not isinstance(data, RegressionData) or not data.ready:
             return {}
         ols = transform(data.least_squares(), data.to_original_units)
         w, b = learned_coefficients(pl_module.weight, pl_module.bias, data)
