@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import NoReturn
+from contextvars import ContextVar
+from typing import Any, NoReturn
 
+from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser
 
+from linreg.instantiation import KeyedInstantiator
 from linreg.validation import UserInputError
 
 # Lines of jsonargparse's union-type errors that say nothing about what the user got wrong.
@@ -36,6 +39,8 @@ def condense(message: str) -> str:
     Example:
         >>> condense('Parser key "trainer.max_epochs":\\n  Expected a <class \\'int\\'>. Got value: abc')
         'trainer.max_epochs: Expected a int. Got value: abc'
+        >>> condense('Parser key "batch_size":\\n  Not of type PositiveInt: 0 does not conform to restriction v>0')
+        'batch_size must be > 0, got 0'
     """
     lines = [line.strip() for line in message.splitlines()]
     text = " ".join(line.removeprefix("- ") for line in lines if line and not line.startswith(_NOISE))
@@ -45,7 +50,16 @@ def condense(message: str) -> str:
     text = re.sub(r"""^([\w.]+): Problem with given class_path '[^']*':\s*Parser key "([^"]+)":\s*""", r"\1.\2: ", text)
     text = re.sub(r"<class '(?:[\w]+\.)*(\w+)'>", r"\1", text)
     text = re.sub(r"NestedArg\(key='([^']*)', val='([^']*)'\)", r"\1=\2", text)
-    return re.sub(r"\s*Given value: (.*)$", r" (given: \1)", text)
+    text = re.sub(r"\s*Given value: (.*)$", r" (given: \1)", text)
+    # A jsonargparse.typing restriction (PositiveInt, ...): `key must be > 0, got 0`; the value is in the message.
+    restricted = re.match(
+        r"^([\w.]+): Not of type \w+: (.*) does not conform to restriction (.*?)(?: \(given: .*\))?$", text
+    )
+    if restricted:
+        key, value, restriction = restricted.groups()
+        bounds = re.sub(r"v\s*([<>]=?)\s*", r"\1 ", restriction)
+        return f"{key} must be {bounds}, got {value}"
+    return re.sub(r"^([\w.]+): Not of type (\w+): ", r"\1 must be a \2: ", text)
 
 
 # A quoted or bracketed value longer than this is cut in messages: a 2 MB list makes no readable line.
@@ -108,8 +122,39 @@ def find_user_error(exc: BaseException) -> UserInputError | None:
     return None
 
 
+# Whether a ShortErrorParser is building the config's classes: the parsers of nested classes build theirs
+# inside that call, through the outermost parser's instantiator, which knows the whole config's keys.
+_BUILDING: ContextVar[bool] = ContextVar("linreg_building", default=False)
+
+
 class ShortErrorParser(LightningArgumentParser):
-    """A LightningArgumentParser whose errors are one line instead of the usage and a nested report."""
+    """A LightningArgumentParser whose errors are one line instead of the usage and a nested report.
+
+    Errors about the input raised while the config's classes are built are one line too, naming the config
+    key (``linreg.instantiation``).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.class_groups: dict[str, type] = {}  # the class groups (`last`, `checkpoint`) and what each builds
+
+    def add_lightning_class_args(self, lightning_class: Any, nested_key: str, *args: Any, **kwargs: Any) -> list[str]:
+        if isinstance(lightning_class, type):
+            self.class_groups[nested_key] = lightning_class
+        return super().add_lightning_class_args(lightning_class, nested_key, *args, **kwargs)
+
+    def instantiate(self, cfg: Namespace, instantiate_groups: bool = True, **kwargs: Any) -> Namespace:
+        # With subcommands, the subcommand's parser builds the classes (its config has the keys the user gives).
+        if _BUILDING.get() or cfg.get("subcommand"):
+            return super().instantiate(cfg, instantiate_groups, **kwargs)
+        ours = (KeyedInstantiator(cfg, self.class_groups), object, True)
+        token = _BUILDING.set(True)
+        try:
+            return super().instantiate(
+                cfg, instantiate_groups, instantiators=[ours, *(kwargs.pop("instantiators", None) or [])]
+            )
+        finally:
+            _BUILDING.reset(token)
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error:  # jsonargparse is trying alternatives and wants the exception back

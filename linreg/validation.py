@@ -20,7 +20,7 @@ def check_int(name: str, value: object, minimum: int) -> int:
     """Returns ``value`` if it is an int ``>= minimum``; raises ``UserInputError`` naming ``name`` otherwise."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise UserInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
+    return int(value)
 
 
 def check_float(name: str, value: object, minimum: float = -math.inf, *, strict: bool = False) -> float:

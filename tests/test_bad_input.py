@@ -25,17 +25,21 @@ CSV = (*FIT, "--data", "CSVRegressionData", "--data.path")
 
 CASES = [
     # --- config values and types ---
-    ("batch-size-zero", [*FIT, "--data.batch_size", "0"], "batch_size must be an integer >= 1, got 0"),
-    ("batch-size-not-int", [*FIT, "--data.batch_size", "2.5"], "Expected a int. Got value: 2.5"),
-    ("noise-negative", [*FIT, "--data.noise_std", "-1"], "noise_std must be a finite number >= 0, got -1.0"),
-    ("true-w-empty", [*FIT, "--data.true_w", "[]"], "true_w must list at least one weight, got []"),
-    ("init-std-negative", [*FIT, "--model.init_std", "-1"], "init_std must be a finite number >= 0, got -1.0"),
+    ("batch-size-zero", [*FIT, "--data.batch_size", "0"], "data.batch_size must be > 0, got 0"),
+    (
+        "batch-size-not-int",
+        [*FIT, "--data.batch_size", "2.5"],
+        "data.batch_size must be a PositiveInt: invalid literal for int()",
+    ),
+    ("noise-negative", [*FIT, "--data.noise_std", "-1"], "data.noise_std must be >= 0, got -1"),
+    ("true-w-empty", [*FIT, "--data.true_w", "[]"], "data.true_w must list at least one weight, got []"),
+    ("init-std-negative", [*FIT, "--model.init_std", "-1"], "model.init_std must be a finite number >= 0, got -1.0"),
     ("lr-negative", [*FIT, "--model.optimizer.lr", "-0.1"], "model.optimizer.lr must be > 0, got -0.1"),
     ("lr-zero", [*FIT, "--model.optimizer.lr", "0"], "model.optimizer.lr must be > 0, got 0.0"),
     ("optimizer-unknown", [*FIT, "--model.optimizer", "torch.optim.Nope"], "torch.optim.Nope"),
     ("max-epochs-text", [*FIT, "--trainer.max_epochs", "abc"], "trainer.max_epochs: Expected a int (given: abc)"),
     ("max-epochs-negative", [*FIT, "--trainer.max_epochs", "-5"], "`max_epochs` must be a non-negative integer or -1"),
-    ("last-every-zero", [*FIT, "--last.every_n_train_steps", "0"], "last.every_n_train_steps must be an integer >= 1"),
+    ("last-every-zero", [*FIT, "--last.every_n_train_steps", "0"], "last.every_n_train_steps must be > 0, got 0"),
     ("save-last-true", [*FIT, "--checkpoint.save_last", "true"], "checkpoint.save_last must stay false, got True"),
     ("devices-zero", [*FIT, "--trainer.devices", "0"], "trainer: `Trainer(devices='0')` value is not a valid input"),
     ("strategy-unknown", [*FIT, "--trainer.strategy", "nonsense"], "invalid strategy name: `strategy='nonsense'`"),
@@ -96,7 +100,7 @@ CASES = [
     # written (prepare_data runs before the logger makes the run directory) ---
     ("csv-missing", [*CSV, "{d}/nope.csv", "--data.target", "y"], "{d}/nope.csv: no such file"),
     ("csv-empty", [*CSV, "{d}/empty.csv", "--data.target", "y"], "{d}/empty.csv: the file is empty"),
-    ("csv-target-missing", [*CSV, "{d}/good.csv", "--data.target", "price"], "no column 'price'"),
+    ("csv-target-missing", [*CSV, "{d}/good.csv", "--data.target", "price"], "data: {d}/good.csv: no column 'price'"),
     ("csv-feature-missing", [*CSV, "{d}/good.csv", "--data.target", "y", "--data.features", "[x1, x9]"], "'x9'"),
     ("csv-not-a-number", [*CSV, "{d}/text.csv", "--data.target", "y"], "line 4, column 'x2': 'n/a' is not a number"),
     ("csv-empty-cell", [*CSV, "{d}/hole.csv", "--data.target", "y"], "line 3, column 'x1'"),
@@ -175,6 +179,13 @@ CASES += [
         "{d}/two.ckpt holds no CSVRegressionData state",
     ),
     ("test-without-a-fit", ["test", "--config", "{config}"], "test needs trained weights and no --ckpt_path"),
+    # --- a class of Lightning's named by the config refusing its arguments, answered as that key ---
+    ("checkpoint-group-check", [*FIT, "--checkpoint.mode", "foo"], "checkpoint.mode can be min, max but got foo"),
+    (
+        "callback-check",
+        [*FIT, "--trainer.callbacks+=EarlyStopping", "--trainer.callbacks.mode", "bad"],
+        "trainer.callbacks[0].mode can be min, max, got bad",
+    ),
 ]
 if not torch.cuda.is_available():
     CASES.append(("accelerator-gpu-absent", [*FIT, "--trainer.accelerator", "gpu"], "trainer: No supported gpu"))
