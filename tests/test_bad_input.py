@@ -183,7 +183,14 @@ CASES += [
     ("checkpoint-group-check", [*FIT, "--checkpoint.mode", "foo"], "checkpoint.mode can be min, max but got foo"),
     (
         "callback-check",
-        [*FIT, "--trainer.callbacks+=EarlyStopping", "--trainer.callbacks.mode", "bad"],
+        [
+            *FIT,
+            "--trainer.callbacks+=EarlyStopping",
+            "--trainer.callbacks.monitor",
+            "val/loss",
+            "--trainer.callbacks.mode",
+            "bad",
+        ],
         "trainer.callbacks[0].mode can be min, max, got bad",
     ),
 ]
