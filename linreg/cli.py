@@ -14,10 +14,12 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
+import torch.distributed
 import yaml
 from jsonargparse import Namespace, get_loader, set_loader
 from lightning.fabric.plugins import CheckpointIO
@@ -45,7 +47,7 @@ from linreg.checkpointing.resume import (
 )
 from linreg.checkpointing.runs import EarlierRun, claim_version, earlier_runs, run_identity
 from linreg.data import RegressionData
-from linreg.errors import ShortErrorParser, fail, find_user_error, one_line
+from linreg.errors import ShortErrorParser, causes, fail, find_user_error, one_line
 from linreg.limits import check_config_file, check_regular_file, check_yaml_expansion, usable_cores
 from linreg.model import LinearRegression
 from linreg.validation import UserInputError
@@ -96,7 +98,10 @@ class LinearRegressionCLI(LightningCLI):
         except SIGTERMException:
             self._remove_unused_run_dir()
             raise Interrupted(self._sigterm.message()) from None
+        except NothingToDo:
+            raise
         except BaseException:
+            self._stop_other_processes()
             self._remove_unused_run_dir()
             raise
         finally:
@@ -319,6 +324,14 @@ class LinearRegressionCLI(LightningCLI):
                 " mix two configurations: resume it with its own settings, or start afresh without --ckpt_path"
             )
 
+    def _stop_other_processes(self) -> None:
+        """Stops the processes this one started (DDP): with it failed the run is over, and left alone each would
+        report, with its own traceback, only that it lost its peer."""
+        trainer = getattr(self, "trainer", None)
+        launcher = trainer.strategy.launcher if isinstance(trainer, Trainer) else None
+        if launcher is not None and rank_zero_only.rank == 0:
+            launcher.kill(getattr(signal, "SIGKILL", signal.SIGTERM))
+
     def _remove_unused_run_dir(self) -> None:
         """Removes the run directory this command claimed, unless training saved a checkpoint there."""
         claimed, self._claimed = self._claimed, None
@@ -470,8 +483,27 @@ def main(args: ArgsType = None) -> None:
         _say(str(done))
     except Exception as exc:
         user_error = find_user_error(exc)
+        if rank_zero_only.rank != 0 and (user_error is not None or _lost_peers(exc)):
+            # The first process reports the run's error, once; it stops the processes it started. These are the
+            # others: those that found the same error, or lost their connection to a process that stopped.
+            if user_error is None and os.environ.get("LOCAL_RANK", "0") == "0":  # another machine's first process
+                print(
+                    f"linreg: process {rank_zero_only.rank} lost its peers: the first process says why", file=sys.stderr
+                )
+            raise SystemExit(user_error.exit_status if user_error is not None else 1) from None
         if user_error is None:
             raise
-        if rank_zero_only.rank != 0:  # the first process says it; the others only exit
-            raise SystemExit(user_error.exit_status) from None
         fail("linreg", str(user_error), status=user_error.exit_status)
+
+
+def _lost_peers(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised by torch.distributed: a collective or barrier whose peers stopped."""
+    package = Path(torch.distributed.__file__).parent
+    for error in causes(exc):
+        frame = error.__traceback__
+        while frame is not None and frame.tb_next is not None:
+            frame = frame.tb_next
+        innermost = Path(frame.tb_frame.f_code.co_filename) if frame is not None else None
+        if isinstance(error, torch.distributed.DistError) or (innermost and innermost.is_relative_to(package)):
+            return True
+    return False

@@ -100,17 +100,23 @@ def one_line(message: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` followed by its cause (or context), that one's, and so on."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
 def find_user_error(exc: BaseException) -> UserInputError | None:
     """The error about the user's input that caused ``exc``, as a ``UserInputError``, if there is one.
 
     Looks through the chain of causes (jsonargparse and Lightning wrap errors) for a ``UserInputError``,
     then for a ``MisconfigurationException`` or an ``OSError`` naming a file.
     """
-    chain: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and all(current is not seen for seen in chain):
-        chain.append(current)
-        current = current.__cause__ or current.__context__
+    chain = causes(exc)
     for error in chain:
         if isinstance(error, UserInputError):
             return error
