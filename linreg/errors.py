@@ -11,6 +11,7 @@ a file that cannot be opened. Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import errno
 import re
 import sys
 from contextvars import ContextVar
@@ -100,6 +101,10 @@ def one_line(message: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+# A full disk or quota: not the program's fault, and every file written so far is whole; answered in one line.
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
 def causes(exc: BaseException) -> list[BaseException]:
     """``exc`` followed by its cause (or context), that one's, and so on."""
     chain: list[BaseException] = []
@@ -114,7 +119,7 @@ def find_user_error(exc: BaseException) -> UserInputError | None:
     """The error about the user's input that caused ``exc``, as a ``UserInputError``, if there is one.
 
     Looks through the chain of causes (jsonargparse and Lightning wrap errors) for a ``UserInputError``,
-    then for a ``MisconfigurationException`` or an ``OSError`` naming a file.
+    then for a ``MisconfigurationException``, a full disk, or an ``OSError`` naming a file.
     """
     chain = causes(exc)
     for error in chain:
@@ -123,6 +128,8 @@ def find_user_error(exc: BaseException) -> UserInputError | None:
     for error in chain:
         if isinstance(error, MisconfigurationException):
             return UserInputError(one_line(str(error)))
+        if isinstance(error, OSError) and error.errno in _DISK_FULL:  # the files written so far are whole (atomic)
+            return UserInputError(f"{error.filename or 'writing the run'}: {error.strerror}; free some space and rerun")
         if isinstance(error, OSError) and error.filename is not None:
             return UserInputError(f"{error.filename}: {error.strerror or one_line(str(error))}")
     return None

@@ -9,9 +9,15 @@ has that very value: the hparams tab finds it, and the curve gains no new point.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import yaml
 from jsonargparse import Namespace
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from linreg.checkpointing.atomic import save_atomically
 
 # Config keys (and their subkeys) shown in the hparams tab; the rest (logger, paths) is in config.yaml.
 TUNED = ("seed_everything", "trainer.max_epochs", "model", "data")
@@ -44,6 +50,21 @@ class SaveConfigAndHparams(SaveConfigCallback):
     """LightningCLI's ``SaveConfigCallback`` that also logs the tuned hyper-parameters with the final ``val/loss``."""
 
     _val_step: int | None = None  # where the last val/loss point of the curve is
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # TensorBoardLogger writes hparams.yaml once, when it is missing, in place: a disk that fills would leave half
+        # of it. Written here first (just before, with what it would write, as it does: yaml.dump), atomically, it is
+        # whole or absent, and the logger leaves it be.
+        logger = trainer.logger
+        if not isinstance(logger, TensorBoardLogger) or not trainer.is_global_zero or trainer.fast_dev_run:
+            return
+        hparams = {**pl_module.hparams_initial, **(trainer.datamodule.hparams_initial if trainer.datamodule else {})}
+        hparams = {k: v for k, v in hparams.items() if not k.startswith("_")}  # LightningCLI's own bookkeeping
+        save_atomically(
+            hparams,
+            Path(logger.log_dir) / logger.NAME_HPARAMS_FILE,
+            lambda values, file: file.write(yaml.dump(dict(values), sort_keys=False).encode()),
+        )
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.sanity_checking:
