@@ -48,6 +48,7 @@ from linreg.checkpointing.resume import (
 from linreg.checkpointing.runs import EarlierRun, claim_version, earlier_runs, run_identity
 from linreg.data import RegressionData
 from linreg.errors import ShortErrorParser, causes, fail, find_user_error, one_line
+from linreg.instantiation import ConfigKeyError, run_error_key
 from linreg.limits import check_config_file, check_regular_file, check_yaml_expansion, usable_cores
 from linreg.model import LinearRegression
 from linreg.validation import UserInputError
@@ -63,6 +64,9 @@ _YAML_LOAD = get_loader("yaml")
 set_loader("yaml_bounded", _bounded_yaml, exceptions=(yaml.YAMLError,))
 
 _FLOAT32_MAX = 3.4028234663852886e38
+
+# The callbacks configured as groups of their own: ModelCheckpoint's best files, and last.ckpt.
+_CALLBACK_GROUPS = {"checkpoint": ModelCheckpoint, "last": LastCheckpoint}
 
 # Rank zero's choice of run directory and checkpoint, for the processes the DDP launcher starts.
 _RUN_ENV = "LINREG_RUN"
@@ -100,9 +104,12 @@ class LinearRegressionCLI(LightningCLI):
             raise Interrupted(self._sigterm.message()) from None
         except NothingToDo:
             raise
-        except BaseException:
+        except BaseException as error:
             self._stop_other_processes()
             self._remove_unused_run_dir()
+            key = self._key_of_run_error(error)
+            if key is not None:
+                raise ConfigKeyError(f"{key}: {one_line(str(error))}") from error
             raise
         finally:
             os.environ.pop(_RUN_ENV, None)
@@ -116,8 +123,8 @@ class LinearRegressionCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # The model never has to be told the number of features: it is read off the data module.
         parser.link_arguments("data.input_dim", "model.init_args.input_dim", apply_on="instantiate")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.add_lightning_class_args(LastCheckpoint, "last")
+        for key, callback in _CALLBACK_GROUPS.items():
+            parser.add_lightning_class_args(callback, key)
         parser.set_defaults(
             {
                 "model": {"class_path": "linreg.model.LinearRegression"},
@@ -207,7 +214,8 @@ class LinearRegressionCLI(LightningCLI):
             self.trainer_defaults["callbacks"].append(self._sigterm)
         try:
             trainer = super().instantiate_trainer(plugins=plugins, **kwargs)
-        except (MisconfigurationException, ValueError, TypeError, RuntimeError) as error:  # the Trainer's own checks
+        # The Trainer's own checks; an ImportError: the accelerator, strategy or precision needs a missing package.
+        except (MisconfigurationException, ValueError, TypeError, RuntimeError, ImportError) as error:
             if isinstance(error, UserInputError):
                 raise
             raise UserInputError(f"trainer: {one_line(str(error))}") from error
@@ -323,6 +331,13 @@ class LinearRegressionCLI(LightningCLI):
                 f"checkpoint {path} belongs to a run with other settings ({'; '.join(changed)}); resuming would"
                 " mix two configurations: resume it with its own settings, or start afresh without --ckpt_path"
             )
+
+    def _key_of_run_error(self, error: BaseException) -> str | None:
+        """The config key of an object that refused a value once the command ran (``instantiation.run_error_key``)."""
+        config, subcommand = getattr(self, "config", None), getattr(self, "subcommand", None)
+        if not isinstance(config, Namespace) or not subcommand:
+            return None
+        return run_error_key(error, config[subcommand], _CALLBACK_GROUPS)
 
     def _stop_other_processes(self) -> None:
         """Stops the processes this one started (DDP): with it failed the run is over, and left alone each would

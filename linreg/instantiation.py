@@ -8,7 +8,9 @@ names the config key (``data.batch_size must be ...``, ``model.optimizer: Invali
 The classes name only their own arguments; the key is added here, in one place.
 
 Which exceptions are about the input is decided by type (``is_input_error``); any other exception is a
-bug in the program and keeps its traceback.
+bug in the program and keeps its traceback. Some classes check their arguments only once the command runs
+(a scheduler's ``step_size`` 0 at its first step, EarlyStopping's metric at the first validation, the fit
+loop's ``val_check_interval``): ``run_error_key`` answers those as the key of the object that raised them.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch
 from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
@@ -135,3 +138,36 @@ def keyed_message(key: str, message: str, class_type: type) -> str:
     if match and match.group(1) in arguments:
         return f"{key}.{match.group(1)}{message[match.end() :]}"
     return f"{key}: {message}"
+
+
+# Lightning's own machinery (the trainer and its loops), where its checks of trainer arguments run.
+_TRAINER_CODE = tuple(Path(lightning.pytorch.__file__).parent / name for name in ("trainer", "loops"))
+
+
+def run_error_key(error: BaseException, config: Namespace, groups: Mapping[str, type] | None = None) -> str | None:
+    """The config key whose object refused, while the command ran, a value it was given; None if not input.
+
+    ``error`` must have been raised by the library code of an object the config names (a method of the
+    optimizer, the scheduler, a callback, the logger: the key that names its class) or of Lightning's trainer
+    and loops (``trainer``), as a ``ValueError``, ``RuntimeError``, ``ArithmeticError`` or
+    ``MisconfigurationException``. Raised in this package's code, or by a plain function, it is a bug.
+    """
+    if isinstance(error, UserInputError) or not isinstance(
+        error, (ValueError, RuntimeError, ArithmeticError, MisconfigurationException)
+    ):
+        return None
+    frame = error.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    if frame is None:
+        return None
+    code = Path(frame.tb_frame.f_code.co_filename).resolve()
+    if code.is_relative_to(_PACKAGE):
+        return None
+    owner = frame.tb_frame.f_locals.get("self")
+    if owner is not None:
+        named = [key for key, cls in (groups or {}).items() if type(owner) is cls]
+        key = named[0] if named else _find(config, type(owner), "")
+        if key:
+            return key
+    return "trainer" if any(code.is_relative_to(root) for root in _TRAINER_CODE) else None

@@ -194,6 +194,34 @@ CASES += [
         "trainer.callbacks[0].mode can be min, max, got bad",
     ),
 ]
+CASES += [
+    # --- a configured object that refuses a value only once the command runs, answered as its key ---
+    (
+        "scheduler-refuses-at-its-first-step",
+        [*FIT, "--data.num_train", "100", "--model.scheduler", "StepLR", "--model.scheduler.step_size", "0"],
+        "model.scheduler: integer modulo by zero",
+    ),
+    (
+        "optimizer-refuses-at-its-first-step",
+        [*FIT, "--data.num_train", "100", "--model.optimizer", "SparseAdam"],
+        "model.optimizer: SparseAdam does not support dense gradients",
+    ),
+    (
+        "callback-refuses-at-the-first-validation",
+        [*FIT, "--data.num_train", "100", "--trainer.callbacks+=EarlyStopping", "--trainer.callbacks.monitor", "x/y"],
+        "trainer.callbacks[0]: Early stopping conditioned on metric `x/y` which is not available",
+    ),
+    (
+        "trainer-check-once-fit-runs",
+        [*FIT, "--data.num_train", "100", "--trainer.val_check_interval", "1000000"],
+        "trainer: `val_check_interval` (1000000) must be less than or equal to the number of the training batches",
+    ),
+    ("accelerator-needs-a-package", [*FIT, "--trainer.accelerator", "tpu"], "trainer: Requirement 'torch_xla"),
+    ("data-seed-beyond-generators", [*FIT, "--data.seed", str(2**70)], "data.seed must be an integer from 0 to"),
+    ("config-nested-too-deeply", ["fit", "--config", "{d}/deep.yaml"], "a YAML value is nested too deeply"),
+    ("ckpt-damaged-optimizer-state", [*FIT, "--ckpt_path", "{d}/optimizer_garbage.ckpt"], "damaged optimizer state"),
+    ("ckpt-version-not-a-version", [*FIT, "--ckpt_path", "{d}/version_7.ckpt"], "that Lightning 7 does not write"),
+]
 if not torch.cuda.is_available():
     CASES.append(("accelerator-gpu-absent", [*FIT, "--trainer.accelerator", "gpu"], "trainer: No supported gpu"))
 if os.name == "posix" and os.geteuid() != 0:  # root reads any file
@@ -245,6 +273,9 @@ def earlier(tmp_path_factory: pytest.TempPathFactory) -> Path:
     checkpoint = torch.load(last, weights_only=True)
     for name, drop in [("no_loops", "loops"), ("no_version", "pytorch-lightning_version"), ("no_optimizer", None)]:
         torch.save({k: v for k, v in checkpoint.items() if k != (drop or "optimizer_states")}, d / f"{name}.ckpt")
+    torch.save({**checkpoint, "optimizer_states": [{"state": {}, "param_groups": "x"}]}, d / "optimizer_garbage.ckpt")
+    torch.save({**checkpoint, "pytorch-lightning_version": 7}, d / "version_7.ckpt")
+    (d / "deep.yaml").write_text("data: " + "[" * 5000 + "]" * 5000 + "\n")
     poisoned = {**checkpoint, "state_dict": {k: v.clone() for k, v in checkpoint["state_dict"].items()}}
     poisoned["state_dict"]["net.0.weight"][0, 1] = float("nan")
     torch.save(poisoned, d / "nan.ckpt")

@@ -38,7 +38,8 @@ class RegressionData(LightningDataModule):
         super().__init__()
         self.batch_size = check_int("batch_size", batch_size, 1)
         self.eval_batch_size = check_int("eval_batch_size", eval_batch_size, 1)
-        self.seed = seed
+        # torch's generators take seeds below 2**64, numpy's non-negative ones; numbers either way.
+        self.seed = check_int("seed", seed, 0, 2**63 - 1)
         self._reference: tuple[Tensor, LeastSquaresFit] | None = None  # the training X it was solved on, the fit
 
     @property
