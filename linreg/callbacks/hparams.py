@@ -42,7 +42,9 @@ def tuned_hparams(config: Namespace) -> dict[str, bool | int | float | str]:
             continue
         if key.endswith(".class_path"):
             value = str(value).rsplit(".", 1)[-1]
-        hparams[name] = value if isinstance(value, (bool, int, float, str)) else str(value)
+        # Plain types: TensorBoard files a number of a subclass (jsonargparse's PositiveInt, ...) as text.
+        plain = next((t for t in (bool, int, float, str) if isinstance(value, t)), None)
+        hparams[name] = plain(value) if plain is not None else str(value)
     return hparams
 
 
