@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from jsonargparse import Namespace
 from lightning.fabric.plugins import CheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Callback, Trainer
@@ -21,6 +22,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
 
+from linreg.callbacks.dashboard import Dashboard
 from linreg.callbacks.divergence import DivergenceGuard
 from linreg.callbacks.hparams import SaveConfigAndHparams
 from linreg.callbacks.plots import FitPlots
@@ -122,6 +124,8 @@ class LinearRegressionCLI(LightningCLI):
         lr = optimizer.init_args.get("lr") if hasattr(optimizer, "init_args") else None
         if isinstance(lr, (int, float)) and not lr > 0:
             raise UserInputError(f"model.optimizer.lr must be > 0, got {lr!r}")
+        if self.subcommand in ("validate", "test", "predict"):
+            config.trainer.logger = _without_event_files(config.trainer.logger)
         if config.checkpoint.save_last:
             raise UserInputError(
                 f"checkpoint.save_last must stay false, got {config.checkpoint.save_last!r}:"
@@ -173,10 +177,24 @@ def default_callbacks(subcommand: str | None) -> list[Callback]:
     Only those a subcommand uses: Lightning calls every callback at every hook, several times per SGD step.
     """
     if subcommand in (None, "fit"):
-        return [ConsoleProgress(), DivergenceGuard(), ParameterRecovery(), FitReport(), FitPlots()]
+        # ParameterRecovery before ConsoleProgress: the epoch line prints the loss it logs at the epoch's end.
+        return [ParameterRecovery(), ConsoleProgress(), DivergenceGuard(), FitReport(), FitPlots(), Dashboard()]
     if subcommand == "predict":
         return [ConsoleProgress(), PredictionWriter()]
     return [ConsoleProgress()]
+
+
+def _without_event_files(logger: Any) -> Any:
+    """A TensorBoardLogger's config as a CSVLogger's in the same place (``<save_dir>/<name>/version_N``).
+
+    For validate, test and predict: TensorBoard lists every directory with an event file as a run, and
+    an evaluation of a checkpoint is not one. Its metrics are printed, and kept in ``metrics.csv``.
+    """
+    if not (isinstance(logger, Namespace) and str(logger.get("class_path")).endswith("TensorBoardLogger")):
+        return logger
+    given = logger.get("init_args") or Namespace()
+    kept = {key: given.get(key) for key in ("save_dir", "name", "version", "prefix") if given.get(key) is not None}
+    return Namespace(class_path="lightning.pytorch.loggers.CSVLogger", init_args=Namespace(**kept))
 
 
 def _refuse_used_log_dir(trainer: Trainer) -> None:
