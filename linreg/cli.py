@@ -38,7 +38,7 @@ from linreg.checkpointing.resume import (
     find_last_checkpoint,
 )
 from linreg.data import RegressionData
-from linreg.errors import ShortErrorParser, fail, find_user_error, one_line
+from linreg.errors import ShortErrorParser, check_config_files, fail, find_user_error, one_line
 from linreg.model import LinearRegression
 from linreg.validation import UserInputError
 
@@ -53,6 +53,8 @@ class LinearRegressionCLI(LightningCLI):
         self._requested = (
             next((a for a in argv if a in LightningCLI.subcommands()), None) if isinstance(argv, list) else None
         )
+        if isinstance(argv, list):
+            check_config_files(argv)
         super().__init__(*args, **kwargs)
 
     def subcommands(self) -> dict[str, set[str]]:  # type: ignore[override]
