@@ -39,8 +39,11 @@ class ConsoleProgress(TQDMProgressBar):
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
+        # Read on every process: reading computes the values logged for the epoch so far, and under DDP
+        # that is a collective operation that all processes must take part in.
+        metrics = trainer.callback_metrics
         if trainer.is_global_zero:
-            self.write(epoch_line(trainer.current_epoch, trainer.callback_metrics, self.summary_keys))
+            self.write(epoch_line(trainer.current_epoch, metrics, self.summary_keys))
 
     def write(self, line: str) -> None:
         """Prints ``line`` above the bar when one is drawn, else as a plain line."""
@@ -85,7 +88,7 @@ class _DropNoise(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not (message.startswith("💡 Tip") or message.startswith("Seed set to"))
+        return not (message.startswith("💡 Tip") or "Seed set to" in message)  # "[rank: 1] Seed set to 0"
 
 
 _NOISE = _DropNoise()
