@@ -65,11 +65,12 @@ class LinearRegressionCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # The model never has to be told the number of features: it is read off the data module.
-        parser.link_arguments("data.input_dim", "model.input_dim", apply_on="instantiate")
+        parser.link_arguments("data.input_dim", "model.init_args.input_dim", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(LastCheckpoint, "last")
         parser.set_defaults(
             {
+                "model": {"class_path": "linreg.model.LinearRegression"},
                 "data": {"class_path": "linreg.data.SyntheticRegressionData"},
                 "checkpoint.monitor": "val/loss",
                 "checkpoint.filename": "best-{epoch}-{step}",
@@ -122,7 +123,7 @@ class LinearRegressionCLI(LightningCLI):
             config.ckpt_path = self._ckpt_path
         # torch rejects a bad learning rate only when fit builds the optimizer, and without naming the key.
         # With no config the optimizer is the default function, which has no init_args.
-        optimizer = config.model.optimizer
+        optimizer = config.model.init_args.optimizer
         lr = optimizer.init_args.get("lr") if hasattr(optimizer, "init_args") else None
         if isinstance(lr, (int, float)) and not lr > 0:
             raise UserInputError(f"model.optimizer.lr must be > 0, got {lr!r}")
@@ -135,7 +136,8 @@ class LinearRegressionCLI(LightningCLI):
             )
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        configured = self._get(self.config_init, "trainer", default={}).get("plugins")
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        configured = config.get("trainer", {}).get("plugins")
         plugins = [] if configured is None else list(configured) if isinstance(configured, list) else [configured]
         if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
             plugins.append(AtomicCheckpointIO())
@@ -225,6 +227,7 @@ def build_cli(args: ArgsType = None, run: bool = True) -> LinearRegressionCLI:
     return LinearRegressionCLI(
         LinearRegression,
         RegressionData,
+        subclass_mode_model=True,  # LinearRegression, or a subclass by class_path (configs/large.yaml)
         subclass_mode_data=True,
         save_config_callback=SaveConfigAndHparams,
         # No `_instantiator` in the checkpoints' hyper-parameters: load_from_checkpoint would import and call

@@ -42,6 +42,9 @@ def condense(message: str) -> str:
     lines = [line.strip() for line in message.splitlines()]
     text = " ".join(line.removeprefix("- ") for line in lines if line and not line.startswith(_NOISE))
     text = re.sub(r'^Parser key "([^"]+)":\s*', r"\1: ", text)
+    # A subclass-mode group (model, data) nests its keys: `model: Problem with given class_path 'X': Parser
+    # key "optimizer": ...` is `model.optimizer: ...`.
+    text = re.sub(r"""^([\w.]+): Problem with given class_path '[^']*':\s*Parser key "([^"]+)":\s*""", r"\1.\2: ", text)
     text = re.sub(r"<class '(?:[\w]+\.)*(\w+)'>", r"\1", text)
     text = re.sub(r"NestedArg\(key='([^']*)', val='([^']*)'\)", r"\1=\2", text)
     return re.sub(r"\s*Given value: (.*)$", r" (given: \1)", text)

@@ -26,13 +26,6 @@ def test_loops_mode_reports_every_candidate_and_the_ratios() -> None:
     assert set(report["ratios"]) == {"linreg/fused_loop", "linreg/fused_index_select", "linreg/book_loop"}
 
 
-@pytest.mark.slow
-def test_process_mode_times_both_whole_programs() -> None:
-    report = _benchmark("process", "--repeats", "1")
-    assert set(report["median_seconds"]) == {"book_script", "linreg_fit"}
-    assert report["peak_mib"]["linreg_fit"][0] > 0
-
-
 def test_the_plain_book_script_reproduces_the_books_result() -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "linreg" / "benchmark" / "book.py")], capture_output=True, text=True, check=True

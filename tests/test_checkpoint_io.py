@@ -128,8 +128,8 @@ def test_a_checkpoints_hyper_parameters_never_choose_code_or_config(
     assert "Beautiful is better than ugly" not in capsys.readouterr().out
     if subcommand == "fit":  # the recorded config is the command line's: init_std and the optimizer as given
         recorded = yaml.safe_load(next(save_dir.glob("d2l/version_*/config.yaml")).read_text())
-        assert recorded["model"]["init_std"] == 0.01
-        assert recorded["model"]["optimizer"]["class_path"] == "torch.optim.SGD"
+        assert recorded["model"]["init_args"]["init_std"] == 0.01
+        assert recorded["model"]["init_args"]["optimizer"]["class_path"] == "torch.optim.SGD"
 
 
 def test_weights_only_false_is_refused(tmp_path: Path) -> None:

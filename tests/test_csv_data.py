@@ -160,7 +160,6 @@ def test_too_few_rows_for_the_split_are_refused(tmp_path: Path) -> None:
         ({"test_fraction": -0.1}, r"test_fraction must be a finite number >= 0, got -0.1"),
         ({"val_fraction": 0.5, "test_fraction": 0.5}, r"val_fraction \+ test_fraction must be < 1"),
         ({"batch_size": 0}, r"batch_size must be an integer >= 1, got 0"),
-        ({"steps_per_batch": 0}, r"steps_per_batch must be an integer >= 1, got 0"),
         ({"eval_batch_size": 0}, r"eval_batch_size must be an integer >= 1, got 0"),
         ({"target": "price"}, r"no column 'price' \(data\.target\); the columns are 'c', 'y', 'a', 'b'"),
         ({"path": "missing.csv"}, r"missing\.csv: no such file"),
@@ -172,12 +171,12 @@ def test_bad_arguments_are_refused_with_the_field_and_value(linear_csv: Path, kw
         CSVRegressionData(**arguments)
 
 
-def test_training_batches_are_shuffled_groups_of_mini_batches_covering_the_split(linear_csv: Path) -> None:
-    dm = CSVRegressionData(str(linear_csv), target="y", batch_size=4, steps_per_batch=3, test_fraction=0.0)
+def test_training_batches_are_shuffled_and_cover_the_split(linear_csv: Path) -> None:
+    dm = CSVRegressionData(str(linear_csv), target="y", batch_size=4, test_fraction=0.0)
     dm.setup("fit")
-    groups = list(dm.train_dataloader())
-    assert [len(x) for x, _ in groups[0]] == [4, 4, 4]
-    X = torch.cat([x for group in groups for x, _ in group])
+    batches = list(dm.train_dataloader())
+    assert len(batches[0][0]) == 4
+    X = torch.cat([x for x, _ in batches])
     train = dm.train_data[0]
     assert not torch.equal(X, train)
     assert torch.equal(X[X[:, 0].argsort()], train[train[:, 0].argsort()])

@@ -27,9 +27,9 @@ class _BatchDevices(pl.Callback):
         self.seen: set[str] = set()
 
     def on_train_batch_start(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: list, batch_idx: int
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: tuple, batch_idx: int
     ) -> None:
-        self.seen.update(str(x.device.type) for x, _ in batch)
+        self.seen.update(str(t.device.type) for t in batch)
 
 
 def _fit(data: SyntheticRegressionData, accelerator: str = "gpu") -> tuple[LinearRegression, _BatchDevices, pl.Trainer]:
@@ -45,7 +45,7 @@ def _fit(data: SyntheticRegressionData, accelerator: str = "gpu") -> tuple[Linea
 
 @pytest.mark.parametrize(("accelerator", "device"), [("cpu", "cpu"), pytest.param("gpu", "cuda", marks=CUDA)])
 def test_the_data_set_is_placed_on_the_training_device_once(accelerator: str, device: str) -> None:
-    data = SyntheticRegressionData(num_train=1000, batch_size=10, steps_per_batch=4)
+    data = SyntheticRegressionData(num_train=1000, batch_size=10)
     model, devices, trainer = _fit(data, accelerator)
     loader = trainer.train_dataloader
     assert all(t.device.type == device for t in loader.dataset.tensors)

@@ -205,12 +205,12 @@ def test_wide_models_get_no_per_coefficient_curves(tmp_path: Path, capsys: pytes
     assert "w[x16]" in capsys.readouterr().out
 
 
-def test_with_grouped_steps_every_curve_shares_the_axis_of_self_log(tmp_path: Path) -> None:
-    run_dir = fit_d2l(tmp_path, "--data.steps_per_batch", "4", "--trainer.max_epochs", "2")
+def test_every_curve_shares_the_axis_of_the_training_steps(tmp_path: Path) -> None:
+    run_dir = fit_d2l(tmp_path, "--trainer.max_epochs", "2")
     events = EventAccumulator(str(run_dir), size_guidance={"images": 0})
     events.Reload()
-    batches = 2 * 25  # 100 steps of 10 examples per epoch, in groups of 4: 25 training_steps per epoch
-    val_steps = [e.step for e in events.Scalars("val/loss")]
-    assert max(val_steps) == batches - 1  # Lightning's count of batches, not of optimizer steps (200)
-    assert max(e.step for e in events.Scalars("params/w_error")) <= batches
-    assert {e.step for e in events.Images("plots/val_parity")} == {batches}  # the end of fit
+    steps = 2 * 100  # 100 steps of 10 examples per epoch
+    assert max(e.step for e in events.Scalars("train/loss")) < steps
+    assert max(e.step for e in events.Scalars("val/loss")) == steps - 1  # Lightning's: the last step's index
+    assert max(e.step for e in events.Scalars("params/w_error")) <= steps
+    assert {e.step for e in events.Images("plots/val_parity")} == {steps}  # the end of fit

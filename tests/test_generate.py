@@ -30,28 +30,16 @@ def test_same_seed_same_data_other_seed_other_data() -> None:
     assert not torch.equal(a[0], c[0])
 
 
-def test_feature_and_noise_statistics() -> None:
-    n = 200_000
-    X, y = synthetic_data(W, 4.2, n, 0.5, torch.Generator().manual_seed(2))
-    # Standard errors: mean ~ 1/sqrt(n) = 0.0022, std ~ 1/sqrt(2n) = 0.0016; bounds at ~5 of them.
-    assert X.mean(0).abs().max() < 0.012
-    assert (X.std(0) - 1).abs().max() < 0.01
-    noise = y.squeeze(1) - (X @ W + 4.2)
-    assert abs(noise.mean().item()) < 0.5 * 0.012
-    assert abs(noise.std().item() - 0.5) < 0.5 * 0.01
-
-
 def test_zero_examples_give_empty_tensors() -> None:
     X, y = synthetic_data(W, 4.2, 0, 0.01)
     assert X.shape == (0, 5)
     assert y.shape == (0, 1)
 
 
-def test_random_weights_are_seeded_standard_normal() -> None:
-    w = random_weights(100_000, torch.Generator().manual_seed(3))
-    assert torch.equal(w, random_weights(100_000, torch.Generator().manual_seed(3)))
-    assert abs(w.mean().item()) < 0.02
-    assert abs(w.std().item() - 1) < 0.02
+def test_random_weights_are_seeded() -> None:
+    w = random_weights(10, torch.Generator().manual_seed(3))
+    assert torch.equal(w, random_weights(10, torch.Generator().manual_seed(3)))
+    assert not torch.equal(w, random_weights(10, torch.Generator().manual_seed(4)))
 
 
 @pytest.mark.parametrize("noise", [0.0, 0.01, 1.0])

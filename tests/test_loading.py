@@ -107,16 +107,3 @@ def test_resume_with_another_batch_size_is_refused() -> None:
     batch_sampler = IndexBatchSampler(EpochShuffleSampler(range(30)), batch_size=10)
     with pytest.raises(ValueError, match="batch_size=5"):
         batch_sampler.load_state_dict({"epoch": 0, "batches_done": 2, "batch_size": 5})
-
-
-def test_grouped_training_batches_are_the_same_mini_batches_in_the_same_order() -> None:
-    X, y = _data(103)
-    single = tensor_loader(X, y, batch_size=10, shuffle=True, seed=1, steps_per_batch=1)
-    grouped = tensor_loader(X, y, batch_size=10, shuffle=True, seed=1, steps_per_batch=4)
-    flat_single = [step for group in single for step in group]
-    flat_grouped = [step for group in grouped for step in group]
-    assert [len(group) for group in grouped] == [4, 4, 3]
-    assert len(flat_single) == len(flat_grouped) == 11
-    for (xa, ya), (xb, yb) in zip(flat_single, flat_grouped, strict=True):
-        assert torch.equal(xa, xb)
-        assert torch.equal(ya, yb)

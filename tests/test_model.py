@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from linreg.data import SyntheticRegressionData
+from linreg.grouped import GroupedStepsRegression
 from linreg.model import LinearRegression
 from linreg.validation import UserInputError
 
@@ -26,23 +27,37 @@ def test_default_optimizer_is_sgd_with_the_books_learning_rate() -> None:
     assert optimizer.defaults["momentum"] == 0
 
 
-def test_one_sgd_step_matches_the_closed_form_gradient() -> None:
+def _trainer(**kwargs: object) -> pl.Trainer:
+    return pl.Trainer(
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, **kwargs
+    )
+
+
+def test_one_training_step_is_sgd_on_the_batch_mse_by_the_closed_form_gradient() -> None:
+    data = SyntheticRegressionData(true_w=3, num_train=8, num_val=2, batch_size=8)
+    data.setup("fit")
+    X, y = (t.double() for t in data.train_data)
     torch.manual_seed(0)
-    model = LinearRegression(input_dim=3)
-    X, y = torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 1, dtype=torch.float64)
-    model = model.double()
+    model = LinearRegression(input_dim=3).double()
     w0, b0 = model.weight.clone(), model.bias.clone()
     # d/dw mean((Xw + b - y)^2) = 2/n X^T r,  d/db = 2/n sum(r)
     r = X @ w0 + b0 - y.squeeze(1)
     expected_w = w0 - 0.03 * (2 / 8) * (X.T @ r)
     expected_b = b0 - 0.03 * (2 / 8) * r.sum()
-
-    optimizer = model.configure_optimizers()
-    loss = torch.nn.functional.mse_loss(model(X), y)
-    loss.backward()
-    optimizer.step()
+    data.train_data = (X, y)
+    _trainer(max_steps=1, limit_val_batches=0).fit(model, data)
     torch.testing.assert_close(model.weight, expected_w)
     torch.testing.assert_close(model.bias, expected_b)
+
+
+def test_a_scheduler_is_stepped_by_lightning_every_epoch() -> None:
+    data = SyntheticRegressionData(true_w=2, num_train=20, num_val=4, batch_size=10)
+    model = LinearRegression(
+        input_dim=2, scheduler=lambda optimizer: torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    )
+    trainer = _trainer(max_epochs=3)
+    trainer.fit(model, data)
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.03 / 2**3)
 
 
 def test_optimizer_is_swappable() -> None:
@@ -64,17 +79,17 @@ def test_bad_arguments_are_refused(kwargs: dict, match: str) -> None:
         LinearRegression(**kwargs)
 
 
-def _fit_params(steps_per_batch: int) -> torch.Tensor:
-    data = SyntheticRegressionData(true_w=4, num_train=250, num_val=10, batch_size=8, steps_per_batch=steps_per_batch)
-    torch.manual_seed(0)
-    model = LinearRegression(input_dim=data.input_dim)
-    trainer = pl.Trainer(
-        max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
-    )
+def _fit_params(model: LinearRegression, batch_size: int) -> torch.Tensor:
+    data = SyntheticRegressionData(true_w=4, num_train=250, num_val=10, batch_size=batch_size)
+    trainer = _trainer(max_epochs=2)
     trainer.fit(model, data)
-    assert trainer.global_step == 2 * 32  # optimizer steps: ceil(250 / 8) per epoch, whatever the grouping
+    assert trainer.global_step == 2 * 32  # optimizer steps: ceil(250 / 8) per epoch, however they are grouped
     return torch.cat([model.weight, model.bias.reshape(1)])
 
 
-def test_grouping_mini_batches_per_step_changes_no_update() -> None:
-    assert torch.equal(_fit_params(1), _fit_params(5))
+def test_grouped_steps_make_the_same_updates_as_one_step_per_batch() -> None:
+    torch.manual_seed(0)
+    plain = _fit_params(LinearRegression(input_dim=4), batch_size=8)
+    torch.manual_seed(0)
+    grouped = _fit_params(GroupedStepsRegression(input_dim=4, mini_batch_size=8), batch_size=40)
+    assert torch.equal(plain, grouped)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from linreg.stats.ols import LeastSquaresFit
-from linreg.stats.report import format_report, parameter_rows
+from linreg.stats.report import estimator_names, format_report, parameter_rows, verdict
 
 
 def _ols(w: list[float], b: float, se: list[float]) -> LeastSquaresFit:
@@ -16,12 +16,16 @@ def _ols(w: list[float], b: float, se: list[float]) -> LeastSquaresFit:
     )
 
 
-def _report(rows: list[dict]) -> dict:
+def _report(rows: list[dict], train_mse: float = 0.01, optimizer: str = "SGD", averaged: bool = False) -> dict:
     scores = {"mse": 0.01, "mae": 0.08, "r2": 0.99}
     return {
+        "estimator": {**estimator_names(optimizer, averaged), "averaged": averaged},
         "parameters": rows,
         "ols": {"residual_std": 0.1, "num_examples": 100, "degrees_of_freedom": 97},
-        "metrics": {"train": {"sgd": scores, "ols": scores}, "val": {"sgd": scores, "ols": scores}},
+        "metrics": {
+            "train": {"sgd": {**scores, "mse": train_mse}, "ols": scores},
+            "val": {"sgd": scores, "ols": scores},
+        },
     }
 
 
@@ -58,6 +62,34 @@ def test_a_long_table_shows_the_parameters_farthest_from_ols() -> None:
     assert table == ["w[x3]", "w[x17]"]
     assert "2 of 31 parameters shown" in text
     assert "largest |SGD-OLS|/SE: 6.00 (w[x17])" in text
+
+
+def _rows_at(z: float) -> list[dict]:
+    """One coefficient ``z`` standard errors from OLS."""
+    return parameter_rows(
+        ["x0"], (torch.tensor([z], dtype=torch.float64), torch.tensor(0.0)), _ols([0.0], 0.0, [1.0, 1.0]), None
+    )
+
+
+@pytest.mark.parametrize(
+    ("z", "train_mse", "short"),
+    [(0.5, 0.01, False), (2.9, 0.0100999, False), (3.5, 0.01, True), (0.5, 0.0102, True)],
+)
+def test_the_verdict_says_short_of_least_squares_past_1_percent_of_mse_or_3_standard_errors(
+    z: float, train_mse: float, short: bool
+) -> None:
+    line = verdict(_report(_rows_at(z), train_mse=train_mse))
+    assert ("stopped short" in line) is short
+    assert ("averaging the iterates" in line) is short  # the remedy, for a model that was not averaged
+
+
+def test_the_report_names_the_optimizer_and_averaging_and_drops_a_remedy_already_used() -> None:
+    text = format_report(_report(_rows_at(5.0), optimizer="Adam"))
+    assert "the Adam estimate against least squares" in text
+    assert "largest |Adam-OLS|/SE: 5.00" in text
+    line = verdict(_report(_rows_at(5.0), averaged=True))
+    assert line.startswith("verdict: averaged SGD stopped short")
+    assert "averaging" not in line.split(";")[1]
 
 
 def test_the_book_error_lines_are_true_minus_estimate_as_float32_tensors() -> None:

@@ -33,6 +33,15 @@ from tests.conftest import D2L_CONFIG, ROOT, run_cli
 # 60 examples in batches of 10: 6 steps per epoch, 18 in the 3 epochs of the d2l config.
 SMALL = ("--data.num_train", "60", "--data.num_val", "50", "--data.num_test", "10", "--trainer.log_every_n_steps", "1")
 STEPS_PER_EPOCH = 6
+GROUPED = (
+    "--model",
+    "linreg.grouped.GroupedStepsRegression",
+    "--model.mini_batch_size",
+    "10",
+    "--data.batch_size",
+    "40",
+)
+AVERAGED = ("--trainer.callbacks+=AveragedSGD", "--trainer.callbacks.start_epoch", "1")
 
 
 @contextlib.contextmanager
@@ -69,6 +78,11 @@ def assert_same_training_state(expected: dict, actual: dict) -> None:
     assert expected["state_dict"].keys() == actual["state_dict"].keys()
     for name, tensor in expected["state_dict"].items():
         assert torch.equal(tensor, actual["state_dict"][name]), name
+    # With averaged weights: the average is the state_dict, the SGD iterate and the count are kept beside it.
+    for part in ("current_model_state", "averaging_state"):
+        assert expected.get(part, {}).keys() == actual.get(part, {}).keys(), part
+        for name, tensor in expected.get(part, {}).items():
+            assert torch.equal(tensor, actual[part][name]), f"{part}.{name}"
     for ours, theirs in zip(expected["optimizer_states"], actual["optimizer_states"], strict=True):
         assert ours["param_groups"] == theirs["param_groups"]
         for key, state in ours["state"].items():
@@ -115,6 +129,12 @@ def sgd_reference(tmp_path_factory: pytest.TempPathFactory) -> Reference:
     return Reference(tmp_path_factory.mktemp("sgd"), "--last.every_n_train_steps", "1")
 
 
+def test_resuming_mid_average_gives_bit_identical_averaged_and_current_weights(tmp_path: Path) -> None:
+    reference = Reference(tmp_path, *AVERAGED, "--last.every_n_train_steps", "1")
+    assert "current_model_state" in reference.final  # the test is real: the run averaged
+    reference.check_resume_from(reference.kill_point(STEPS_PER_EPOCH + 3))  # mid-epoch 1, averaging
+
+
 def test_last_ckpt_is_written_every_n_steps_and_at_each_epoch_end(tmp_path: Path) -> None:
     with keeping_every_write(tmp_path / "history"):
         fit(tmp_path, "--last.every_n_train_steps", "4")
@@ -151,9 +171,11 @@ def test_resuming_from_every_kill_point_gives_bit_identical_parameters(sgd_refer
         # Training counted in steps: Lightning restarts its loops differently.
         ("--trainer.max_epochs", "-1", "--trainer.max_steps", "15", "--last.every_n_train_steps", "2"),
         # 4 SGD steps per training_step (the last group of an epoch holds 2); saved where a multiple of 3 passes.
-        ("--data.steps_per_batch", "4", "--last.every_n_train_steps", "3"),
+        (*GROUPED, "--last.every_n_train_steps", "3"),
+        # Averaged weights from epoch 1 on: the average and its count come back too.
+        (*AVERAGED, "--last.every_n_train_steps", "2"),
     ],
-    ids=["adam", "partial-last-batch", "max-steps", "grouped-steps"],
+    ids=["adam", "partial-last-batch", "max-steps", "grouped-steps", "averaged"],
 )
 def test_resuming_from_every_kill_point_of_other_runs(tmp_path: Path, args: tuple[str, ...]) -> None:
     reference = Reference(tmp_path, *args)

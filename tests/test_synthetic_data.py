@@ -42,7 +42,7 @@ def test_an_int_true_w_draws_that_many_seeded_weights() -> None:
 def test_training_batches_are_shuffled_and_cover_the_split() -> None:
     dm = SyntheticRegressionData(num_train=100, batch_size=10)
     dm.setup("fit")
-    X = torch.cat([x for group in dm.train_dataloader() for x, _ in group])
+    X = torch.cat([x for x, _ in dm.train_dataloader()])
     train = dm.train_data[0]
     assert not torch.equal(X, train)
     assert torch.equal(X[X[:, 0].argsort()], train[train[:, 0].argsort()])
@@ -57,7 +57,6 @@ def test_training_batches_are_shuffled_and_cover_the_split() -> None:
         ({"true_w": []}, r"true_w must list at least one weight, got \[\]"),
         ({"true_w": 0}, r"must be an integer >= 1, got 0"),
         ({"num_train": 0}, r"num_train must be an integer >= 1, got 0"),
-        ({"steps_per_batch": 0}, r"steps_per_batch must be an integer >= 1, got 0"),
         ({"num_val": 0}, r"num_val must be an integer >= 1, got 0"),
         ({"num_test": -1}, r"num_test must be an integer >= 0, got -1"),
         ({"true_b": float("inf")}, r"true_b must be a finite number"),

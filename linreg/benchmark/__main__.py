@@ -33,16 +33,27 @@ def _loops(args: argparse.Namespace) -> dict:
 
     from linreg.callbacks.progress import quiet_lightning
     from linreg.cli import build_cli
+    from linreg.grouped import GroupedStepsRegression
 
     quiet_lightning()
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no per-run banners between the figures
     overrides = [
         "--config", args.config,
-        "--data.num_train", str(args.n), "--data.true_w", str(args.d), "--data.batch_size", str(args.batch_size),
+        "--data.num_train", str(args.n), "--data.true_w", str(args.d),
         "--trainer.max_epochs", str(args.epochs), "--trainer.accelerator", args.accelerator or "cpu",
     ]  # fmt: skip
-    if args.steps_per_batch is not None:
-        overrides += ["--data.steps_per_batch", str(args.steps_per_batch)]
+    with mock.patch.object(sys, "argv", [sys.argv[0]]):
+        configured = build_cli(["--config", args.config], run=False)  # builds, draws no data
+    if isinstance(configured.model, GroupedStepsRegression):  # SGD steps of --batch-size rows, grouped as configured
+        steps = args.steps_per_batch or configured.datamodule.batch_size // configured.model.mini_batch_size
+        overrides += [
+            "--model.mini_batch_size",
+            str(args.batch_size),
+            "--data.batch_size",
+            str(args.batch_size * steps),
+        ]
+    else:
+        overrides += ["--data.batch_size", str(args.batch_size)]
     with tempfile.TemporaryDirectory() as runs:
 
         def build() -> object:
@@ -177,7 +188,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--d", type=int, default=100, help="features (loops)")
     parser.add_argument("--batch-size", type=int, default=1024, help="examples per SGD step (loops)")
     parser.add_argument(
-        "--steps-per-batch", type=int, help="SGD steps per Lightning step (loops; default: the config's)"
+        "--steps-per-batch",
+        type=int,
+        help="SGD steps per Lightning step where the config's model is GroupedStepsRegression (loops)",
     )
     parser.add_argument("--epochs", type=int, default=1, help="epochs per timed linreg run (loops)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats of each candidate")

@@ -31,7 +31,7 @@ class TrainingDivergedError(UserInputError):
 
 
 def _loss_of(outputs: Any) -> Tensor | None:
-    """The training loss(es) in what ``training_step`` returned: the tensor itself or a dict's ``"loss"``."""
+    """The training loss in what ``training_step`` returned: the tensor itself or a dict's ``"loss"``."""
     if isinstance(outputs, Tensor):
         return outputs
     if isinstance(outputs, dict) and isinstance(outputs.get("loss"), Tensor):
@@ -57,19 +57,15 @@ class DivergenceGuard(Callback):
         loss = _loss_of(outputs)
         if loss is None:
             return
-        # One loss per SGD step of the batch (several when the data module groups mini-batches), the last
-        # taken just now; numbered like trainer.global_step after that step (1 is the first step of the fit).
-        losses = loss.detach().reshape(-1)
+        finite = torch.isfinite(loss.detach()).all()
         if self._check_every == 1:
-            if not bool(torch.isfinite(losses).all()):
-                first = int((~torch.isfinite(losses)).nonzero()[0])
-                step = trainer.global_step - losses.numel() + 1 + first
-                self._stop(trainer, step, f"the training loss became {float(losses[first])}")
+            if not bool(finite):
+                self._stop(trainer, trainer.global_step, f"the training loss became {float(loss.detach().max())}")
             return
-        steps = trainer.global_step - losses.numel() + 1 + torch.arange(losses.numel(), device=losses.device)
-        first_bad = torch.where(torch.isfinite(losses), _NONE, steps).min()  # kernels only: no wait
-        self._first_bad = first_bad if self._first_bad is None else torch.minimum(self._first_bad, first_bad)
-        if (batch_idx + 1) % self._check_every == 0:  # batches, as log_every_n_steps counts them
+        # Kernels only, no wait: the earliest step (numbered like trainer.global_step) with a bad loss.
+        step = torch.where(finite, _NONE, trainer.global_step)
+        self._first_bad = step if self._first_bad is None else torch.minimum(self._first_bad, step)
+        if (batch_idx + 1) % self._check_every == 0:
             self._check(trainer)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

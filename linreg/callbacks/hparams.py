@@ -50,7 +50,8 @@ def _add_arguments(node: Any, prefix: str, cls: type | None, hparams: dict[str, 
     if isinstance(node, Namespace) and isinstance(node.get("class_path"), str):
         module, name = node.class_path.rsplit(".", 1)
         cls = getattr(importlib.import_module(module), name)  # imported already, to build the run
-        hparams[prefix] = name
+        if "." in prefix:  # the optimizer's class is a choice; the model's (a faster variant) is in config.yaml
+            hparams[prefix] = name
         node = node.get("init_args") or Namespace()
     if not isinstance(node, Namespace):
         if node is not None:  # a function as the value: the model's default optimizer, the book's SGD

@@ -16,7 +16,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.image import imsave
 
-from linreg.callbacks.trainer_state import logging_step, regression_data
+from linreg.callbacks.trainer_state import regression_data
 from linreg.stats.figures import parity_figure, render, residual_figure
 from linreg.validation import check_int
 
@@ -54,4 +54,4 @@ class FitPlots(Callback):
                 imsave(Path(log_dir, f"{name}.png"), image)
             for logger in trainer.loggers:
                 if isinstance(logger, TensorBoardLogger):
-                    logger.experiment.add_image(f"plots/{name}", image, logging_step(trainer), dataformats="HWC")
+                    logger.experiment.add_image(f"plots/{name}", image, trainer.global_step, dataformats="HWC")

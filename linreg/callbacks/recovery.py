@@ -1,8 +1,8 @@
 """``ParameterRecovery``: the least-squares reference of a fit, and curves of SGD's way towards it.
 
-Once per fit, before training, the ordinary-least-squares (OLS) solution of the training data is
-computed (``linreg.stats.ols``): the best estimate those data allow. From then on the callback logs how
-far the model is from it, before the first step and at every step where Lightning logs ``train/loss``
+The ordinary-least-squares (OLS) solution of the training data (``linreg.stats.ols``, solved once per
+fit by the data module) is the best estimate those data allow. The callback logs how far the model is
+from it, before the first step and at every step where Lightning logs ``train/loss``
 (every ``trainer.log_every_n_steps``), so the curves have as many points as the loss curve and
 TensorBoard's smoothing has something to smooth:
 
@@ -29,11 +29,10 @@ import re
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from torch import Tensor
 
 from linreg.callbacks.trainer_state import regression_data
 from linreg.data import RegressionData
-from linreg.stats.ols import LeastSquaresFit, fit_least_squares, transform
+from linreg.stats.ols import transform
 from linreg.stats.report import learned_coefficients
 from linreg.validation import check_int
 
@@ -51,43 +50,24 @@ def log10(value: float) -> float:
 
 
 class ParameterRecovery(Callback):
-    """Computes the OLS reference once per fit and logs the recovery curves as often as the loss.
+    """Logs the training-set loss and the recovery curves as often as the loss, and the log10 curves.
+
+    The least-squares reference comes from the data module (``RegressionData.least_squares``), which
+    solves it once per fit. It is asked for in ``setup``, before the run directory is written, so that
+    training data with no unique least-squares solution stop the run with nothing written.
 
     Args:
         max_coefficient_curves: the coefficients themselves are logged while the model has at most
             this many features (one curve each; more would bury the other curves).
-
-    Attributes:
-        reference: the OLS fit of the training data in the units the model is trained in, set when a
-            fit starts; the end-of-fit report reads it from here rather than solving again.
     """
 
     def __init__(self, max_coefficient_curves: int = 16) -> None:
         self.max_coefficient_curves = check_int("max_coefficient_curves", max_coefficient_curves, 0)
-        self.reference: LeastSquaresFit | None = None
-        self._reference_in_data_units: LeastSquaresFit | None = None
-        self._solved_for: Tensor | None = None  # the training X the reference was solved on
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        # Solved before the run directory is written (SaveConfigCallback comes later): training data with
-        # no unique least-squares solution stop the run with nothing written.
-        if stage == "fit":
-            self._solve(trainer)
-
-    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._solve(trainer)  # again only if the training tensors changed since (a checkpoint's statistics)
-
-    def _solve(self, trainer: Trainer) -> None:
-        data = regression_data(trainer, type(self).__name__)
-        if data is None:
-            return
-        X, y = data.train_data  # type: ignore[misc]
-        if self.reference is not None and X is self._solved_for:
-            return
-        # Every process solves the same problem identically, so the logged values agree across ranks.
-        self.reference = fit_least_squares(X, y, data.feature_names, device=trainer.strategy.root_device)
-        self._reference_in_data_units = transform(self.reference, data.to_original_units)
-        self._solved_for = X
+        data = regression_data(trainer, type(self).__name__) if stage == "fit" else None
+        if data is not None:
+            data.least_squares()
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # The starting point of the curves: the model before the first step (self.log cannot log here).
@@ -108,7 +88,7 @@ class ParameterRecovery(Callback):
         if not _is_logging_step(trainer):
             self._log(trainer, pl_module)
         val_loss = trainer.callback_metrics.get("val/loss")
-        if self.reference is not None and val_loss is not None:
+        if isinstance(trainer.datamodule, RegressionData) and val_loss is not None:
             pl_module.log("convergence/log10_loss_val", log10(float(val_loss)), sync_dist=True)
 
     def _log(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
@@ -119,9 +99,11 @@ class ParameterRecovery(Callback):
 
     def _recovery(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
         """The loss on the training set and the ``params/...`` values for the model's current coefficients."""
-        reference, ols, data = self.reference, self._reference_in_data_units, trainer.datamodule
-        if reference is None or ols is None or not isinstance(data, RegressionData):
+        data = trainer.datamodule
+        if not isinstance(data, RegressionData) or data.train_data is None:
             return {}
+        reference = data.least_squares()
+        ols = transform(reference, data.to_original_units)
         full_loss = reference.training_mse(pl_module.weight, pl_module.bias)
         w, b = learned_coefficients(pl_module.weight, pl_module.bias, data)
         w_gap, b_gap = (w - ols.w).norm().item(), (b - ols.b).abs().item()

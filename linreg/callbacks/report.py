@@ -7,15 +7,25 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import WeightAveraging
 
-from linreg.callbacks.recovery import ParameterRecovery
 from linreg.callbacks.trainer_state import regression_data
 from linreg.checkpointing.atomic import save_atomically
-from linreg.stats.ols import fit_least_squares
-from linreg.stats.report import build_report, format_report
+from linreg.stats.report import build_report, estimator_names, format_report
 from linreg.validation import check_int
+
+
+def estimator(trainer: Trainer) -> dict[str, Any]:
+    """What the trained model of ``trainer`` is: its optimizer's name, and whether its weights are averaged."""
+    optimizer = type(trainer.optimizers[0]).__name__ if trainer.optimizers else "model"
+    # A WeightAveraging callback replaces the weights by their average when training ends; AveragedSGD
+    # counts the iterates it averaged (none when training ended before its start epoch).
+    averaging = [cb for cb in trainer.callbacks if isinstance(cb, WeightAveraging)]  # type: ignore[attr-defined]
+    averaged = any(getattr(cb, "averaged", 1) > 0 for cb in averaging)
+    return {**estimator_names(optimizer, averaged), "averaged": averaged}
 
 
 class FitReport(Callback):
@@ -35,13 +45,10 @@ class FitReport(Callback):
         data = regression_data(trainer, type(self).__name__)
         if not trainer.is_global_zero or data is None:
             return
-        solved = [cb.reference for cb in trainer.callbacks if isinstance(cb, ParameterRecovery)]
-        reference = next((fit for fit in solved if fit is not None), None)
-        if reference is None:  # solved already when ParameterRecovery runs too
-            reference = fit_least_squares(*data.train_data, data.feature_names, pl_module.device)  # type: ignore[misc]
-        coefficients = (pl_module.weight, pl_module.bias)
+        reference = data.least_squares()  # solved once per fit, by whoever asked first
+        coefficients = (pl_module.weight, pl_module.bias)  # averaged ones, where weights are averaged
         report = {
-            **build_report(pl_module, coefficients, data, reference, pl_module.device),
+            **build_report(pl_module, coefficients, data, reference, pl_module.device, estimator(trainer)),
             "epochs": trainer.current_epoch,
             "steps": trainer.global_step,
         }

@@ -19,7 +19,8 @@ import re
 from typing import Any
 
 import torch
-from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
+from fsspec.implementations.local import LocalFileSystem
+from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from linreg.checkpointing.atomic import save_atomically
@@ -59,6 +60,11 @@ def load_safely(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
         raise UserInputError(_damaged(shown, detail or type(error).__name__)) from None
 
 
+def _is_local(path: Any) -> bool:
+    """Whether ``path`` names a file on the local file system (not ``s3://``, ``gs://``, ...)."""
+    return isinstance(get_filesystem(path), LocalFileSystem)
+
+
 def _damaged(shown: str, detail: str) -> str:
     """The message for a file torch cannot read, with the gist of torch's own complaint."""
     return f"checkpoint {shown} cannot be read: not a PyTorch checkpoint, or truncated or damaged ({detail})"
@@ -72,7 +78,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
-        if storage_options is not None or not _is_local_file_protocol(path):
+        if storage_options is not None or not _is_local(path):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
         save_atomically(checkpoint, path)
@@ -84,6 +90,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 "weights_only=False is not accepted: this project loads checkpoints with weights_only=True only,"
                 " so that loading one never runs code from it"
             )
-        if not _is_local_file_protocol(path):
+        if not _is_local(path):
             return super().load_checkpoint(path, map_location, weights_only=True)
         return load_safely(path, map_location)

@@ -89,14 +89,19 @@ def _hparam_difference(checkpoint: dict[str, Any], model: LightningModule) -> st
 class LastCheckpoint(Checkpoint):
     """Keeps ``last.ckpt`` current: every ``every_n_train_steps`` steps, at the end of every epoch and of fit.
 
-    With several SGD steps per batch (``data.steps_per_batch``), "every N steps" means at the end of each
-    batch in which the step count passes a multiple of N.
+    A run killed at any moment can resume from it having lost at most ``every_n_train_steps`` steps. The
+    file holds the training state, not a copy of the weights made for evaluation: where weights are
+    averaged (``AveragedSGD``), both the average and the SGD iterate are in it.
+    Where the directory already holds a ``last.ckpt`` (a run without a logger reuses ``checkpoints/``),
+    it writes ``last-v1.ckpt`` and so on, never over an earlier file.
 
-    A run killed at any moment can resume from it having lost at most ``every_n_train_steps`` steps.
-    The write at the last batch of an epoch is left to the end of the epoch, after validation, so that a
-    resumed run validates and logs every epoch (with ``max_steps`` set, that batch is not written at all;
-    see ``on_train_epoch_end``). Where the directory already holds a ``last.ckpt`` (a run without a
-    logger reuses ``checkpoints/``), it writes ``last-v1.ckpt`` and so on, never over an earlier file.
+    Why not Lightning's ``ModelCheckpoint(save_last=True, every_n_train_steps=N)``: (1) its step-triggered
+    save can fall on the last batch of an epoch, before validation, and a run resumed from that file does
+    not validate or log that epoch; here the write at the last batch is left to the end of the epoch,
+    after validation. (2) With a monitored metric (``val/loss``), it defers step-triggered saves until the
+    metric exists, so a kill during the first epoch loses the whole epoch. (3) At an epoch end it
+    rewrites ``last.ckpt`` only when it also saved a top-k file, so a run whose validation loss stopped
+    improving keeps a stale ``last.ckpt``. The best-by-``val/loss`` files stay ``ModelCheckpoint``'s.
 
     Args:
         every_n_train_steps: training steps between two writes.
@@ -124,10 +129,13 @@ class LastCheckpoint(Checkpoint):
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        end_of_epoch = batch_idx + 1 >= trainer.num_training_batches
-        # A batch may hold several SGD steps: save when its steps pass a multiple of N.
+        # "Passes a multiple of N" rather than "is one": a batch can hold several steps (a model with manual
+        # optimization) or none (gradient accumulation).
         n = self.every_n_train_steps
-        if trainer.global_step // n > self._step_before_batch // n and not end_of_epoch:
+        passed_multiple = trainer.global_step // n > self._step_before_batch // n
+        end_of_epoch = batch_idx + 1 >= trainer.num_training_batches
+        # At max_steps, fit ends here: saved now, before any end-of-fit callback changes the weights.
+        if (passed_multiple and not end_of_epoch) or trainer.global_step == trainer.max_steps:
             self._save(trainer)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -10,6 +10,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from linreg.data.loading import fits_on_device, tensor_loader
+from linreg.stats.ols import LeastSquaresFit, fit_least_squares
 from linreg.validation import check_int
 
 
@@ -23,8 +24,7 @@ class RegressionData(LightningDataModule):
     data module.
 
     Args:
-        batch_size: examples per SGD step.
-        steps_per_batch: mini-batches handed to each ``training_step``, one SGD step each.
+        batch_size: examples per training batch (per SGD step).
         eval_batch_size: examples per validation/test/predict batch.
         seed: seeds the shuffling order (and whatever else the subclass draws).
     """
@@ -33,12 +33,12 @@ class RegressionData(LightningDataModule):
     val_data: tuple[Tensor, Tensor] | None = None
     test_data: tuple[Tensor, Tensor] | None = None
 
-    def __init__(self, batch_size: int, steps_per_batch: int, eval_batch_size: int, seed: int) -> None:
+    def __init__(self, batch_size: int, eval_batch_size: int, seed: int) -> None:
         super().__init__()
         self.batch_size = check_int("batch_size", batch_size, 1)
-        self.steps_per_batch = check_int("steps_per_batch", steps_per_batch, 1)
         self.eval_batch_size = check_int("eval_batch_size", eval_batch_size, 1)
         self.seed = seed
+        self._least_squares: tuple[Tensor, LeastSquaresFit] | None = None  # (the X it was solved on, the fit)
 
     @property
     def input_dim(self) -> int:
@@ -90,12 +90,28 @@ class RegressionData(LightningDataModule):
         """
         return {"prediction": predictions.reshape(-1)}
 
+    def least_squares(self) -> LeastSquaresFit:
+        """The least-squares fit of the training split, in the units the model is trained in: the reference.
+
+        Solved once (on the trainer's device, when there is one) and kept until the training tensors
+        change, so every part of a run asks here instead of solving again.
+
+        Raises:
+            UserInputError: the training data have no unique least-squares solution (see ``fit_least_squares``).
+        """
+        assert self.train_data is not None, "setup() must run before the least-squares fit is asked for"
+        X, y = self.train_data
+        if self._least_squares is None or self._least_squares[0] is not X:
+            device = self.trainer.strategy.root_device if self.trainer is not None else None
+            self._least_squares = (X, fit_least_squares(X, y, self.feature_names, device))
+        return self._least_squares[1]
+
     def predict_inputs(self) -> Sequence[Tensor] | None:
         """The tensors ``predict`` runs on (``X`` first); the test split unless a subclass says otherwise."""
         return self.test_data
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_data, self.batch_size, shuffle=True, steps_per_batch=self.steps_per_batch)
+        return self._loader(self.train_data, self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_data, self.eval_batch_size, shuffle=False)
@@ -106,9 +122,7 @@ class RegressionData(LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.predict_inputs(), self.eval_batch_size, shuffle=False)
 
-    def _loader(
-        self, split: Sequence[Tensor] | None, batch_size: int, shuffle: bool, steps_per_batch: int | None = None
-    ) -> DataLoader:
+    def _loader(self, split: Sequence[Tensor] | None, batch_size: int, shuffle: bool) -> DataLoader:
         assert split is not None, "setup() must run before the dataloaders are asked for"
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         on_device = fits_on_device(split, device)
@@ -119,6 +133,5 @@ class RegressionData(LightningDataModule):
             batch_size=batch_size,
             shuffle=shuffle,
             seed=self.seed,
-            steps_per_batch=steps_per_batch,
             pin_memory=device.type == "cuda" and not on_device,
         )

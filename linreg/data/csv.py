@@ -60,9 +60,6 @@ class CSVRegressionData(RegressionData):
         predict_path: a CSV file of rows to predict instead of every row of ``path``; it needs the
             feature columns, and the target column may be absent or blank.
         batch_size: rows per SGD step.
-        steps_per_batch: mini-batches handed to each ``training_step``, one SGD step each: the same
-            updates for any value; larger values spread Lightning's fixed per-step cost on large files
-            (the progress bar and ``log_every_n_steps`` then count groups, checkpoints SGD steps).
         eval_batch_size: rows per validation/test/predict batch (no gradient step: large is faster).
         seed: seeds the split and the shuffling order.
 
@@ -86,11 +83,10 @@ class CSVRegressionData(RegressionData):
         test_fraction: float = 0.1,
         predict_path: str | None = None,
         batch_size: int = 32,
-        steps_per_batch: int = 1,
         eval_batch_size: int = 10_000,
         seed: int = 0,
     ) -> None:
-        super().__init__(batch_size, steps_per_batch, eval_batch_size, seed)
+        super().__init__(batch_size, eval_batch_size, seed)
         self.val_fraction = check_float("val_fraction", val_fraction, 0.0, strict=True)
         self.test_fraction = check_float("test_fraction", test_fraction, 0.0)
         if self.val_fraction + self.test_fraction >= 1:

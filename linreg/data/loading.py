@@ -5,11 +5,6 @@ stacks them with ``default_collate`` and builds a Python list of ints per batch:
 1024, ten times the SGD step itself. Here the batch sampler yields slices of one index tensor per epoch
 and the dataset answers each batch with one ``index_select`` per tensor.
 
-Training loaders can also hand out several mini-batches per item (``steps_per_batch``): the model
-takes one SGD step on each, so Lightning's fixed cost per ``training_step`` (about half a millisecond
-of hooks and bookkeeping) is paid once per group instead of once per update. The updates are the same,
-in the same order, as with one mini-batch per item.
-
 Every piece stays a standard type so that Lightning keeps doing its jobs with it:
 
 - ``EpochShuffleSampler`` is a ``RandomSampler``, so Lightning sees a shuffled loader and, under DDP,
@@ -22,7 +17,6 @@ Every piece stays a standard type so that Lightning keeps doing its jobs with it
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence, Sized
-from functools import partial
 from typing import Any
 
 import torch
@@ -53,16 +47,6 @@ class TensorBatchDataset(Dataset[tuple[Tensor, ...]]):
 def keep_batch(batch: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     """Collate function for ``TensorBatchDataset``: the batch is already stacked."""
     return batch
-
-
-def split_into_steps(batch: tuple[Tensor, ...], batch_size: int) -> list[tuple[Tensor, ...]]:
-    """Collate function for training: a gathered group of rows as a list of mini-batches (views).
-
-    Example:
-        >>> [x.tolist() for (x,) in split_into_steps((torch.arange(5),), batch_size=2)]
-        [[0, 1], [2, 3], [4]]
-    """
-    return list(zip(*(t.split(batch_size) for t in batch), strict=True))
 
 
 class EpochShuffleSampler(RandomSampler):
@@ -159,38 +143,28 @@ def tensor_loader(
     batch_size: int,
     shuffle: bool,
     seed: int = 0,
-    steps_per_batch: int | None = None,
     pin_memory: bool = False,
 ) -> ResumableDataLoader:
     """A loader over ``tensors`` on the fast path: seeded per-epoch shuffling, whole-batch indexing.
 
     Args:
         tensors: tensors sharing their first dimension (e.g. ``X``, ``y``).
-        batch_size: rows per batch (per SGD step when ``steps_per_batch`` is set).
+        batch_size: rows per batch.
         shuffle: a new seeded permutation every epoch, else the rows in order.
         seed: seeds the permutations.
-        steps_per_batch: for training loaders: each item is then a list of this many mini-batches
-            of ``batch_size`` rows (fewer at the end of the epoch), gathered with one index operation.
-            ``None`` (evaluation loaders): each item is one batch, a tuple of tensors.
         pin_memory: pin each batch in page-locked memory, for fast non-blocking copies to a GPU.
 
     Example:
         >>> X, y = torch.arange(10.0).reshape(5, 2), torch.arange(5.0).reshape(5, 1)
         >>> [b[1].flatten().tolist() for b in tensor_loader(X, y, batch_size=2, shuffle=False)]
         [[0.0, 1.0], [2.0, 3.0], [4.0]]
-        >>> [len(group) for group in tensor_loader(X, y, batch_size=2, shuffle=True, steps_per_batch=2)]
-        [2, 1]
     """
     dataset = TensorBatchDataset(*tensors)
     sampler = EpochShuffleSampler(dataset, seed) if shuffle else SequentialSampler(dataset)
-    if steps_per_batch is None:
-        rows, collate = batch_size, keep_batch
-    else:
-        rows, collate = batch_size * steps_per_batch, partial(split_into_steps, batch_size=batch_size)
     return ResumableDataLoader(
         dataset,
-        batch_sampler=IndexBatchSampler(sampler, rows),
-        collate_fn=collate,
+        batch_sampler=IndexBatchSampler(sampler, batch_size),
+        collate_fn=keep_batch,
         pin_memory=pin_memory,
     )
 

@@ -25,11 +25,6 @@ class SyntheticRegressionData(RegressionData):
         num_val: validation examples.
         num_test: test examples (also the examples ``predict`` runs on).
         batch_size: examples per SGD step.
-        steps_per_batch: mini-batches handed to each ``training_step``, one SGD step each. The updates
-            are the same for any value; larger values spread Lightning's fixed per-step cost over more
-            updates (worth it for large data sets: 16 at batch 1024). The progress bar and
-            ``log_every_n_steps`` count these groups; ``trainer.global_step``, ``max_steps`` and the
-            checkpoint intervals count SGD steps.
         eval_batch_size: examples per validation/test/predict batch; they take no gradient step, so
             large batches only save time.
         seed: seeds the data and the shuffling order; the same seed gives the same tensors and batches.
@@ -50,11 +45,10 @@ class SyntheticRegressionData(RegressionData):
         num_val: int = 1000,
         num_test: int = 1000,
         batch_size: int = 10,
-        steps_per_batch: int = 1,
         eval_batch_size: int = 10_000,
         seed: int = 0,
     ) -> None:
-        super().__init__(batch_size, steps_per_batch, eval_batch_size, seed)
+        super().__init__(batch_size, eval_batch_size, seed)
         if isinstance(true_w, int) and not isinstance(true_w, bool):
             check_int("true_w (a number of random weights)", true_w, 1)
             true_w = random_weights(true_w, torch.Generator().manual_seed(seed)).tolist()

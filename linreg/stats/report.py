@@ -24,24 +24,52 @@ from linreg.data import RegressionData
 from linreg.stats.ols import LeastSquaresFit, row_chunks, transform
 
 LEGEND = """\
-  true: the value the data were generated from.  true-SGD: the error of the estimate, signed as in the
+  true: the value the data were generated from.  true-{tag}: the error of the estimate, signed as in the
   book.  OLS ± SE: the exact least-squares fit to the training data (the best estimate they allow) and
-  its standard error.  SGD: the trained model.
-  (SGD-OLS)/SE: how far SGD is from OLS, in standard errors. A few or less: what SGD has left to
-  learn is no larger than the uncertainty that the noise in the data leaves on OLS itself.
+  its standard error.  {tag}: the trained model ({name}).
+  ({tag}-OLS)/SE: how far the model is from OLS, in standard errors. About 1 or less: what it has left
+  to learn is no larger than the uncertainty that the noise in the data leaves on OLS itself.
   mse (the loss) and mae: mean squared and absolute error, lower is better; r2: 1 is a perfect fit.
   Both models are scored on every example of each split."""
 
+# Where the trained model counts as short of least squares: its training MSE more than 1% above OLS's,
+# or a coefficient more than 3 standard errors from OLS's.
+MSE_RATIO_LIMIT = 1.01
+SE_LIMIT = 3.0
+
 Row = dict[str, Any]
-# (header, cell, needs the true values); the first column is left-aligned, the others right-aligned.
-_COLUMNS: list[tuple[str, Callable[[Row], str], bool]] = [
-    ("parameter", lambda r: r["name"], False),
-    ("true", lambda r: f"{r['true']:.6g}", True),
-    ("OLS ± SE", lambda r: f"{r['ols']:.6g} ± {_two_digits(r['ols_se'])}", False),
-    ("SGD", lambda r: f"{r['sgd']:.6g}", False),
-    ("true-SGD", lambda r: f"{-r['sgd_minus_true']:.2e}", True),
-    ("(SGD-OLS)/SE", lambda r: "-" if r["sgd_minus_ols_in_se"] is None else f"{r['sgd_minus_ols_in_se']:+.2f}", False),
-]
+
+
+def estimator_names(optimizer: str, averaged: bool) -> dict[str, str]:
+    """What the report calls the trained model: a long name and a short tag for column headers.
+
+    Example:
+        >>> estimator_names("SGD", averaged=True), estimator_names("Adam", averaged=False)
+        ({'name': 'averaged SGD', 'tag': 'ASGD'}, {'name': 'Adam', 'tag': 'Adam'})
+    """
+    if not averaged:
+        return {"name": optimizer, "tag": optimizer}
+    return {"name": f"averaged {optimizer}", "tag": "ASGD" if optimizer == "SGD" else f"avg {optimizer}"}
+
+
+def _columns(tag: str) -> list[tuple[str, Callable[[Row], str], bool]]:
+    """(header, cell, needs the true values); the first column is left-aligned, the others right-aligned."""
+    return [
+        ("parameter", lambda r: r["name"], False),
+        ("true", lambda r: f"{r['true']:.6g}", True),
+        ("OLS ± SE", lambda r: f"{r['ols']:.6g} ± {_two_digits(r['ols_se'])}", False),
+        (tag, lambda r: f"{r['sgd']:.6g}", False),
+        (f"true-{tag}", lambda r: f"{-r['sgd_minus_true']:.2e}", True),  # the book's sign
+        (
+            f"({tag}-OLS)/SE",
+            lambda r: "-" if r["sgd_minus_ols_in_se"] is None else f"{r['sgd_minus_ols_in_se']:+.2f}",
+            False,
+        ),
+    ]
+
+
+def _signed(z: float | None) -> str:
+    return "-" if z is None else f"{z:+.2f}"
 
 
 def _two_digits(x: float) -> str:
@@ -88,22 +116,22 @@ def parameter_rows(
 
 def format_report(report: dict[str, Any], max_rows: int = 20) -> str:
     """The text of a report built by ``build_report``: the same facts as ``report.json``."""
-    ols = report["ols"]
+    ols, name, tag = report["ols"], report["estimator"]["name"], report["estimator"]["tag"]
     lines = [
         *book_error_lines(report["parameters"]),
-        "Parameters (in the data's own units): SGD's estimate against least squares (OLS) on the training data",
+        f"Parameters (in the data's own units): the {name} estimate against least squares (OLS) on the training data",
         "",
-        *_parameter_table(report["parameters"], max_rows),
+        *_parameter_table(report["parameters"], max_rows, tag),
         f"OLS residual std: {ols['residual_std']:.4g} (the noise level of the training labels;"
         f" {ols['num_examples']} examples, {ols['degrees_of_freedom']} degrees of freedom)",
         "",
-        f"{'metric (full split)':<22}{'SGD':>13}{'OLS':>13}",
+        f"{'metric (full split)':<22}{tag:>13}{'OLS':>13}",
     ]
     for split, models in report["metrics"].items():
         for metric, style in (("mse", ".5g"), ("mae", ".5g"), ("r2", ".6f")):
             sgd, least_squares = models["sgd"][metric], models["ols"][metric]
             lines.append(f"{split + ' ' + metric:<22}{sgd:>13{style}}{least_squares:>13{style}}")
-    return "\n".join([*lines, "", LEGEND])
+    return "\n".join([*lines, "", verdict(report), "", LEGEND.format(name=name, tag=tag)])
 
 
 def book_error_lines(rows: list[Row]) -> list[str]:
@@ -124,9 +152,25 @@ def book_error_lines(rows: list[Row]) -> list[str]:
     return [f"error in estimating w: {errors[:-1]}", f"error in estimating b: {errors[-1:]}", ""]
 
 
-def _parameter_table(rows: list[Row], max_rows: int) -> list[str]:
+def verdict(report: dict[str, Any]) -> str:
+    """One line: whether the trained model reached least squares and, where it did not, what to change."""
+    name, tag = report["estimator"]["name"], report["estimator"]["tag"]
+    train = report["metrics"]["train"]
+    ratio = train["sgd"]["mse"] / train["ols"]["mse"] if train["ols"]["mse"] > 0 else 1.0
+    z = [abs(r["sgd_minus_ols_in_se"]) for r in report["parameters"] if r["sgd_minus_ols_in_se"] is not None]
+    largest = max(z, default=0.0)
+    facts = f"train MSE {ratio:.4f}x OLS's, largest |{tag}-OLS|/SE {largest:.2f}"
+    if ratio <= MSE_RATIO_LIMIT and largest <= SE_LIMIT:
+        return f"verdict: {name} reached the least-squares fit, within the noise ({facts})."
+    remedies = ["a smaller or decaying learning rate (--model.scheduler)", "more epochs"]
+    if not report["estimator"]["averaged"]:
+        remedies.insert(0, "averaging the iterates (--trainer.callbacks+=AveragedSGD)")
+    return f"verdict: {name} stopped short of the least-squares fit ({facts}); try {', '.join(remedies)}."
+
+
+def _parameter_table(rows: list[Row], max_rows: int, tag: str) -> list[str]:
     """The parameter rows as text, at most ``max_rows`` of them, and the largest distance from OLS."""
-    columns = [c for c in _COLUMNS if rows[0]["true"] is not None or not c[2]]
+    columns = [c for c in _columns(tag) if rows[0]["true"] is not None or not c[2]]
     z = [abs(r["sgd_minus_ols_in_se"]) if r["sgd_minus_ols_in_se"] is not None else -1.0 for r in rows]
     shown = sorted(sorted(range(len(rows)), key=lambda i: -z[i])[:max_rows])  # farthest from OLS, in order
     table = [[header for header, _, _ in columns]] + [[cell(rows[i]) for _, cell, _ in columns] for i in shown]
@@ -143,9 +187,9 @@ def _parameter_table(rows: list[Row], max_rows: int) -> list[str]:
     worst = max(range(len(rows)), key=lambda i: z[i])
     lines.append("")
     if z[worst] >= 0:
-        lines.append(f"largest |SGD-OLS|/SE: {z[worst]:.2f} ({rows[worst]['name']})")
+        lines.append(f"largest |{tag}-OLS|/SE: {z[worst]:.2f} ({rows[worst]['name']})")
     else:
-        lines.append("(SGD-OLS)/SE is undefined: the standard errors are 0, the training labels have no noise")
+        lines.append(f"({tag}-OLS)/SE is undefined: the standard errors are 0, the training labels have no noise")
     return lines
 
 
@@ -161,6 +205,7 @@ def build_report(
     data: RegressionData,
     reference: LeastSquaresFit,
     device: torch.device,
+    estimator: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The report's facts as plain values: parameters, the OLS fit's noise estimate, metrics per split.
 
@@ -170,6 +215,8 @@ def build_report(
         data: the data module, set up, with its splits.
         reference: the least-squares fit of the training split, in the same units.
         device: where to score the models.
+        estimator: what the trained model is: ``name``, ``tag`` (``estimator_names``) and ``averaged``;
+            plain SGD when not given.
     """
     truth = None if data.true_w is None or data.true_b is None else (data.true_w.double(), data.true_b)
     ols = transform(reference, data.to_original_units)
@@ -188,6 +235,7 @@ def build_report(
     }
     residual_variance = reference.residual_variance * data.target_scale**2
     return {
+        "estimator": estimator or {**estimator_names("SGD", averaged=False), "averaged": False},
         "parameters": parameter_rows(data.feature_names, learned_coefficients(*coefficients, data), ols, truth),
         "ols": {
             "num_examples": reference.num_examples,

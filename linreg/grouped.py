@@ -1,0 +1,79 @@
+"""``GroupedStepsRegression``: several SGD steps per Lightning step, for large data sets (opt-in, by ``class_path``).
+
+Lightning's fixed cost per ``training_step`` (hooks, logging, bookkeeping: about 1 ms on a CPU) is
+twice the SGD step itself at batch 1024. This model cuts every training batch into mini-batches of
+``mini_batch_size`` rows and does one SGD step on each, so that cost is paid once per group: the same
+updates, in the same order, as ``LinearRegression`` with the mini-batch as its batch. It uses manual optimization, which
+Lightning's docs keep for loops like this one. Select it in a config (``configs/large.yaml``)::
+
+    model:
+      class_path: linreg.grouped.GroupedStepsRegression
+      init_args:
+        mini_batch_size: 1024  # rows per SGD step; data.batch_size 16384 gives 16 steps per batch
+
+What manual optimization gives up: gradient clipping and accumulation by the Trainer, and per-step
+hooks of callbacks (``WeightAveraging`` averages once per group; checkpoints and ``max_steps`` count
+SGD steps but are checked once per group). ``train/loss`` is the loss of the group's last step.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor
+
+from linreg.model import LinearRegression, d2l_sgd
+from linreg.validation import check_int
+
+
+class GroupedStepsRegression(LinearRegression):
+    """``LinearRegression`` taking one SGD step on each mini-batch of ``mini_batch_size`` rows of a training batch.
+
+    With ``data.batch_size`` a multiple of ``mini_batch_size``, the updates are those of ``LinearRegression``
+    on batches of ``mini_batch_size`` (the same shuffled order, cut the same way).
+
+    Args:
+        input_dim: number of features.
+        mini_batch_size: rows per SGD step.
+        optimizer: as for ``LinearRegression``.
+        scheduler: as for ``LinearRegression`` (stepped every epoch).
+        init_std: as for ``LinearRegression``.
+
+    Example:
+        >>> model = GroupedStepsRegression(input_dim=3, mini_batch_size=4)
+        >>> [len(x) for x in torch.zeros(10, 3).split(model.mini_batch_size)]
+        [4, 4, 2]
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        mini_batch_size: int = 1024,
+        optimizer: OptimizerCallable = d2l_sgd,
+        scheduler: LRSchedulerCallable | None = None,
+        init_std: float = 0.01,
+    ) -> None:
+        super().__init__(input_dim, optimizer, scheduler, init_std)
+        self.mini_batch_size = check_int("mini_batch_size", mini_batch_size, 1)
+        self.automatic_optimization = False
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        """One SGD step per mini-batch of ``batch``; returns their losses, shape ``(steps,)``."""
+        x, y = batch
+        optimizer = self.optimizers()
+        losses = []
+        for x_step, y_step in zip(x.split(self.mini_batch_size), y.split(self.mini_batch_size), strict=True):
+            loss = F.mse_loss(self(x_step), y_step)
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            optimizer.step()
+            losses.append(loss.detach())
+        self.log("train/loss", losses[-1], prog_bar=True, sync_dist=True)
+        return torch.stack(losses)
+
+    def on_train_epoch_end(self) -> None:
+        # Manual optimization steps schedulers itself; once per epoch, as Lightning does for LinearRegression.
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step()  # type: ignore[union-attr]
