@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from linreg.data.csv import split_rows
+from linreg.data.splits import split_rows
 from tests.conftest import ROOT, run_cli
 
 # Features on scales 1e3 and 1e-2 apart: plain SGD on the raw columns diverges (see the first test).

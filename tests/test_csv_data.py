@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from linreg.data import CSVRegressionData
-from linreg.data.csv import split_rows
+from linreg.data.splits import split_rows
 from linreg.validation import UserInputError
 
 TRUE_W = {"a": 2.0, "b": -300.0, "c": 0.5}

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from linreg.data import table
+from linreg.data import csv_text
 from linreg.data.table import read_header, read_table, select_columns
 from linreg.validation import UserInputError
 
@@ -43,8 +43,8 @@ def test_columns_not_asked_for_may_hold_text(tmp_path: Path) -> None:
     assert len(result) == 2
 
 
-def test_rows_are_read_across_chunks_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(table, "CHUNK_ROWS", 3)
+def test_rows_are_read_across_blocks_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(csv_text, "BLOCK_BYTES", 16)  # a few rows per block, parsed by several threads
     path = write(tmp_path, "x,y\n" + "".join(f"{i},{-i}\n" for i in range(10)))
     result = read_table(path, ["y", "x"])
     assert result.columns["x"].tolist() == [float(i) for i in range(10)]
@@ -52,7 +52,8 @@ def test_rows_are_read_across_chunks_in_order(tmp_path: Path, monkeypatch: pytes
 
 
 def test_a_bad_cell_in_a_later_chunk_names_its_own_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(table, "CHUNK_ROWS", 3)
+    monkeypatch.setattr(csv_text, "CHUNK_ROWS", 3)
+    monkeypatch.setattr(csv_text, "BLOCK_BYTES", 16)
     path = write(tmp_path, "x,y\n" + "".join(f"{i},{i}\n" for i in range(7)) + "7,oops\n")
     with pytest.raises(UserInputError, match=r"line 9, column 'y': 'oops' is not a number"):
         read_table(path, ["x", "y"])
@@ -112,7 +113,7 @@ def test_the_decimal_comma_row_is_reported_as_a_field_count_mismatch(tmp_path: P
 def test_a_missing_file_or_a_directory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match=r"nope\.csv: no such file"):
         read_header(tmp_path / "nope.csv")
-    with pytest.raises(UserInputError, match=r"is a directory, not a CSV file"):
+    with pytest.raises(UserInputError, match=r"is a directory that holds no Parquet files"):
         read_table(tmp_path, ["x"])
 
 

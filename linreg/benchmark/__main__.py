@@ -8,6 +8,8 @@
 - ``process``: the whole ``python -m linreg fit --config configs/d2l.yaml`` process against the whole
   plain script of the book (``linreg/benchmark/book.py``), wall time and peak memory.
 - ``memory``: peak memory of ``fit --config configs/large.yaml`` against its tensors' bytes + 600 MiB.
+- ``tables``: CSV and Parquet read rates against pyarrow's (and pandas', if installed) read calls, and a
+  synthetic Parquet data set fitted streamed and in memory (``linreg/benchmark/tables.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from unittest import mock
 
 from linreg.benchmark.loops import book_loop, fused_loop
 from linreg.benchmark.measure import lightning_epoch, run_process
+from linreg.benchmark.tables import print_tables, tables
 
 MIB = 2**20
 
@@ -156,7 +159,9 @@ def _memory(args: argparse.Namespace) -> dict:
 
 
 def _print(mode: str, result: dict) -> None:
-    if mode == "loops":
+    if mode == "tables":
+        print_tables(result)
+    elif mode == "loops":
         s = result["setup"]
         print(f"one epoch, N={s['n']:,} d={s['d']} batch={s['batch_size']} on {s['device']} (torch {s['torch']})")
         for name, value in result["median_examples_per_s"].items():
@@ -180,23 +185,27 @@ def _print(mode: str, result: dict) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m linreg.benchmark", description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", nargs="?", default="loops", choices=["loops", "process", "memory"])
+    parser.add_argument("mode", nargs="?", default="loops", choices=["loops", "process", "memory", "tables"])
     parser.add_argument(
         "--config", help="config of the linreg run (default: large.yaml for loops/memory, d2l.yaml for process)"
     )
     parser.add_argument("--n", type=int, default=1_000_000, help="training examples (loops)")
-    parser.add_argument("--d", type=int, default=100, help="features (loops)")
-    parser.add_argument("--batch-size", type=int, default=1024, help="examples per SGD step (loops)")
+    parser.add_argument("--d", type=int, default=100, help="features (loops, tables)")
+    parser.add_argument("--batch-size", type=int, default=1024, help="examples per SGD step (loops, tables)")
     parser.add_argument(
         "--steps-per-batch",
         type=int,
         help="SGD steps per Lightning step where the config's model is GroupedStepsRegression (loops)",
     )
-    parser.add_argument("--epochs", type=int, default=1, help="epochs per timed linreg run (loops)")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs per timed linreg run (loops, tables)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats of each candidate")
     parser.add_argument(
         "--accelerator", choices=["cpu", "gpu", "cuda", "auto"], help="loops: default cpu; others: the config's"
     )
+    parser.add_argument("--rows", type=int, default=2_000_000, help="rows of the data set fitted (tables; 0: none)")
+    parser.add_argument("--read-rows", type=int, default=1_000_000, help="rows of the table read (tables; 0: none)")
+    parser.add_argument("--row-group", type=int, default=131_072, help="rows per Parquet row group (tables)")
+    parser.add_argument("--workdir", help="where the tables' files are written (tables; default: the temp dir)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
     args = parser.parse_args(argv)
     if args.config is None:
@@ -204,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     if not Path(args.config).is_file():
         parser.error(f"--config: no such file: {args.config!r} (run from the repository root)")
     started = time.perf_counter()
-    result = {"loops": _loops, "process": _process, "memory": _memory}[args.mode](args)
+    result = {"loops": _loops, "process": _process, "memory": _memory, "tables": tables}[args.mode](args)
     result["benchmark_seconds"] = time.perf_counter() - started
     if args.json:
         print(json.dumps(result, indent=2))

@@ -9,16 +9,37 @@ many examples, so plotting stays fast.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.image import imsave
+from torch import Tensor
 
 from linreg.callbacks.trainer_state import regression_data
 from linreg.stats.figures import parity_figure, render, residual_figure
 from linreg.validation import check_int
+
+
+def sample_rows(chunks: Iterable[tuple[Tensor, Tensor]], size: int, seed: int = 0) -> tuple[Tensor, Tensor, int]:
+    """A uniform random subset of at most ``size`` rows of ``(X, y)`` blocks, seeded, in one pass; and the rows seen.
+
+    Each row draws a random key; the ``size`` smallest keys so far are kept. Memory: ``size`` rows and a block.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    keys, kept, seen = torch.empty(0), None, 0
+    for x, t in chunks:
+        x, t = x.cpu(), t.cpu()
+        keys = torch.cat([keys, torch.rand(len(x), generator=generator)])
+        kept = (x, t) if kept is None else (torch.cat([kept[0], x]), torch.cat([kept[1], t]))
+        if len(keys) > size:
+            keys, rows = keys.topk(size, largest=False)
+            kept = (kept[0][rows], kept[1][rows])
+        seen += len(x)
+    assert kept is not None, "the split has no rows"
+    return kept[0], kept[1], seen
 
 
 class FitPlots(Callback):
@@ -34,13 +55,10 @@ class FitPlots(Callback):
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         log_dir = trainer.log_dir  # on every rank: it is broadcast from rank zero
         data = regression_data(trainer, type(self).__name__)
-        if not trainer.is_global_zero or data is None or data.val_data is None:
+        chunks = data.split_chunks("val") if data is not None and trainer.is_global_zero else None
+        if chunks is None:
             return
-        X, y = data.val_data
-        n = X.shape[0]
-        if n > self.max_points:
-            rows = torch.randperm(n, generator=torch.Generator().manual_seed(0))[: self.max_points]
-            X, y = X[rows], y[rows]
+        X, y, n = sample_rows(chunks, self.max_points)
         with torch.no_grad():
             predicted = data.to_target_units(pl_module(X.to(pl_module.device)).view(-1).double().cpu()).numpy()
         actual = data.to_target_units(y.view(-1).double().cpu()).numpy()

@@ -100,7 +100,7 @@ class ParameterRecovery(Callback):
     def _recovery(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
         """The loss on the training set and the ``params/...`` values for the model's current coefficients."""
         data = trainer.datamodule
-        if not isinstance(data, RegressionData) or data.train_data is None:
+        if not isinstance(data, RegressionData) or not data.ready:
             return {}
         reference = data.least_squares()
         ols = transform(reference, data.to_original_units)

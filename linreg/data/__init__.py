@@ -1,7 +1,7 @@
 """Data modules: where the examples come from and how they are batched."""
 
 from linreg.data.base import RegressionData
-from linreg.data.csv import CSVRegressionData
 from linreg.data.synthetic import SyntheticRegressionData
+from linreg.data.tabular import CSVRegressionData, TableRegressionData
 
-__all__ = ["CSVRegressionData", "RegressionData", "SyntheticRegressionData"]
+__all__ = ["CSVRegressionData", "RegressionData", "SyntheticRegressionData", "TableRegressionData"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -10,7 +10,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from linreg.data.loading import fits_on_device, tensor_loader
-from linreg.stats.ols import LeastSquaresFit, fit_least_squares
+from linreg.stats.ols import LeastSquaresFit, fit_least_squares, row_chunks
 from linreg.validation import check_int
 
 
@@ -38,7 +38,39 @@ class RegressionData(LightningDataModule):
         self.batch_size = check_int("batch_size", batch_size, 1)
         self.eval_batch_size = check_int("eval_batch_size", eval_batch_size, 1)
         self.seed = seed
-        self._least_squares: tuple[Tensor, LeastSquaresFit] | None = None  # (the X it was solved on, the fit)
+        self._reference: tuple[Tensor, LeastSquaresFit] | None = None  # the training X it was solved on, the fit
+
+    @property
+    def ready(self) -> bool:
+        """Whether ``setup`` has made the splits (in memory: ``train_data`` is set)."""
+        return self.train_data is not None
+
+    def split_chunks(self, split: str) -> Iterator[tuple[Tensor, Tensor]] | None:
+        """Every row of ``split`` (``train``, ``val`` or ``test``) as ``(X, y)`` blocks in the model's units.
+
+        What the end-of-fit report and figures read: a data module that streams its rows from disk
+        yields them from there. None when the split is empty or not made.
+        """
+        tensors = {"train": self.train_data, "val": self.val_data, "test": self.test_data}[split]
+        if tensors is None or len(tensors[0]) == 0:
+            return None
+        return row_chunks(*tensors, device=tensors[0].device, dtype=None)
+
+    def least_squares(self, device: torch.device | None = None) -> LeastSquaresFit:
+        """The least-squares fit of the training split in the model's units: the reference every part of a run asks for.
+
+        Solved once (on ``device``, by default the trainer's) and kept until the training tensors change.
+
+        Raises:
+            UserInputError: the training data have no unique least-squares solution (see ``fit_least_squares``).
+        """
+        assert self.train_data is not None, "setup() must run before the least-squares reference is asked for"
+        X, y = self.train_data
+        if self._reference is None or self._reference[0] is not X:
+            if device is None and self.trainer is not None:
+                device = self.trainer.strategy.root_device
+            self._reference = (X, fit_least_squares(X, y, self.feature_names, device))
+        return self._reference[1]
 
     @property
     def input_dim(self) -> int:
@@ -89,22 +121,6 @@ class RegressionData(LightningDataModule):
                 it is trained in; subclasses that transform the target convert them back here.
         """
         return {"prediction": predictions.reshape(-1)}
-
-    def least_squares(self) -> LeastSquaresFit:
-        """The least-squares fit of the training split, in the units the model is trained in: the reference.
-
-        Solved once (on the trainer's device, when there is one) and kept until the training tensors
-        change, so every part of a run asks here instead of solving again.
-
-        Raises:
-            UserInputError: the training data have no unique least-squares solution (see ``fit_least_squares``).
-        """
-        assert self.train_data is not None, "setup() must run before the least-squares fit is asked for"
-        X, y = self.train_data
-        if self._least_squares is None or self._least_squares[0] is not X:
-            device = self.trainer.strategy.root_device if self.trainer is not None else None
-            self._least_squares = (X, fit_least_squares(X, y, self.feature_names, device))
-        return self._least_squares[1]
 
     def predict_inputs(self) -> Sequence[Tensor] | None:
         """The tensors ``predict`` runs on (``X`` first); the test split unless a subclass says otherwise."""

@@ -171,12 +171,100 @@ def fit_least_squares(
         x = x - x_mean  # not in place: for float64 input the chunk is a view of X
         gram.addmm_(x.T, x)
         moment.addmv_(x.T, t - y_mean)
+    return _solve(gram, moment, x_mean, y_mean, n, names, lambda w, b: mean_squared_error(X, y, w, b, device) * n)
+
+
+@dataclass
+class Moments:
+    """Count, means and centred cross-products of the columns of ``Z = [X y]``, accumulated batch by batch.
+
+    Batches are merged as Chan, Golub and LeVeque (1979) merge variances: each batch is centred on its
+    own mean, so a column of mean 1e6 and spread 1e-2 keeps its digits in float64. One pass over the data
+    gives the standardisation statistics and the least-squares solution (``least_squares_from_moments``).
+
+    Attributes:
+        count: rows seen.
+        mean: the mean of each column of ``Z``, shape ``(k,)``, float64.
+        comoment: ``(Z - mean)ᵀ(Z - mean)``, shape ``(k, k)``, float64.
+
+    Example:
+        >>> m = Moments.empty(2)
+        >>> m.update(torch.tensor([[1.0, 2.0], [3.0, 6.0]])); m.update(torch.tensor([[5.0, 10.0]]))
+        >>> m.count, m.mean.tolist(), m.comoment[0].tolist()
+        (3, [3.0, 6.0], [8.0, 16.0])
+    """
+
+    count: int
+    mean: Tensor
+    comoment: Tensor
+
+    @classmethod
+    def empty(cls, k: int) -> Moments:
+        return cls(0, torch.zeros(k, dtype=torch.float64), torch.zeros(k, k, dtype=torch.float64))
+
+    def update(self, Z: Tensor) -> None:
+        """Adds the rows of ``Z`` ``(rows, k)``."""
+        if Z.shape[0] == 0:
+            return
+        Z = Z.to(torch.float64)
+        n_b = Z.shape[0]
+        mean_b = Z.mean(0)
+        centred = Z - mean_b
+        delta = mean_b - self.mean
+        total = self.count + n_b
+        self.comoment += centred.T @ centred + torch.outer(delta, delta) * (self.count * n_b / total)
+        self.mean += delta * (n_b / total)
+        self.count = total
+
+    @property
+    def std(self) -> Tensor:
+        """The population standard deviation of each column, shape ``(k,)``."""
+        return (self.comoment.diagonal() / max(self.count, 1)).sqrt()
+
+    def rescaled(self, shift: Tensor, scale: Tensor) -> Moments:
+        """The moments of ``(Z - shift) / scale``: what they are in standardised units."""
+        return Moments(self.count, (self.mean - shift) / scale, self.comoment / torch.outer(scale, scale))
+
+
+def least_squares_from_moments(moments: Moments, feature_names: Sequence[str] | None = None) -> LeastSquaresFit:
+    """The least-squares fit of the last column of ``Z`` on the others, from its ``Moments`` alone.
+
+    The same solution and standard errors as ``fit_least_squares`` on the rows themselves; the residual
+    sum of squares comes from the moments (``S_yy - mᵀw``) instead of a second pass over the rows.
+
+    Raises:
+        UserInputError: as ``fit_least_squares``.
+    """
+    n, d = moments.count, moments.mean.numel() - 1
+    names = list(feature_names) if feature_names is not None else [f"x{j}" for j in range(d)]
+    if n <= d + 1:
+        raise UserInputError(
+            f"least squares needs more training examples than coefficients: got {n} examples"
+            f" for {d + 1} coefficients ({d} features and the intercept)"
+        )
+    gram, moment, s_yy = moments.comoment[:d, :d], moments.comoment[:d, d], moments.comoment[d, d]
+    x_mean, y_mean = moments.mean[:d], moments.mean[d]
+    return _solve(gram, moment, x_mean, y_mean, n, names, lambda w, b: max(float(s_yy - moment @ w), 0.0))
+
+
+def _solve(
+    gram: Tensor,
+    moment: Tensor,
+    x_mean: Tensor,
+    y_mean: Tensor,
+    n: int,
+    names: list[str],
+    residual_sum: Callable[[Tensor, Tensor], float],
+) -> LeastSquaresFit:
+    """The fit from the centred normal equations; ``residual_sum(w, b)`` gives the RSS of the solution."""
+    d = gram.shape[0]
+    device = gram.device
     if not (torch.isfinite(gram).all() and torch.isfinite(moment).all()):
         raise UserInputError("least squares needs finite training data: X or y holds NaN or infinite values")
     inverse = _inverse_gram(gram, x_mean, n, names)  # (d, d)
     w = inverse @ moment
     b = y_mean - x_mean @ w
-    sigma2 = mean_squared_error(X, y, w, b, device) * n / (n - d - 1)
+    sigma2 = residual_sum(w, b) / (n - d - 1)
     # The inverse of [X 1]ᵀ[X 1] in block form, from the centred Gram matrix G (Schur complement):
     # [[G⁻¹, -G⁻¹x̄], [-x̄ᵀG⁻¹, 1/n + x̄ᵀG⁻¹x̄]].
     cross = -(inverse @ x_mean)  # (d,)

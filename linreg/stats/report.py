@@ -13,7 +13,7 @@ prints the report and writes ``report.json`` is ``linreg.callbacks.report.FitRep
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -21,7 +21,7 @@ from torch import Tensor
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
 
 from linreg.data import RegressionData
-from linreg.stats.ols import LeastSquaresFit, row_chunks, transform
+from linreg.stats.ols import LeastSquaresFit, transform
 
 LEGEND = """\
   true: the value the data were generated from.  true-{tag}: the error of the estimate, signed as in the
@@ -78,8 +78,10 @@ def _two_digits(x: float) -> str:
     return f"{rounded:.12g}" if rounded == 0 or 1e-5 <= abs(rounded) < 1e7 else f"{rounded:.2g}"
 
 
-def score(predict: Callable[[Tensor], Tensor], X: Tensor, y: Tensor, device: torch.device) -> dict[str, float]:
-    """MSE, MAE and R² of ``predict`` on ``(X, y)``, over chunks of rows moved to ``device``, in float64."""
+def score(
+    predict: Callable[[Tensor], Tensor], chunks: Iterable[tuple[Tensor, Tensor]], device: torch.device
+) -> dict[str, float]:
+    """MSE, MAE and R² of ``predict`` on the rows of ``chunks`` (``(X, y)`` blocks), moved to ``device``, in float64."""
     # Computed by one process on the whole split: no syncing with the others (which are not computing).
     local = {"sync_on_compute": False}
     metrics = MetricCollection(
@@ -87,8 +89,8 @@ def score(predict: Callable[[Tensor], Tensor], X: Tensor, y: Tensor, device: tor
     )
     metrics = metrics.set_dtype(torch.float64).to(device)
     with torch.no_grad():
-        for x, t in row_chunks(X, y, device, dtype=None):  # x in the model's dtype
-            metrics.update(predict(x).view(-1).double(), t.double())  # (rows,) each
+        for x, t in chunks:  # x in the model's dtype
+            metrics.update(predict(x.to(device)).view(-1).double(), t.to(device).view(-1).double())  # (rows,) each
     return {name: value.item() for name, value in metrics.compute().items()}
 
 
@@ -227,11 +229,11 @@ def build_report(
 
     metrics = {
         split: {
-            "sgd": _in_target_units(score(predict, *tensors, device), data.target_scale),
-            "ols": _in_target_units(score(ols_predict, *tensors, device), data.target_scale),
+            model: _in_target_units(score(function, data.split_chunks(split), device), data.target_scale)  # type: ignore[arg-type]
+            for model, function in (("sgd", predict), ("ols", ols_predict))
         }
-        for split, tensors in (("train", data.train_data), ("val", data.val_data))
-        if tensors is not None
+        for split in ("train", "val")
+        if data.split_chunks(split) is not None
     }
     residual_variance = reference.residual_variance * data.target_scale**2
     return {

@@ -1,0 +1,142 @@
+"""Arrow columns as float64 tensors, and the first cell that is not a finite number when they cannot be.
+
+Plain functions, no Lightning. Both readers (``linreg.data.table`` in memory, ``linreg.data.stream`` in
+record batches) convert their columns here, so a CSV file, a Parquet file and a directory of Parquet
+files accept the same values and refuse the same ones with the same words:
+
+- an empty cell (a blank CSV cell, a Parquet null): ``the cell is empty``;
+- text that Arrow's number parser rejects: ``'n/a' is not a number``;
+- NaN or an infinity, written or stored: ``'inf' is not a finite number``.
+
+Text columns are parsed with Arrow's own cast (the parser the CSV reader uses), after trimming spaces,
+so the checks agree with the fast path by construction. The caller adds where the row is (a line of a
+CSV file, a row of a Parquet file).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class BadCell:
+    """The first cell that is not a finite number: its row (counting from 0 in the arrays given), column, why."""
+
+    row: int
+    column: str
+    reason: str
+
+
+def as_float64(column: pa.Array | pa.ChunkedArray, blank_ok: bool = False) -> Tensor | None:
+    """``column`` as a float64 tensor ``(n,)``, or None if some cell is empty, not a number or not finite.
+
+    Args:
+        column: an Arrow column of any type.
+        blank_ok: empty cells (nulls, blank text) become NaN instead of refusing the column.
+
+    Example:
+        >>> as_float64(pa.array([1, 2])).tolist(), as_float64(pa.array(["1", " x"]))
+        ([1.0, 2.0], None)
+    """
+    try:
+        parsed = _parse(column, blank_ok)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if parsed.null_count and not blank_ok:
+        return None
+    values = _to_numpy(parsed)  # nulls (blank_ok) as NaN
+    finite = np.isfinite(values)  # numpy: one pass, no thread pool to wake for a record batch
+    if blank_ok:
+        finite |= parsed.is_null().to_numpy(zero_copy_only=False)
+    return torch.from_numpy(values) if finite.all() else None
+
+
+def _to_numpy(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """float64 Arrow values as an array of its own (one copy; Arrow's buffers are read-only), nulls as NaN."""
+    chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
+    arrays = [chunk.to_numpy(zero_copy_only=False) for chunk in chunks]
+    return np.concatenate(arrays) if arrays else np.empty(0)
+
+
+def first_bad_cell(columns: Mapping[str, pa.Array | pa.ChunkedArray], blank_ok: Sequence[str] = ()) -> BadCell | None:
+    """The first cell, by row and then by column in ``columns``' order, that ``as_float64`` would refuse.
+
+    Example:
+        >>> first_bad_cell({"a": pa.array(["1", "2", ""]), "b": pa.array(["1", "inf", "x"])})
+        BadCell(row=1, column='b', reason="'inf' is not a finite number")
+    """
+    found = [bad for name, column in columns.items() if (bad := _first_bad(name, column, name in blank_ok))]
+    return min(found, key=lambda bad: (bad.row, list(columns).index(bad.column)), default=None)
+
+
+def _parse(column: pa.Array | pa.ChunkedArray, blank_ok: bool) -> pa.Array | pa.ChunkedArray:
+    """float64 values (nulls where a cell is empty); raises ArrowInvalid where text is not a number."""
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        column = pc.utf8_trim_whitespace(column)
+        if blank_ok:  # blank text counts as an empty cell
+            column = pc.if_else(pc.equal(column, ""), pa.scalar(None, column.type), column)
+    return pc.cast(column, pa.float64())
+
+
+def _first_bad(name: str, column: pa.Array | pa.ChunkedArray, blank_ok: bool) -> BadCell | None:
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    stop = len(column)  # the rows before the first unparsable one; only they are checked for infinities
+    unparsable = None
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        text = pc.utf8_trim_whitespace(column)
+        empty = pc.fill_null(pc.equal(text, ""), True)
+        numbers = pc.if_else(empty, pa.scalar(None, text.type), text)  # empty cells are judged apart
+        unparsable = _first_unparsable(numbers)
+        stop = len(column) if unparsable is None else unparsable
+        values = pc.cast(numbers.slice(0, stop), pa.float64())
+    else:
+        try:
+            values = pc.cast(column, pa.float64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return BadCell(0, name, f"the column holds {column.type} values, not numbers") if len(column) else None
+        empty = column.is_null()
+    found = []
+    if not blank_ok and (row := _first_true(empty)) is not None:
+        found.append(BadCell(row, name, "the cell is empty"))
+    if unparsable is not None:
+        found.append(BadCell(unparsable, name, f"{_show(column[unparsable])} is not a number"))
+    if (row := _first_true(pc.invert(pc.fill_null(pc.is_finite(values), True)))) is not None:
+        found.append(BadCell(row, name, f"{_show(column[row])} is not a finite number"))
+    return min(found, key=lambda bad: bad.row, default=None)
+
+
+def _first_unparsable(numbers: pa.Array) -> int | None:
+    """The first row of text (nulls skipped) that Arrow cannot cast to float64, found by bisecting prefixes."""
+
+    def parses(stop: int) -> bool:
+        try:
+            pc.cast(numbers.slice(0, stop), pa.float64())
+        except pa.ArrowInvalid:
+            return False
+        return True
+
+    if parses(len(numbers)):
+        return None
+    low, high = 0, len(numbers)  # the prefix of length `low` parses, that of length `high` does not
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if parses(middle) else (low, middle)
+    return low
+
+
+def _first_true(mask: pa.Array) -> int | None:
+    index = pc.index(mask, True).as_py()
+    return None if index < 0 else index
+
+
+def _show(value: pa.Scalar) -> str:
+    """A cell as the message quotes it: text stripped and quoted (``'n/a'``), a stored number as written (``nan``)."""
+    python = value.as_py()
+    return repr(python.strip()) if isinstance(python, str) else repr(python) if python is not None else "null"

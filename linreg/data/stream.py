@@ -1,0 +1,235 @@
+"""Streaming a table from disk in record batches: its pieces, one pass of statistics, and a resumable loader.
+
+For tables larger than memory (``TableRegressionData(in_memory=False)``). No Lightning here but the
+loader protocol Lightning uses (``__iter__``, ``__len__``, ``state_dict``/``load_state_dict``, and a
+``sampler`` whose ``set_epoch`` Lightning calls at each epoch).
+
+- A table is cut in **pieces** read whole: each row group of each Parquet file (``ParquetFile.iter_batches``,
+  in record batches of ``BATCH_ROWS``), or a whole CSV file (``pyarrow.csv.open_csv``). Under DDP each
+  process reads every ``world_size``-th piece: processes on several machines share one data set.
+- Each row's split comes from a hash of its position (``linreg.data.splits.hash_split``): nothing is
+  materialised to split the table.
+- ``scan`` reads the table once: it checks every cell, counts each split per piece, and accumulates the
+  training split's ``Moments`` (standardisation statistics and least squares, in float64).
+- ``StreamLoader`` yields mini-batches: each epoch, its pieces in a seeded order, rows shuffled within a
+  buffer of ``shuffle_buffer`` rows. Memory holds the buffer and one record batch, whatever the table's size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+import torch
+from torch import Tensor
+
+from linreg.data.cells import as_float64, first_bad_cell
+from linreg.data.csv_text import arrow_options, diagnose, read_csv_header
+from linreg.data.splits import hash_split
+from linreg.data.table import is_parquet, parquet_files
+from linreg.stats.ols import Moments
+from linreg.validation import UserInputError
+
+BATCH_ROWS = 65_536  # rows per record batch read from disk
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Rows read in one go: a row group of a Parquet file, or a whole CSV file (``row_group`` None)."""
+
+    path: str
+    row_group: int | None
+    first_row: int  # position of its first row in the table
+    first_row_in_file: int
+
+
+def pieces(path: str) -> list[Piece]:
+    """The pieces of the table at ``path``, in table order (a CSV file is one piece, its rows counted later)."""
+    if not is_parquet(path):
+        return [Piece(path, None, 0, 0)]
+    result, start = [], 0
+    for file, metadata in parquet_files(path):
+        in_file = 0
+        for group in range(metadata.num_row_groups):
+            result.append(Piece(file, group, start + in_file, in_file))
+            in_file += metadata.row_group(group).num_rows
+        start += in_file
+    return result
+
+
+def read_piece(piece: Piece, names: Sequence[str], first_row: int = 0) -> Iterator[tuple[int, Tensor]]:
+    """The rows of ``piece`` as ``(position of the first, float64 (rows, len(names)))`` record batches, checked.
+
+    ``first_row`` is the table position of a CSV file's first row (its piece does not know it).
+
+    Raises:
+        UserInputError: naming the file, line or row, and column of the first cell that is not a finite number.
+    """
+    position = piece.first_row if piece.row_group is not None else first_row
+    for batch in _record_batches(piece, names):
+        columns = [as_float64(batch.column(i)) for i in range(len(names))]
+        if any(column is None for column in columns):
+            raise _bad_batch(piece, names, batch, position - piece.first_row + piece.first_row_in_file)
+        yield position, torch.from_numpy(np.stack([c.numpy() for c in columns], axis=1))  # type: ignore[union-attr]
+        position += batch.num_rows
+
+
+def _record_batches(piece: Piece, names: Sequence[str]) -> Iterator[pa.RecordBatch]:
+    if piece.row_group is not None:
+        yield from pq.ParquetFile(piece.path).iter_batches(BATCH_ROWS, row_groups=[piece.row_group], columns=names)
+        return
+    header, header_lines = read_csv_header(piece.path)
+    read, parse, convert = arrow_options(header, header_lines, names)
+    try:
+        reader = pa_csv.open_csv(piece.path, read_options=read, parse_options=parse, convert_options=convert)
+        for batch in reader:
+            yield batch.select(list(names))
+    except pa.ArrowInvalid as exc:
+        raise UserInputError(diagnose(piece.path, header, names, []) or f"{piece.path}: {exc}") from None
+
+
+def _bad_batch(piece: Piece, names: Sequence[str], batch: pa.RecordBatch, row_in_file: int) -> UserInputError:
+    if piece.row_group is None:  # a CSV file: name the line
+        header = read_csv_header(piece.path)[0]
+        return UserInputError(diagnose(piece.path, header, names, []) or f"{piece.path}: a value is not finite")
+    bad = first_bad_cell({name: batch.column(i) for i, name in enumerate(names)})
+    assert bad is not None
+    return UserInputError(f"{piece.path}: row {row_in_file + bad.row}, column {bad.column!r}: {bad.reason}")
+
+
+@dataclass
+class Scan:
+    """What one pass over the table found: rows of each split per piece, and the training split's moments."""
+
+    counts: list[list[int]]  # counts[piece][split]
+    first_rows: list[int]  # the table position of each piece's first row
+    moments: Moments  # of the training rows' columns, features then target
+
+
+def scan(path: str, names: Sequence[str], val_fraction: float, test_fraction: float, seed: int) -> Scan:
+    """Reads the table once: checks every cell, counts the splits, accumulates the training moments."""
+    moments, counts, first_rows, position = Moments.empty(len(names)), [], [], 0
+    for piece in pieces(path):
+        first_rows.append(piece.first_row if piece.row_group is not None else position)
+        count = [0, 0, 0]
+        for start, Z in read_piece(piece, names, first_rows[-1]):
+            split = hash_split(torch.arange(start, start + len(Z)), val_fraction, test_fraction, seed)
+            moments.update(Z[split == 0])
+            count = [c + int((split == s).sum()) for s, c in enumerate(count)]
+            position = start + len(Z)
+        counts.append(count)
+    return Scan(counts, first_rows, moments)
+
+
+class StreamLoader:
+    """Mini-batches of one split of a streamed table, resumable mid-epoch; Lightning's ``sampler`` protocol.
+
+    Args:
+        path: the table.
+        names: its columns to read, features then target.
+        pieces_and_rows: ``(piece, first table position, rows of this split)`` of this process's pieces.
+        split: ``TRAIN``, ``VAL`` or ``TEST``; ``fractions``: ``(val_fraction, test_fraction)``.
+        to_model_units: ``(rows, k)`` float64 -> ``(X, y)`` in the units the model is trained in.
+        batch_size: rows per batch; ``num_batches``: batches per epoch (equal on every process under DDP).
+        shuffle: seeded piece order and a shuffle buffer of ``shuffle_buffer`` rows; else table order.
+        seed: seeds the split and every epoch's order (with the epoch and the process rank).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        names: Sequence[str],
+        pieces_and_rows: Sequence[tuple[Piece, int, int]],
+        split: int,
+        fractions: tuple[float, float],
+        to_model_units: Callable[[Tensor], tuple[Tensor, ...]],
+        batch_size: int,
+        num_batches: int,
+        shuffle: bool,
+        seed: int,
+        rank: int = 0,
+        shuffle_buffer: int = 1 << 18,
+    ) -> None:
+        self.path, self.names, self.pieces, self.split = path, list(names), list(pieces_and_rows), split
+        self.fractions, self.to_model_units = fractions, to_model_units
+        self.batch_size, self.num_batches, self.shuffle, self.seed, self.rank = (
+            batch_size,
+            num_batches,
+            shuffle,
+            seed,
+            rank,
+        )
+        self.shuffle_buffer = max(shuffle_buffer, batch_size)
+        # Lightning calls `loader.sampler.set_epoch(epoch)` at the start of every epoch (as for a DistributedSampler),
+        # and reads `batch_sampler` to tell a shuffling loader: this object answers both.
+        self.sampler = self
+        self.batch_sampler = None
+        self.epoch = 0
+        self._batches_done = 0
+        self._resume_from: dict[str, Any] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
+        skip = self._batches_to_skip()
+        self._batches_done = 0
+        for batch in self._rows_in_batches():
+            if self._batches_done == self.num_batches:
+                return
+            self._batches_done += 1  # counted before the yield: a checkpoint taken after this step includes it
+            if self._batches_done > skip:
+                yield batch
+
+    def _rows_in_batches(self) -> Iterator[tuple[Tensor, ...]]:
+        """The split's rows in model units, ``batch_size`` at a time: the pieces in this epoch's order, buffered."""
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank])
+        order = rng.permutation(len(self.pieces)) if self.shuffle else range(len(self.pieces))
+        buffered: list[Tensor] = []
+        rows = 0
+        for i in order:
+            piece, first_row, _ = self.pieces[i]
+            for start, Z in read_piece(piece, self.names, first_row):
+                split = hash_split(torch.arange(start, start + len(Z)), *self.fractions, self.seed)
+                buffered.append(Z[split == self.split])
+                rows += buffered[-1].shape[0]
+                if rows >= self.shuffle_buffer:
+                    block = self._mixed(torch.cat(buffered), rng)
+                    whole = block.shape[0] - block.shape[0] % self.batch_size
+                    yield from self._batches(block[:whole])
+                    buffered, rows = [block[whole:]], block.shape[0] - whole
+        if rows:
+            yield from self._batches(self._mixed(torch.cat(buffered), rng))
+
+    def _batches(self, block: Tensor) -> Iterator[tuple[Tensor, ...]]:
+        """A block of rows converted at once (one call, not one per batch), then cut into batches (views)."""
+        yield from zip(*(t.split(self.batch_size) for t in self.to_model_units(block)), strict=True)
+
+    def _mixed(self, block: Tensor, rng: np.random.Generator) -> Tensor:
+        return block[torch.from_numpy(rng.permutation(block.shape[0]))] if self.shuffle else block
+
+    def _batches_to_skip(self) -> int:
+        state, self._resume_from = self._resume_from, None
+        if state is None or state["epoch"] != self.epoch:
+            return 0
+        return state["batches_done"] if state["batches_done"] < self.num_batches else 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the epoch is: restored, a resumed run replays the same order and skips what was trained on."""
+        return {"epoch": self.epoch, "batches_done": self._batches_done, "batch_size": self.batch_size}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("batch_size") != self.batch_size:
+            raise ValueError(
+                f"cannot resume mid-epoch: the checkpoint was written with batch_size={state.get('batch_size')},"
+                f" this run has batch_size={self.batch_size}"
+            )
+        self._resume_from = dict(state)

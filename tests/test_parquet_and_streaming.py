@@ -1,0 +1,232 @@
+"""Parquet and streamed tables: the same tensors as CSV, a directory as one file, streaming as in memory, resume."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from linreg.data import TableRegressionData
+from linreg.data.splits import TRAIN, hash_split
+from linreg.data.table import read_table
+from linreg.stats.ols import Moments, fit_least_squares, least_squares_from_moments
+from linreg.validation import UserInputError
+from tests.conftest import ROOT, run_cli
+from tests.test_resume import assert_same_training_state, keeping_every_write
+
+TRUE_W = np.array([3.0, -2.0, 0.5])
+
+
+def make_arrow_table(n: int = 3000, seed: int = 0) -> pa.Table:
+    """``y = X w + 10 + N(0, 0.5)`` with features on different scales, and a text column not used."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal([100.0, 0.0, -5.0], [10.0, 1.0, 0.01], size=(n, 3))
+    y = X @ TRUE_W + 10.0 + 0.5 * rng.standard_normal(n)
+    return pa.table({"id": [f"r{i}" for i in range(n)], "a": X[:, 0], "b": X[:, 1], "c": X[:, 2], "y": y})
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    """The same table as CSV, gzipped CSV, one Parquet file (row groups of 500), and a directory of three files."""
+    table = make_arrow_table()
+    pa_csv.write_csv(table, tmp_path / "t.csv")
+    with pa.CompressedOutputStream(str(tmp_path / "t.csv.gz"), "gzip") as out:
+        pa_csv.write_csv(table, out)
+    pq.write_table(table, tmp_path / "t.parquet", row_group_size=500)
+    (tmp_path / "dir").mkdir()
+    for i, start in enumerate((0, 1000, 2200)):
+        stop = {0: 1000, 1: 2200, 2: 3000}[i]
+        pq.write_table(table.slice(start, stop - start), tmp_path / "dir" / f"part-{i}.parquet", row_group_size=400)
+    (tmp_path / "dir" / "_SUCCESS").write_text("")
+    return {name: tmp_path / f for name, f in [("csv", "t.csv"), ("gz", "t.csv.gz"), ("parquet", "t.parquet")]} | {
+        "dir": tmp_path / "dir"
+    }
+
+
+def test_csv_gzip_parquet_and_a_directory_give_the_same_tensors(files: dict[str, Path]) -> None:
+    tables = {name: read_table(path, ["a", "b", "c", "y"]) for name, path in files.items()}
+    expected = make_arrow_table()
+    for name, table in tables.items():
+        for column in ("a", "b", "c", "y"):
+            np.testing.assert_array_equal(table.columns[column].numpy(), expected.column(column).to_numpy(), name)
+    assert tables["csv"].position_name == "line"
+    assert tables["csv"].positions[:3].tolist() == [2, 3, 4]
+    assert tables["dir"].positions[:3].tolist() == [0, 1, 2]
+
+
+def test_the_data_module_splits_a_directory_as_it_splits_one_file(files: dict[str, Path]) -> None:
+    modules = [
+        TableRegressionData(str(files[name]), target="y", features=["a", "b", "c"]) for name in ("parquet", "dir")
+    ]
+    for dm in modules:
+        dm.setup("fit")
+    for one, other in zip(modules[0].train_data, modules[1].train_data, strict=True):
+        assert torch.equal(one, other)
+
+
+def test_streaming_statistics_and_least_squares_match_in_memory_ones_on_the_same_rows(files: dict[str, Path]) -> None:
+    for name in ("parquet", "dir", "csv"):
+        dm = TableRegressionData(str(files[name]), target="y", features=["a", "b", "c"], in_memory=False)
+        dm.setup("fit")
+        # The independent truth: the rows the hash puts in training, taken from the whole table in memory.
+        table = make_arrow_table()
+        Z = torch.tensor(np.column_stack([table.column(c).to_numpy() for c in ("a", "b", "c", "y")]))
+        train = Z[hash_split(torch.arange(len(Z)), 0.1, 0.1, seed=0) == TRAIN]
+        torch.testing.assert_close(dm.standardizer.x_mean, train[:, :3].mean(0), rtol=1e-12, atol=0)
+        torch.testing.assert_close(dm.standardizer.x_std, train[:, :3].std(0, correction=0), rtol=1e-12, atol=0)
+        assert dm.standardizer.y_std == pytest.approx(train[:, 3].std(correction=0).item(), rel=1e-12)
+        standardised = (train - train.mean(0)) / train.std(0, correction=0)
+        ols = dm.least_squares()
+        design = torch.cat([standardised[:, :3], torch.ones(len(train), 1, dtype=torch.float64)], dim=1)
+        solution = torch.linalg.lstsq(design, standardised[:, 3:]).solution.view(-1)
+        torch.testing.assert_close(ols.w, solution[:3], rtol=1e-10, atol=1e-12)
+        reference = fit_least_squares(standardised[:, :3], standardised[:, 3])
+        torch.testing.assert_close(ols.standard_errors, reference.standard_errors, rtol=1e-8, atol=0)
+
+
+def test_moments_merged_batch_by_batch_equal_those_of_all_rows_at_once() -> None:
+    Z = torch.randn(1000, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 1e-2 + 1e6
+    moments = Moments.empty(4)
+    for block in Z.split(77):
+        moments.update(block)
+    centred = Z - Z.mean(0)
+    # Values of 1e6 carry ~1e-10 of absolute rounding in float64: the spread of 1e-2 keeps 8 digits.
+    torch.testing.assert_close(moments.comoment, centred.T @ centred, rtol=1e-6, atol=1e-9)
+    fit = least_squares_from_moments(moments)
+    torch.testing.assert_close(fit.w, fit_least_squares(Z[:, :3], Z[:, 3]).w, rtol=1e-5, atol=1e-7)
+
+
+def test_a_streamed_epoch_covers_every_training_row_once_in_a_new_order_each_epoch(files: dict[str, Path]) -> None:
+    dm = TableRegressionData(
+        str(files["dir"]), "y", ["a", "b", "c"], in_memory=False, batch_size=64, shuffle_buffer=300
+    )
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    epochs = []
+    for epoch in (0, 1):
+        loader.sampler.set_epoch(epoch)
+        epochs.append(torch.cat([x for x, _ in loader]))
+    assert len(loader) == len(list(loader)) == -(-len(epochs[0]) // 64)
+    assert not torch.equal(epochs[0], epochs[1])
+    assert torch.equal(epochs[0][epochs[0][:, 0].argsort()], epochs[1][epochs[1][:, 0].argsort()])
+
+
+def test_a_streamed_loader_resumes_where_its_state_says(files: dict[str, Path]) -> None:
+    dm = TableRegressionData(
+        str(files["parquet"]), "y", ["a", "b", "c"], in_memory=False, batch_size=32, shuffle_buffer=100
+    )
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    loader.set_epoch(1)
+    batches = iter(loader)
+    seen = [next(batches) for _ in range(7)]
+    state = loader.state_dict()
+    rest = list(batches)
+    resumed = dm.train_dataloader()
+    resumed.set_epoch(1)
+    resumed.load_state_dict(state)
+    after = list(resumed)
+    assert len(after) == len(rest) == len(loader) - len(seen)
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(after, rest, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "message"),
+    [
+        ("b", {7: None}, r"row 7, column 'b': the cell is empty"),
+        ("b", {9: float("nan")}, r"row 9, column 'b': nan is not a finite number"),
+        ("y", {4: float("inf")}, r"row 4, column 'y': inf is not a finite number"),
+        ("a", {3: "n/a"}, r"row 3, column 'a': 'n/a' is not a number"),
+    ],
+)
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_bad_parquet_cells_are_refused_naming_file_row_and_column(
+    tmp_path: Path, column: str, values: dict, message: str, in_memory: bool
+) -> None:
+    table = make_arrow_table(n=40)
+    cells = table.column(column).to_pylist()
+    for row, value in values.items():
+        cells[row] = value
+    kind = pa.string() if any(isinstance(v, str) for v in values.values()) else pa.float64()
+    cells = [str(v) if kind == pa.string() and v is not None else v for v in cells]
+    table = table.set_column(table.schema.get_field_index(column), column, pa.array(cells, kind))
+    (tmp_path / "d").mkdir()
+    pq.write_table(table.slice(0, 20), tmp_path / "d" / "a.parquet")
+    pq.write_table(table.slice(20), tmp_path / "d" / "b.parquet")
+    for path in (tmp_path / "d" / "a.parquet", tmp_path / "d"):
+        dm = TableRegressionData(str(path), target="y", features=["a", "b", "c"], in_memory=in_memory)
+        with pytest.raises(UserInputError, match=r"a\.parquet: " + message):
+            dm.setup("fit")
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        ("constant", r"column 'b' is constant on the training split"),
+        ("few", r"data rows are too few"),
+        ("missing", r"no column 'price' \(data\.target\); the columns are 'id', 'a', 'b', 'c', 'y'"),
+        ("empty-dir", r"is a directory that holds no Parquet files"),
+    ],
+)
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_bad_parquet_tables_are_refused_in_one_line(tmp_path: Path, setup: str, message: str, in_memory: bool) -> None:
+    table = make_arrow_table(n=3 if setup == "few" else 40)
+    if setup == "constant":
+        table = table.set_column(2, "b", pa.array([1.5] * 40))
+    path = tmp_path / "t.parquet"
+    pq.write_table(table, path)
+    if setup == "empty-dir":
+        (tmp_path / "empty").mkdir()
+        path = tmp_path / "empty"
+    features = None if setup == "missing" else ["a", "b", "c"]
+
+    def build_and_set_up() -> None:  # the header is checked when built, the rows in setup
+        target = "price" if setup == "missing" else "y"
+        TableRegressionData(str(path), target, features, in_memory=in_memory).setup("fit")
+
+    with pytest.raises(UserInputError, match=message):
+        build_and_set_up()
+
+
+def test_the_parquet_config_fits_a_streamed_directory_and_reports_least_squares(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    run_cli(
+        "fit", "--config", str(ROOT / "configs" / "parquet.yaml"),
+        "--data.path", str(files["dir"]), "--data.target", "y", "--data.features", "[a, b, c]",
+        "--data.in_memory", "false", "--trainer.max_epochs", "2",
+        "--trainer.logger.init_args.save_dir", str(tmp_path),
+    )  # fmt: skip
+    assert (tmp_path / "parquet" / "version_0" / "report.json").is_file()
+
+
+def test_a_streaming_fit_resumed_from_a_mid_epoch_kill_point_ends_bit_identical(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    args = [
+        "fit", "--config", str(ROOT / "configs" / "parquet.yaml"),
+        "--data.path", str(files["parquet"]), "--data.target", "y", "--data.features", "[a, b, c]",
+        "--data.in_memory", "false", "--data.batch_size", "64", "--data.shuffle_buffer", "500",
+        "--trainer.max_epochs", "2", "--last.every_n_train_steps", "10",
+        "--trainer.logger.init_args.save_dir", str(tmp_path),
+    ]  # fmt: skip
+    # Every version of last.ckpt is what a kill -9 just after its (atomic) write would leave.
+    with keeping_every_write(tmp_path / "history"), contextlib.redirect_stdout(io.StringIO()):
+        run_cli(*args)
+    mid_epoch = [
+        p for p in sorted((tmp_path / "history").iterdir()) if p.name.endswith(("-step50.ckpt", "-step10.ckpt"))
+    ]
+    assert len(mid_epoch) == 2
+    final = torch.load(tmp_path / "parquet" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    for version, checkpoint in enumerate(mid_epoch, start=1):
+        with contextlib.redirect_stdout(io.StringIO()):
+            run_cli(*args, "--ckpt_path", str(checkpoint))
+        resumed = tmp_path / "parquet" / f"version_{version}" / "checkpoints" / "last.ckpt"
+        assert_same_training_state(final, torch.load(resumed, weights_only=True))
