@@ -32,7 +32,6 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from linreg.callbacks.trainer_state import regression_data
 from linreg.data import RegressionData
-from linreg.stats.ols import transform
 from linreg.stats.report import learned_coefficients
 from linreg.validation import check_int
 
@@ -103,10 +102,11 @@ class ParameterRecovery(Callback):
         if not isinstance(data, RegressionData) or not data.ready:
             return {}
         reference = data.least_squares()
-        ols = transform(reference, data.to_original_units)
+        # The OLS point in the data's units, mapped like the model's: its standard errors are not needed here.
+        ols_w, ols_b = learned_coefficients(reference.w, reference.b, data)
         full_loss = reference.training_mse(pl_module.weight, pl_module.bias)
         w, b = learned_coefficients(pl_module.weight, pl_module.bias, data)
-        w_gap, b_gap = (w - ols.w).norm().item(), (b - ols.b).abs().item()
+        w_gap, b_gap = (w - ols_w).norm().item(), (b - ols_b).abs().item()
         values = {
             FULL_LOSS: full_loss,
             "params/w_gap_ols": w_gap,
