@@ -50,9 +50,35 @@ def condense(message: str) -> str:
     return re.sub(r"\s*Given value: (.*)$", r" (given: \1)", text)
 
 
+# A quoted or bracketed value longer than this is cut in messages: a 2 MB list makes no readable line.
+_LONGEST_VALUE = 80
+_VALUE = re.compile(rf"\[[^\[\]]{{{_LONGEST_VALUE},}}\]?|'[^']{{{_LONGEST_VALUE},}}'|\"[^\"]{{{_LONGEST_VALUE},}}\"")
+
+
+def shorten_values(message: str) -> str:
+    """``message`` with each quoted or bracketed value longer than 80 characters cut, saying how long it was.
+
+    Example:
+        >>> shorten_values("got " + str([1] * 100))[:40]
+        'got [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,'
+        >>> len(shorten_values("got " + str([1] * 10_000))) < 150
+        True
+    """
+
+    def cut(match: re.Match[str]) -> str:
+        value = match.group(0)
+        return f"{value[: _LONGEST_VALUE - 20]}... ({len(value)} characters)"
+
+    return _VALUE.sub(cut, message)
+
+
 def fail(prog: str, message: str, hint: str = "", status: int = 2) -> NoReturn:
-    """Prints ``prog: error: message`` (and a hint line) to stderr and exits with ``status``."""
-    print(f"{prog}: error: {message}" + (f"\n{hint}" if hint else ""), file=sys.stderr)
+    """Prints ``prog: error: message`` (and a hint line) to stderr and exits with ``status``.
+
+    The message is one line, its long values cut (``shorten_values``) and the whole held to 400 characters.
+    """
+    line = one_line(shorten_values(message), limit=400)
+    print(f"{prog}: error: {line}" + (f"\n{hint}" if hint else ""), file=sys.stderr)
     raise SystemExit(status)
 
 
@@ -84,7 +110,7 @@ def find_user_error(exc: BaseException) -> UserInputError | None:
     return None
 
 
-def check_config_files(argv: list[str]) -> None:
+def check_yaml_syntax(path: str) -> None:
     """Refuses a ``--config`` file that is not valid YAML, naming the file, line and column.
 
     jsonargparse's own message names the text it parsed (``"<unicode string>"``), not the file.
@@ -92,18 +118,17 @@ def check_config_files(argv: list[str]) -> None:
     Raises:
         UserInputError: ``configs/x.yaml: not valid YAML: line 2, column 1: ...``.
     """
-    given = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--config"]
-    given += [arg.removeprefix("--config=") for arg in argv if arg.startswith("--config=")]
-    for path in given:
-        if not Path(path).is_file():
-            continue  # a missing file, or YAML given inline: the parser's own message says which
-        try:
-            yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-            problem = getattr(error, "problem", None) or one_line(str(error))
-            raise UserInputError(f"{path}: not valid YAML: {where}{problem}") from None
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return  # missing, unreadable or not text: answered by the checks of the file itself
+    try:
+        yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(error, "problem", None) or one_line(str(error))
+        raise UserInputError(f"{path}: not valid YAML: {where}{problem}") from None
 
 
 class ShortErrorParser(LightningArgumentParser):
