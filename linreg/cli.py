@@ -351,13 +351,15 @@ def _without_event_files(logger: Any) -> Any:
     """A TensorBoardLogger's config as a CSVLogger's in the same place (``<save_dir>/<name>/version_N``).
 
     For validate, test and predict: TensorBoard lists every directory with an event file as a run, and
-    an evaluation of a checkpoint is not one. Its metrics are printed, and kept in ``metrics.csv``.
+    an evaluation of a checkpoint is not one. Its metrics are printed, and kept in ``metrics.csv``, in a
+    ``version_N`` of its own.
     """
     if not (isinstance(logger, Namespace) and str(logger.get("class_path")).endswith("TensorBoardLogger")):
         return logger
     given = logger.get("init_args") or Namespace()
-    kept = {key: given.get(key) for key in ("save_dir", "name", "version", "prefix") if key in given}
-    return Namespace(class_path="lightning.pytorch.loggers.CSVLogger", init_args=Namespace(**kept))
+    kept = {key: given.get(key) for key in ("save_dir", "name", "prefix") if key in given}
+    # A new version_N, also when the config is a fit's config.yaml, which names the fit's own version.
+    return Namespace(class_path="lightning.pytorch.loggers.CSVLogger", init_args=Namespace(**kept, version=None))
 
 
 def _check_config_files(argv: list[str]) -> None:
