@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import re
 import sys
+from pathlib import Path
 from typing import NoReturn
 
+import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser
 
@@ -108,6 +110,27 @@ def find_user_error(exc: BaseException) -> UserInputError | None:
     return None
 
 
+def check_yaml_syntax(path: str) -> None:
+    """Refuses a ``--config`` file that is not valid YAML, naming the file, line and column.
+
+    jsonargparse's own message names the text it parsed (``"<unicode string>"``), not the file.
+
+    Raises:
+        UserInputError: ``configs/x.yaml: not valid YAML: line 2, column 1: ...``.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return  # missing, unreadable or not text: answered by the checks of the file itself
+    try:
+        yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(error, "problem", None) or one_line(str(error))
+        raise UserInputError(f"{path}: not valid YAML: {where}{problem}") from None
+
+
 class ShortErrorParser(LightningArgumentParser):
     """A LightningArgumentParser whose errors are one line instead of the usage and a nested report."""
 
@@ -115,4 +138,5 @@ class ShortErrorParser(LightningArgumentParser):
         if not self.exit_on_error:  # jsonargparse is trying alternatives and wants the exception back
             super().error(message, ex)
         prog = self.prog.replace(" [options]", "")
-        fail(prog, condense(message), f"(`{prog} --help` lists the accepted options)")
+        # `python -m`: the form that works without the environment's scripts on the PATH, as in the README.
+        fail(prog, condense(message), f"(`python -m {prog} --help` lists the accepted options)")
