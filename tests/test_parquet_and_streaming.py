@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from linreg.data import TableRegressionData
-from linreg.data.splits import TRAIN, hash_split
+from linreg.data.splits import split_rows
 from linreg.data.table import read_table
 from linreg.stats.ols import Moments, fit_least_squares, least_squares_from_moments
 from linreg.validation import UserInputError
@@ -78,7 +78,7 @@ def test_streaming_statistics_and_least_squares_match_in_memory_ones_on_the_same
         # The independent truth: the rows the hash puts in training, taken from the whole table in memory.
         table = make_arrow_table()
         Z = torch.tensor(np.column_stack([table.column(c).to_numpy() for c in ("a", "b", "c", "y")]))
-        train = Z[hash_split(torch.arange(len(Z)), 0.1, 0.1, seed=0) == TRAIN]
+        train = Z[split_rows(len(Z), 0.1, 0.1, seed=0)[0]]
         torch.testing.assert_close(dm.standardizer.x_mean, train[:, :3].mean(0), rtol=1e-12, atol=0)
         torch.testing.assert_close(dm.standardizer.x_std, train[:, :3].std(0, correction=0), rtol=1e-12, atol=0)
         assert dm.standardizer.y_std == pytest.approx(train[:, 3].std(correction=0).item(), rel=1e-12)

@@ -24,8 +24,8 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from linreg.benchmark.measure import run_process
+from linreg.data.streamed import available_memory
 from linreg.data.table import read_table
-from linreg.data.tabular import available_memory
 
 MIB = 2**20
 
