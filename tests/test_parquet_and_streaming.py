@@ -230,3 +230,25 @@ def test_a_streaming_fit_resumed_from_a_mid_epoch_kill_point_ends_bit_identical(
             run_cli(*args, "--ckpt_path", str(checkpoint))
         resumed = tmp_path / "parquet" / f"version_{version}" / "checkpoints" / "last.ckpt"
         assert_same_training_state(final, torch.load(resumed, weights_only=True))
+
+
+@pytest.mark.parametrize("name", ["parquet", "csv"])
+def test_streaming_and_reading_whole_split_the_same_rows(files: dict[str, Path], name: str) -> None:
+    """``in_memory`` changes how the table is read, never which rows train, validate and test."""
+    whole, streamed = (
+        TableRegressionData(str(files[name]), "y", ["a", "b", "c"], in_memory=mode, eval_batch_size=128)
+        for mode in (True, False)
+    )
+    whole.setup("fit")
+    streamed.setup("fit")
+    torch.testing.assert_close(streamed.standardizer.x_mean, whole.standardizer.x_mean, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(streamed.standardizer.x_std, whole.standardizer.x_std, rtol=1e-12, atol=0)
+    # The statistics agree to float64 rounding (one pass of moments, or the rows at once); the rows to float32's.
+    same = {"rtol": 1e-6, "atol": 1e-6}
+    for split, tensors in (("val", whole.val_data), ("test", whole.test_data)):
+        rows = list(streamed.split_chunks(split))  # in table order, as the in-memory split's ascending indices
+        torch.testing.assert_close(torch.cat([x for x, _ in rows]), tensors[0], **same, msg=split)
+        torch.testing.assert_close(torch.cat([y for _, y in rows]), tensors[1], **same, msg=split)
+    trained = torch.cat([torch.cat(batch, dim=1) for batch in streamed.train_dataloader()])
+    expected = torch.cat(whole.train_data, dim=1)
+    torch.testing.assert_close(trained[trained[:, 0].argsort()], expected[expected[:, 0].argsort()], **same)
