@@ -252,3 +252,16 @@ def test_streaming_and_reading_whole_split_the_same_rows(files: dict[str, Path],
     trained = torch.cat([torch.cat(batch, dim=1) for batch in streamed.train_dataloader()])
     expected = torch.cat(whole.train_data, dim=1)
     torch.testing.assert_close(trained[trained[:, 0].argsort()], expected[expected[:, 0].argsort()], **same)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [("r5,1,2\n", r"line 7 has 3 fields, the header has 5"), ("r5,1,x,3,4\n", r"line 7, column 'b': 'x' is not a")],
+)
+def test_a_streamed_csv_file_names_its_bad_line(tmp_path: Path, line: str, message: str) -> None:
+    """Counting the rows of a streamed CSV file reads it first: its errors name the line, as a full read's do."""
+    lines = ["id,a,b,c,y\n", *(f"r{i},{i},{i % 3},{i % 5},{2 * i}\n" for i in range(40))]
+    lines[6] = line  # line 7 of the file
+    (tmp_path / "t.csv").write_text("".join(lines))
+    with pytest.raises(UserInputError, match=message):
+        TableRegressionData(str(tmp_path / "t.csv"), "y", ["a", "b", "c"], in_memory=False).setup("fit")

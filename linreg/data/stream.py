@@ -81,17 +81,21 @@ def read_piece(piece: Piece, names: Sequence[str], first_row: int = 0) -> Iterat
         position += batch.num_rows
 
 
-def count_rows(path: str) -> int:
-    """Data rows of the table: from Parquet's metadata, or by reading a CSV file once (one column, as text)."""
+def count_rows(path: str, names: Sequence[str]) -> int:
+    """Data rows of the table: from Parquet's metadata, or by reading a CSV file once (one column, as text).
+
+    Raises:
+        UserInputError: a CSV row Arrow cannot read, named by its line (a cell of ``names`` before it first).
+    """
     if is_parquet(path):
         return sum(metadata.num_rows for _, metadata in parquet_files(path))
     header, header_lines = read_csv_header(path)
-    read, parse, convert = arrow_options(header, header_lines, header[:1], as_text=True)
+    read, parse, convert = arrow_options(header, header_lines, names[:1], as_text=True)
     try:
         with pa_csv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert) as reader:
             return sum(batch.num_rows for batch in reader)
-    except pa.ArrowInvalid as exc:
-        raise UserInputError(diagnose(path, header, header, []) or f"{path}: {exc}") from None
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        raise UserInputError(diagnose(path, header, names, []) or f"{path}: {exc}") from None
 
 
 def _record_batches(piece: Piece, names: Sequence[str]) -> Iterator[pa.RecordBatch]:

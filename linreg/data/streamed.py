@@ -40,7 +40,7 @@ class StreamedTable:
         self, path: str, names: list[str], val_fraction: float, test_fraction: float, seed: int, shuffle_buffer: int
     ) -> None:
         self.path, self.names, self.seed, self.shuffle_buffer = path, names, seed, shuffle_buffer
-        self.plan = SplitPlan.of(count_rows(path), val_fraction, test_fraction, seed, path)
+        self.plan = SplitPlan.of(count_rows(path, names), val_fraction, test_fraction, seed, path)
         self.scan: Scan = scan(path, names, self.plan)
         self._least_squares: tuple[Standardizer, LeastSquaresFit] | None = None
 
