@@ -10,16 +10,23 @@ earlier runs of the config, and a checkpoint is checked against the model before
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+from jsonargparse import Namespace, get_loader, set_loader
 from lightning.fabric.plugins import CheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from linreg.callbacks.divergence import DivergenceGuard
 from linreg.callbacks.hparams import SaveConfigAndHparams
@@ -28,17 +35,45 @@ from linreg.callbacks.predictions import PredictionWriter
 from linreg.callbacks.progress import ConsoleProgress, quiet_lightning
 from linreg.callbacks.recovery import ParameterRecovery
 from linreg.callbacks.report import FitReport
+from linreg.checkpointing.compat import check_resumable, checkpoint_config_differences
+from linreg.checkpointing.interrupt import SIGTERM_STATUS, SaveOnSigterm
 from linreg.checkpointing.io import AtomicCheckpointIO, load_safely
 from linreg.checkpointing.resume import (
     LastCheckpoint,
     check_checkpoint_fits,
     check_lightning_checkpoint,
-    find_last_checkpoint,
 )
+from linreg.checkpointing.runs import EarlierRun, claim_version, earlier_runs, run_identity
 from linreg.data import RegressionData
 from linreg.errors import ShortErrorParser, fail, find_user_error, one_line
+from linreg.limits import check_config_file, check_regular_file, check_yaml_expansion, usable_cores
 from linreg.model import LinearRegression
 from linreg.validation import UserInputError
+
+
+def _bounded_yaml(stream: str) -> Any:
+    """jsonargparse's YAML loader, for config files and values alike, after the check on alias expansion."""
+    check_yaml_expansion(stream)
+    return _YAML_LOAD(stream)
+
+
+_YAML_LOAD = get_loader("yaml")
+set_loader("yaml_bounded", _bounded_yaml, exceptions=(yaml.YAMLError,))
+
+_FLOAT32_MAX = 3.4028234663852886e38
+
+# Rank zero's choice of run directory and checkpoint, for the processes the DDP launcher starts.
+_RUN_ENV = "LINREG_RUN"
+
+
+class NothingToDo(Exception):  # noqa: N818 (not an error: the command line exits 0)
+    """The command has nothing to do (the run it would continue is finished); the message says why."""
+
+
+class Interrupted(UserInputError):  # noqa: N818 (a state, not a fault)
+    """Fit was stopped by SIGTERM; the message says where the training state was saved."""
+
+    exit_status = SIGTERM_STATUS
 
 
 class LinearRegressionCLI(LightningCLI):
@@ -51,7 +86,21 @@ class LinearRegressionCLI(LightningCLI):
         self._requested = (
             next((a for a in argv if a in LightningCLI.subcommands()), None) if isinstance(argv, list) else None
         )
-        super().__init__(*args, **kwargs)
+        if isinstance(argv, list):
+            _check_config_files(argv)
+        self._claimed: Path | None = None  # the run directory this command created, removed if it fails early
+        self._created: list[Path] = []  # the directories above it that it created
+        self._sigterm = SaveOnSigterm()
+        try:
+            super().__init__(*args, **kwargs)
+        except SIGTERMException:
+            self._remove_unused_run_dir()
+            raise Interrupted(self._sigterm.message()) from None
+        except BaseException:
+            self._remove_unused_run_dir()
+            raise
+        finally:
+            os.environ.pop(_RUN_ENV, None)
 
     def subcommands(self) -> dict[str, set[str]]:  # type: ignore[override]
         # LightningCLI builds a full parser (Trainer, model, data, checkpoint) per subcommand, ~0.1 s each;
@@ -97,6 +146,7 @@ class LinearRegressionCLI(LightningCLI):
         # path comes back in before_instantiate_classes: the config is the command line's and the config
         # file's alone. The model needs nothing from the checkpoint's hyper-parameters: its input_dim comes
         # from the data, and a checkpoint of another width is refused before anything is written.
+        _check_config_values(self.config[subcommand])
         self._ckpt_path = self.config[subcommand].get("ckpt_path")
         self.config[subcommand].ckpt_path = None
         if self.config[subcommand].get("weights_only") is False:
@@ -111,6 +161,7 @@ class LinearRegressionCLI(LightningCLI):
                 " give the file (runs/<name>/version_N/checkpoints/best-*.ckpt) or 'last'"
             )
         if ckpt_path not in (None, "last", "hpc", "registry") and not str(ckpt_path).startswith("registry:"):
+            check_regular_file("ckpt_path", ckpt_path)
             self._checkpoint = _read_checkpoint(ckpt_path)
 
     def before_instantiate_classes(self) -> None:
@@ -123,11 +174,17 @@ class LinearRegressionCLI(LightningCLI):
         lr = optimizer.init_args.get("lr") if hasattr(optimizer, "init_args") else None
         if isinstance(lr, (int, float)) and not lr > 0:
             raise UserInputError(f"model.optimizer.lr must be > 0, got {lr!r}")
+        # The optimizer's numbers scale float32 parameters: beyond float32's range torch fails mid-step.
+        for key, value in vars(getattr(optimizer, "init_args", None) or Namespace()).items():
+            if isinstance(value, float) and not abs(value) <= _FLOAT32_MAX:
+                raise UserInputError(f"model.optimizer.{key} must be finite and within float32's range, got {value!r}")
         if config.checkpoint.save_last:
             raise UserInputError(
                 f"checkpoint.save_last must stay false, got {config.checkpoint.save_last!r}:"
                 " last.ckpt is written by the `last` group (every last.every_n_train_steps steps and each epoch)"
             )
+        if self.subcommand:
+            self._choose_run(config)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
@@ -136,37 +193,142 @@ class LinearRegressionCLI(LightningCLI):
         if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
             plugins.append(AtomicCheckpointIO())
         self.trainer_defaults["callbacks"] = default_callbacks(self.subcommand)
+        if self._checkpointing_off():
+            # LightningCLI adds the `checkpoint` and `last` groups' callbacks to every trainer, and Lightning refuses
+            # checkpoint callbacks with enable_checkpointing false: they give way to inert ones.
+            config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+            config.checkpoint, config.last = Callback(), Callback()
+        elif self.subcommand in (None, "fit"):
+            self.trainer_defaults["callbacks"].append(self._sigterm)
         try:
-            return super().instantiate_trainer(plugins=plugins, **kwargs)
-        except (MisconfigurationException, ValueError) as error:  # the Trainer's checks of its own arguments
+            trainer = super().instantiate_trainer(plugins=plugins, **kwargs)
+        except (MisconfigurationException, ValueError, TypeError, RuntimeError) as error:  # the Trainer's own checks
             if isinstance(error, UserInputError):
                 raise
             raise UserInputError(f"trainer: {one_line(str(error))}") from error
+        _check_processes(trainer)
+        return trainer
 
     def after_instantiate_classes(self) -> None:
         if not self.subcommand:
             return
         config = self.config_init[self.subcommand]
-        if self.subcommand == "fit":
+        if self.subcommand == "fit" and self._claimed is None and rank_zero_only.rank == 0:
             _refuse_used_log_dir(self.trainer)
-        if config.get("ckpt_path") == "last":
-            if not self.trainer.loggers:
-                raise UserInputError(
-                    "--ckpt_path last looks through the runs a logger writes (runs/<name>/version_N/), and"
-                    " trainer.logger is off: give the checkpoint file itself (<dir>/checkpoints/last.ckpt)"
-                )
-            path, searched = find_last_checkpoint(self.trainer)
-            config.ckpt_path = None if path is None else str(path)
-            if path is None:
-                _say(f"--ckpt_path last: no checkpoint matches {searched}; starting from the beginning")
-            else:
-                self._checkpoint = _read_checkpoint(path)
-                epoch, step = self._checkpoint[1].get("epoch"), self._checkpoint[1].get("global_step")
-                _say(f"--ckpt_path last: resuming from {path} (epoch {epoch}, step {step})")
+        _check_optimizer(self.model)
+        if config.get("ckpt_path") == "last":  # left unresolved by _choose_run: no logger to find runs through
+            raise UserInputError(
+                "--ckpt_path last looks through the runs a logger writes (runs/<name>/version_N/), and"
+                " trainer.logger is off: give the checkpoint file itself (<dir>/checkpoints/last.ckpt)"
+            )
         if self._checkpoint is not None:
             path, checkpoint = self._checkpoint
             check_checkpoint_fits(checkpoint, path, self.model, resuming=self.subcommand == "fit")
+            if self.subcommand == "fit":
+                self._refuse_other_configuration(path)
+            check_resumable(checkpoint, path, self.model, self.datamodule, resuming=self.subcommand == "fit")
             self._checkpoint = None  # the trainer loads it again; no need to hold it
+
+    def _checkpointing_off(self) -> bool:
+        """Whether ``trainer.enable_checkpointing`` is false: no checkpoint files at all."""
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        return config.get("trainer", Namespace()).get("enable_checkpointing") is False
+
+    # --- which run this command continues, and the directory it writes (see checkpointing/runs.py) ---
+
+    def _choose_run(self, config: Namespace) -> None:
+        """Resolves ``--ckpt_path last`` (fit) or a missing ``--ckpt_path`` (validate/test/predict) to a run of
+        this configuration, then claims the new run's ``version_N``. Under DDP, rank zero decides and the
+        processes it starts inherit the decision (through the environment, as Lightning passes its seed)."""
+        logger = _logger_args(config)
+        inherited = os.environ.get(_RUN_ENV)
+        if inherited and rank_zero_only.rank != 0:
+            version, config.ckpt_path = json.loads(inherited)
+            if logger is not None and version is not None:
+                logger.version = version
+            return
+        evaluating = self.subcommand != "fit" and config.ckpt_path is None
+        if logger is None:
+            if evaluating:
+                raise UserInputError(
+                    f"{self.subcommand} needs trained weights: give --ckpt_path (a checkpoint file); with"
+                    " trainer.logger off there are no earlier runs to take them from"
+                )
+            return
+        root = Path(logger.save_dir or ".") / str(logger.name or "")
+        if config.ckpt_path == "last" and self.subcommand == "fit":
+            config.ckpt_path = self._last_of_this_configuration(config, root)
+        elif evaluating or config.ckpt_path == "last":
+            config.ckpt_path = self._newest_fit(config, root, finished=evaluating)
+        if config.ckpt_path is not None and self._checkpoint is None:
+            self._checkpoint = _read_checkpoint(config.ckpt_path)
+        if logger.version is None and rank_zero_only.rank == 0:
+            self._created = [p for p in (root, *root.parents) if not p.exists()]  # removed again if empty
+            logger.version = claim_version(root)
+            self._claimed = root / f"version_{logger.version}"
+        os.environ[_RUN_ENV] = json.dumps([logger.version, config.ckpt_path])
+
+    def _identity(self) -> dict[str, Any]:
+        """This command's run identity (``runs.run_identity``) from its resolved config, dumped as config.yaml is."""
+        dumped = yaml.safe_load(self.parser.dump(self.config))
+        config = dumped.get(self.subcommand, dumped)
+        return run_identity({k: v for k, v in config.items() if k != "config"})
+
+    def _earlier(self, config: Namespace, root: Path) -> tuple[list[EarlierRun], int]:
+        max_epochs, max_steps = config.trainer.max_epochs, config.trainer.max_steps
+        if max_epochs is None and max_steps in (None, -1):
+            max_epochs = 1000  # Lightning's default
+        return earlier_runs(root, self._identity(), max_epochs, -1 if max_steps is None else max_steps)
+
+    def _last_of_this_configuration(self, config: Namespace, root: Path) -> str | None:
+        runs, others = self._earlier(config, root)
+        elsewhere = f" ({others} run{'s' if others != 1 else ''} of other settings left alone)" if others else ""
+        if not runs:
+            _say(f"--ckpt_path last: no earlier run of this configuration in {root}{elsewhere};"
+                 " starting from the beginning")  # fmt: skip
+            return None
+        newest = runs[0]
+        if newest.finished:
+            raise NothingToDo(
+                f"already finished: {newest.directory} (epoch {newest.epoch}, step {newest.steps}); nothing was"
+                " trained or written. Raise trainer.max_epochs or max_steps to train it further"
+            )
+        _say(f"--ckpt_path last: resuming from {newest.checkpoint_path} (epoch {newest.epoch}, step {newest.steps})")
+        return str(newest.checkpoint_path)
+
+    def _newest_fit(self, config: Namespace, root: Path, finished: bool) -> str:
+        """validate/test/predict: the newest (finished, when no --ckpt_path was given) fit of this configuration."""
+        found = [run for run in self._earlier(config, root)[0] if run.finished or not finished]
+        given = "no --ckpt_path was given" if finished else "--ckpt_path last"
+        if not found:
+            raise UserInputError(
+                f"{self.subcommand} needs trained weights and {given}: {root} holds no"
+                f"{' finished' if finished else ''} fit of this configuration; give --ckpt_path (a checkpoint file),"
+                " or fit first"
+            )
+        _say(f"{self.subcommand}: {given}; using the newest{' finished' if finished else ''} fit of this"
+             f" configuration, {found[0].checkpoint_path}")  # fmt: skip
+        return str(found[0].checkpoint_path)
+
+    def _refuse_other_configuration(self, path: str) -> None:
+        """Refuses to resume a checkpoint whose run (its config.yaml beside it) was configured otherwise."""
+        changed = checkpoint_config_differences(Path(path), self._identity())
+        if changed:
+            raise UserInputError(
+                f"checkpoint {path} belongs to a run with other settings ({'; '.join(changed)}); resuming would"
+                " mix two configurations: resume it with its own settings, or start afresh without --ckpt_path"
+            )
+
+    def _remove_unused_run_dir(self) -> None:
+        """Removes the run directory this command claimed, unless training saved a checkpoint there."""
+        claimed, self._claimed = self._claimed, None
+        os.environ.pop(_RUN_ENV, None)
+        if claimed is None or not claimed.is_dir() or any(claimed.rglob("*.ckpt")):
+            return
+        shutil.rmtree(claimed, ignore_errors=True)
+        for directory in self._created:  # deepest first; only those this command created, and only when empty
+            with contextlib.suppress(OSError):
+                directory.rmdir()
 
 
 def default_callbacks(subcommand: str | None) -> list[Callback]:
@@ -179,6 +341,81 @@ def default_callbacks(subcommand: str | None) -> list[Callback]:
     if subcommand == "predict":
         return [ConsoleProgress(), PredictionWriter()]
     return [ConsoleProgress()]
+
+
+def _check_config_files(argv: list[str]) -> None:
+    """Refuses ``--config`` files that are not regular UTF-8 text files, before the parser reads them."""
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            check_config_file(argv[i + 1])
+        elif arg.startswith("--config="):
+            check_config_file(arg.split("=", 1)[1])
+
+
+# Trainer arguments Lightning checks only once fit runs (some with a ZeroDivisionError): what each must be.
+_TRAINER_LIMITS = {
+    "check_val_every_n_epoch": ("an integer >= 1 or null", lambda v: v is None or (isinstance(v, int) and v >= 1)),
+    "val_check_interval": ("a number > 0 or null", lambda v: v is None or v > 0),
+    "log_every_n_steps": ("an integer >= 1 or null", lambda v: v is None or v >= 1),
+    "accumulate_grad_batches": ("an integer >= 1", lambda v: v >= 1),
+    "max_steps": ("an integer >= -1 (-1: no limit)", lambda v: v is None or v >= -1),
+    "reload_dataloaders_every_n_epochs": ("an integer >= 0", lambda v: v >= 0),
+}
+
+
+def _check_config_values(config: Namespace) -> None:
+    """Checks what the parser accepts but the code cannot use: the groups' shapes, the seed, trainer limits."""
+    for group in ("model", "data", "trainer"):
+        value = config.get(group)
+        if value is not None and not isinstance(value, Namespace):
+            raise UserInputError(f"{group}: expected a mapping of its arguments, got {type(value).__name__} {value!r}")
+    seed = config.get("seed_everything")
+    if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed < 2**32:
+        raise UserInputError(f"seed_everything must be an integer from 0 to 2**32 - 1 (or true), got {seed}")
+    trainer = config.get("trainer") or Namespace()
+    for key, (requirement, ok) in _TRAINER_LIMITS.items():
+        value = trainer.get(key)
+        if isinstance(value, (int, float)) and not ok(value):
+            raise UserInputError(f"trainer.{key} must be {requirement}, got {value!r}")
+    data = config.get("data")
+    arguments = data.get("init_args") if isinstance(data, Namespace) else None
+    for key, value in vars(arguments or Namespace()).items():
+        if key.endswith("path") and isinstance(value, (str, os.PathLike)):
+            check_regular_file(f"data.{key}", value)
+
+
+def _logger_args(config: Namespace) -> Namespace | None:
+    """The ``init_args`` of the configured logger when it writes under ``save_dir/name/version`` (TensorBoard, CSV)."""
+    logger = config.trainer.get("logger")
+    arguments = logger.get("init_args") if isinstance(logger, Namespace) else None
+    if arguments is None or not {"save_dir", "name", "version"} <= set(vars(arguments)):
+        return None
+    return arguments
+
+
+def _check_processes(trainer: Trainer) -> None:
+    """Refuses more CPU processes than the machine has cores: each is a full copy of the run, competing for them."""
+    if trainer.strategy.root_device.type != "cpu" or trainer.num_devices <= 1:
+        return
+    cores = usable_cores()
+    if trainer.num_devices > cores:
+        raise UserInputError(
+            f"trainer.devices: {trainer.num_devices} processes on the CPU, and this machine can run {cores} at once;"
+            f" give at most {cores}"
+        )
+
+
+def _check_optimizer(model: Any) -> None:
+    """Builds the configured optimizer once, so that its own argument checks answer as ``model.optimizer``."""
+    factory = getattr(model, "optimizer", None)
+    if not callable(factory):
+        return
+    try:
+        factory(model.parameters())
+    except (ValueError, TypeError, RuntimeError, OverflowError) as error:
+        if isinstance(error, UserInputError):
+            raise
+        raise UserInputError(f"model.optimizer: {one_line(str(error))}") from error
 
 
 def _refuse_used_log_dir(trainer: Trainer) -> None:
@@ -214,7 +451,11 @@ def build_cli(args: ArgsType = None, run: bool = True) -> LinearRegressionCLI:
         # the function it names. LinearRegression.load_from_checkpoint(path) works without it.
         load_from_checkpoint_support=False,
         parser_class=ShortErrorParser,
-        parser_kwargs={"prog": "linreg", "description": "Linear regression fitted by SGD with PyTorch Lightning."},
+        parser_kwargs={
+            "prog": "linreg",
+            "description": "Linear regression fitted by SGD with PyTorch Lightning.",
+            "parser_mode": "yaml_bounded",
+        },
         args=args,
         run=run,
     )
@@ -225,6 +466,8 @@ def main(args: ArgsType = None) -> None:
     quiet_lightning()
     try:
         build_cli(args)
+    except NothingToDo as done:
+        _say(str(done))
     except Exception as exc:
         user_error = find_user_error(exc)
         if user_error is None:

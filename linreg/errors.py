@@ -48,9 +48,35 @@ def condense(message: str) -> str:
     return re.sub(r"\s*Given value: (.*)$", r" (given: \1)", text)
 
 
+# A quoted or bracketed value longer than this is cut in messages: a 2 MB list makes no readable line.
+_LONGEST_VALUE = 80
+_VALUE = re.compile(rf"\[[^\[\]]{{{_LONGEST_VALUE},}}\]?|'[^']{{{_LONGEST_VALUE},}}'|\"[^\"]{{{_LONGEST_VALUE},}}\"")
+
+
+def shorten_values(message: str) -> str:
+    """``message`` with each quoted or bracketed value longer than 80 characters cut, saying how long it was.
+
+    Example:
+        >>> shorten_values("got " + str([1] * 100))[:40]
+        'got [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,'
+        >>> len(shorten_values("got " + str([1] * 10_000))) < 150
+        True
+    """
+
+    def cut(match: re.Match[str]) -> str:
+        value = match.group(0)
+        return f"{value[: _LONGEST_VALUE - 20]}... ({len(value)} characters)"
+
+    return _VALUE.sub(cut, message)
+
+
 def fail(prog: str, message: str, hint: str = "", status: int = 2) -> NoReturn:
-    """Prints ``prog: error: message`` (and a hint line) to stderr and exits with ``status``."""
-    print(f"{prog}: error: {message}" + (f"\n{hint}" if hint else ""), file=sys.stderr)
+    """Prints ``prog: error: message`` (and a hint line) to stderr and exits with ``status``.
+
+    The message is one line, its long values cut (``shorten_values``) and the whole held to 400 characters.
+    """
+    line = one_line(shorten_values(message), limit=400)
+    print(f"{prog}: error: {line}" + (f"\n{hint}" if hint else ""), file=sys.stderr)
     raise SystemExit(status)
 
 

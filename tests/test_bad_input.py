@@ -1,8 +1,8 @@
 """Every kind of bad input gets one short line naming it, a non-zero exit, no traceback, and changes no file.
 
-Each case runs the command line in a directory that holds earlier results (a finished run, checkpoints
-of several kinds, config files); after the refusal every file there must be byte for byte as before,
-and no file may have been added (a new, empty directory is tolerated).
+Each case runs the command line in a directory that holds earlier results (finished runs, checkpoints
+of several kinds, config files, a FIFO); after the refusal every file there must be byte for byte as
+before, and no file or directory may have been added: a refused run leaves no ``version_N`` behind.
 """
 
 from __future__ import annotations
@@ -105,6 +105,77 @@ CASES = [
     ("csv-constant-column", [*CSV, "{d}/constant.csv", "--data.target", "y"], "column 'x2' is constant"),
     ("csv-too-few-rows", [*CSV, "{d}/tiny.csv", "--data.target", "y"], "too few"),
 ]
+CASES += [
+    # --- an optimizer's own checks, answered as the config key that built it ---
+    ("momentum-negative", [*FIT, "--model.optimizer.momentum", "-1"], "model.optimizer: Invalid momentum value"),
+    ("nesterov-without-momentum", [*FIT, "--model.optimizer.nesterov", "true"], "model.optimizer: Nesterov"),
+    (
+        "adam-betas-out-of-range",
+        [*FIT, "--model.optimizer", "Adam", "--model.optimizer.betas", "[2.0, 0.9]"],
+        "model.optimizer: Invalid beta parameter at index 0: 2.0",
+    ),
+    ("lr-beyond-float32", [*FIT, "--model.optimizer.lr", "1e308"], "model.optimizer.lr must be finite"),
+    # --- Lightning's checks that come only once fit runs ---
+    ("seed-negative", [*FIT, "--seed_everything", "-5"], "seed_everything must be an integer from 0"),
+    ("val-check-interval-zero", [*FIT, "--trainer.val_check_interval", "0"], "trainer.val_check_interval must be"),
+    ("check-val-every-zero", [*FIT, "--trainer.check_val_every_n_epoch", "0"], "trainer.check_val_every_n_epoch"),
+    # --- sizes beyond the machine ---
+    ("num-train-beyond-memory", [*FIT, "--data.num_train", "1000000000000"], "examples (num_train + num_val"),
+    ("true-w-beyond-memory", [*FIT, "--data.true_w", "300000000"], "of 300000000 features need"),
+    (
+        "cpu-processes-beyond-cores",
+        [*FIT, "--trainer.devices", "9999", "--trainer.strategy", "ddp", "--trainer.accelerator", "cpu"],
+        "trainer.devices: 9999 processes on the CPU",
+    ),
+    ("long-value-cut", [*FIT, "--data.batch_size", str(list(range(20_000)))], "characters)"),
+    # --- config files ---
+    ("config-binary", ["fit", "--config", "{d}/binary.yaml"], "--config: {d}/binary.yaml is not a text file"),
+    ("config-model-a-list", ["fit", "--config", "{d}/model_list.yaml"], ("model: ", "[1, 2]")),
+    ("config-nested-aliases", ["fit", "--config", "{d}/laughs.yaml"], "expands to more than 100000 values"),
+    ("config-fifo", ["fit", "--config", "{d}/fifo"], "--config: {d}/fifo is a FIFO"),
+    # --- files that are not regular files ---
+    ("csv-fifo", [*CSV, "{d}/fifo", "--data.target", "y"], "data.path: {d}/fifo is a FIFO"),
+    ("csv-device", [*CSV, "/dev/zero", "--data.target", "y"], "data.path: /dev/zero is a device"),
+    ("ckpt-fifo", [*FIT, "--ckpt_path", "{d}/fifo"], "ckpt_path: {d}/fifo is a FIFO"),
+    # --- statistics that overflow ---
+    (
+        "csv-target-overflows",
+        [*CSV, "{d}/huge_y.csv", "--data.target", "y"],
+        "column 'y' is too large for the statistics",
+    ),
+    (
+        "csv-feature-overflows",
+        [*CSV, "{d}/huge_x.csv", "--data.target", "y"],
+        "column 'x1' is too large for the statistics",
+    ),
+    # --- checkpoints that do not fit this run ---
+    ("ckpt-nan-weights-fit", [*FIT, "--ckpt_path", "{d}/nan.ckpt"], "{d}/nan.ckpt holds NaN or infinite weights"),
+    ("ckpt-nan-weights-predict", ["predict", "--config", "{config}", "--ckpt_path", "{d}/nan.ckpt"], "NaN or inf"),
+    ("ckpt-no-loops", [*FIT, "--ckpt_path", "{d}/no_loops.ckpt"], "{d}/no_loops.ckpt lacks loops"),
+    ("ckpt-no-version", [*FIT, "--ckpt_path", "{d}/no_version.ckpt"], "lacks pytorch-lightning_version"),
+    ("ckpt-no-optimizer", [*FIT, "--ckpt_path", "{d}/no_optimizer.ckpt"], "lacks optimizer_states"),
+    (
+        "ckpt-sgd-resumed-as-adam",
+        [*FIT, "--model.optimizer", "Adam", "--ckpt_path", "{d}/last.ckpt"],
+        "{d}/last.ckpt was trained with another optimizer",
+    ),
+    (
+        "ckpt-of-another-configuration",
+        [*FIT, "--data.batch_size", "5", "--ckpt_path", "{d}/runs/d2l/version_0/checkpoints/last.ckpt"],
+        "belongs to a run with other settings (data.batch_size 10 there, 5 here",
+    ),
+    (
+        "ckpt-csv-for-synthetic-data",
+        ["validate", "--config", "{config}", "--data.true_w", "[1.0, 2.0]", "--ckpt_path", "{d}/csv.ckpt"],
+        "{d}/csv.ckpt was trained on CSVRegressionData data",
+    ),
+    (
+        "ckpt-synthetic-for-csv-data",
+        ["validate", *CSV[1:], "{d}/good.csv", "--data.target", "y", "--ckpt_path", "{d}/two.ckpt"],
+        "{d}/two.ckpt holds no CSVRegressionData state",
+    ),
+    ("test-without-a-fit", ["test", "--config", "{config}"], "test needs trained weights and no --ckpt_path"),
+]
 if not torch.cuda.is_available():
     CASES.append(("accelerator-gpu-absent", [*FIT, "--trainer.accelerator", "gpu"], "trainer: No supported gpu"))
 if os.name == "posix" and os.geteuid() != 0:  # root reads any file
@@ -153,6 +224,27 @@ def earlier(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "constant.csv").write_text("x1,x2,y\n" + "\n".join(f"{i},3,{2 * i}" for i in range(40)) + "\n")
     (d / "tiny.csv").write_text("x1,x2,y\n1,2,3\n2,1,4\n")
 
+    checkpoint = torch.load(last, weights_only=True)
+    for name, drop in [("no_loops", "loops"), ("no_version", "pytorch-lightning_version"), ("no_optimizer", None)]:
+        torch.save({k: v for k, v in checkpoint.items() if k != (drop or "optimizer_states")}, d / f"{name}.ckpt")
+    poisoned = {**checkpoint, "state_dict": {k: v.clone() for k, v in checkpoint["state_dict"].items()}}
+    poisoned["state_dict"]["net.0.weight"][0, 1] = float("nan")
+    torch.save(poisoned, d / "nan.ckpt")
+    run_cli(*(a.format(d=d, config=D2L_CONFIG) for a in FIT), *small, "--data.true_w", "[1.0, 2.0]")
+    (d / "runs" / "d2l" / "version_2" / "checkpoints" / "last.ckpt").rename(d / "two.ckpt")
+    run_cli(*(a.format(d=d, config=D2L_CONFIG) for a in CSV), str(d / "good.csv"), "--data.target", "y", *small[4:])
+    (d / "runs" / "d2l" / "version_3" / "checkpoints" / "last.ckpt").rename(d / "csv.ckpt")
+    (d / "binary.yaml").write_bytes(bytes(range(256)) * 4)
+    (d / "model_list.yaml").write_text("model:\n  - 1\n  - 2\n")
+    laughs = ["a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    laughs += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    (d / "laughs.yaml").write_text("\n".join([*laughs, "data:", "  init_args:", "    true_w: *a8", ""]))
+    os.mkfifo(d / "fifo")
+    (d / "huge_y.csv").write_text(
+        "x1,x2,y\n" + "\n".join(f"{i},{(i * 7) % 5},{(2 * i + 1) * 1e300}" for i in range(40))
+    )
+    (d / "huge_x.csv").write_text("x1,x2,y\n" + "\n".join(f"{i * 1e300},{(i * 7) % 5},{2 * i + 1}" for i in range(40)))
+
     class Payload:
         def __reduce__(self) -> tuple[object, tuple[str]]:
             return (os.mkdir, (str(d / "pwned"),))
@@ -167,14 +259,18 @@ def _snapshot(directory: Path) -> tuple[dict[str, str], set[str]]:
     for path in directory.rglob("*"):
         if path.is_dir():
             dirs.add(str(path))
-        elif path.name != "locked.ckpt":
+        elif path.name != "locked.ckpt" and path.is_file():
             files[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
     return files, dirs
 
 
 @pytest.mark.parametrize(("args", "message"), [case[1:] for case in CASES], ids=[case[0] for case in CASES])
 def test_bad_input_is_refused_in_one_line_and_changes_nothing(
-    args: list[str], message: str, earlier: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    args: list[str],
+    message: str | tuple[str, ...],
+    earlier: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.chdir(earlier)  # anything written to the working directory would show in the snapshot too
     files_before, dirs_before = _snapshot(earlier)
@@ -184,12 +280,13 @@ def test_bad_input_is_refused_in_one_line_and_changes_nothing(
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if ": error: " in line]
     assert len(errors) == 1, err
-    assert message.format(d=earlier) in errors[0]
+    for part in (message,) if isinstance(message, str) else message:  # the key and the value, or the whole message
+        assert part.format(d=earlier) in errors[0]
     assert len(errors[0]) < 400
     assert "Traceback" not in err
     files_after, dirs_after = _snapshot(earlier)
     assert files_after == files_before  # nothing changed, nothing added
-    assert all(not any(Path(d).iterdir()) for d in dirs_after - dirs_before)  # new directories, if any, are empty
+    assert dirs_after == dirs_before  # no run directory left behind, not even an empty one
     assert not (earlier / "pwned").exists()
 
 

@@ -19,6 +19,7 @@ from matplotlib.image import imsave
 from torch import Tensor
 
 from linreg.callbacks.trainer_state import regression_data
+from linreg.checkpointing.atomic import save_atomically
 from linreg.stats.figures import parity_figure, render, residual_figure
 from linreg.validation import check_int
 
@@ -69,7 +70,8 @@ class FitPlots(Callback):
         for name, fig in figures.items():
             image = render(fig)  # drawn once, for the file and for TensorBoard
             if log_dir is not None:
-                imsave(Path(log_dir, f"{name}.png"), image)
+                # Atomically: a disk that fills mid-write leaves no truncated PNG.
+                save_atomically(image, Path(log_dir, f"{name}.png"), lambda img, file: imsave(file, img, format="png"))
             for logger in trainer.loggers:
                 if isinstance(logger, TensorBoardLogger):
                     logger.experiment.add_image(f"plots/{name}", image, trainer.global_step, dataformats="HWC")

@@ -5,9 +5,8 @@ holds everything an exact resume needs: weights, optimizer state, Lightning's lo
 training loader's position within the epoch (``ResumableDataLoader.state_dict``).
 
 Each run logs into a new ``version_N`` directory, so Lightning's own ``ckpt_path="last"``, which looks
-in the new run's empty directory, finds nothing. ``find_last_checkpoint`` looks through all runs of
-the config instead (``<save_dir>/<name>/*/checkpoints/last*.ckpt``) and takes the newest file by
-modification time, as Lightning does among the files it knows: the run that was training most recently.
+in the new run's empty directory, finds nothing; ``linreg.checkpointing.runs`` looks through the earlier
+runs of the same configuration instead.
 """
 
 from __future__ import annotations
@@ -34,14 +33,6 @@ def runs_root(trainer: Trainer) -> Path:
     """``<save_dir>/<name>``: where the logger of ``trainer`` puts every run of its config."""
     logger = trainer.loggers[0]
     return Path(logger.save_dir or trainer.default_root_dir) / str(logger.name)
-
-
-def find_last_checkpoint(trainer: Trainer) -> tuple[Path | None, str]:
-    """The newest ``last*.ckpt`` of earlier runs with this trainer's logger, and the pattern searched."""
-    root, pattern = runs_root(trainer), "*/checkpoints/last*.ckpt"
-    candidates = [path for path in root.glob(pattern) if path.is_file()]
-    newest = max(candidates, key=lambda path: (path.stat().st_mtime_ns, str(path)), default=None)
-    return newest, str(root / pattern)
 
 
 def check_lightning_checkpoint(checkpoint: Any, path: str) -> dict[str, Any]:
@@ -73,7 +64,7 @@ def check_checkpoint_fits(checkpoint: dict[str, Any], path: str, model: Lightnin
                 f"checkpoint {path} does not fit this model: {key} has shape {list(theirs[key])} there,"
                 f" {list(shape)} here{_hparam_difference(checkpoint, model)}"
             )
-    if resuming and not ("optimizer_states" in checkpoint and "loops" in checkpoint):
+    if resuming and "optimizer_states" not in checkpoint and "loops" not in checkpoint:
         raise UserInputError(f"checkpoint {path} holds the weights only (save_weights_only); fit cannot resume from it")
 
 

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from linreg.data.base import RegressionData
 from linreg.data.generate import random_weights, synthetic_data
+from linreg.limits import check_fits_in_memory
 from linreg.validation import UserInputError, check_float, check_int
 
 D2L_TRUE_W = (2.0, -3.4, 5.6, 3.2, -0.6)
@@ -49,17 +50,26 @@ class SyntheticRegressionData(RegressionData):
         seed: int = 0,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, seed)
-        if isinstance(true_w, int) and not isinstance(true_w, bool):
-            check_int("true_w (a number of random weights)", true_w, 1)
-            true_w = random_weights(true_w, torch.Generator().manual_seed(seed)).tolist()
-        if len(true_w) == 0:
-            raise UserInputError("true_w must list at least one weight, got []")
-        self._true_w = torch.tensor([check_float(f"true_w[{i}]", w) for i, w in enumerate(true_w)])
-        self._true_b = check_float("true_b", true_b)
         self.noise_std = check_float("noise_std", noise_std, 0.0)
         self.num_train = check_int("num_train", num_train, 1)
         self.num_val = check_int("num_val", num_val, 1)
         self.num_test = check_int("num_test", num_test, 0)
+        random = isinstance(true_w, int) and not isinstance(true_w, bool)
+        if random:
+            check_int("true_w (a number of random weights)", true_w, 1)
+        # Checked before anything is drawn: the splits, as float32 features and target.
+        width = true_w if random else len(true_w)  # type: ignore[arg-type]
+        examples = self.num_train + self.num_val + self.num_test
+        check_fits_in_memory(
+            f"{examples} examples (num_train + num_val + num_test) of {width} features", examples * (width + 1) * 4
+        )
+        if random:
+            self._true_w = random_weights(true_w, torch.Generator().manual_seed(seed))  # type: ignore[arg-type]
+        else:
+            if len(true_w) == 0:  # type: ignore[arg-type]
+                raise UserInputError("true_w must list at least one weight, got []")
+            self._true_w = torch.tensor([check_float(f"true_w[{i}]", w) for i, w in enumerate(true_w)])  # type: ignore[union-attr]
+        self._true_b = check_float("true_b", true_b)
 
     @property
     def input_dim(self) -> int:

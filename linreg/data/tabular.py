@@ -32,6 +32,10 @@ from linreg.stats.ols import LeastSquaresFit
 from linreg.validation import UserInputError, check_float, check_int
 
 
+# The largest magnitude whose square float64 holds (about 1.3e154), rounded down.
+_LARGEST_SQUARABLE = 1e154
+
+
 class TableRegressionData(RegressionData):
     """Train, validation and test splits of the rows of a table; ``predict`` runs on every row.
 
@@ -166,15 +170,22 @@ class TableRegressionData(RegressionData):
         """The training split's statistics; a constant column (std 0) cannot be standardised, nor learnt from.
 
         ``for_training=False``: a constant column is kept, with a std of 1 (no model is fitted to it here).
+        A column whose statistics overflow, or whose squares would (MSEs in its units), is refused by name.
         """
+        stds = [*standardizer.x_std.tolist(), standardizer.y_std]
+        means = [*standardizer.x_mean.tolist(), standardizer.y_mean]
+        for name, std, mean in zip([*self._features, self.target], stds, means, strict=True):
+            if not (abs(mean) <= _LARGEST_SQUARABLE and std <= _LARGEST_SQUARABLE):
+                raise UserInputError(
+                    f"{self.path}: column {name!r} is too large for the statistics (mean {mean:g}, standard deviation"
+                    f" {std:g}); values must stay within ±1e154, whose squares float64 holds: rescale the column"
+                )
         if not for_training:
             return replace(
                 standardizer,
                 x_std=torch.where(standardizer.x_std == 0, 1.0, standardizer.x_std),
                 y_std=standardizer.y_std or 1.0,
             )
-        stds = [*standardizer.x_std.tolist(), standardizer.y_std]
-        means = [*standardizer.x_mean.tolist(), standardizer.y_mean]
         for name, std, mean in zip([*self._features, self.target], stds, means, strict=True):
             if std == 0:
                 raise UserInputError(

@@ -1,0 +1,158 @@
+"""Run directories: which earlier run a command continues, and a new ``version_N`` claimed atomically.
+
+Every run of a config writes ``<save_dir>/<name>/version_N/`` with its resolved ``config.yaml`` and
+``checkpoints/last.ckpt``. A run's *identity* is that config apart from what only names or paces the
+output (``ckpt_path``, the logger, how often it logs or checkpoints) and how long it trains
+(``max_epochs``, ``max_steps``): two runs with the same identity train the same model on the same data
+the same way, so one can continue the other. ``--ckpt_path last`` picks the newest ``last.ckpt`` of a
+run with this run's identity, and nothing else: another configuration's weights are never resumed.
+
+Whether that run is *finished* is judged against this command's length, as Lightning's fit loop does
+(steps reached ``max_steps``, or epochs reached ``max_epochs``), so a run stopped by ``max_steps 27``
+continues to 60 under ``--trainer.max_steps 60``.
+
+A new run's directory is claimed with ``mkdir``, which exactly one process wins, so fits started at
+the same moment never share a ``version_N``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from linreg.checkpointing.io import load_safely
+from linreg.limits import bounded_yaml_load
+
+# Config keys that name, pace or display the output, or choose the checkpoint: not part of a run's identity.
+OUTPUT_KEYS = (
+    "ckpt_path",
+    "weights_only",
+    "verbose",
+    "return_predictions",
+    "checkpoint",
+    "last",
+    "trainer.logger",
+    "trainer.default_root_dir",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.enable_checkpointing",
+    "trainer.log_every_n_steps",
+    "trainer.num_sanity_val_steps",
+    "trainer.profiler",
+    "trainer.plugins",
+    "trainer.limit_test_batches",
+    "trainer.limit_predict_batches",
+    "data.init_args.eval_batch_size",
+    "data.init_args.predict_path",
+)
+# How long to train: a run continues under a longer budget.
+LENGTH_KEYS = ("trainer.max_epochs", "trainer.max_steps", "trainer.max_time", "trainer.min_epochs", "trainer.min_steps")
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        flat: dict[str, Any] = {}
+        for key, item in value.items():
+            flat.update(_flatten(item, f"{prefix}{key}."))
+        return flat
+    return {prefix.removesuffix("."): value}
+
+
+def run_identity(config: dict[str, Any]) -> dict[str, Any]:
+    """The flat config values that make a run what it is (see the module docstring); unset (None) values left out.
+
+    Example:
+        >>> run_identity({"ckpt_path": "x", "trainer": {"max_epochs": 3, "devices": 1}, "data": {"seed": 0}})
+        {'trainer.devices': 1, 'data.seed': 0}
+    """
+    ignored = (*OUTPUT_KEYS, *LENGTH_KEYS)
+    return {
+        key: value
+        for key, value in _flatten(config).items()
+        if value is not None and not any(key == k or key.startswith(k + ".") for k in ignored)
+    }
+
+
+def differences(theirs: dict[str, Any], ours: dict[str, Any], limit: int = 3) -> list[str]:
+    """``["data.init_args.batch_size 10 there, 20 here", ...]``: the identity keys that differ, at most ``limit``."""
+    keys = sorted(k for k in theirs.keys() | ours.keys() if theirs.get(k) != ours.get(k))
+    shown = [f"{k.replace('.init_args', '')} {_short(theirs.get(k))} there, {_short(ours.get(k))} here" for k in keys]
+    return shown[:limit] + ([f"{len(keys) - limit} more"] if len(keys) > limit else [])
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def read_run_config(run_dir: Path) -> dict[str, Any] | None:
+    """The ``config.yaml`` a run saved, or ``None`` where there is none or it cannot be read."""
+    try:
+        config = bounded_yaml_load((run_dir / "config.yaml").read_text())
+    except Exception:  # a damaged or foreign file: not a run this project can continue
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def progress(checkpoint: dict[str, Any]) -> tuple[int, int]:
+    """``(epochs completed, steps taken)`` of a full checkpoint, as Lightning's fit loop counts them."""
+    epochs = checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"]
+    return int(epochs), int(checkpoint["global_step"])
+
+
+def is_finished(checkpoint: dict[str, Any], max_epochs: int | None, max_steps: int) -> bool:
+    """Whether fit, given these limits, would train no further from ``checkpoint`` (Lightning's ``FitLoop.done``)."""
+    epochs, steps = progress(checkpoint)
+    if max_steps is not None and max_steps >= 0 and steps >= max_steps:
+        return True
+    return max_epochs is not None and max_epochs >= 0 and epochs >= max_epochs
+
+
+@dataclass
+class EarlierRun:
+    """A run of the same identity found under the runs root, with its ``last.ckpt`` and whether it is finished."""
+
+    directory: Path
+    checkpoint_path: Path
+    epoch: int  # the checkpoint's own epoch counter, as Lightning reports it
+    steps: int
+    finished: bool
+
+
+def earlier_runs(
+    root: Path, identity: dict[str, Any], max_epochs: int | None, max_steps: int
+) -> tuple[list[EarlierRun], int]:
+    """The runs under ``root`` with this ``identity``, newest ``last.ckpt`` first; and how many others were seen."""
+    same, others = [], 0
+    for last in root.glob("*/checkpoints/last.ckpt"):
+        run_dir = last.parent.parent
+        config = read_run_config(run_dir)
+        if config is None or run_identity(config) != identity:
+            others += 1
+            continue
+        try:
+            checkpoint = load_safely(last)
+            steps, epoch = progress(checkpoint)[1], int(checkpoint["epoch"])
+            finished = is_finished(checkpoint, max_epochs, max_steps)
+        except Exception:  # damaged, or not a full checkpoint: nothing to continue
+            others += 1
+            continue
+        with contextlib.suppress(OSError):
+            same.append((last.stat().st_mtime_ns, EarlierRun(run_dir, last, epoch, steps, finished)))
+    same.sort(key=lambda pair: (pair[0], str(pair[1].directory)), reverse=True)
+    return [run for _, run in same], others
+
+
+def claim_version(root: Path) -> int:
+    """Creates ``root/version_N`` for the next free N and returns N; ``mkdir`` makes the claim atomic."""
+    root.mkdir(parents=True, exist_ok=True)
+    while True:
+        taken = [int(p.name[8:]) for p in root.iterdir() if p.name.startswith("version_") and p.name[8:].isdigit()]
+        version = max(taken, default=-1) + 1
+        try:
+            (root / f"version_{version}").mkdir()
+        except FileExistsError:  # another process claimed it between the listing and now
+            continue
+        return version

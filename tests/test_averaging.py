@@ -1,0 +1,68 @@
+"""AveragedSGD: the reported weights are the mean of the SGD iterates from the start epoch, recorded independently."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from linreg import LinearRegression, SyntheticRegressionData
+from linreg.callbacks import AveragedSGD
+from linreg.validation import UserInputError
+
+STEPS_PER_EPOCH = 5  # 50 examples in batches of 10
+
+
+class _Iterates(pl.Callback):
+    """Records the weights after every optimizer step, and the weights each validation sees."""
+
+    def __init__(self) -> None:
+        self.after_step: list[tuple[int, torch.Tensor]] = []  # (epoch, weights)
+        self.validated: list[torch.Tensor] = []
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: LinearRegression, *args: object) -> None:
+        self.after_step.append((trainer.current_epoch, _params(pl_module)))
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: LinearRegression) -> None:
+        if not trainer.sanity_checking:
+            self.validated.append(_params(pl_module))
+
+
+def _params(model: LinearRegression) -> torch.Tensor:
+    return torch.cat([model.weight, model.bias.reshape(1)]).clone()
+
+
+def _fit(averaging: AveragedSGD, max_epochs: int = 4) -> tuple[LinearRegression, _Iterates]:
+    data = SyntheticRegressionData(true_w=3, num_train=50, num_val=10, batch_size=10)
+    torch.manual_seed(0)
+    model = LinearRegression(input_dim=3, init_std=1.0)
+    iterates = _Iterates()
+    trainer = pl.Trainer(
+        max_epochs=max_epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=[iterates, averaging],  # iterates first: it sees the SGD iterate
+    )  # fmt: skip
+    trainer.fit(model, data)
+    return model, iterates
+
+
+@pytest.mark.parametrize(("start_epoch", "first"), [(2, 2), (0.5, 2), (0, 0)])
+def test_the_final_weights_are_the_mean_of_the_iterates_from_the_start_epoch(start_epoch: float, first: int) -> None:
+    model, iterates = _fit(AveragedSGD(start_epoch=start_epoch))
+    averaged = [w for epoch, w in iterates.after_step if epoch >= first]
+    assert len(averaged) == (4 - first) * STEPS_PER_EPOCH
+    torch.testing.assert_close(_params(model), torch.stack(averaged).mean(0))
+
+
+def test_validation_sees_the_model_before_the_start_and_the_average_after() -> None:
+    _, iterates = _fit(AveragedSGD(start_epoch=2))
+    last_of_epoch = [w for i, (_, w) in enumerate(iterates.after_step) if (i + 1) % STEPS_PER_EPOCH == 0]
+    assert torch.equal(iterates.validated[0], last_of_epoch[0])  # epochs 0 and 1: the SGD iterate itself
+    assert torch.equal(iterates.validated[1], last_of_epoch[1])
+    mean_of_epoch_2 = torch.stack([w for epoch, w in iterates.after_step if epoch == 2]).mean(0)
+    torch.testing.assert_close(iterates.validated[2], mean_of_epoch_2)
+
+
+@pytest.mark.parametrize("start_epoch", [-1, 1.0, 1.5, float("nan"), True, "2"])
+def test_a_start_that_is_not_an_epoch_or_a_fraction_is_refused(start_epoch: object) -> None:
+    with pytest.raises(UserInputError, match=r"start_epoch must be an epoch \(an int >= 0\) or a fraction"):
+        AveragedSGD(start_epoch=start_epoch)  # type: ignore[arg-type]

@@ -1,0 +1,186 @@
+"""Which run a command continues, the directories it claims, and a stop on SIGTERM.
+
+``--ckpt_path last`` resumes only an unfinished run of the same configuration, answers "already finished"
+for a finished one, and starts afresh otherwise; a resume of a changed configuration is refused; SIGTERM
+saves ``last.ckpt`` and exits non-zero; runs started together never share a directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from linreg.checkpointing.interrupt import SIGTERM_STATUS
+from linreg.checkpointing.runs import claim_version
+from tests.conftest import D2L_CONFIG, ROOT, run_cli
+from tests.test_resume import SMALL, assert_same_training_state, final_state
+
+SIGTERM_AT = ("--trainer.callbacks+=tests.signals.SigtermAt", "--trainer.callbacks.step")
+
+
+def fit(save_dir: Path, *args: str) -> str:
+    """Fits the d2l config on the small data (6 steps per epoch) in-process; returns what it printed."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        run_cli("fit", "--config", str(D2L_CONFIG), "--trainer.logger.init_args.save_dir", str(save_dir), *SMALL, *args)
+    return out.getvalue()
+
+
+def runs(save_dir: Path) -> list[str]:
+    return sorted(p.name for p in (save_dir / "d2l").iterdir())
+
+
+def digest(directory: Path) -> dict[str, str]:
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in directory.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The final state of an uninterrupted run of 18 steps."""
+    save_dir = tmp_path_factory.mktemp("uninterrupted")
+    fit(save_dir)
+    return final_state(save_dir / "d2l" / "version_0")
+
+
+def test_sigterm_saves_last_ckpt_exits_non_zero_and_resumes_exactly(
+    uninterrupted: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        fit(tmp_path, *SIGTERM_AT, "8")  # mid-epoch 1, between two last.ckpt writes (every 50 steps)
+    assert exit_info.value.code == SIGTERM_STATUS
+    saved = tmp_path / "d2l" / "version_0" / "checkpoints" / "last.ckpt"
+    assert f"stopped by SIGTERM; the training state is saved in {saved}" in capsys.readouterr().err
+    assert torch.load(saved, weights_only=True)["global_step"] == 8
+    printed = fit(tmp_path, *SIGTERM_AT, "8", "--ckpt_path", "last")  # the job's same command, started again
+    assert f"--ckpt_path last: resuming from {saved} (epoch 1, step 8)" in printed
+    assert_same_training_state(uninterrupted, final_state(tmp_path / "d2l" / "version_1"))
+
+
+def test_ckpt_path_last_never_resumes_another_configuration(tmp_path: Path) -> None:
+    fit(tmp_path, "--trainer.max_epochs", "1")  # unfinished for 3 epochs, but of batch size 10
+    printed = fit(tmp_path, "--data.batch_size", "20", "--ckpt_path", "last")
+    assert "no earlier run of this configuration" in printed
+    assert "1 run of other settings left alone" in printed
+    assert final_state(tmp_path / "d2l" / "version_1")["global_step"] == 3 * 3  # 60 / 20 steps a epoch, from 0
+
+
+def test_ckpt_path_last_of_a_finished_run_says_so_and_writes_nothing(tmp_path: Path) -> None:
+    fit(tmp_path)
+    before = digest(tmp_path)
+    printed = fit(tmp_path, "--ckpt_path", "last")
+    assert printed.strip() == f"already finished: {tmp_path / 'd2l' / 'version_0'} (epoch 2, step 18); nothing was" \
+        " trained or written. Raise trainer.max_epochs or max_steps to train it further"  # fmt: skip
+    assert digest(tmp_path) == before
+    assert runs(tmp_path) == ["version_0"]
+
+
+def test_a_run_stopped_by_max_steps_extends_to_an_uninterrupted_one(tmp_path: Path) -> None:
+    steps = ("--trainer.max_epochs", "-1", "--last.every_n_train_steps", "4")
+    fit(tmp_path / "one", *steps, "--trainer.max_steps", "15")
+    fit(tmp_path / "two", *steps, "--trainer.max_steps", "9")
+    fit(tmp_path / "two", *steps, "--trainer.max_steps", "15", "--ckpt_path", "last")
+    expected = final_state(tmp_path / "one" / "d2l" / "version_0")
+    assert_same_training_state(expected, final_state(tmp_path / "two" / "d2l" / "version_1"))
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (("--data.batch_size", "20"), "data.batch_size 10 there, 20 here"),
+        (("--data.num_train", "70"), "data.num_train 60 there, 70 here"),
+        (("--data.seed", "1"), "data.seed 0 there, 1 here"),
+        (("--model.optimizer", "Adam"), "model.optimizer.class_path 'torch.optim.SGD' there, 'torch.optim.Adam' here"),
+    ],
+    ids=["batch_size", "num_train", "seed", "optimizer"],
+)
+def test_resuming_a_run_with_changed_settings_is_refused_naming_the_change(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], change: tuple[str, str], named: str
+) -> None:
+    fit(tmp_path, "--trainer.max_epochs", "1")
+    checkpoint = tmp_path / "d2l" / "version_0" / "checkpoints" / "last.ckpt"
+    with pytest.raises(SystemExit) as exit_info:
+        fit(tmp_path, *change, "--ckpt_path", str(checkpoint))
+    assert exit_info.value.code == 2
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if ": error: " in line]
+    assert f"checkpoint {checkpoint} belongs to a run with other settings ({named}" in line
+    assert runs(tmp_path) == ["version_0"]
+
+
+def test_an_sgd_checkpoint_is_not_resumed_with_adam(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fit(tmp_path, "--trainer.max_epochs", "1")
+    moved = tmp_path / "sgd.ckpt"  # away from its run's config.yaml: the checkpoint alone must tell
+    (tmp_path / "d2l" / "version_0" / "checkpoints" / "last.ckpt").rename(moved)
+    with pytest.raises(SystemExit):
+        fit(tmp_path, "--model.optimizer", "Adam", "--ckpt_path", str(moved))
+    err = capsys.readouterr().err
+    assert f"checkpoint {moved} was trained with another optimizer" in err
+    assert "KeyError" not in err
+
+
+def test_evaluating_without_a_checkpoint_uses_the_newest_finished_fit(tmp_path: Path) -> None:
+    fit(tmp_path)
+    fit(tmp_path, "--trainer.max_epochs", "1", "--data.seed", "3")  # another configuration, newer
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        run_cli("test", "--config", str(D2L_CONFIG), "--trainer.logger.init_args.save_dir", str(tmp_path), *SMALL)
+    used = tmp_path / "d2l" / "version_0" / "checkpoints" / "last.ckpt"
+    assert (
+        f"test: no --ckpt_path was given; using the newest finished fit of this configuration, {used}" in out.getvalue()
+    )
+
+
+def test_evaluating_without_any_fit_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("validate", "--config", str(D2L_CONFIG), "--trainer.logger.init_args.save_dir", str(tmp_path))
+    assert exit_info.value.code == 2
+    assert "validate needs trained weights and no --ckpt_path was given" in capsys.readouterr().err
+    assert not tmp_path.joinpath("d2l").exists()
+
+
+def _claim(root: str) -> int:
+    return claim_version(Path(root))
+
+
+def test_runs_started_together_never_share_a_directory(tmp_path: Path) -> None:
+    with multiprocessing.get_context("fork").Pool(8) as pool:
+        versions = pool.map(_claim, [str(tmp_path)] * 32)
+    assert sorted(versions) == list(range(32))
+
+
+def test_checkpointing_off_writes_no_checkpoint_file(tmp_path: Path) -> None:
+    fit(tmp_path, "--trainer.enable_checkpointing", "false")
+    assert (tmp_path / "d2l" / "version_0" / "config.yaml").is_file()  # the run itself is there
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+@pytest.mark.slow
+def test_a_real_process_sent_sigterm_exits_non_zero_and_resumes_exactly(uninterrupted: dict, tmp_path: Path) -> None:
+    args = [sys.executable, "-m", "linreg", "fit", "--config", str(D2L_CONFIG)]
+    args += ["--trainer.logger.init_args.save_dir", str(tmp_path), *SMALL, "--last.every_n_train_steps", "2"]
+    args += ["--trainer.callbacks+=tests.pacing.Pace", "--trainer.callbacks.seconds", "0.05"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    last = tmp_path / "d2l" / "version_0" / "checkpoints" / "last.ckpt"
+    with subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True) as process:
+        while not last.exists():  # training has begun
+            assert process.poll() is None, "fit ended before the signal"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGTERM)
+        err = process.communicate(timeout=120)[1]
+    assert process.returncode == SIGTERM_STATUS, err
+    assert f"stopped by SIGTERM; the training state is saved in {last}" in err
+    assert "Traceback" not in err
+    assert torch.load(last, weights_only=True)["global_step"] < 18
+    resumed = subprocess.run([*args, "--ckpt_path", "last"], env=env, capture_output=True, text=True, check=False)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert_same_training_state(uninterrupted, final_state(tmp_path / "d2l" / "version_1"))
