@@ -23,7 +23,7 @@ from torch import Tensor
 from linreg.validation import UserInputError
 
 TRAIN, VAL, TEST = 0, 1, 2
-KEY_CHUNK = 1 << 22  # positions hashed at a time when the thresholds are found
+KEY_CHUNK = 1 << 20  # positions hashed at a time when the thresholds are found (8 MB of keys each)
 
 
 def row_keys(positions: np.ndarray, seed: int) -> np.ndarray:
