@@ -31,7 +31,6 @@ from linreg.data.table import Table, read_header, read_table, select_columns
 from linreg.stats.ols import LeastSquaresFit
 from linreg.validation import UserInputError, check_float, check_int
 
-
 # The largest magnitude whose square float64 holds (about 1.3e154), rounded down.
 _LARGEST_SQUARABLE = 1e154
 
