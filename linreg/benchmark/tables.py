@@ -26,7 +26,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from linreg.benchmark.measure import run_process
-from linreg.data.streamed import available_memory
+from linreg.data.streamed import BYTES_PER_VALUE, available_memory
 from linreg.data.table import read_table
 
 MIB = 2**20
@@ -98,7 +98,7 @@ def reads(args: argparse.Namespace, work: Path) -> dict:
 
 def fits(args: argparse.Namespace, work: Path) -> dict:
     data = write_synthetic(work / "fit", args.rows, args.d, args.row_group)
-    in_memory_bytes = 24 * args.rows * (args.d + 1)
+    in_memory_bytes = BYTES_PER_VALUE * args.rows * (args.d + 1)
     modes = ["false"] + (["true"] if in_memory_bytes < 0.5 * available_memory() else [])
     results = {}
     for mode in modes:
