@@ -185,38 +185,6 @@ def test_predict_file_without_the_target_gets_predictions(fitted: dict, tmp_path
     np.testing.assert_allclose(np.array(columns["prediction"], dtype=float), expected, rtol=1e-5)
 
 
-@pytest.mark.parametrize(
-    ("text", "args", "message"),
-    [
-        (None, [], "nowhere.csv: no such file"),
-        ("a,b\n1,2\n", [], "data.csv: no column 'y' (data.target); the columns are 'a', 'b'"),
-        ("x,y\n1,2\n2,3\n3,4\n4,oops\n5,6\n", [], "data.csv: line 5, column 'y': 'oops' is not a number"),
-        ("x,y\n" + "1,2\n" * 3 + ",4\n", [], "data.csv: line 5, column 'x': the cell is empty"),
-        ("x,k,y\n" + "".join(f"{i},1,{i}\n" for i in range(20)), [], "data.csv: column 'k' is constant"),
-        ("x,y\n1,2\n2,3\n", [], "data.csv: 2 data rows are too few"),
-        ("", [], "data.csv: the file is empty"),
-    ],
-)
-def test_bad_files_stop_the_run_with_one_line_and_nothing_written(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str | None, args: list[str], message: str
-) -> None:
-    data = tmp_path / ("nowhere.csv" if text is None else "data.csv")
-    if text is not None:
-        data.write_text(text)
-    argv = csv_args(data, tmp_path / "runs")
-    argv[argv.index("--data.features") : argv.index("--data.features") + 2] = []  # every other column
-    argv[argv.index("--data.target") + 1] = "y"
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli("fit", *argv, *args)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert message in err
-    assert str(data) in err
-    assert "Traceback" not in err
-    assert len(err.strip().splitlines()) <= 3
-    assert not (tmp_path / "runs").exists()
-
-
 def test_a_bad_predict_file_leaves_no_run_directory_and_no_predictions(
     fitted: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
