@@ -30,6 +30,7 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from linreg.callbacks.dashboard import Dashboard
 from linreg.callbacks.divergence import DivergenceGuard
 from linreg.callbacks.hparams import SaveConfigAndHparams
 from linreg.callbacks.plots import FitPlots
@@ -47,7 +48,7 @@ from linreg.checkpointing.resume import (
 )
 from linreg.checkpointing.runs import EarlierRun, claim_version, earlier_runs, run_identity
 from linreg.data import RegressionData
-from linreg.errors import ShortErrorParser, causes, fail, find_user_error, one_line
+from linreg.errors import ShortErrorParser, causes, check_yaml_syntax, fail, find_user_error, one_line
 from linreg.instantiation import ConfigKeyError, run_error_key
 from linreg.limits import check_config_file, check_regular_file, check_yaml_expansion, usable_cores
 from linreg.model import LinearRegression
@@ -190,6 +191,8 @@ class LinearRegressionCLI(LightningCLI):
         for key, value in vars(getattr(optimizer, "init_args", None) or Namespace()).items():
             if isinstance(value, float) and not abs(value) <= _FLOAT32_MAX:
                 raise UserInputError(f"model.optimizer.{key} must be finite and within float32's range, got {value!r}")
+        if self.subcommand in ("validate", "test", "predict"):
+            config.trainer.logger = _without_event_files(config.trainer.logger)
         if config.checkpoint.save_last:
             raise UserInputError(
                 f"checkpoint.save_last must stay false, got {config.checkpoint.save_last!r}:"
@@ -365,19 +368,36 @@ def default_callbacks(subcommand: str | None) -> list[Callback]:
     Only those a subcommand uses: Lightning calls every callback at every hook, several times per SGD step.
     """
     if subcommand in (None, "fit"):
-        return [ConsoleProgress(), DivergenceGuard(), ParameterRecovery(), FitReport(), FitPlots()]
+        # ParameterRecovery before ConsoleProgress: the epoch line prints the loss it logs at the epoch's end.
+        return [ParameterRecovery(), ConsoleProgress(), DivergenceGuard(), FitReport(), FitPlots(), Dashboard()]
     if subcommand == "predict":
         return [ConsoleProgress(), PredictionWriter()]
     return [ConsoleProgress()]
 
 
+def _without_event_files(logger: Any) -> Any:
+    """A TensorBoardLogger's config as a CSVLogger's in the same place (``<save_dir>/<name>/version_N``).
+
+    For validate, test and predict: TensorBoard lists every directory with an event file as a run, and
+    an evaluation of a checkpoint is not one. Its metrics are printed, and kept in ``metrics.csv``, in a
+    ``version_N`` of its own.
+    """
+    if not (isinstance(logger, Namespace) and str(logger.get("class_path")).endswith("TensorBoardLogger")):
+        return logger
+    given = logger.get("init_args") or Namespace()
+    kept = {key: given.get(key) for key in ("save_dir", "name", "prefix") if key in given}
+    # A new version_N, also when the config is a fit's config.yaml, which names the fit's own version.
+    return Namespace(class_path="lightning.pytorch.loggers.CSVLogger", init_args=Namespace(**kept, version=None))
+
+
 def _check_config_files(argv: list[str]) -> None:
-    """Refuses ``--config`` files that are not regular UTF-8 text files, before the parser reads them."""
+    """Refuses ``--config`` files that are not regular UTF-8 text files or not YAML, before the parser reads them."""
     for i, arg in enumerate(argv):
-        if arg == "--config" and i + 1 < len(argv):
-            check_config_file(argv[i + 1])
-        elif arg.startswith("--config="):
-            check_config_file(arg.split("=", 1)[1])
+        path = argv[i + 1] if arg == "--config" and i + 1 < len(argv) else None
+        path = arg.split("=", 1)[1] if arg.startswith("--config=") else path
+        if path is not None:
+            check_config_file(path)
+            check_yaml_syntax(path)
 
 
 # Trainer arguments Lightning checks only once fit runs (some with a ZeroDivisionError): what each must be.

@@ -15,8 +15,10 @@ import errno
 import re
 import sys
 from contextvars import ContextVar
+from pathlib import Path
 from typing import Any, NoReturn
 
+import yaml
 from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser
@@ -135,6 +137,29 @@ def find_user_error(exc: BaseException) -> UserInputError | None:
     return None
 
 
+def check_yaml_syntax(path: str) -> None:
+    """Refuses a ``--config`` file that is not valid YAML, naming the file, line and column.
+
+    jsonargparse's own message names the text it parsed (``"<unicode string>"``), not the file.
+
+    Raises:
+        UserInputError: ``configs/x.yaml: not valid YAML: line 2, column 1: ...``.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return  # missing, unreadable or not text: answered by the checks of the file itself
+    try:
+        yaml.safe_load(text)
+    except RecursionError:  # PyYAML reads nested values recursively: thousands of levels exhaust the stack
+        raise UserInputError(f"{path}: a YAML value is nested too deeply to read") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(error, "problem", None) or one_line(str(error))
+        raise UserInputError(f"{path}: not valid YAML: {where}{problem}") from None
+
+
 # Whether a ShortErrorParser is building the config's classes: the parsers of nested classes build theirs
 # inside that call, through the outermost parser's instantiator, which knows the whole config's keys.
 _BUILDING: ContextVar[bool] = ContextVar("linreg_building", default=False)
@@ -173,4 +198,5 @@ class ShortErrorParser(LightningArgumentParser):
         if not self.exit_on_error:  # jsonargparse is trying alternatives and wants the exception back
             super().error(message, ex)
         prog = self.prog.replace(" [options]", "")
-        fail(prog, condense(message), f"(`{prog} --help` lists the accepted options)")
+        # `python -m`: the form that works without the environment's scripts on the PATH, as in the README.
+        fail(prog, condense(message), f"(`python -m {prog} --help` lists the accepted options)")

@@ -53,7 +53,8 @@ CASES = [
     ("no-subcommand", [], 'expected "subcommand" to be one of {{fit,validate,test,predict}}'),
     # --- config file ---
     ("config-missing", ["fit", "--config", "{d}/nope.yaml"], "File does not exist: '{d}/nope.yaml'"),
-    ("config-invalid-yaml", ["fit", "--config", "{d}/broken.yaml"], "Problems parsing config"),
+    ("config-invalid-yaml", ["fit", "--config", "{d}/broken.yaml"], "{d}/broken.yaml: not valid YAML: line 3"),
+    ("config-yaml-with-tab", ["fit", "--config={d}/tab.yaml"], "{d}/tab.yaml: not valid YAML: line 2, column 1"),
     ("config-not-a-mapping", ["fit", "--config", "{d}/list.yaml"], "Unexpected config"),
     # --- checkpoints ---
     ("ckpt-missing", [*FIT, "--ckpt_path", "{d}/nope.ckpt"], "checkpoint not found: {d}/nope.ckpt"),
@@ -260,6 +261,7 @@ def earlier(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "broken.yaml").write_text("trainer:\n  max_epochs: [3\n")
     (d / "typo.yaml").write_text(D2L_CONFIG.read_text().replace("max_epochs:", "max_epoch:"))
     (d / "list.yaml").write_text("- 1\n- 2\n")
+    (d / "tab.yaml").write_text("trainer:\n\tmax_epochs: 3\n")
     rows = [f"{i},{(i * 7) % 5},{2 * i + 1}" for i in range(40)]
     (d / "good.csv").write_text("x1,x2,y\n" + "\n".join(rows) + "\n")
     (d / "empty.csv").write_text("")
@@ -356,6 +358,19 @@ def test_python_dash_m_linreg_refuses_without_traceback(case: str, earlier: Path
     assert result.returncode == 2
     assert message.format(d=earlier) in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_bad_value_is_the_only_line_printed(earlier: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "linreg", "fit", "--config", str(D2L_CONFIG), "--data.batch_size", "0"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=earlier,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == ["linreg: error: batch_size must be an integer >= 1, got 0"]  # no "Seed set"
 
 
 def test_a_file_that_cannot_be_opened_is_answered_with_its_name() -> None:

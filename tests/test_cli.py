@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from linreg.data import SyntheticRegressionData
 from tests.conftest import D2L_CONFIG, ROOT, final_params, fit_d2l, run_cli
 
 TRUE_W = torch.tensor([2.0, -3.4, 5.6, 3.2, -0.6])
@@ -32,7 +34,7 @@ def test_run_directory_holds_events_config_and_checkpoints(d2l_run: Path) -> Non
     tags = events.Tags()["scalars"]
     assert {"train/loss", "val/loss"} <= set(tags)
     val_loss = [e.value for e in events.Scalars("val/loss")]
-    assert len(val_loss) == 4  # one per epoch, then the last one again at its own step, for the hparams tab
+    assert len(val_loss) == 3  # one per epoch
     assert val_loss[-1] < 3e-4  # noise_std**2 = 1e-4 is the floor
 
 
@@ -51,15 +53,22 @@ def test_running_the_same_command_twice_writes_a_new_version(tmp_path: Path) -> 
     assert runs == ["version_0", "version_1"]
 
 
-def test_epoch_lines_and_final_report_are_printed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    fit_d2l(tmp_path, "--trainer.max_epochs", "2")
+def test_output_reads_like_the_book_then_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = fit_d2l(tmp_path, "--trainer.max_epochs", "2")
     out = capsys.readouterr().out
-    assert "epoch 1/2" in out
-    assert "epoch 2/2" in out
-    assert "val/loss" in out
-    assert "w[x4]" in out
-    assert "(SGD-OLS)/SE" in out
-    assert "val mse" in out
+    # The book: `print(f"epoch {epoch + 1}, loss {l:f}")` with l the loss on the whole training set.
+    epochs = re.findall(r"^epoch (\d+), loss (\d\.\d{6})  val/loss \S+  val/r2 \S+$", out, re.MULTILINE)
+    assert [epoch for epoch, _ in epochs] == ["1", "2"]
+    data = SyntheticRegressionData(**yaml.safe_load(D2L_CONFIG.read_text())["data"]["init_args"])
+    data.setup("fit")
+    X, y = data.train_data
+    params = final_params(run_dir)
+    w, b = params["net.0.weight"].reshape(-1), params["net.0.bias"]
+    assert float(epochs[-1][1]) == pytest.approx(torch.mean((X @ w + b - y.reshape(-1)) ** 2).item(), abs=1e-6)
+    # Then `error in estimating w: {true_w - w}` and `... b: {true_b - b}`, as torch prints them.
+    assert f"error in estimating w: {TRUE_W - w}" in out
+    assert f"error in estimating b: {TRUE_B - b.reshape(1)}" in out
+    assert out.index("error in estimating b") < out.index("w[x4]")  # the richer table follows
 
 
 def test_print_config_round_trips(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +12,13 @@ import torch
 import yaml
 from matplotlib.image import imread
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.backend.event_processing.io_wrapper import GetLogdirSubdirectories
+from tensorboard.plugins.custom_scalar import layout_pb2
+from tensorboard.plugins.custom_scalar import metadata as custom_scalar_metadata
 from tensorboard.plugins.hparams import metadata
 
 from linreg.data import SyntheticRegressionData
-from tests.conftest import D2L_CONFIG, fit_d2l, run_cli
+from tests.conftest import D2L_CONFIG, final_params, fit_d2l, run_cli
 
 TRUE_W = torch.tensor([2.0, -3.4, 5.6, 3.2, -0.6])
 TRUE_B = 4.2
@@ -39,20 +43,67 @@ def _training_data(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.column_stack([X.double().numpy(), np.ones(len(X))]), y.double().numpy().reshape(-1)
 
 
-def test_recovery_curves_start_at_the_initial_weights_and_follow_every_epoch(d2l_run: Path) -> None:
+def _last(events: EventAccumulator, tag: str) -> float:
+    return max(events.Scalars(tag), key=lambda e: e.step).value
+
+
+def test_recovery_curves_start_at_the_initial_weights_and_have_a_point_wherever_the_loss_has(d2l_run: Path) -> None:
     events = _events(d2l_run)
-    curves = ["params/w_error", "params/b_error", "params/w_gap_ols", "params/b_gap_ols", "params/b"]
+    curves = ["params/w_error", "params/b_error", "params/w_gap_ols", "params/b_gap_ols", "params/b", "train/full_loss"]
     curves += [f"params/w/x{i}" for i in range(5)]
-    assert set(curves) <= set(events.Tags()["scalars"])
+    curves += [f"convergence/log10_{name}" for name in ("loss_train_full", "ols_gap_w", "ols_gap_b")]
+    loss_steps = {e.step for e in events.Scalars("train/loss")}
+    assert len(loss_steps) == 30  # every 10 of 300 steps: enough points for TensorBoard's smoothing
     for tag in curves:
-        assert len(events.Scalars(tag)) == 4, tag  # before the first step, then after each of 3 epochs
+        steps = [e.step for e in events.Scalars(tag)]
+        assert steps[0] == 0, tag  # before the first step
+        assert loss_steps <= set(steps), tag
     w_error = [e.value for e in events.Scalars("params/w_error")]
     # The weights start near 0 (std 0.01) and the bias at 0: the errors start at about |w_true| and b_true.
     assert w_error[0] == pytest.approx(TRUE_W.norm().item(), abs=0.1)
     assert events.Scalars("params/b_error")[0].value == pytest.approx(TRUE_B, abs=1e-6)
     assert w_error[-1] < 5e-3
-    final = torch.tensor([events.Scalars(f"params/w/x{i}")[-1].value for i in range(5)])
+    final = torch.tensor([_last(events, f"params/w/x{i}") for i in range(5)])
     torch.testing.assert_close(final, TRUE_W, rtol=0, atol=5e-3)
+
+
+def test_training_set_loss_is_the_mse_over_every_training_example_above_the_least_squares_floor(
+    d2l_run: Path,
+) -> None:
+    A, y = _training_data(d2l_run)
+    params = final_params(d2l_run)
+    theta = np.append(params["net.0.weight"].double().numpy().reshape(-1), params["net.0.bias"].item())
+    floor = np.mean((A @ np.linalg.lstsq(A, y, rcond=None)[0] - y) ** 2)
+    events = _events(d2l_run)
+    assert _last(events, "train/full_loss") == pytest.approx(np.mean((A @ theta - y) ** 2), rel=1e-6)
+    assert _last(events, "convergence/log10_loss_train_full") == pytest.approx(np.log10(np.mean((A @ theta - y) ** 2)))
+    for point in events.Scalars("reference/log10_loss_least_squares"):
+        assert point.value == pytest.approx(np.log10(floor))
+    val_loss = {e.step: e.value for e in events.Scalars("val/loss")}
+    for point in events.Scalars("convergence/log10_loss_val"):  # at val/loss's steps: one chart, one axis
+        assert point.value == pytest.approx(np.log10(val_loss[point.step]), abs=1e-5)
+
+
+def test_custom_scalars_draw_the_losses_against_the_least_squares_floor(d2l_run: Path) -> None:
+    events = EventAccumulator(str(d2l_run), size_guidance={"tensors": 0})
+    events.Reload()
+    config = events.Tensors(custom_scalar_metadata.CONFIG_SUMMARY_TAG)[0].tensor_proto.string_val[0]
+    layout = layout_pb2.Layout.FromString(config)
+    charts = {chart.title: list(chart.multiline.tag) for category in layout.category for chart in category.chart}
+    tags = events.Tags()["scalars"]
+
+    def drawn(title_start: str) -> set[str]:
+        title = next(t for t in charts if t.startswith(title_start))
+        return {tag for tag in tags if any(re.search(pattern, tag) for pattern in charts[title])}
+
+    assert next(iter(charts)).startswith("loss (log10)")  # the first chart of the page
+    assert drawn("loss (log10)") == {
+        "convergence/log10_loss_train_full",
+        "convergence/log10_loss_val",
+        "reference/log10_loss_least_squares",
+    }
+    assert drawn("distance from least squares") == {"convergence/log10_ols_gap_w", "convergence/log10_ols_gap_b"}
+    assert all(drawn(title) for title in charts), charts
 
 
 def test_report_ols_matches_numpy_lstsq_on_the_training_data(d2l_run: Path) -> None:
@@ -95,17 +146,18 @@ def test_hparams_tab_shows_the_run_hyperparameters_with_the_final_val_loss(d2l_r
     events = _events(d2l_run)
     content = events.PluginTagToContent(metadata.PLUGIN_NAME)
     experiment = metadata.parse_experiment_plugin_data(content[metadata.EXPERIMENT_TAG])
-    assert [info.name.tag for info in experiment.metric_infos] == ["val/loss"]
+    assert [info.name.tag for info in experiment.metric_infos] == ["val/final_loss"]
     session = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
     hparams = {name: getattr(value, value.WhichOneof("kind")) for name, value in session.hparams.items()}
-    assert hparams["model.optimizer"] == "SGD"
-    assert hparams["model.optimizer.lr"] == pytest.approx(0.03)
-    assert hparams["data.batch_size"] == 10
-    assert hparams["trainer.max_epochs"] == 3
-    assert hparams["model.input_dim"] == 5
+    # What the user tunes, whole numbers as written (the tab prints numbers as 10.000); no optimizer internals.
+    assert hparams == {
+        "model.optimizer": "SGD",
+        "model.optimizer.lr": pytest.approx(0.03),
+        "data.batch_size": "10",
+        "trainer.max_epochs": "3",
+    }
     # The tab shows the last value of the metric's curve: the val/loss of the final weights.
-    val_loss = events.Scalars("val/loss")
-    assert max(val_loss, key=lambda e: e.step).value == pytest.approx(val_loss[2].value)
+    assert [e.value for e in events.Scalars("val/final_loss")] == [pytest.approx(_last(events, "val/loss"))]
 
 
 def test_parity_and_residual_figures_are_saved_and_logged(d2l_run: Path) -> None:
@@ -118,8 +170,8 @@ def test_parity_and_residual_figures_are_saved_and_logged(d2l_run: Path) -> None
     assert {"plots/val_parity", "plots/val_residuals"} <= set(_events(d2l_run).Tags()["images"])
 
 
-@pytest.mark.parametrize("stage", ["validate", "test"])
-def test_validate_and_test_print_their_metrics(
+@pytest.mark.parametrize("stage", ["validate", "test", "predict"])
+def test_evaluating_a_checkpoint_prints_its_results_and_adds_no_run_to_tensorboard(
     stage: str, d2l_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     checkpoint = d2l_run / "checkpoints" / "last.ckpt"
@@ -132,10 +184,16 @@ def test_validate_and_test_print_their_metrics(
         "--trainer.logger.init_args.save_dir",
         str(tmp_path),
     )
-    prefix = "val" if stage == "validate" else "test"
     out = capsys.readouterr().out
+    assert list(GetLogdirSubdirectories(str(tmp_path))) == []  # TensorBoard's own list of runs
+    (run_dir,) = (tmp_path / "d2l").iterdir()  # the evaluation's record: its config and its results
+    if stage == "predict":
+        assert f"predictions: {run_dir / 'predictions.csv'}" in out
+        return
+    prefix = "val" if stage == "validate" else "test"
     for metric in ("loss", "mae", "r2"):
         assert f"{prefix}/{metric}" in out
+        assert f"{prefix}/{metric}" in (run_dir / "metrics.csv").read_text()
 
 
 def test_wide_models_get_no_per_coefficient_curves(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -153,6 +211,6 @@ def test_every_curve_shares_the_axis_of_the_training_steps(tmp_path: Path) -> No
     events.Reload()
     steps = 2 * 100  # 100 steps of 10 examples per epoch
     assert max(e.step for e in events.Scalars("train/loss")) < steps
-    assert max(e.step for e in events.Scalars("val/loss")) == steps
+    assert max(e.step for e in events.Scalars("val/loss")) == steps - 1  # Lightning's: the last step's index
     assert max(e.step for e in events.Scalars("params/w_error")) <= steps
     assert {e.step for e in events.Images("plots/val_parity")} == {steps}  # the end of fit

@@ -66,6 +66,22 @@ def test_mean_squared_error_of_any_coefficients() -> None:
     assert mean_squared_error(X, y, w, b) == pytest.approx(expected, rel=1e-12)
 
 
+@pytest.mark.parametrize("offset", [0.0, 1e4])
+def test_training_mse_from_the_moments_equals_the_mse_over_the_rows(offset: float) -> None:
+    X, y = _problem(300, 4)
+    X = X + offset  # large feature means: the centred form must not lose the excess to cancellation
+    fit = fit_least_squares(X, y)
+    A, target = np.column_stack([X.double().numpy(), np.ones(len(X))]), y.double().numpy().reshape(-1)
+    g = torch.Generator().manual_seed(1)
+    for scale in (1.0, 1e-3, 1e-6, 0.0):  # far from OLS, near it, at it
+        w = fit.w + scale * torch.randn(4, generator=g, dtype=torch.float64)
+        b = fit.b + scale * torch.randn((), generator=g, dtype=torch.float64)
+        expected = np.mean((A @ np.append(w.numpy(), b.item()) - target) ** 2)
+        excess = expected - np.mean((A @ np.linalg.lstsq(A, target, rcond=None)[0] - target) ** 2)
+        assert fit.training_mse(w, b) == pytest.approx(expected, rel=1e-9, abs=1e-12), scale
+        assert fit.training_mse(w, b) - fit.least_squares_mse == pytest.approx(excess, rel=1e-5, abs=1e-12), scale
+
+
 def test_inputs_are_left_unchanged() -> None:
     X, y = _problem(100, 3)
     X, y = X.double(), y.double()  # float64 chunks are views of the input: nothing may write to them

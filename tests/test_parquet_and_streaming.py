@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from linreg.data import TableRegressionData
-from linreg.data.splits import TRAIN, hash_split
+from linreg.data.splits import split_rows
 from linreg.data.table import read_table
 from linreg.stats.ols import Moments, fit_least_squares, least_squares_from_moments
 from linreg.validation import UserInputError
@@ -78,7 +78,7 @@ def test_streaming_statistics_and_least_squares_match_in_memory_ones_on_the_same
         # The independent truth: the rows the hash puts in training, taken from the whole table in memory.
         table = make_arrow_table()
         Z = torch.tensor(np.column_stack([table.column(c).to_numpy() for c in ("a", "b", "c", "y")]))
-        train = Z[hash_split(torch.arange(len(Z)), 0.1, 0.1, seed=0) == TRAIN]
+        train = Z[split_rows(len(Z), 0.1, 0.1, seed=0)[0]]
         torch.testing.assert_close(dm.standardizer.x_mean, train[:, :3].mean(0), rtol=1e-12, atol=0)
         torch.testing.assert_close(dm.standardizer.x_std, train[:, :3].std(0, correction=0), rtol=1e-12, atol=0)
         assert dm.standardizer.y_std == pytest.approx(train[:, 3].std(correction=0).item(), rel=1e-12)
@@ -230,3 +230,38 @@ def test_a_streaming_fit_resumed_from_a_mid_epoch_kill_point_ends_bit_identical(
             run_cli(*args, "--ckpt_path", str(checkpoint))
         resumed = tmp_path / "parquet" / f"version_{version}" / "checkpoints" / "last.ckpt"
         assert_same_training_state(final, torch.load(resumed, weights_only=True))
+
+
+@pytest.mark.parametrize("name", ["parquet", "csv"])
+def test_streaming_and_reading_whole_split_the_same_rows(files: dict[str, Path], name: str) -> None:
+    """``in_memory`` changes how the table is read, never which rows train, validate and test."""
+    whole, streamed = (
+        TableRegressionData(str(files[name]), "y", ["a", "b", "c"], in_memory=mode, eval_batch_size=128)
+        for mode in (True, False)
+    )
+    whole.setup("fit")
+    streamed.setup("fit")
+    torch.testing.assert_close(streamed.standardizer.x_mean, whole.standardizer.x_mean, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(streamed.standardizer.x_std, whole.standardizer.x_std, rtol=1e-12, atol=0)
+    # The statistics agree to float64 rounding (one pass of moments, or the rows at once); the rows to float32's.
+    same = {"rtol": 1e-6, "atol": 1e-6}
+    for split, tensors in (("val", whole.val_data), ("test", whole.test_data)):
+        rows = list(streamed.split_chunks(split))  # in table order, as the in-memory split's ascending indices
+        torch.testing.assert_close(torch.cat([x for x, _ in rows]), tensors[0], **same, msg=split)
+        torch.testing.assert_close(torch.cat([y for _, y in rows]), tensors[1], **same, msg=split)
+    trained = torch.cat([torch.cat(batch, dim=1) for batch in streamed.train_dataloader()])
+    expected = torch.cat(whole.train_data, dim=1)
+    torch.testing.assert_close(trained[trained[:, 0].argsort()], expected[expected[:, 0].argsort()], **same)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [("r5,1,2\n", r"line 7 has 3 fields, the header has 5"), ("r5,1,x,3,4\n", r"line 7, column 'b': 'x' is not a")],
+)
+def test_a_streamed_csv_file_names_its_bad_line(tmp_path: Path, line: str, message: str) -> None:
+    """Counting the rows of a streamed CSV file reads it first: its errors name the line, as a full read's do."""
+    lines = ["id,a,b,c,y\n", *(f"r{i},{i},{i % 3},{i % 5},{2 * i}\n" for i in range(40))]
+    lines[6] = line  # line 7 of the file
+    (tmp_path / "t.csv").write_text("".join(lines))
+    with pytest.raises(UserInputError, match=message):
+        TableRegressionData(str(tmp_path / "t.csv"), "y", ["a", "b", "c"], in_memory=False).setup("fit")

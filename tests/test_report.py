@@ -90,3 +90,16 @@ def test_the_report_names_the_optimizer_and_averaging_and_drops_a_remedy_already
     line = verdict(_report(_rows_at(5.0), averaged=True))
     assert line.startswith("verdict: averaged SGD stopped short")
     assert "averaging" not in line.split(";")[1]
+
+
+def test_the_book_error_lines_are_true_minus_estimate_as_float32_tensors() -> None:
+    ols = _ols([1.0, 2.0], 0.5, [0.1, 0.2, 0.05])
+    sgd = (torch.tensor([1.3, 1.9], dtype=torch.float64), torch.tensor(0.5, dtype=torch.float64))
+    rows = parameter_rows(["a", "b"], sgd, ols, (torch.tensor([1.0, 2.1]), 0.45))
+    lines = format_report(_report(rows)).splitlines()
+    # What the book's `print(f"error in estimating w: {true_w - w}")` prints for these values.
+    assert lines[0] == f"error in estimating w: {torch.tensor([1.0 - 1.3, 2.1 - 1.9])}"
+    assert lines[1] == f"error in estimating b: {torch.tensor([0.45 - 0.5])}"
+    table = {line.split()[0]: line.split() for line in lines if line.startswith(("w[", "b "))}
+    header = next(line for line in lines if line.startswith("parameter")).split()
+    assert float(table["w[a]"][header.index("true-SGD")]) == pytest.approx(-0.3)  # the sign of the book lines

@@ -154,6 +154,7 @@ def _memory(args: argparse.Namespace) -> dict:
         "tensor_mib": tensor_bytes / MIB,
         "budget_mib": tensor_bytes / MIB + 600,
         "peak_minus_tensors_mib": (peak - tensor_bytes) / MIB,
+        "within_budget": peak / MIB <= tensor_bytes / MIB + 600,
     }
 
 
@@ -177,6 +178,9 @@ def _print(mode: str, result: dict) -> None:
         )
         print(f"  tensors {result['tensor_mib']:.0f} MiB; budget tensors + 600 MiB = {result['budget_mib']:.0f} MiB")
         print(f"  peak - tensors = {result['peak_minus_tensors_mib']:.0f} MiB")
+        over = result["peak_mib"] - result["budget_mib"]
+        verdict = "within the budget" if result["within_budget"] else f"OVER the budget by {over:.0f} MiB"
+        print(f"  verdict: peak {result['peak_mib']:.0f} MiB, {verdict} of {result['budget_mib']:.0f} MiB")
 
 
 def main(argv: list[str] | None = None) -> None:

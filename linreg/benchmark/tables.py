@@ -6,13 +6,15 @@
 - fit: a synthetic data set of ``--rows`` x ``--d`` float32 (``y = X w + 1 + N(0, 0.1)``) in Parquet files
   of row groups of ``--row-group`` rows, fitted by ``python -m linreg fit --config configs/parquet.yaml``
   for ``--epochs`` epochs, streamed and (when it fits in half the free memory) in memory: whole-process
-  wall time, training rows per second over it, peak resident memory.
+  wall time, training rows per second over it, peak resident memory, and the report's largest distance
+  of the estimate from least squares in standard errors.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import sys
 import tempfile
 import time
@@ -24,8 +26,8 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from linreg.benchmark.measure import run_process
+from linreg.data.streamed import BYTES_PER_VALUE, available_memory
 from linreg.data.table import read_table
-from linreg.data.tabular import available_memory
 
 MIB = 2**20
 
@@ -96,7 +98,7 @@ def reads(args: argparse.Namespace, work: Path) -> dict:
 
 def fits(args: argparse.Namespace, work: Path) -> dict:
     data = write_synthetic(work / "fit", args.rows, args.d, args.row_group)
-    in_memory_bytes = 24 * args.rows * (args.d + 1)
+    in_memory_bytes = BYTES_PER_VALUE * args.rows * (args.d + 1)
     modes = ["false"] + (["true"] if in_memory_bytes < 0.5 * available_memory() else [])
     results = {}
     for mode in modes:
@@ -108,10 +110,13 @@ def fits(args: argparse.Namespace, work: Path) -> dict:
         ]  # fmt: skip
         wall, peak = run_process(command)
         train_rows = args.rows * 0.98 * args.epochs  # parquet.yaml holds 1% + 1% out
+        runs = (work / "runs" / "parquet").glob("version_*")
+        report = json.loads((max(runs, key=lambda p: int(p.name.split("_")[1])) / "report.json").read_text())
         results["streamed" if mode == "false" else "in_memory"] = {
             "seconds": wall,
             "rows_per_s": train_rows / wall,
             "peak_mib": peak / MIB,
+            "largest_se_from_ols": max(abs(row["sgd_minus_ols_in_se"]) for row in report["parameters"]),
         }
         print(f"  fit in_memory={mode}: {wall:.1f} s, peak {peak / MIB:.0f} MiB", file=sys.stderr)
     ratio = None
@@ -152,6 +157,7 @@ def print_tables(result: dict) -> None:
             if mode in f:
                 m = f[mode]
                 rate = f"{m['rows_per_s']:>10,.0f} rows/s"
-                print(f"  {mode:<10} {m['seconds']:7.1f} s  {rate}  peak {m['peak_mib']:6.0f} MiB")
+                se = f"largest |estimate-OLS|/SE {m['largest_se_from_ols']:.2f}"
+                print(f"  {mode:<10} {m['seconds']:7.1f} s  {rate}  peak {m['peak_mib']:6.0f} MiB  {se}")
         if f["streamed/in_memory"] is not None:
             print(f"  streamed/in_memory throughput {f['streamed/in_memory']:.2f}x")

@@ -1,7 +1,10 @@
-"""Terminal output: a progress bar on a terminal, one plain line per epoch everywhere.
+"""Terminal output: a progress bar on a terminal, one line per epoch everywhere, in the book's form.
 
-On a terminal the TQDM bar is drawn and the epoch lines are written above it; in a pipe or a log file
-there is no bar (no thousands of redraws), only the epoch lines.
+The book prints, after each epoch, the loss of the model on the whole training set
+(``epoch 1, loss 0.000357``); the epoch line starts the same way, with ``train/full_loss`` (logged by
+``ParameterRecovery``), and adds the validation metrics. On a terminal the TQDM bar is drawn and the
+epoch lines are written above it; in a pipe or a log file there is no bar (no thousands of redraws),
+only the epoch lines.
 """
 
 from __future__ import annotations
@@ -9,11 +12,14 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
+from collections.abc import Mapping
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import TQDMProgressBar
 from torch import Tensor
 from tqdm import tqdm
+
+from linreg.callbacks.recovery import FULL_LOSS
 
 
 class ConsoleProgress(TQDMProgressBar):
@@ -22,14 +28,10 @@ class ConsoleProgress(TQDMProgressBar):
     Args:
         refresh_rate: steps between bar updates; each update reads the logged metrics, which on a GPU
             waits for the device, so it is kept well above 1.
-        summary_keys: metrics shown in the epoch line, when logged.
+        summary_keys: metrics shown in the epoch line after the training loss, when logged.
     """
 
-    def __init__(
-        self,
-        refresh_rate: int = 50,
-        summary_keys: tuple[str, ...] = ("train/loss", "val/loss", "val/r2"),
-    ) -> None:
+    def __init__(self, refresh_rate: int = 50, summary_keys: tuple[str, ...] = ("val/loss", "val/r2")) -> None:
         super().__init__(refresh_rate=refresh_rate)
         self.summary_keys = summary_keys
         if not sys.stdout.isatty():
@@ -37,10 +39,11 @@ class ConsoleProgress(TQDMProgressBar):
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
+        # Read on every process: reading computes the values logged for the epoch so far, and under DDP
+        # that is a collective operation that all processes must take part in.
+        metrics = trainer.callback_metrics
         if trainer.is_global_zero:
-            self.write(
-                epoch_line(trainer.current_epoch, trainer.max_epochs, trainer.callback_metrics, self.summary_keys)
-            )
+            self.write(epoch_line(trainer.current_epoch, metrics, self.summary_keys))
 
     def write(self, line: str) -> None:
         """Prints ``line`` above the bar when one is drawn, else as a plain line."""
@@ -50,27 +53,55 @@ class ConsoleProgress(TQDMProgressBar):
             print(line, flush=True)
 
 
-def epoch_line(epoch: int, max_epochs: int | None, metrics: dict[str, Tensor], keys: tuple[str, ...]) -> str:
-    """``epoch 1/3  train/loss 0.000212  val/loss 0.000104``: the metrics among ``keys`` that were logged."""
-    of = f"/{max_epochs}" if max_epochs not in (None, -1) else ""
-    values = "  ".join(f"{key} {float(metrics[key]):.6g}" for key in keys if key in metrics)
-    return f"epoch {epoch + 1}{of}  {values}"
+def epoch_line(epoch: int, metrics: Mapping[str, Tensor | float], keys: tuple[str, ...]) -> str:
+    """``epoch 1, loss 0.000357  val/loss 0.000402  val/r2 0.999994``: the book's line, then the logged ``keys``.
+
+    ``loss`` is ``train/full_loss``, the loss on the whole training set after the epoch, as the book prints
+    it (``{loss:f}``); ``train/loss`` (the last mini-batch's) when that is all there is.
+
+    Example:
+        >>> epoch_line(0, {"train/full_loss": 0.000357, "val/loss": 0.0004}, ("val/loss", "val/r2"))
+        'epoch 1, loss 0.000357  val/loss 0.000400'
+    """
+    loss = metrics.get(FULL_LOSS, metrics.get("train/loss"))
+    line = f"epoch {epoch + 1}" + ("" if loss is None else f", loss {book_number(float(loss))}")
+    values = "".join(f"  {key} {book_number(float(metrics[key]))}" for key in keys if key in metrics)
+    return line + values
 
 
-class _DropTips(logging.Filter):
-    """Drops Lightning's advertising tips ("💡 Tip: ... try installing ..."), which a user cannot act on."""
+def book_number(value: float) -> str:
+    """``value`` as the book prints losses, ``f"{value:f}"``, or in scientific notation when that would hide it.
+
+    Example:
+        >>> book_number(0.000357), book_number(3.2e-07)
+        ('0.000357', '3.20e-07')
+    """
+    return f"{value:f}" if value == 0 or abs(value) >= 1e-5 else f"{value:.2e}"
+
+
+class _DropNoise(logging.Filter):
+    """Drops Lightning's lines that a user cannot act on.
+
+    Advertising tips ("💡 Tip: ... try installing ..."), and "Seed set to 0": the seed is in the config
+    (and the run's config.yaml), and the line would come before the one-line answer to a bad value.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("💡 Tip")
+        message = record.getMessage()
+        return not (message.startswith("💡 Tip") or "Seed set to" in message)  # "[rank: 1] Seed set to 0"
 
 
-_TIPS = _DropTips()
+_NOISE = _DropNoise()
 
 
 def quiet_lightning() -> None:
     """Keeps Lightning's console output to what a user of this project can act on (idempotent)."""
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(name).addFilter(_TIPS)  # the same filter object: added once however often called
+    for name in (
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.fabric.utilities.rank_zero",
+        "lightning.fabric.utilities.seed",
+    ):
+        logging.getLogger(name).addFilter(_NOISE)  # the same filter object: added once however often called
     # The data are tensors in memory: worker processes would only add copies between processes.
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     # Every resumed run logs into a new directory, so its best-checkpoint tracking starts afresh there (the

@@ -1,20 +1,30 @@
 """``ParameterRecovery``: the least-squares reference of a fit, and curves of SGD's way towards it.
 
 The ordinary-least-squares (OLS) solution of the training data (``linreg.stats.ols``, solved once per
-fit by the data module) is the best estimate those data allow. At the start of training and after every
-training epoch the callback logs how far the model's coefficients are from it, and from the true ones
-when the data module knows them:
+fit by the data module) is the best estimate those data allow. The callback logs how far the model is
+from it, before the first step and at every step where Lightning logs ``train/loss``
+(every ``trainer.log_every_n_steps``), so the curves have as many points as the loss curve and
+TensorBoard's smoothing has something to smooth:
 
+- ``train/full_loss``: the loss on the whole training set, the number the book prints after each
+  epoch; exact, and computed from the OLS fit's moments in ``d²`` operations rather than a pass over
+  the data (``LeastSquaresFit.training_mse``), so it costs nothing at any size;
 - ``params/w_error`` = ‖w - w_true‖ and ``params/b_error`` = |b - b_true|, when the truth is known;
 - ``params/w_gap_ols`` = ‖w - w_ols‖ and ``params/b_gap_ols`` = |b - b_ols|;
-- ``params/w/<feature>`` and ``params/b``, the coefficients themselves, for up to 16 features.
+- ``params/w/<feature>`` and ``params/b``, the coefficients themselves, for up to 16 features;
+- ``convergence/log10_*``: the training and validation losses and the two gaps on a log10 scale, where
+  the noise floor (1e-4 for the book's data) is as visible as the start; the group's name puts them
+  first in TensorBoard's Time Series; ``reference/log10_loss_least_squares``, the floor itself: the
+  loss of the least-squares solution on the training set. ``linreg.callbacks.dashboard`` draws the
+  losses and the floor on one chart, the gaps on another.
 
-Coefficients are compared in the data's own units (``RegressionData.to_original_units``). Only epoch
-hooks are used: the training step costs nothing more.
+Coefficients are compared in the data's own units (``RegressionData.to_original_units``); losses are
+in the units the model is trained in, as ``train/loss`` and ``val/loss`` are.
 """
 
 from __future__ import annotations
 
+import math
 import re
 
 import torch
@@ -23,9 +33,10 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from linreg.callbacks.trainer_state import regression_data
 from linreg.data import RegressionData
-from linreg.stats.ols import transform
 from linreg.stats.report import learned_coefficients
 from linreg.validation import check_int
+
+FULL_LOSS = "train/full_loss"
 
 
 def tag_name(feature: str) -> str:
@@ -33,8 +44,13 @@ def tag_name(feature: str) -> str:
     return re.sub(r"[^\w.-]", "_", feature)
 
 
+def log10(value: float) -> float:
+    """``log10(value)``; an exact 0 (a perfect fit of noise-free labels) is drawn at -300 rather than lost."""
+    return math.log10(max(value, 1e-300))
+
+
 class ParameterRecovery(Callback):
-    """Logs the ``params/...`` recovery curves: the model's distance from least squares (and the truth) every epoch.
+    """Logs the training-set loss and the recovery curves as often as the loss, and the log10 curves.
 
     The least-squares reference comes from the data module (``RegressionData.least_squares``), which
     solves it once per fit. It is asked for in ``setup``, before the run directory is written, so that
@@ -54,24 +70,53 @@ class ParameterRecovery(Callback):
             data.least_squares()
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # The starting point of the curves: the coefficients before the first step.
+        # The starting point of the curves: the model before the first step (self.log cannot log here).
         values = self._recovery(trainer, pl_module)
         for logger in trainer.loggers if values else []:
             logger.log_metrics(values, step=trainer.global_step)
 
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: object, batch: object, batch_idx: int
+    ) -> None:
+        # Lightning writes what a step logs every log_every_n_steps steps and drops the rest: computed only
+        # then, and logged through self.log, these points land on train/loss's steps.
+        if _is_logging_step(trainer):
+            self._log(trainer, pl_module)
+
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Every epoch ends with a point (the epoch line prints train/full_loss), unless its last step had one.
+        if not _is_logging_step(trainer):
+            self._log(trainer, pl_module)
+        val_loss = trainer.callback_metrics.get("val/loss")
+        if isinstance(trainer.datamodule, RegressionData) and val_loss is not None:
+            pl_module.log("convergence/log10_loss_val", log10(float(val_loss)), sync_dist=True)
+
+    def _log(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
         values = self._recovery(trainer, pl_module)
         if values:
             pl_module.log_dict(values, sync_dist=True)  # identical on every rank; the sync is a formality
+        return values
 
     def _recovery(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
-        """The ``params/...`` values for the model's current coefficients."""
+        """The loss on the training set and the ``params/...`` values for the model's current coefficients."""
         data = trainer.datamodule
         if not isinstance(data, RegressionData) or not data.ready:
             return {}
-        ols = transform(data.least_squares(), data.to_original_units)
+        reference = data.least_squares()
+        # The OLS point in the data's units, mapped like the model's: its standard errors are not needed here.
+        ols_w, ols_b = learned_coefficients(reference.w, reference.b, data)
+        full_loss = reference.training_mse(pl_module.weight, pl_module.bias)
         w, b = learned_coefficients(pl_module.weight, pl_module.bias, data)
-        values = {"params/w_gap_ols": (w - ols.w).norm().item(), "params/b_gap_ols": (b - ols.b).abs().item()}
+        w_gap, b_gap = (w - ols_w).norm().item(), (b - ols_b).abs().item()
+        values = {
+            FULL_LOSS: full_loss,
+            "params/w_gap_ols": w_gap,
+            "params/b_gap_ols": b_gap,
+            "convergence/log10_loss_train_full": log10(full_loss),
+            "reference/log10_loss_least_squares": log10(reference.least_squares_mse),
+            "convergence/log10_ols_gap_w": log10(w_gap),
+            "convergence/log10_ols_gap_b": log10(b_gap),
+        }
         if data.true_w is not None and data.true_b is not None:
             values["params/w_error"] = (w - data.true_w.to(torch.float64)).norm().item()
             values["params/b_error"] = abs(b.item() - data.true_b)
@@ -80,3 +125,8 @@ class ParameterRecovery(Callback):
             values.update(zip(names, w.tolist(), strict=True))
             values["params/b"] = b.item()
         return values
+
+
+def _is_logging_step(trainer: Trainer) -> bool:
+    """Whether the training step just taken is one whose logged values Lightning writes to the loggers."""
+    return trainer.log_every_n_steps > 0 and trainer.global_step % trainer.log_every_n_steps == 0

@@ -1,4 +1,4 @@
-"""Arrow columns as float64 tensors, and the first cell that is not a finite number when they cannot be.
+"""Arrow columns as float arrays (float32 kept, others float64), and the first cell that is not a finite number.
 
 Plain functions, no Lightning. Both readers (``linreg.data.table`` in memory, ``linreg.data.stream`` in
 record batches) convert their columns here, so a CSV file, a Parquet file and a directory of Parquet
@@ -34,35 +34,76 @@ class BadCell:
     reason: str
 
 
-def as_float64(column: pa.Array | pa.ChunkedArray, blank_ok: bool = False) -> Tensor | None:
-    """``column`` as a float64 tensor ``(n,)``, or None if some cell is empty, not a number or not finite.
+def as_floats(column: pa.Array | pa.ChunkedArray, blank_ok: bool = False, copy: bool = True) -> np.ndarray | None:
+    """``column`` as a numpy array, or None if some cell is empty, not a number or not finite.
+
+    float32 and float64 columns keep their type (every float32 is exactly a float64, so nothing is lost
+    and half the bytes are copied); other types are converted to float64.
 
     Args:
         column: an Arrow column of any type.
         blank_ok: empty cells (nulls, blank text) become NaN instead of refusing the column.
+        copy: an array of its own; else, where it can, a read-only view of Arrow's buffer (no copy).
 
     Example:
-        >>> as_float64(pa.array([1, 2])).tolist(), as_float64(pa.array(["1", " x"]))
+        >>> as_floats(pa.array([1, 2])).tolist(), as_floats(pa.array(["1", " x"]))
         ([1.0, 2.0], None)
     """
-    try:
-        parsed = _parse(column, blank_ok)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+    if column.null_count and not blank_ok:
         return None
-    if parsed.null_count and not blank_ok:
-        return None
-    values = _to_numpy(parsed)  # nulls (blank_ok) as NaN
-    finite = np.isfinite(values)  # numpy: one pass, no thread pool to wake for a record batch
-    if blank_ok:
-        finite |= parsed.is_null().to_numpy(zero_copy_only=False)
-    return torch.from_numpy(values) if finite.all() else None
+    if not (pa.types.is_float32(column.type) or pa.types.is_float64(column.type)):
+        try:
+            column = _parse(column, blank_ok)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+        if column.null_count and not blank_ok:
+            return None
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    if column.null_count:  # blank_ok: NaN where a cell is empty, finite numbers elsewhere
+        values = np.concatenate([chunk.to_numpy(zero_copy_only=False) for chunk in chunks])
+        finite = np.isfinite(values) | column.is_null().to_numpy(zero_copy_only=False)
+        return values if finite.all() else None
+    if not copy and len(chunks) == 1:
+        view = chunks[0].to_numpy()  # no nulls: Arrow's buffer itself
+        return view if _all_finite(view) else None
+    values = _allocate(len(column), np.float32 if pa.types.is_float32(column.type) else np.float64)
+    start = 0
+    for chunk in chunks:  # each chunk checked just after its copy, while it is in the cache
+        part = values[start : start + len(chunk)]
+        part[:] = chunk.to_numpy()
+        if not _all_finite(part):
+            return None
+        start += len(chunk)
+    return values
 
 
-def _to_numpy(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """float64 Arrow values as an array of its own (one copy; Arrow's buffers are read-only), nulls as NaN."""
-    chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
-    arrays = [chunk.to_numpy(zero_copy_only=False) for chunk in chunks]
-    return np.concatenate(arrays) if arrays else np.empty(0)
+def as_float64(column: pa.Array | pa.ChunkedArray, blank_ok: bool = False) -> Tensor | None:
+    """``as_floats`` as a float64 tensor ``(n,)``.
+
+    Example:
+        >>> as_float64(pa.array([1.5], pa.float32())).dtype
+        torch.float64
+    """
+    values = as_floats(column, blank_ok)
+    return None if values is None else torch.from_numpy(values).double()
+
+
+def _allocate(n: int, dtype: type[np.floating]) -> np.ndarray:
+    """A writable array from Arrow's memory pool, which keeps freed memory for reuse: a table read again (as
+    when a run validates, tests and predicts) is not paid for again in fresh pages, which the kernel must
+    zero one fault at a time (numpy's large arrays get fresh pages: 8x slower to fill than the copy itself)."""
+    if n == 0:
+        return np.empty(0, dtype)
+    return np.frombuffer(pa.allocate_buffer(n * np.dtype(dtype).itemsize), dtype)
+
+
+def _all_finite(values: np.ndarray) -> bool:
+    """Whether every value is finite, in one pass without a temporary where it can.
+
+    A NaN or an infinity makes the float64 sum non-finite, and finite float32 values cannot overflow it;
+    only float64 values near the largest can, and then every value is checked.
+    """
+    return bool(np.isfinite(values.sum(dtype=np.float64))) or bool(np.isfinite(values).all())
 
 
 def first_bad_cell(columns: Mapping[str, pa.Array | pa.ChunkedArray], blank_ok: Sequence[str] = ()) -> BadCell | None:

@@ -1,13 +1,20 @@
-"""How rows are split into training, validation and test sets: by a seeded permutation, or by a seeded hash.
+"""How rows are split into training, validation and test sets: by the rank of a seeded hash of each row's position.
 
-Plain functions, no Lightning. A table held in memory is split by a permutation (``split_rows``): exact
-sizes, at least one row per split, good for small tables. A streamed table is never held whole, so each
-row decides alone (``hash_split``): a hash of its position in the table and the seed, read as a number
-in [0, 1), puts it in a split. The same row lands in the same split in every epoch, process and run;
-the sizes follow the fractions up to sampling noise (±0.1% of a million rows).
+Plain functions, no Lightning. Every row gets a key, a seeded hash of its position in the table
+(``row_keys``; the SplitMix64 finaliser, a bijection of 64-bit integers, so no two rows share a key).
+The ``num_val`` rows of smallest key are the validation split, the next ``num_test`` the test split, the
+rest training (``SplitPlan``). The sizes are exact (``round(fraction * rows)``, at least one row for a
+positive fraction), and a row's split depends only on its position, the number of rows and the seed.
+
+A table read whole and a table streamed from disk are split alike, row for row: the plan needs only the
+number of rows (Parquet's metadata has it), and two thresholds on the key, found from the keys of all
+positions without reading the table (``SplitPlan.of``, in chunks; memory grows with the validation and
+test rows, not the table). So ``--data.in_memory`` changes speed and memory, never which rows train.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -16,53 +23,85 @@ from torch import Tensor
 from linreg.validation import UserInputError
 
 TRAIN, VAL, TEST = 0, 1, 2
+KEY_CHUNK = 1 << 20  # positions hashed at a time when the thresholds are found (8 MB of keys each)
+
+
+def row_keys(positions: np.ndarray, seed: int) -> np.ndarray:
+    """The key of each row, uint64, from its position (int64) and ``seed``: distinct positions, distinct keys.
+
+    Example:
+        >>> keys = row_keys(np.arange(5), seed=0)
+        >>> len(set(keys.tolist())), keys.dtype
+        (5, dtype('uint64'))
+    """
+    with np.errstate(over="ignore"):  # uint64 arithmetic wraps around, as the hash intends
+        z = positions.astype(np.uint64) + np.uint64(seed % 2**64) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """The split of every row of a table of ``num_rows`` rows: keys below ``val_below`` validate, keys from
+    there below ``test_below`` test, the others train."""
+
+    num_rows: int
+    counts: tuple[int, int, int]  # rows of TRAIN, VAL, TEST
+    seed: int
+    val_below: int
+    test_below: int
+
+    @classmethod
+    def of(
+        cls, num_rows: int, val_fraction: float, test_fraction: float, seed: int, source: str = "the table"
+    ) -> SplitPlan:
+        """The plan for ``num_rows`` rows; a split with a positive fraction gets at least one row, training two.
+
+        Raises:
+            UserInputError: if ``num_rows`` is too few for that.
+
+        Example:
+            >>> SplitPlan.of(10, 0.2, 0.1, seed=0).counts
+            (7, 2, 1)
+        """
+        num_val = max(1, round(val_fraction * num_rows)) if val_fraction > 0 else 0
+        num_test = max(1, round(test_fraction * num_rows)) if test_fraction > 0 else 0
+        num_train = num_rows - num_val - num_test
+        if num_train < 2:
+            needed = 2 + (val_fraction > 0) + (test_fraction > 0)
+            raise UserInputError(
+                f"{source}: {num_rows} data rows are too few; val_fraction={val_fraction:g} and"
+                f" test_fraction={test_fraction:g} need at least {needed} (2 of them for training)"
+            )
+        held_out = num_val + num_test
+        smallest = np.empty(0, dtype=np.uint64)  # the held_out + 1 smallest keys so far
+        for start in range(0, num_rows, KEY_CHUNK):
+            keys = np.concatenate([smallest, row_keys(np.arange(start, min(start + KEY_CHUNK, num_rows)), seed)])
+            smallest = np.partition(keys, held_out)[: held_out + 1] if len(keys) > held_out + 1 else keys
+        smallest.sort()
+        return cls(num_rows, (num_train, num_val, num_test), seed, int(smallest[num_val]), int(smallest[held_out]))
+
+    def of_rows(self, first: int, count: int) -> np.ndarray:
+        """The split (``TRAIN``, ``VAL`` or ``TEST``, int8) of the ``count`` rows from position ``first`` on."""
+        keys = row_keys(np.arange(first, first + count), self.seed)
+        split = np.full(count, TRAIN, dtype=np.int8)
+        split[keys < np.uint64(self.test_below)] = TEST
+        split[keys < np.uint64(self.val_below)] = VAL
+        return split
 
 
 def split_rows(
     num_rows: int, val_fraction: float, test_fraction: float, seed: int, source: str = "the table"
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Row indices of the training, validation and test splits: a permutation drawn from ``seed``, cut in three.
-
-    A split with a positive fraction gets at least one row; the training split, the rest, at least two.
+    """Row indices of the training, validation and test splits (ascending), as ``SplitPlan`` assigns them.
 
     Raises:
-        UserInputError: if ``num_rows`` is too few for that.
+        UserInputError: if ``num_rows`` is too few (see ``SplitPlan.of``).
 
     Example:
         >>> [len(part) for part in split_rows(10, 0.2, 0.1, seed=0)]
         [7, 2, 1]
     """
-    num_val = max(1, round(val_fraction * num_rows)) if val_fraction > 0 else 0
-    num_test = max(1, round(test_fraction * num_rows)) if test_fraction > 0 else 0
-    num_train = num_rows - num_val - num_test
-    if num_train < 2:
-        needed = 2 + (val_fraction > 0) + (test_fraction > 0)
-        raise UserInputError(
-            f"{source}: {num_rows} data rows are too few; val_fraction={val_fraction:g} and"
-            f" test_fraction={test_fraction:g} need at least {needed} (2 of them for training)"
-        )
-    order = torch.randperm(num_rows, generator=torch.Generator().manual_seed(seed))
-    return order[:num_train], order[num_train : num_train + num_val], order[num_train + num_val :]
-
-
-def hash_split(positions: Tensor, val_fraction: float, test_fraction: float, seed: int) -> Tensor:
-    """The split of each row, ``TRAIN``, ``VAL`` or ``TEST`` (int8, shape of ``positions``), from its position.
-
-    The SplitMix64 finaliser of ``position + seed * golden ratio`` gives 53 uniform bits per row; rows
-    below ``val_fraction`` go to validation, the next ``test_fraction`` to test, the rest to training.
-
-    Example:
-        >>> split = hash_split(torch.arange(100_000), 0.1, 0.2, seed=0)
-        >>> [round((split == s).float().mean().item(), 2) for s in (TRAIN, VAL, TEST)]
-        [0.7, 0.1, 0.2]
-    """
-    with np.errstate(over="ignore"):  # uint64 arithmetic wraps around, as the hash intends
-        z = positions.numpy().astype(np.uint64) + np.uint64(seed % 2**64) * np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    uniform = torch.from_numpy((z >> np.uint64(11)).astype(np.float64) / 2.0**53)
-    split = torch.full(positions.shape, TRAIN, dtype=torch.int8)
-    split[uniform < val_fraction + test_fraction] = TEST
-    split[uniform < val_fraction] = VAL
-    return split
+    split = torch.from_numpy(SplitPlan.of(num_rows, val_fraction, test_fraction, seed, source).of_rows(0, num_rows))
+    return tuple(torch.nonzero(split == s).view(-1) for s in (TRAIN, VAL, TEST))  # type: ignore[return-value]

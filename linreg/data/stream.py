@@ -7,17 +7,18 @@ loader protocol Lightning uses (``__iter__``, ``__len__``, ``state_dict``/``load
 - A table is cut in **pieces** read whole: each row group of each Parquet file (``ParquetFile.iter_batches``,
   in record batches of ``BATCH_ROWS``), or a whole CSV file (``pyarrow.csv.open_csv``). Under DDP each
   process reads every ``world_size``-th piece: processes on several machines share one data set.
-- Each row's split comes from a hash of its position (``linreg.data.splits.hash_split``): nothing is
-  materialised to split the table.
+- Each row's split comes from a hash of its position (``linreg.data.splits.SplitPlan``), as for a table
+  read whole: nothing is materialised to split the table, and the split is the same in both modes.
 - ``scan`` reads the table once: it checks every cell, counts each split per piece, and accumulates the
   training split's ``Moments`` (standardisation statistics and least squares, in float64).
 - ``StreamLoader`` yields mini-batches: each epoch, its pieces in a seeded order, rows shuffled within a
-  buffer of ``shuffle_buffer`` rows. Memory holds the buffer and one record batch, whatever the table's size.
+  buffer of ``shuffle_buffer`` float32 rows. Memory holds the buffer and one record batch, whatever the
+  table's size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,9 +29,9 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
-from linreg.data.cells import as_float64, first_bad_cell
+from linreg.data.cells import as_floats, first_bad_cell
 from linreg.data.csv_text import arrow_options, diagnose, read_csv_header
-from linreg.data.splits import hash_split
+from linreg.data.splits import TRAIN, SplitPlan
 from linreg.data.table import is_parquet, parquet_files
 from linreg.stats.ols import Moments
 from linreg.validation import UserInputError
@@ -62,9 +63,10 @@ def pieces(path: str) -> list[Piece]:
     return result
 
 
-def read_piece(piece: Piece, names: Sequence[str], first_row: int = 0) -> Iterator[tuple[int, Tensor]]:
-    """The rows of ``piece`` as ``(position of the first, float64 (rows, len(names)))`` record batches, checked.
+def read_piece(piece: Piece, names: Sequence[str], first_row: int = 0) -> Iterator[tuple[int, list[np.ndarray]]]:
+    """The rows of ``piece`` as ``(position of the first, one float array per name)`` record batches, checked.
 
+    The arrays are read-only views of Arrow's buffers where the column is float32 or float64 (no copy).
     ``first_row`` is the table position of a CSV file's first row (its piece does not know it).
 
     Raises:
@@ -72,11 +74,28 @@ def read_piece(piece: Piece, names: Sequence[str], first_row: int = 0) -> Iterat
     """
     position = piece.first_row if piece.row_group is not None else first_row
     for batch in _record_batches(piece, names):
-        columns = [as_float64(batch.column(i)) for i in range(len(names))]
-        if any(column is None for column in columns):
+        columns = [as_floats(batch.column(i), copy=False) for i in range(len(names))]
+        if any(column is None for column in columns):  # found fast; named by the slower path
             raise _bad_batch(piece, names, batch, position - piece.first_row + piece.first_row_in_file)
-        yield position, torch.from_numpy(np.stack([c.numpy() for c in columns], axis=1))  # type: ignore[union-attr]
+        yield position, columns  # type: ignore[misc]
         position += batch.num_rows
+
+
+def count_rows(path: str, names: Sequence[str]) -> int:
+    """Data rows of the table: from Parquet's metadata, or by reading a CSV file once (one column, as text).
+
+    Raises:
+        UserInputError: a CSV row Arrow cannot read, named by its line (a cell of ``names`` before it first).
+    """
+    if is_parquet(path):
+        return sum(metadata.num_rows for _, metadata in parquet_files(path))
+    header, header_lines = read_csv_header(path)
+    read, parse, convert = arrow_options(header, header_lines, names[:1], as_text=True)
+    try:
+        with pa_csv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert) as reader:
+            return sum(batch.num_rows for batch in reader)
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        raise UserInputError(diagnose(path, header, names, []) or f"{path}: {exc}") from None
 
 
 def _record_batches(piece: Piece, names: Sequence[str]) -> Iterator[pa.RecordBatch]:
@@ -111,33 +130,42 @@ class Scan:
     moments: Moments  # of the training rows' columns, features then target
 
 
-def scan(path: str, names: Sequence[str], val_fraction: float, test_fraction: float, seed: int) -> Scan:
-    """Reads the table once: checks every cell, counts the splits, accumulates the training moments."""
+def scan(path: str, names: Sequence[str], plan: SplitPlan) -> Scan:
+    """Reads the table once: checks every cell, counts the splits, accumulates the training moments (float64)."""
     moments, counts, first_rows, position = Moments.empty(len(names)), [], [], 0
     for piece in pieces(path):
         first_rows.append(piece.first_row if piece.row_group is not None else position)
-        count = [0, 0, 0]
-        for start, Z in read_piece(piece, names, first_rows[-1]):
-            split = hash_split(torch.arange(start, start + len(Z)), val_fraction, test_fraction, seed)
-            moments.update(Z[split == 0])
-            count = [c + int((split == s).sum()) for s, c in enumerate(count)]
-            position = start + len(Z)
-        counts.append(count)
+        count = np.zeros(3, dtype=np.int64)
+        for start, columns in read_piece(piece, names, first_rows[-1]):
+            split = plan.of_rows(start, len(columns[0]))
+            train = split == TRAIN
+            Z = np.empty((int(train.sum()), len(names)))  # the training rows, float64: one copy
+            for j, column in enumerate(columns):
+                Z[:, j] = column[train]
+            moments.update(torch.from_numpy(Z))
+            count += np.bincount(split, minlength=3)
+            position = start + len(split)
+        counts.append(count.tolist())
     return Scan(counts, first_rows, moments)
 
 
 class StreamLoader:
     """Mini-batches of one split of a streamed table, resumable mid-epoch; Lightning's ``sampler`` protocol.
 
+    Rows are standardised as they are read (in float64, as ``Standardizer`` does, then rounded to float32)
+    into one float32 buffer of ``shuffle_buffer`` rows; a full buffer is cut into batches in a seeded random
+    order (gathered, so the buffer itself is never copied), the rows short of a whole batch staying for the
+    next fill. Memory: the buffer (4 bytes x columns x rows) and one record batch, whatever the table's size.
+
     Args:
         path: the table.
         names: its columns to read, features then target.
         pieces_and_rows: ``(piece, first table position, rows of this split)`` of this process's pieces.
-        split: ``TRAIN``, ``VAL`` or ``TEST``; ``fractions``: ``(val_fraction, test_fraction)``.
-        to_model_units: ``(rows, k)`` float64 -> ``(X, y)`` in the units the model is trained in.
+        split: ``TRAIN``, ``VAL`` or ``TEST``; ``plan``: the split of every row.
+        shift, scale: per column of ``names``, the model's units are ``(value - shift) / scale``.
         batch_size: rows per batch; ``num_batches``: batches per epoch (equal on every process under DDP).
         shuffle: seeded piece order and a shuffle buffer of ``shuffle_buffer`` rows; else table order.
-        seed: seeds the split and every epoch's order (with the epoch and the process rank).
+        seed: seeds every epoch's order (with the epoch and the process rank).
     """
 
     def __init__(
@@ -146,8 +174,9 @@ class StreamLoader:
         names: Sequence[str],
         pieces_and_rows: Sequence[tuple[Piece, int, int]],
         split: int,
-        fractions: tuple[float, float],
-        to_model_units: Callable[[Tensor], tuple[Tensor, ...]],
+        plan: SplitPlan,
+        shift: np.ndarray,
+        scale: np.ndarray,
         batch_size: int,
         num_batches: int,
         shuffle: bool,
@@ -155,8 +184,8 @@ class StreamLoader:
         rank: int = 0,
         shuffle_buffer: int = 1 << 18,
     ) -> None:
-        self.path, self.names, self.pieces, self.split = path, list(names), list(pieces_and_rows), split
-        self.fractions, self.to_model_units = fractions, to_model_units
+        self.path, self.names, self.pieces = path, list(names), list(pieces_and_rows)
+        self.split, self.plan, self.shift, self.scale = split, plan, shift, scale
         self.batch_size, self.num_batches, self.shuffle, self.seed, self.rank = (
             batch_size,
             num_batches,
@@ -179,7 +208,7 @@ class StreamLoader:
     def __len__(self) -> int:
         return self.num_batches
 
-    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         skip = self._batches_to_skip()
         self._batches_done = 0
         for batch in self._rows_in_batches():
@@ -189,32 +218,50 @@ class StreamLoader:
             if self._batches_done > skip:
                 yield batch
 
-    def _rows_in_batches(self) -> Iterator[tuple[Tensor, ...]]:
+    def _rows_in_batches(self) -> Iterator[tuple[Tensor, Tensor]]:
         """The split's rows in model units, ``batch_size`` at a time: the pieces in this epoch's order, buffered."""
         rng = np.random.default_rng([self.seed, self.epoch, self.rank])
         order = rng.permutation(len(self.pieces)) if self.shuffle else range(len(self.pieces))
-        buffered: list[Tensor] = []
-        rows = 0
+        d = len(self.names) - 1
+        X, y = np.empty((self.shuffle_buffer, d), np.float32), np.empty((self.shuffle_buffer, 1), np.float32)
+        targets = [X[:, j] for j in range(d)] + [y[:, 0]]  # views: written column by column
+        filled = 0
         for i in order:
             piece, first_row, _ = self.pieces[i]
-            for start, Z in read_piece(piece, self.names, first_row):
-                split = hash_split(torch.arange(start, start + len(Z)), *self.fractions, self.seed)
-                buffered.append(Z[split == self.split])
-                rows += buffered[-1].shape[0]
-                if rows >= self.shuffle_buffer:
-                    block = self._mixed(torch.cat(buffered), rng)
-                    whole = block.shape[0] - block.shape[0] % self.batch_size
-                    yield from self._batches(block[:whole])
-                    buffered, rows = [block[whole:]], block.shape[0] - whole
-        if rows:
-            yield from self._batches(self._mixed(torch.cat(buffered), rng))
+            for start, columns in read_piece(piece, self.names, first_row):
+                keep = self.plan.of_rows(start, len(columns[0])) == self.split
+                rows = [column[keep] for column in columns]
+                done, count = 0, len(rows[0])
+                while done < count:
+                    step = min(count - done, self.shuffle_buffer - filled)
+                    for j, (column, target) in enumerate(zip(rows, targets, strict=True)):
+                        # float64 arithmetic rounded once to float32, as Standardizer.transform_x(...).float()
+                        values = np.subtract(column[done : done + step], self.shift[j], dtype=np.float64)
+                        target[filled : filled + step] = values / self.scale[j]
+                    filled, done = filled + step, done + step
+                    if filled == self.shuffle_buffer:
+                        filled = yield from self._drain(X, y, filled, rng, last=False)
+        if filled:
+            yield from self._drain(X, y, filled, rng, last=True)
 
-    def _batches(self, block: Tensor) -> Iterator[tuple[Tensor, ...]]:
-        """A block of rows converted at once (one call, not one per batch), then cut into batches (views)."""
-        yield from zip(*(t.split(self.batch_size) for t in self.to_model_units(block)), strict=True)
+    def _drain(
+        self, X: np.ndarray, y: np.ndarray, filled: int, rng: np.random.Generator, last: bool
+    ) -> Generator[tuple[Tensor, Tensor], None, int]:
+        """Batches of the buffer's ``filled`` rows in a random order; the rest (short of a batch) moved to its front.
 
-    def _mixed(self, block: Tensor, rng: np.random.Generator) -> Tensor:
-        return block[torch.from_numpy(rng.permutation(block.shape[0]))] if self.shuffle else block
+        Gathered by numpy: one thread, no thread pool to wake per batch (torch's costs more than the copy).
+
+        Returns:
+            The rows left in the buffer.
+        """
+        order = rng.permutation(filled) if self.shuffle else np.arange(filled)
+        whole = filled if last else filled - filled % self.batch_size
+        for start in range(0, whole, self.batch_size):
+            rows = order[start : min(start + self.batch_size, whole)]
+            yield torch.from_numpy(X[rows]), torch.from_numpy(y[rows])  # copies: the buffer is refilled under them
+        rest = order[whole:]
+        X[: len(rest)], y[: len(rest)] = X[rest], y[rest]
+        return len(rest)
 
     def _batches_to_skip(self) -> int:
         state, self._resume_from = self._resume_from, None

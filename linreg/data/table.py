@@ -5,7 +5,7 @@ A table is a CSV file (``.csv``, or gzipped ``.csv.gz``), a Parquet file, or a d
 starting with ``_`` or ``.``, such as ``_SUCCESS``, are skipped). Plain functions, no Lightning.
 
 ``pyarrow`` reads all of them: ``pyarrow.csv`` for CSV and ``pyarrow.parquet``/``pyarrow.dataset`` for
-Parquet, into float64 columns (``linreg.data.cells`` converts and checks them). Only the columns asked
+Parquet, into float columns (``linreg.data.cells`` converts and checks them). Only the columns asked
 for are converted; others may hold anything. Every problem is a ``UserInputError`` naming the file and,
 where there is one, the line of a CSV file (numbered as an editor numbers it, the header being line 1)
 or the row of a Parquet file (counting from 0, as pandas and Arrow index rows), and the column.
@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
-from linreg.data.cells import as_float64, first_bad_cell
+from linreg.data.cells import as_floats, first_bad_cell
 from linreg.data.csv_text import arrow_options, diagnose, read_csv_header, record_lines
 from linreg.validation import UserInputError
 
@@ -37,7 +37,8 @@ class Table:
     """Numeric columns read from a table.
 
     Attributes:
-        columns: column name -> values, shape ``(n,)``, float64. An optional column missing from the
+        columns: column name -> values, shape ``(n,)``: float32 where the file stores float32 (exact),
+            else float64. An optional column missing from the
             file is missing here too; blank cells of an optional column are NaN.
         path: the file or directory read.
         is_csv: a CSV file (rows located by line) or Parquet (rows located by position).
@@ -172,10 +173,14 @@ def read_table(path: str | Path, required: Sequence[str], optional: Sequence[str
     arrow = _read_csv(path, header, header_lines, names, blank_ok) if csv_file else _read_parquet(path, names)
     if arrow.num_rows == 0:
         raise UserInputError(f"{path}: the header is there but there are no data rows")
-    columns = {name: as_float64(arrow.column(name), blank_ok=name in blank_ok) for name in names}
-    if any(values is None for values in columns.values()):
-        raise _bad_rows(path, header, names, blank_ok, csv_file)
-    return Table(columns, str(path), csv_file, len(header))  # type: ignore[arg-type]
+    columns = {}
+    for name in names:  # each Arrow column is let go once copied: the peak is about one table, not two
+        values = as_floats(arrow.column(name), blank_ok=name in blank_ok)
+        arrow = arrow.drop_columns([name])
+        if values is None:  # the fast check found a bad cell; find it again to name it (a slower path)
+            raise _bad_rows(path, header, names, blank_ok, csv_file)
+        columns[name] = torch.from_numpy(values)
+    return Table(columns, str(path), csv_file, len(header))
 
 
 def require_columns(path: str | Path, header: Sequence[str], names: Sequence[str], key: str = "") -> None:

@@ -6,19 +6,17 @@ The header is read in ``__init__`` (the CLI needs ``input_dim`` before anything 
 ``test`` and ``predict`` from a checkpoint apply the transform the model was trained with, even if the
 file has changed since.
 
-A table that fits in memory is read whole (``linreg.data.table``) and split by a seeded permutation.
-One that does not is streamed from disk (``linreg.data.stream``): split row by row by a seeded hash,
-its statistics and least-squares reference accumulated in one pass, its batches read each epoch.
-``in_memory`` chooses; ``auto`` compares the table's size with the memory available.
+A table that fits in memory is read whole (``linreg.data.table``). One that does not is streamed from
+disk (``linreg.data.streamed``): its statistics and least-squares reference accumulated in one pass,
+its batches read each epoch. Both split the rows alike (``linreg.data.splits``: by a seeded hash of each
+row's position), so ``in_memory`` (``auto`` compares the table's size with the memory available)
+changes speed and memory, never which rows are trained on.
 """
 
 from __future__ import annotations
 
-import math
-import os
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -27,14 +25,12 @@ from torch import Tensor
 
 from linreg.data.base import RegressionData
 from linreg.data.scaling import Standardizer
-from linreg.data.splits import TEST, TRAIN, VAL, split_rows
-from linreg.data.stream import Scan, StreamLoader, pieces, scan
-from linreg.data.table import Table, is_parquet, parquet_files, read_header, read_table, select_columns
-from linreg.stats.ols import LeastSquaresFit, least_squares_from_moments
+from linreg.data.splits import split_rows
+from linreg.data.stream import StreamLoader
+from linreg.data.streamed import StreamedTable, exceeds_memory
+from linreg.data.table import Table, read_header, read_table, select_columns
+from linreg.stats.ols import LeastSquaresFit
 from linreg.validation import UserInputError, check_float, check_int
-
-SPLITS = {"train": TRAIN, "val": VAL, "test": TEST}
-
 
 # The largest magnitude whose square float64 holds (about 1.3e154), rounded down.
 _LARGEST_SQUARABLE = 1e154
@@ -58,7 +54,7 @@ class TableRegressionData(RegressionData):
         in_memory: ``True`` reads the table into memory; ``False`` streams it from disk every epoch;
             ``auto`` streams when its tensors would take more than half the memory available.
         shuffle_buffer: when streaming, rows shuffled together (the pieces of the table come in a new
-            order every epoch; rows mix within this many). Memory: 8 bytes x columns x this.
+            order every epoch; rows mix within this many). Memory: 4 bytes x columns x this.
 
     Example:
         >>> import tempfile, os
@@ -106,8 +102,7 @@ class TableRegressionData(RegressionData):
         self._splits: tuple[Tensor, Tensor, Tensor] | None = None  # row indices of train, val, test
         self._predict_table: Table | None = None  # the rows `predict` runs on, raw
         self._predict_x: Tensor | None = None  # ... standardised
-        self._scan: Scan | None = None  # what one pass over a streamed table found
-        self._least_squares: tuple[Standardizer, LeastSquaresFit] | None = None  # of a streamed table
+        self._streamed: StreamedTable | None = None  # a table streamed from disk, once scanned
 
     @property
     def input_dim(self) -> int:
@@ -141,13 +136,16 @@ class TableRegressionData(RegressionData):
 
     @property
     def ready(self) -> bool:
-        return self._scan is not None if self.streaming else self.train_data is not None
+        return self._streamed is not None if self.streaming else self.train_data is not None
 
     def _read(self, stage: str) -> None:
-        if self.streaming and self._scan is None:
-            self._scan = self._scan_table()
+        if self.streaming and self._streamed is None:
+            names = [*self._features, self.target]
+            self._streamed = StreamedTable(
+                self.path, names, self.val_fraction, self.test_fraction, self.seed, self.shuffle_buffer
+            )
             if self.standardizer is None:
-                self.standardizer = self._checked(self._standardizer_of(self._scan), for_training=stage == "fit")
+                self.standardizer = self._checked(self._streamed.standardizer(), for_training=stage == "fit")
         elif not self.streaming and self._table is None:
             self._table = read_table(self.path, [*self._features, self.target])
             self._splits = split_rows(len(self._table), self.val_fraction, self.test_fraction, self.seed, self.path)
@@ -167,22 +165,6 @@ class TableRegressionData(RegressionData):
                 )
             if self.streaming:
                 self._predict_x = self.standardizer.transform_x(self._x(self._predict_table)).float()
-
-    def _scan_table(self) -> Scan:
-        """One pass over a streamed table: every cell checked, the splits counted, the training moments."""
-        found = scan(self.path, [*self._features, self.target], self.val_fraction, self.test_fraction, self.seed)
-        train, val, test = (sum(count[s] for count in found.counts) for s in (TRAIN, VAL, TEST))
-        if train < 2 or (self.val_fraction > 0 and val == 0) or (self.test_fraction > 0 and test == 0):
-            raise UserInputError(
-                f"{self.path}: {train + val + test} data rows are too few; val_fraction={self.val_fraction:g} and"
-                f" test_fraction={self.test_fraction:g} left {train} for training, {val} for validation and"
-                f" {test} for test (streamed tables are split row by row; read small ones with in_memory=true)"
-            )
-        return found
-
-    def _standardizer_of(self, found: Scan) -> Standardizer:
-        mean, std, d = found.moments.mean, found.moments.std, len(self._features)
-        return Standardizer(mean[:d].clone(), std[:d].clone(), float(mean[d]), float(std[d]))
 
     def _checked(self, standardizer: Standardizer, for_training: bool) -> Standardizer:
         """The training split's statistics; a constant column (std 0) cannot be standardised, nor learnt from.
@@ -213,7 +195,10 @@ class TableRegressionData(RegressionData):
         return standardizer
 
     def _x(self, table: Table) -> Tensor:
-        return torch.stack([table.columns[name] for name in self._features], dim=1)  # (n, d), float64
+        """The feature columns as ``(n, d)``: float32 if the file stores them so (exact), else float64."""
+        columns = [table.columns[name] for name in self._features]
+        dtype = torch.float32 if all(c.dtype == torch.float32 for c in columns) else torch.float64
+        return torch.stack([c.to(dtype) for c in columns], dim=1)
 
     def _standardize(self) -> None:
         """The splits (and predict rows) in the units the model is trained in: standardised, float32."""
@@ -226,76 +211,36 @@ class TableRegressionData(RegressionData):
         if self._predict_table is not None:
             self._predict_x = self.standardizer.transform_x(self._x(self._predict_table)).float()
 
-    def _to_model_units(self, Z: Tensor) -> tuple[Tensor, Tensor]:
-        """Rows of a streamed table, ``(rows, d + 1)`` float64, as ``(X, y)`` standardised float32."""
+    def _stream(self, split: str, batch_size: int, this_process: bool = True) -> StreamLoader:
+        """A loader of one split of the streamed table; under DDP, of this process's share of it."""
+        assert self._streamed is not None, "setup() must run before the dataloaders are asked for"
         assert self.standardizer is not None
-        d = len(self._features)
-        return self.standardizer.transform_x(Z[:, :d]).float(), self.standardizer.transform_y(Z[:, d:]).float()
-
-    def _stream(
-        self, split: str, batch_size: int, rank: int = 0, world_size: int = 1, training: bool = False
-    ) -> StreamLoader:
-        """A loader of one split of the streamed table: this process's pieces, the same batch count on each."""
-        assert self._scan is not None, "setup() must run before the dataloaders are asked for"
-        every = list(zip(pieces(self.path), self._scan.first_rows, self._scan.counts, strict=True))
-        if len(every) < world_size:
-            raise UserInputError(
-                f"{self.path}: {len(every)} row group(s) to share among {world_size} processes; streaming under"
-                " DDP needs at least one each (write the table as Parquet with more, smaller row groups)"
-            )
-        share = [
-            [(p, first, count[SPLITS[split]]) for p, first, count in every[r::world_size]] for r in range(world_size)
-        ]
-        rows = [sum(n for *_, n in part) for part in share]
-        num_batches = min(math.ceil(n / batch_size) for n in rows)  # equal on every process: DDP steps together
-        return StreamLoader(
-            self.path,
-            [*self._features, self.target],
-            share[rank],
-            SPLITS[split],
-            (self.val_fraction, self.test_fraction),
-            self._to_model_units,
-            batch_size,
-            num_batches,
-            shuffle=training,
-            seed=self.seed,
-            rank=rank,
-            shuffle_buffer=self.shuffle_buffer,
-        )
-
-    def _loader_of(self, split: str, batch_size: int) -> StreamLoader:
-        trainer = self.trainer
+        trainer = self.trainer if this_process else None
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        return self._stream(split, batch_size, rank, world, training=split == "train")
+        return self._streamed.loader(split, batch_size, self.standardizer, rank, world)
 
     def train_dataloader(self) -> Any:
-        return self._loader_of("train", self.batch_size) if self.streaming else super().train_dataloader()
+        return self._stream("train", self.batch_size) if self.streaming else super().train_dataloader()
 
     def val_dataloader(self) -> Any:
-        return self._loader_of("val", self.eval_batch_size) if self.streaming else super().val_dataloader()
+        return self._stream("val", self.eval_batch_size) if self.streaming else super().val_dataloader()
 
     def test_dataloader(self) -> Any:
-        return self._loader_of("test", self.eval_batch_size) if self.streaming else super().test_dataloader()
+        return self._stream("test", self.eval_batch_size) if self.streaming else super().test_dataloader()
 
     def split_chunks(self, split: str) -> Iterator[tuple[Tensor, Tensor]] | None:
         """Every row of a split, read from disk when streaming (by this process alone)."""
         if not self.streaming:
             return super().split_chunks(split)
-        return iter(self._stream(split, self.eval_batch_size))  # type: ignore[return-value]
+        return iter(self._stream(split, self.eval_batch_size, this_process=False))
 
     def least_squares(self, device: torch.device | None = None) -> LeastSquaresFit:
         """When streaming, the fit from the moments of the pass over the table, in the model's units."""
         if not self.streaming:
             return super().least_squares(device)
-        assert self._scan is not None, "setup() comes first"
+        assert self._streamed is not None, "setup() comes first"
         assert self.standardizer is not None
-        if self._least_squares is None or self._least_squares[0] is not self.standardizer:
-            s = self.standardizer
-            shift = torch.cat([s.x_mean, torch.tensor([s.y_mean], dtype=torch.float64)])
-            scale = torch.cat([s.x_std, torch.tensor([s.y_std], dtype=torch.float64)])
-            moments = self._scan.moments.rescaled(shift, scale)
-            self._least_squares = (s, least_squares_from_moments(moments, self._features))
-        return self._least_squares[1]
+        return self._streamed.least_squares(self.standardizer)
 
     def state_dict(self) -> dict[str, Any]:
         """The standardisation statistics and the columns they belong to: plain tensors, floats and strings."""
@@ -348,31 +293,3 @@ class TableRegressionData(RegressionData):
 
 class CSVRegressionData(TableRegressionData):
     """``TableRegressionData`` under the name ``configs/csv.yaml`` and earlier checkpoints use."""
-
-
-def exceeds_memory(path: str, columns: int, fraction: float = 0.5) -> bool:
-    """Whether the tensors of ``columns`` columns of the table at ``path`` would take over ``fraction`` of the
-    memory available now.
-
-    Reading costs about 24 bytes a value (Arrow's float64, the float64 tensor, the float32 splits). The
-    rows of Parquet are known from its metadata; those of a CSV file are guessed from its size (a value
-    takes at least 2 bytes of text, a gzipped file at least 5 times less).
-    """
-    if is_parquet(path):
-        values = sum(metadata.num_rows for _, metadata in parquet_files(path)) * columns
-    else:
-        size = Path(path).stat().st_size if Path(path).is_file() else 0
-        values = size * (5 if path.endswith(".gz") else 1) // 2
-    return 24 * values > fraction * available_memory()
-
-
-def available_memory() -> int:
-    """Bytes of memory available to a new allocation (Linux's MemAvailable; free pages elsewhere)."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

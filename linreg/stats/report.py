@@ -24,8 +24,9 @@ from linreg.data import RegressionData
 from linreg.stats.ols import LeastSquaresFit, transform
 
 LEGEND = """\
-  true: the value the data were generated from.  OLS ± SE: the exact least-squares fit to the training
-  data (the best estimate they allow) and its standard error.  {tag}: the trained model ({name}).
+  true: the value the data were generated from.  true-{tag}: the error of the estimate, signed as in the
+  book.  OLS ± SE: the exact least-squares fit to the training data (the best estimate they allow) and
+  its standard error.  {tag}: the trained model ({name}).
   ({tag}-OLS)/SE: how far the model is from OLS, in standard errors. About 1 or less: what it has left
   to learn is no larger than the uncertainty that the noise in the data leaves on OLS itself.
   mse (the loss) and mae: mean squared and absolute error, lower is better; r2: 1 is a perfect fit.
@@ -58,7 +59,7 @@ def _columns(tag: str) -> list[tuple[str, Callable[[Row], str], bool]]:
         ("true", lambda r: f"{r['true']:.6g}", True),
         ("OLS ± SE", lambda r: f"{r['ols']:.6g} ± {_two_digits(r['ols_se'])}", False),
         (tag, lambda r: f"{r['sgd']:.6g}", False),
-        (f"{tag}-true", lambda r: f"{r['sgd_minus_true']:.2e}", True),
+        (f"true-{tag}", lambda r: f"{-r['sgd_minus_true']:.2e}", True),  # the book's sign
         (
             f"({tag}-OLS)/SE",
             lambda r: "-" if r["sgd_minus_ols_in_se"] is None else f"{r['sgd_minus_ols_in_se']:+.2f}",
@@ -119,6 +120,7 @@ def format_report(report: dict[str, Any], max_rows: int = 20) -> str:
     """The text of a report built by ``build_report``: the same facts as ``report.json``."""
     ols, name, tag = report["ols"], report["estimator"]["name"], report["estimator"]["tag"]
     lines = [
+        *book_error_lines(report["parameters"]),
         f"Parameters (in the data's own units): the {name} estimate against least squares (OLS) on the training data",
         "",
         *_parameter_table(report["parameters"], max_rows, tag),
@@ -132,6 +134,24 @@ def format_report(report: dict[str, Any], max_rows: int = 20) -> str:
             sgd, least_squares = models["sgd"][metric], models["ols"][metric]
             lines.append(f"{split + ' ' + metric:<22}{sgd:>13{style}}{least_squares:>13{style}}")
     return "\n".join([*lines, "", verdict(report), "", LEGEND.format(name=name, tag=tag)])
+
+
+def book_error_lines(rows: list[Row]) -> list[str]:
+    """The book's last two lines, ``error in estimating w: tensor([...])`` and ``... b``, true minus estimate.
+
+    Computed and printed as the book does, in float32 (the model's precision); none when the true values
+    are unknown.
+
+    Example:
+        >>> rows = [{"true": 2.0, "sgd": 1.9995}, {"true": 4.2, "sgd": 4.2}]
+        >>> book_error_lines(rows)
+        ['error in estimating w: tensor([0.0005])', 'error in estimating b: tensor([0.])', '']
+    """
+    if not rows or rows[0]["true"] is None:
+        return []
+    true, sgd = (torch.tensor([row[key] for row in rows], dtype=torch.float32) for key in ("true", "sgd"))
+    errors = true - sgd
+    return [f"error in estimating w: {errors[:-1]}", f"error in estimating b: {errors[-1:]}", ""]
 
 
 def verdict(report: dict[str, Any]) -> str:

@@ -1,0 +1,127 @@
+"""``StreamedTable``: what ``TableRegressionData`` does with a table it streams from disk instead of reading whole.
+
+No Lightning here. One pass over the table (``linreg.data.stream.scan``) checks every cell, counts each
+split per piece, and accumulates the training split's moments in float64; the standardisation
+statistics and the least-squares reference come from those moments. Then each split is read again
+whenever a loader is iterated. The split is ``SplitPlan``'s, the one a table read whole gets.
+
+Also here: ``exceeds_memory``, which ``in_memory=auto`` asks to choose between the two.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import torch
+
+from linreg.data.scaling import Standardizer
+from linreg.data.splits import TEST, TRAIN, VAL, SplitPlan
+from linreg.data.stream import Scan, StreamLoader, count_rows, pieces, scan
+from linreg.data.table import is_parquet, parquet_files
+from linreg.stats.ols import LeastSquaresFit, least_squares_from_moments
+from linreg.validation import UserInputError
+
+SPLITS = {"train": TRAIN, "val": VAL, "test": TEST}
+BYTES_PER_VALUE = 36  # the peak memory of reading a table whole, per value (measured: 32)
+
+
+class StreamedTable:
+    """A table's splits read from disk: one pass for checks and statistics, then a loader per split.
+
+    Args:
+        path: a CSV file or a Parquet file or directory.
+        names: the columns read, features then target.
+        val_fraction, test_fraction, seed: the split (``SplitPlan``).
+        shuffle_buffer: rows shuffled together by the training loader.
+    """
+
+    def __init__(
+        self, path: str, names: list[str], val_fraction: float, test_fraction: float, seed: int, shuffle_buffer: int
+    ) -> None:
+        self.path, self.names, self.seed, self.shuffle_buffer = path, names, seed, shuffle_buffer
+        self.plan = SplitPlan.of(count_rows(path, names), val_fraction, test_fraction, seed, path)
+        self.scan: Scan = scan(path, names, self.plan)
+        self._least_squares: tuple[Standardizer, LeastSquaresFit] | None = None
+
+    def standardizer(self) -> Standardizer:
+        """Means and standard deviations (population) of the training split, from the pass's moments."""
+        mean, std, d = self.scan.moments.mean, self.scan.moments.std, len(self.names) - 1
+        return Standardizer(mean[:d].clone(), std[:d].clone(), float(mean[d]), float(std[d]))
+
+    def loader(
+        self, split: str, batch_size: int, standardizer: Standardizer, rank: int = 0, world_size: int = 1
+    ) -> StreamLoader:
+        """A loader of one split: this process's pieces, the same batch count on every process; ``train`` shuffled."""
+        every = list(zip(pieces(self.path), self.scan.first_rows, self.scan.counts, strict=True))
+        if len(every) < world_size:
+            raise UserInputError(
+                f"{self.path}: {len(every)} row group(s) to share among {world_size} processes; streaming under"
+                " DDP needs at least one each (write the table as Parquet with more, smaller row groups)"
+            )
+        share = [
+            [(p, first, count[SPLITS[split]]) for p, first, count in every[r::world_size]] for r in range(world_size)
+        ]
+        num_batches = min(math.ceil(sum(n for *_, n in part) / batch_size) for part in share)  # DDP steps together
+        shift, scale = _shift_and_scale(standardizer)
+        return StreamLoader(
+            self.path,
+            self.names,
+            share[rank],
+            SPLITS[split],
+            self.plan,
+            shift.numpy(),
+            scale.numpy(),
+            batch_size,
+            num_batches,
+            shuffle=split == "train",
+            seed=self.seed,
+            rank=rank,
+            shuffle_buffer=self.shuffle_buffer if split == "train" else batch_size,
+        )
+
+    def least_squares(self, standardizer: Standardizer) -> LeastSquaresFit:
+        """The least-squares fit of the training split in the model's units (``standardizer``'s), from the moments."""
+        if self._least_squares is None or self._least_squares[0] is not standardizer:
+            moments = self.scan.moments.rescaled(*_shift_and_scale(standardizer))
+            self._least_squares = (standardizer, least_squares_from_moments(moments, self.names[:-1]))
+        return self._least_squares[1]
+
+
+def _shift_and_scale(standardizer: Standardizer) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per column, features then target, float64: the model's units are ``(value - shift) / scale``."""
+    s = standardizer
+    return (
+        torch.cat([s.x_mean, torch.tensor([s.y_mean], dtype=torch.float64)]),
+        torch.cat([s.x_std, torch.tensor([s.y_std], dtype=torch.float64)]),
+    )
+
+
+def exceeds_memory(path: str, columns: int, fraction: float = 0.5) -> bool:
+    """Whether the tensors of ``columns`` columns of the table at ``path`` would take over ``fraction`` of the
+    memory available now.
+
+    Reading costs up to ``BYTES_PER_VALUE`` at its peak (the columns, the float64 standardisation, the float32
+    splits; 3.3 GB beyond the process's own for 2,000,000 x 51 float32 Parquet values, 32 bytes each). The
+    rows of Parquet are known from its metadata; those of a CSV file are guessed from its size (a value
+    takes at least 2 bytes of text, a gzipped file at least 5 times less).
+    """
+    if is_parquet(path):
+        values = sum(metadata.num_rows for _, metadata in parquet_files(path)) * columns
+    else:
+        size = Path(path).stat().st_size if Path(path).is_file() else 0
+        values = size * (5 if path.endswith(".gz") else 1) // 2
+    return BYTES_PER_VALUE * values > fraction * available_memory()
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation (Linux's MemAvailable; free pages elsewhere)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
