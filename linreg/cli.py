@@ -14,10 +14,12 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
+import torch.distributed
 import yaml
 from jsonargparse import Namespace, get_loader, set_loader
 from lightning.fabric.plugins import CheckpointIO
@@ -46,7 +48,8 @@ from linreg.checkpointing.resume import (
 )
 from linreg.checkpointing.runs import EarlierRun, claim_version, earlier_runs, run_identity
 from linreg.data import RegressionData
-from linreg.errors import ShortErrorParser, check_yaml_syntax, fail, find_user_error, one_line
+from linreg.errors import ShortErrorParser, causes, check_yaml_syntax, fail, find_user_error, one_line
+from linreg.instantiation import ConfigKeyError, run_error_key
 from linreg.limits import check_config_file, check_regular_file, check_yaml_expansion, usable_cores
 from linreg.model import LinearRegression
 from linreg.validation import UserInputError
@@ -62,6 +65,9 @@ _YAML_LOAD = get_loader("yaml")
 set_loader("yaml_bounded", _bounded_yaml, exceptions=(yaml.YAMLError,))
 
 _FLOAT32_MAX = 3.4028234663852886e38
+
+# The callbacks configured as groups of their own: ModelCheckpoint's best files, and last.ckpt.
+_CALLBACK_GROUPS = {"checkpoint": ModelCheckpoint, "last": LastCheckpoint}
 
 # Rank zero's choice of run directory and checkpoint, for the processes the DDP launcher starts.
 _RUN_ENV = "LINREG_RUN"
@@ -97,8 +103,14 @@ class LinearRegressionCLI(LightningCLI):
         except SIGTERMException:
             self._remove_unused_run_dir()
             raise Interrupted(self._sigterm.message()) from None
-        except BaseException:
+        except NothingToDo:
+            raise
+        except BaseException as error:
+            self._stop_other_processes()
             self._remove_unused_run_dir()
+            key = self._key_of_run_error(error)
+            if key is not None:
+                raise ConfigKeyError(f"{key}: {one_line(str(error))}") from error
             raise
         finally:
             os.environ.pop(_RUN_ENV, None)
@@ -112,8 +124,8 @@ class LinearRegressionCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # The model never has to be told the number of features: it is read off the data module.
         parser.link_arguments("data.input_dim", "model.init_args.input_dim", apply_on="instantiate")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.add_lightning_class_args(LastCheckpoint, "last")
+        for key, callback in _CALLBACK_GROUPS.items():
+            parser.add_lightning_class_args(callback, key)
         parser.set_defaults(
             {
                 "model": {"class_path": "linreg.model.LinearRegression"},
@@ -205,7 +217,8 @@ class LinearRegressionCLI(LightningCLI):
             self.trainer_defaults["callbacks"].append(self._sigterm)
         try:
             trainer = super().instantiate_trainer(plugins=plugins, **kwargs)
-        except (MisconfigurationException, ValueError, TypeError, RuntimeError) as error:  # the Trainer's own checks
+        # The Trainer's own checks; an ImportError: the accelerator, strategy or precision needs a missing package.
+        except (MisconfigurationException, ValueError, TypeError, RuntimeError, ImportError) as error:
             if isinstance(error, UserInputError):
                 raise
             raise UserInputError(f"trainer: {one_line(str(error))}") from error
@@ -321,6 +334,21 @@ class LinearRegressionCLI(LightningCLI):
                 f"checkpoint {path} belongs to a run with other settings ({'; '.join(changed)}); resuming would"
                 " mix two configurations: resume it with its own settings, or start afresh without --ckpt_path"
             )
+
+    def _key_of_run_error(self, error: BaseException) -> str | None:
+        """The config key of an object that refused a value once the command ran (``instantiation.run_error_key``)."""
+        config, subcommand = getattr(self, "config", None), getattr(self, "subcommand", None)
+        if not isinstance(config, Namespace) or not subcommand:
+            return None
+        return run_error_key(error, config[subcommand], _CALLBACK_GROUPS)
+
+    def _stop_other_processes(self) -> None:
+        """Stops the processes this one started (DDP): with it failed the run is over, and left alone each would
+        report, with its own traceback, only that it lost its peer."""
+        trainer = getattr(self, "trainer", None)
+        launcher = trainer.strategy.launcher if isinstance(trainer, Trainer) else None
+        if launcher is not None and rank_zero_only.rank == 0:
+            launcher.kill(getattr(signal, "SIGKILL", signal.SIGTERM))
 
     def _remove_unused_run_dir(self) -> None:
         """Removes the run directory this command claimed, unless training saved a checkpoint there."""
@@ -490,8 +518,27 @@ def main(args: ArgsType = None) -> None:
         _say(str(done))
     except Exception as exc:
         user_error = find_user_error(exc)
+        if rank_zero_only.rank != 0 and (user_error is not None or _lost_peers(exc)):
+            # The first process reports the run's error, once; it stops the processes it started. These are the
+            # others: those that found the same error, or lost their connection to a process that stopped.
+            if user_error is None and os.environ.get("LOCAL_RANK", "0") == "0":  # another machine's first process
+                print(
+                    f"linreg: process {rank_zero_only.rank} lost its peers: the first process says why", file=sys.stderr
+                )
+            raise SystemExit(user_error.exit_status if user_error is not None else 1) from None
         if user_error is None:
             raise
-        if rank_zero_only.rank != 0:  # the first process says it; the others only exit
-            raise SystemExit(user_error.exit_status) from None
         fail("linreg", str(user_error), status=user_error.exit_status)
+
+
+def _lost_peers(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised by torch.distributed: a collective or barrier whose peers stopped."""
+    package = Path(torch.distributed.__file__).parent
+    for error in causes(exc):
+        frame = error.__traceback__
+        while frame is not None and frame.tb_next is not None:
+            frame = frame.tb_next
+        innermost = Path(frame.tb_frame.f_code.co_filename) if frame is not None else None
+        if isinstance(error, torch.distributed.DistError) or (innermost and innermost.is_relative_to(package)):
+            return True
+    return False

@@ -11,15 +11,19 @@ a file that cannot be opened. Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import errno
 import re
 import sys
+from contextvars import ContextVar
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import yaml
+from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser
 
+from linreg.instantiation import KeyedInstantiator
 from linreg.validation import UserInputError
 
 # Lines of jsonargparse's union-type errors that say nothing about what the user got wrong.
@@ -38,6 +42,8 @@ def condense(message: str) -> str:
     Example:
         >>> condense('Parser key "trainer.max_epochs":\\n  Expected a <class \\'int\\'>. Got value: abc')
         'trainer.max_epochs: Expected a int. Got value: abc'
+        >>> condense('Parser key "batch_size":\\n  Not of type PositiveInt: 0 does not conform to restriction v>0')
+        'batch_size must be > 0, got 0'
     """
     lines = [line.strip() for line in message.splitlines()]
     text = " ".join(line.removeprefix("- ") for line in lines if line and not line.startswith(_NOISE))
@@ -47,7 +53,16 @@ def condense(message: str) -> str:
     text = re.sub(r"""^([\w.]+): Problem with given class_path '[^']*':\s*Parser key "([^"]+)":\s*""", r"\1.\2: ", text)
     text = re.sub(r"<class '(?:[\w]+\.)*(\w+)'>", r"\1", text)
     text = re.sub(r"NestedArg\(key='([^']*)', val='([^']*)'\)", r"\1=\2", text)
-    return re.sub(r"\s*Given value: (.*)$", r" (given: \1)", text)
+    text = re.sub(r"\s*Given value: (.*)$", r" (given: \1)", text)
+    # A jsonargparse.typing restriction (PositiveInt, ...): `key must be > 0, got 0`; the value is in the message.
+    restricted = re.match(
+        r"^([\w.]+): Not of type \w+: (.*) does not conform to restriction (.*?)(?: \(given: .*\))?$", text
+    )
+    if restricted:
+        key, value, restriction = restricted.groups()
+        bounds = re.sub(r"v\s*([<>]=?)\s*", r"\1 ", restriction)
+        return f"{key} must be {bounds}, got {value}"
+    return re.sub(r"^([\w.]+): Not of type (\w+): ", r"\1 must be a \2: ", text)
 
 
 # A quoted or bracketed value longer than this is cut in messages: a 2 MB list makes no readable line.
@@ -88,23 +103,35 @@ def one_line(message: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def find_user_error(exc: BaseException) -> UserInputError | None:
-    """The error about the user's input that caused ``exc``, as a ``UserInputError``, if there is one.
+# A full disk or quota: not the program's fault, and every file written so far is whole; answered in one line.
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
-    Looks through the chain of causes (jsonargparse and Lightning wrap errors) for a ``UserInputError``,
-    then for a ``MisconfigurationException`` or an ``OSError`` naming a file.
-    """
+
+def causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` followed by its cause (or context), that one's, and so on."""
     chain: list[BaseException] = []
     current: BaseException | None = exc
     while current is not None and all(current is not seen for seen in chain):
         chain.append(current)
         current = current.__cause__ or current.__context__
+    return chain
+
+
+def find_user_error(exc: BaseException) -> UserInputError | None:
+    """The error about the user's input that caused ``exc``, as a ``UserInputError``, if there is one.
+
+    Looks through the chain of causes (jsonargparse and Lightning wrap errors) for a ``UserInputError``,
+    then for a ``MisconfigurationException``, a full disk, or an ``OSError`` naming a file.
+    """
+    chain = causes(exc)
     for error in chain:
         if isinstance(error, UserInputError):
             return error
     for error in chain:
         if isinstance(error, MisconfigurationException):
             return UserInputError(one_line(str(error)))
+        if isinstance(error, OSError) and error.errno in _DISK_FULL:  # the files written so far are whole (atomic)
+            return UserInputError(f"{error.filename or 'writing the run'}: {error.strerror}; free some space and rerun")
         if isinstance(error, OSError) and error.filename is not None:
             return UserInputError(f"{error.filename}: {error.strerror or one_line(str(error))}")
     return None
@@ -124,6 +151,8 @@ def check_yaml_syntax(path: str) -> None:
         return  # missing, unreadable or not text: answered by the checks of the file itself
     try:
         yaml.safe_load(text)
+    except RecursionError:  # PyYAML reads nested values recursively: thousands of levels exhaust the stack
+        raise UserInputError(f"{path}: a YAML value is nested too deeply to read") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
@@ -131,8 +160,39 @@ def check_yaml_syntax(path: str) -> None:
         raise UserInputError(f"{path}: not valid YAML: {where}{problem}") from None
 
 
+# Whether a ShortErrorParser is building the config's classes: the parsers of nested classes build theirs
+# inside that call, through the outermost parser's instantiator, which knows the whole config's keys.
+_BUILDING: ContextVar[bool] = ContextVar("linreg_building", default=False)
+
+
 class ShortErrorParser(LightningArgumentParser):
-    """A LightningArgumentParser whose errors are one line instead of the usage and a nested report."""
+    """A LightningArgumentParser whose errors are one line instead of the usage and a nested report.
+
+    Errors about the input raised while the config's classes are built are one line too, naming the config
+    key (``linreg.instantiation``).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.class_groups: dict[str, type] = {}  # the class groups (`last`, `checkpoint`) and what each builds
+
+    def add_lightning_class_args(self, lightning_class: Any, nested_key: str, *args: Any, **kwargs: Any) -> list[str]:
+        if isinstance(lightning_class, type):
+            self.class_groups[nested_key] = lightning_class
+        return super().add_lightning_class_args(lightning_class, nested_key, *args, **kwargs)
+
+    def instantiate(self, cfg: Namespace, instantiate_groups: bool = True, **kwargs: Any) -> Namespace:
+        # With subcommands, the subcommand's parser builds the classes (its config has the keys the user gives).
+        if _BUILDING.get() or cfg.get("subcommand"):
+            return super().instantiate(cfg, instantiate_groups, **kwargs)
+        ours = (KeyedInstantiator(cfg, self.class_groups), object, True)
+        token = _BUILDING.set(True)
+        try:
+            return super().instantiate(
+                cfg, instantiate_groups, instantiators=[ours, *(kwargs.pop("instantiators", None) or [])]
+            )
+        finally:
+            _BUILDING.reset(token)
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error:  # jsonargparse is trying alternatives and wants the exception back

@@ -60,6 +60,8 @@ def check_yaml_expansion(stream: str) -> None:
         node = yaml.compose(stream, Loader=yaml.SafeLoader)
     except yaml.YAMLError:
         return
+    except RecursionError:  # PyYAML composes nested values recursively: thousands of levels exhaust the stack
+        raise UserInputError(f"a YAML value is nested too deeply to read; refused, given: {stream[:60]!r}") from None
     if node is not None and _expanded_size(node, MAX_YAML_VALUES) > MAX_YAML_VALUES:
         raise UserInputError(
             f"a YAML value expands to more than {MAX_YAML_VALUES} values (nested aliases); refused, given:"

@@ -46,7 +46,8 @@ class LinearRegression(LightningModule):
         super().__init__()
         check_int("input_dim", input_dim, 1)
         check_float("init_std", init_std, 0.0)
-        # Plain values only, so checkpoints load with torch.load(weights_only=True).
+        # Plain values only, so checkpoints load with torch.load(weights_only=True): hence no jsonargparse.typing
+        # types (PositiveInt, ...) in this signature; save_hyperparameters would store their instances.
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.optimizer = optimizer
         self.scheduler = scheduler

@@ -16,11 +16,13 @@ class UserInputError(ValueError):
     exit_status = 2  # the command line's status for refused input, as argparse uses
 
 
-def check_int(name: str, value: object, minimum: int) -> int:
-    """Returns ``value`` if it is an int ``>= minimum``; raises ``UserInputError`` naming ``name`` otherwise."""
+def check_int(name: str, value: object, minimum: int, maximum: int | None = None) -> int:
+    """Returns ``value`` as a plain int if it is an int ``>= minimum`` (and ``<= maximum``); raises otherwise."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise UserInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
+    if maximum is not None and value > maximum:
+        raise UserInputError(f"{name} must be an integer from {minimum} to {maximum}, got {value!r}")
+    return int(value)
 
 
 def check_float(name: str, value: object, minimum: float = -math.inf, *, strict: bool = False) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import signal
@@ -15,10 +16,11 @@ import pytest
 import torch
 import yaml
 
+import linreg.callbacks.hparams as hparams_callback
 from linreg.checkpointing.atomic import save_atomically
 from linreg.checkpointing.io import AtomicCheckpointIO, load_safely
 from linreg.validation import UserInputError
-from tests.conftest import D2L_CONFIG, ROOT, run_cli
+from tests.conftest import D2L_CONFIG, ROOT, fit_d2l, run_cli
 
 
 def _malicious_checkpoint(path: Path, marker: Path) -> None:
@@ -184,3 +186,32 @@ def test_a_writer_killed_at_random_moments_never_leaves_a_damaged_checkpoint(tmp
     interrupted = list(tmp_path.glob(".last.ckpt.*.tmp"))  # each one a write the kill cut short
     print(f"{len(interrupted)} of {len(delays)} kills fell mid-write")
     assert interrupted, "no kill fell during a write: the test proved nothing"
+
+
+def test_hparams_yaml_holds_the_models_arguments(d2l_run: Path) -> None:
+    assert yaml.safe_load((d2l_run / "hparams.yaml").read_text()) == {"input_dim": 5, "init_std": 0.01}  # d2l.yaml
+
+
+def test_a_disk_that_fills_while_hparams_yaml_is_written_leaves_none_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real = hparams_callback.save_atomically
+
+    def fills_halfway(obj: object, path: Path, save: object) -> None:
+        def half(values: object, file: IO[bytes]) -> None:
+            file.write(b"input_dim: 5\ninit_")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        real(obj, path, half)
+
+    monkeypatch.setattr(hparams_callback, "save_atomically", fills_halfway)
+    with pytest.raises(SystemExit) as exit_info:
+        fit_d2l(tmp_path)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if ": error: " in line] == [
+        "linreg: error: writing the run: No space left on device; free some space and rerun"
+    ]
+    assert not list(tmp_path.rglob("hparams.yaml"))
+    assert not list(tmp_path.rglob("*.tmp"))
+    assert not list(tmp_path.rglob("version_*"))  # nothing was trained: the run leaves nothing

@@ -161,7 +161,7 @@ def test_too_few_rows_for_the_split_are_refused(tmp_path: Path) -> None:
         ({"val_fraction": 0.5, "test_fraction": 0.5}, r"val_fraction \+ test_fraction must be < 1"),
         ({"batch_size": 0}, r"batch_size must be an integer >= 1, got 0"),
         ({"eval_batch_size": 0}, r"eval_batch_size must be an integer >= 1, got 0"),
-        ({"target": "price"}, r"no column 'price' \(data\.target\); the columns are 'c', 'y', 'a', 'b'"),
+        ({"target": "price"}, r"no column 'price' \(target\); the columns are 'c', 'y', 'a', 'b'"),
         ({"path": "missing.csv"}, r"missing\.csv: no such file"),
     ],
 )

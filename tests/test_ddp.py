@@ -25,7 +25,7 @@ DATA = ("--data.num_train", "200", "--data.num_val", "100", "--data.num_test", "
 DDP = ("--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu")
 
 
-def fit_ddp(save_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def fit_ddp(save_dir: Path, *extra: str, status: int = 0) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [
             *(sys.executable, "-m", "linreg", "fit", "--config", str(D2L_CONFIG)),
@@ -38,7 +38,7 @@ def fit_ddp(save_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
         check=False,
         cwd=ROOT,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == status, result.stderr[-3000:]
     return result
 
 
@@ -97,3 +97,43 @@ def test_two_processes_resume_mid_epoch_bit_identically(ddp_run: tuple[Path, str
     assert resumed["global_step"] == expected["global_step"]
     for name, tensor in expected["state_dict"].items():
         assert torch.equal(tensor, resumed["state_dict"][name]), name
+
+
+def test_an_input_error_found_once_the_processes_run_is_one_line(tmp_path: Path) -> None:
+    # The rows of a CSV file are read in prepare_data, by the first process only, after the second has started and
+    # waits for it: the second must not add its own traceback (a lost connection) to the one-line answer.
+    rows = [f"{i},{(i * 7) % 5},{2 * i + 1}" for i in range(40)]
+    (tmp_path / "text.csv").write_text("x1,x2,y\n" + "\n".join([*rows[:2], "3,n/a,7", *rows[3:]]) + "\n")
+    csv = ("--data", "CSVRegressionData", "--data.path", str(tmp_path / "text.csv"), "--data.target", "y")
+    result = fit_ddp(tmp_path / "runs", *csv, status=2)
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert errors == [f"linreg: error: {tmp_path / 'text.csv'}: line 4, column 'x2': 'n/a' is not a number"]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def _order(save_dir: Path, data_seed: int, global_seed: int) -> list[torch.Tensor]:
+    """The targets each of 2 processes trained on in one epoch, in order, for the given seeds."""
+    record = ("--trainer.callbacks+=tests.recording.RecordTargets", "--trainer.callbacks.directory", str(save_dir))
+    fit_ddp(save_dir, *record, "--data.seed", str(data_seed), "--seed_everything", str(global_seed))
+    return [torch.load(save_dir / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
+
+
+def test_data_seed_sets_the_shuffling_order_under_ddp(tmp_path: Path) -> None:
+    orders = {
+        (3, 0): _order(tmp_path / "a", data_seed=3, global_seed=0),
+        (3, 1): _order(tmp_path / "b", data_seed=3, global_seed=1),
+        (4, 0): _order(tmp_path / "c", data_seed=4, global_seed=0),
+    }
+    for rank in (0, 1):  # the global seed (model initialisation, ...) leaves the order alone
+        assert torch.equal(orders[3, 0][rank], orders[3, 1][rank])
+    # The order each data seed gives, worked out independently: the permutation drawn from seed + epoch
+    # (DistributedSampler's convention), every second index to each process.
+    for (seed, _), order in orders.items():
+        data = SyntheticRegressionData(num_train=200, num_val=100, num_test=10, seed=seed)
+        data.setup("fit")
+        y = data.train_data[1].reshape(-1)
+        for epoch in (0, 1):
+            permutation = torch.randperm(200, generator=torch.Generator().manual_seed(seed + epoch))
+            for rank in (0, 1):
+                assert torch.equal(order[rank][epoch * 100 : (epoch + 1) * 100], y[permutation[rank::2]])

@@ -171,7 +171,7 @@ def test_bad_parquet_cells_are_refused_naming_file_row_and_column(
     [
         ("constant", r"column 'b' is constant on the training split"),
         ("few", r"data rows are too few"),
-        ("missing", r"no column 'price' \(data\.target\); the columns are 'id', 'a', 'b', 'c', 'y'"),
+        ("missing", r"no column 'price' \(target\); the columns are 'id', 'a', 'b', 'c', 'y'"),
         ("empty-dir", r"is a directory that holds no Parquet files"),
     ],
 )

@@ -125,11 +125,11 @@ def test_default_features_are_all_other_columns_in_file_order() -> None:
 @pytest.mark.parametrize(
     ("target", "features", "match"),
     [
-        ("z", None, r"f\.csv: no column 'z' \(data\.target\); the columns are 'a', 'y', 'b'"),
-        ("y", ["a", "c"], r"f\.csv: no column 'c' \(data\.features\); the columns are 'a', 'y', 'b'"),
-        ("y", ["a", "y"], r"data\.features lists the target column 'y'"),
-        ("y", ["a", "a"], r"data\.features lists 'a' more than once"),
-        ("y", [], r"data\.features must name at least one column"),
+        ("z", None, r"f\.csv: no column 'z' \(target\); the columns are 'a', 'y', 'b'"),
+        ("y", ["a", "c"], r"f\.csv: no column 'c' \(features\); the columns are 'a', 'y', 'b'"),
+        ("y", ["a", "y"], r"features lists the target column 'y'"),
+        ("y", ["a", "a"], r"features lists 'a' more than once"),
+        ("y", [], r"features must name at least one column"),
     ],
 )
 def test_bad_column_choices_are_refused(target: str, features: list[str] | None, match: str) -> None:

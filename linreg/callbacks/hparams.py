@@ -17,11 +17,16 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from pathlib import Path
 from typing import Any
 
+import yaml
 from jsonargparse import Namespace
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from linreg.checkpointing.atomic import save_atomically
 
 HParam = bool | float | str
 FINAL_LOSS = "val/final_loss"  # the hparams tab's metric: val/loss after the last epoch
@@ -88,6 +93,21 @@ class SaveConfigAndHparams(SaveConfigCallback):
     ``val/loss`` itself would have to sit exactly on the curve's last step, which depends on how the
     steps are counted.
     """
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # TensorBoardLogger writes hparams.yaml once, when it is missing, in place: a disk that fills would leave half
+        # of it. Written here first (just before, with what it would write, as it does: yaml.dump), atomically, it is
+        # whole or absent, and the logger leaves it be.
+        logger = trainer.logger
+        if not isinstance(logger, TensorBoardLogger) or not trainer.is_global_zero or trainer.fast_dev_run:
+            return
+        hparams = {**pl_module.hparams_initial, **(trainer.datamodule.hparams_initial if trainer.datamodule else {})}
+        hparams = {k: v for k, v in hparams.items() if not k.startswith("_")}  # LightningCLI's own bookkeeping
+        save_atomically(
+            hparams,
+            Path(logger.log_dir) / logger.NAME_HPARAMS_FILE,
+            lambda values, file: file.write(yaml.dump(dict(values), sort_keys=False).encode()),
+        )
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         val_loss = trainer.callback_metrics.get("val/loss")

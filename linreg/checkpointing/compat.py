@@ -9,11 +9,13 @@ is refused in one line naming the checkpoint and what differs.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.utilities.migration.utils import migrate_checkpoint
 from torch import Tensor
 
 from linreg.checkpointing.runs import differences, progress, read_run_config, run_identity
@@ -75,13 +77,18 @@ def _check_training_state(checkpoint: dict[str, Any], path: str, model: Lightnin
     missing = [key for key in ("pytorch-lightning_version", "loops", "optimizer_states") if key not in checkpoint]
     if missing:
         raise UserInputError(f"checkpoint {path} lacks {', '.join(missing)}: fit cannot resume from it")
+    version = checkpoint["pytorch-lightning_version"]
     try:
+        # What Lightning does to it first, on a copy: upgrade a checkpoint of an older version to this one's layout.
+        migrate_checkpoint(copy.deepcopy(checkpoint))
         progress(checkpoint)
-    except (KeyError, TypeError, ValueError):
-        raise UserInputError(f"checkpoint {path} holds an incomplete loop state: fit cannot resume from it") from None
+    except Exception:  # any failure of that upgrade: the version or the loop state is not what it says
+        raise UserInputError(
+            f"checkpoint {path} holds a loop state that Lightning {version!r} does not write: fit cannot resume from it"
+        ) from None
     states = checkpoint["optimizer_states"]
     factory = getattr(model, "optimizer", None)
-    if not isinstance(states, list) or not all(isinstance(s, dict) and "param_groups" in s for s in states):
+    if not isinstance(states, list) or not all(_optimizer_state_layout(s) for s in states):
         raise UserInputError(f"checkpoint {path} holds a damaged optimizer state: fit cannot resume from it")
     if not callable(factory) or len(states) != 1:
         return
@@ -94,6 +101,18 @@ def _check_training_state(checkpoint: dict[str, Any], path: str, model: Lightnin
             f" run's {type(fresh).__name__} has {', '.join(sorted(ours - theirs)) or 'fewer settings'}): resume with"
             " the optimizer it was trained with, or start afresh without --ckpt_path"
         )
+    try:  # into a throwaway optimizer, as Lightning will into the run's: torch checks the state's layout
+        fresh.load_state_dict(copy.deepcopy(states[0]))
+    except Exception:  # whatever torch raises for a layout that is not its own
+        raise UserInputError(f"checkpoint {path} holds a damaged optimizer state: fit cannot resume from it") from None
+
+
+def _optimizer_state_layout(state: Any) -> bool:
+    """Whether ``state`` is laid out as torch's ``Optimizer.state_dict()``: a ``state`` and a list of param groups."""
+    if not isinstance(state, dict) or not isinstance(state.get("state"), dict):
+        return False
+    groups = state.get("param_groups")
+    return isinstance(groups, list) and all(isinstance(group, dict) for group in groups)
 
 
 def checkpoint_config_differences(path: Path, identity: dict[str, Any]) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import torch
+from jsonargparse.typing import PositiveInt
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader
@@ -33,11 +34,12 @@ class RegressionData(LightningDataModule):
     val_data: tuple[Tensor, Tensor] | None = None
     test_data: tuple[Tensor, Tensor] | None = None
 
-    def __init__(self, batch_size: int, eval_batch_size: int, seed: int) -> None:
+    def __init__(self, batch_size: PositiveInt, eval_batch_size: PositiveInt, seed: int) -> None:
         super().__init__()
         self.batch_size = check_int("batch_size", batch_size, 1)
         self.eval_batch_size = check_int("eval_batch_size", eval_batch_size, 1)
-        self.seed = seed
+        # torch's generators take seeds below 2**64, numpy's non-negative ones; numbers either way.
+        self.seed = check_int("seed", seed, 0, 2**63 - 1)
         self._reference: tuple[Tensor, LeastSquaresFit] | None = None  # the training X it was solved on, the fit
 
     @property

@@ -9,7 +9,9 @@ Every piece stays a standard type so that Lightning keeps doing its jobs with it
 
 - ``EpochShuffleSampler`` is a ``RandomSampler``, so Lightning sees a shuffled loader and, under DDP,
   swaps in a shuffling ``DistributedSampler``; its order depends on ``(seed, epoch)`` only.
-- ``IndexBatchSampler`` is a ``BatchSampler``; Lightning rebuilds it around that ``DistributedSampler``.
+- ``IndexBatchSampler`` is a ``BatchSampler``; Lightning rebuilds it around that ``DistributedSampler``,
+  with the arguments it was first given, and it gives the sampler the data's seed: Lightning seeds it with
+  the global seed (``seed_everything``), and the data's ``seed`` is what sets the order of the examples.
 - ``ResumableDataLoader`` has ``state_dict``/``load_state_dict``, which Lightning stores in checkpoints,
   so a run resumed mid-epoch skips exactly the batches it has already trained on.
 """
@@ -21,7 +23,15 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+)
 
 
 class TensorBatchDataset(Dataset[tuple[Tensor, ...]]):
@@ -92,8 +102,15 @@ class IndexBatchSampler(BatchSampler):
     can say where to resume, and skips that many batches on the first pass after ``load_state_dict``.
     """
 
-    def __init__(self, sampler: Sampler[int] | Sized, batch_size: int, drop_last: bool = False) -> None:
+    def __init__(
+        self, sampler: Sampler[int] | Sized, batch_size: int, drop_last: bool = False, seed: int | None = None
+    ) -> None:
         super().__init__(sampler, batch_size, drop_last)  # type: ignore[arg-type]
+        if seed is not None and isinstance(sampler, DistributedSampler) and sampler.shuffle:
+            # The DistributedSampler Lightning puts in under DDP: the same order as EpochShuffleSampler(seed) gives
+            # one process (a permutation drawn from seed + epoch), shared out among the processes.
+            sampler.seed = seed
+        self.seed = seed
         self._batches_done = 0
         self._resume_from: dict[str, Any] | None = None
 
@@ -151,7 +168,7 @@ def tensor_loader(
         tensors: tensors sharing their first dimension (e.g. ``X``, ``y``).
         batch_size: rows per batch.
         shuffle: a new seeded permutation every epoch, else the rows in order.
-        seed: seeds the permutations.
+        seed: seeds the permutations, also those of the ``DistributedSampler`` Lightning puts in under DDP.
         pin_memory: pin each batch in page-locked memory, for fast non-blocking copies to a GPU.
 
     Example:
@@ -163,7 +180,7 @@ def tensor_loader(
     sampler = EpochShuffleSampler(dataset, seed) if shuffle else SequentialSampler(dataset)
     return ResumableDataLoader(
         dataset,
-        batch_sampler=IndexBatchSampler(sampler, batch_size),
+        batch_sampler=IndexBatchSampler(sampler, batch_size, seed=seed if shuffle else None),
         collate_fn=keep_batch,
         pin_memory=pin_memory,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveInt
 from torch import Tensor
 
 from linreg.data.base import RegressionData
@@ -41,12 +42,12 @@ class SyntheticRegressionData(RegressionData):
         self,
         true_w: Sequence[float] | int = D2L_TRUE_W,
         true_b: float = 4.2,
-        noise_std: float = 0.01,
-        num_train: int = 1000,
-        num_val: int = 1000,
-        num_test: int = 1000,
-        batch_size: int = 10,
-        eval_batch_size: int = 10_000,
+        noise_std: NonNegativeFloat = 0.01,
+        num_train: PositiveInt = 1000,
+        num_val: PositiveInt = 1000,
+        num_test: NonNegativeInt = 1000,
+        batch_size: PositiveInt = 10,
+        eval_batch_size: PositiveInt = 10_000,
         seed: int = 0,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, seed)

@@ -129,7 +129,7 @@ def select_columns(path: str | Path, header: Sequence[str], target: str, feature
         UserInputError: if ``target`` or a feature is not in ``header`` (the message lists the columns
             there are), a feature is listed twice or is the target, or no feature is left.
     """
-    require_columns(path, header, [target], "data.target")
+    require_columns(path, header, [target], "target")
     if features is None:
         features = [name for name in header if name != target]
         if not features:
@@ -137,13 +137,13 @@ def select_columns(path: str | Path, header: Sequence[str], target: str, feature
         return features
     features = list(features)
     if not features:
-        raise UserInputError("data.features must name at least one column, got []")
+        raise UserInputError("features must name at least one column, got []")
     if target in features:
-        raise UserInputError(f"data.features lists the target column {target!r}; a column cannot predict itself")
+        raise UserInputError(f"features lists the target column {target!r}; a column cannot predict itself")
     twice = sorted({name for name in features if features.count(name) > 1})
     if twice:
-        raise UserInputError(f"data.features lists {', '.join(map(repr, twice))} more than once")
-    require_columns(path, header, features, "data.features")
+        raise UserInputError(f"features lists {', '.join(map(repr, twice))} more than once")
+    require_columns(path, header, features, "features")
     return features
 
 
