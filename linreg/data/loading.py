@@ -95,6 +95,41 @@ def _epoch_order(sampler: Sampler[int] | Sized) -> Tensor:
     return torch.tensor(list(sampler), dtype=torch.long)  # type: ignore[call-overload]
 
 
+class EpochPosition:
+    """How many batches of the current pass were handed out: saved in checkpoints, skipped when resumed.
+
+    Shared by every training loader of the project (in memory and streamed). A batch is counted before it
+    is yielded, so a checkpoint taken after its step includes it.
+
+    Args:
+        batch_size: rows per batch; a checkpoint of another batch size cannot say where to resume.
+    """
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+        self.batches_done = 0
+        self._resume_from: dict[str, Any] | None = None
+
+    def start_pass(self, epoch: int | None, num_batches: int) -> int:
+        """Starts a pass over the data; returns the batches a restored checkpoint of this epoch already trained on."""
+        state, self._resume_from = self._resume_from, None
+        # A pass that had finished (a checkpoint at the end of an epoch) leaves nothing to skip.
+        resumed = state is not None and state["epoch"] == epoch and state["batches_done"] < num_batches
+        self.batches_done = state["batches_done"] if resumed else 0  # type: ignore[index]
+        return self.batches_done
+
+    def state_dict(self, epoch: int | None) -> dict[str, Any]:
+        return {"epoch": epoch, "batches_done": self.batches_done, "batch_size": self.batch_size}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("batch_size") != self.batch_size:
+            raise ValueError(
+                f"cannot resume mid-epoch: the checkpoint was written with batch_size={state.get('batch_size')},"
+                f" this run has batch_size={self.batch_size}"
+            )
+        self._resume_from = dict(state)
+
+
 class IndexBatchSampler(BatchSampler):
     """Yields each batch as a slice (a view) of the epoch's index tensor instead of a list of ints.
 
@@ -111,8 +146,7 @@ class IndexBatchSampler(BatchSampler):
             # one process (a permutation drawn from seed + epoch), shared out among the processes.
             sampler.seed = seed
         self.seed = seed
-        self._batches_done = 0
-        self._resume_from: dict[str, Any] | None = None
+        self.position = EpochPosition(batch_size)
 
     def _epoch(self) -> int | None:
         return getattr(self.sampler, "epoch", None)
@@ -120,29 +154,16 @@ class IndexBatchSampler(BatchSampler):
     def __iter__(self) -> Iterator[Tensor]:  # type: ignore[override]
         order = _epoch_order(self.sampler)
         stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
-        skip = self._batches_to_skip()
-        self._batches_done = skip
+        skip = self.position.start_pass(self._epoch(), len(self))
         for start in range(skip * self.batch_size, stop, self.batch_size):
-            self._batches_done += 1  # counted before the yield: a checkpoint taken after this step includes it
+            self.position.batches_done += 1
             yield order[start : start + self.batch_size]
 
-    def _batches_to_skip(self) -> int:
-        state, self._resume_from = self._resume_from, None
-        if state is None or state["epoch"] != self._epoch():
-            return 0
-        # A pass that had finished (a checkpoint at the end of an epoch) leaves nothing to skip.
-        return state["batches_done"] if state["batches_done"] < len(self) else 0
-
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self._epoch(), "batches_done": self._batches_done, "batch_size": self.batch_size}
+        return self.position.state_dict(self._epoch())
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("batch_size") != self.batch_size:
-            raise ValueError(
-                f"cannot resume mid-epoch: the checkpoint was written with batch_size={state.get('batch_size')},"
-                f" this run has batch_size={self.batch_size}"
-            )
-        self._resume_from = dict(state)
+        self.position.load_state_dict(state)
 
 
 class ResumableDataLoader(DataLoader):

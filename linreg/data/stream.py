@@ -31,6 +31,7 @@ from torch import Tensor
 
 from linreg.data.cells import as_floats, first_bad_cell
 from linreg.data.csv_text import arrow_options, diagnose, read_csv_header
+from linreg.data.loading import EpochPosition
 from linreg.data.splits import TRAIN, SplitPlan
 from linreg.data.table import is_parquet, parquet_files
 from linreg.stats.ols import Moments
@@ -199,8 +200,7 @@ class StreamLoader:
         self.sampler = self
         self.batch_sampler = None
         self.epoch = 0
-        self._batches_done = 0
-        self._resume_from: dict[str, Any] | None = None
+        self.position = EpochPosition(batch_size)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -209,13 +209,12 @@ class StreamLoader:
         return self.num_batches
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        skip = self._batches_to_skip()
-        self._batches_done = 0
-        for batch in self._rows_in_batches():
-            if self._batches_done == self.num_batches:
+        skip = self.position.start_pass(self.epoch, self.num_batches)
+        for done, batch in enumerate(self._rows_in_batches()):  # the skipped batches are read, to keep the order
+            if done == self.num_batches:
                 return
-            self._batches_done += 1  # counted before the yield: a checkpoint taken after this step includes it
-            if self._batches_done > skip:
+            if done >= skip:
+                self.position.batches_done = done + 1
                 yield batch
 
     def _rows_in_batches(self) -> Iterator[tuple[Tensor, Tensor]]:
@@ -263,20 +262,9 @@ class StreamLoader:
         X[: len(rest)], y[: len(rest)] = X[rest], y[rest]
         return len(rest)
 
-    def _batches_to_skip(self) -> int:
-        state, self._resume_from = self._resume_from, None
-        if state is None or state["epoch"] != self.epoch:
-            return 0
-        return state["batches_done"] if state["batches_done"] < self.num_batches else 0
-
     def state_dict(self) -> dict[str, Any]:
         """Where the epoch is: restored, a resumed run replays the same order and skips what was trained on."""
-        return {"epoch": self.epoch, "batches_done": self._batches_done, "batch_size": self.batch_size}
+        return self.position.state_dict(self.epoch)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("batch_size") != self.batch_size:
-            raise ValueError(
-                f"cannot resume mid-epoch: the checkpoint was written with batch_size={state.get('batch_size')},"
-                f" this run has batch_size={self.batch_size}"
-            )
-        self._resume_from = dict(state)
+        self.position.load_state_dict(state)
