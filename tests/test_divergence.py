@@ -106,3 +106,19 @@ def test_the_message_names_another_optimizers_learning_rate(tmp_path: Path, caps
     assert re.search(
         r"training diverged: .* at step \d+ .*the learning rate, 50, is likely too large", capsys.readouterr().err
     )
+
+
+def test_a_checkpoint_whose_weights_diverge_at_once_is_named(
+    d2l_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint = torch.load(d2l_run / "checkpoints" / "last.ckpt", weights_only=True)
+    checkpoint["state_dict"]["net.0.weight"].fill_(1e38)  # finite, but every prediction overflows float32
+    huge = tmp_path / "huge.ckpt"
+    torch.save(checkpoint, huge)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(
+            *("fit", "--config", str(D2L_CONFIG), "--trainer.logger.init_args.save_dir", str(tmp_path / "runs")),
+            *("--ckpt_path", str(huge), "--trainer.max_epochs", "4"),
+        )
+    assert exit_info.value.code == 1
+    assert f"at step 301 (epoch 3); the weights of checkpoint {huge} are likely unusable" in capsys.readouterr().err

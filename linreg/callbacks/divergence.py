@@ -45,11 +45,13 @@ class DivergenceGuard(Callback):
     def __init__(self) -> None:
         self._check_every = 1
         self._first_bad: Tensor | None = None  # on the device: the first step with a non-finite loss, or _NONE
+        self._resumed_from: tuple[str, int] | None = None  # (checkpoint, its first step) of a resumed fit
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         free_to_read = trainer.strategy.root_device.type == "cpu" and trainer.world_size == 1
         self._check_every = 1 if free_to_read else max(1, trainer.log_every_n_steps)
         self._first_bad = None
+        self._resumed_from = (str(trainer.ckpt_path), trainer.global_step + 1) if trainer.ckpt_path else None
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -89,9 +91,13 @@ class DivergenceGuard(Callback):
     def _stop(self, trainer: Trainer, step: int, what: str) -> None:
         lr = _learning_rate(trainer)
         cause = f"the learning rate, {lr:g}, is likely too large" if lr is not None else "the settings are unstable"
+        cause += " (model.optimizer.lr)"
+        if self._resumed_from is not None and step == self._resumed_from[1]:
+            # At the very first step from a checkpoint: its weights are the likelier culprit.
+            cause = f"the weights of checkpoint {self._resumed_from[0]} are likely unusable, or {cause}"
         raise TrainingDivergedError(
             f"training diverged: {what} at step {step} (epoch {trainer.current_epoch});"
-            f" {cause} (model.optimizer.lr). Nothing was saved from that step on."
+            f" {cause}. Nothing was saved from that step on."
         )
 
 
