@@ -12,8 +12,9 @@ Lightning's docs keep for loops like this one. Select it in a config (``configs/
         mini_batch_size: 1024  # rows per SGD step; data.batch_size 16384 gives 16 steps per batch
 
 What manual optimization gives up: gradient clipping and accumulation by the Trainer, and per-step
-hooks of callbacks (``WeightAveraging`` averages once per group; checkpoints and ``max_steps`` count
-SGD steps but are checked once per group). ``train/loss`` is the loss of the group's last step.
+hooks of callbacks (checkpoints and ``max_steps`` count SGD steps but are checked once per group;
+``AveragedSGD`` averages every SGD step, through a hook on the optimizer). ``train/loss`` is the loss of
+the group's last step, and ``log_every_n_steps`` counts groups.
 """
 
 from __future__ import annotations

@@ -6,12 +6,18 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
 
 from linreg.validation import check_float, check_int
+
+
+def writes_logs(trainer: Trainer) -> bool:
+    """Whether Lightning writes what the training batch in progress logs (every ``log_every_n_steps``-th batch)."""
+    every = trainer.log_every_n_steps
+    return every > 0 and (trainer.fit_loop.total_batch_idx + 1) % every == 0
 
 
 def d2l_sgd(params: object) -> torch.optim.Optimizer:
@@ -76,8 +82,11 @@ class LinearRegression(LightningModule):
         """The MSE of one mini-batch ``(x, y)``; Lightning takes the optimizer step on it."""
         x, y = batch
         loss = F.mse_loss(self(x), y)
+        # Lightning writes a step's logged values every log_every_n_steps steps and drops the others, and
+        # self.log costs more than this model's whole step: so the loss is logged only where it is written.
         # sync_dist: under DDP the mean over processes, the loss of the whole batch (free on one device).
-        self.log("train/loss", loss, prog_bar=True, sync_dist=True)
+        if writes_logs(self.trainer):
+            self.log("train/loss", loss, prog_bar=True, sync_dist=True)
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:

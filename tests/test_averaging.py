@@ -45,16 +45,17 @@ def _fit(averaging: AveragedSGD, max_epochs: int = 4) -> tuple[LinearRegression,
     return model, iterates
 
 
-@pytest.mark.parametrize(("start_epoch", "first"), [(2, 2), (0.5, 2), (0, 0)])
-def test_the_final_weights_are_the_mean_of_the_iterates_from_the_start_epoch(start_epoch: float, first: int) -> None:
-    model, iterates = _fit(AveragedSGD(start_epoch=start_epoch))
-    averaged = [w for epoch, w in iterates.after_step if epoch >= first]
-    assert len(averaged) == (4 - first) * STEPS_PER_EPOCH
+@pytest.mark.parametrize(("start", "first_step"), [(10, 10), (7, 7), (0.5, 10), (0, 0), (0.3, 6), (0.99, 19)])
+def test_the_final_weights_are_the_mean_of_the_iterates_from_the_start(start: float, first_step: int) -> None:
+    # 4 epochs of 5 steps: an int leaves that many steps out; a fraction f leaves int(f * 20) out, within an epoch.
+    model, iterates = _fit(AveragedSGD(start=start))
+    averaged = [w for _, w in iterates.after_step[first_step:]]
+    assert len(averaged) == 4 * STEPS_PER_EPOCH - first_step
     torch.testing.assert_close(_params(model), torch.stack(averaged).mean(0))
 
 
 def test_validation_sees_the_model_before_the_start_and_the_average_after() -> None:
-    _, iterates = _fit(AveragedSGD(start_epoch=2))
+    _, iterates = _fit(AveragedSGD(start=10))
     last_of_epoch = [w for i, (_, w) in enumerate(iterates.after_step) if (i + 1) % STEPS_PER_EPOCH == 0]
     assert torch.equal(iterates.validated[0], last_of_epoch[0])  # epochs 0 and 1: the SGD iterate itself
     assert torch.equal(iterates.validated[1], last_of_epoch[1])
@@ -62,7 +63,9 @@ def test_validation_sees_the_model_before_the_start_and_the_average_after() -> N
     torch.testing.assert_close(iterates.validated[2], mean_of_epoch_2)
 
 
-@pytest.mark.parametrize("start_epoch", [-1, 1.0, 1.5, float("nan"), True, "2"])
-def test_a_start_that_is_not_an_epoch_or_a_fraction_is_refused(start_epoch: object) -> None:
-    with pytest.raises(UserInputError, match=r"start_epoch must be an epoch \(an int >= 0\) or a fraction"):
-        AveragedSGD(start_epoch=start_epoch)  # type: ignore[arg-type]
+@pytest.mark.parametrize("start", [-1, 1.0, 1.5, float("nan"), True, "2"])
+def test_a_start_that_is_not_an_epoch_or_a_fraction_is_refused(start: object) -> None:
+    with pytest.raises(
+        UserInputError, match=r"start must be a number of optimizer steps \(an int >= 0\) or a fraction"
+    ):
+        AveragedSGD(start=start)  # type: ignore[arg-type]

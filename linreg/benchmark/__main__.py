@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from unittest import mock
 
-from linreg.benchmark.loops import book_loop, fused_loop
+from linreg.benchmark.loops import bare_lightning_loop, book_loop, fused_loop
 from linreg.benchmark.measure import lightning_epoch, run_process
 from linreg.benchmark.tables import print_tables, tables
 
@@ -40,13 +40,16 @@ def _loops(args: argparse.Namespace) -> dict:
 
     quiet_lightning()
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no per-run banners between the figures
+    # The config's data: generated (num_train x d), or the table given by --table (its column y the target).
+    data_args = ["--data.num_train", str(args.n), "--data.true_w", str(args.d)]
+    if args.table:
+        data_args = ["--data.path", args.table, "--data.target", "y", "--data.features", "null"]
     overrides = [
-        "--config", args.config,
-        "--data.num_train", str(args.n), "--data.true_w", str(args.d),
+        "--config", args.config, *data_args,
         "--trainer.max_epochs", str(args.epochs), "--trainer.accelerator", args.accelerator or "cpu",
     ]  # fmt: skip
     with mock.patch.object(sys, "argv", [sys.argv[0]]):
-        configured = build_cli(["--config", args.config], run=False)  # builds, draws no data
+        configured = build_cli(["--config", args.config, *data_args], run=False)  # builds, reads no rows
     if isinstance(configured.model, GroupedStepsRegression):  # SGD steps of --batch-size rows, grouped as configured
         steps = args.steps_per_batch or configured.datamodule.batch_size // configured.model.mini_batch_size
         overrides += [
@@ -73,6 +76,7 @@ def _loops(args: argparse.Namespace) -> dict:
             "book_loop": lambda: book_loop(X, y, args.batch_size, lr, device),
             "fused_loop": lambda: fused_loop(X, y, args.batch_size, lr, device),
             "fused_index_select": lambda: fused_loop(X, y, args.batch_size, lr, device, gather="index_select"),
+            "bare_lightning": lambda: bare_lightning_loop(X, y, args.batch_size, lr, device),
             "linreg": lambda: lightning_epoch(build, data),
         }
         results: dict[str, list[float]] = {name: [] for name in loops}
@@ -95,6 +99,8 @@ def _loops(args: argparse.Namespace) -> dict:
             "linreg/fused_loop": medians["linreg"] / medians["fused_loop"],
             "linreg/fused_index_select": medians["linreg"] / medians["fused_index_select"],
             "linreg/book_loop": medians["linreg"] / medians["book_loop"],
+            # Time per step, linreg's over a bare Lightning step's on the same batches (1.0: no cost of its own).
+            "linreg_step/bare_lightning_step": medians["bare_lightning"] / medians["linreg"],
         },
     }
 
@@ -190,6 +196,9 @@ def main(argv: list[str] | None = None) -> None:
         "--config", help="config of the linreg run (default: large.yaml for loops/memory, d2l.yaml for process)"
     )
     parser.add_argument("--n", type=int, default=1_000_000, help="training examples (loops)")
+    parser.add_argument(
+        "--table", help="loops: a CSV or Parquet table (target column y) to train on, for a table config"
+    )
     parser.add_argument("--d", type=int, default=100, help="features (loops, tables)")
     parser.add_argument("--batch-size", type=int, default=1024, help="examples per SGD step (loops, tables)")
     parser.add_argument(

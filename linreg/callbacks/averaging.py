@@ -1,87 +1,154 @@
-"""``AveragedSGD``: the average of the SGD iterates from a chosen epoch on (Polyak-Ruppert averaging).
+"""``AveragedSGD``: the average of the SGD iterates from a chosen point of the run on (Polyak-Ruppert averaging).
 
 With a constant learning rate SGD does not settle on the least-squares solution: every step moves the
 weights by a noisy gradient, so the last iterate jitters around it by an amount set by the learning
 rate, the batch size and the label noise. The mean of the iterates cancels most of that jitter; for
-least squares it reaches the statistical accuracy of the closed form (Bach & Moulines, 2013). The
-average is started once the loss has levelled: iterates from the first steps would pull it back towards
-the starting point.
+least squares it reaches the statistical accuracy of the closed form, in a single pass over the data
+(Bach & Moulines, 2013). The average is started once the loss has levelled: iterates from the first
+steps would pull it back towards the starting point.
 
-Built on Lightning's ``WeightAveraging``, which keeps an ``AveragedModel`` beside the model, validates
-with the averaged weights, saves both in checkpoints (so a resumed run continues the same average,
-bit for bit) and copies the average into the model when training ends, so that the report, the
-figures and the checkpoints of a finished fit hold the averaged estimate. This subclass only chooses
-which iterates enter the mean: before ``start_epoch`` the "average" follows the model step by step
-(the mean of one iterate), from then on it is the running mean of every iterate.
+What it keeps from Lightning's ``WeightAveraging`` (whose ``AveragedModel`` costs more per step than
+this model's whole SGD step): validation sees the averaged weights; checkpoints hold the average as
+their ``state_dict`` and the SGD iterate beside it (``current_model_state``), so a resumed run continues
+the same average bit for bit and ``predict`` uses the average; and when training ends the average is
+copied into the model, so the report, the figures and the last checkpoint hold the averaged estimate.
+
+The update is one ``lerp_`` per parameter tensor, run by a hook on the optimizer after every step
+(``Optimizer.register_step_post_hook``): every SGD step is averaged, also those a model takes several
+of per Lightning step (``linreg.grouped``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import WeightAveraging
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
+from torch.utils.hooks import RemovableHandle
 
 from linreg.validation import UserInputError
 
 
-class AveragedSGD(WeightAveraging):
-    """Averages the weights after every optimizer step from the start of epoch ``start_epoch`` on.
+class AveragedSGD(Callback):
+    """Averages the weights after every optimizer step from ``start`` on.
 
     Args:
-        start_epoch: the first epoch whose iterates are averaged: an int counts epochs from 0 (1 leaves
-            the first epoch out); a float in (0, 1) is a fraction of ``max_epochs``, rounded down, as in
-            Lightning's ``StochasticWeightAveraging``.
+        start: where the average starts: an int is the number of optimizer steps left out (the time SGD
+            needs to reach the noise floor, which depends on the learning rate and the data's conditioning,
+            not on the table's size); a float in [0, 1) is the fraction of the run left out, counted in
+            training batches (0.8, the default, averages the last fifth, as Lightning's
+            ``StochasticWeightAveraging`` does; 0.05 averages all but the first 5% of a single pass).
 
     Example:
-        >>> AveragedSGD().first_epoch(max_epochs=3)  # 0.8 of 3 epochs: the last one
-        2
+        >>> AveragedSGD(start=0.25).first_batch(num_training_batches=100, max_epochs=2)  # 25% of 200 batches
+        50
     """
 
-    def __init__(self, start_epoch: int | float = 0.8) -> None:
-        super().__init__(avg_fn=self.running_mean)
-        if isinstance(start_epoch, float):
-            valid = 0 <= start_epoch < 1
+    def __init__(self, start: int | float = 0.8) -> None:
+        if isinstance(start, float):
+            valid = 0 <= start < 1
         else:
-            valid = isinstance(start_epoch, int) and not isinstance(start_epoch, bool) and start_epoch >= 0
+            valid = isinstance(start, int) and not isinstance(start, bool) and start >= 0
         if not valid:
             raise UserInputError(
-                f"start_epoch must be an epoch (an int >= 0) or a fraction of max_epochs in [0, 1), got {start_epoch!r}"
+                f"start must be a number of optimizer steps (an int >= 0) or a fraction of the run in [0, 1), got"
+                f" {start!r}"
             )
-        self.start_epoch = start_epoch
-        self.averaged = 0  # iterates in the mean so far
-        self.weight = 1.0  # of the newest iterate in the next update: 1 / (iterates in the mean, it included)
-        self._last_step = 0
+        self.start = start
+        self.averaged = 0  # iterates in the mean so far; while 0, the "average" is the model itself
+        self.average: list[Tensor] = []  # the mean, one tensor per parameter of the model
+        self._first_batch = 0  # with a fractional start: the run's first averaged batch (over all its epochs)
+        self._model: LightningModule | None = None
+        self._trainer: Trainer | None = None
+        self._hooks: list[RemovableHandle] = []
 
-    def first_epoch(self, max_epochs: int | None) -> int:
-        """The first averaged epoch, given the run's ``max_epochs`` (needed for a fraction)."""
-        if isinstance(self.start_epoch, int):
-            return self.start_epoch
-        if max_epochs is None or max_epochs < 0:
+    def first_batch(self, num_training_batches: float, max_epochs: int | None, max_steps: int = -1) -> int:
+        """With a fractional ``start``: the first averaged training batch of the run, counted from 0 over its epochs."""
+        assert isinstance(self.start, float)
+        total = max_steps if max_steps is not None and max_steps >= 0 else None
+        if total is None and max_epochs is not None and max_epochs >= 0 and num_training_batches != float("inf"):
+            total = max_epochs * num_training_batches
+        if total is None:
             raise UserInputError(
-                f"start_epoch {self.start_epoch} is a fraction of max_epochs, and max_epochs is not set; give an epoch"
+                f"start {self.start} is a fraction of the run, whose length is not set (max_epochs or max_steps);"
+                " give a number of steps"
             )
-        return int(self.start_epoch * max_epochs)
+        return int(self.start * total)
 
-    def running_mean(self, averaged: Tensor, current: Tensor, num_averaged: Tensor) -> Tensor:
-        """``AveragedModel``'s update of one parameter: the running mean from the start epoch on."""
-        return averaged + (current - averaged) * self.weight
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._trainer, self._model = trainer, pl_module
+        if isinstance(self.start, float):
+            self._first_batch = self.first_batch(trainer.num_training_batches, trainer.max_epochs, trainer.max_steps)
+        self._hooks = [optimizer.register_step_post_hook(self._update) for optimizer in trainer.optimizers]
 
-    def on_train_batch_end(
-        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        if trainer.global_step > self._last_step:  # an optimizer step was taken (not so while accumulating)
-            self._last_step = trainer.global_step
-            if trainer.current_epoch >= self.first_epoch(trainer.max_epochs):
-                self.averaged += 1
-                self.weight = 1.0 / self.averaged
-        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+    def _update(self, *_: Any) -> None:
+        """After an optimizer step: the model's weights enter the mean, once past the start."""
+        assert self._trainer is not None and self._model is not None
+        if isinstance(self.start, int):  # global_step: the steps taken before this one
+            if self._trainer.global_step < self.start:
+                return
+        elif self._trainer.fit_loop.total_batch_idx < self._first_batch:
+            return
+        weights = [p.detach() for p in self._model.parameters()]
+        self.averaged += 1
+        if self.averaged == 1:
+            self.average = [w.clone() for w in weights]
+            return
+        with torch.no_grad():
+            for mean, w in zip(self.average, weights, strict=True):
+                mean.lerp_(w, 1.0 / self.averaged)  # mean + (w - mean) / n: the running mean
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._remove_hooks()
+        if self.averaged:  # what the report, the figures and the final checkpoint show
+            with torch.no_grad():
+                for p, mean in zip(pl_module.parameters(), self.average, strict=True):
+                    p.copy_(mean)
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        self._remove_hooks()
+
+    def _remove_hooks(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._swap(pl_module)  # validation during fit scores the average
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._swap(pl_module)  # and training goes on from the iterate
+
+    def _swap(self, pl_module: LightningModule) -> None:
+        if not self.averaged or pl_module.trainer.state.fn != "fit":
+            return
+        with torch.no_grad():
+            for p, mean in zip(pl_module.parameters(), self.average, strict=True):
+                iterate = p.clone()
+                p.copy_(mean)
+                mean.copy_(iterate)
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        """The average as the checkpoint's weights, the SGD iterate beside it (as ``WeightAveraging`` saves them)."""
+        if not self.averaged or trainer.state.fn != "fit":
+            return
+        names = [name for name, _ in pl_module.named_parameters()]
+        checkpoint["current_model_state"] = checkpoint["state_dict"]
+        checkpoint["state_dict"] = {
+            **checkpoint["state_dict"],
+            **{name: mean.clone() for name, mean in zip(names, self.average, strict=True)},
+        }
+
+    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        """Lightning has loaded the checkpoint's ``state_dict`` (the average) into the model: keep it, restore the iterate."""
+        if "current_model_state" not in checkpoint:
+            return
+        self.average = [p.detach().clone() for p in pl_module.parameters()]
+        pl_module.load_state_dict(checkpoint["current_model_state"])
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "averaged": self.averaged, "last_step": self._last_step}
+        return {"averaged": self.averaged}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
-        self.averaged, self._last_step = state_dict["averaged"], state_dict["last_step"]
-        self.weight = 1.0 / self.averaged if self.averaged else 1.0
+        self.averaged = state_dict["averaged"]

@@ -107,10 +107,5 @@ def quiet_lightning() -> None:
     # Every resumed run logs into a new directory, so its best-checkpoint tracking starts afresh there (the
     # earlier run keeps its own best file); Lightning warns about this at each resume.
     warnings.filterwarnings("ignore", message=r".*The dirpath has changed from.*")
-    # validate/test/predict with a config that averages weights (configs/csv.yaml): the checkpoint already holds
-    # the averaged weights, which is what these subcommands should use; there is nothing to restore.
-    warnings.filterwarnings(
-        "ignore", message=r".*using the WeightAveraging callback, but loading a checkpoint outside.*"
-    )
     # Raised inside Lightning by newer torch releases; nothing a user of Lightning can change.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")

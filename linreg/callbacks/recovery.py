@@ -33,6 +33,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from linreg.callbacks.trainer_state import regression_data
 from linreg.data import RegressionData
+from linreg.model import writes_logs
 from linreg.stats.report import learned_coefficients
 from linreg.validation import check_int
 
@@ -71,31 +72,36 @@ class ParameterRecovery(Callback):
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # The starting point of the curves: the model before the first step (self.log cannot log here).
-        values = self._recovery(trainer, pl_module)
-        for logger in trainer.loggers if values else []:
-            logger.log_metrics(values, step=trainer.global_step)
+        self._write(trainer, pl_module, step=trainer.fit_loop.total_batch_idx + 1)
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: object, batch: object, batch_idx: int
     ) -> None:
-        # Lightning writes what a step logs every log_every_n_steps steps and drops the rest: computed only
-        # then, and logged through self.log, these points land on train/loss's steps.
-        if _is_logging_step(trainer):
-            self._log(trainer, pl_module)
+        # Computed only on the steps whose train/loss Lightning writes, and written on the same step.
+        if writes_logs(trainer):
+            self._write(trainer, pl_module, step=trainer.fit_loop.total_batch_idx)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # Every epoch ends with a point (the epoch line prints train/full_loss), unless its last step had one.
-        if not _is_logging_step(trainer):
-            self._log(trainer, pl_module)
+        # Every epoch ends with a point, unless its last step had one; the epoch line prints train/full_loss.
+        values = self._recovery(trainer, pl_module)
+        if not values:
+            return
+        if not writes_logs(trainer):
+            self._write(trainer, pl_module, step=trainer.fit_loop.total_batch_idx, values=values)
+        pl_module.log(FULL_LOSS, values[FULL_LOSS], logger=False)  # for the epoch line: already written above
         val_loss = trainer.callback_metrics.get("val/loss")
-        if isinstance(trainer.datamodule, RegressionData) and val_loss is not None:
+        if val_loss is not None:
             pl_module.log("convergence/log10_loss_val", log10(float(val_loss)), sync_dist=True)
 
-    def _log(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
-        values = self._recovery(trainer, pl_module)
-        if values:
-            pl_module.log_dict(values, sync_dist=True)  # identical on every rank; the sync is a formality
-        return values
+    def _write(
+        self, trainer: Trainer, pl_module: LightningModule, step: int, values: dict[str, float] | None = None
+    ) -> None:
+        """Writes the curves' points straight to the loggers: ``self.log_dict`` costs milliseconds per call."""
+        if not trainer.is_global_zero or not trainer.loggers:  # the values are the same on every process
+            return
+        values = self._recovery(trainer, pl_module) if values is None else values
+        for logger in trainer.loggers if values else []:
+            logger.log_metrics(values, step=step)
 
     def _recovery(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
         """The loss on the training set and the ``params/...`` values for the model's current coefficients."""
@@ -125,8 +131,3 @@ class ParameterRecovery(Callback):
             values.update(zip(names, w.tolist(), strict=True))
             values["params/b"] = b.item()
         return values
-
-
-def _is_logging_step(trainer: Trainer) -> bool:
-    """Whether the training step just taken is one whose logged values Lightning writes to the loggers."""
-    return trainer.log_every_n_steps > 0 and trainer.global_step % trainer.log_every_n_steps == 0

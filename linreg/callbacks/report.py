@@ -11,8 +11,8 @@ from typing import Any
 
 from jsonargparse.typing import PositiveInt
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import WeightAveraging
 
+from linreg.callbacks.averaging import AveragedSGD
 from linreg.callbacks.trainer_state import regression_data
 from linreg.checkpointing.atomic import save_atomically
 from linreg.stats.report import build_report, estimator_names, format_report
@@ -22,10 +22,9 @@ from linreg.validation import check_int
 def estimator(trainer: Trainer) -> dict[str, Any]:
     """What the trained model of ``trainer`` is: its optimizer's name, and whether its weights are averaged."""
     optimizer = type(trainer.optimizers[0]).__name__ if trainer.optimizers else "model"
-    # A WeightAveraging callback replaces the weights by their average when training ends; AveragedSGD
-    # counts the iterates it averaged (none when training ended before its start epoch).
-    averaging = [cb for cb in trainer.callbacks if isinstance(cb, WeightAveraging)]  # type: ignore[attr-defined]
-    averaged = any(getattr(cb, "averaged", 1) > 0 for cb in averaging)
+    # AveragedSGD replaces the weights by their average when training ends, if it averaged any iterate (none
+    # when training ended before its start).
+    averaged = any(cb.averaged > 0 for cb in trainer.callbacks if isinstance(cb, AveragedSGD))  # type: ignore[attr-defined]
     return {**estimator_names(optimizer, averaged), "averaged": averaged}
 
 

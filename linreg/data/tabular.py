@@ -25,7 +25,7 @@ from torch import Tensor
 
 from linreg.data.base import RegressionData
 from linreg.data.scaling import Standardizer
-from linreg.data.splits import split_rows
+from linreg.data.splits import TRAIN, split_rows
 from linreg.data.stream import StreamLoader
 from linreg.data.streamed import StreamedTable, exceeds_memory
 from linreg.data.table import Table, read_header, read_table, select_columns
@@ -34,6 +34,22 @@ from linreg.validation import UserInputError, check_float, check_int
 
 # The largest magnitude whose square float64 holds (about 1.3e154), rounded down.
 _LARGEST_SQUARABLE = 1e154
+AUTO_BATCH_SIZES = (16, 4096)  # batch_size auto: the smallest and the largest
+
+
+def auto_batch_size(train_rows: int) -> int:
+    """Rows per SGD step for ``batch_size: auto``: a twentieth of the training rows, from 16 to 4096.
+
+    A step's cost is mostly fixed (Lightning's machinery, about half a millisecond on a CPU) up to thousands
+    of rows, so large tables take large batches; small ones keep 20 steps an epoch, so that the epochs the
+    config gives are enough steps.
+
+    Example:
+        >>> auto_batch_size(320), auto_batch_size(100), auto_batch_size(800_000)
+        (16, 16, 4096)
+    """
+    low, high = AUTO_BATCH_SIZES
+    return min(high, max(low, train_rows // 20))
 
 
 class TableRegressionData(RegressionData):
@@ -48,7 +64,9 @@ class TableRegressionData(RegressionData):
         test_fraction: share of the rows held out for ``test``; may be 0.
         predict_path: a table of rows to predict instead of every row of ``path``; it needs the
             feature columns, and the target column may be absent or blank. Read in memory.
-        batch_size: rows per SGD step.
+        batch_size: rows per SGD step; ``auto`` (``auto_batch_size``): a twentieth of the training rows, from 16
+            to 4096, so a small table still gets 20 steps an epoch and a large one batches that keep a step's
+            fixed cost small beside its arithmetic.
         eval_batch_size: rows per validation/test/predict batch (no gradient step: large is faster).
         seed: seeds the split and the shuffling order.
         in_memory: ``True`` reads the table into memory; ``False`` streams it from disk every epoch;
@@ -75,13 +93,14 @@ class TableRegressionData(RegressionData):
         val_fraction: OpenUnitInterval = 0.1,
         test_fraction: float = 0.1,
         predict_path: str | None = None,
-        batch_size: PositiveInt = 32,
+        batch_size: PositiveInt | Literal["auto"] = "auto",
         eval_batch_size: PositiveInt = 10_000,
         seed: int = 0,
         in_memory: bool | Literal["auto"] = "auto",
         shuffle_buffer: PositiveInt = 1 << 18,
     ) -> None:
-        super().__init__(batch_size, eval_batch_size, seed)
+        super().__init__(AUTO_BATCH_SIZES[0] if batch_size == "auto" else batch_size, eval_batch_size, seed)
+        self.auto_batch_size = batch_size == "auto"  # then set once the training rows are counted
         if in_memory not in (True, False, "auto"):
             raise UserInputError(f"in_memory must be true, false or auto, got {in_memory!r}")
         self.in_memory = in_memory
@@ -144,11 +163,13 @@ class TableRegressionData(RegressionData):
             self._streamed = StreamedTable(
                 self.path, names, self.val_fraction, self.test_fraction, self.seed, self.shuffle_buffer
             )
+            self._set_batch_size(self._streamed.plan.counts[TRAIN])
             if self.standardizer is None:
                 self.standardizer = self._checked(self._streamed.standardizer(), for_training=stage == "fit")
         elif not self.streaming and self._table is None:
             self._table = read_table(self.path, [*self._features, self.target])
             self._splits = split_rows(len(self._table), self.val_fraction, self.test_fraction, self.seed, self.path)
+            self._set_batch_size(len(self._splits[0]))
             if self.standardizer is None:  # not already restored from a checkpoint
                 # Training needs statistics it can learn from. validate/test/predict usually get the
                 # training run's from the checkpoint (load_state_dict, after setup), whatever the file
@@ -165,6 +186,10 @@ class TableRegressionData(RegressionData):
                 )
             if self.streaming:
                 self._predict_x = self.standardizer.transform_x(self._x(self._predict_table)).float()
+
+    def _set_batch_size(self, train_rows: int) -> None:
+        if self.auto_batch_size:
+            self.batch_size = auto_batch_size(train_rows)
 
     def _checked(self, standardizer: Standardizer, for_training: bool) -> Standardizer:
         """The training split's statistics; a constant column (std 0) cannot be standardised, nor learnt from.
