@@ -59,7 +59,6 @@ class AveragedSGD(Callback):
         self.averaged = 0  # iterates in the mean so far; while 0, the "average" is the model itself
         self.average: list[Tensor] = []  # the mean, one tensor per parameter of the model
         self._first_batch = 0  # with a fractional start: the run's first averaged batch (over all its epochs)
-        self._model: LightningModule | None = None
         self._trainer: Trainer | None = None
         self._hooks: list[RemovableHandle] = []
 
@@ -77,20 +76,24 @@ class AveragedSGD(Callback):
         return int(self.start * total)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._trainer, self._model = trainer, pl_module
+        self._trainer = trainer
         if isinstance(self.start, float):
             self._first_batch = self.first_batch(trainer.num_training_batches, trainer.max_epochs, trainer.max_steps)
         self._hooks = [optimizer.register_step_post_hook(self._update) for optimizer in trainer.optimizers]
 
     def _update(self, *_: Any) -> None:
         """After an optimizer step: the model's weights enter the mean, once past the start."""
-        assert self._trainer is not None and self._model is not None
-        if isinstance(self.start, int):  # global_step: the steps taken before this one
-            if self._trainer.global_step < self.start:
-                return
-        elif self._trainer.fit_loop.total_batch_idx < self._first_batch:
+        trainer = self._trainer
+        assert trainer is not None, "registered in on_train_start"
+        # global_step: the optimizer steps before this one; total_batch_idx: this batch, counted over epochs.
+        started = (
+            trainer.global_step >= self.start
+            if isinstance(self.start, int)
+            else trainer.fit_loop.total_batch_idx >= self._first_batch
+        )
+        if not started:
             return
-        weights = [p.detach() for p in self._model.parameters()]
+        weights = [p.detach() for p in trainer.lightning_module.parameters()]
         self.averaged += 1
         if self.averaged == 1:
             self.average = [w.clone() for w in weights]
@@ -141,7 +144,7 @@ class AveragedSGD(Callback):
         }
 
     def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
-        """Lightning has loaded the checkpoint's ``state_dict`` (the average) into the model: keep it, restore the iterate."""
+        """The model holds the checkpoint's ``state_dict`` now (the average): kept as such, and the iterate restored."""
         if "current_model_state" not in checkpoint:
             return
         self.average = [p.detach().clone() for p in pl_module.parameters()]
