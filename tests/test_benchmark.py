@@ -21,9 +21,20 @@ def _benchmark(*args: str) -> dict:
 @pytest.mark.slow
 def test_loops_mode_reports_every_candidate_and_the_ratios() -> None:
     report = _benchmark("--n", "4096", "--d", "8", "--batch-size", "64", "--repeats", "1")
-    assert set(report["median_examples_per_s"]) == {"book_loop", "fused_loop", "fused_index_select", "linreg"}
+    assert set(report["median_examples_per_s"]) == {
+        "book_loop",
+        "fused_loop",
+        "fused_index_select",
+        "bare_lightning",
+        "linreg",
+    }
     assert all(v > 0 for v in report["median_examples_per_s"].values())
-    assert set(report["ratios"]) == {"linreg/fused_loop", "linreg/fused_index_select", "linreg/book_loop"}
+    assert set(report["ratios"]) == {
+        "linreg/fused_loop",
+        "linreg/fused_index_select",
+        "linreg/book_loop",
+        "linreg_step/bare_lightning_step",
+    }
 
 
 def test_the_plain_book_script_reproduces_the_books_result() -> None:

@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
         "--table", help="loops: a CSV or Parquet table (target column y) to train on, for a table config"
     )
     parser.add_argument("--d", type=int, default=100, help="features (loops, tables)")
-    parser.add_argument("--batch-size", type=int, default=1024, help="examples per SGD step (loops, tables)")
+    parser.add_argument("--batch-size", type=int, help="examples per SGD step (loops: 1024; tables: the config's)")
     parser.add_argument(
         "--steps-per-batch",
         type=int,
@@ -214,9 +214,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=2_000_000, help="rows of the data set fitted (tables; 0: none)")
     parser.add_argument("--read-rows", type=int, default=1_000_000, help="rows of the table read (tables; 0: none)")
     parser.add_argument("--row-group", type=int, default=131_072, help="rows per Parquet row group (tables)")
+    parser.add_argument("--csv-rows", type=int, default=1_000_000, help="rows of the CSV fitted (tables; 0: none)")
+    parser.add_argument("--csv-d", type=int, default=20, help="features of the CSV fitted (tables)")
     parser.add_argument("--workdir", help="where the tables' files are written (tables; default: the temp dir)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
     args = parser.parse_args(argv)
+    if args.mode == "loops" and args.batch_size is None:
+        args.batch_size = 1024
     if args.config is None:
         args.config = "configs/d2l.yaml" if args.mode == "process" else "configs/large.yaml"
     if not Path(args.config).is_file():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import subprocess
 import tempfile
@@ -16,11 +17,23 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 
 class EpochTimer(Callback):
-    """Wall time of each training epoch: from its first batch to its last, validation excluded."""
+    """Wall time of each training epoch: from its first batch to its last, validation excluded.
 
-    def __init__(self) -> None:
+    Args:
+        path: where to write ``{"epoch_seconds": [...], "steps": n}`` as JSON when fit ends (for a fit
+            run as a process: ``--trainer.callbacks+='{"class_path": "linreg.benchmark.measure.EpochTimer",
+            "init_args": {"path": "epochs.json"}}'``).
+    """
+
+    def __init__(self, path: str | None = None) -> None:
         self.seconds: list[float] = []
+        self.path = path
         self._start: float | None = None
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.path is not None and trainer.is_global_zero:
+            with open(self.path, "w") as file:
+                json.dump({"epoch_seconds": self.seconds, "steps": trainer.global_step}, file)
 
     def _now(self, trainer: Trainer) -> float:
         if trainer.strategy.root_device.type == "cuda":

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -23,8 +24,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
+import pyarrow.dataset as pa_ds
 import pyarrow.parquet as pq
 
+from linreg.benchmark import peers
 from linreg.benchmark.measure import run_process
 from linreg.data.streamed import BYTES_PER_VALUE, available_memory
 from linreg.data.table import read_table
@@ -96,40 +99,70 @@ def reads(args: argparse.Namespace, work: Path) -> dict:
     }
 
 
+def _linreg_fit(config: str, data: Path, work: Path, extra: list[str]) -> dict:
+    """One ``python -m linreg fit`` process on ``data``: wall time, peak memory, its epochs' times, its report."""
+    timings = work / "epochs.json"
+    timer = json.dumps({"class_path": "linreg.benchmark.measure.EpochTimer", "init_args": {"path": str(timings)}})
+    command = [
+        sys.executable, "-m", "linreg", "fit", "--config", config, "--data.path", str(data), "--data.target", "y",
+        "--data.features", "null", "--trainer.accelerator", "cpu", "--trainer.logger.init_args.save_dir",
+        str(work / "runs"), f"--trainer.callbacks+={timer}", *extra,
+    ]  # fmt: skip
+    wall, peak = run_process(command)
+    epochs = json.loads(timings.read_text())
+    runs = (work / "runs").glob("*/version_*")
+    report = json.loads((max(runs, key=lambda p: p.stat().st_mtime) / "report.json").read_text())
+    return {
+        "seconds": wall,
+        "epoch_seconds": epochs["epoch_seconds"],
+        "fixed_seconds": wall - sum(epochs["epoch_seconds"]),  # start-up, statistics pass, evaluation, report
+        "train_rows_per_s": report["ols"]["num_examples"] / statistics.median(epochs["epoch_seconds"]),
+        "peak_mib": peak / MIB,
+        "epochs": report["epochs"],
+        "largest_se_from_ols": max(abs(row["sgd_minus_ols_in_se"]) for row in report["parameters"]),
+    }
+
+
 def fits(args: argparse.Namespace, work: Path) -> dict:
     data = write_synthetic(work / "fit", args.rows, args.d, args.row_group)
+    start = time.perf_counter()
+    pa_ds.dataset(str(data), format="parquet").to_table()
+    read = time.perf_counter() - start
     in_memory_bytes = BYTES_PER_VALUE * args.rows * (args.d + 1)
     modes = ["false"] + (["true"] if in_memory_bytes < 0.5 * available_memory() else [])
-    results = {}
+    results: dict = {"pyarrow_read_seconds": read}
     for mode in modes:
-        command = [
-            sys.executable, "-m", "linreg", "fit", "--config", "configs/parquet.yaml",
-            "--data.path", str(data), "--data.target", "y", "--data.in_memory", mode,
-            "--data.batch_size", str(args.batch_size), "--trainer.max_epochs", str(args.epochs),
-            "--trainer.accelerator", "cpu", "--trainer.logger.init_args.save_dir", str(work / "runs"),
-        ]  # fmt: skip
-        wall, peak = run_process(command)
-        train_rows = args.rows * 0.98 * args.epochs  # parquet.yaml holds 1% + 1% out
-        runs = (work / "runs" / "parquet").glob("version_*")
-        report = json.loads((max(runs, key=lambda p: int(p.name.split("_")[1])) / "report.json").read_text())
-        results["streamed" if mode == "false" else "in_memory"] = {
-            "seconds": wall,
-            "rows_per_s": train_rows / wall,
-            "peak_mib": peak / MIB,
-            "largest_se_from_ols": max(abs(row["sgd_minus_ols_in_se"]) for row in report["parameters"]),
-        }
-        print(f"  fit in_memory={mode}: {wall:.1f} s, peak {peak / MIB:.0f} MiB", file=sys.stderr)
-    ratio = None
-    if "in_memory" in results:
-        ratio = results["streamed"]["rows_per_s"] / results["in_memory"]["rows_per_s"]
+        extra = ["--data.in_memory", mode, "--trainer.max_epochs", str(args.epochs)]
+        if args.batch_size:
+            extra += ["--data.batch_size", str(args.batch_size)]
+        fit = _linreg_fit("configs/parquet.yaml", data, work, extra)
+        fit["fixed/(read + 4 s)"] = fit["fixed_seconds"] / (2 * read + 4)
+        results["streamed" if mode == "false" else "in_memory"] = fit
+        print(f"  fit in_memory={mode}: {fit['seconds']:.1f} s, peak {fit['peak_mib']:.0f} MiB", file=sys.stderr)
+    if peers.available():
+        results["sklearn"] = peers.sklearn_peers(data)
     return {
         "rows": args.rows,
         "features": args.d,
         "epochs": args.epochs,
         "data_mib": sum(p.stat().st_size for p in data.iterdir()) / MIB,
+        "float32_mib": args.rows * (args.d + 1) * 4 / MIB,
         **results,
-        "streamed/in_memory": ratio,
     }
+
+
+def csv_command(args: argparse.Namespace, work: Path) -> dict:
+    """The README's CSV command, whole process, against the scikit-learn script on the same file."""
+    table = pq.read_table(write_synthetic(work / "csv", args.csv_rows, args.csv_d, args.row_group, files=1))
+    csv = work / "table.csv"
+    pa_csv.write_csv(table, csv)
+    del table
+    result = {"rows": args.csv_rows, "features": args.csv_d, "csv_mib": csv.stat().st_size / MIB}
+    result["linreg"] = _linreg_fit("configs/csv.yaml", csv, work, [])
+    if peers.available():
+        result["sklearn_script_seconds"] = peers.sklearn_csv_process(csv)
+        result["linreg/sklearn_script"] = result["linreg"]["seconds"] / result["sklearn_script_seconds"]
+    return result
 
 
 def tables(args: argparse.Namespace) -> dict:
@@ -137,6 +170,8 @@ def tables(args: argparse.Namespace) -> dict:
         result = {"reads": reads(args, Path(work))} if args.read_rows else {}
         if args.rows:
             result["fit"] = fits(args, Path(work))
+        if args.csv_rows:
+            result["csv"] = csv_command(args, Path(work))
     return result
 
 
@@ -152,12 +187,25 @@ def print_tables(result: dict) -> None:
             print(f"  {name:<26} {value:5.2f}x")
     if "fit" in result:
         f = result["fit"]
-        print(f"fit: {f['rows']:,} x {f['features']} float32 Parquet ({f['data_mib']:.0f} MiB), {f['epochs']} epoch(s)")
+        print(f"fit: {f['rows']:,} x {f['features']} float32 Parquet ({f['data_mib']:.0f} MiB on disk,"
+              f" {f['float32_mib']:.0f} MiB as float32), {f['epochs']} epoch(s); pyarrow reads it in"
+              f" {f['pyarrow_read_seconds']:.2f} s")  # fmt: skip
         for mode in ("streamed", "in_memory"):
             if mode in f:
                 m = f[mode]
-                rate = f"{m['rows_per_s']:>10,.0f} rows/s"
-                se = f"largest |estimate-OLS|/SE {m['largest_se_from_ols']:.2f}"
-                print(f"  {mode:<10} {m['seconds']:7.1f} s  {rate}  peak {m['peak_mib']:6.0f} MiB  {se}")
-        if f["streamed/in_memory"] is not None:
-            print(f"  streamed/in_memory throughput {f['streamed/in_memory']:.2f}x")
+                print(f"  linreg {mode:<10} {m['train_rows_per_s']:>10,.0f} rows/s an epoch; fixed {m['fixed_seconds']:5.1f} s"
+                      f" ({m['fixed/(read + 4 s)']:.2f}x of 2 reads + 4 s); whole {m['seconds']:5.1f} s; peak"
+                      f" {m['peak_mib']:5.0f} MiB; largest |estimate-OLS|/SE {m['largest_se_from_ols']:.2f}")  # fmt: skip
+        for name, m in f.get("sklearn", {}).items():
+            rate = f"{m['rows_per_s']:>10,.0f} rows/s" if "rows_per_s" in m else ""
+            se = f"; largest |estimate-OLS|/SE {m['largest_se_from_ols']:.2f}" if "largest_se_from_ols" in m else ""
+            print(f"  sklearn {name:<50} {m['seconds']:6.2f} s {rate}{se}")
+    if "csv" in result:
+        c = result["csv"]
+        m = c["linreg"]
+        print(f"csv: {c['rows']:,} x {c['features']} ({c['csv_mib']:.0f} MiB), fit --config configs/csv.yaml")
+        print(f"  linreg whole process {m['seconds']:.1f} s ({m['epochs']} epochs, fixed {m['fixed_seconds']:.1f} s);"
+              f" largest |estimate-OLS|/SE {m['largest_se_from_ols']:.2f}")  # fmt: skip
+        if "sklearn_script_seconds" in c:
+            print(f"  sklearn script (pyarrow read + SGDRegressor().fit) {c['sklearn_script_seconds']:.1f} s;"
+                  f" linreg/sklearn {c['linreg/sklearn_script']:.1f}x")  # fmt: skip

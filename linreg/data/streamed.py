@@ -14,17 +14,19 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
+from torch import Tensor
 
 from linreg.data.scaling import Standardizer
 from linreg.data.splits import TEST, TRAIN, VAL, SplitPlan
-from linreg.data.stream import Scan, StreamLoader, count_rows, pieces, scan
+from linreg.data.stream import Scan, StreamLoader, count_rows, pieces, read_piece, scan
 from linreg.data.table import is_parquet, parquet_files
 from linreg.stats.ols import LeastSquaresFit, least_squares_from_moments
 from linreg.validation import UserInputError
 
 SPLITS = {"train": TRAIN, "val": VAL, "test": TEST}
-BYTES_PER_VALUE = 36  # the peak memory of reading a table whole, per value (measured: 32)
+BYTES_PER_VALUE = 4  # a table held in memory: its float32 tensors (record batches are read one at a time)
 
 
 class StreamedTable:
@@ -81,6 +83,29 @@ class StreamedTable:
             shuffle_buffer=self.shuffle_buffer if split == "train" else batch_size,
         )
 
+    def materialize(self, standardizer: Standardizer) -> dict[str, tuple[Tensor, Tensor]]:
+        """Every split as float32 tensors ``(X, y)`` in the model's units, rows in table order: one more pass.
+
+        What a table held in memory trains on. Memory: the tensors themselves and one record batch.
+        """
+        shift, scale = (t.numpy() for t in _shift_and_scale(standardizer))
+        d = len(self.names) - 1
+        X = [np.empty((n, d), np.float32) for n in self.plan.counts]  # indexed by TRAIN, VAL, TEST
+        y = [np.empty((n, 1), np.float32) for n in self.plan.counts]
+        filled = [0, 0, 0]
+        for piece, first_row in zip(pieces(self.path), self.scan.first_rows, strict=True):
+            for start, columns in read_piece(piece, self.names, first_row):
+                split = self.plan.of_rows(start, len(columns[0]))
+                for part in (TRAIN, VAL, TEST):
+                    keep = split == part
+                    rows = slice(filled[part], filled[part] + int(keep.sum()))
+                    for j, column in enumerate(columns):
+                        target = X[part][rows, j] if j < d else y[part][rows, 0]
+                        # float64 arithmetic rounded once to float32, as the streamed loader does
+                        target[:] = np.subtract(column[keep], shift[j], dtype=np.float64) / scale[j]
+                    filled[part] = rows.stop
+        return {name: (torch.from_numpy(X[part]), torch.from_numpy(y[part])) for name, part in SPLITS.items()}
+
     def least_squares(self, standardizer: Standardizer) -> LeastSquaresFit:
         """The least-squares fit of the training split in the model's units (``standardizer``'s), from the moments."""
         if self._least_squares is None or self._least_squares[0] is not standardizer:
@@ -102,10 +127,9 @@ def exceeds_memory(path: str, columns: int, fraction: float = 0.5) -> bool:
     """Whether the tensors of ``columns`` columns of the table at ``path`` would take over ``fraction`` of the
     memory available now.
 
-    Reading costs up to ``BYTES_PER_VALUE`` at its peak (the columns, the float64 standardisation, the float32
-    splits; 3.3 GB beyond the process's own for 2,000,000 x 51 float32 Parquet values, 32 bytes each). The
-    rows of Parquet are known from its metadata; those of a CSV file are guessed from its size (a value
-    takes at least 2 bytes of text, a gzipped file at least 5 times less).
+    Held in memory, a table costs its float32 tensors, ``BYTES_PER_VALUE`` a value (it is read a record
+    batch at a time). The rows of Parquet are known from its metadata; those of a CSV file are guessed from
+    its size (a value takes at least 2 bytes of text, a gzipped file at least 5 times less).
     """
     if is_parquet(path):
         values = sum(metadata.num_rows for _, metadata in parquet_files(path)) * columns

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from linreg.data.base import RegressionData
 from linreg.data.scaling import Standardizer
-from linreg.data.splits import TRAIN, split_rows
+from linreg.data.splits import TRAIN
 from linreg.data.stream import StreamLoader
 from linreg.data.streamed import StreamedTable, exceeds_memory
 from linreg.data.table import Table, read_header, read_table, select_columns
@@ -117,11 +117,9 @@ class TableRegressionData(RegressionData):
         self.predict_path = predict_path
         self._features = select_columns(path, read_header(path), target, features)
         self.standardizer: Standardizer | None = None
-        self._table: Table | None = None  # every row of `path`, raw
-        self._splits: tuple[Tensor, Tensor, Tensor] | None = None  # row indices of train, val, test
         self._predict_table: Table | None = None  # the rows `predict` runs on, raw
         self._predict_x: Tensor | None = None  # ... standardised
-        self._streamed: StreamedTable | None = None  # a table streamed from disk, once scanned
+        self._streamed: StreamedTable | None = None  # the table, once scanned; streamed, or held in memory
 
     @property
     def input_dim(self) -> int:
@@ -143,7 +141,7 @@ class TableRegressionData(RegressionData):
 
     def setup(self, stage: str) -> None:
         self._read(stage)
-        if not self.streaming:
+        if not self.streaming and self.train_data is None:
             self._standardize()
 
     @property
@@ -155,37 +153,25 @@ class TableRegressionData(RegressionData):
 
     @property
     def ready(self) -> bool:
-        return self._streamed is not None if self.streaming else self.train_data is not None
+        return self._streamed is not None and (self.streaming or self.train_data is not None)
 
     def _read(self, stage: str) -> None:
-        if self.streaming and self._streamed is None:
+        """One pass over the table, streamed or not: every cell checked, the splits counted, the statistics."""
+        if self._streamed is None:
             names = [*self._features, self.target]
             self._streamed = StreamedTable(
                 self.path, names, self.val_fraction, self.test_fraction, self.seed, self.shuffle_buffer
             )
             self._set_batch_size(self._streamed.plan.counts[TRAIN])
-            if self.standardizer is None:
-                self.standardizer = self._checked(self._streamed.standardizer(), for_training=stage == "fit")
-        elif not self.streaming and self._table is None:
-            self._table = read_table(self.path, [*self._features, self.target])
-            self._splits = split_rows(len(self._table), self.val_fraction, self.test_fraction, self.seed, self.path)
-            self._set_batch_size(len(self._splits[0]))
             if self.standardizer is None:  # not already restored from a checkpoint
                 # Training needs statistics it can learn from. validate/test/predict usually get the
                 # training run's from the checkpoint (load_state_dict, after setup), whatever the file
                 # holds now; these stand in until then.
-                train = self._splits[0]
-                fitted = Standardizer.fit(self._x(self._table)[train], self._table.columns[self.target][train])
-                self.standardizer = self._checked(fitted, for_training=stage == "fit")
+                self.standardizer = self._checked(self._streamed.standardizer(), for_training=stage == "fit")
         if stage == "predict" and self._predict_table is None:
-            if self.predict_path is not None:
-                self._predict_table = read_table(self.predict_path, self._features, optional=[self.target])
-            else:
-                self._predict_table = (
-                    self._table if self._table is not None else read_table(self.path, [*self._features, self.target])
-                )
-            if self.streaming:
-                self._predict_x = self.standardizer.transform_x(self._x(self._predict_table)).float()
+            path = self.predict_path if self.predict_path is not None else self.path
+            self._predict_table = read_table(path, self._features, optional=[self.target])
+            self._predict_x = self.standardizer.transform_x(self._x(self._predict_table)).float()
 
     def _set_batch_size(self, train_rows: int) -> None:
         if self.auto_batch_size:
@@ -226,15 +212,11 @@ class TableRegressionData(RegressionData):
         return torch.stack([c.to(dtype) for c in columns], dim=1)
 
     def _standardize(self) -> None:
-        """The splits (and predict rows) in the units the model is trained in: standardised, float32."""
-        assert self._table is not None, "_read() comes first"
-        assert self._splits is not None
+        """A table held in memory: its splits as float32 tensors in the units the model is trained in."""
+        assert self._streamed is not None, "_read() comes first"
         assert self.standardizer is not None
-        X, y = self._x(self._table), self._table.columns[self.target].reshape(-1, 1)  # (n, d), (n, 1)
-        X_s, y_s = self.standardizer.transform_x(X).float(), self.standardizer.transform_y(y).float()
-        self.train_data, self.val_data, self.test_data = ((X_s[rows], y_s[rows]) for rows in self._splits)
-        if self._predict_table is not None:
-            self._predict_x = self.standardizer.transform_x(self._x(self._predict_table)).float()
+        splits = self._streamed.materialize(self.standardizer)
+        self.train_data, self.val_data, self.test_data = splits["train"], splits["val"], splits["test"]
 
     def _stream(self, split: str, batch_size: int, this_process: bool = True) -> StreamLoader:
         """A loader of one split of the streamed table; under DDP, of this process's share of it."""
@@ -260,9 +242,7 @@ class TableRegressionData(RegressionData):
         return iter(self._stream(split, self.eval_batch_size, this_process=False))
 
     def least_squares(self, device: torch.device | None = None) -> LeastSquaresFit:
-        """When streaming, the fit from the moments of the pass over the table, in the model's units."""
-        if not self.streaming:
-            return super().least_squares(device)
+        """The fit from the moments of the pass over the table, in the model's units (in memory or streamed)."""
         assert self._streamed is not None, "setup() comes first"
         assert self.standardizer is not None
         return self._streamed.least_squares(self.standardizer)
@@ -281,9 +261,13 @@ class TableRegressionData(RegressionData):
                 f"the checkpoint was trained to predict {saved[0]!r} from {saved[1]};"
                 f" this run asks for {self.target!r} from {self._features}"
             )
-        self.standardizer = Standardizer.from_state_dict(state_dict)
-        if self._table is not None and not self.streaming:
+        restored = Standardizer.from_state_dict(state_dict)
+        changed = self.standardizer is None or not _same_statistics(restored, self.standardizer)
+        self.standardizer = restored
+        if changed and self.train_data is not None:  # the file's statistics differ from the training run's
             self._standardize()
+        if changed and self._predict_table is not None:
+            self._predict_x = self.standardizer.transform_x(self._x(self._predict_table)).float()
 
     def to_original_units(self, w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
         """Coefficients of the standardised model as those of ``target = columns @ w' + b'`` (float64)."""
@@ -318,3 +302,9 @@ class TableRegressionData(RegressionData):
 
 class CSVRegressionData(TableRegressionData):
     """``TableRegressionData`` under the name ``configs/csv.yaml`` and earlier checkpoints use."""
+
+
+def _same_statistics(a: Standardizer, b: Standardizer) -> bool:
+    return (
+        torch.equal(a.x_mean, b.x_mean) and torch.equal(a.x_std, b.x_std) and (a.y_mean, a.y_std) == (b.y_mean, b.y_std)
+    )

@@ -79,19 +79,26 @@ def _two_digits(x: float) -> str:
 
 
 def score(
-    predict: Callable[[Tensor], Tensor], chunks: Iterable[tuple[Tensor, Tensor]], device: torch.device
-) -> dict[str, float]:
-    """MSE, MAE and R² of ``predict`` on the rows of ``chunks`` (``(X, y)`` blocks), moved to ``device``, in float64."""
+    models: dict[str, Callable[[Tensor], Tensor]], chunks: Iterable[tuple[Tensor, Tensor]], device: torch.device
+) -> dict[str, dict[str, float]]:
+    """MSE, MAE and R² of each model on the rows of ``chunks`` (``(X, y)`` blocks, read once for all models),
+    moved to ``device``, in float64: ``{model: {metric: value}}``."""
     # Computed by one process on the whole split: no syncing with the others (which are not computing).
     local = {"sync_on_compute": False}
-    metrics = MetricCollection(
-        {"mse": MeanSquaredError(**local), "mae": MeanAbsoluteError(**local), "r2": R2Score(**local)}
-    )
-    metrics = metrics.set_dtype(torch.float64).to(device)
+    metrics = {
+        name: MetricCollection(
+            {"mse": MeanSquaredError(**local), "mae": MeanAbsoluteError(**local), "r2": R2Score(**local)}
+        )
+        .set_dtype(torch.float64)
+        .to(device)
+        for name in models
+    }
     with torch.no_grad():
         for x, t in chunks:  # x in the model's dtype
-            metrics.update(predict(x.to(device)).view(-1).double(), t.to(device).view(-1).double())  # (rows,) each
-    return {name: value.item() for name, value in metrics.compute().items()}
+            x, t = x.to(device), t.to(device).view(-1).double()
+            for name, predict in models.items():
+                metrics[name].update(predict(x).view(-1).double(), t)  # (rows,) each
+    return {name: {k: v.item() for k, v in m.compute().items()} for name, m in metrics.items()}
 
 
 def parameter_rows(
@@ -227,14 +234,12 @@ def build_report(
     def ols_predict(x: Tensor) -> Tensor:
         return x.double() @ w + b  # (rows, d) @ (d,) -> (rows,)
 
-    metrics = {
-        split: {
-            model: _in_target_units(score(function, data.split_chunks(split), device), data.target_scale)  # type: ignore[arg-type]
-            for model, function in (("sgd", predict), ("ols", ols_predict))
-        }
-        for split in ("train", "val")
-        if data.split_chunks(split) is not None
-    }
+    metrics = {}
+    for split in ("train", "val"):
+        chunks = data.split_chunks(split)  # a table streamed from disk is read once per split, for both models
+        if chunks is not None:
+            scores = score({"sgd": predict, "ols": ols_predict}, chunks, device)
+            metrics[split] = {model: _in_target_units(value, data.target_scale) for model, value in scores.items()}
     residual_variance = reference.residual_variance * data.target_scale**2
     return {
         "estimator": estimator or {**estimator_names("SGD", averaged=False), "averaged": False},
