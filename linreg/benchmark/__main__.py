@@ -206,7 +206,9 @@ def main(argv: list[str] | None = None) -> None:
         type=int,
         help="SGD steps per Lightning step where the config's model is GroupedStepsRegression (loops)",
     )
-    parser.add_argument("--epochs", type=int, default=1, help="epochs per timed linreg run (loops, tables)")
+    parser.add_argument(
+        "--epochs", type=int, help="epochs per timed linreg run (loops: 1; tables: the config's own stopping rule)"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats of each candidate")
     parser.add_argument(
         "--accelerator", choices=["cpu", "gpu", "cuda", "auto"], help="loops: default cpu; others: the config's"
@@ -219,8 +221,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", help="where the tables' files are written (tables; default: the temp dir)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
     args = parser.parse_args(argv)
-    if args.mode == "loops" and args.batch_size is None:
-        args.batch_size = 1024
+    if args.mode == "loops":
+        args.batch_size = args.batch_size or 1024
+        args.epochs = args.epochs or 1
     if args.config is None:
         args.config = "configs/d2l.yaml" if args.mode == "process" else "configs/large.yaml"
     if not Path(args.config).is_file():
