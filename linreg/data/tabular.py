@@ -35,6 +35,9 @@ from linreg.validation import UserInputError, check_float, check_int
 # The largest magnitude whose square float64 holds (about 1.3e154), rounded down.
 _LARGEST_SQUARABLE = 1e154
 AUTO_BATCH_SIZES = (16, 4096)  # batch_size auto: the smallest and the largest
+# A streamed table keeps its validation and test rows in memory when their float32 tensors take at most this:
+# validation after every epoch, the report and the plots then read nothing from disk.
+HELD_OUT_IN_MEMORY = 64 << 20
 
 
 def auto_batch_size(train_rows: int) -> int:
@@ -141,7 +144,7 @@ class TableRegressionData(RegressionData):
 
     def setup(self, stage: str) -> None:
         self._read(stage)
-        if not self.streaming and self.train_data is None:
+        if self.val_data is None and self._in_memory_splits():
             self._standardize()
 
     @property
@@ -211,12 +214,20 @@ class TableRegressionData(RegressionData):
         dtype = torch.float32 if all(c.dtype == torch.float32 for c in columns) else torch.float64
         return torch.stack([c.to(dtype) for c in columns], dim=1)
 
+    def _in_memory_splits(self) -> tuple[str, ...]:
+        """The splits kept in memory as tensors: all of them, or, when streaming, the held-out ones if small."""
+        if not self.streaming:
+            return ("train", "val", "test")
+        assert self._streamed is not None, "_read() comes first"
+        held_out = sum(self._streamed.plan.counts[1:]) * (self.input_dim + 1) * 4  # float32 bytes
+        return ("val", "test") if held_out <= HELD_OUT_IN_MEMORY else ()
+
     def _standardize(self) -> None:
-        """A table held in memory: its splits as float32 tensors in the units the model is trained in."""
+        """The splits held in memory (``_in_memory_splits``) as float32 tensors in the units the model is trained in."""
         assert self._streamed is not None, "_read() comes first"
         assert self.standardizer is not None
-        splits = self._streamed.materialize(self.standardizer)
-        self.train_data, self.val_data, self.test_data = splits["train"], splits["val"], splits["test"]
+        splits = self._streamed.materialize(self.standardizer, self._in_memory_splits())
+        self.train_data, self.val_data, self.test_data = (splits.get(name) for name in ("train", "val", "test"))
 
     def _stream(self, split: str, batch_size: int, this_process: bool = True) -> StreamLoader:
         """A loader of one split of the streamed table; under DDP, of this process's share of it."""
@@ -230,14 +241,14 @@ class TableRegressionData(RegressionData):
         return self._stream("train", self.batch_size) if self.streaming else super().train_dataloader()
 
     def val_dataloader(self) -> Any:
-        return self._stream("val", self.eval_batch_size) if self.streaming else super().val_dataloader()
+        return super().val_dataloader() if self.val_data is not None else self._stream("val", self.eval_batch_size)
 
     def test_dataloader(self) -> Any:
-        return self._stream("test", self.eval_batch_size) if self.streaming else super().test_dataloader()
+        return super().test_dataloader() if self.test_data is not None else self._stream("test", self.eval_batch_size)
 
     def split_chunks(self, split: str) -> Iterator[tuple[Tensor, Tensor]] | None:
-        """Every row of a split, read from disk when streaming (by this process alone)."""
-        if not self.streaming:
+        """Every row of a split: from memory where it is held there, else read from disk (by this process alone)."""
+        if split in self._in_memory_splits():
             return super().split_chunks(split)
         return iter(self._stream(split, self.eval_batch_size, this_process=False))
 
@@ -264,7 +275,7 @@ class TableRegressionData(RegressionData):
         restored = Standardizer.from_state_dict(state_dict)
         changed = self.standardizer is None or not _same_statistics(restored, self.standardizer)
         self.standardizer = restored
-        if changed and self.train_data is not None:  # the file's statistics differ from the training run's
+        if changed and self.val_data is not None:  # the file's statistics differ from the training run's
             self._standardize()
         if changed and self._predict_table is not None:
             self._predict_x = self.standardizer.transform_x(self._x(self._predict_table)).float()
