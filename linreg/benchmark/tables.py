@@ -100,6 +100,7 @@ def reads(args: argparse.Namespace, work: Path) -> dict:
 
 PYARROW_READ = """
 import sys, time
+import pyarrow.dataset as pa_ds
 start = time.perf_counter()
 pa_ds.dataset(sys.argv[1], format="parquet").to_table()
 print(time.perf_counter() - start)
