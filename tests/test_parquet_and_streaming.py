@@ -67,8 +67,10 @@ def test_the_data_module_splits_a_directory_as_it_splits_one_file(files: dict[st
     ]
     for dm in modules:
         dm.setup("fit")
+    # The same rows in the same order; the statistics are merged record batch by record batch, so row groups
+    # of other sizes change them in float64's last digits, and the standardised values in float32's at most.
     for one, other in zip(modules[0].train_data, modules[1].train_data, strict=True):
-        assert torch.equal(one, other)
+        torch.testing.assert_close(one, other, rtol=1e-6, atol=1e-6)
 
 
 def test_streaming_statistics_and_least_squares_match_in_memory_ones_on_the_same_rows(files: dict[str, Path]) -> None:

@@ -140,10 +140,12 @@ def scan(path: str, names: Sequence[str], plan: SplitPlan) -> Scan:
         for start, columns in read_piece(piece, names, first_rows[-1]):
             split = plan.of_rows(start, len(columns[0]))
             train = split == TRAIN
-            Z = np.empty((int(train.sum()), len(names)))  # the training rows, float64: one copy
+            # The training rows, float64, one copy, column by column: Z is built column-major, as (k, rows) and
+            # transposed, so each column is one contiguous write (and XᵀX is as fast either way).
+            Z = np.empty((len(names), int(train.sum())))
             for j, column in enumerate(columns):
-                Z[:, j] = column[train]
-            moments.update(torch.from_numpy(Z))
+                Z[j] = column[train]
+            moments.update(torch.from_numpy(Z).T)
             count += np.bincount(split, minlength=3)
             position = start + len(split)
         counts.append(count.tolist())

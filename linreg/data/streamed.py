@@ -102,10 +102,13 @@ class StreamedTable:
                 for part in parts:
                     keep = split == part
                     rows = slice(filled[part], filled[part] + int(keep.sum()))
+                    # float64 arithmetic rounded once to float32, as the streamed loader does; computed column by
+                    # column into a (columns, rows) block, then written to the row-major tensors in one copy.
+                    block = np.empty((d + 1, rows.stop - rows.start))
                     for j, column in enumerate(columns):
-                        target = X[part][rows, j] if j < d else y[part][rows, 0]
-                        # float64 arithmetic rounded once to float32, as the streamed loader does
-                        target[:] = np.subtract(column[keep], shift[j], dtype=np.float64) / scale[j]
+                        np.subtract(column[keep], shift[j], out=block[j], dtype=np.float64)
+                        block[j] /= scale[j]
+                    X[part][rows], y[part][rows, 0] = block[:d].T, block[d]
                     filled[part] = rows.stop
         return {name: (torch.from_numpy(X[SPLITS[name]]), torch.from_numpy(y[SPLITS[name]])) for name in splits}
 
