@@ -60,6 +60,8 @@ class AveragedSGD(Callback):
         self.average: list[Tensor] = []  # the mean, one tensor per parameter of the model
         self._first_batch = 0  # with a fractional start: the run's first averaged batch (over all its epochs)
         self._trainer: Trainer | None = None
+        self._step = 0
+        self._weights: list[Tensor] = []
         self._hooks: list[RemovableHandle] = []
 
     def first_batch(self, num_training_batches: float, max_epochs: int | None, max_steps: int = -1) -> int:
@@ -77,30 +79,29 @@ class AveragedSGD(Callback):
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._trainer = trainer
+        self._step = trainer.global_step  # optimizer steps taken, a resumed run's included
         if isinstance(self.start, float):
             self._first_batch = self.first_batch(trainer.num_training_batches, trainer.max_epochs, trainer.max_steps)
+        # Views of the parameters, updated in place by the optimizer: nothing to look up at every step.
+        self._weights = [p.detach() for p in pl_module.parameters()]
         self._hooks = [optimizer.register_step_post_hook(self._update) for optimizer in trainer.optimizers]
 
     def _update(self, *_: Any) -> None:
         """After an optimizer step: the model's weights enter the mean, once past the start."""
-        trainer = self._trainer
-        assert trainer is not None, "registered in on_train_start"
-        # global_step: the optimizer steps before this one; total_batch_idx: this batch, counted over epochs.
-        started = (
-            trainer.global_step >= self.start
-            if isinstance(self.start, int)
-            else trainer.fit_loop.total_batch_idx >= self._first_batch
-        )
+        self._step += 1
+        if isinstance(self.start, int):
+            started = self._step > self.start
+        else:  # total_batch_idx: this batch, counted over the run's epochs
+            assert self._trainer is not None, "registered in on_train_start"
+            started = self._trainer.fit_loop.total_batch_idx >= self._first_batch
         if not started:
             return
-        weights = [p.detach() for p in trainer.lightning_module.parameters()]
         self.averaged += 1
         if self.averaged == 1:
-            self.average = [w.clone() for w in weights]
+            self.average = [w.clone() for w in self._weights]
             return
-        with torch.no_grad():
-            for mean, w in zip(self.average, weights, strict=True):
-                mean.lerp_(w, 1.0 / self.averaged)  # mean + (w - mean) / n: the running mean
+        for mean, w in zip(self.average, self._weights, strict=True):
+            mean.lerp_(w, 1.0 / self.averaged)  # mean + (w - mean) / n: the running mean
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._remove_hooks()

@@ -13,6 +13,7 @@ at the end of every epoch and before every checkpoint; the message still names t
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -59,11 +60,12 @@ class DivergenceGuard(Callback):
         loss = _loss_of(outputs)
         if loss is None:
             return
-        finite = torch.isfinite(loss.detach()).all()
-        if self._check_every == 1:
-            if not bool(finite):
-                self._stop(trainer, trainer.global_step, f"the training loss became {float(loss.detach().max())}")
+        if self._check_every == 1:  # one CPU process: reading the loss costs nothing but the read
+            value = float(loss.detach().max()) if loss.numel() > 1 else loss.item()
+            if not math.isfinite(value):
+                self._stop(trainer, trainer.global_step, f"the training loss became {value}")
             return
+        finite = torch.isfinite(loss.detach()).all()
         # Kernels only, no wait: the earliest step (numbered like trainer.global_step) with a bad loss.
         step = torch.where(finite, _NONE, trainer.global_step)
         self._first_bad = step if self._first_bad is None else torch.minimum(self._first_bad, step)
