@@ -8,6 +8,7 @@ import torch
 
 from linreg import LinearRegression, SyntheticRegressionData
 from linreg.callbacks import AveragedSGD
+from linreg.grouped import GroupedStepsRegression
 from linreg.validation import UserInputError
 
 STEPS_PER_EPOCH = 5  # 50 examples in batches of 10
@@ -69,3 +70,22 @@ def test_a_start_that_is_not_an_epoch_or_a_fraction_is_refused(start: object) ->
         UserInputError, match=r"start must be a number of optimizer steps \(an int >= 0\) or a fraction"
     ):
         AveragedSGD(start=start)  # type: ignore[arg-type]
+
+
+def test_a_model_taking_several_sgd_steps_per_batch_has_every_step_averaged() -> None:
+    # The independent truth: the same SGD steps taken one per Lightning step (bit-identical updates, tested in
+    # test_model.py), averaged by the same callback. Averaging only once per batch would give another mean.
+    def fit(model: LinearRegression, batch_size: int) -> torch.Tensor:
+        data = SyntheticRegressionData(true_w=3, num_train=60, num_val=10, batch_size=batch_size, seed=1)
+        trainer = pl.Trainer(
+            max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, callbacks=[AveragedSGD(start=4)],
+        )  # fmt: skip
+        trainer.fit(model, data)
+        return _params(model)
+
+    torch.manual_seed(0)
+    one_per_batch = fit(LinearRegression(input_dim=3, init_std=1.0), batch_size=5)  # 12 steps an epoch
+    torch.manual_seed(0)
+    grouped = fit(GroupedStepsRegression(input_dim=3, mini_batch_size=5, init_std=1.0), batch_size=20)  # 4 of 3
+    torch.testing.assert_close(grouped, one_per_batch)

@@ -180,3 +180,16 @@ def test_training_batches_are_shuffled_and_cover_the_split(linear_csv: Path) -> 
     train = dm.train_data[0]
     assert not torch.equal(X, train)
     assert torch.equal(X[X[:, 0].argsort()], train[train[:, 0].argsort()])
+
+
+@pytest.mark.parametrize(("rows", "batch"), [(50, 16), (1000, 40), (100_000, 4000), (200_000, 4096)])
+def test_batch_size_auto_is_a_twentieth_of_the_training_rows_from_16_to_4096(
+    tmp_path: Path, rows: int, batch: int
+) -> None:
+    path = write_linear_csv(tmp_path / "t.csv", n=rows)
+    dm = CSVRegressionData(str(path), target="y", val_fraction=0.1, test_fraction=0.1)  # batch_size auto
+    dm.setup("fit")
+    train_rows = len(dm.train_data[0])
+    assert train_rows == round(0.8 * rows)
+    assert dm.batch_size == batch
+    assert len(dm.train_dataloader()) == -(-train_rows // batch)  # every training row, in batches of that size
