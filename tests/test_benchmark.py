@@ -37,6 +37,22 @@ def test_loops_mode_reports_every_candidate_and_the_ratios() -> None:
     }
 
 
+@pytest.mark.slow
+def test_tables_mode_reports_linreg_and_scikit_learn_side_by_side() -> None:
+    report = _benchmark(
+        "tables", "--rows", "20000", "--d", "5", "--read-rows", "2000", "--csv-rows", "5000", "--row-group", "4096"
+    )  # fmt: skip
+    fit = report["fit"]
+    for mode in ("streamed", "in_memory"):
+        assert fit[mode]["train_rows_per_s"] > 0
+        assert 0 < fit[mode]["fixed_seconds"] < fit[mode]["seconds"]
+        assert fit[mode]["largest_se_from_ols"] < 1  # the config reaches least squares on these data
+    assert set(fit["sklearn"]) >= {"SGDRegressor one epoch, in memory", "LinearRegression (closed form)"}
+    assert fit["sklearn"]["LinearRegression (closed form)"]["largest_se_from_ols"] < 1e-6  # it is least squares
+    assert report["csv"]["linreg"]["largest_se_from_ols"] < 1
+    assert report["csv"]["sklearn_script_seconds"] > 0
+
+
 def test_the_plain_book_script_reproduces_the_books_result() -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "linreg" / "benchmark" / "book.py")], capture_output=True, text=True, check=True
