@@ -39,7 +39,7 @@ from linreg.callbacks.progress import ConsoleProgress, quiet_lightning
 from linreg.callbacks.recovery import ParameterRecovery
 from linreg.callbacks.report import FitReport
 from linreg.checkpointing.compat import check_resumable, checkpoint_config_differences
-from linreg.checkpointing.interrupt import SIGTERM_STATUS, SaveOnSigterm
+from linreg.checkpointing.interrupt import SIGINT_STATUS, SaveOnInterrupt
 from linreg.checkpointing.io import AtomicCheckpointIO, load_safely
 from linreg.checkpointing.resume import (
     LastCheckpoint,
@@ -78,9 +78,11 @@ class NothingToDo(Exception):  # noqa: N818 (not an error: the command line exit
 
 
 class Interrupted(UserInputError):  # noqa: N818 (a state, not a fault)
-    """Fit was stopped by SIGTERM; the message says where the training state was saved."""
+    """Fit was stopped by SIGTERM or Ctrl-C; the message says where the training state was saved."""
 
-    exit_status = SIGTERM_STATUS
+    def __init__(self, message: str, exit_status: int) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status  # 128 + the signal's number
 
 
 class LinearRegressionCLI(LightningCLI):
@@ -97,12 +99,18 @@ class LinearRegressionCLI(LightningCLI):
             _check_config_files(argv)
         self._claimed: Path | None = None  # the run directory this command created, removed if it fails early
         self._created: list[Path] = []  # the directories above it that it created
-        self._sigterm = SaveOnSigterm()
+        self._interrupt = SaveOnInterrupt()
         try:
             super().__init__(*args, **kwargs)
         except SIGTERMException:
             self._remove_unused_run_dir()
-            raise Interrupted(self._sigterm.message()) from None
+            raise Interrupted(self._interrupt.message(), self._interrupt.exit_status) from None
+        except SystemExit:
+            if not self._interrupt.at_once:
+                raise
+            # Lightning's answer to a KeyboardInterrupt in training (exit status 1), with this project's line.
+            self._remove_unused_run_dir()
+            raise Interrupted(self._interrupt.message(), SIGINT_STATUS) from None
         except NothingToDo:
             raise
         except BaseException as error:
@@ -214,7 +222,7 @@ class LinearRegressionCLI(LightningCLI):
             config = self.config_init[self.subcommand] if self.subcommand else self.config_init
             config.checkpoint, config.last = Callback(), Callback()
         elif self.subcommand in (None, "fit"):
-            self.trainer_defaults["callbacks"].append(self._sigterm)
+            self.trainer_defaults["callbacks"].append(self._interrupt)
         try:
             trainer = super().instantiate_trainer(plugins=plugins, **kwargs)
         # The Trainer's own checks; an ImportError: the accelerator, strategy or precision needs a missing package.
@@ -516,6 +524,8 @@ def main(args: ArgsType = None) -> None:
         build_cli(args)
     except NothingToDo as done:
         _say(str(done))
+    except KeyboardInterrupt:  # outside training, where Ctrl-C stops at the end of a step (SaveOnInterrupt)
+        fail("linreg", "stopped by Ctrl-C (SIGINT) before training began; nothing was saved", status=SIGINT_STATUS)
     except Exception as exc:
         user_error = find_user_error(exc)
         if rank_zero_only.rank != 0 and (user_error is not None or _lost_peers(exc)):
