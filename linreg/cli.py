@@ -95,6 +95,7 @@ class LinearRegressionCLI(LightningCLI):
         self._requested = (
             next((a for a in argv if a in LightningCLI.subcommands()), None) if isinstance(argv, list) else None
         )
+        self._argv = argv if isinstance(argv, list) else []
         if isinstance(argv, list):
             _check_config_files(argv)
         self._claimed: Path | None = None  # the run directory this command created, removed if it fails early
@@ -156,6 +157,7 @@ class LinearRegressionCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         super().parse_arguments(parser, args)
+        _check_optimizer_has_lr(self._argv)  # after the parser's own checks: an unknown class is named as such
         self._checkpoint: tuple[str, Any] | None = None
         self._ckpt_path: str | None = None
         subcommand = self.config.get("subcommand")
@@ -406,6 +408,30 @@ def _check_config_files(argv: list[str]) -> None:
         if path is not None:
             check_config_file(path)
             check_yaml_syntax(path)
+
+
+_OPTIMIZER_KEYS = ("--model.optimizer", "--model.init_args.optimizer")
+
+
+def _check_optimizer_has_lr(argv: list[str]) -> None:
+    """Refuses an optimizer class named on the command line without its learning rate.
+
+    jsonargparse keeps the arguments of the config's optimizer that the new class also takes: with
+    ``configs/d2l.yaml``, ``--model.optimizer Adam`` alone would train Adam with SGD's learning rate, 0.03. A
+    learning rate suits one optimizer, so the command line gives both (or a mapping with ``init_args``).
+    """
+    named, has_lr = None, False
+    for i, arg in enumerate(argv):
+        key, equals, value = arg.partition("=")
+        if key in _OPTIMIZER_KEYS:
+            value = value if equals else (argv[i + 1] if i + 1 < len(argv) else "")
+            named = None if value.lstrip().startswith(("{", "class_path")) else value  # a mapping states its own
+        has_lr |= key in {f"{prefix}{sub}.lr" for prefix in _OPTIMIZER_KEYS for sub in ("", ".init_args")}
+    if named and not has_lr:
+        raise UserInputError(
+            f"model.optimizer {named} was given without its learning rate; give --model.optimizer.lr too"
+            " (a learning rate suits one optimizer, and the config's was chosen for its own)"
+        )
 
 
 # Trainer arguments Lightning checks only once fit runs (some with a ZeroDivisionError): what each must be.

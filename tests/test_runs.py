@@ -113,7 +113,10 @@ def test_a_run_stopped_by_max_steps_extends_to_an_uninterrupted_one(tmp_path: Pa
         (("--data.batch_size", "20"), "data.batch_size 10 there, 20 here"),
         (("--data.num_train", "70"), "data.num_train 60 there, 70 here"),
         (("--data.seed", "1"), "data.seed 0 there, 1 here"),
-        (("--model.optimizer", "Adam"), "model.optimizer.class_path 'torch.optim.SGD' there, 'torch.optim.Adam' here"),
+        (
+            ("--model.optimizer", "Adam", "--model.optimizer.lr", "0.03"),
+            "model.optimizer.class_path 'torch.optim.SGD' there, 'torch.optim.Adam' here",
+        ),
     ],
     ids=["batch_size", "num_train", "seed", "optimizer"],
 )
@@ -135,7 +138,7 @@ def test_an_sgd_checkpoint_is_not_resumed_with_adam(tmp_path: Path, capsys: pyte
     moved = tmp_path / "sgd.ckpt"  # away from its run's config.yaml: the checkpoint alone must tell
     (tmp_path / "d2l" / "version_0" / "checkpoints" / "last.ckpt").rename(moved)
     with pytest.raises(SystemExit):
-        fit(tmp_path, "--model.optimizer", "Adam", "--ckpt_path", str(moved))
+        fit(tmp_path, "--model.optimizer", "Adam", "--model.optimizer.lr", "0.03", "--ckpt_path", str(moved))
     err = capsys.readouterr().err
     assert f"checkpoint {moved} was trained with another optimizer" in err
     assert "KeyError" not in err
