@@ -137,7 +137,12 @@ class LinearRegressionCLI(LightningCLI):
             parser.add_lightning_class_args(callback, key)
         parser.set_defaults(
             {
-                "model": {"class_path": "linreg.model.LinearRegression"},
+                # The book's SGD as a class, not the model's default function: `--model.optimizer.lr` then works
+                # without a config, and `fit --help` lists it.
+                "model": {
+                    "class_path": "linreg.model.LinearRegression",
+                    "init_args": {"optimizer": {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.03}}},
+                },
                 "data": {"class_path": "linreg.data.SyntheticRegressionData"},
                 "checkpoint.monitor": "val/loss",
                 "checkpoint.filename": "best-{epoch}-{step}",
