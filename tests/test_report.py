@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from linreg.stats.ols import LeastSquaresFit
-from linreg.stats.report import estimator_names, format_report, parameter_rows, verdict
+from linreg.stats.report import SE_LIMIT, estimator_names, format_report, parameter_rows, verdict
 
 
 def _ols(w: list[float], b: float, se: list[float]) -> LeastSquaresFit:
@@ -136,3 +136,17 @@ def test_the_book_error_lines_are_true_minus_estimate_as_float32_tensors() -> No
     table = {line.split()[0]: line.split() for line in lines if line.startswith(("w[", "b "))}
     header = next(line for line in lines if line.startswith("parameter")).split()
     assert float(table["w[a]"][header.index("true-SGD")]) == pytest.approx(-0.3)  # the sign of the book lines
+
+
+def test_the_legend_explains_true_columns_only_where_the_table_has_them() -> None:
+    with_truth = parameter_rows(["a"], (torch.tensor([1.0], dtype=torch.float64), torch.tensor(0.0)),
+                                _ols([1.0], 0.0, [0.1, 0.1]), (torch.tensor([1.0]), 0.0))  # fmt: skip
+    assert "true-SGD: the error of the estimate" in format_report(_report(with_truth))
+    text = format_report(_report(_rows_at(0.5)))  # no true values: a table of one's own
+    assert "true" not in text.split("verdict:")[1]
+
+
+def test_the_legend_draws_the_line_where_the_verdict_does() -> None:
+    text = " ".join(format_report(_report(_rows_at(0.5))).split("verdict:")[1].split())
+    assert f"Up to {SE_LIMIT:g} (the verdict's limit)" in text
+    assert "About 1 or less" not in text

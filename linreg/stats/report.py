@@ -13,6 +13,7 @@ prints the report and writes ``report.json`` is ``linreg.callbacks.report.FitRep
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -22,15 +23,6 @@ from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, 
 
 from linreg.data import RegressionData
 from linreg.stats.ols import LeastSquaresFit, transform
-
-LEGEND = """\
-  true: the value the data were generated from.  true-{tag}: the error of the estimate, signed as in the
-  book.  OLS ± SE: the exact least-squares fit to the training data (the best estimate they allow) and
-  its standard error.  {tag}: the trained model ({name}).
-  ({tag}-OLS)/SE: how far the model is from OLS, in standard errors. About 1 or less: what it has left
-  to learn is no larger than the uncertainty that the noise in the data leaves on OLS itself.
-  mse (the loss) and mae: mean squared and absolute error, lower is better; r2: 1 is a perfect fit.
-  Both models are scored on every example of each split."""
 
 # Where the trained model counts as short of least squares: its training MSE more than 1% above OLS's,
 # or a coefficient more than 3 standard errors from OLS's.
@@ -138,7 +130,23 @@ def format_report(report: dict[str, Any], max_rows: int = 20) -> str:
         for metric, style in (("mse", ".5g"), ("mae", ".5g"), ("r2", ".6f")):
             sgd, least_squares = models["sgd"][metric], models["ols"][metric]
             lines.append(f"{split + ' ' + metric:<22}{sgd:>13{style}}{least_squares:>13{style}}")
-    return "\n".join([*lines, "", verdict(report), "", LEGEND.format(name=name, tag=tag)])
+    truth_known = bool(report["parameters"]) and report["parameters"][0]["true"] is not None
+    return "\n".join([*lines, "", verdict(report), "", legend(name, tag, truth_known)])
+
+
+def legend(name: str, tag: str, truth_known: bool) -> str:
+    """The lines under the report that say what its columns mean; ``true`` ones only where the table has them."""
+    sentences = [
+        "true: the value the data were generated from.  true-{tag}: the error of the estimate, signed as in the book.",
+        "OLS ± SE: the exact least-squares fit to the training data (the best estimate they allow) and its standard"
+        " error.  {tag}: the trained model ({name}).",
+        "({tag}-OLS)/SE: how far the model is from OLS, in standard errors. Up to {limit:g} (the verdict's limit), that"
+        " distance is within what the noise in the data leaves uncertain in OLS itself.",
+        "mse (the loss) and mae: mean squared and absolute error, lower is better; r2: 1 is a perfect fit.  Both models"
+        " are scored on every example of each split.",
+    ]
+    text = "  ".join(sentences if truth_known else sentences[1:]).format(name=name, tag=tag, limit=SE_LIMIT)
+    return textwrap.fill(text, width=106, initial_indent="  ", subsequent_indent="  ")
 
 
 def book_error_lines(rows: list[Row]) -> list[str]:
