@@ -30,14 +30,9 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from linreg.callbacks.dashboard import Dashboard
-from linreg.callbacks.divergence import DivergenceGuard
+from linreg.callbacks import default_callbacks
 from linreg.callbacks.hparams import SaveConfigAndHparams
-from linreg.callbacks.plots import FitPlots
-from linreg.callbacks.predictions import PredictionWriter
-from linreg.callbacks.progress import ConsoleProgress, quiet_lightning
-from linreg.callbacks.recovery import ParameterRecovery
-from linreg.callbacks.report import FitReport
+from linreg.callbacks.progress import quiet_lightning
 from linreg.checkpointing.compat import check_resumable, checkpoint_config_differences
 from linreg.checkpointing.interrupt import SIGINT_STATUS, SaveOnInterrupt
 from linreg.checkpointing.io import AtomicCheckpointIO, load_safely
@@ -375,19 +370,6 @@ class LinearRegressionCLI(LightningCLI):
         for directory in self._created:  # deepest first; only those this command created, and only when empty
             with contextlib.suppress(OSError):
                 directory.rmdir()
-
-
-def default_callbacks(subcommand: str | None) -> list[Callback]:
-    """The callbacks a run of ``subcommand`` always has (``None``: a fit built without running it).
-
-    Only those a subcommand uses: Lightning calls every callback at every hook, several times per SGD step.
-    """
-    if subcommand in (None, "fit"):
-        # ParameterRecovery before ConsoleProgress: the epoch line prints the loss it logs at the epoch's end.
-        return [ParameterRecovery(), ConsoleProgress(), DivergenceGuard(), FitReport(), FitPlots(), Dashboard()]
-    if subcommand == "predict":
-        return [ConsoleProgress(), PredictionWriter()]
-    return [ConsoleProgress()]
 
 
 def _without_event_files(logger: Any) -> Any:

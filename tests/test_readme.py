@@ -21,6 +21,7 @@ stopped (the README mentions them), and with a line ``...`` standing for any num
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import shutil
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import ROOT
 
@@ -206,3 +208,30 @@ def test_every_output_block_says_whose_output_it_is() -> None:
 )
 def test_output_of_the_books_config_is_what_the_readme_shows(fresh_root: Path, block: OutputBlock) -> None:
     check_output(block, printed(run_in(fresh_root, block.command)))
+
+
+def python_section() -> str:
+    """The code of the README's "From Python" section."""
+    found = re.search(r"^## From Python\n.*?^```python\n(.*?)^```", README.read_text(), re.DOTALL | re.MULTILINE)
+    assert found is not None
+    return found.group(1)
+
+
+def test_the_from_python_section_runs_as_a_notebook_would_and_gives_the_command_lines_estimate(
+    d2l_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(python_section(), "README.md", "exec"), namespace)  # in this interpreter, as a notebook cell runs
+    out = capsys.readouterr().out
+    assert "\r" not in out  # no progress bar redrawn in place: not a terminal
+    assert out.startswith("epoch 1, loss ")
+    assert "verdict: SGD" in out
+    model, report = namespace["model"], namespace["report"]
+    true_w = torch.tensor([2.0, -3.4, 5.6, 3.2, -0.6])
+    assert (model.weight - true_w).abs().max() < 5e-3  # the book's data, recovered
+    assert abs(model.bias.item() - 4.2) < 5e-3
+    # The command line's run of configs/d2l.yaml: the same seeds, data and steps, so the same estimate.
+    cli = json.loads((d2l_run / "report.json").read_text())
+    assert [row["sgd"] for row in report["parameters"]] == [row["sgd"] for row in cli["parameters"]]
+    assert (tmp_path / "runs" / "notebook" / "version_0" / "report.json").is_file()

@@ -44,6 +44,12 @@ class FitReport(Callback):
         self.max_rows = check_int("max_rows", max_rows, 1)
         self.filename = filename
         self.mse_by_epoch: list[float] = []  # the training MSE after each epoch of this fit, for the verdict
+        self.report: dict[str, Any] | None = None  # the last fit's report, as report.json holds it (rank zero)
+
+    @staticmethod
+    def of(trainer: Trainer) -> dict[str, Any] | None:
+        """The report of the last fit ``trainer`` ran with a ``FitReport`` (None on other processes than the first)."""
+        return next((cb.report for cb in trainer.callbacks if isinstance(cb, FitReport)), None)  # type: ignore[attr-defined]
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.mse_by_epoch = []
@@ -68,6 +74,7 @@ class FitReport(Callback):
             "epochs": trainer.current_epoch,
             "steps": trainer.global_step,
         }
+        self.report = report
         print("\n" + format_report(report, self.max_rows), flush=True)
         if log_dir is not None:
             text = (json.dumps(report, indent=2) + "\n").encode()
