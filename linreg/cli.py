@@ -86,6 +86,9 @@ class LinearRegressionCLI(LightningCLI):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         argv = kwargs.get("args")
         argv = sys.argv[1:] if argv is None else argv
+        completed = _with_run_config(argv) if isinstance(argv, list) else argv
+        if completed is not argv:  # passed on only when changed: LightningCLI warns of args beside sys.argv
+            argv = kwargs["args"] = completed
         # The subcommand being run, if the command line names one: only its parser is built.
         self._requested = (
             next((a for a in argv if a in LightningCLI.subcommands()), None) if isinstance(argv, list) else None
@@ -387,6 +390,30 @@ def _without_event_files(logger: Any) -> Any:
     return Namespace(class_path="lightning.pytorch.loggers.CSVLogger", init_args=Namespace(**kept, version=None))
 
 
+def _with_run_config(argv: list[str]) -> list[str]:
+    """``validate``/``test``/``predict --ckpt_path CKPT`` without ``--config`` or ``--data``: with its run's config.
+
+    Without it the data module would be the book's synthetic data, whatever the checkpoint was trained on. The
+    run's ``config.yaml`` (``<run>/config.yaml`` beside ``<run>/checkpoints/``) names the data module and its
+    file; options given on the command line still override it.
+    """
+    subcommand = next((a for a in argv if a in LightningCLI.subcommands()), None)
+    options = {arg.split("=", 1)[0] for arg in argv}
+    if subcommand not in ("validate", "test", "predict") or options & {"--config", "-c", "--data"}:
+        return argv
+    given = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--ckpt_path"]
+    given += [arg.split("=", 1)[1] for arg in argv if arg.startswith("--ckpt_path=")]
+    checkpoint = Path(given[-1]) if given else None
+    if checkpoint is None or checkpoint.parent.name != "checkpoints":
+        return argv
+    config = checkpoint.parent.parent / "config.yaml"
+    if not config.is_file():
+        return argv
+    _say(f"{subcommand}: no --config was given; using that of the checkpoint's run, {config}")
+    at = argv.index(subcommand) + 1  # first after the subcommand: what the command line gives overrides it
+    return [*argv[:at], "--config", str(config), *argv[at:]]
+
+
 def _check_config_files(argv: list[str]) -> None:
     """Refuses ``--config`` files that are not regular UTF-8 text files or not YAML, before the parser reads them."""
     for i, arg in enumerate(argv):
@@ -516,6 +543,8 @@ def build_cli(args: ArgsType = None, run: bool = True) -> LinearRegressionCLI:
         subclass_mode_model=True,  # LinearRegression, or a subclass by class_path (configs/large.yaml)
         subclass_mode_data=True,
         save_config_callback=SaveConfigAndHparams,
+        # Without a config, the book's seed (LightningCLI's default, true, would warn "No seed found" and use 0).
+        seed_everything_default=0,
         # No `_instantiator` in the checkpoints' hyper-parameters: load_from_checkpoint would import and call
         # the function it names. LinearRegression.load_from_checkpoint(path) works without it.
         load_from_checkpoint_support=False,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -176,3 +177,13 @@ def test_a_class_help_is_named_for_the_program() -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: linreg ")
+
+
+def test_a_fit_without_a_config_uses_the_books_seed_without_a_warning(tmp_path: Path) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_cli("fit", "--trainer.max_epochs", "1", "--data.num_train", "60", f"--trainer.default_root_dir={tmp_path}",
+                "--trainer.logger.init_args.save_dir", str(tmp_path))  # fmt: skip
+    assert not [w for w in caught if "seed" in str(w.message).lower()]
+    config = yaml.safe_load(next(tmp_path.rglob("config.yaml")).read_text())
+    assert config["seed_everything"] == 0  # configs/d2l.yaml's

@@ -116,5 +116,10 @@ def quiet_lightning() -> None:
     warnings.filterwarnings(
         "ignore", message=r".*using the WeightAveraging callback, but loading a checkpoint outside.*"
     )
+    # validate/test/predict --ckpt_path without --config: the command line, completed with the checkpoint's run's
+    # config (cli._with_run_config), is passed to LightningCLI as its args.
+    warnings.filterwarnings(
+        "ignore", message=r".*LightningCLI's args parameter is intended to run from within Python.*"
+    )
     # Raised inside Lightning by newer torch releases; nothing a user of Lightning can change.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
