@@ -52,11 +52,11 @@ def tuned_hparams(config: Namespace, optimizer: Optimizer) -> dict[str, str]:
         >>> config = Namespace({"trainer.max_epochs": 3, "trainer.devices": 2, "trainer.accelerator": "cpu",
         ...                     "trainer.strategy": "ddp", "data.init_args.batch_size": 10,
         ...                     "trainer.callbacks": [Namespace(class_path="linreg.callbacks.AveragedSGD",
-        ...                                                     init_args=Namespace(start_epoch=0.8))]})
+        ...                                                     init_args=Namespace(start=0.8))]})
         >>> sgd = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.03, momentum=0.9)
         >>> list(tuned_hparams(config, sgd).items())[:5]  # doctest: +NORMALIZE_WHITESPACE
         [('data.batch_size', '10'), ('model.optimizer', 'SGD(lr=0.03, momentum=0.9)'), ('model.scheduler', 'none'),
-         ('trainer', '3 epochs, 2 cpu, ddp'), ('trainer.callbacks', 'AveragedSGD(start_epoch=0.8)')]
+         ('trainer', '3 epochs, 2 cpu, ddp'), ('trainer.callbacks', 'AveragedSGD(start=0.8)')]
     """
     model = config.get("model") or Namespace()
     arguments = model.get("init_args", model) if isinstance(model, Namespace) else Namespace()
