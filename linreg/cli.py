@@ -30,16 +30,11 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from linreg.callbacks.dashboard import Dashboard
-from linreg.callbacks.divergence import DivergenceGuard
+from linreg.callbacks import default_callbacks
 from linreg.callbacks.hparams import SaveConfigAndHparams
-from linreg.callbacks.plots import FitPlots
-from linreg.callbacks.predictions import PredictionWriter
-from linreg.callbacks.progress import ConsoleProgress, quiet_lightning
-from linreg.callbacks.recovery import ParameterRecovery
-from linreg.callbacks.report import FitReport
+from linreg.callbacks.progress import quiet_lightning
 from linreg.checkpointing.compat import check_resumable, checkpoint_config_differences
-from linreg.checkpointing.interrupt import SIGTERM_STATUS, SaveOnSigterm
+from linreg.checkpointing.interrupt import SIGINT_STATUS, SaveOnInterrupt
 from linreg.checkpointing.io import AtomicCheckpointIO, load_safely
 from linreg.checkpointing.resume import (
     LastCheckpoint,
@@ -78,9 +73,11 @@ class NothingToDo(Exception):  # noqa: N818 (not an error: the command line exit
 
 
 class Interrupted(UserInputError):  # noqa: N818 (a state, not a fault)
-    """Fit was stopped by SIGTERM; the message says where the training state was saved."""
+    """Fit was stopped by SIGTERM or Ctrl-C; the message says where the training state was saved."""
 
-    exit_status = SIGTERM_STATUS
+    def __init__(self, message: str, exit_status: int) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status  # 128 + the signal's number
 
 
 class LinearRegressionCLI(LightningCLI):
@@ -89,20 +86,30 @@ class LinearRegressionCLI(LightningCLI):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         argv = kwargs.get("args")
         argv = sys.argv[1:] if argv is None else argv
+        completed = _with_run_config(argv) if isinstance(argv, list) else argv
+        if completed is not argv:  # passed on only when changed: LightningCLI warns of args beside sys.argv
+            argv = kwargs["args"] = completed
         # The subcommand being run, if the command line names one: only its parser is built.
         self._requested = (
             next((a for a in argv if a in LightningCLI.subcommands()), None) if isinstance(argv, list) else None
         )
+        self._argv = argv if isinstance(argv, list) else []
         if isinstance(argv, list):
             _check_config_files(argv)
         self._claimed: Path | None = None  # the run directory this command created, removed if it fails early
         self._created: list[Path] = []  # the directories above it that it created
-        self._sigterm = SaveOnSigterm()
+        self._interrupt = SaveOnInterrupt()
         try:
             super().__init__(*args, **kwargs)
         except SIGTERMException:
             self._remove_unused_run_dir()
-            raise Interrupted(self._sigterm.message()) from None
+            raise Interrupted(self._interrupt.message(), self._interrupt.exit_status) from None
+        except SystemExit:
+            if not self._interrupt.at_once:
+                raise
+            # Lightning's answer to a KeyboardInterrupt in training (exit status 1), with this project's line.
+            self._remove_unused_run_dir()
+            raise Interrupted(self._interrupt.message(), SIGINT_STATUS) from None
         except NothingToDo:
             raise
         except BaseException as error:
@@ -128,7 +135,12 @@ class LinearRegressionCLI(LightningCLI):
             parser.add_lightning_class_args(callback, key)
         parser.set_defaults(
             {
-                "model": {"class_path": "linreg.model.LinearRegression"},
+                # The book's SGD as a class, not the model's default function: `--model.optimizer.lr` then works
+                # without a config, and `fit --help` lists it.
+                "model": {
+                    "class_path": "linreg.model.LinearRegression",
+                    "init_args": {"optimizer": {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.03}}},
+                },
                 "data": {"class_path": "linreg.data.SyntheticRegressionData"},
                 "checkpoint.monitor": "val/loss",
                 "checkpoint.filename": "best-{epoch}-{step}",
@@ -148,6 +160,7 @@ class LinearRegressionCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         super().parse_arguments(parser, args)
+        _check_optimizer_has_lr(self._argv)  # after the parser's own checks: an unknown class is named as such
         self._checkpoint: tuple[str, Any] | None = None
         self._ckpt_path: str | None = None
         subcommand = self.config.get("subcommand")
@@ -214,7 +227,7 @@ class LinearRegressionCLI(LightningCLI):
             config = self.config_init[self.subcommand] if self.subcommand else self.config_init
             config.checkpoint, config.last = Callback(), Callback()
         elif self.subcommand in (None, "fit"):
-            self.trainer_defaults["callbacks"].append(self._sigterm)
+            self.trainer_defaults["callbacks"].append(self._interrupt)
         try:
             trainer = super().instantiate_trainer(plugins=plugins, **kwargs)
         # The Trainer's own checks; an ImportError: the accelerator, strategy or precision needs a missing package.
@@ -362,19 +375,6 @@ class LinearRegressionCLI(LightningCLI):
                 directory.rmdir()
 
 
-def default_callbacks(subcommand: str | None) -> list[Callback]:
-    """The callbacks a run of ``subcommand`` always has (``None``: a fit built without running it).
-
-    Only those a subcommand uses: Lightning calls every callback at every hook, several times per SGD step.
-    """
-    if subcommand in (None, "fit"):
-        # ParameterRecovery before ConsoleProgress: the epoch line prints the loss it logs at the epoch's end.
-        return [ParameterRecovery(), ConsoleProgress(), DivergenceGuard(), FitReport(), FitPlots(), Dashboard()]
-    if subcommand == "predict":
-        return [ConsoleProgress(), PredictionWriter()]
-    return [ConsoleProgress()]
-
-
 def _without_event_files(logger: Any) -> Any:
     """A TensorBoardLogger's config as a CSVLogger's in the same place (``<save_dir>/<name>/version_N``).
 
@@ -390,6 +390,30 @@ def _without_event_files(logger: Any) -> Any:
     return Namespace(class_path="lightning.pytorch.loggers.CSVLogger", init_args=Namespace(**kept, version=None))
 
 
+def _with_run_config(argv: list[str]) -> list[str]:
+    """``validate``/``test``/``predict --ckpt_path CKPT`` without ``--config`` or ``--data``: with its run's config.
+
+    Without it the data module would be the book's synthetic data, whatever the checkpoint was trained on. The
+    run's ``config.yaml`` (``<run>/config.yaml`` beside ``<run>/checkpoints/``) names the data module and its
+    file; options given on the command line still override it.
+    """
+    subcommand = next((a for a in argv if a in LightningCLI.subcommands()), None)
+    options = {arg.split("=", 1)[0] for arg in argv}
+    if subcommand not in ("validate", "test", "predict") or options & {"--config", "-c", "--data"}:
+        return argv
+    given = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--ckpt_path"]
+    given += [arg.split("=", 1)[1] for arg in argv if arg.startswith("--ckpt_path=")]
+    checkpoint = Path(given[-1]) if given else None
+    if checkpoint is None or checkpoint.parent.name != "checkpoints":
+        return argv
+    config = checkpoint.parent.parent / "config.yaml"
+    if not config.is_file():
+        return argv
+    _say(f"{subcommand}: no --config was given; using that of the checkpoint's run, {config}")
+    at = argv.index(subcommand) + 1  # first after the subcommand: what the command line gives overrides it
+    return [*argv[:at], "--config", str(config), *argv[at:]]
+
+
 def _check_config_files(argv: list[str]) -> None:
     """Refuses ``--config`` files that are not regular UTF-8 text files or not YAML, before the parser reads them."""
     for i, arg in enumerate(argv):
@@ -398,6 +422,30 @@ def _check_config_files(argv: list[str]) -> None:
         if path is not None:
             check_config_file(path)
             check_yaml_syntax(path)
+
+
+_OPTIMIZER_KEYS = ("--model.optimizer", "--model.init_args.optimizer")
+
+
+def _check_optimizer_has_lr(argv: list[str]) -> None:
+    """Refuses an optimizer class named on the command line without its learning rate.
+
+    jsonargparse keeps the arguments of the config's optimizer that the new class also takes: with
+    ``configs/d2l.yaml``, ``--model.optimizer Adam`` alone would train Adam with SGD's learning rate, 0.03. A
+    learning rate suits one optimizer, so the command line gives both (or a mapping with ``init_args``).
+    """
+    named, has_lr = None, False
+    for i, arg in enumerate(argv):
+        key, equals, value = arg.partition("=")
+        if key in _OPTIMIZER_KEYS:
+            value = value if equals else (argv[i + 1] if i + 1 < len(argv) else "")
+            named = None if value.lstrip().startswith(("{", "class_path")) else value  # a mapping states its own
+        has_lr |= key in {f"{prefix}{sub}.lr" for prefix in _OPTIMIZER_KEYS for sub in ("", ".init_args")}
+    if named and not has_lr:
+        raise UserInputError(
+            f"model.optimizer {named} was given without its learning rate; give --model.optimizer.lr too"
+            " (a learning rate suits one optimizer, and the config's was chosen for its own)"
+        )
 
 
 # Trainer arguments Lightning checks only once fit runs (some with a ZeroDivisionError): what each must be.
@@ -495,6 +543,8 @@ def build_cli(args: ArgsType = None, run: bool = True) -> LinearRegressionCLI:
         subclass_mode_model=True,  # LinearRegression, or a subclass by class_path (configs/large.yaml)
         subclass_mode_data=True,
         save_config_callback=SaveConfigAndHparams,
+        # Without a config, the book's seed (LightningCLI's default, true, would warn "No seed found" and use 0).
+        seed_everything_default=0,
         # No `_instantiator` in the checkpoints' hyper-parameters: load_from_checkpoint would import and call
         # the function it names. LinearRegression.load_from_checkpoint(path) works without it.
         load_from_checkpoint_support=False,
@@ -516,6 +566,8 @@ def main(args: ArgsType = None) -> None:
         build_cli(args)
     except NothingToDo as done:
         _say(str(done))
+    except KeyboardInterrupt:  # outside training, where Ctrl-C stops at the end of a step (SaveOnInterrupt)
+        fail("linreg", "stopped by Ctrl-C (SIGINT) before training began; nothing was saved", status=SIGINT_STATUS)
     except Exception as exc:
         user_error = find_user_error(exc)
         if rank_zero_only.rank != 0 and (user_error is not None or _lost_peers(exc)):

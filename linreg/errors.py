@@ -11,6 +11,7 @@ a file that cannot be opened. Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import argparse
 import errno
 import re
 import sys
@@ -23,6 +24,7 @@ from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser
 
+from linreg.help import FullHelp
 from linreg.instantiation import KeyedInstantiator
 from linreg.validation import UserInputError
 
@@ -173,7 +175,12 @@ class ShortErrorParser(LightningArgumentParser):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        # jsonargparse makes the parsers of `--data.help CLASS` without a prog: argparse would name the script.
+        kwargs.setdefault("prog", "linreg")
+        add_help = kwargs.pop("add_help", True)
+        super().__init__(*args, add_help=False, **kwargs)
+        if add_help:
+            self.add_argument("-h", "--help", action=FullHelp, default=argparse.SUPPRESS, help=FullHelp.help)
         self.class_groups: dict[str, type] = {}  # the class groups (`last`, `checkpoint`) and what each builds
 
     def add_lightning_class_args(self, lightning_class: Any, nested_key: str, *args: Any, **kwargs: Any) -> list[str]:

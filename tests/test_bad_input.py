@@ -37,6 +37,11 @@ CASES = [
     ("lr-negative", [*FIT, "--model.optimizer.lr", "-0.1"], "model.optimizer.lr must be > 0, got -0.1"),
     ("lr-zero", [*FIT, "--model.optimizer.lr", "0"], "model.optimizer.lr must be > 0, got 0.0"),
     ("optimizer-unknown", [*FIT, "--model.optimizer", "torch.optim.Nope"], "torch.optim.Nope"),
+    (
+        "optimizer-without-lr",  # the config's lr 0.03 is SGD's; jsonargparse would carry it over to Adam
+        [*FIT, "--model.optimizer", "Adam"],
+        "model.optimizer Adam was given without its learning rate; give --model.optimizer.lr too",
+    ),
     ("max-epochs-text", [*FIT, "--trainer.max_epochs", "abc"], "trainer.max_epochs: Expected a int (given: abc)"),
     ("max-epochs-negative", [*FIT, "--trainer.max_epochs", "-5"], "`max_epochs` must be a non-negative integer or -1"),
     ("last-every-zero", [*FIT, "--last.every_n_train_steps", "0"], "last.every_n_train_steps must be > 0, got 0"),
@@ -116,7 +121,7 @@ CASES += [
     ("nesterov-without-momentum", [*FIT, "--model.optimizer.nesterov", "true"], "model.optimizer: Nesterov"),
     (
         "adam-betas-out-of-range",
-        [*FIT, "--model.optimizer", "Adam", "--model.optimizer.betas", "[2.0, 0.9]"],
+        [*FIT, "--model.optimizer", "Adam", "--model.optimizer.lr", "0.1", "--model.optimizer.betas", "[2.0, 0.9]"],
         "model.optimizer: Invalid beta parameter at index 0: 2.0",
     ),
     ("lr-beyond-float32", [*FIT, "--model.optimizer.lr", "1e308"], "model.optimizer.lr must be finite"),
@@ -161,7 +166,7 @@ CASES += [
     ("ckpt-no-optimizer", [*FIT, "--ckpt_path", "{d}/no_optimizer.ckpt"], "lacks optimizer_states"),
     (
         "ckpt-sgd-resumed-as-adam",
-        [*FIT, "--model.optimizer", "Adam", "--ckpt_path", "{d}/last.ckpt"],
+        [*FIT, "--model.optimizer", "Adam", "--model.optimizer.lr", "0.03", "--ckpt_path", "{d}/last.ckpt"],
         "{d}/last.ckpt was trained with another optimizer",
     ),
     (
@@ -204,7 +209,7 @@ CASES += [
     ),
     (
         "optimizer-refuses-at-its-first-step",
-        [*FIT, "--data.num_train", "100", "--model.optimizer", "SparseAdam"],
+        [*FIT, "--data.num_train", "100", "--model.optimizer", "SparseAdam", "--model.optimizer.lr", "0.1"],
         "model.optimizer: SparseAdam does not support dense gradients",
     ),
     (

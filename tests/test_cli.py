@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,66 @@ def test_fit_runs_without_a_config_as_the_books_run(tmp_path: Path) -> None:
     checkpoint = torch.load(tmp_path / "linreg" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["epoch"] == 2  # 3 epochs, counted from 0
     assert checkpoint["optimizer_states"][0]["param_groups"][0]["lr"] == 0.03
+
+
+def _help(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("fit", *args, "--help")
+    assert exit_info.value.code == 0
+    return capsys.readouterr().out
+
+
+def _option(text: str, option: str) -> str:
+    """The help entry of ``option``, its lines joined."""
+    entry = re.search(rf"^  {re.escape(option)} .*?(?=^  -|^\S|\Z)", text, re.MULTILINE | re.DOTALL)
+    assert entry is not None, option
+    return " ".join(entry.group(0).split())
+
+
+@pytest.mark.parametrize(
+    ("args", "defaults"),
+    [
+        (
+            (),
+            {"--data.batch_size": "10", "--model.optimizer.lr": "0.03"},
+        ),  # the book's run, the defaults without config
+        (("--config", str(D2L_CONFIG)), {"--data.batch_size": "10", "--model.optimizer.lr": "0.03"}),
+        (
+            ("--config", str(ROOT / "configs" / "csv.yaml")),
+            {"--data.path": "configs/houses.csv", "--data.batch_size": "16", "--model.optimizer.lr": "0.01"},
+        ),
+        (
+            ("--data", "CSVRegressionData", "--model.optimizer", "Adam", "--model.optimizer.lr", "0.1"),
+            # batch_size: the default data module's 10, which jsonargparse carries over to the class named (not its 32)
+            {"--data.path": None, "--data.batch_size": "10", "--model.optimizer.lr": "0.1"},
+        ),
+    ],
+    ids=["no-config", "d2l", "csv", "chosen-on-the-command-line"],
+)
+def test_fit_help_lists_the_chosen_classes_options_with_this_commands_values(
+    capsys: pytest.CaptureFixture[str], args: tuple[str, ...], defaults: dict[str, str | None]
+) -> None:
+    text = _help(capsys, *args)
+    assert text.startswith("usage: linreg ")
+    for option, default in defaults.items():
+        entry = _option(text, option)
+        assert f"default: {default})" in entry if default is not None else "required" in entry, option
+
+
+def test_a_class_help_is_named_for_the_program() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "linreg", "fit", "--data.help", "CSVRegressionData"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: linreg ")
+
+
+def test_a_fit_without_a_config_uses_the_books_seed_without_a_warning(tmp_path: Path) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_cli("fit", "--trainer.max_epochs", "1", "--data.num_train", "60", f"--trainer.default_root_dir={tmp_path}",
+                "--trainer.logger.init_args.save_dir", str(tmp_path))  # fmt: skip
+    assert not [w for w in caught if "seed" in str(w.message).lower()]
+    config = yaml.safe_load(next(tmp_path.rglob("config.yaml")).read_text())
+    assert config["seed_everything"] == 0  # configs/d2l.yaml's

@@ -227,3 +227,18 @@ def test_predict_under_ddp_writes_the_same_file_as_one_process(fitted: dict, tmp
     np.testing.assert_allclose(
         np.array(ddp_columns["prediction"], dtype=float), np.array(one_process["prediction"], dtype=float), rtol=1e-6
     )
+
+
+def test_predict_with_only_a_checkpoint_uses_the_data_module_of_its_run(
+    fitted: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    new_rows = tmp_path / "new.csv"
+    new_rows.write_text("x4,x3,x big,x_small\n100,0,5000,0.05\n")
+    run_cli("predict", "--ckpt_path", str(fitted["checkpoint"]), "--data.predict_path", str(new_rows))
+    run_config = fitted["checkpoint"].parents[1] / "config.yaml"
+    assert (
+        f"predict: no --config was given; using that of the checkpoint's run, {run_config}" in capsys.readouterr().out
+    )
+    columns = read_predictions(latest_run(fitted["checkpoint"].parents[3]) / "predictions.csv")
+    w, b = original_units_from_checkpoint(fitted["checkpoint"])
+    np.testing.assert_allclose(np.array(columns["prediction"], dtype=float), [5000, 0.05, 100, 0] @ w + b, rtol=1e-5)

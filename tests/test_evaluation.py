@@ -142,22 +142,65 @@ def test_final_val_metrics_are_those_of_the_last_validation(d2l_run: Path) -> No
     assert sgd["r2"] == pytest.approx(last_epoch["val/r2"], abs=1e-6)
 
 
-def test_hparams_tab_shows_the_run_hyperparameters_with_the_final_val_loss(d2l_run: Path) -> None:
-    events = _events(d2l_run)
-    content = events.PluginTagToContent(metadata.PLUGIN_NAME)
+def _hparams_tab(run_dir: Path) -> tuple[list[str], dict]:
+    """The columns a run declares to the hparams tab, in order, and its values, read with TensorBoard's reader."""
+    content = _events(run_dir).PluginTagToContent(metadata.PLUGIN_NAME)
     experiment = metadata.parse_experiment_plugin_data(content[metadata.EXPERIMENT_TAG])
     assert [info.name.tag for info in experiment.metric_infos] == ["val/final_loss"]
     session = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
-    hparams = {name: getattr(value, value.WhichOneof("kind")) for name, value in session.hparams.items()}
-    # What the user tunes, whole numbers as written (the tab prints numbers as 10.000); no optimizer internals.
-    assert hparams == {
-        "model.optimizer": "SGD",
-        "model.optimizer.lr": pytest.approx(0.03),
-        "data.batch_size": "10",
-        "trainer.max_epochs": "3",
-    }
+    values = {name: getattr(value, value.WhichOneof("kind")) for name, value in session.hparams.items()}
+    return [info.name for info in experiment.hparam_infos], values
+
+
+def test_hparams_tab_shows_the_run_settings_with_the_final_val_loss(d2l_run: Path) -> None:
+    columns, hparams = _hparams_tab(d2l_run)
+    # configs/d2l.yaml's settings, as text (the tab prints numbers as 10.000). The tab shows the first five names
+    # in alphabetical order until more are ticked: these five.
+    assert sorted(columns)[:5] == [
+        "data.batch_size",
+        "model.optimizer",
+        "model.scheduler",
+        "trainer",
+        "trainer.callbacks",
+    ]
+    assert hparams["data.batch_size"] == "10"
+    assert hparams["model.optimizer"] == "SGD(lr=0.03)"
+    assert hparams["model.scheduler"] == "none"
+    assert hparams["trainer"] == "3 epochs, 1 cpu"
+    assert hparams["trainer.callbacks"] == "none"
+    assert hparams["trainer.strategy"] == "auto"
     # The tab shows the last value of the metric's curve: the val/loss of the final weights.
+    events = _events(d2l_run)
     assert [e.value for e in events.Scalars("val/final_loss")] == [pytest.approx(_last(events, "val/loss"))]
+
+
+# Each changes one setting of the book's run (on 60 examples); the first five columns must show it.
+VARIANTS = {
+    "momentum": (("--model.optimizer.momentum", "0.9"), "SGD(lr=0.03, momentum=0.9)"),
+    "adam": (("--model.optimizer", "Adam", "--model.optimizer.lr", "0.1"), "Adam(lr=0.1)"),
+    "scheduler": (
+        ("--model.scheduler", "StepLR", "--model.scheduler.step_size", "1", "--model.scheduler.gamma", "0.5"),
+        "StepLR(step_size=1, gamma=0.5, last_epoch=-1)",
+    ),
+    "averaged": (("--trainer.callbacks+=AveragedSGD",), "AveragedSGD("),  # then its arguments
+    "batch_size": (("--data.batch_size", "20"), "20"),
+    "devices": (("--trainer.devices", "auto"), "2 epochs, auto cpu"),  # "2 epochs, 2 cpu, ddp" under DDP
+    "strategy": (("--trainer.strategy", "single_device"), "2 epochs, 1 cpu, single_device"),
+    "epochs": (("--trainer.max_epochs", "3"), "3 epochs, 1 cpu"),
+}
+
+
+def test_runs_that_differ_in_any_setting_differ_in_the_first_five_columns_of_the_hparams_tab(tmp_path: Path) -> None:
+    small = ("--data.num_train", "60", "--data.num_val", "20", "--trainer.max_epochs", "2")
+    columns, book = _hparams_tab(fit_d2l(tmp_path, *small))
+    for name, (args, value) in VARIANTS.items():
+        declared, hparams = _hparams_tab(fit_d2l(tmp_path, *small, *args))
+        assert declared == columns, name  # whichever run the tab takes its columns from, they are the same
+        differing = [column for column in columns if hparams[column] != book[column]]
+        assert differing, name
+        assert differing[0] in sorted(columns)[:5], name
+        shown = hparams[differing[0]]
+        assert shown == value or (value.endswith("(") and shown.startswith(value)), name
 
 
 def test_parity_and_residual_figures_are_saved_and_logged(d2l_run: Path) -> None:

@@ -1,22 +1,37 @@
-"""The README's shell commands, run as a reader would: in order, in a fresh directory, in the environment.
+"""The README's shell commands, run as a reader would, and its shown output, compared with the program's.
 
-The fresh directory holds a copy of ``configs/``, as the repository root does; the environment is this
-one, its ``bin/`` first on the PATH, as ``source .venv/bin/activate`` leaves it. A command is skipped
-only for a reason in ``SKIPPED``; every other one must exit with status 0. The quick test runs the
-Quick start's fit; the slow one runs every command, in README order (later ones use the runs of
-earlier ones, as a reader's would).
+Commands run in order, in a fresh directory, in the environment. The fresh directory holds a copy of
+``configs/``, as the repository root does; the environment is this one, its ``bin/`` first on the PATH, as
+``source .venv/bin/activate`` leaves it. A command is skipped only for a reason in ``SKIPPED``; every other
+one must exit with status 0. The quick tests run the Quick start's fit and the output blocks of the book's
+config; the slow one runs every command and checks every output block, in README order (later ones use the
+runs of earlier ones, as a reader's would).
+
+Every plain fenced block (no language) of the README is output, and the line before it says whose:
+
+- ``<!-- output -->``: a transcript, ``$ command`` then what it prints; the command runs where the block is.
+- ``<!-- output of: command -->``: what an earlier command of a ``bash`` block printed.
+- ``<!-- not checked: reason -->``: said why (another program's output, a signal mid-fit, ...).
+
+A block matches the command's stdout when it exits 0, its stderr otherwise, line for line and digit for
+digit (the CPU runs are deterministic), without Lightning's lines about the hardware and why training
+stopped (the README mentions them), and with a line ``...`` standing for any number of lines.
 """
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import ROOT
 
@@ -84,6 +99,59 @@ def run_in(directory: Path, command: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+# Lightning's lines on stderr about the hardware, restoring a checkpoint and why training stopped.
+LIGHTNING_INFO = re.compile(r"^((GPU|TPU|HPU) available: |`Trainer\.fit` stopped: |Restor(ing|ed) )")
+MARKER = re.compile(r"^<!-- (output|output of: (?P<command>.+?)|not checked: (?P<reason>.+?)) -->$")
+
+
+@dataclass
+class OutputBlock:
+    """A plain fenced block of the README: the command whose output it shows, and that output."""
+
+    line: int  # where the block starts, counting from 1
+    command: str | None  # None: not checked
+    transcript: bool  # the command is the block's first line, ``$ command``
+    expected: list[str]
+
+
+def readme_items(markdown: str) -> list[str | OutputBlock]:
+    """The README's commands (run here) and output blocks, in order."""
+    items: list[str | OutputBlock] = []
+    lines = markdown.splitlines()
+    fences = [i for i, line in enumerate(lines) if line.startswith("```")]
+    for start, end in zip(fences[::2], fences[1::2], strict=True):
+        body = lines[start + 1 : end]
+        if lines[start] == "```bash":
+            items += [c for c in commands("\n".join(body) + "\n") if skip_reason(c) is None]
+        elif lines[start] == "```":
+            marker = MARKER.match(lines[start - 1])
+            assert marker, (
+                f"README line {start + 1}: an output block needs <!-- output ... --> or <!-- not checked ... -->"
+            )
+            if marker.group("reason"):
+                items.append(OutputBlock(start + 1, None, False, body))
+            elif marker.group("command"):
+                items.append(OutputBlock(start + 1, marker.group("command"), False, body))
+            else:
+                assert body[0].startswith("$ "), f"README line {start + 1}: a transcript starts with `$ command`"
+                items.append(OutputBlock(start + 1, body[0][2:], True, body[1:]))
+    return items
+
+
+def printed(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """What a command showed: its stdout when it succeeded, else its stderr, without Lightning's info lines."""
+    text = result.stdout if result.returncode == 0 else result.stderr
+    return [line for line in text.splitlines() if not LIGHTNING_INFO.match(line)]
+
+
+def check_output(block: OutputBlock, shown: list[str]) -> None:
+    """Asserts that ``shown`` is what ``block`` says, ``...`` matching any lines."""
+    pattern = "".join(r"(?:.*\n)*?" if line == "..." else re.escape(line) + r"\n" for line in block.expected)
+    if re.fullmatch(pattern, "".join(line + "\n" for line in shown)) is None:
+        diff = "\n".join(difflib.unified_diff(block.expected, shown, "README", "program", lineterm=""))
+        pytest.fail(f"README line {block.line}, output of `{block.command}` differs:\n{diff}")
+
+
 @pytest.fixture
 def fresh_root(tmp_path: Path) -> Path:
     """A directory laid out like the repository root, as far as the README's commands look."""
@@ -96,7 +164,7 @@ def test_every_command_is_run_or_skipped_for_a_stated_reason() -> None:
     run = readme_commands()
     assert run[0] == "python -m linreg fit --config configs/d2l.yaml"  # the Quick start's
     assert len(run) >= 10
-    assert all(command.startswith("python") for command in run), run  # `linreg` alone may not be on PATH
+    assert not any(re.match(r"linreg\b", command) for command in run), run  # `linreg` alone may not be on PATH
     skipped = [command for command in every if command not in run]
     assert {skip_reason(command) for command in skipped} == set(SKIPPED)  # every rule is used, none is stale
 
@@ -109,7 +177,61 @@ def test_the_quick_start_runs_as_written(fresh_root: Path) -> None:
 
 
 @pytest.mark.slow
-def test_every_readme_command_runs_as_written(fresh_root: Path) -> None:
-    for command in readme_commands():
-        result = run_in(fresh_root, command)
-        assert result.returncode == 0, f"{command}\n{result.stderr[-3000:]}"
+def test_every_readme_command_runs_as_written_and_prints_what_it_shows(fresh_root: Path) -> None:
+    results: dict[str, subprocess.CompletedProcess[str]] = {}
+    for item in readme_items(README.read_text()):
+        if isinstance(item, str):
+            results[item] = run_in(fresh_root, item)
+            assert results[item].returncode == 0, f"{item}\n{results[item].stderr[-3000:]}"
+        elif item.command is not None:
+            result = run_in(fresh_root, item.command) if item.transcript else results[item.command]
+            check_output(item, printed(result))
+
+
+def _blocks() -> list[OutputBlock]:
+    return [item for item in readme_items(README.read_text()) if isinstance(item, OutputBlock)]
+
+
+def test_every_output_block_says_whose_output_it_is() -> None:
+    blocks = _blocks()
+    checked = [block for block in blocks if block.command is not None]
+    assert len(checked) >= 5
+    commands_run = [item for item in readme_items(README.read_text()) if isinstance(item, str)]
+    for block in checked:  # an `output of:` names a command the README runs before it
+        assert block.transcript or block.command in commands_run, block.command
+
+
+@pytest.mark.parametrize(
+    "block",
+    [block for block in _blocks() if block.command and "configs/d2l.yaml" in block.command],
+    ids=lambda block: f"line{block.line}",
+)
+def test_output_of_the_books_config_is_what_the_readme_shows(fresh_root: Path, block: OutputBlock) -> None:
+    check_output(block, printed(run_in(fresh_root, block.command)))
+
+
+def python_section() -> str:
+    """The code of the README's "From Python" section."""
+    found = re.search(r"^## From Python\n.*?^```python\n(.*?)^```", README.read_text(), re.DOTALL | re.MULTILINE)
+    assert found is not None
+    return found.group(1)
+
+
+def test_the_from_python_section_runs_as_a_notebook_would_and_gives_the_command_lines_estimate(
+    d2l_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(python_section(), "README.md", "exec"), namespace)  # in this interpreter, as a notebook cell runs
+    out = capsys.readouterr().out
+    assert "\r" not in out  # no progress bar redrawn in place: not a terminal
+    assert out.startswith("epoch 1, loss ")
+    assert "verdict: SGD" in out
+    model, report = namespace["model"], namespace["report"]
+    true_w = torch.tensor([2.0, -3.4, 5.6, 3.2, -0.6])
+    assert (model.weight - true_w).abs().max() < 5e-3  # the book's data, recovered
+    assert abs(model.bias.item() - 4.2) < 5e-3
+    # The command line's run of configs/d2l.yaml: the same seeds, data and steps, so the same estimate.
+    cli = json.loads((d2l_run / "report.json").read_text())
+    assert [row["sgd"] for row in report["parameters"]] == [row["sgd"] for row in cli["parameters"]]
+    assert (tmp_path / "runs" / "notebook" / "version_0" / "report.json").is_file()

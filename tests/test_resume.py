@@ -191,7 +191,7 @@ def test_ckpt_path_last_resumes_from_the_newest_earlier_run(tmp_path: Path) -> N
     second, _ = fit(tmp_path, "--trainer.max_epochs", "2")
     before = _digest(tmp_path / "d2l")
     resumed, printed = fit(tmp_path, "--ckpt_path", "last")
-    assert f"--ckpt_path last: resuming from {second / 'checkpoints' / 'last.ckpt'} (epoch 1, step 12)" in printed
+    assert f"--ckpt_path last: resuming from {second / 'checkpoints' / 'last.ckpt'} (epoch 2, step 12)" in printed
     assert [line.split(",")[0] for line in epoch_lines(printed)] == ["epoch 3"]
     assert resumed.name == "version_2"
     assert final_state(resumed)["global_step"] == 18

@@ -1,8 +1,9 @@
-"""Which run a command continues, the directories it claims, and a stop on SIGTERM.
+"""Which run a command continues, the directories it claims, and a stop on SIGTERM or Ctrl-C.
 
 ``--ckpt_path last`` resumes only an unfinished run of the same configuration, answers "already finished"
 for a finished one, and starts afresh otherwise; a resume of a changed configuration is refused; SIGTERM
-saves ``last.ckpt`` and exits non-zero; runs started together never share a directory.
+and Ctrl-C save ``last.ckpt`` and exit with 128 + the signal's number; runs started together never share a
+directory.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from linreg.checkpointing.interrupt import SIGTERM_STATUS
+from linreg.checkpointing.interrupt import SIGINT_STATUS, SIGTERM_STATUS
 from linreg.checkpointing.runs import claim_version
 from tests.conftest import D2L_CONFIG, ROOT, run_cli
 from tests.test_resume import SMALL, assert_same_training_state, final_state
 
-SIGTERM_AT = ("--trainer.callbacks+=tests.signals.SigtermAt", "--trainer.callbacks.step")
+SIGNAL_AT = ("--trainer.callbacks+=tests.signals.SignalAt", "--trainer.callbacks.step")
+# signal -> (exit status: 128 + its number, as a shell reports it; how the message names it)
+STOPS = {"SIGTERM": (SIGTERM_STATUS, "SIGTERM"), "SIGINT": (SIGINT_STATUS, "Ctrl-C (SIGINT)")}
 
 
 def fit(save_dir: Path, *args: str) -> str:
@@ -53,17 +56,27 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return final_state(save_dir / "d2l" / "version_0")
 
 
-def test_sigterm_saves_last_ckpt_exits_non_zero_and_resumes_exactly(
-    uninterrupted: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
+def test_a_signal_saves_last_ckpt_exits_128_plus_its_number_and_resumes_exactly(
+    uninterrupted: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
 ) -> None:
+    status, named = STOPS[name]
     with pytest.raises(SystemExit) as exit_info:
-        fit(tmp_path, *SIGTERM_AT, "8")  # mid-epoch 1, between two last.ckpt writes (every 50 steps)
-    assert exit_info.value.code == SIGTERM_STATUS
+        fit(tmp_path, *SIGNAL_AT, "8", "--trainer.callbacks.name", name)  # mid-epoch 2, between two last.ckpt writes
+    assert exit_info.value.code == status == 128 + signal.Signals[name]
     saved = tmp_path / "d2l" / "version_0" / "checkpoints" / "last.ckpt"
-    assert f"stopped by SIGTERM; the training state is saved in {saved}" in capsys.readouterr().err
-    assert torch.load(saved, weights_only=True)["global_step"] == 8
-    printed = fit(tmp_path, *SIGTERM_AT, "8", "--ckpt_path", "last")  # the job's same command, started again
-    assert f"--ckpt_path last: resuming from {saved} (epoch 1, step 8)" in printed
+    err = capsys.readouterr().err
+    assert (
+        f"linreg: error: stopped by {named}; the training state is saved in {saved}: resume with --ckpt_path last"
+        in err
+    )
+    assert "KeyboardInterrupt" not in err
+    assert torch.load(saved, weights_only=True)["global_step"] == 8  # at the end of the step the signal came in
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C is Python's own again
+    printed = fit(
+        tmp_path, *SIGNAL_AT, "8", "--trainer.callbacks.name", name, "--ckpt_path", "last"
+    )  # the same command
+    assert f"--ckpt_path last: resuming from {saved} (epoch 2, step 8)" in printed
     assert_same_training_state(uninterrupted, final_state(tmp_path / "d2l" / "version_1"))
 
 
@@ -79,7 +92,7 @@ def test_ckpt_path_last_of_a_finished_run_says_so_and_writes_nothing(tmp_path: P
     fit(tmp_path)
     before = digest(tmp_path)
     printed = fit(tmp_path, "--ckpt_path", "last")
-    assert printed.strip() == f"already finished: {tmp_path / 'd2l' / 'version_0'} (epoch 2, step 18); nothing was" \
+    assert printed.strip() == f"already finished: {tmp_path / 'd2l' / 'version_0'} (epoch 3, step 18); nothing was" \
         " trained or written. Raise trainer.max_epochs or max_steps to train it further"  # fmt: skip
     assert digest(tmp_path) == before
     assert runs(tmp_path) == ["version_0"]
@@ -100,7 +113,10 @@ def test_a_run_stopped_by_max_steps_extends_to_an_uninterrupted_one(tmp_path: Pa
         (("--data.batch_size", "20"), "data.batch_size 10 there, 20 here"),
         (("--data.num_train", "70"), "data.num_train 60 there, 70 here"),
         (("--data.seed", "1"), "data.seed 0 there, 1 here"),
-        (("--model.optimizer", "Adam"), "model.optimizer.class_path 'torch.optim.SGD' there, 'torch.optim.Adam' here"),
+        (
+            ("--model.optimizer", "Adam", "--model.optimizer.lr", "0.03"),
+            "model.optimizer.class_path 'torch.optim.SGD' there, 'torch.optim.Adam' here",
+        ),
     ],
     ids=["batch_size", "num_train", "seed", "optimizer"],
 )
@@ -122,7 +138,7 @@ def test_an_sgd_checkpoint_is_not_resumed_with_adam(tmp_path: Path, capsys: pyte
     moved = tmp_path / "sgd.ckpt"  # away from its run's config.yaml: the checkpoint alone must tell
     (tmp_path / "d2l" / "version_0" / "checkpoints" / "last.ckpt").rename(moved)
     with pytest.raises(SystemExit):
-        fit(tmp_path, "--model.optimizer", "Adam", "--ckpt_path", str(moved))
+        fit(tmp_path, "--model.optimizer", "Adam", "--model.optimizer.lr", "0.03", "--ckpt_path", str(moved))
     err = capsys.readouterr().err
     assert f"checkpoint {moved} was trained with another optimizer" in err
     assert "KeyError" not in err
@@ -165,7 +181,11 @@ def test_checkpointing_off_writes_no_checkpoint_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_real_process_sent_sigterm_exits_non_zero_and_resumes_exactly(uninterrupted: dict, tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
+def test_a_real_process_sent_a_signal_exits_with_its_status_and_resumes_exactly(
+    uninterrupted: dict, tmp_path: Path, name: str
+) -> None:
+    status, named = STOPS[name]
     args = [sys.executable, "-m", "linreg", "fit", "--config", str(D2L_CONFIG)]
     args += ["--trainer.logger.init_args.save_dir", str(tmp_path), *SMALL, "--last.every_n_train_steps", "2"]
     args += ["--trainer.callbacks+=tests.pacing.Pace", "--trainer.callbacks.seconds", "0.05"]
@@ -175,11 +195,12 @@ def test_a_real_process_sent_sigterm_exits_non_zero_and_resumes_exactly(uninterr
         while not last.exists():  # training has begun
             assert process.poll() is None, "fit ended before the signal"
             time.sleep(0.01)
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signal.Signals[name])
         err = process.communicate(timeout=120)[1]
-    assert process.returncode == SIGTERM_STATUS, err
-    assert f"stopped by SIGTERM; the training state is saved in {last}" in err
+    assert process.returncode == status, err
+    assert f"stopped by {named}; the training state is saved in {last}: resume with --ckpt_path last" in err
     assert "Traceback" not in err
+    assert "KeyboardInterrupt" not in err
     assert torch.load(last, weights_only=True)["global_step"] < 18
     resumed = subprocess.run([*args, "--ckpt_path", "last"], env=env, capture_output=True, text=True, check=False)
     assert resumed.returncode == 0, resumed.stderr[-2000:]

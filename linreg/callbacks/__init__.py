@@ -1,5 +1,37 @@
-"""Thin Lightning glue: the callbacks that log, report, plot, predict, average and guard a run."""
+"""Thin Lightning glue: the callbacks that log, report, plot, predict, average and guard a run.
+
+``default_callbacks()`` gives the callbacks the command line gives a run, for a ``lightning.Trainer`` built in
+Python (a notebook, say): the epoch lines, the report, the curves and figures, the divergence check.
+"""
+
+from __future__ import annotations
+
+from lightning.pytorch import Callback
 
 from linreg.callbacks.averaging import AveragedSGD
+from linreg.callbacks.dashboard import Dashboard
+from linreg.callbacks.divergence import DivergenceGuard
+from linreg.callbacks.plots import FitPlots
+from linreg.callbacks.predictions import PredictionWriter
+from linreg.callbacks.progress import ConsoleProgress
+from linreg.callbacks.recovery import ParameterRecovery
+from linreg.callbacks.report import FitReport
 
-__all__ = ["AveragedSGD"]
+__all__ = ["AveragedSGD", "FitReport", "default_callbacks"]
+
+
+def default_callbacks(subcommand: str | None = "fit") -> list[Callback]:
+    """The callbacks a run of ``subcommand`` always has (``None``: a fit built without running it).
+
+    Only those a subcommand uses: Lightning calls every callback at every hook, several times per SGD step.
+
+    Example:
+        >>> [type(callback).__name__ for callback in default_callbacks("predict")]
+        ['ConsoleProgress', 'PredictionWriter']
+    """
+    if subcommand in (None, "fit"):
+        # ParameterRecovery before ConsoleProgress and FitReport: they read the loss it logs at the epoch's end.
+        return [ParameterRecovery(), ConsoleProgress(), DivergenceGuard(), FitReport(), FitPlots(), Dashboard()]
+    if subcommand == "predict":
+        return [ConsoleProgress(), PredictionWriter()]
+    return [ConsoleProgress()]

@@ -1,21 +1,23 @@
-"""The run's hyper-parameters beside its final ``val/loss``, for TensorBoard's hparams tab.
+"""The run's settings beside its final ``val/loss``, for TensorBoard's hparams tab.
 
-LightningCLI saves the whole config as ``config.yaml``; ``SaveConfigAndHparams`` does that too and,
-at the end of ``fit``, logs the training choices a user tunes, under the names of their command-line
-flags, with the final ``val/loss`` as the hparams tab's metric (``val/final_loss``): the optimizer, its
-learning rate, the batch size and the number of epochs always, and every other argument of the model
-and the optimizer that differs from its default (``torch.optim.SGD``'s ``dampening`` or ``nesterov`` only when set).
-What the data are (their size, the true weights, the file) is in ``config.yaml``, not here.
+LightningCLI saves the whole config as ``config.yaml``; ``SaveConfigAndHparams`` does that too and, at
+the end of ``fit``, logs the settings that tell runs apart, under the names of their command-line flags,
+with the final ``val/loss`` as the tab's metric (``val/final_loss``). What the data are (their size, the
+true weights, the file) is in ``config.yaml``, not here.
 
-The tab shows the first five names in alphabetical order until more are ticked, which the four that
-are always there leave room for; it writes every number with five significant digits (a batch size
-of 10 reads ``10.000``), so whole numbers are logged as the text they were given as. Other numbers stay
-numbers, for the tab's plots.
+Two habits of the tab shape what is logged. It takes its columns from one run's list of names, whichever
+it finds first, so every run lists the same names, each with a value (``none`` where a run has no
+scheduler, say): a setting that only one run changed still has its column. And it shows the first five
+names in alphabetical order until more are ticked, so those five hold, each in one cell, what runs differ
+in: ``data.batch_size``, ``model.optimizer`` with its arguments (``SGD(lr=0.01, momentum=0.9)``),
+``model.scheduler`` with its arguments, ``trainer`` (epochs, devices, strategy: ``3 epochs, 2 cpu, ddp``)
+and ``trainer.callbacks`` (those of the config, with their arguments). The trainer's settings follow one by
+one, for sorting. The tab writes every number with five significant digits (a batch size of 10 reads
+``10.000``), so all are logged as text.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from pathlib import Path
 from typing import Any
@@ -25,69 +27,93 @@ from jsonargparse import Namespace
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
+from torch.optim import Optimizer
 
 from linreg.checkpointing.atomic import save_atomically
 
-HParam = bool | float | str
 FINAL_LOSS = "val/final_loss"  # the hparams tab's metric: val/loss after the last epoch
 
+# Optimizer arguments that choose an implementation, not the maths of a step: the same run either way.
+_IMPLEMENTATION = {"foreach", "fused", "differentiable", "capturable"}
+# The trainer's settings that change what is trained, or where, one column each after the first five (their
+# names sort after trainer.callbacks, so that the five stay the ones that tell runs apart).
+_TRAINER_KEYS = ("devices", "max_epochs", "max_steps", "num_nodes", "precision", "strategy")
 
-def tuned_hparams(config: Namespace, model_class: type) -> dict[str, HParam]:
-    """The training choices of a fit config, keyed like their flags (``data.batch_size``), whole numbers as text.
+
+def tuned_hparams(config: Namespace, optimizer: Optimizer) -> dict[str, str]:
+    """The settings of a fit that tell runs apart: the same names for every run, each a text cell.
+
+    Args:
+        config: the fit's parsed config.
+        optimizer: the optimizer that ran (the config may name a function, the model's default SGD).
 
     Example:
-        >>> config = Namespace({"trainer.max_epochs": 3, "data.init_args.batch_size": 10, "data.init_args.seed": 1,
-        ...                     "model.optimizer.class_path": "torch.optim.SGD", "model.optimizer.init_args.lr": 0.1,
-        ...                     "model.optimizer.init_args.momentum": 0.0, "model.optimizer.init_args.nesterov": True})
-        >>> tuned_hparams(config, object)
-        {'model.optimizer': 'SGD', 'model.optimizer.lr': 0.1, 'model.optimizer.nesterov': True, \
-'data.batch_size': '10', 'trainer.max_epochs': '3'}
+        >>> import torch
+        >>> config = Namespace({"trainer.max_epochs": 3, "trainer.devices": 2, "trainer.accelerator": "cpu",
+        ...                     "trainer.strategy": "ddp", "data.init_args.batch_size": 10,
+        ...                     "trainer.callbacks": [Namespace(class_path="linreg.callbacks.AveragedSGD",
+        ...                                                     init_args=Namespace(start=0.8))]})
+        >>> sgd = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.03, momentum=0.9)
+        >>> list(tuned_hparams(config, sgd).items())[:5]  # doctest: +NORMALIZE_WHITESPACE
+        [('data.batch_size', '10'), ('model.optimizer', 'SGD(lr=0.03, momentum=0.9)'), ('model.scheduler', 'none'),
+         ('trainer', '3 epochs, 2 cpu, ddp'), ('trainer.callbacks', 'AveragedSGD(start=0.8)')]
     """
-    hparams: dict[str, HParam] = {}
-    _add_arguments(config.get("model"), "model", model_class, hparams)
-    hparams["data.batch_size"] = _typed(config.get("data.init_args.batch_size", config.get("data.batch_size")))
-    hparams["trainer.max_epochs"] = _typed(config.get("trainer.max_epochs"))
-    return {name: value for name, value in hparams.items() if value is not None}
+    model = config.get("model") or Namespace()
+    arguments = model.get("init_args", model) if isinstance(model, Namespace) else Namespace()
+    return {
+        "data.batch_size": _described(config.get("data.init_args.batch_size", config.get("data.batch_size"))),
+        "model.optimizer": _optimizer_cell(optimizer),
+        "model.scheduler": _described(arguments.get("scheduler")),
+        "trainer": _trainer_cell(config),
+        "trainer.callbacks": ", ".join(_described(c) for c in config.get("trainer.callbacks") or []) or "none",
+        **{f"trainer.{key}": _described(config.get(f"trainer.{key}")) for key in _TRAINER_KEYS},
+    }
 
 
-def _add_arguments(node: Any, prefix: str, cls: type | None, hparams: dict[str, HParam]) -> None:
-    """Adds to ``hparams`` the class under ``node`` (a config section) and its arguments that are not defaults."""
-    if isinstance(node, Namespace) and isinstance(node.get("class_path"), str):
-        module, name = node.class_path.rsplit(".", 1)
-        cls = getattr(importlib.import_module(module), name)  # imported already, to build the run
-        if "." in prefix:  # the optimizer's class is a choice; the model's (a faster variant) is in config.yaml
-            hparams[prefix] = name
-        node = node.get("init_args") or Namespace()
-    if not isinstance(node, Namespace):
-        if node is not None:  # a function as the value: the model's default optimizer, the book's SGD
-            hparams[prefix] = getattr(node, "__name__", str(node))
-        return
-    defaults = _defaults(cls)
-    for key, value in vars(node).items():
-        name = f"{prefix}.{key}"
-        if isinstance(value, Namespace):
-            _add_arguments(value, name, None, hparams)
-        elif value is not None and (key == "lr" or key not in defaults or defaults[key] != value):
-            hparams[name] = _typed(value)
+def _trainer_cell(config: Namespace) -> str:
+    """``3 epochs, 2 cpu, ddp``: the length of training, the devices, and what differs from Lightning's defaults."""
+    epochs, steps = config.get("trainer.max_epochs"), config.get("trainer.max_steps")
+    parts = [f"{steps} steps" if steps not in (None, -1) else f"{epochs} epochs"]
+    parts.append(f"{config.get('trainer.devices')} {config.get('trainer.accelerator')}")
+    for key, default in (("strategy", "auto"), ("num_nodes", 1), ("precision", None), ("accumulate_grad_batches", 1)):
+        value = config.get(f"trainer.{key}", default)
+        if value != default:
+            parts.append(_described(value) if key == "strategy" else f"{key} {value}")
+    clip = config.get("trainer.gradient_clip_val")
+    if clip is not None:
+        parts.append(f"gradient_clip_val {clip}")
+    return ", ".join(parts)
 
 
-def _defaults(cls: type | None) -> dict[str, Any]:
+def _optimizer_cell(optimizer: Optimizer) -> str:
+    """``SGD(lr=0.03, momentum=0.9)``: the optimizer's class, its learning rate and its other non-default arguments."""
+    defaults = _defaults(type(optimizer))
+    chosen = {
+        key: value
+        for key, value in optimizer.defaults.items()  # the constructor's values (a scheduler changes param_groups')
+        if key == "lr" or (key not in _IMPLEMENTATION and key in defaults and defaults[key] != value)
+    }
+    shown = (f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}" for key, value in chosen.items())
+    return f"{type(optimizer).__name__}({', '.join(shown)})"
+
+
+def _described(value: Any) -> str:
+    """A config value as one cell: ``StepLR(step_size=1, gamma=0.5)`` for a class and its arguments, else as text."""
+    if isinstance(value, Namespace) and isinstance(value.get("class_path"), str):
+        arguments = vars(value.get("init_args") or Namespace())
+        shown = ", ".join(f"{key}={arg}" for key, arg in arguments.items() if arg is not None)
+        return f"{value.class_path.rsplit('.', 1)[-1]}({shown})"
+    return "none" if value is None else str(value)
+
+
+def _defaults(cls: type) -> dict[str, Any]:
     """The default values of ``cls``'s constructor arguments."""
-    if cls is None:
-        return {}
     parameters = inspect.signature(cls).parameters.values()
     return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
 
 
-def _typed(value: Any) -> HParam | None:
-    """Whole numbers as text (``10``, not ``10.000``); lists as text; other plain values as they are."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return value if value is None or isinstance(value, (bool, float, str)) else str(value)
-
-
 class SaveConfigAndHparams(SaveConfigCallback):
-    """LightningCLI's ``SaveConfigCallback`` that also logs the tuned hyper-parameters with the final validation loss.
+    """LightningCLI's ``SaveConfigCallback`` that also logs the run's settings with the final validation loss.
 
     The metric is ``val/final_loss``, one point: the tab reads a metric off its curve, and a point of
     ``val/loss`` itself would have to sit exactly on the curve's last step, which depends on how the
@@ -111,7 +137,10 @@ class SaveConfigAndHparams(SaveConfigCallback):
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         val_loss = trainer.callback_metrics.get("val/loss")
-        if trainer.logger is None or val_loss is None:
+        logger = trainer.logger
+        if not isinstance(logger, TensorBoardLogger) or val_loss is None or not trainer.is_global_zero:
             return
-        hparams = tuned_hparams(self.config, type(pl_module))
-        trainer.logger.log_hyperparams(hparams, metrics={FINAL_LOSS: float(val_loss)}, step=trainer.global_step)
+        if not trainer.optimizers:
+            return
+        hparams = tuned_hparams(self.config, trainer.optimizers[0])
+        logger.log_hyperparams(hparams, metrics={FINAL_LOSS: float(val_loss)}, step=trainer.global_step)

@@ -82,13 +82,16 @@ def book_number(value: float) -> str:
 class _DropNoise(logging.Filter):
     """Drops Lightning's lines that a user cannot act on.
 
-    Advertising tips ("💡 Tip: ... try installing ..."), and "Seed set to 0": the seed is in the config
-    (and the run's config.yaml), and the line would come before the one-line answer to a bad value.
+    Advertising tips ("💡 Tip: ... try installing ..."); "Seed set to 0": the seed is in the config
+    (and the run's config.yaml), and the line would come before the one-line answer to a bad value;
+    "Received SIGTERM: 15": the command's own last line says what stopped it (Ctrl-C arrives as SIGTERM too)
+    and where the training state is saved.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not (message.startswith("💡 Tip") or "Seed set to" in message)  # "[rank: 1] Seed set to 0"
+        # "[rank: 1] Seed set to 0", "[rank: 0] Received SIGTERM: 15"
+        return not (message.startswith("💡 Tip") or "Seed set to" in message or "Received SIGTERM" in message)
 
 
 _NOISE = _DropNoise()
@@ -100,6 +103,7 @@ def quiet_lightning() -> None:
         "lightning.pytorch.utilities.rank_zero",
         "lightning.fabric.utilities.rank_zero",
         "lightning.fabric.utilities.seed",
+        "lightning.pytorch.trainer.connectors.signal_connector",
     ):
         logging.getLogger(name).addFilter(_NOISE)  # the same filter object: added once however often called
     # The data are tensors in memory: worker processes would only add copies between processes.
@@ -107,5 +111,10 @@ def quiet_lightning() -> None:
     # Every resumed run logs into a new directory, so its best-checkpoint tracking starts afresh there (the
     # earlier run keeps its own best file); Lightning warns about this at each resume.
     warnings.filterwarnings("ignore", message=r".*The dirpath has changed from.*")
+    # validate/test/predict --ckpt_path without --config: the command line, completed with the checkpoint's run's
+    # config (cli._with_run_config), is passed to LightningCLI as its args.
+    warnings.filterwarnings(
+        "ignore", message=r".*LightningCLI's args parameter is intended to run from within Python.*"
+    )
     # Raised inside Lightning by newer torch releases; nothing a user of Lightning can change.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")

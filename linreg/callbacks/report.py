@@ -13,6 +13,7 @@ from jsonargparse.typing import PositiveInt
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from linreg.callbacks.averaging import AveragedSGD
+from linreg.callbacks.recovery import FULL_LOSS
 from linreg.callbacks.trainer_state import regression_data
 from linreg.checkpointing.atomic import save_atomically
 from linreg.stats.report import build_report, estimator_names, format_report
@@ -20,12 +21,14 @@ from linreg.validation import check_int
 
 
 def estimator(trainer: Trainer) -> dict[str, Any]:
-    """What the trained model of ``trainer`` is: its optimizer's name, and whether its weights are averaged."""
+    """What the trained model of ``trainer`` is: its optimizer's name and learning rate, whether it is averaged."""
     optimizer = type(trainer.optimizers[0]).__name__ if trainer.optimizers else "model"
+    group = trainer.optimizers[0].param_groups[0] if trainer.optimizers else {}
+    lr = group.get("initial_lr", group.get("lr"))  # the configured one: a scheduler keeps it as initial_lr
     # AveragedSGD replaces the weights by their average when training ends, if it averaged any iterate (none
     # when training ended before its start).
     averaged = any(cb.averaged > 0 for cb in trainer.callbacks if isinstance(cb, AveragedSGD))  # type: ignore[attr-defined]
-    return {**estimator_names(optimizer, averaged), "averaged": averaged}
+    return {**estimator_names(optimizer, averaged), "averaged": averaged, "lr": None if lr is None else float(lr)}
 
 
 class FitReport(Callback):
@@ -39,6 +42,22 @@ class FitReport(Callback):
     def __init__(self, max_rows: PositiveInt = 20, filename: str = "report.json") -> None:
         self.max_rows = check_int("max_rows", max_rows, 1)
         self.filename = filename
+        self.mse_by_epoch: list[float] = []  # the training MSE after each epoch of this fit, for the verdict
+        self.report: dict[str, Any] | None = None  # the last fit's report, as report.json holds it (rank zero)
+
+    @staticmethod
+    def of(trainer: Trainer) -> dict[str, Any] | None:
+        """The report of the last fit ``trainer`` ran with a ``FitReport`` (None on other processes than the first)."""
+        return next((cb.report for cb in trainer.callbacks if isinstance(cb, FitReport)), None)  # type: ignore[attr-defined]
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.mse_by_epoch = []
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Logged by ParameterRecovery, which runs first. Read on every process: under DDP reading is collective.
+        loss = trainer.callback_metrics.get(FULL_LOSS)
+        if loss is not None:
+            self.mse_by_epoch.append(float(loss))
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         log_dir = trainer.log_dir  # on every rank: it is broadcast from rank zero
@@ -48,10 +67,13 @@ class FitReport(Callback):
         reference = data.least_squares()  # solved once per fit, by whoever asked first
         coefficients = (pl_module.weight, pl_module.bias)  # averaged ones, where weights are averaged
         report = {
-            **build_report(pl_module, coefficients, data, reference, pl_module.device, estimator(trainer)),
+            **build_report(
+                pl_module, coefficients, data, reference, pl_module.device, estimator(trainer), self.mse_by_epoch
+            ),
             "epochs": trainer.current_epoch,
             "steps": trainer.global_step,
         }
+        self.report = report
         print("\n" + format_report(report, self.max_rows), flush=True)
         if log_dir is not None:
             text = (json.dumps(report, indent=2) + "\n").encode()

@@ -116,7 +116,7 @@ class EarlierRun:
 
     directory: Path
     checkpoint_path: Path
-    epoch: int  # the checkpoint's own epoch counter, as Lightning reports it
+    epoch: int  # the epoch the checkpoint was taken in, counted from 1 as the console's epoch lines count
     steps: int
     finished: bool
 
@@ -134,7 +134,7 @@ def earlier_runs(
             continue
         try:
             checkpoint = load_safely(last)
-            steps, epoch = progress(checkpoint)[1], int(checkpoint["epoch"])
+            steps, epoch = progress(checkpoint)[1], int(checkpoint["epoch"]) + 1  # Lightning counts from 0
             finished = is_finished(checkpoint, max_epochs, max_steps)
         except Exception:  # damaged, or not a full checkpoint: nothing to continue
             others += 1

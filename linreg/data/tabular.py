@@ -312,7 +312,7 @@ class TableRegressionData(RegressionData):
 
 
 class CSVRegressionData(TableRegressionData):
-    """``TableRegressionData`` under the name ``configs/csv.yaml`` and earlier checkpoints use."""
+    """A table of your own, CSV or Parquet: ``TableRegressionData`` by the name ``configs/csv.yaml`` uses."""
 
 
 def _same_statistics(a: Standardizer, b: Standardizer) -> bool:

@@ -13,6 +13,7 @@ prints the report and writes ``report.json`` is ``linreg.callbacks.report.FitRep
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -23,19 +24,15 @@ from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, 
 from linreg.data import RegressionData
 from linreg.stats.ols import LeastSquaresFit, transform
 
-LEGEND = """\
-  true: the value the data were generated from.  true-{tag}: the error of the estimate, signed as in the
-  book.  OLS ± SE: the exact least-squares fit to the training data (the best estimate they allow) and
-  its standard error.  {tag}: the trained model ({name}).
-  ({tag}-OLS)/SE: how far the model is from OLS, in standard errors. About 1 or less: what it has left
-  to learn is no larger than the uncertainty that the noise in the data leaves on OLS itself.
-  mse (the loss) and mae: mean squared and absolute error, lower is better; r2: 1 is a perfect fit.
-  Both models are scored on every example of each split."""
-
 # Where the trained model counts as short of least squares: its training MSE more than 1% above OLS's,
 # or a coefficient more than 3 standard errors from OLS's.
 MSE_RATIO_LIMIT = 1.01
 SE_LIMIT = 3.0
+# A fit short of least squares counts as still closing in when its last epoch removed more than a quarter of
+# the training MSE's excess over OLS's: steady progress, which larger steps or more of them continue. Short of
+# that it has stalled: its steps jitter around the solution (the excess moves up and down from epoch to epoch),
+# and smaller steps or their average get closer.
+STILL_CLOSING = 0.75
 
 Row = dict[str, Any]
 
@@ -140,7 +137,23 @@ def format_report(report: dict[str, Any], max_rows: int = 20) -> str:
         for metric, style in (("mse", ".5g"), ("mae", ".5g"), ("r2", ".6f")):
             sgd, least_squares = models["sgd"][metric], models["ols"][metric]
             lines.append(f"{split + ' ' + metric:<22}{sgd:>13{style}}{least_squares:>13{style}}")
-    return "\n".join([*lines, "", verdict(report), "", LEGEND.format(name=name, tag=tag)])
+    truth_known = bool(report["parameters"]) and report["parameters"][0]["true"] is not None
+    return "\n".join([*lines, "", verdict(report), "", legend(name, tag, truth_known)])
+
+
+def legend(name: str, tag: str, truth_known: bool) -> str:
+    """The lines under the report that say what its columns mean; ``true`` ones only where the table has them."""
+    sentences = [
+        "true: the value the data were generated from.  true-{tag}: the error of the estimate, signed as in the book.",
+        "OLS ± SE: the exact least-squares fit to the training data (the best estimate they allow) and its standard"
+        " error.  {tag}: the trained model ({name}).",
+        "({tag}-OLS)/SE: how far the model is from OLS, in standard errors. Up to {limit:g} (the verdict's limit), that"
+        " distance is within what the noise in the data leaves uncertain in OLS itself.",
+        "mse (the loss) and mae: mean squared and absolute error, lower is better; r2: 1 is a perfect fit.  Both models"
+        " are scored on every example of each split.",
+    ]
+    text = "  ".join(sentences if truth_known else sentences[1:]).format(name=name, tag=tag, limit=SE_LIMIT)
+    return textwrap.fill(text, width=106, initial_indent="  ", subsequent_indent="  ")
 
 
 def book_error_lines(rows: list[Row]) -> list[str]:
@@ -162,7 +175,12 @@ def book_error_lines(rows: list[Row]) -> list[str]:
 
 
 def verdict(report: dict[str, Any]) -> str:
-    """One line: whether the trained model reached least squares and, where it did not, what to change."""
+    """One line: whether the trained model reached least squares and, where it did not, what to change.
+
+    What to change depends on how the training MSE moved in the last epoch (``report["training"]``): a model still
+    closing in needs more or larger steps, one that stalled short of least squares needs smaller steps or their
+    average.
+    """
     name, tag = report["estimator"]["name"], report["estimator"]["tag"]
     train = report["metrics"]["train"]
     ratio = train["sgd"]["mse"] / train["ols"]["mse"] if train["ols"]["mse"] > 0 else 1.0
@@ -171,10 +189,36 @@ def verdict(report: dict[str, Any]) -> str:
     facts = f"train MSE {ratio:.4f}x OLS's, largest |{tag}-OLS|/SE {largest:.2f}"
     if ratio <= MSE_RATIO_LIMIT and largest <= SE_LIMIT:
         return f"verdict: {name} reached the least-squares fit, within the noise ({facts})."
-    remedies = ["a smaller or decaying learning rate (--model.scheduler)", "more epochs"]
+    history = report.get("training", {}).get("mse_by_epoch", [])
+    closing = still_closing(history, train["ols"]["mse"])
+    lr = report["estimator"].get("lr")
+    larger = f"a learning rate larger than {lr:g}" if lr is not None else "a larger learning rate"
+    steps = f"more epochs (--trainer.max_epochs) or {larger} (--model.optimizer.lr)"
+    calmer = ["a smaller or decaying learning rate (--model.scheduler)"]
     if not report["estimator"]["averaged"]:
-        remedies.insert(0, "averaging the iterates (--trainer.callbacks+=AveragedSGD)")
-    return f"verdict: {name} stopped short of the least-squares fit ({facts}); try {', '.join(remedies)}."
+        calmer.insert(0, "averaging the iterates (--trainer.callbacks+=AveragedSGD)")
+    short = f"verdict: {name} stopped short of the least-squares fit ({facts})"
+    if closing is None:  # one epoch: no telling which
+        return f"{short}; try {steps}, or, if it stalls, {', '.join(calmer)}."
+    moved = f"training MSE {history[-2]:.4g} -> {history[-1]:.4g} in the last epoch"
+    if closing:
+        return f"{short} and was still closing in ({moved}); try {steps}."
+    return f"{short} and had stalled ({moved}): its steps jitter around the solution; try {', '.join(calmer)}."
+
+
+def still_closing(mse_by_epoch: list[float], floor: float) -> bool | None:
+    """Whether the last epoch took more than a quarter off the training MSE's excess over ``floor`` (OLS's).
+
+    None with fewer than two epochs.
+
+    Example:
+        >>> still_closing([51.4, 33.1, 20.8], 1e-4), still_closing([3.5e-4, 9.53e-5, 9.54e-5], 9.42e-5)
+        (True, False)
+    """
+    if len(mse_by_epoch) < 2:
+        return None
+    before, last = (mse - floor for mse in mse_by_epoch[-2:])
+    return last < STILL_CLOSING * before
 
 
 def _parameter_table(rows: list[Row], max_rows: int, tag: str) -> list[str]:
@@ -215,6 +259,7 @@ def build_report(
     reference: LeastSquaresFit,
     device: torch.device,
     estimator: dict[str, Any] | None = None,
+    mse_by_epoch: list[float] | None = None,
 ) -> dict[str, Any]:
     """The report's facts as plain values: parameters, the OLS fit's noise estimate, metrics per split.
 
@@ -224,8 +269,9 @@ def build_report(
         data: the data module, set up, with its splits.
         reference: the least-squares fit of the training split, in the same units.
         device: where to score the models.
-        estimator: what the trained model is: ``name``, ``tag`` (``estimator_names``) and ``averaged``;
-            plain SGD when not given.
+        estimator: what the trained model is: ``name``, ``tag`` (``estimator_names``), ``averaged`` and the
+            optimizer's ``lr``; plain SGD when not given.
+        mse_by_epoch: the training MSE of the model being trained after each epoch, in the units it is trained in.
     """
     truth = None if data.true_w is None or data.true_b is None else (data.true_w.double(), data.true_b)
     ols = transform(reference, data.to_original_units)
@@ -251,6 +297,7 @@ def build_report(
             "residual_std": residual_variance**0.5,
         },
         "metrics": metrics,
+        "training": {"mse_by_epoch": [mse * data.target_scale**2 for mse in mse_by_epoch or []]},
         "units": "the data's own: parameters in target units per feature unit, errors in target units",
     }
 
