@@ -150,11 +150,11 @@ def _option(text: str, option: str) -> str:
         (("--config", str(D2L_CONFIG)), {"--data.batch_size": "10", "--model.optimizer.lr": "0.03"}),
         (
             ("--config", str(ROOT / "configs" / "csv.yaml")),
-            {"--data.path": "configs/houses.csv", "--data.batch_size": "16", "--model.optimizer.lr": "0.01"},
+            {"--data.path": "configs/houses.csv", "--data.batch_size": "auto", "--model.optimizer.lr": "0.01"},
         ),
         (
             ("--data", "CSVRegressionData", "--model.optimizer", "Adam", "--model.optimizer.lr", "0.1"),
-            # batch_size: the default data module's 10, which jsonargparse carries over to the class named (not its 32)
+            # batch_size: the default data module's 10, which jsonargparse carries over to the class named (not its auto)
             {"--data.path": None, "--data.batch_size": "10", "--model.optimizer.lr": "0.1"},
         ),
     ],
