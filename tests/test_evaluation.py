@@ -257,3 +257,14 @@ def test_every_curve_shares_the_axis_of_the_training_steps(tmp_path: Path) -> No
     assert max(e.step for e in events.Scalars("val/loss")) == steps - 1  # Lightning's: the last step's index
     assert max(e.step for e in events.Scalars("params/w_error")) <= steps
     assert {e.step for e in events.Images("plots/val_parity")} == {steps}  # the end of fit
+
+
+def test_with_averaging_the_recovery_curves_end_where_the_report_does(tmp_path: Path) -> None:
+    # The curves follow the weights the fit reports (the average, once averaging has begun), not the SGD iterate.
+    run_dir = fit_d2l(tmp_path, "--trainer.callbacks+=AveragedSGD", "--trainer.callbacks.start", "0.5")
+    parameters = _report(run_dir)["parameters"]
+    reported = torch.tensor([row["sgd"] for row in parameters], dtype=torch.float64)
+    ols = torch.tensor([row["ols"] for row in parameters], dtype=torch.float64)
+    events = _events(run_dir)
+    assert _last(events, "params/w_gap_ols") == pytest.approx((reported[:-1] - ols[:-1]).norm().item(), rel=1e-4)
+    assert _last(events, "params/b_gap_ols") == pytest.approx(abs(reported[-1] - ols[-1]).item(), rel=1e-4)

@@ -20,6 +20,8 @@ of per Lightning step (``linreg.grouped``).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -119,12 +121,13 @@ class AveragedSGD(Callback):
         self._hooks = []
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._swap(pl_module)  # validation during fit scores the average
+        self.swap(pl_module)  # validation during fit scores the average
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._swap(pl_module)  # and training goes on from the iterate
+        self.swap(pl_module)  # and training goes on from the iterate
 
-    def _swap(self, pl_module: LightningModule) -> None:
+    def swap(self, pl_module: LightningModule) -> None:
+        """Exchanges the model's weights with the average (once averaging has begun, during fit); twice undoes it."""
         if not self.averaged or pl_module.trainer.state.fn != "fit":
             return
         with torch.no_grad():
@@ -156,3 +159,17 @@ class AveragedSGD(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.averaged = state_dict["averaged"]
+
+
+@contextlib.contextmanager
+def reported_weights(trainer: Trainer) -> Iterator[None]:
+    """Within it, the model holds the weights the fit will report: ``AveragedSGD``'s average once it has begun,
+    else the SGD iterate itself. What the curves of a fit show, so that they end where the report does."""
+    averaging = [cb for cb in trainer.callbacks if isinstance(cb, AveragedSGD)]  # type: ignore[attr-defined]
+    for callback in averaging:
+        callback.swap(trainer.lightning_module)
+    try:
+        yield
+    finally:
+        for callback in reversed(averaging):
+            callback.swap(trainer.lightning_module)

@@ -31,6 +31,7 @@ import torch
 from jsonargparse.typing import NonNegativeInt
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from linreg.callbacks.averaging import reported_weights
 from linreg.callbacks.trainer_state import regression_data
 from linreg.data import RegressionData
 from linreg.model import writes_logs
@@ -104,7 +105,11 @@ class ParameterRecovery(Callback):
             logger.log_metrics(values, step=step)
 
     def _recovery(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
-        """The loss on the training set and the ``params/...`` values for the model's current coefficients."""
+        """The loss on the training set and the ``params/...`` values of the weights the fit will report."""
+        with reported_weights(trainer):  # the average, with AveragedSGD: the curves end where the report does
+            return self._recovery_of_model(trainer, pl_module)
+
+    def _recovery_of_model(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
         data = trainer.datamodule
         if not isinstance(data, RegressionData) or not data.ready:
             return {}
