@@ -154,7 +154,7 @@ def _option(text: str, option: str) -> str:
         ),
         (
             ("--data", "CSVRegressionData", "--model.optimizer", "Adam", "--model.optimizer.lr", "0.1"),
-            # batch_size: the default data module's 10, which jsonargparse carries over to the class named (not its auto)
+            # batch_size: the default data module's 10, which jsonargparse carries over to the class named
             {"--data.path": None, "--data.batch_size": "10", "--model.optimizer.lr": "0.1"},
         ),
     ],
