@@ -140,14 +140,17 @@ def _process(args: argparse.Namespace) -> dict:
 
 
 def _memory(args: argparse.Namespace) -> dict:
+    from linreg.callbacks.progress import quiet_lightning
     from linreg.cli import build_cli
     from linreg.data import SyntheticRegressionData
 
+    quiet_lightning()
     with tempfile.TemporaryDirectory() as runs:
         overrides = ["--config", args.config, "--trainer.logger.init_args.save_dir", runs]
         if args.accelerator:
             overrides += ["--trainer.accelerator", args.accelerator]
-        data = build_cli(overrides, run=False).datamodule  # the config's sizes, without drawing the data
+        with mock.patch.object(sys, "argv", [sys.argv[0]]):  # the CLI reads only the overrides
+            data = build_cli(overrides, run=False).datamodule  # the config's sizes, without drawing the data
         if not isinstance(data, SyntheticRegressionData):
             raise SystemExit("memory: the config must use SyntheticRegressionData (its size is known in advance)")
         rows = data.num_train + data.num_val + data.num_test
