@@ -201,6 +201,7 @@ def test_every_output_block_says_whose_output_it_is() -> None:
         assert block.transcript or block.command in commands_run, block.command
 
 
+@pytest.mark.slow  # a process per block; the slow README test checks every block again, in README order
 @pytest.mark.parametrize(
     "block",
     [block for block in _blocks() if block.command and "configs/d2l.yaml" in block.command],
