@@ -85,13 +85,19 @@ class _DropNoise(logging.Filter):
     Advertising tips ("💡 Tip: ... try installing ..."); "Seed set to 0": the seed is in the config
     (and the run's config.yaml), and the line would come before the one-line answer to a bad value;
     "Received SIGTERM: 15": the command's own last line says what stopped it (Ctrl-C arrives as SIGTERM too)
-    and where the training state is saved.
+    and where the training state is saved; "Trainer was signaled to stop but the required ... min_steps":
+    the table configs' early stopping asking before their min_steps, which is what the config says to do.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         # "[rank: 1] Seed set to 0", "[rank: 0] Received SIGTERM: 15"
-        return not (message.startswith("💡 Tip") or "Seed set to" in message or "Received SIGTERM" in message)
+        return not (
+            message.startswith("💡 Tip")
+            or "Seed set to" in message
+            or "Received SIGTERM" in message
+            or message.startswith("Trainer was signaled to stop but the required")
+        )
 
 
 _NOISE = _DropNoise()
@@ -116,5 +122,8 @@ def quiet_lightning() -> None:
     warnings.filterwarnings(
         "ignore", message=r".*LightningCLI's args parameter is intended to run from within Python.*"
     )
+    # A small table has fewer batches an epoch than log_every_n_steps; Lightning counts that interval across epochs
+    # (train/loss still gets its points) and ParameterRecovery adds one at every epoch's end.
+    warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval Trainer\(log_every_n_steps.*")
     # Raised inside Lightning by newer torch releases; nothing a user of Lightning can change.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
