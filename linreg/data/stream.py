@@ -19,7 +19,7 @@ loader protocol Lightning uses (``__iter__``, ``__len__``, ``state_dict``/``load
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -48,6 +48,8 @@ class Piece:
     row_group: int | None
     first_row: int  # position of its first row in the table
     first_row_in_file: int
+    # The file's footer, parsed once: re-read for every row group, a file of thousands of them takes minutes a pass.
+    metadata: pq.FileMetaData | None = field(default=None, compare=False, repr=False)
 
 
 def pieces(path: str) -> list[Piece]:
@@ -58,7 +60,7 @@ def pieces(path: str) -> list[Piece]:
     for file, metadata in parquet_files(path):
         in_file = 0
         for group in range(metadata.num_row_groups):
-            result.append(Piece(file, group, start + in_file, in_file))
+            result.append(Piece(file, group, start + in_file, in_file, metadata))
             in_file += metadata.row_group(group).num_rows
         start += in_file
     return result
@@ -101,7 +103,8 @@ def count_rows(path: str, names: Sequence[str]) -> int:
 
 def _record_batches(piece: Piece, names: Sequence[str]) -> Iterator[pa.RecordBatch]:
     if piece.row_group is not None:
-        yield from pq.ParquetFile(piece.path).iter_batches(BATCH_ROWS, row_groups=[piece.row_group], columns=names)
+        parquet = pq.ParquetFile(piece.path, metadata=piece.metadata)
+        yield from parquet.iter_batches(BATCH_ROWS, row_groups=[piece.row_group], columns=names)
         return
     header, header_lines = read_csv_header(piece.path)
     read, parse, convert = arrow_options(header, header_lines, names)
