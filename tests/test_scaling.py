@@ -19,6 +19,13 @@ def raw_table(n: int = 500, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return X, y
 
 
+def fitted(X: torch.Tensor, y: torch.Tensor) -> Standardizer:
+    """The statistics of the table (population standard deviations), computed by numpy."""
+    X_np, y_np = X.numpy(), y.numpy()
+    x_mean, x_std = torch.from_numpy(X_np.mean(0)), torch.from_numpy(X_np.std(0))
+    return Standardizer(x_mean, x_std, float(y_np.mean()), float(y_np.std()))
+
+
 def lstsq(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
     """Ordinary least squares with an intercept: (w, b)."""
     solution, *_ = np.linalg.lstsq(np.column_stack([X, np.ones(len(X))]), y, rcond=None)
@@ -27,7 +34,7 @@ def lstsq(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
 
 def test_transformed_training_data_have_mean_zero_and_std_one() -> None:
     X, y = raw_table()
-    s = Standardizer.fit(X, y)
+    s = fitted(X, y)
     X_s, y_s = s.transform_x(X), s.transform_y(y)
     torch.testing.assert_close(X_s.mean(0), torch.zeros(4, dtype=torch.float64), atol=1e-12, rtol=0)
     torch.testing.assert_close(X_s.std(0, correction=0), torch.ones(4, dtype=torch.float64))
@@ -37,13 +44,13 @@ def test_transformed_training_data_have_mean_zero_and_std_one() -> None:
 
 def test_inverse_y_undoes_transform_y() -> None:
     X, y = raw_table()
-    s = Standardizer.fit(X, y)
+    s = fitted(X, y)
     torch.testing.assert_close(s.inverse_y(s.transform_y(y)), y)
 
 
 def test_least_squares_on_standardised_data_in_original_units_is_least_squares_on_raw_data() -> None:
     X, y = raw_table()
-    s = Standardizer.fit(X, y)
+    s = fitted(X, y)
     w_s, b_s = lstsq(s.transform_x(X).numpy(), s.transform_y(y).numpy())
     w, b = s.to_original_units(torch.from_numpy(w_s), torch.tensor(b_s))
     w_raw, b_raw = lstsq(X.numpy(), y.numpy())
@@ -52,7 +59,7 @@ def test_least_squares_on_standardised_data_in_original_units_is_least_squares_o
 
 
 def test_statistics_survive_a_weights_only_checkpoint_round_trip() -> None:
-    s = Standardizer.fit(*raw_table())
+    s = fitted(*raw_table())
     buffer = io.BytesIO()
     torch.save(s.state_dict(), buffer)
     buffer.seek(0)

@@ -36,18 +36,6 @@ class Standardizer:
     y_mean: float
     y_std: float
 
-    @classmethod
-    def fit(cls, X: Tensor, y: Tensor) -> Standardizer:
-        """The statistics of ``X`` ``(n, d)`` and ``y`` ``(n,)`` or ``(n, 1)`` (population std, in float64).
-
-        Example:
-            >>> s = Standardizer.fit(torch.tensor([[1.0], [3.0]]), torch.tensor([10.0, 20.0]))
-            >>> s.x_mean.tolist(), s.x_std.tolist(), s.y_mean, s.y_std
-            ([2.0], [1.0], 15.0, 5.0)
-        """
-        X, y = X.double(), y.double().reshape(-1)
-        return cls(X.mean(0), X.std(0, correction=0), float(y.mean()), float(y.std(correction=0)))
-
     def transform_x(self, X: Tensor) -> Tensor:
         """``(X - x_mean) / x_std``, in X's dtype: ``(n, d) -> (n, d)``."""
         return ((X.double() - self.x_mean) / self.x_std).to(X.dtype)
