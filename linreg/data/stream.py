@@ -84,6 +84,17 @@ def read_piece(piece: Piece, names: Sequence[str], first_row: int = 0) -> Iterat
         position += batch.num_rows
 
 
+def standardized(values: np.ndarray, shift: float, scale: float) -> np.ndarray:
+    """``(values - shift) / scale`` in float64, as ``Standardizer.transform_x`` computes it: the one standardisation
+    of a table's rows, streamed or held in memory (the caller rounds the result once, to float32).
+
+    Example:
+        >>> standardized(np.array([1.0, 3.0], dtype=np.float32), 2.0, 0.5).tolist()
+        [-2.0, 2.0]
+    """
+    return np.subtract(values, shift, dtype=np.float64) / scale
+
+
 def count_rows(path: str, names: Sequence[str]) -> int:
     """Data rows of the table: from Parquet's metadata, or by reading a CSV file once (one column, as text).
 
@@ -239,9 +250,9 @@ class StreamLoader:
                 while done < count:
                     step = min(count - done, self.shuffle_buffer - filled)
                     for j, (column, target) in enumerate(zip(rows, targets, strict=True)):
-                        # float64 arithmetic rounded once to float32, as Standardizer.transform_x(...).float()
-                        values = np.subtract(column[done : done + step], self.shift[j], dtype=np.float64)
-                        target[filled : filled + step] = values / self.scale[j]
+                        target[filled : filled + step] = standardized(
+                            column[done : done + step], self.shift[j], self.scale[j]
+                        )
                     filled, done = filled + step, done + step
                     if filled == self.shuffle_buffer:
                         filled = yield from self._drain(X, y, filled, rng, last=False)

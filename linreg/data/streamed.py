@@ -20,7 +20,7 @@ from torch import Tensor
 
 from linreg.data.scaling import Standardizer
 from linreg.data.splits import TEST, TRAIN, VAL, SplitPlan
-from linreg.data.stream import Scan, StreamLoader, count_rows, pieces, read_piece, scan
+from linreg.data.stream import Scan, StreamLoader, count_rows, pieces, read_piece, scan, standardized
 from linreg.data.table import is_parquet, parquet_files
 from linreg.stats.ols import LeastSquaresFit, least_squares_from_moments
 from linreg.validation import UserInputError
@@ -106,8 +106,7 @@ class StreamedTable:
                     # column into a (columns, rows) block, then written to the row-major tensors in one copy.
                     block = np.empty((d + 1, rows.stop - rows.start))
                     for j, column in enumerate(columns):
-                        np.subtract(column[keep], shift[j], out=block[j], dtype=np.float64)
-                        block[j] /= scale[j]
+                        block[j] = standardized(column[keep], shift[j], scale[j])
                     X[part][rows], y[part][rows, 0] = block[:d].T, block[d]
                     filled[part] = rows.stop
         return {name: (torch.from_numpy(X[SPLITS[name]]), torch.from_numpy(y[SPLITS[name]])) for name in splits}
