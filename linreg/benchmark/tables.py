@@ -147,7 +147,7 @@ def fits(args: argparse.Namespace, work: Path) -> dict:
         if args.batch_size:
             extra += ["--data.batch_size", str(args.batch_size)]
         fit = _linreg_fit("configs/parquet.yaml", data, work, extra)
-        fit["fixed/(read + 4 s)"] = fit["fixed_seconds"] / (2 * read + 4)
+        fit["fixed/(2 reads + 4 s)"] = fit["fixed_seconds"] / (2 * read + 4)
         results["streamed" if mode == "false" else "in_memory"] = fit
         print(f"  fit in_memory={mode}: {fit['seconds']:.1f} s, peak {fit['peak_mib']:.0f} MiB", file=sys.stderr)
     return {
@@ -205,7 +205,7 @@ def print_tables(result: dict) -> None:
             if mode in f:
                 m = f[mode]
                 rate = f"{m['train_rows_per_s']:>10,.0f} rows/s an epoch"
-                fixed = f"fixed {m['fixed_seconds']:5.1f} s ({m['fixed/(read + 4 s)']:.2f}x of 2 reads + 4 s)"
+                fixed = f"fixed {m['fixed_seconds']:5.1f} s ({m['fixed/(2 reads + 4 s)']:.2f}x of 2 reads + 4 s)"
                 se = f"largest |estimate-OLS|/SE {m['largest_se_from_ols']:.2f}"
                 print(f"  linreg {mode:<10} {rate}; {fixed}; whole {m['seconds']:5.1f} s ({m['epochs']} epochs);"
                       f" peak {m['peak_mib']:5.0f} MiB; {se}")  # fmt: skip
