@@ -1,12 +1,12 @@
-"""How the command line answers bad input: one short message, a non-zero exit status, no traceback.
+"""What the command line prints when it stops: one short line and an exit status, no traceback.
 
 jsonargparse reports a bad value with the full usage (a hundred lines) and, for union types, one error
-per alternative type; a value rejected by one of our constructors arrives wrapped in such an error.
-Both are cut down here to the key, what was wrong and what was given.
-
-Errors raised while the command runs are answered the same way when they are about the user's input:
-a ``UserInputError`` (ours), a ``MisconfigurationException`` (Lightning's word for the same thing) or
-a file that cannot be opened. Anything else is a bug and keeps its traceback.
+per alternative type: ``ShortErrorParser`` prints it as one line. A class named by the config that refuses
+a value it was given is reported under that config key (``linreg.instantiation``). Errors raised later are
+answered the same way when they are about the user's input, which is decided by their type alone: a
+``UserInputError`` (ours), a ``MisconfigurationException`` (Lightning's word for the same thing), a file that
+cannot be opened, a full disk, or a lost connection between processes. Anything else is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
@@ -16,17 +16,36 @@ import errno
 import re
 import sys
 from contextvars import ContextVar
-from pathlib import Path
 from typing import Any, NoReturn
 
-import yaml
+import torch.distributed
 from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser
+from lightning.pytorch.utilities import rank_zero_only
 
 from linreg.help import FullHelp
 from linreg.instantiation import KeyedInstantiator
 from linreg.validation import UserInputError
+
+
+class NothingToDo(Exception):  # noqa: N818 (not an error: the command line exits 0)
+    """The command has nothing to do (the run it would continue is finished); the message says why."""
+
+
+class Interrupted(UserInputError):  # noqa: N818 (a state, not a fault)
+    """Fit was stopped by SIGTERM or Ctrl-C; the message says where the training state was saved."""
+
+    def __init__(self, message: str, exit_status: int) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status  # 128 + the signal's number
+
+
+@rank_zero_only
+def say(line: str) -> None:
+    """Prints once, from the first process, however many processes train."""
+    print(line, flush=True)
+
 
 # Lines of jsonargparse's union-type errors that say nothing about what the user got wrong.
 _NOISE = (
@@ -39,37 +58,19 @@ _NOISE = (
 
 
 def condense(message: str) -> str:
-    """One line from a jsonargparse error message: ``key: what is wrong (given: value)``.
+    """jsonargparse's error message as one line, without the lines its union types add about each alternative.
 
     Example:
-        >>> condense('Parser key "trainer.max_epochs":\\n  Expected a <class \\'int\\'>. Got value: abc')
-        'trainer.max_epochs: Expected a int. Got value: abc'
-        >>> condense('Parser key "batch_size":\\n  Not of type PositiveInt: 0 does not conform to restriction v>0')
-        'batch_size must be > 0, got 0'
+        >>> condense('Parser key "trainer.max_epochs":\\n  Expected a <class \'int\'>. Got value: abc')
+        'Parser key "trainer.max_epochs": Expected a <class \'int\'>. Got value: abc'
     """
     lines = [line.strip() for line in message.splitlines()]
-    text = " ".join(line.removeprefix("- ") for line in lines if line and not line.startswith(_NOISE))
-    text = re.sub(r'^Parser key "([^"]+)":\s*', r"\1: ", text)
-    # A subclass-mode group (model, data) nests its keys: `model: Problem with given class_path 'X': Parser
-    # key "optimizer": ...` is `model.optimizer: ...`.
-    text = re.sub(r"""^([\w.]+): Problem with given class_path '[^']*':\s*Parser key "([^"]+)":\s*""", r"\1.\2: ", text)
-    text = re.sub(r"<class '(?:[\w]+\.)*(\w+)'>", r"\1", text)
-    text = re.sub(r"NestedArg\(key='([^']*)', val='([^']*)'\)", r"\1=\2", text)
-    text = re.sub(r"\s*Given value: (.*)$", r" (given: \1)", text)
-    # A jsonargparse.typing restriction (PositiveInt, ...): `key must be > 0, got 0`; the value is in the message.
-    restricted = re.match(
-        r"^([\w.]+): Not of type \w+: (.*) does not conform to restriction (.*?)(?: \(given: .*\))?$", text
-    )
-    if restricted:
-        key, value, restriction = restricted.groups()
-        bounds = re.sub(r"v\s*([<>]=?)\s*", r"\1 ", restriction)
-        return f"{key} must be {bounds}, got {value}"
-    return re.sub(r"^([\w.]+): Not of type (\w+): ", r"\1 must be a \2: ", text)
+    return " ".join(line.removeprefix("- ") for line in lines if line and not line.startswith(_NOISE))
 
 
 # A quoted or bracketed value longer than this is cut in messages: a 2 MB list makes no readable line.
 _LONGEST_VALUE = 80
-_VALUE = re.compile(rf"\[[^\[\]]{{{_LONGEST_VALUE},}}\]?|'[^']{{{_LONGEST_VALUE},}}'|\"[^\"]{{{_LONGEST_VALUE},}}\"")
+_VALUE = re.compile(rf"\[[^\[\]]{{{_LONGEST_VALUE},}}\]?|'[^'\"]{{{_LONGEST_VALUE},}}'|\"[^\"']{{{_LONGEST_VALUE},}}\"")
 
 
 def shorten_values(message: str) -> str:
@@ -94,7 +95,7 @@ def fail(prog: str, message: str, hint: str = "", status: int = 2) -> NoReturn:
 
     The message is one line, its long values cut (``shorten_values``) and the whole held to 400 characters.
     """
-    line = one_line(shorten_values(message), limit=400)
+    line = one_line(shorten_values(message), limit=399 - len(prog) - len(": error: "))
     print(f"{prog}: error: {line}" + (f"\n{hint}" if hint else ""), file=sys.stderr)
     raise SystemExit(status)
 
@@ -123,7 +124,8 @@ def find_user_error(exc: BaseException) -> UserInputError | None:
     """The error about the user's input that caused ``exc``, as a ``UserInputError``, if there is one.
 
     Looks through the chain of causes (jsonargparse and Lightning wrap errors) for a ``UserInputError``,
-    then for a ``MisconfigurationException``, a full disk, or an ``OSError`` naming a file.
+    then for a ``MisconfigurationException``, a full disk, an ``OSError`` naming a file, or a failure of
+    ``torch.distributed`` (processes that cannot reach each other, or lost a peer).
     """
     chain = causes(exc)
     for error in chain:
@@ -136,30 +138,23 @@ def find_user_error(exc: BaseException) -> UserInputError | None:
             return UserInputError(f"{error.filename or 'writing the run'}: {error.strerror}; free some space and rerun")
         if isinstance(error, OSError) and error.filename is not None:
             return UserInputError(f"{error.filename}: {error.strerror or one_line(str(error))}")
+        if isinstance(error, torch.distributed.DistError):
+            return UserInputError(f"trainer: the processes of the run could not work together: {one_line(str(error))}")
     return None
 
 
-def check_yaml_syntax(path: str) -> None:
-    """Refuses a ``--config`` file that is not valid YAML, naming the file, line and column.
+def exit_for(exc: BaseException) -> NoReturn:
+    """Exits in one line for an error about the input; re-raises ``exc`` (a bug, with its traceback) otherwise.
 
-    jsonargparse's own message names the text it parsed (``"<unicode string>"``), not the file.
-
-    Raises:
-        UserInputError: ``configs/x.yaml: not valid YAML: line 2, column 1: ...``.
+    Under DDP only the first process prints: it stops the processes it started, which would each report the
+    same error, or only that they lost it.
     """
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return  # missing, unreadable or not text: answered by the checks of the file itself
-    try:
-        yaml.safe_load(text)
-    except RecursionError:  # PyYAML reads nested values recursively: thousands of levels exhaust the stack
-        raise UserInputError(f"{path}: a YAML value is nested too deeply to read") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(error, "problem", None) or one_line(str(error))
-        raise UserInputError(f"{path}: not valid YAML: {where}{problem}") from None
+    user_error = find_user_error(exc)
+    if user_error is None:
+        raise exc
+    if rank_zero_only.rank != 0:
+        raise SystemExit(user_error.exit_status) from None
+    fail("linreg", str(user_error), status=user_error.exit_status)
 
 
 # Whether a ShortErrorParser is building the config's classes: the parsers of nested classes build theirs

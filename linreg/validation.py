@@ -1,13 +1,21 @@
-"""Argument checks shared by the constructors, and the error they raise.
+"""The error raised for bad input, and the checks shared by the places where input enters.
 
-Constructors validate their own arguments (so the classes are safe to use from Python too) and raise
-``UserInputError``; the CLI turns that into a one-line message and a non-zero exit, with no traceback.
+Constructors check their own arguments (so the classes are safe to use from Python too) and raise
+``UserInputError``; so do the readers of files. The command line prints it as one line and exits 2,
+with no traceback. The bounds here stop inputs that are valid in form but would hang or exhaust the
+machine: a FIFO given as a file, YAML aliases that expand to gigabytes, an allocation beyond memory.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import stat
 from numbers import Real
+from pathlib import Path
+from typing import Any
+
+import yaml
 
 
 class UserInputError(ValueError):
@@ -32,3 +40,113 @@ def check_float(name: str, value: object, minimum: float = -math.inf, *, strict:
         return float(value)  # type: ignore[arg-type]
     bound = "" if minimum == -math.inf else f" {'>' if strict else '>='} {minimum:g}"
     raise UserInputError(f"{name} must be a finite number{bound}, got {value!r}")
+
+
+def check_regular_file(name: str, path: str | os.PathLike[str]) -> None:
+    """Refuses a ``path`` that exists and is neither a regular file nor a directory (a FIFO, a device, a socket).
+
+    A missing file or a directory is left to the reader, which names those cases itself.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else None
+        raise UserInputError(f"{name}: {os.fspath(path)} is {kind or 'not a regular file'}; give a regular file")
+
+
+# Values a YAML document may expand to, aliases followed: a config is a few hundred.
+MAX_YAML_VALUES = 100_000
+
+
+def check_yaml_expansion(stream: str) -> None:
+    """Refuses a YAML document that expands to more than ``MAX_YAML_VALUES`` values, aliases followed.
+
+    PyYAML builds an alias as a shared reference; every later walk of the value pays for the full
+    expansion, which nested aliases make exponential. The composed document is counted before anything is
+    built from it. A document PyYAML cannot compose is left to the loader, which reports it.
+    """
+    try:
+        node = yaml.compose(stream, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return
+    except RecursionError:  # PyYAML composes nested values recursively: thousands of levels exhaust the stack
+        raise UserInputError(f"a YAML value is nested too deeply to read; refused, given: {stream[:60]!r}") from None
+    count, stack = 0, [node] if node is not None else []
+    while stack and count <= MAX_YAML_VALUES:
+        current = stack.pop()
+        count += 1
+        if isinstance(current, yaml.SequenceNode):
+            stack.extend(current.value)
+        elif isinstance(current, yaml.MappingNode):
+            stack.extend(item for pair in current.value for item in pair)
+    if count > MAX_YAML_VALUES:
+        raise UserInputError(
+            f"a YAML value expands to more than {MAX_YAML_VALUES} values (nested aliases); refused, given:"
+            f" {stream[:60]!r}"
+        )
+
+
+def bounded_yaml_load(stream: str) -> Any:
+    """``yaml.safe_load`` after ``check_yaml_expansion``.
+
+    Example:
+        >>> bounded_yaml_load("a: [1, 2]")
+        {'a': [1, 2]}
+    """
+    check_yaml_expansion(stream)
+    return yaml.safe_load(stream)
+
+
+def check_config_file(path: str) -> None:
+    """Refuses a ``--config`` file that is not a regular UTF-8 file of valid YAML, naming line and column.
+
+    jsonargparse's own message names the text it parsed (``"<unicode string>"``), not the file. A missing or
+    unreadable file is left to the parser, which names it.
+    """
+    check_regular_file("--config", path)
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UserInputError(f"--config: {path} is not a text file (byte {error.start} is not UTF-8)") from None
+    except OSError:
+        return
+    try:
+        yaml.safe_load(text)
+    except RecursionError:  # PyYAML reads nested values recursively: thousands of levels exhaust the stack
+        raise UserInputError(f"{path}: a YAML value is nested too deeply to read") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(error, "problem", None) or " ".join(str(error).split())
+        raise UserInputError(f"{path}: not valid YAML: {where}{problem}") from None
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux ``MemAvailable``), or ``None`` where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits_in_memory(what: str, nbytes: int) -> None:
+    """Refuses an allocation of ``nbytes`` larger than the memory available; ``what`` names the values."""
+    available = available_memory()
+    if available is not None and nbytes > available:
+        raise UserInputError(f"{what} need {nbytes / 1e9:.3g} GB of memory; {available / 1e9:.3g} GB is available")
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1

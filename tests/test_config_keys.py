@@ -9,7 +9,6 @@ from jsonargparse import Namespace
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import EarlyStopping
 
-from linreg.errors import shorten_values
 from linreg.instantiation import ConfigKeyError, KeyedInstantiator, config_key
 from tests.conftest import D2L_CONFIG, run_cli
 
@@ -28,13 +27,6 @@ class Buggy(Callback):
     def __init__(self, window: int = 3) -> None:
         self.window = window
         self.windwo.append(1)  # type: ignore[attr-defined]
-
-
-class MisusesOurCode(Callback):
-    """A class whose ValueError/TypeError comes from this package's code: a missing check, a bug."""
-
-    def __init__(self, window: int = 3) -> None:
-        shorten_values(window)  # type: ignore[arg-type]
 
 
 CONFIG = Namespace(
@@ -56,14 +48,21 @@ def test_the_key_is_found_by_class_path_groups_first() -> None:
 
 
 def test_a_refused_argument_is_named_under_its_key() -> None:
-    with pytest.raises(ConfigKeyError, match=r"^trainer\.callbacks\[1\]\.window must be >= 1, got 0$"):
+    with pytest.raises(ConfigKeyError, match=r"^trainer\.callbacks\[1\]: window must be >= 1, got 0$"):
         KeyedInstantiator(CONFIG, {})(RefusesWindow, window=0)
 
 
-@pytest.mark.parametrize(("cls", "bug"), [(Buggy, AttributeError), (MisusesOurCode, TypeError)])
-def test_a_bug_is_not_reported_as_input(cls: type, bug: type[Exception]) -> None:
-    with pytest.raises(bug):
-        KeyedInstantiator(CONFIG, {})(cls, window=0)
+def test_a_bug_is_not_reported_as_input() -> None:
+    with pytest.raises(AttributeError):
+        KeyedInstantiator(CONFIG, {})(Buggy, window=0)
+
+
+def test_a_value_error_from_a_class_of_ours_is_a_bug() -> None:
+    # Ours raise UserInputError for a bad argument: a plain ValueError from one is a check we lack.
+    ours = type("Ours", (RefusesWindow,), {"__module__": "linreg.callbacks"})
+    with pytest.raises(ValueError, match="window") as raised:
+        KeyedInstantiator(CONFIG, {})(ours, window=0)
+    assert not isinstance(raised.value, ConfigKeyError)
 
 
 def _fit(tmp_path: Path, *args: str) -> None:
@@ -73,12 +72,12 @@ def _fit(tmp_path: Path, *args: str) -> None:
 @pytest.mark.parametrize(
     ("args", "line"),
     [
-        (["--checkpoint.mode", "foo"], "checkpoint.mode can be min, max but got foo"),
+        (["--checkpoint.mode", "foo"], "checkpoint: `mode` can be min, max but got foo"),
         (
             [f"--trainer.callbacks+={__name__}.RefusesWindow", "--trainer.callbacks.window", "0"],
-            "trainer.callbacks[0].window must be >= 1, got 0",
+            "trainer.callbacks[0]: window must be >= 1, got 0",
         ),
-        (["--data.eval_batch_size", "0"], "data.eval_batch_size must be > 0, got 0"),
+        (["--data.eval_batch_size", "0"], "data: eval_batch_size must be an integer >= 1, got 0"),
         (["--model.optimizer.momentum", "-1"], "model.optimizer: Invalid momentum value: -1.0"),
     ],
 )

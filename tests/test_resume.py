@@ -202,7 +202,7 @@ def test_ckpt_path_last_resumes_from_the_newest_earlier_run(tmp_path: Path) -> N
 def test_ckpt_path_last_without_a_checkpoint_starts_from_the_beginning(tmp_path: Path) -> None:
     fresh, printed = fit(tmp_path / "a", "--ckpt_path", "last")
     assert "--ckpt_path last: no earlier run of this configuration" in printed
-    assert "starting from the beginning" in printed
+    assert "starting afresh" in printed
     plain, _ = fit(tmp_path / "b")
     assert_same_training_state(final_state(plain), final_state(fresh))
 

@@ -28,7 +28,6 @@ import math
 import re
 
 import torch
-from jsonargparse.typing import NonNegativeInt
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from linreg.callbacks.averaging import reported_weights
@@ -63,7 +62,7 @@ class ParameterRecovery(Callback):
             this many features (one curve each; more would bury the other curves).
     """
 
-    def __init__(self, max_coefficient_curves: NonNegativeInt = 16) -> None:
+    def __init__(self, max_coefficient_curves: int = 16) -> None:
         self.max_coefficient_curves = check_int("max_coefficient_curves", max_coefficient_curves, 0)
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:

@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from jsonargparse.typing import PositiveInt
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from linreg.callbacks.averaging import AveragedSGD
@@ -39,7 +38,7 @@ class FitReport(Callback):
         filename: name of the JSON file in ``trainer.log_dir``.
     """
 
-    def __init__(self, max_rows: PositiveInt = 20, filename: str = "report.json") -> None:
+    def __init__(self, max_rows: int = 20, filename: str = "report.json") -> None:
         self.max_rows = check_int("max_rows", max_rows, 1)
         self.filename = filename
         self.mse_by_epoch: list[float] = []  # the training MSE after each epoch of this fit, for the verdict

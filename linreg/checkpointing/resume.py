@@ -14,7 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from jsonargparse.typing import PositiveInt
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Checkpoint
 from torch import Tensor
@@ -99,7 +98,7 @@ class LastCheckpoint(Checkpoint):
         every_n_train_steps: training steps between two writes.
     """
 
-    def __init__(self, every_n_train_steps: PositiveInt = 500) -> None:
+    def __init__(self, every_n_train_steps: int = 500) -> None:
         self.every_n_train_steps = check_int("every_n_train_steps", every_n_train_steps, 1)
         self.path: Path | None = None
         self._saved_step = 0  # nothing to save before the first step

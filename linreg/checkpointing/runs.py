@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from linreg.checkpointing.io import load_safely
-from linreg.limits import bounded_yaml_load
+from linreg.validation import bounded_yaml_load
 
 # Config keys that name, pace or display the output, or choose the checkpoint: not part of a run's identity.
 OUTPUT_KEYS = (

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import torch
-from jsonargparse.typing import PositiveInt
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader
@@ -34,7 +33,7 @@ class RegressionData(LightningDataModule):
     val_data: tuple[Tensor, Tensor] | None = None
     test_data: tuple[Tensor, Tensor] | None = None
 
-    def __init__(self, batch_size: PositiveInt, eval_batch_size: PositiveInt, seed: int) -> None:
+    def __init__(self, batch_size: int, eval_batch_size: int, seed: int) -> None:
         super().__init__()
         self.batch_size = check_int("batch_size", batch_size, 1)
         self.eval_batch_size = check_int("eval_batch_size", eval_batch_size, 1)

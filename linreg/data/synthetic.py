@@ -5,13 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveInt
 from torch import Tensor
 
 from linreg.data.base import RegressionData
 from linreg.data.generate import random_weights, synthetic_data
-from linreg.limits import check_fits_in_memory
-from linreg.validation import UserInputError, check_float, check_int
+from linreg.validation import UserInputError, check_fits_in_memory, check_float, check_int
 
 D2L_TRUE_W = (2.0, -3.4, 5.6, 3.2, -0.6)
 
@@ -42,12 +40,12 @@ class SyntheticRegressionData(RegressionData):
         self,
         true_w: Sequence[float] | int = D2L_TRUE_W,
         true_b: float = 4.2,
-        noise_std: NonNegativeFloat = 0.01,
-        num_train: PositiveInt = 1000,
-        num_val: PositiveInt = 1000,
-        num_test: NonNegativeInt = 1000,
-        batch_size: PositiveInt = 10,
-        eval_batch_size: PositiveInt = 10_000,
+        noise_std: float = 0.01,
+        num_train: int = 1000,
+        num_val: int = 1000,
+        num_test: int = 1000,
+        batch_size: int = 10,
+        eval_batch_size: int = 10_000,
         seed: int = 0,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, seed)

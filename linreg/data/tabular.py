@@ -20,7 +20,6 @@ from dataclasses import replace
 from typing import Any, Literal
 
 import torch
-from jsonargparse.typing import OpenUnitInterval, PositiveInt
 from torch import Tensor
 
 from linreg.data.base import RegressionData
@@ -93,14 +92,14 @@ class TableRegressionData(RegressionData):
         path: str,
         target: str,
         features: list[str] | None = None,
-        val_fraction: OpenUnitInterval = 0.1,
+        val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         predict_path: str | None = None,
-        batch_size: PositiveInt | Literal["auto"] = "auto",
-        eval_batch_size: PositiveInt = 10_000,
+        batch_size: int | Literal["auto"] = "auto",
+        eval_batch_size: int = 10_000,
         seed: int = 0,
         in_memory: bool | Literal["auto"] = "auto",
-        shuffle_buffer: PositiveInt = 1 << 18,
+        shuffle_buffer: int = 1 << 18,
     ) -> None:
         super().__init__(AUTO_BATCH_SIZES[0] if batch_size == "auto" else batch_size, eval_batch_size, seed)
         self.auto_batch_size = batch_size == "auto"  # then set once the training rows are counted

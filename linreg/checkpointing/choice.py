@@ -1,0 +1,152 @@
+"""Which run a command continues, and the run directory it writes, chosen once before anything is built.
+
+``--ckpt_path last`` (fit) finds the newest ``last.ckpt`` of this configuration; validate, test and predict
+without ``--ckpt_path`` take the newest finished fit of it (``checkpointing.runs``). A new ``version_N`` is
+claimed with ``mkdir``; if the command fails before training saved a checkpoint there, it is removed again.
+Under DDP, rank zero decides and the processes it starts inherit the decision through the environment, as
+Lightning passes its seed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from jsonargparse import Namespace
+from lightning.pytorch.utilities import rank_zero_only
+
+from linreg.checkpointing.compat import checkpoint_config_differences
+from linreg.checkpointing.runs import EarlierRun, claim_version, earlier_runs
+from linreg.errors import NothingToDo, say
+from linreg.validation import UserInputError
+
+# Rank zero's choice of run directory and checkpoint, for the processes the DDP launcher starts.
+RUN_ENV = "LINREG_RUN"
+
+
+def logger_args(config: Namespace) -> Namespace | None:
+    """The ``init_args`` of the configured logger when it writes under ``save_dir/name/version`` (TensorBoard, CSV)."""
+    logger = config.trainer.get("logger")
+    arguments = logger.get("init_args") if isinstance(logger, Namespace) else None
+    if arguments is None or not {"save_dir", "name", "version"} <= set(vars(arguments)):
+        return None
+    return arguments
+
+
+class RunChoice:
+    """Resolves the checkpoint a command starts from and claims its run directory.
+
+    Args:
+        subcommand: fit, validate, test or predict.
+        identity: the resolved config's run identity (``runs.run_identity``), computed when first needed.
+    """
+
+    def __init__(self, subcommand: str, identity: Callable[[], dict[str, Any]]) -> None:
+        self.subcommand = subcommand
+        self.identity = identity
+        self.claimed: Path | None = None  # the run directory this command created
+        self.created: list[Path] = []  # the directories above it that it created
+
+    def choose(self, config: Namespace) -> None:
+        """Sets ``config.ckpt_path`` (for ``last`` or a missing path) and the logger's new ``version``."""
+        logger = logger_args(config)
+        inherited = os.environ.get(RUN_ENV)
+        if inherited and rank_zero_only.rank != 0:
+            version, config.ckpt_path = json.loads(inherited)
+            if logger is not None and version is not None:
+                logger.version = version
+            return
+        evaluating = self.subcommand != "fit" and config.ckpt_path is None
+        if logger is None:
+            if evaluating:
+                raise UserInputError(
+                    f"{self.subcommand} needs trained weights: give --ckpt_path (a checkpoint file); with"
+                    " trainer.logger off there are no earlier runs to take them from"
+                )
+            if config.ckpt_path == "last":
+                raise UserInputError(
+                    "--ckpt_path last looks through the runs a logger writes (runs/<name>/version_N/), and"
+                    " trainer.logger is off: give the checkpoint file itself (<dir>/checkpoints/last.ckpt)"
+                )
+            return
+        root = Path(logger.save_dir or ".") / str(logger.name or "")
+        if config.ckpt_path == "last" and self.subcommand == "fit":
+            config.ckpt_path = self._last_of_this_configuration(config, root)
+        elif evaluating or config.ckpt_path == "last":
+            config.ckpt_path = self._newest_fit(config, root, finished=evaluating)
+        if logger.version is None and rank_zero_only.rank == 0:
+            self.created = [p for p in (root, *root.parents) if not p.exists()]  # removed again if empty
+            logger.version = claim_version(root)
+            self.claimed = root / f"version_{logger.version}"
+        os.environ[RUN_ENV] = json.dumps([logger.version, config.ckpt_path])
+
+    def _earlier(self, config: Namespace, root: Path) -> tuple[list[EarlierRun], int]:
+        max_epochs, max_steps = config.trainer.max_epochs, config.trainer.max_steps
+        if max_epochs is None and max_steps in (None, -1):
+            max_epochs = 1000  # Lightning's default
+        return earlier_runs(root, self.identity(), max_epochs, -1 if max_steps is None else max_steps)
+
+    def _last_of_this_configuration(self, config: Namespace, root: Path) -> str | None:
+        runs, others = self._earlier(config, root)
+        elsewhere = f" ({others} run{'s' if others != 1 else ''} of other settings left alone)" if others else ""
+        if not runs:
+            say(f"--ckpt_path last: no earlier run of this configuration in {root}{elsewhere}; starting afresh")
+            return None
+        newest = runs[0]
+        if newest.finished:
+            raise NothingToDo(
+                f"already finished: {newest.directory} (epoch {newest.epoch}, step {newest.steps}); nothing was"
+                " trained or written. Raise trainer.max_epochs or max_steps to train it further"
+            )
+        say(f"--ckpt_path last: resuming from {newest.checkpoint_path} (epoch {newest.epoch}, step {newest.steps})")
+        return str(newest.checkpoint_path)
+
+    def _newest_fit(self, config: Namespace, root: Path, finished: bool) -> str:
+        """validate/test/predict: the newest (finished, when no --ckpt_path was given) fit of this configuration."""
+        found = [run for run in self._earlier(config, root)[0] if run.finished or not finished]
+        given = "no --ckpt_path was given" if finished else "--ckpt_path last"
+        which = " finished" if finished else ""
+        if not found:
+            raise UserInputError(
+                f"{self.subcommand} needs trained weights and {given}: {root} holds no{which} fit of this"
+                " configuration; give --ckpt_path (a checkpoint file), or fit first"
+            )
+        say(
+            f"{self.subcommand}: {given}; using the newest{which} fit of this configuration, {found[0].checkpoint_path}"
+        )
+        return str(found[0].checkpoint_path)
+
+    def refuse_other_configuration(self, path: str) -> None:
+        """Refuses to resume a checkpoint whose run (its config.yaml beside it) was configured otherwise."""
+        changed = checkpoint_config_differences(Path(path), self.identity())
+        if changed:
+            raise UserInputError(
+                f"checkpoint {path} belongs to a run with other settings ({'; '.join(changed)}); resuming would"
+                " mix two configurations: resume it with its own settings, or start afresh without --ckpt_path"
+            )
+
+    def release(self) -> None:
+        """Removes the run directory this command claimed, unless training saved a checkpoint there."""
+        claimed, self.claimed = self.claimed, None
+        os.environ.pop(RUN_ENV, None)
+        if claimed is None or not claimed.is_dir() or any(claimed.rglob("*.ckpt")):
+            return
+        shutil.rmtree(claimed, ignore_errors=True)
+        for directory in self.created:  # deepest first; only those this command created, and only when empty
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+
+
+def refuse_used_log_dir(log_dir: str | None) -> None:
+    """Refuses a fit that would write into the directory of an earlier run (where its config.yaml would go)."""
+    if log_dir is not None and (Path(log_dir) / "config.yaml").exists():
+        raise UserInputError(
+            f"{log_dir} already holds a run (its config.yaml); give this one a directory of its own:"
+            " leave trainer.logger.init_args.version unset for a new version_N, or, without a logger, set"
+            " another trainer.default_root_dir"
+        )

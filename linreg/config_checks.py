@@ -1,0 +1,247 @@
+"""Checks of the command line and config that no single class can make, each before anything is written.
+
+Each value is checked once: by its jsonargparse type or the constructor that takes it where one can, and
+here only what needs the whole config or the built objects together (the optimizer with the model's
+parameters, the scheduler with the optimizer, the precision with the device).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from jsonargparse import Namespace
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.cli import LightningCLI
+
+from linreg.callbacks.recovery import FULL_LOSS
+from linreg.errors import one_line, say
+from linreg.validation import UserInputError, check_config_file, check_regular_file, usable_cores
+
+
+def with_run_config(argv: list[str]) -> list[str]:
+    """``validate``/``test``/``predict --ckpt_path CKPT`` without ``--config`` or ``--data``: with its run's config.
+
+    Without it the data module would be the book's synthetic data, whatever the checkpoint was trained on. The
+    run's ``config.yaml`` (``<run>/config.yaml`` beside ``<run>/checkpoints/``) names the data module and its
+    file; options given on the command line still override it.
+    """
+    subcommand = next((a for a in argv if a in LightningCLI.subcommands()), None)
+    options = {arg.split("=", 1)[0] for arg in argv}
+    if subcommand not in ("validate", "test", "predict") or options & {"--config", "-c", "--data"}:
+        return argv
+    given = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--ckpt_path"]
+    given += [arg.split("=", 1)[1] for arg in argv if arg.startswith("--ckpt_path=")]
+    checkpoint = Path(given[-1]) if given else None
+    if checkpoint is None or checkpoint.parent.name != "checkpoints":
+        return argv
+    config = checkpoint.parent.parent / "config.yaml"
+    if not config.is_file():
+        return argv
+    say(f"{subcommand}: no --config was given; using that of the checkpoint's run, {config}")
+    at = argv.index(subcommand) + 1  # first after the subcommand: what the command line gives overrides it
+    return [*argv[:at], "--config", str(config), *argv[at:]]
+
+
+def check_config_files(argv: list[str]) -> None:
+    """Refuses ``--config`` files that are not regular UTF-8 files of YAML, before the parser reads them."""
+    for i, arg in enumerate(argv):
+        path = argv[i + 1] if arg == "--config" and i + 1 < len(argv) else None
+        path = arg.split("=", 1)[1] if arg.startswith("--config=") else path
+        if path is not None:
+            check_config_file(path)
+
+
+_OPTIMIZER_KEYS = ("--model.optimizer", "--model.init_args.optimizer")
+
+
+def check_optimizer_has_lr(argv: list[str]) -> None:
+    """Refuses an optimizer class named on the command line without its learning rate.
+
+    jsonargparse keeps the arguments of the config's optimizer that the new class also takes: with
+    ``configs/d2l.yaml``, ``--model.optimizer Adam`` alone would train Adam with SGD's learning rate, 0.03.
+    """
+    named, has_lr = None, False
+    for i, arg in enumerate(argv):
+        key, equals, value = arg.partition("=")
+        if key in _OPTIMIZER_KEYS:
+            value = value if equals else (argv[i + 1] if i + 1 < len(argv) else "")
+            named = None if value.lstrip().startswith(("{", "class_path")) else value  # a mapping states its own
+        has_lr |= key in {f"{prefix}{sub}.lr" for prefix in _OPTIMIZER_KEYS for sub in ("", ".init_args")}
+    if named and not has_lr:
+        raise UserInputError(
+            f"model.optimizer {named} was given without its learning rate; give --model.optimizer.lr too"
+            " (a learning rate suits one optimizer, and the config's was chosen for its own)"
+        )
+
+
+# Trainer arguments Lightning takes and fails on only once fit runs (with a ZeroDivisionError): what each must be.
+_TRAINER_LIMITS = {
+    "check_val_every_n_epoch": ("an integer >= 1 or null", lambda v: v is None or (isinstance(v, int) and v >= 1)),
+    "val_check_interval": ("a number > 0 or null", lambda v: v is None or v > 0),
+    "log_every_n_steps": ("an integer >= 1 or null", lambda v: v is None or v >= 1),
+    "accumulate_grad_batches": ("an integer >= 1", lambda v: v >= 1),
+}
+
+
+def check_config_values(config: Namespace) -> None:
+    """Checks what the parser accepts but the code cannot use: the groups' shapes, the seed, trainer limits."""
+    for group in ("model", "data", "trainer"):
+        value = config.get(group)
+        if value is not None and not isinstance(value, Namespace):
+            raise UserInputError(f"{group}: expected a mapping of its arguments, got {type(value).__name__} {value!r}")
+    seed = config.get("seed_everything")
+    if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed < 2**32:
+        raise UserInputError(f"seed_everything must be an integer from 0 to 2**32 - 1 (or true), got {seed}")
+    trainer = config.get("trainer") or Namespace()
+    for key, (requirement, ok) in _TRAINER_LIMITS.items():
+        value = trainer.get(key)
+        if isinstance(value, (int, float)) and not ok(value):
+            raise UserInputError(f"trainer.{key} must be {requirement}, got {value!r}")
+    data = config.get("data")
+    arguments = data.get("init_args") if isinstance(data, Namespace) else None
+    for key, value in vars(arguments or Namespace()).items():
+        if key.endswith("path") and isinstance(value, (str, os.PathLike)):
+            check_regular_file(f"data.{key}", value)
+    if config.get("weights_only") is False:
+        raise UserInputError(
+            "weights_only must stay true or unset, got False: checkpoints are loaded with weights_only=True,"
+            " so that loading one never runs code from it"
+        )
+    if config.get("ckpt_path") == "best":
+        raise UserInputError(
+            "ckpt_path 'best' names the best checkpoint of a fit in the same process, and this one has none;"
+            " give the file (runs/<name>/version_N/checkpoints/best-*.ckpt) or 'last'"
+        )
+    if config.get("checkpoint") is not None and config.checkpoint.get("save_last"):
+        raise UserInputError(
+            f"checkpoint.save_last must stay false, got {config.checkpoint.save_last!r}:"
+            " last.ckpt is written by the `last` group (every last.every_n_train_steps steps and each epoch)"
+        )
+
+
+def without_event_files(logger: Any) -> Any:
+    """A TensorBoardLogger's config as a CSVLogger's in the same place (``<save_dir>/<name>/version_N``).
+
+    For validate, test and predict: TensorBoard lists every directory with an event file as a run, and an
+    evaluation of a checkpoint is not one. Its metrics are printed, and kept in ``metrics.csv``.
+    """
+    if not (isinstance(logger, Namespace) and str(logger.get("class_path")).endswith("TensorBoardLogger")):
+        return logger
+    given = logger.get("init_args") or Namespace()
+    kept = {key: given.get(key) for key in ("save_dir", "name", "prefix") if key in given}
+    # A new version_N, also when the config is a fit's config.yaml, which names the fit's own version.
+    return Namespace(class_path="lightning.pytorch.loggers.CSVLogger", init_args=Namespace(**kept, version=None))
+
+
+# The metrics the model and the default callbacks log besides the validation metrics: what a monitor may name.
+LOGGED = ("train/loss", FULL_LOSS, "convergence/log10_loss_val")
+
+# Precision as given (an int or a short name) -> the name Lightning resolves it to.
+_PRECISION_NAMES = {"16": "16-mixed", "bf16": "bf16-mixed", "32": "32-true", "64": "64-true"}
+
+
+def check_trainer(trainer: Trainer, precision: Any) -> None:
+    """Refuses what the device cannot honour: more CPU processes than cores, a backend it lacks, a precision
+    Lightning would silently replace (``16-mixed`` on the CPU becomes ``bf16-mixed``)."""
+    device = trainer.strategy.root_device.type
+    cores = usable_cores()
+    if device == "cpu" and trainer.num_devices > cores:
+        raise UserInputError(
+            f"trainer.devices: {trainer.num_devices} processes on the CPU, and this machine can run {cores} at once;"
+            f" give at most {cores}"
+        )
+    backend = getattr(trainer.strategy, "process_group_backend", None)
+    if isinstance(backend, str) and (
+        not torch.distributed.is_available()
+        or not torch.distributed.is_backend_available(backend)
+        or (backend == "nccl" and device != "cuda")
+    ):
+        raise UserInputError(f"trainer.strategy: process_group_backend {backend!r} cannot run on this {device}")
+    asked = _PRECISION_NAMES.get(str(precision), str(precision)) if precision is not None else trainer.precision
+    if asked != trainer.precision:
+        raise UserInputError(
+            f"trainer.precision {precision!r} is not supported on the {device} (Lightning would train in"
+            f" {trainer.precision}); give {trainer.precision} if that is what you want"
+        )
+
+
+def check_training_setup(model: Any, epochs: int | None) -> None:
+    """Builds the model's optimizer on a copy of its parameters and takes one step, then steps its scheduler
+    through the run's epochs: a value they refuse, or a learning rate that turns negative or not finite, is
+    answered now as ``model.optimizer`` or ``model.scheduler`` instead of mid-run."""
+    factory, scheduler_factory = getattr(model, "optimizer", None), getattr(model, "scheduler", None)
+    if not callable(factory):
+        return
+    params = [p.detach().clone().requires_grad_() for p in model.parameters()]
+    key = "model.optimizer"
+    try:
+        optimizer = factory(params)
+        check_param_groups(optimizer.param_groups, key)
+        for p in params:
+            p.grad = torch.zeros_like(p)
+        optimizer.step()
+        if scheduler_factory is None:
+            return
+        key = "model.scheduler"
+        scheduler = scheduler_factory(optimizer)
+        for epoch in range(min(epochs if epochs is not None and epochs >= 0 else 1000, 10_000)):
+            optimizer.step()
+            scheduler.step()
+            check_param_groups(optimizer.param_groups, f"{key} at epoch {epoch + 1}", ("lr",))
+    except UserInputError:
+        raise
+    except (ValueError, TypeError, RuntimeError, ArithmeticError, KeyError) as error:
+        raise UserInputError(f"{key}: {one_line(str(error))}") from error
+    finally:
+        del params
+
+
+def check_param_groups(groups: list[dict[str, Any]], where: str, keys: tuple[str, ...] = ("lr", "momentum")) -> None:
+    """Refuses a learning rate that is not a finite number > 0, or a momentum outside [0, 1) (SGD diverges)."""
+    for i, group in enumerate(groups):
+        name = where if len(groups) == 1 else f"{where} (parameter group {i})"
+        lr = group.get("lr")
+        lr = lr.item() if isinstance(lr, torch.Tensor) else lr
+        if "lr" in keys and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            raise UserInputError(f"{name}: the learning rate must be a finite number > 0, got {lr!r}")
+        momentum = group.get("momentum")
+        if "momentum" in keys and isinstance(momentum, (int, float)) and not 0 <= momentum < 1:
+            raise UserInputError(f"{name}: momentum must be in [0, 1), got {momentum!r}")
+
+
+class CheckBeforeTraining(Callback):
+    """Checks, once the data are set up and before the first batch, what needs them or the whole run's callbacks:
+    an integer ``val_check_interval`` beyond an epoch's batches, and a ``monitor`` that names no metric the run
+    logs (Lightning would fail on either only at the first validation, after writing the run's first files).
+
+    Args:
+        key_of: the config key of a callback (``trainer.callbacks[0]``), for the message.
+    """
+
+    def __init__(self, key_of: Callable[[Callback], str]) -> None:
+        self.key_of = key_of
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        interval = trainer.val_check_interval
+        if isinstance(interval, int) and trainer.check_val_every_n_epoch is not None and trainer.datamodule:
+            batches = len(trainer.datamodule.train_dataloader())
+            if isinstance(trainer.limit_train_batches, int):
+                batches = min(batches, trainer.limit_train_batches)
+            if interval > batches:
+                raise UserInputError(
+                    f"trainer.val_check_interval must be at most the {batches} training batches of an epoch, got"
+                    f" {interval} (or set trainer.check_val_every_n_epoch to null to count batches across epochs)"
+                )
+        logged = {*getattr(pl_module, "val_metrics", {}).keys(), *LOGGED, "epoch", "step"}
+        for callback in trainer.callbacks:
+            monitor = getattr(callback, "monitor", None)
+            if isinstance(monitor, str) and monitor not in logged:
+                raise UserInputError(
+                    f"{self.key_of(callback)}.monitor: {monitor!r} is not a metric this run logs;"
+                    f" it logs {', '.join(sorted(logged - {'epoch', 'step'}))}"
+                )
