@@ -35,7 +35,11 @@ CASES = [
     ("true-w-empty", [*FIT, "--data.true_w", "[]"], "data: true_w must list at least one weight, got []"),
     ("init-std-negative", [*FIT, "--model.init_std", "-1"], "model: init_std must be a finite number >= 0, got -1.0"),
     ("lr-negative", [*FIT, "--model.optimizer.lr", "-0.1"], "model.optimizer: Invalid learning rate: -0.1"),
-    ("lr-zero", [*FIT, "--model.optimizer.lr", "0"], "model.optimizer: the learning rate must be a finite number > 0, got 0.0"),
+    (
+        "lr-zero",
+        [*FIT, "--model.optimizer.lr", "0"],
+        "model.optimizer: the learning rate must be a finite number > 0, got 0.0",
+    ),
     ("optimizer-unknown", [*FIT, "--model.optimizer", "torch.optim.Nope"], "torch.optim.Nope"),
     (
         "optimizer-without-lr",  # the config's lr 0.03 is SGD's; jsonargparse would carry it over to Adam
@@ -44,7 +48,11 @@ CASES = [
     ),
     ("max-epochs-text", [*FIT, "--trainer.max_epochs", "abc"], ('Parser key "trainer.max_epochs"', "abc")),
     ("max-epochs-negative", [*FIT, "--trainer.max_epochs", "-5"], "`max_epochs` must be a non-negative integer or -1"),
-    ("last-every-zero", [*FIT, "--last.every_n_train_steps", "0"], "last: every_n_train_steps must be an integer >= 1, got 0"),
+    (
+        "last-every-zero",
+        [*FIT, "--last.every_n_train_steps", "0"],
+        "last: every_n_train_steps must be an integer >= 1, got 0",
+    ),
     ("save-last-true", [*FIT, "--checkpoint.save_last", "true"], "checkpoint.save_last must stay false, got True"),
     ("devices-zero", [*FIT, "--trainer.devices", "0"], "trainer: `Trainer(devices='0')` value is not a valid input"),
     ("strategy-unknown", [*FIT, "--trainer.strategy", "nonsense"], "invalid strategy name: `strategy='nonsense'`"),
@@ -117,7 +125,11 @@ CASES = [
 ]
 CASES += [
     # --- an optimizer's own checks, answered as the config key that built it ---
-    ("momentum-above-one", [*FIT, "--model.optimizer.momentum", "2"], "model.optimizer: momentum must be in [0, 1), got 2"),
+    (
+        "momentum-above-one",
+        [*FIT, "--model.optimizer.momentum", "2"],
+        "model.optimizer: momentum must be in [0, 1), got 2",
+    ),
     (
         "scheduler-lr-turns-negative",
         [*FIT, "--model.scheduler", "ExponentialLR", "--model.scheduler.gamma", "-1"],
@@ -130,7 +142,11 @@ CASES += [
         [*FIT, "--model.optimizer", "Adam", "--model.optimizer.lr", "0.1", "--model.optimizer.betas", "[2.0, 0.9]"],
         "model.optimizer: Invalid beta parameter at index 0: 2.0",
     ),
-    ("lr-beyond-float32", [*FIT, "--model.optimizer.lr", "1e308"], "model.optimizer: value cannot be converted to type float without overflow"),
+    (
+        "lr-beyond-float32",
+        [*FIT, "--model.optimizer.lr", "1e308"],
+        "model.optimizer: value cannot be converted to type float without overflow",
+    ),
     # --- Lightning's checks that come only once fit runs ---
     ("seed-negative", [*FIT, "--seed_everything", "-5"], "seed_everything must be an integer from 0"),
     ("val-check-interval-zero", [*FIT, "--trainer.val_check_interval", "0"], "trainer.val_check_interval must be"),
