@@ -27,10 +27,13 @@ _SECTIONS = (
 )
 
 
-class FullHelp(argparse._HelpAction):
+class FullHelp(argparse.Action):
     """``-h, --help``: the parser's help, then the arguments of the classes chosen so far, with their values."""
 
     help = "Show this help message, with the options of the classes chosen so far, and exit."
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
 
     def __call__(
         self,
@@ -63,7 +66,6 @@ def class_sections(parser: ArgumentParser, config: Namespace) -> list[str]:
         # The options without the usage line and the class's own heading (its docstring's first line).
         options = sub.format_help().split("\n\n", 1)[-1].split("\n", 1)[-1]
         entries = [_plain(entry) for entry in re.split(r"\n(?=  -)", options.rstrip()) if _kept(entry, option)]
-        heading = f"Options of {what}, {spec.class_path} (defaults: this command's values):"
         heading = f"Options of {what}, {spec.class_path} (defaults: this command's values):"
         sections.append("\n".join([heading, *entries, ""]))
     return sections
