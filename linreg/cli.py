@@ -16,14 +16,12 @@ import sys
 from typing import Any
 
 import yaml
-from jsonargparse import get_loader, set_loader
 from lightning.fabric.plugins import CheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from linreg import config_checks
 from linreg.callbacks import default_callbacks
@@ -36,14 +34,10 @@ from linreg.checkpointing.io import AtomicCheckpointIO, load_safely
 from linreg.checkpointing.resume import LastCheckpoint, check_checkpoint_fits, check_lightning_checkpoint
 from linreg.checkpointing.runs import run_identity
 from linreg.data import RegressionData
-from linreg.errors import Interrupted, NothingToDo, ShortErrorParser, exit_for, fail, one_line, say
+from linreg.errors import NothingToDo, ShortErrorParser, exit_for, fail, one_line, say
 from linreg.instantiation import config_key
 from linreg.model import LinearRegression
-from linreg.validation import UserInputError, check_regular_file, check_yaml_expansion
-
-# jsonargparse's YAML loader, for config files and values alike, after the check on alias expansion.
-_YAML_LOAD = get_loader("yaml")
-set_loader("yaml_bounded", lambda s: (check_yaml_expansion(s), _YAML_LOAD(s))[1], exceptions=(yaml.YAMLError,))
+from linreg.validation import UserInputError, check_regular_file
 
 # The callbacks configured as groups of their own: ModelCheckpoint's best files, and last.ckpt.
 _CALLBACK_GROUPS = {"checkpoint": ModelCheckpoint, "last": LastCheckpoint}
@@ -54,35 +48,28 @@ class LinearRegressionCLI(LightningCLI):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         argv = kwargs.get("args")
-        argv = sys.argv[1:] if argv is None else argv
-        if isinstance(argv, list):
-            config_checks.check_config_files(argv)
-            completed = config_checks.with_run_config(argv)
-            if completed is not argv:  # passed on only when changed: LightningCLI warns of args beside sys.argv
-                argv = kwargs["args"] = completed
+        self._argv = sys.argv[1:] if argv is None else argv if isinstance(argv, list) else []
+        if self._argv:
+            config_checks.check_config_files(self._argv)
+            completed = config_checks.with_run_config(self._argv)
+            if completed is not self._argv:  # passed on only when changed: LightningCLI warns of args beside sys.argv
+                kwargs["args"] = self._argv = completed
         # The subcommand being run, if the command line names one: only its parser is built.
-        self._requested = (
-            next((a for a in argv if a in LightningCLI.subcommands()), None) if isinstance(argv, list) else None
-        )
-        self._argv = argv if isinstance(argv, list) else []
+        self._requested = next((a for a in self._argv if a in LightningCLI.subcommands()), None)
         self._run: RunChoice | None = None
         self._interrupt = SaveOnInterrupt()
         try:
             super().__init__(*args, **kwargs)
-        except SIGTERMException:
-            self._release()
-            raise Interrupted(self._interrupt.message(), self._interrupt.exit_status) from None
-        except SystemExit:
-            if not self._interrupt.at_once:
-                raise
-            # Lightning's answer to a KeyboardInterrupt in training (exit status 1), with this project's line.
-            self._release()
-            raise Interrupted(self._interrupt.message(), SIGINT_STATUS) from None
         except NothingToDo:
             raise
-        except BaseException:
-            self._stop_other_processes()
-            self._release()
+        except BaseException as error:
+            interrupted = self._interrupt.stopped(error)
+            if interrupted is None:
+                self._stop_other_processes()
+            if self._run is not None:
+                self._run.release()
+            if interrupted is not None:
+                raise interrupted from None
             raise
 
     def subcommands(self) -> dict[str, set[str]]:  # type: ignore[override]
@@ -203,10 +190,6 @@ class LinearRegressionCLI(LightningCLI):
         if launcher is not None and rank_zero_only.rank == 0:
             launcher.kill(getattr(signal, "SIGKILL", signal.SIGTERM))
 
-    def _release(self) -> None:
-        if self._run is not None:
-            self._run.release()
-
 
 def build_cli(args: ArgsType = None, run: bool = True) -> LinearRegressionCLI:
     """This project's LightningCLI; ``run=False`` builds the model, data and trainer without running them."""
@@ -216,17 +199,11 @@ def build_cli(args: ArgsType = None, run: bool = True) -> LinearRegressionCLI:
         subclass_mode_model=True,  # LinearRegression, or a subclass by class_path (configs/large.yaml)
         subclass_mode_data=True,
         save_config_callback=SaveConfigAndHparams,
-        # Without a config, the book's seed (LightningCLI's default, true, would warn "No seed found" and use 0).
-        seed_everything_default=0,
-        # No `_instantiator` in the checkpoints' hyper-parameters: load_from_checkpoint would import and call
-        # the function it names. LinearRegression.load_from_checkpoint(path) works without it.
+        seed_everything_default=0,  # the book's seed without a config (LightningCLI's `true` warns and uses 0)
+        # No `_instantiator` in the checkpoints' hyper-parameters: load_from_checkpoint would call what it names.
         load_from_checkpoint_support=False,
-        parser_class=ShortErrorParser,
-        parser_kwargs={
-            "prog": "linreg",
-            "description": "Linear regression fitted by SGD with PyTorch Lightning.",
-            "parser_mode": "yaml_bounded",
-        },
+        parser_class=ShortErrorParser,  # one-line errors, in the bounded YAML mode (linreg.errors)
+        parser_kwargs={"prog": "linreg", "description": "Linear regression fitted by SGD with PyTorch Lightning."},
         args=args,
         run=run,
     )

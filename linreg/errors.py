@@ -19,14 +19,15 @@ from contextvars import ContextVar
 from typing import Any, NoReturn
 
 import torch.distributed
-from jsonargparse import Namespace
+import yaml
+from jsonargparse import Namespace, get_loader, set_loader
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser
 from lightning.pytorch.utilities import rank_zero_only
 
 from linreg.help import FullHelp
 from linreg.instantiation import KeyedInstantiator
-from linreg.validation import UserInputError
+from linreg.validation import UserInputError, check_yaml_expansion
 
 
 class NothingToDo(Exception):  # noqa: N818 (not an error: the command line exits 0)
@@ -162,6 +163,11 @@ def exit_for(exc: BaseException) -> NoReturn:
 _BUILDING: ContextVar[bool] = ContextVar("linreg_building", default=False)
 
 
+# jsonargparse's YAML loader, for config files and values alike, after the check on alias expansion.
+_YAML_LOAD = get_loader("yaml")
+set_loader("yaml_bounded", lambda s: (check_yaml_expansion(s), _YAML_LOAD(s))[1], exceptions=(yaml.YAMLError,))
+
+
 class ShortErrorParser(LightningArgumentParser):
     """A LightningArgumentParser whose errors are one line instead of the usage and a nested report.
 
@@ -172,6 +178,7 @@ class ShortErrorParser(LightningArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # jsonargparse makes the parsers of `--data.help CLASS` without a prog: argparse would name the script.
         kwargs.setdefault("prog", "linreg")
+        kwargs.setdefault("parser_mode", "yaml_bounded")
         add_help = kwargs.pop("add_help", True)
         super().__init__(*args, add_help=False, **kwargs)
         if add_help:

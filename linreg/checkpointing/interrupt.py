@@ -32,6 +32,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from linreg.checkpointing.resume import LastCheckpoint, checkpoint_dir
+from linreg.errors import Interrupted
 
 SIGTERM_STATUS = 128 + signal.SIGTERM
 SIGINT_STATUS = 128 + signal.SIGINT
@@ -97,6 +98,18 @@ class SaveOnInterrupt(Callback):
         if self._previous is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, self._previous)
         self._previous = None
+
+    def stopped(self, error: BaseException) -> Interrupted | None:
+        """The ``Interrupted`` error for the command line if ``error`` is how fit ended after a signal, else None.
+
+        SIGTERM and a first Ctrl-C end in Lightning's ``SIGTERMException``; a second Ctrl-C in its answer to a
+        ``KeyboardInterrupt`` mid-step, exit status 1.
+        """
+        if isinstance(error, SIGTERMException):
+            return Interrupted(self.message(), self.exit_status)
+        if isinstance(error, SystemExit) and self.at_once:
+            return Interrupted(self.message(), SIGINT_STATUS)
+        return None
 
     def message(self) -> str:
         """The one line printed for a fit stopped by a signal."""
