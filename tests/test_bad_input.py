@@ -126,11 +126,6 @@ CASES = [
 CASES += [
     # --- an optimizer's own checks, answered as the config key that built it ---
     (
-        "momentum-above-one",
-        [*FIT, "--model.optimizer.momentum", "2"],
-        "model.optimizer: momentum must be in [0, 1), got 2",
-    ),
-    (
         "scheduler-lr-turns-negative",
         [*FIT, "--model.scheduler", "ExponentialLR", "--model.scheduler.gamma", "-1"],
         "model.scheduler at epoch 1: the learning rate must be a finite number > 0, got -0.03",
