@@ -73,7 +73,7 @@ class LinearRegressionCLI(LightningCLI):
             raise
 
     def subcommands(self) -> dict[str, set[str]]:  # type: ignore[override]
-        # LightningCLI builds a full parser per subcommand, ~0.1 s each; one is enough to run.
+        # LightningCLI builds a full parser per subcommand; one is enough to run.
         every = LightningCLI.subcommands()
         return {self._requested: every[self._requested]} if self._requested in every else every
 
