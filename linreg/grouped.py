@@ -1,10 +1,11 @@
 """``GroupedStepsRegression``: several SGD steps per Lightning step, for large data sets (opt-in, by ``class_path``).
 
 Lightning's fixed cost per ``training_step`` (hooks, logging, bookkeeping) can exceed the SGD step of a
-linear model itself (``python -m linreg.benchmark loops`` measures both). This model cuts every training batch into mini-batches of
-``mini_batch_size`` rows and does one SGD step on each, so that cost is paid once per group: the same
-updates, in the same order, as ``LinearRegression`` with the mini-batch as its batch. It uses manual optimization, which
-Lightning's docs keep for loops like this one. Select it in a config (``configs/large.yaml``)::
+linear model itself (``python -m linreg.benchmark loops`` measures both). This model cuts every training
+batch into mini-batches of ``mini_batch_size`` rows and does one SGD step on each, so that cost is paid
+once per group: the same updates, in the same order, as ``LinearRegression`` with the mini-batch as its
+batch. It uses manual optimization, which Lightning's docs keep for loops like this one.
+Select it in a config (``configs/large.yaml``)::
 
     model:
       class_path: linreg.grouped.GroupedStepsRegression
