@@ -62,8 +62,8 @@ def condense(message: str) -> str:
     """jsonargparse's error message as one line, without the lines its union types add about each alternative.
 
     Example:
-        >>> condense('Parser key "trainer.max_epochs":\\n  Expected a <class \'int\'>. Got value: abc')
-        'Parser key "trainer.max_epochs": Expected a <class \'int\'>. Got value: abc'
+        >>> condense('Parser key "data":\\n  Does not validate against any of the Union subtypes\\n  - Got value: 0')
+        'Parser key "data": Got value: 0'
     """
     lines = [line.strip() for line in message.splitlines()]
     return " ".join(line.removeprefix("- ") for line in lines if line and not line.startswith(_NOISE))
