@@ -18,7 +18,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.image import imsave
 from torch import Tensor
 
-from linreg.callbacks.trainer_state import regression_data
+from linreg.callbacks.recovery import regression_data
 from linreg.checkpointing.atomic import save_atomically
 from linreg.stats.figures import parity_figure, render, residual_figure
 from linreg.validation import check_int

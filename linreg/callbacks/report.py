@@ -12,8 +12,7 @@ from typing import Any
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from linreg.callbacks.averaging import AveragedSGD
-from linreg.callbacks.recovery import FULL_LOSS
-from linreg.callbacks.trainer_state import regression_data
+from linreg.callbacks.recovery import FULL_LOSS, regression_data
 from linreg.checkpointing.atomic import save_atomically
 from linreg.stats.report import build_report, estimator_names, format_report
 from linreg.validation import check_int
