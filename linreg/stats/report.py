@@ -1,14 +1,7 @@
-"""The end-of-fit report's facts and text: SGD's estimate beside least squares and the truth, and the fit.
+"""The end-of-fit report: the trained model beside least squares and the truth, scores per split, a verdict.
 
-Plain functions on tensors (the model enters as a callable and its coefficients); the callback that
-prints the report and writes ``report.json`` is ``linreg.callbacks.report.FitReport``. The report holds:
-
-- per parameter: the true value (when known), the OLS estimate ± its standard error, the SGD estimate,
-  SGD - true, and (SGD - OLS) / SE, all in the data's own units (``RegressionData.to_original_units``;
-  the standard errors go through that affine map with the coefficients, see ``ols.transform``);
-- the final model and the OLS solution scored on every example of the train and validation splits
-  (MSE, MAE, R²), in the target's own units (``RegressionData.target_scale``: a data module that
-  standardises the target logs ``val/loss`` in standardised units, the report converts back).
+Plain functions on tensors; ``linreg.callbacks.report.FitReport`` prints the report and writes ``report.json``.
+Coefficients are in the data's own units (``RegressionData.to_original_units``), errors in the target's.
 """
 
 from __future__ import annotations
@@ -28,10 +21,9 @@ from linreg.stats.ols import LeastSquaresFit, transform
 # or a coefficient more than 3 standard errors from OLS's.
 MSE_RATIO_LIMIT = 1.01
 SE_LIMIT = 3.0
-# A fit short of least squares counts as still closing in when its last epoch removed more than a quarter of
-# the training MSE's excess over OLS's: steady progress, which larger steps or more of them continue. Short of
-# that it has stalled: its steps jitter around the solution (the excess moves up and down from epoch to epoch),
-# and smaller steps or their average get closer.
+# A fit short of least squares is still closing in (larger or more steps help) when its last epoch removed more
+# than a quarter of the training MSE's excess over OLS's; short of that its steps jitter around the solution
+# (smaller steps or their average help).
 STILL_CLOSING = 0.75
 # A model that computes with unit roundoff u cannot resolve fits closer than a few units in the last place of its
 # coefficients and outputs: an excess MSE over least squares up to (10 u)² var(y) is rounding, not distance.
@@ -111,7 +103,9 @@ def parameter_rows(
         {"name": label, "true": t, "ols": o, "ols_se": se}
         for label, t, o, se in zip(labels, true, ols_all, ols.standard_errors.tolist(), strict=True)
     ]
-    for row, s in zip(rows, [] if sgd is None else torch.cat([sgd[0], sgd[1].view(1)]).tolist(), strict=False):
+    if sgd is None:
+        return rows
+    for row, s in zip(rows, torch.cat([sgd[0], sgd[1].view(1)]).tolist(), strict=True):
         t, o, se = row["true"], row["ols"], row["ols_se"]
         row["sgd"] = s
         row["sgd_minus_true"] = None if t is None else s - t
@@ -145,7 +139,7 @@ def format_report(report: dict[str, Any], max_rows: int = 20) -> str:
     return "\n".join([*lines, "", verdict(report), "", legend(name, tag, truth_known, trained)])
 
 
-def legend(name: str, tag: str, truth_known: bool, trained: bool = True) -> str:
+def legend(name: str, tag: str, truth_known: bool, trained: bool) -> str:
     """The lines under the report that say what its columns mean: only those of the columns the report has."""
     sentences = [
         ("true: the value the data were generated from.", truth_known),
@@ -188,12 +182,7 @@ def book_error_lines(rows: list[Row]) -> list[str]:
 
 def resolution(precision: str) -> float:
     """The least excess MSE over least squares, as a fraction of var(y), that a model trained at ``precision``
-    (``Trainer.precision``) resolves: ``(10 u)²`` for the unit roundoff ``u`` of the type it computes in.
-
-    Example:
-        >>> resolution("bf16-mixed") == (10 * 2**-8) ** 2, resolution("32-true") == (10 * 2**-24) ** 2
-        (True, True)
-    """
+    (``Trainer.precision``) resolves: ``(10 u)²`` for the unit roundoff ``u`` of the type it computes in."""
     return (ROUNDING_UNITS * torch.finfo(_compute_type(precision)).eps / 2) ** 2
 
 
@@ -239,9 +228,8 @@ def verdict(report: dict[str, Any]) -> str:
 def _judgement(report: dict[str, Any]) -> tuple[str, str | None]:
     """The facts the verdict rests on, and its line where the model reached least squares or nothing can be told.
 
-    Within 1% of OLS's training MSE and 3 standard errors of its coefficients counts as reached where the noise in
-    the labels sets the scale. Where the model's precision cannot resolve 1% of OLS's MSE (labels nearly free of
-    noise, or 16-bit arithmetic) the excess MSE is judged against var(y) and what that precision resolves.
+    Where the model's precision cannot resolve 1% of OLS's MSE (labels nearly free of noise, or 16-bit arithmetic)
+    the excess MSE is judged against var(y) and what that precision resolves, not in standard errors.
     """
     name, tag, precision = (report["estimator"][key] for key in ("name", "tag", "precision"))
     train = report["metrics"]["train"]
