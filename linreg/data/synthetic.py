@@ -24,7 +24,7 @@ def synthetic_data(
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> tuple[Tensor, Tensor]:
-    """Draws ``num_examples`` examples of ``y = X w + b + noise``.
+    """Draws ``(X, y)``, shapes ``(num_examples, d)`` and ``(num_examples, 1)``, of ``y = X w + b + noise``.
 
     Args:
         w: true weights, shape ``(d,)``.
@@ -33,9 +33,6 @@ def synthetic_data(
         noise_std: standard deviation of the Gaussian label noise (0 gives exact labels).
         generator: source of randomness; pass a seeded one for reproducible data.
         dtype: floating dtype of the returned tensors.
-
-    Returns:
-        ``(X, y)`` with shapes ``(num_examples, d)`` and ``(num_examples, 1)``.
 
     Example:
         >>> g = torch.Generator().manual_seed(0)

@@ -158,13 +158,7 @@ def fit_least_squares(
         [2.0, 1.0, 0.02]
     """
     n, d = X.shape
-    names = list(feature_names) if feature_names is not None else [f"x{j}" for j in range(d)]
     device = X.device if device is None else device
-    if n <= d + 1:
-        raise UserInputError(
-            f"least squares needs more training examples than coefficients: got {n} examples"
-            f" for {d + 1} coefficients ({d} features and the intercept)"
-        )
     x_mean, y_mean = _column_means(X, y, device)
     gram = torch.zeros(d, d, dtype=torch.float64, device=device)  # (X - x̄)ᵀ(X - x̄)
     moment = torch.zeros(d, dtype=torch.float64, device=device)  # (X - x̄)ᵀ(y - ȳ)
@@ -174,10 +168,11 @@ def fit_least_squares(
         gram.addmm_(x.T, x)
         moment.addmv_(x.T, t - y_mean)
         total += (t - y_mean).square().sum()
-    variance = total.item() / n
-    return _solve(
-        gram, moment, x_mean, y_mean, n, names, variance, lambda w, b: mean_squared_error(X, y, w, b, device) * n
-    )
+
+    def rss(w: Tensor, b: Tensor) -> float:
+        return mean_squared_error(X, y, w, b, device) * n
+
+    return _solve(gram, moment, x_mean, y_mean, n, feature_names, total.item(), rss)
 
 
 @dataclass
@@ -242,16 +237,10 @@ def least_squares_from_moments(moments: Moments, feature_names: Sequence[str] | 
         UserInputError: as ``fit_least_squares``.
     """
     n, d = moments.count, moments.mean.numel() - 1
-    names = list(feature_names) if feature_names is not None else [f"x{j}" for j in range(d)]
-    if n <= d + 1:
-        raise UserInputError(
-            f"least squares needs more training examples than coefficients: got {n} examples"
-            f" for {d + 1} coefficients ({d} features and the intercept)"
-        )
     gram, moment, s_yy = moments.comoment[:d, :d], moments.comoment[:d, d], moments.comoment[d, d]
     x_mean, y_mean = moments.mean[:d], moments.mean[d]
     return _solve(
-        gram, moment, x_mean, y_mean, n, names, float(s_yy) / n, lambda w, b: max(float(s_yy - moment @ w), 0.0)
+        gram, moment, x_mean, y_mean, n, feature_names, float(s_yy), lambda w, b: max(float(s_yy - moment @ w), 0.0)
     )
 
 
@@ -261,13 +250,19 @@ def _solve(
     x_mean: Tensor,
     y_mean: Tensor,
     n: int,
-    names: list[str],
-    target_variance: float,
+    feature_names: Sequence[str] | None,
+    total_sum: float,
     residual_sum: Callable[[Tensor, Tensor], float],
 ) -> LeastSquaresFit:
-    """The fit from the centred normal equations; ``residual_sum(w, b)`` gives the RSS of the solution."""
+    """The fit from the centred normal equations; ``total_sum`` is ``Σ(y - ȳ)²``, ``residual_sum(w, b)`` the RSS."""
     d = gram.shape[0]
     device = gram.device
+    names = list(feature_names) if feature_names is not None else [f"x{j}" for j in range(d)]
+    if n <= d + 1:
+        raise UserInputError(
+            f"least squares needs more training examples than coefficients: got {n} examples"
+            f" for {d + 1} coefficients ({d} features and the intercept)"
+        )
     if not (torch.isfinite(gram).all() and torch.isfinite(moment).all()):
         raise UserInputError("least squares needs finite training data: X or y holds NaN or infinite values")
     inverse = _inverse_gram(gram, x_mean, n, names)  # (d, d)
@@ -282,7 +277,7 @@ def _solve(
     full[:d, d] = full[d, :d] = cross
     full[d, d] = 1.0 / n - x_mean @ cross
     covariance = (sigma2 * full).cpu()
-    return LeastSquaresFit(w.cpu(), b.cpu(), covariance, sigma2, n, target_variance, x_mean.cpu(), (gram / n).cpu())
+    return LeastSquaresFit(w.cpu(), b.cpu(), covariance, sigma2, n, total_sum / n, x_mean.cpu(), (gram / n).cpu())
 
 
 def _column_means(X: Tensor, y: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:

@@ -344,7 +344,10 @@ def build_report(
         chunks = data.split_chunks(split)  # a table streamed from disk is read once per split, for both models
         if chunks is not None:
             scores = score({"sgd": predict, "ols": ols_predict} if trained else {"ols": ols_predict}, chunks, device)
-            metrics[split] = {model: _in_target_units(value, data.target_scale) for model, value in scores.items()}
+            s = data.target_scale  # back to the target's own units (R² has none)
+            metrics[split] = {
+                m: {"mse": v["mse"] * s**2, "mae": v["mae"] * s, "r2": v["r2"]} for m, v in scores.items()
+            }
     residual_variance = reference.residual_variance * data.target_scale**2
     sgd = learned_coefficients(*coefficients, data) if trained else None
     return {
@@ -362,8 +365,3 @@ def build_report(
         "training": {"mse_by_epoch": [mse * data.target_scale**2 for mse in mse_by_epoch or []]},
         "units": "the data's own: parameters in target units per feature unit, errors in target units",
     }
-
-
-def _in_target_units(scores: dict[str, float], scale: float) -> dict[str, float]:
-    """MSE and MAE of a model of a rescaled target, in the target's own units (R² does not change)."""
-    return {"mse": scores["mse"] * scale**2, "mae": scores["mae"] * scale, "r2": scores["r2"]}
