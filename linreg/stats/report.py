@@ -201,8 +201,8 @@ def verdict(report: dict[str, Any]) -> str:
     name = report["estimator"]["name"]
     if not report["trained"]:
         return (
-            f"verdict: the model was not trained (0 {name} steps: --trainer.max_epochs or --trainer.limit_train_batches"
-            " is 0), so there is no estimate to judge; least squares is shown alone."
+            f"verdict: the model was not trained (0 {name} steps, as with --trainer.max_epochs 0 or"
+            " --trainer.limit_train_batches 0): its weights are no estimate; least squares is shown alone."
         )
     facts, line = _judgement(report)
     if line is not None:
