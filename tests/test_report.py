@@ -209,6 +209,14 @@ def test_a_fit_of_noise_free_labels_off_by_more_than_rounding_stopped_short_by_i
     assert "still closing in" in line  # the remedies still follow the MSE history
 
 
+def test_where_least_squares_fits_exactly_a_model_with_any_error_has_not_reached_it() -> None:
+    report = _report(_rows_at(0.0), train_mse=0.25, mse_by_epoch=[0.5, 0.25])
+    report["metrics"]["train"]["ols"] = {"mse": 0.0, "mae": 0.0, "r2": 1.0}
+    line = verdict(report)
+    assert "stopped short" in line
+    assert "excess train MSE 0.25 of var(y)" in line
+
+
 def test_at_16_bit_precision_a_gap_within_its_rounding_is_not_blamed_on_sgd() -> None:
     data, beta, _ = _noise_free()
     off = beta + np.array([1e-3, 0.0, 0.0, 0.0])  # an excess of ~1e-6 var(y): finer than bf16's 2^-8

@@ -6,6 +6,7 @@ Coefficients are in the data's own units (``RegressionData.to_original_units``),
 
 from __future__ import annotations
 
+import math
 import textwrap
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -234,7 +235,7 @@ def _judgement(report: dict[str, Any]) -> tuple[str, str | None]:
     name, tag, precision = (report["estimator"][key] for key in ("name", "tag", "precision"))
     train = report["metrics"]["train"]
     sgd_mse, ols_mse = train["sgd"]["mse"], train["ols"]["mse"]
-    ratio = sgd_mse / ols_mse if ols_mse > 0 else 1.0
+    ratio = sgd_mse / ols_mse if ols_mse > 0 else (math.inf if sgd_mse > 0 else 1.0)  # OLS exact: any excess counts
     z = [abs(r["sgd_minus_ols_in_se"]) for r in report["parameters"] if r["sgd_minus_ols_in_se"] is not None]
     largest = max(z, default=0.0)
     facts = f"train MSE {ratio:.4f}x OLS's, largest |{tag}-OLS|/SE {largest:.2f}"
