@@ -253,13 +253,13 @@ def _judgement(report: dict[str, Any]) -> tuple[str, str | None]:
     if torch.finfo(_compute_type(precision)).bits < 32:
         cannot = f"verdict: at precision {precision} the comparison with least squares cannot resolve the difference"
         return scale, (f"{cannot} ({facts}; {scale}); train at 32-true to judge {name}." if within else None)
-    noise_free = f"the labels are nearly noise-free (OLS's train MSE is {ols_mse / variance:.2g} of var(y))"
+    floor = f"OLS's train MSE {ols_mse / variance:.2g} of var(y)"
     if within:
         return scale, (
-            f"verdict: {noise_free}, so the MSE ratio and standard errors say nothing; judged against var(y), {name}"
-            f" reached the least-squares fit ({scale})."
+            f"verdict: the labels are nearly noise-free ({floor}), so the MSE ratio and standard errors say nothing;"
+            f" judged against var(y), {name} reached the least-squares fit ({scale})."
         )
-    return f"{noise_free}; {scale}", None
+    return f"the labels are nearly noise-free, {floor}; {scale}", None
 
 
 def still_closing(mse_by_epoch: list[float], floor: float) -> bool | None:
