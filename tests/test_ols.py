@@ -44,6 +44,7 @@ def test_estimate_and_standard_errors_match_numpy(n: int, d: int, dtype: torch.d
     np.testing.assert_allclose(torch.cat([fit.w, fit.b.view(1)]).numpy(), beta, rtol=0, atol=1e-6)
     assert fit.residual_variance == pytest.approx(s2, rel=1e-9)
     np.testing.assert_allclose(fit.standard_errors.numpy(), se, rtol=1e-6)
+    assert fit.target_variance == pytest.approx(np.var(y.double().numpy()), rel=1e-9)
     assert fit.num_examples == n
     assert fit.degrees_of_freedom == n - d - 1
 
@@ -151,3 +152,12 @@ def test_cuda_matches_cpu_for_data_on_either_device() -> None:
     assert mean_squared_error(X.cuda(), y.cuda(), on_cpu.w, on_cpu.b) == pytest.approx(
         mean_squared_error(X, y, on_cpu.w, on_cpu.b), rel=1e-10
     )
+
+
+def test_the_fit_from_moments_has_the_labels_variance() -> None:
+    X, y = _problem(300, 3)
+    moments = ols.Moments.empty(4)
+    for rows in torch.cat([X, y], dim=1).split(64):
+        moments.update(rows)
+    fit = ols.least_squares_from_moments(moments)
+    assert fit.target_variance == pytest.approx(np.var(y.double().numpy()), rel=1e-9)

@@ -1,18 +1,36 @@
-"""The report's rows and text: comparisons worked by hand, columns that depend on what is known."""
+"""The report's rows, text and verdict: comparisons worked by hand or with numpy, columns that depend on what is
+known, and the runs the usual verdict cannot judge (untrained, noise-free labels, 16-bit precision)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
+from lightning.pytorch import Trainer
 
+from linreg.callbacks import FitReport
+from linreg.callbacks.report import estimator
+from linreg.data import SyntheticRegressionData
+from linreg.model import LinearRegression
 from linreg.stats.ols import LeastSquaresFit
-from linreg.stats.report import SE_LIMIT, estimator_names, format_report, parameter_rows, verdict
+from linreg.stats.report import (
+    SE_LIMIT,
+    build_report,
+    estimator_names,
+    format_report,
+    parameter_rows,
+    resolution,
+    verdict,
+)
+from tests.conftest import fit_d2l
 
 
 def _ols(w: list[float], b: float, se: list[float]) -> LeastSquaresFit:
     covariance = torch.diag(torch.tensor(se, dtype=torch.float64) ** 2)
     return LeastSquaresFit(
-        torch.tensor(w, dtype=torch.float64), torch.tensor(b, dtype=torch.float64), covariance, 0.01, 100
+        torch.tensor(w, dtype=torch.float64), torch.tensor(b, dtype=torch.float64), covariance, 0.01, 100, 1.0
     )
 
 
@@ -22,13 +40,16 @@ def _report(
     optimizer: str = "SGD",
     averaged: bool = False,
     mse_by_epoch: list[float] | None = None,
+    precision: str = "32-true",
+    target_variance: float = 1.0,
 ) -> dict:
     scores = {"mse": 0.01, "mae": 0.08, "r2": 0.99}
     return {
-        "estimator": {**estimator_names(optimizer, averaged), "averaged": averaged, "lr": 0.01},
+        "estimator": {**estimator_names(optimizer, averaged), "averaged": averaged, "lr": 0.01, "precision": precision},
+        "trained": True,
         "training": {"mse_by_epoch": mse_by_epoch or []},
         "parameters": rows,
-        "ols": {"residual_std": 0.1, "num_examples": 100, "degrees_of_freedom": 97},
+        "ols": {"residual_std": 0.1, "num_examples": 100, "degrees_of_freedom": 97, "target_variance": target_variance},
         "metrics": {
             "train": {"sgd": {**scores, "mse": train_mse}, "ols": scores},
             "val": {"sgd": scores, "ols": scores},
@@ -150,3 +171,111 @@ def test_the_legend_draws_the_line_where_the_verdict_does() -> None:
     text = " ".join(format_report(_report(_rows_at(0.5))).split("verdict:")[1].split())
     assert f"Up to {SE_LIMIT:g} (the verdict's limit)" in text
     assert "About 1 or less" not in text
+
+
+def _noise_free(num_train: int = 200) -> tuple[SyntheticRegressionData, np.ndarray, np.ndarray]:
+    """Labels without noise, with numpy's least-squares solution ``[w, b]`` of the training split and its labels."""
+    data = SyntheticRegressionData(true_w=[2.0, -3.4, 5.6], noise_std=0.0, num_train=num_train, num_val=50)
+    data.setup("fit")
+    X, y = (t.double().numpy() for t in data.train_data)
+    A = np.column_stack([X, np.ones(len(X))])
+    return data, np.linalg.lstsq(A, y.reshape(-1), rcond=None)[0], y.reshape(-1)
+
+
+def _report_of(data: SyntheticRegressionData, coefficients: np.ndarray, precision: str = "32-true") -> dict:
+    """The report of a model with these ``[w, b]`` (float64), built as the callback builds it."""
+    w, b = torch.tensor(coefficients[:-1]), torch.tensor(coefficients[-1])
+    about = {**estimator_names("SGD", averaged=False), "averaged": False, "lr": 0.03, "precision": precision}
+    cpu = torch.device("cpu")
+    return build_report(lambda x: x.double() @ w + b, (w, b), data, data.least_squares(cpu), cpu, about, [1.0, 0.5])
+
+
+def test_noise_free_labels_are_judged_against_their_variance_not_the_noise() -> None:
+    data, beta, _ = _noise_free()
+    line = verdict(_report_of(data, beta.astype(np.float32).astype(np.float64)))  # OLS to float32's last place
+    assert line.startswith("verdict: the labels are nearly noise-free")
+    assert "SGD reached the least-squares fit" in line
+    assert "stopped short" not in line
+
+
+def test_a_fit_of_noise_free_labels_off_by_more_than_rounding_stopped_short_by_its_excess_over_var_y() -> None:
+    data, beta, y = _noise_free()
+    off = beta + np.array([1e-4, 0.0, 0.0, 0.0])
+    X = data.train_data[0].double().numpy()
+    excess = np.mean((X @ off[:-1] + off[-1] - y) ** 2) - np.mean((X @ beta[:-1] + beta[-1] - y) ** 2)
+    line = verdict(_report_of(data, off))
+    assert "stopped short of the least-squares fit (the labels are nearly noise-free" in line
+    assert f"excess train MSE {excess / np.var(y):.2g} of var(y), more than the {resolution('32-true'):.2g}" in line
+    assert "still closing in" in line  # the remedies still follow the MSE history
+
+
+def test_where_least_squares_fits_exactly_a_model_with_any_error_has_not_reached_it() -> None:
+    report = _report(_rows_at(0.0), train_mse=0.25, mse_by_epoch=[0.5, 0.25])
+    report["metrics"]["train"]["ols"] = {"mse": 0.0, "mae": 0.0, "r2": 1.0}
+    line = verdict(report)
+    assert "stopped short" in line
+    assert "excess train MSE 0.25 of var(y)" in line
+
+
+def test_at_16_bit_precision_a_gap_within_its_rounding_is_not_blamed_on_sgd() -> None:
+    data, beta, _ = _noise_free()
+    off = beta + np.array([1e-3, 0.0, 0.0, 0.0])  # an excess of ~1e-6 var(y): finer than bf16's 2^-8
+    for precision in ("16-mixed", "bf16-mixed", "bf16-true", "16-true"):
+        line = verdict(_report_of(data, off, precision))
+        assert line.startswith(f"verdict: at precision {precision} the comparison with least squares cannot resolve")
+        assert "try" not in line
+    assert "SGD stopped short" in verdict(_report_of(data, off, "32-true"))
+    assert "SGD stopped short" in verdict(_report_of(data, beta + np.array([1.0, 0, 0, 0]), "bf16-mixed"))
+
+
+def test_at_16_bit_precision_noisy_labels_are_still_judged_in_standard_errors() -> None:
+    # OLS's MSE 0.01 is a quarter of var(y): 1% of it is coarser than bf16 rounding, so the usual test applies.
+    report = _report(_rows_at(0.5), 0.0102, mse_by_epoch=STALLED, precision="bf16-mixed", target_variance=0.04)
+    assert "stopped short" in verdict(report)
+    assert "had stalled" in verdict(report)
+
+
+def test_the_resolution_is_ten_units_in_the_last_place_of_the_arithmetic() -> None:
+    assert resolution("64-true") == pytest.approx((10 * 2.0**-53) ** 2)
+    assert resolution("16-mixed") == resolution("16-true") == pytest.approx((10 * 2.0**-11) ** 2)
+    assert resolution("bf16-true") == pytest.approx((10 * 2.0**-8) ** 2)
+
+
+def test_the_report_reads_the_trainers_precision() -> None:
+    trainer = Trainer(accelerator="cpu", precision="bf16-mixed", logger=False, enable_checkpointing=False)
+    assert estimator(trainer)["precision"] == "bf16-mixed"
+
+
+def test_an_untrained_model_is_left_out_and_least_squares_shown_alone() -> None:
+    data, beta, _ = _noise_free()
+    cpu, untouched = torch.device("cpu"), (torch.zeros(3), torch.tensor(0.0))
+    report = build_report(lambda x: pytest.fail("scored"), untouched, data, data.least_squares(cpu), cpu, trained=False)
+    assert report["trained"] is False
+    assert all(set(row) == {"name", "true", "ols", "ols_se"} for row in report["parameters"])
+    assert [row["ols"] for row in report["parameters"]] == pytest.approx(beta.tolist())
+    assert set(report["metrics"]["train"]) == {"ols"}
+    text = format_report(report)
+    assert "error in estimating" not in text
+    assert "SGD" not in text.replace("0 SGD steps", "")
+    header = next(line for line in text.splitlines() if line.startswith("parameter")).split()
+    assert header == ["parameter", "true", "OLS", "±", "SE"]
+    assert "verdict: the model was not trained (0 SGD steps" in text
+
+
+@pytest.mark.parametrize("limit", [{"max_epochs": 0}, {"limit_train_batches": 0}])
+def test_the_callback_reports_a_fit_of_no_steps_as_untrained(limit: dict) -> None:
+    data = SyntheticRegressionData(num_train=40, num_val=20, num_test=0)
+    report = FitReport()
+    trainer = Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, callbacks=[report], **{"max_epochs": 1, **limit})  # fmt: skip
+    trainer.fit(LinearRegression(input_dim=5), datamodule=data)
+    assert report.report is not None
+    assert report.report["trained"] is False
+    assert report.report["steps"] == 0
+
+
+@pytest.mark.slow
+def test_the_cli_says_a_run_of_zero_epochs_trained_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = fit_d2l(tmp_path, "--trainer.max_epochs", "0")
+    assert "verdict: the model was not trained" in capsys.readouterr().out
+    assert (run / "report.json").is_file()

@@ -18,7 +18,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.image import imsave
 from torch import Tensor
 
-from linreg.callbacks.trainer_state import regression_data
+from linreg.callbacks.recovery import regression_data
 from linreg.checkpointing.atomic import save_atomically
 from linreg.stats.figures import parity_figure, render, residual_figure
 from linreg.validation import check_int
@@ -61,7 +61,8 @@ class FitPlots(Callback):
             return
         X, y, n = sample_rows(chunks, self.max_points)
         with torch.no_grad():
-            predicted = data.to_target_units(pl_module(X.to(pl_module.device)).view(-1).double().cpu()).numpy()
+            x = trainer.precision_plugin.convert_input(X.to(pl_module.device))  # in the weights' dtype at *-true
+            predicted = data.to_target_units(pl_module(x).view(-1).double().cpu()).numpy()
         actual = data.to_target_units(y.view(-1).double().cpu()).numpy()
         figures = {
             "val_parity": parity_figure(actual, predicted, n, data.target_name),

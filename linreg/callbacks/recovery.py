@@ -29,15 +29,24 @@ import re
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_warn
 
 from linreg.callbacks.averaging import reported_weights
-from linreg.callbacks.trainer_state import regression_data
 from linreg.data import RegressionData
 from linreg.model import writes_logs
 from linreg.stats.report import learned_coefficients
 from linreg.validation import check_int
 
 FULL_LOSS = "train/full_loss"
+
+
+def regression_data(trainer: Trainer, needed_by: str) -> RegressionData | None:
+    """The trainer's data module when it is a set-up ``RegressionData``; otherwise warns and gives None."""
+    data = trainer.datamodule
+    if isinstance(data, RegressionData) and data.ready:
+        return data
+    rank_zero_warn(f"{needed_by} needs a RegressionData data module with its training data; it does nothing")
+    return None
 
 
 def tag_name(feature: str) -> str:

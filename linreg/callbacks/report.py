@@ -10,24 +10,26 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
+from torch import Tensor
 
 from linreg.callbacks.averaging import AveragedSGD
-from linreg.callbacks.recovery import FULL_LOSS
-from linreg.callbacks.trainer_state import regression_data
+from linreg.callbacks.recovery import FULL_LOSS, regression_data
 from linreg.checkpointing.atomic import save_atomically
 from linreg.stats.report import build_report, estimator_names, format_report
 from linreg.validation import check_int
 
 
 def estimator(trainer: Trainer) -> dict[str, Any]:
-    """What the trained model of ``trainer`` is: its optimizer's name and learning rate, whether it is averaged."""
+    """What the trained model of ``trainer`` is: its optimizer's name and learning rate, whether it is averaged, and
+    the precision it was trained at."""
     optimizer = type(trainer.optimizers[0]).__name__ if trainer.optimizers else "model"
     group = trainer.optimizers[0].param_groups[0] if trainer.optimizers else {}
     lr = group.get("initial_lr", group.get("lr"))  # the configured one: a scheduler keeps it as initial_lr
     # AveragedSGD replaces the weights by their average when training ends, if it averaged any iterate (none
     # when training ended before its start).
     averaged = any(cb.averaged > 0 for cb in trainer.callbacks if isinstance(cb, AveragedSGD))  # type: ignore[attr-defined]
-    return {**estimator_names(optimizer, averaged), "averaged": averaged, "lr": None if lr is None else float(lr)}
+    lr = None if lr is None else float(lr)
+    return {**estimator_names(optimizer, averaged), "averaged": averaged, "lr": lr, "precision": trainer.precision}
 
 
 class FitReport(Callback):
@@ -65,10 +67,16 @@ class FitReport(Callback):
             return
         reference = data.least_squares()  # solved once per fit, by whoever asked first
         coefficients = (pl_module.weight, pl_module.bias)  # averaged ones, where weights are averaged
+        trained = trainer.global_step > 0  # weights that took no step are not an estimate
+
+        def predict(x: Tensor) -> Tensor:  # at 16-true, bf16-true or 64-true the weights are not float32
+            return pl_module(trainer.precision_plugin.convert_input(x))
+
+        facts = build_report(
+            predict, coefficients, data, reference, pl_module.device, estimator(trainer), self.mse_by_epoch, trained
+        )
         report = {
-            **build_report(
-                pl_module, coefficients, data, reference, pl_module.device, estimator(trainer), self.mse_by_epoch
-            ),
+            **facts,
             "epochs": trainer.current_epoch,
             "steps": trainer.global_step,
         }

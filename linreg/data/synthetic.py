@@ -1,4 +1,7 @@
-"""``SyntheticRegressionData``: the book's y = Xw + b + noise as a LightningDataModule."""
+"""The book's synthetic data: ``synthetic_data`` (d2l's function, plain tensors) and ``SyntheticRegressionData``.
+
+``X ~ N(0, 1)`` of shape ``(n, d)`` and ``y = X w + b + N(0, noise_std)`` of shape ``(n, 1)``.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +11,42 @@ import torch
 from torch import Tensor
 
 from linreg.data.base import RegressionData
-from linreg.data.generate import random_weights, synthetic_data
 from linreg.validation import UserInputError, check_fits_in_memory, check_float, check_int
 
 D2L_TRUE_W = (2.0, -3.4, 5.6, 3.2, -0.6)
+
+
+def synthetic_data(
+    w: Tensor,
+    b: float,
+    num_examples: int,
+    noise_std: float,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[Tensor, Tensor]:
+    """Draws ``(X, y)``, shapes ``(num_examples, d)`` and ``(num_examples, 1)``, of ``y = X w + b + noise``.
+
+    Args:
+        w: true weights, shape ``(d,)``.
+        b: true bias.
+        num_examples: number of rows to draw (may be 0).
+        noise_std: standard deviation of the Gaussian label noise (0 gives exact labels).
+        generator: source of randomness; pass a seeded one for reproducible data.
+        dtype: floating dtype of the returned tensors.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> X, y = synthetic_data(torch.tensor([2.0, -3.4]), 4.2, 5, 0.01, g)
+        >>> X.shape, y.shape
+        (torch.Size([5, 2]), torch.Size([5, 1]))
+    """
+    w = w.to(dtype).reshape(-1, 1)
+    X = torch.randn(num_examples, w.shape[0], generator=generator, dtype=dtype)  # (n, d)
+    y = X @ w  # (n, d) @ (d, 1) -> (n, 1)
+    y += b
+    # Drawn after X and added in place: no second label-sized tensor.
+    y += noise_std * torch.randn(num_examples, 1, generator=generator, dtype=dtype)
+    return X, y
 
 
 class SyntheticRegressionData(RegressionData):
@@ -63,7 +98,7 @@ class SyntheticRegressionData(RegressionData):
             f"{examples} examples (num_train + num_val + num_test) of {width} features", examples * (width + 1) * 4
         )
         if random:
-            self._true_w = random_weights(true_w, torch.Generator().manual_seed(seed))  # type: ignore[arg-type]
+            self._true_w = torch.randn(true_w, generator=torch.Generator().manual_seed(seed))  # type: ignore[arg-type]
         else:
             if len(true_w) == 0:  # type: ignore[arg-type]
                 raise UserInputError("true_w must list at least one weight, got []")

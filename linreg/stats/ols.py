@@ -1,9 +1,8 @@
 """Ordinary least squares: the closed-form reference that SGD's estimate is judged against.
 
 Plain functions on tensors, no Lightning. Everything is computed in float64 over chunks of rows, so
-the design matrix is never copied whole: a 1,000,000 x 100 float32 data set (400 MB) costs one
-float64 chunk and a (d, d) Gram matrix beyond its own bytes. The chunks can be moved to another
-device (a GPU) as they are read, so the data may stay in host memory.
+the design matrix is never copied whole; the chunks can be moved to another device (a GPU) as they
+are read, so the data may stay in host memory.
 
 The intercept is handled by centring: with column means ``x̄`` and ``ȳ`` the slope solves
 ``(X - x̄)ᵀ(X - x̄) w = (X - x̄)ᵀ(y - ȳ)`` and ``b = ȳ - x̄ᵀw``. This is the same solution as the normal
@@ -39,6 +38,7 @@ class LeastSquaresFit:
             shape ``(d + 1, d + 1)``.
         residual_variance: ``s² = RSS / (n - d - 1)``, the estimate of the label noise variance.
         num_examples: ``n``, the number of rows fitted.
+        target_variance: the variance of the fitted labels, ``Σ(y - ȳ)² / n``: the scale of a noise-free fit.
         feature_means: ``x̄``, shape ``(d,)``, and
         feature_covariance: ``(X - x̄)ᵀ(X - x̄) / n``, shape ``(d, d)``: with them ``training_mse`` scores
             any coefficients on the fitted rows without reading them again. None once ``transform`` has
@@ -50,6 +50,7 @@ class LeastSquaresFit:
     covariance: Tensor
     residual_variance: float
     num_examples: int
+    target_variance: float
     feature_means: Tensor | None = None
     feature_covariance: Tensor | None = None
 
@@ -157,21 +158,21 @@ def fit_least_squares(
         [2.0, 1.0, 0.02]
     """
     n, d = X.shape
-    names = list(feature_names) if feature_names is not None else [f"x{j}" for j in range(d)]
     device = X.device if device is None else device
-    if n <= d + 1:
-        raise UserInputError(
-            f"least squares needs more training examples than coefficients: got {n} examples"
-            f" for {d + 1} coefficients ({d} features and the intercept)"
-        )
     x_mean, y_mean = _column_means(X, y, device)
     gram = torch.zeros(d, d, dtype=torch.float64, device=device)  # (X - x̄)ᵀ(X - x̄)
     moment = torch.zeros(d, dtype=torch.float64, device=device)  # (X - x̄)ᵀ(y - ȳ)
+    total = torch.zeros((), dtype=torch.float64, device=device)  # (y - ȳ)ᵀ(y - ȳ)
     for x, t in row_chunks(X, y, device):
         x = x - x_mean  # not in place: for float64 input the chunk is a view of X
         gram.addmm_(x.T, x)
         moment.addmv_(x.T, t - y_mean)
-    return _solve(gram, moment, x_mean, y_mean, n, names, lambda w, b: mean_squared_error(X, y, w, b, device) * n)
+        total += (t - y_mean).square().sum()
+
+    def rss(w: Tensor, b: Tensor) -> float:
+        return mean_squared_error(X, y, w, b, device) * n
+
+    return _solve(gram, moment, x_mean, y_mean, n, feature_names, total.item(), rss)
 
 
 @dataclass
@@ -236,15 +237,11 @@ def least_squares_from_moments(moments: Moments, feature_names: Sequence[str] | 
         UserInputError: as ``fit_least_squares``.
     """
     n, d = moments.count, moments.mean.numel() - 1
-    names = list(feature_names) if feature_names is not None else [f"x{j}" for j in range(d)]
-    if n <= d + 1:
-        raise UserInputError(
-            f"least squares needs more training examples than coefficients: got {n} examples"
-            f" for {d + 1} coefficients ({d} features and the intercept)"
-        )
     gram, moment, s_yy = moments.comoment[:d, :d], moments.comoment[:d, d], moments.comoment[d, d]
     x_mean, y_mean = moments.mean[:d], moments.mean[d]
-    return _solve(gram, moment, x_mean, y_mean, n, names, lambda w, b: max(float(s_yy - moment @ w), 0.0))
+    return _solve(
+        gram, moment, x_mean, y_mean, n, feature_names, float(s_yy), lambda w, b: max(float(s_yy - moment @ w), 0.0)
+    )
 
 
 def _solve(
@@ -253,12 +250,19 @@ def _solve(
     x_mean: Tensor,
     y_mean: Tensor,
     n: int,
-    names: list[str],
+    feature_names: Sequence[str] | None,
+    total_sum: float,
     residual_sum: Callable[[Tensor, Tensor], float],
 ) -> LeastSquaresFit:
-    """The fit from the centred normal equations; ``residual_sum(w, b)`` gives the RSS of the solution."""
+    """The fit from the centred normal equations; ``total_sum`` is ``Σ(y - ȳ)²``, ``residual_sum(w, b)`` the RSS."""
     d = gram.shape[0]
     device = gram.device
+    names = list(feature_names) if feature_names is not None else [f"x{j}" for j in range(d)]
+    if n <= d + 1:
+        raise UserInputError(
+            f"least squares needs more training examples than coefficients: got {n} examples"
+            f" for {d + 1} coefficients ({d} features and the intercept)"
+        )
     if not (torch.isfinite(gram).all() and torch.isfinite(moment).all()):
         raise UserInputError("least squares needs finite training data: X or y holds NaN or infinite values")
     inverse = _inverse_gram(gram, x_mean, n, names)  # (d, d)
@@ -272,7 +276,8 @@ def _solve(
     full[:d, :d] = inverse
     full[:d, d] = full[d, :d] = cross
     full[d, d] = 1.0 / n - x_mean @ cross
-    return LeastSquaresFit(w.cpu(), b.cpu(), (sigma2 * full).cpu(), sigma2, n, x_mean.cpu(), (gram / n).cpu())
+    covariance = (sigma2 * full).cpu()
+    return LeastSquaresFit(w.cpu(), b.cpu(), covariance, sigma2, n, total_sum / n, x_mean.cpu(), (gram / n).cpu())
 
 
 def _column_means(X: Tensor, y: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -332,7 +337,7 @@ def transform(fit: LeastSquaresFit, affine: Callable[[Tensor, Tensor], tuple[Ten
         affine: ``(w, b) -> (w', b')``, affine in ``(w, b)``; called with float64 CPU tensors.
 
     Example:
-        >>> fit = LeastSquaresFit(torch.ones(1), torch.tensor(0.0), torch.eye(2, dtype=torch.float64), 1.0, 10)
+        >>> fit = LeastSquaresFit(torch.ones(1), torch.tensor(0.0), torch.eye(2, dtype=torch.float64), 1.0, 10, 2.0)
         >>> [round(se, 4) for se in transform(fit, lambda w, b: (3 * w, b + w.sum())).standard_errors.tolist()]
         [3.0, 1.4142]
     """
@@ -347,4 +352,6 @@ def transform(fit: LeastSquaresFit, affine: Callable[[Tensor, Tensor], tuple[Ten
     mapped = flat(theta)
     jacobian = torch.stack([flat(theta + e) - mapped for e in torch.eye(d + 1, dtype=torch.float64)], dim=1)
     covariance = jacobian @ fit.covariance @ jacobian.T
-    return LeastSquaresFit(mapped[:d], mapped[d], covariance, fit.residual_variance, fit.num_examples)
+    return LeastSquaresFit(
+        mapped[:d], mapped[d], covariance, fit.residual_variance, fit.num_examples, fit.target_variance
+    )

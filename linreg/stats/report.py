@@ -1,18 +1,12 @@
-"""The end-of-fit report's facts and text: SGD's estimate beside least squares and the truth, and the fit.
+"""The end-of-fit report: the trained model beside least squares and the truth, scores per split, a verdict.
 
-Plain functions on tensors (the model enters as a callable and its coefficients); the callback that
-prints the report and writes ``report.json`` is ``linreg.callbacks.report.FitReport``. The report holds:
-
-- per parameter: the true value (when known), the OLS estimate ± its standard error, the SGD estimate,
-  SGD - true, and (SGD - OLS) / SE, all in the data's own units (``RegressionData.to_original_units``;
-  the standard errors go through that affine map with the coefficients, see ``ols.transform``);
-- the final model and the OLS solution scored on every example of the train and validation splits
-  (MSE, MAE, R²), in the target's own units (``RegressionData.target_scale``: a data module that
-  standardises the target logs ``val/loss`` in standardised units, the report converts back).
+Plain functions on tensors; ``linreg.callbacks.report.FitReport`` prints the report and writes ``report.json``.
+Coefficients are in the data's own units (``RegressionData.to_original_units``), errors in the target's.
 """
 
 from __future__ import annotations
 
+import math
 import textwrap
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -28,11 +22,13 @@ from linreg.stats.ols import LeastSquaresFit, transform
 # or a coefficient more than 3 standard errors from OLS's.
 MSE_RATIO_LIMIT = 1.01
 SE_LIMIT = 3.0
-# A fit short of least squares counts as still closing in when its last epoch removed more than a quarter of
-# the training MSE's excess over OLS's: steady progress, which larger steps or more of them continue. Short of
-# that it has stalled: its steps jitter around the solution (the excess moves up and down from epoch to epoch),
-# and smaller steps or their average get closer.
+# A fit short of least squares is still closing in (larger or more steps help) when its last epoch removed more
+# than a quarter of the training MSE's excess over OLS's; short of that its steps jitter around the solution
+# (smaller steps or their average help).
 STILL_CLOSING = 0.75
+# A model that computes with unit roundoff u cannot resolve fits closer than a few units in the last place of its
+# coefficients and outputs: an excess MSE over least squares up to (10 u)² var(y) is rounding, not distance.
+ROUNDING_UNITS = 10.0
 
 Row = dict[str, Any]
 
@@ -49,19 +45,15 @@ def estimator_names(optimizer: str, averaged: bool) -> dict[str, str]:
     return {"name": f"averaged {optimizer}", "tag": "ASGD" if optimizer == "SGD" else f"avg {optimizer}"}
 
 
-def _columns(tag: str) -> list[tuple[str, Callable[[Row], str], bool]]:
-    """(header, cell, needs the true values); the first column is left-aligned, the others right-aligned."""
+def _columns(tag: str) -> list[tuple[str, Callable[[Row], str], tuple[str, ...]]]:
+    """(header, cell, the row keys it needs); the first column is left-aligned, the others right-aligned."""
     return [
-        ("parameter", lambda r: r["name"], False),
-        ("true", lambda r: f"{r['true']:.6g}", True),
-        ("OLS ± SE", lambda r: f"{r['ols']:.6g} ± {_two_digits(r['ols_se'])}", False),
-        (tag, lambda r: f"{r['sgd']:.6g}", False),
-        (f"true-{tag}", lambda r: f"{-r['sgd_minus_true']:.2e}", True),  # the book's sign
-        (
-            f"({tag}-OLS)/SE",
-            lambda r: "-" if r["sgd_minus_ols_in_se"] is None else f"{r['sgd_minus_ols_in_se']:+.2f}",
-            False,
-        ),
+        ("parameter", lambda r: r["name"], ()),
+        ("true", lambda r: f"{r['true']:.6g}", ("true",)),
+        ("OLS ± SE", lambda r: f"{r['ols']:.6g} ± {_two_digits(r['ols_se'])}", ()),
+        (tag, lambda r: f"{r['sgd']:.6g}", ("sgd",)),
+        (f"true-{tag}", lambda r: f"{-r['sgd_minus_true']:.2e}", ("true", "sgd")),  # the book's sign
+        (f"({tag}-OLS)/SE", lambda r: _signed(r["sgd_minus_ols_in_se"]), ("sgd",)),
     ]
 
 
@@ -99,60 +91,75 @@ def score(
 
 
 def parameter_rows(
-    names: list[str], sgd: tuple[Tensor, Tensor], ols: LeastSquaresFit, truth: tuple[Tensor, float] | None
+    names: list[str], sgd: tuple[Tensor, Tensor] | None, ols: LeastSquaresFit, truth: tuple[Tensor, float] | None
 ) -> list[Row]:
-    """One row per parameter, ``w[<feature>]`` then ``b``, with every estimate and comparison."""
+    """One row per parameter, ``w[<feature>]`` then ``b``, with every estimate and comparison.
+
+    Without ``sgd`` (a model that was not trained) the rows hold the truth and least squares alone.
+    """
     labels = [f"w[{name}]" for name in names] + ["b"]
     true = [None] * len(labels) if truth is None else [*truth[0].tolist(), truth[1]]
     ols_all = torch.cat([ols.w, ols.b.view(1)]).tolist()
-    sgd_all = torch.cat([sgd[0], sgd[1].view(1)]).tolist()
-    return [
-        {
-            "name": label,
-            "true": t,
-            "ols": o,
-            "ols_se": se,
-            "sgd": s,
-            "sgd_minus_true": None if t is None else s - t,
-            "sgd_minus_ols_in_se": (s - o) / se if se > 0 else None,  # se = 0: labels without noise
-        }
-        for label, t, o, se, s in zip(labels, true, ols_all, ols.standard_errors.tolist(), sgd_all, strict=True)
+    rows = [
+        {"name": label, "true": t, "ols": o, "ols_se": se}
+        for label, t, o, se in zip(labels, true, ols_all, ols.standard_errors.tolist(), strict=True)
     ]
+    if sgd is None:
+        return rows
+    for row, s in zip(rows, torch.cat([sgd[0], sgd[1].view(1)]).tolist(), strict=True):
+        t, o, se = row["true"], row["ols"], row["ols_se"]
+        row["sgd"] = s
+        row["sgd_minus_true"] = None if t is None else s - t
+        row["sgd_minus_ols_in_se"] = (s - o) / se if se > 0 else None  # se = 0: labels without noise
+    return rows
 
 
 def format_report(report: dict[str, Any], max_rows: int = 20) -> str:
-    """The text of a report built by ``build_report``: the same facts as ``report.json``."""
-    ols, name, tag = report["ols"], report["estimator"]["name"], report["estimator"]["tag"]
+    """The text of a report built by ``build_report``: the same facts as ``report.json``.
+
+    A model that was not trained is no estimate: its weights and scores are left out, least squares stands alone.
+    """
+    ols, name, tag, trained = report["ols"], report["estimator"]["name"], report["estimator"]["tag"], report["trained"]
+    models = {"sgd": tag, "ols": "OLS"} if trained else {"ols": "OLS"}
+    title = f"the {name} estimate against least squares (OLS)" if trained else "least squares (OLS)"
     lines = [
-        *book_error_lines(report["parameters"]),
-        f"Parameters (in the data's own units): the {name} estimate against least squares (OLS) on the training data",
+        *(book_error_lines(report["parameters"]) if trained else []),
+        f"Parameters (in the data's own units): {title} on the training data",
         "",
         *_parameter_table(report["parameters"], max_rows, tag),
         f"OLS residual std: {ols['residual_std']:.4g} (the noise level of the training labels;"
         f" {ols['num_examples']} examples, {ols['degrees_of_freedom']} degrees of freedom)",
         "",
-        f"{'metric (full split)':<22}{tag:>13}{'OLS':>13}",
+        f"{'metric (full split)':<22}" + "".join(f"{header:>13}" for header in models.values()),
     ]
-    for split, models in report["metrics"].items():
+    for split, scores in report["metrics"].items():
         for metric, style in (("mse", ".5g"), ("mae", ".5g"), ("r2", ".6f")):
-            sgd, least_squares = models["sgd"][metric], models["ols"][metric]
-            lines.append(f"{split + ' ' + metric:<22}{sgd:>13{style}}{least_squares:>13{style}}")
+            values = "".join(f"{scores[model][metric]:>13{style}}" for model in models)
+            lines.append(f"{split + ' ' + metric:<22}{values}")
     truth_known = bool(report["parameters"]) and report["parameters"][0]["true"] is not None
-    return "\n".join([*lines, "", verdict(report), "", legend(name, tag, truth_known)])
+    return "\n".join([*lines, "", verdict(report), "", legend(name, tag, truth_known, trained)])
 
 
-def legend(name: str, tag: str, truth_known: bool) -> str:
-    """The lines under the report that say what its columns mean; ``true`` ones only where the table has them."""
+def legend(name: str, tag: str, truth_known: bool, trained: bool) -> str:
+    """The lines under the report that say what its columns mean: only those of the columns the report has."""
     sentences = [
-        "true: the value the data were generated from.  true-{tag}: the error of the estimate, signed as in the book.",
-        "OLS ± SE: the exact least-squares fit to the training data (the best estimate they allow) and its standard"
-        " error.  {tag}: the trained model ({name}).",
-        "({tag}-OLS)/SE: how far the model is from OLS, in standard errors. Up to {limit:g} (the verdict's limit), that"
-        " distance is within what the noise in the data leaves uncertain in OLS itself.",
-        "mse (the loss) and mae: mean squared and absolute error, lower is better; r2: 1 is a perfect fit.  Both models"
-        " are scored on every example of each split.",
+        ("true: the value the data were generated from.", truth_known),
+        ("true-{tag}: the error of the estimate, signed as in the book.", truth_known and trained),
+        (
+            "OLS ± SE: the exact least-squares fit to the training data (the best estimate they allow) and its standard"
+            " error.",
+            True,
+        ),
+        ("{tag}: the trained model ({name}).", trained),
+        (
+            "({tag}-OLS)/SE: how far the model is from OLS, in standard errors. Up to {limit:g} (the verdict's limit),"
+            " that distance is within what the noise in the data leaves uncertain in OLS itself.",
+            trained,
+        ),
+        ("mse (the loss) and mae: mean squared and absolute error, lower is better; r2: 1 is a perfect fit.", True),
+        ("Both models are scored on every example of each split.", trained),
     ]
-    text = "  ".join(sentences if truth_known else sentences[1:]).format(name=name, tag=tag, limit=SE_LIMIT)
+    text = "  ".join(s for s, shown in sentences if shown).format(name=name, tag=tag, limit=SE_LIMIT)
     return textwrap.fill(text, width=106, initial_indent="  ", subsequent_indent="  ")
 
 
@@ -174,6 +181,17 @@ def book_error_lines(rows: list[Row]) -> list[str]:
     return [f"error in estimating w: {errors[:-1]}", f"error in estimating b: {errors[-1:]}", ""]
 
 
+def resolution(precision: str) -> float:
+    """The least excess MSE over least squares, as a fraction of var(y), that a model trained at ``precision``
+    (``Trainer.precision``) resolves: ``(10 u)²`` for the unit roundoff ``u`` of the type it computes in."""
+    return (ROUNDING_UNITS * torch.finfo(_compute_type(precision)).eps / 2) ** 2
+
+
+def _compute_type(precision: str) -> torch.dtype:
+    kind = precision.split("-")[0]  # "16-mixed" -> "16"
+    return {"64": torch.float64, "16": torch.float16, "bf16": torch.bfloat16}.get(kind, torch.float32)
+
+
 def verdict(report: dict[str, Any]) -> str:
     """One line: whether the trained model reached least squares and, where it did not, what to change.
 
@@ -181,14 +199,16 @@ def verdict(report: dict[str, Any]) -> str:
     closing in needs more or larger steps, one that stalled short of least squares needs smaller steps or their
     average.
     """
-    name, tag = report["estimator"]["name"], report["estimator"]["tag"]
+    name = report["estimator"]["name"]
+    if not report["trained"]:
+        return (
+            f"verdict: the model was not trained (0 {name} steps, as with --trainer.max_epochs 0 or"
+            " --trainer.limit_train_batches 0): its weights are no estimate; least squares is shown alone."
+        )
+    facts, line = _judgement(report)
+    if line is not None:
+        return line
     train = report["metrics"]["train"]
-    ratio = train["sgd"]["mse"] / train["ols"]["mse"] if train["ols"]["mse"] > 0 else 1.0
-    z = [abs(r["sgd_minus_ols_in_se"]) for r in report["parameters"] if r["sgd_minus_ols_in_se"] is not None]
-    largest = max(z, default=0.0)
-    facts = f"train MSE {ratio:.4f}x OLS's, largest |{tag}-OLS|/SE {largest:.2f}"
-    if ratio <= MSE_RATIO_LIMIT and largest <= SE_LIMIT:
-        return f"verdict: {name} reached the least-squares fit, within the noise ({facts})."
     history = report.get("training", {}).get("mse_by_epoch", [])
     closing = still_closing(history, train["ols"]["mse"])
     lr = report["estimator"].get("lr")
@@ -204,6 +224,42 @@ def verdict(report: dict[str, Any]) -> str:
     if closing:
         return f"{short} and was still closing in ({moved}); try {steps}."
     return f"{short} and had stalled ({moved}): its steps jitter around the solution; try {', '.join(calmer)}."
+
+
+def _judgement(report: dict[str, Any]) -> tuple[str, str | None]:
+    """The facts the verdict rests on, and its line where the model reached least squares or nothing can be told.
+
+    Where the model's precision cannot resolve 1% of OLS's MSE (labels nearly free of noise, or 16-bit arithmetic)
+    the excess MSE is judged against var(y) and what that precision resolves, not in standard errors.
+    """
+    name, tag, precision = (report["estimator"][key] for key in ("name", "tag", "precision"))
+    train = report["metrics"]["train"]
+    sgd_mse, ols_mse = train["sgd"]["mse"], train["ols"]["mse"]
+    ratio = sgd_mse / ols_mse if ols_mse > 0 else (math.inf if sgd_mse > 0 else 1.0)  # OLS exact: any excess counts
+    z = [abs(r["sgd_minus_ols_in_se"]) for r in report["parameters"] if r["sgd_minus_ols_in_se"] is not None]
+    largest = max(z, default=0.0)
+    facts = f"train MSE {ratio:.4f}x OLS's, largest |{tag}-OLS|/SE {largest:.2f}"
+    if ratio <= MSE_RATIO_LIMIT and largest <= SE_LIMIT:
+        return facts, f"verdict: {name} reached the least-squares fit, within the noise ({facts})."
+    variance, finest = report["ols"]["target_variance"], resolution(precision)
+    if finest * variance <= (MSE_RATIO_LIMIT - 1) * ols_mse:  # the noise sets the scale, and the precision resolves it
+        return facts, None
+    excess = (sgd_mse - ols_mse) / variance
+    within = excess <= finest
+    scale = (
+        f"excess train MSE {excess:.2g} of var(y), {'within' if within else 'more than'} the {finest:.2g}"
+        f" that {precision} resolves"
+    )
+    if torch.finfo(_compute_type(precision)).bits < 32:
+        cannot = f"verdict: at precision {precision} the comparison with least squares cannot resolve the difference"
+        return scale, (f"{cannot} ({facts}; {scale}); train at 32-true to judge {name}." if within else None)
+    floor = f"OLS's train MSE {ols_mse / variance:.2g} of var(y)"
+    if within:
+        return scale, (
+            f"verdict: the labels are nearly noise-free ({floor}), so the MSE ratio and standard errors say nothing;"
+            f" judged against var(y), {name} reached the least-squares fit ({scale})."
+        )
+    return f"the labels are nearly noise-free, {floor}; {scale}", None
 
 
 def still_closing(mse_by_epoch: list[float], floor: float) -> bool | None:
@@ -223,8 +279,9 @@ def still_closing(mse_by_epoch: list[float], floor: float) -> bool | None:
 
 def _parameter_table(rows: list[Row], max_rows: int, tag: str) -> list[str]:
     """The parameter rows as text, at most ``max_rows`` of them, and the largest distance from OLS."""
-    columns = [c for c in _columns(tag) if rows[0]["true"] is not None or not c[2]]
-    z = [abs(r["sgd_minus_ols_in_se"]) if r["sgd_minus_ols_in_se"] is not None else -1.0 for r in rows]
+    columns = [c for c in _columns(tag) if all(rows[0].get(key) is not None for key in c[2])]
+    trained = "sgd" in rows[0]
+    z = [-1.0 if r.get("sgd_minus_ols_in_se") is None else abs(r["sgd_minus_ols_in_se"]) for r in rows]
     shown = sorted(sorted(range(len(rows)), key=lambda i: -z[i])[:max_rows])  # farthest from OLS, in order
     table = [[header for header, _, _ in columns]] + [[cell(rows[i]) for _, cell, _ in columns] for i in shown]
     widths = [max(len(line[c]) for line in table) for c in range(len(columns))]
@@ -236,12 +293,13 @@ def _parameter_table(rows: list[Row], max_rows: int, tag: str) -> list[str]:
         for line in table
     ]
     if len(shown) < len(rows):
-        lines.append(f"({len(shown)} of {len(rows)} parameters shown, those farthest from OLS; all in report.json)")
-    worst = max(range(len(rows)), key=lambda i: z[i])
+        which = ", those farthest from OLS" if trained else ""
+        lines.append(f"({len(shown)} of {len(rows)} parameters shown{which}; all in report.json)")
     lines.append("")
-    if z[worst] >= 0:
+    worst = max(range(len(rows)), key=lambda i: z[i])
+    if trained and z[worst] >= 0:
         lines.append(f"largest |{tag}-OLS|/SE: {z[worst]:.2f} ({rows[worst]['name']})")
-    else:
+    elif trained:
         lines.append(f"({tag}-OLS)/SE is undefined: the standard errors are 0, the training labels have no noise")
     return lines
 
@@ -260,6 +318,7 @@ def build_report(
     device: torch.device,
     estimator: dict[str, Any] | None = None,
     mse_by_epoch: list[float] | None = None,
+    trained: bool = True,
 ) -> dict[str, Any]:
     """The report's facts as plain values: parameters, the OLS fit's noise estimate, metrics per split.
 
@@ -269,9 +328,10 @@ def build_report(
         data: the data module, set up, with its splits.
         reference: the least-squares fit of the training split, in the same units.
         device: where to score the models.
-        estimator: what the trained model is: ``name``, ``tag`` (``estimator_names``), ``averaged`` and the
-            optimizer's ``lr``; plain SGD when not given.
+        estimator: what the trained model is: ``name``, ``tag`` (``estimator_names``), ``averaged``, the
+            optimizer's ``lr`` and the trainer's ``precision``; plain SGD at 32-true when not given.
         mse_by_epoch: the training MSE of the model being trained after each epoch, in the units it is trained in.
+        trained: whether the model took any step; an untrained one is left out of the report (no estimate).
     """
     truth = None if data.true_w is None or data.true_b is None else (data.true_w.double(), data.true_b)
     ols = transform(reference, data.to_original_units)
@@ -284,24 +344,25 @@ def build_report(
     for split in ("train", "val"):
         chunks = data.split_chunks(split)  # a table streamed from disk is read once per split, for both models
         if chunks is not None:
-            scores = score({"sgd": predict, "ols": ols_predict}, chunks, device)
-            metrics[split] = {model: _in_target_units(value, data.target_scale) for model, value in scores.items()}
+            scores = score({"sgd": predict, "ols": ols_predict} if trained else {"ols": ols_predict}, chunks, device)
+            s = data.target_scale  # back to the target's own units (R² has none)
+            metrics[split] = {
+                m: {"mse": v["mse"] * s**2, "mae": v["mae"] * s, "r2": v["r2"]} for m, v in scores.items()
+            }
     residual_variance = reference.residual_variance * data.target_scale**2
+    sgd = learned_coefficients(*coefficients, data) if trained else None
     return {
-        "estimator": estimator or {**estimator_names("SGD", averaged=False), "averaged": False},
-        "parameters": parameter_rows(data.feature_names, learned_coefficients(*coefficients, data), ols, truth),
+        "estimator": estimator or {**estimator_names("SGD", averaged=False), "averaged": False, "precision": "32-true"},
+        "trained": trained,
+        "parameters": parameter_rows(data.feature_names, sgd, ols, truth),
         "ols": {
             "num_examples": reference.num_examples,
             "degrees_of_freedom": reference.degrees_of_freedom,
             "residual_variance": residual_variance,
             "residual_std": residual_variance**0.5,
+            "target_variance": reference.target_variance * data.target_scale**2,
         },
         "metrics": metrics,
         "training": {"mse_by_epoch": [mse * data.target_scale**2 for mse in mse_by_epoch or []]},
         "units": "the data's own: parameters in target units per feature unit, errors in target units",
     }
-
-
-def _in_target_units(scores: dict[str, float], scale: float) -> dict[str, float]:
-    """MSE and MAE of a model of a rescaled target, in the target's own units (R² does not change)."""
-    return {"mse": scores["mse"] * scale**2, "mae": scores["mae"] * scale, "r2": scores["r2"]}
