@@ -28,12 +28,12 @@ def test_quoted_padded_names_crlf_and_bom_are_read_by_name(tmp_path: Path) -> No
     assert result.columns["x one"].tolist() == [2.0, 0.5]
     assert result.columns["y"].tolist() == [1.5, -4.0]
     assert result.columns["y"].dtype == torch.float64
-    assert result.lines.tolist() == [2, 4]  # line 3 is blank
+    assert result.positions.tolist() == [2, 4]  # line 3 is blank
 
 
 def test_line_numbers_count_line_breaks_inside_quoted_cells(tmp_path: Path) -> None:
     path = write(tmp_path, 'note,x,y\n"two\nlines",1,2\nplain,3,4\n')
-    assert read_table(path, ["x", "y"]).lines.tolist() == [2, 4]
+    assert read_table(path, ["x", "y"]).positions.tolist() == [2, 4]
 
 
 def test_columns_not_asked_for_may_hold_text(tmp_path: Path) -> None:
@@ -48,7 +48,7 @@ def test_rows_are_read_across_blocks_in_order(tmp_path: Path, monkeypatch: pytes
     path = write(tmp_path, "x,y\n" + "".join(f"{i},{-i}\n" for i in range(10)))
     result = read_table(path, ["y", "x"])
     assert result.columns["x"].tolist() == [float(i) for i in range(10)]
-    assert result.lines.tolist() == list(range(2, 12))
+    assert result.positions.tolist() == list(range(2, 12))
 
 
 def test_a_bad_cell_in_a_later_chunk_names_its_own_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -82,8 +82,8 @@ def test_an_optional_column_still_refuses_text(tmp_path: Path) -> None:
         ("x,y\n", r"data\.csv: the header is there but there are no data rows"),
         ("x,y\n\n", r"data\.csv: the header is there but there are no data rows"),
         ("x,z\n1,2\n", r"data\.csv: no column 'y'; the columns are 'x', 'z'"),
-        ("x,y,x\n1,2,3\n", r"data\.csv: the header names column 'x' twice \(columns 1 and 3\)"),
-        ("x,,y\n1,2,3\n", r"data\.csv: column 2 has no name in the header line"),
+        ("x,y,x\n1,2,3\n", r"data\.csv: names column 'x' twice \(columns 1 and 3\)"),
+        ("x,,y\n1,2,3\n", r"data\.csv: column 2 has no name"),
         ("x,y\n1,2\n3,abc\n", r"data\.csv: line 3, column 'y': 'abc' is not a number"),
         ("x,y\n1,2\n3,abc\nzzz,4\n", r"data\.csv: line 3, column 'y': 'abc' is not a number"),  # first by line
         ("x,y\n1,2\n3,inf\nnan,4\n", r"data\.csv: line 3, column 'y': 'inf' is not a finite number"),

@@ -1,8 +1,8 @@
 """Arrow columns as float arrays (float32 kept, others float64), and the first cell that is not a finite number.
 
-Plain functions, no Lightning. Both readers (``linreg.data.table`` in memory, ``linreg.data.stream`` in
-record batches) convert their columns here, so a CSV file, a Parquet file and a directory of Parquet
-files accept the same values and refuse the same ones with the same words:
+Plain functions, no Lightning. The reader (``linreg.data.table.read_piece``) converts every record batch
+here, so a CSV file, a Parquet file and a directory of Parquet files accept the same values (integers
+beyond 2**53 rounded to the nearest float64, in both) and refuse the same ones with the same words:
 
 - an empty cell (a blank CSV cell, a Parquet null): ``the cell is empty``;
 - text that Arrow's number parser rejects: ``'n/a' is not a number``;
@@ -21,8 +21,6 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import torch
-from torch import Tensor
 
 
 @dataclass(frozen=True)
@@ -77,17 +75,6 @@ def as_floats(column: pa.Array | pa.ChunkedArray, blank_ok: bool = False, copy: 
     return values
 
 
-def as_float64(column: pa.Array | pa.ChunkedArray, blank_ok: bool = False) -> Tensor | None:
-    """``as_floats`` as a float64 tensor ``(n,)``.
-
-    Example:
-        >>> as_float64(pa.array([1.5], pa.float32())).dtype
-        torch.float64
-    """
-    values = as_floats(column, blank_ok)
-    return None if values is None else torch.from_numpy(values).double()
-
-
 def _allocate(n: int, dtype: type[np.floating]) -> np.ndarray:
     """A writable array from Arrow's memory pool, which keeps freed memory for reuse: a table read again (as
     when a run validates, tests and predicts) is not paid for again in fresh pages, which the kernel must
@@ -107,7 +94,7 @@ def _all_finite(values: np.ndarray) -> bool:
 
 
 def first_bad_cell(columns: Mapping[str, pa.Array | pa.ChunkedArray], blank_ok: Sequence[str] = ()) -> BadCell | None:
-    """The first cell, by row and then by column in ``columns``' order, that ``as_float64`` would refuse.
+    """The first cell, by row and then by column in ``columns``' order, that ``as_floats`` would refuse.
 
     Example:
         >>> first_bad_cell({"a": pa.array(["1", "2", ""]), "b": pa.array(["1", "inf", "x"])})
@@ -123,7 +110,12 @@ def _parse(column: pa.Array | pa.ChunkedArray, blank_ok: bool) -> pa.Array | pa.
         column = pc.utf8_trim_whitespace(column)
         if blank_ok:  # blank text counts as an empty cell
             column = pc.if_else(pc.equal(column, ""), pa.scalar(None, column.type), column)
-    return pc.cast(column, pa.float64())
+    return _to_float64(column)
+
+
+def _to_float64(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """``column`` cast to float64; integers beyond 2**53 rounded to the nearest float, as a CSV file's are."""
+    return pc.cast(column, pa.float64(), safe=not pa.types.is_integer(column.type))
 
 
 def _first_bad(name: str, column: pa.Array | pa.ChunkedArray, blank_ok: bool) -> BadCell | None:
@@ -139,7 +131,7 @@ def _first_bad(name: str, column: pa.Array | pa.ChunkedArray, blank_ok: bool) ->
         values = pc.cast(numbers.slice(0, stop), pa.float64())
     else:
         try:
-            values = pc.cast(column, pa.float64())
+            values = _to_float64(column)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return BadCell(0, name, f"the column holds {column.type} values, not numbers") if len(column) else None
         empty = column.is_null()

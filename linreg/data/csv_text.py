@@ -13,8 +13,7 @@ cell may span lines, blank lines count), and only when needed:
 from __future__ import annotations
 
 import csv
-import gzip
-import zlib
+import io
 from collections.abc import Iterator, Sequence
 from operator import itemgetter
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 from torch import Tensor
 
 from linreg.data.cells import first_bad_cell
+from linreg.data.files import READ_ERRORS, one_line, open_input
 from linreg.validation import UserInputError
 
 CHUNK_ROWS = 65_536  # rows whose cells are checked at a time when a file is diagnosed
@@ -33,34 +33,22 @@ BLOCK_BYTES = 16 << 20  # bytes Arrow parses per block (one thread each); a row 
 
 
 def open_text(path: str | Path) -> TextIO:
-    """``path`` as UTF-8 text (a BOM dropped; gunzipped if it ends in ``.gz``), OS errors as one line."""
-    try:
-        if str(path).endswith(".gz"):
-            return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
-        # newline="" lets the csv module see CRLF and line breaks inside quoted cells itself.
-        return open(path, encoding="utf-8-sig", newline="")  # closed by the caller's `with`
-    except FileNotFoundError:
-        raise UserInputError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise UserInputError(f"{path}: cannot be read ({exc.strerror})") from None
+    """``path`` as UTF-8 text (a BOM dropped; gunzipped if it ends in ``.gz``)."""
+    # newline="" lets the csv module see CRLF and line breaks inside quoted cells itself.
+    return io.TextIOWrapper(open_input(path), encoding="utf-8-sig", newline="")  # closed by the caller's `with`
 
 
 def read_csv_header(path: str | Path) -> tuple[list[str], int]:
-    """The column names on the first non-blank line (stripped of spaces), and the lines up to the header's end."""
+    """The column names on the first non-blank line (stripped of spaces), and the lines up to the header's end.
+
+    ``linreg.data.table.read_header`` checks the names.
+    """
     with open_text(path) as file:
         reader = csv.reader(file, skipinitialspace=True)
         first = next(_records(reader, path, width=0), None)
         if first is None:
             raise UserInputError(f"{path}: the file is empty; expected a header line naming the columns")
-        header = [name.strip() for name in first[1]]
-        for i, name in enumerate(header):
-            if not name:
-                raise UserInputError(f"{path}: column {i + 1} has no name in the header line; name it or remove it")
-            if name in header[:i]:
-                raise UserInputError(
-                    f"{path}: the header names column {name!r} twice (columns {header.index(name) + 1} and {i + 1})"
-                )
-        return header, reader.line_num
+        return [name.strip() for name in first[1]], reader.line_num
 
 
 def arrow_options(
@@ -153,13 +141,12 @@ def _records(reader: Iterator[list[str]], path: str | Path, width: int) -> Itera
         raise UserInputError(f"{path}: line {_first_non_utf8_line(path)} is not UTF-8 text ({exc.reason})") from None
     except csv.Error as exc:
         raise UserInputError(f"{path}: line {last_line + 1}: {exc}") from exc
-    except (OSError, EOFError, zlib.error) as exc:  # a damaged .gz file
-        raise UserInputError(f"{path}: cannot be read ({exc})") from None
+    except READ_ERRORS as exc:  # a damaged .gz file
+        raise UserInputError(f"{path}: cannot be read ({one_line(exc)})") from None
 
 
 def _first_non_utf8_line(path: str | Path) -> int:
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as file:
+    with io.BufferedReader(open_input(path)) as file:
         for number, line in enumerate(file, start=1):
             try:
                 line.decode("utf-8")

@@ -1,12 +1,12 @@
-"""Streaming a table from disk in record batches: its pieces, one pass of statistics, and a resumable loader.
+"""Streaming a table from disk in record batches: one pass of statistics, and a resumable loader.
 
 For tables larger than memory (``TableRegressionData(in_memory=False)``). No Lightning here but the
 loader protocol Lightning uses (``__iter__``, ``__len__``, ``state_dict``/``load_state_dict``, and a
 ``sampler`` whose ``set_epoch`` Lightning calls at each epoch).
 
-- A table is cut in **pieces** read whole: each row group of each Parquet file (``ParquetFile.iter_batches``,
-  in record batches of ``BATCH_ROWS``), or a whole CSV file (``pyarrow.csv.open_csv``). Under DDP each
-  process reads every ``world_size``-th piece: processes on several machines share one data set.
+- A table is read in **pieces** (``linreg.data.table.read_piece``): each row group of each Parquet file, or
+  a whole CSV file. Under DDP each process reads every ``world_size``-th piece: processes on several
+  machines share one data set.
 - Each row's split comes from a hash of its position (``linreg.data.splits.SplitPlan``), as for a table
   read whole: nothing is materialised to split the table, and the split is the same in both modes.
 - ``scan`` reads the table once: it checks every cell, counts each split per piece, and accumulates the
@@ -19,69 +19,17 @@ loader protocol Lightning uses (``__iter__``, ``__len__``, ``state_dict``/``load
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.csv as pa_csv
-import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
-from linreg.data.cells import as_floats, first_bad_cell
-from linreg.data.csv_text import arrow_options, diagnose, read_csv_header
 from linreg.data.loading import EpochPosition
 from linreg.data.splits import TRAIN, SplitPlan
-from linreg.data.table import is_parquet, parquet_files
+from linreg.data.table import Piece, read_piece
 from linreg.stats.ols import Moments
-from linreg.validation import UserInputError
-
-BATCH_ROWS = 65_536  # rows per record batch read from disk
-
-
-@dataclass(frozen=True)
-class Piece:
-    """Rows read in one go: a row group of a Parquet file, or a whole CSV file (``row_group`` None)."""
-
-    path: str
-    row_group: int | None
-    first_row: int  # position of its first row in the table
-    first_row_in_file: int
-    # The file's footer, parsed once: re-read for every row group, a file of thousands of them takes minutes a pass.
-    metadata: pq.FileMetaData | None = field(default=None, compare=False, repr=False)
-
-
-def pieces(path: str) -> list[Piece]:
-    """The pieces of the table at ``path``, in table order (a CSV file is one piece, its rows counted later)."""
-    if not is_parquet(path):
-        return [Piece(path, None, 0, 0)]
-    result, start = [], 0
-    for file, metadata in parquet_files(path):
-        in_file = 0
-        for group in range(metadata.num_row_groups):
-            result.append(Piece(file, group, start + in_file, in_file, metadata))
-            in_file += metadata.row_group(group).num_rows
-        start += in_file
-    return result
-
-
-def read_piece(piece: Piece, names: Sequence[str], first_row: int = 0) -> Iterator[tuple[int, list[np.ndarray]]]:
-    """The rows of ``piece`` as ``(position of the first, one float array per name)`` record batches, checked.
-
-    The arrays are read-only views of Arrow's buffers where the column is float32 or float64 (no copy).
-    ``first_row`` is the table position of a CSV file's first row (its piece does not know it).
-
-    Raises:
-        UserInputError: naming the file, line or row, and column of the first cell that is not a finite number.
-    """
-    position = piece.first_row if piece.row_group is not None else first_row
-    for batch in _record_batches(piece, names):
-        columns = [as_floats(batch.column(i), copy=False) for i in range(len(names))]
-        if any(column is None for column in columns):  # found fast; named by the slower path
-            raise _bad_batch(piece, names, batch, position - piece.first_row + piece.first_row_in_file)
-        yield position, columns  # type: ignore[misc]
-        position += batch.num_rows
 
 
 def standardized(values: np.ndarray, shift: float, scale: float) -> np.ndarray:
@@ -95,63 +43,20 @@ def standardized(values: np.ndarray, shift: float, scale: float) -> np.ndarray:
     return np.subtract(values, shift, dtype=np.float64) / scale
 
 
-def count_rows(path: str, names: Sequence[str]) -> int:
-    """Data rows of the table: from Parquet's metadata, or by reading a CSV file once (one column, as text).
-
-    Raises:
-        UserInputError: a CSV row Arrow cannot read, named by its line (a cell of ``names`` before it first).
-    """
-    if is_parquet(path):
-        return sum(metadata.num_rows for _, metadata in parquet_files(path))
-    header, header_lines = read_csv_header(path)
-    read, parse, convert = arrow_options(header, header_lines, names[:1], as_text=True)
-    try:
-        with pa_csv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert) as reader:
-            return sum(batch.num_rows for batch in reader)
-    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-        raise UserInputError(diagnose(path, header, names, []) or f"{path}: {exc}") from None
-
-
-def _record_batches(piece: Piece, names: Sequence[str]) -> Iterator[pa.RecordBatch]:
-    if piece.row_group is not None:
-        parquet = pq.ParquetFile(piece.path, metadata=piece.metadata)
-        yield from parquet.iter_batches(BATCH_ROWS, row_groups=[piece.row_group], columns=names)
-        return
-    header, header_lines = read_csv_header(piece.path)
-    read, parse, convert = arrow_options(header, header_lines, names)
-    try:
-        reader = pa_csv.open_csv(piece.path, read_options=read, parse_options=parse, convert_options=convert)
-        for batch in reader:
-            yield batch.select(list(names))
-    except pa.ArrowInvalid as exc:
-        raise UserInputError(diagnose(piece.path, header, names, []) or f"{piece.path}: {exc}") from None
-
-
-def _bad_batch(piece: Piece, names: Sequence[str], batch: pa.RecordBatch, row_in_file: int) -> UserInputError:
-    if piece.row_group is None:  # a CSV file: name the line
-        header = read_csv_header(piece.path)[0]
-        return UserInputError(diagnose(piece.path, header, names, []) or f"{piece.path}: a value is not finite")
-    bad = first_bad_cell({name: batch.column(i) for i, name in enumerate(names)})
-    assert bad is not None
-    return UserInputError(f"{piece.path}: row {row_in_file + bad.row}, column {bad.column!r}: {bad.reason}")
-
-
 @dataclass
 class Scan:
     """What one pass over the table found: rows of each split per piece, and the training split's moments."""
 
     counts: list[list[int]]  # counts[piece][split]
-    first_rows: list[int]  # the table position of each piece's first row
     moments: Moments  # of the training rows' columns, features then target
 
 
-def scan(path: str, names: Sequence[str], plan: SplitPlan) -> Scan:
-    """Reads the table once: checks every cell, counts the splits, accumulates the training moments (float64)."""
-    moments, counts, first_rows, position = Moments.empty(len(names)), [], [], 0
-    for piece in pieces(path):
-        first_rows.append(piece.first_row if piece.row_group is not None else position)
+def scan(table: Sequence[Piece], names: Sequence[str], plan: SplitPlan) -> Scan:
+    """Reads the table's pieces once: checks every cell, counts the splits, accumulates the training moments."""
+    moments, counts = Moments.empty(len(names)), []
+    for piece in table:
         count = np.zeros(3, dtype=np.int64)
-        for start, columns in read_piece(piece, names, first_rows[-1]):
+        for start, columns in read_piece(piece, names):
             split = plan.of_rows(start, len(columns[0]))
             train = split == TRAIN
             # The training rows, float64, one copy, column by column: Z is built column-major, as (k, rows) and
@@ -161,9 +66,8 @@ def scan(path: str, names: Sequence[str], plan: SplitPlan) -> Scan:
                 Z[j] = column[train]
             moments.update(torch.from_numpy(Z).T)
             count += np.bincount(split, minlength=3)
-            position = start + len(split)
         counts.append(count.tolist())
-    return Scan(counts, first_rows, moments)
+    return Scan(counts, moments)
 
 
 class StreamLoader:
@@ -177,7 +81,7 @@ class StreamLoader:
     Args:
         path: the table.
         names: its columns to read, features then target.
-        pieces_and_rows: ``(piece, first table position, rows of this split)`` of this process's pieces.
+        pieces_and_rows: ``(piece, rows of this split)`` of this process's pieces.
         split: ``TRAIN``, ``VAL`` or ``TEST``; ``plan``: the split of every row.
         shift, scale: per column of ``names``, the model's units are ``(value - shift) / scale``.
         batch_size: rows per batch; ``num_batches``: batches per epoch (equal on every process under DDP).
@@ -189,7 +93,7 @@ class StreamLoader:
         self,
         path: str,
         names: Sequence[str],
-        pieces_and_rows: Sequence[tuple[Piece, int, int]],
+        pieces_and_rows: Sequence[tuple[Piece, int]],
         split: int,
         plan: SplitPlan,
         shift: np.ndarray,
@@ -242,8 +146,7 @@ class StreamLoader:
         targets = [X[:, j] for j in range(d)] + [y[:, 0]]  # views: written column by column
         filled = 0
         for i in order:
-            piece, first_row, _ = self.pieces[i]
-            for start, columns in read_piece(piece, self.names, first_row):
+            for start, columns in read_piece(self.pieces[i][0], self.names):
                 keep = self.plan.of_rows(start, len(columns[0])) == self.split
                 rows = [column[keep] for column in columns]
                 done, count = 0, len(rows[0])

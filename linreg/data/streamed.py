@@ -18,10 +18,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from linreg.data.files import is_parquet, parquet_files
 from linreg.data.scaling import Standardizer
 from linreg.data.splits import TEST, TRAIN, VAL, SplitPlan
-from linreg.data.stream import Scan, StreamLoader, count_rows, pieces, read_piece, scan, standardized
-from linreg.data.table import is_parquet, parquet_files
+from linreg.data.stream import Scan, StreamLoader, scan, standardized
+from linreg.data.table import pieces, read_piece
 from linreg.stats.ols import LeastSquaresFit, least_squares_from_moments
 from linreg.validation import UserInputError
 
@@ -43,8 +44,10 @@ class StreamedTable:
         self, path: str, names: list[str], val_fraction: float, test_fraction: float, seed: int, shuffle_buffer: int
     ) -> None:
         self.path, self.names, self.seed, self.shuffle_buffer = path, names, seed, shuffle_buffer
-        self.plan = SplitPlan.of(count_rows(path, names), val_fraction, test_fraction, seed, path)
-        self.scan: Scan = scan(path, names, self.plan)
+        self.pieces = pieces(path, count=names[0])  # the split is planned on the rows counted as read
+        rows = sum(piece.rows or 0 for piece in self.pieces)
+        self.plan = SplitPlan.of(rows, val_fraction, test_fraction, seed, path)
+        self.scan: Scan = scan(self.pieces, names, self.plan)
         self._least_squares: tuple[Standardizer, LeastSquaresFit] | None = None
 
     def standardizer(self) -> Standardizer:
@@ -56,16 +59,14 @@ class StreamedTable:
         self, split: str, batch_size: int, standardizer: Standardizer, rank: int = 0, world_size: int = 1
     ) -> StreamLoader:
         """A loader of one split: this process's pieces, the same batch count on every process; ``train`` shuffled."""
-        every = list(zip(pieces(self.path), self.scan.first_rows, self.scan.counts, strict=True))
+        every = list(zip(self.pieces, self.scan.counts, strict=True))
         if len(every) < world_size:
             raise UserInputError(
                 f"{self.path}: {len(every)} row group(s) to share among {world_size} processes; streaming under"
                 " DDP needs at least one each (write the table as Parquet with more, smaller row groups)"
             )
-        share = [
-            [(p, first, count[SPLITS[split]]) for p, first, count in every[r::world_size]] for r in range(world_size)
-        ]
-        num_batches = min(math.ceil(sum(n for *_, n in part) / batch_size) for part in share)  # DDP steps together
+        share = [[(p, count[SPLITS[split]]) for p, count in every[r::world_size]] for r in range(world_size)]
+        num_batches = min(math.ceil(sum(n for _, n in part) / batch_size) for part in share)  # DDP steps together
         shift, scale = _shift_and_scale(standardizer)
         return StreamLoader(
             self.path,
@@ -96,8 +97,8 @@ class StreamedTable:
         counts = [n if part in parts else 0 for part, n in enumerate(self.plan.counts)]  # by TRAIN, VAL, TEST
         X, y = [np.empty((n, d), np.float32) for n in counts], [np.empty((n, 1), np.float32) for n in counts]
         filled = [0, 0, 0]
-        for piece, first_row in zip(pieces(self.path), self.scan.first_rows, strict=True):
-            for start, columns in read_piece(piece, self.names, first_row):
+        for piece in self.pieces:
+            for start, columns in read_piece(piece, self.names):
                 split = self.plan.of_rows(start, len(columns[0]))
                 for part in parts:
                     keep = split == part
@@ -133,7 +134,7 @@ def exceeds_memory(path: str, columns: int, fraction: float = 0.5) -> bool:
     memory available now.
 
     Held in memory, a table costs its float32 tensors, ``BYTES_PER_VALUE`` a value (it is read a record
-    batch at a time). The rows of Parquet are known from its metadata; those of a CSV file are guessed from
+    batch at a time). The rows of Parquet are estimated from its metadata; those of a CSV file from
     its size (a value takes at least 2 bytes of text, a gzipped file at least 5 times less).
     """
     if is_parquet(path):

@@ -1,35 +1,37 @@
-"""Reading a table of numeric columns into tensors through Arrow, with one-line errors that point at the bad cell.
+"""Reading a table of numeric columns through Arrow, with one-line errors that point at the bad cell.
 
 A table is a CSV file (``.csv``, or gzipped ``.csv.gz``), a Parquet file, or a directory of Parquet files
-(a data set as Spark, DuckDB or pandas write it: every ``*.parquet`` file below it, in path order; names
-starting with ``_`` or ``.``, such as ``_SUCCESS``, are skipped). Plain functions, no Lightning.
+(a data set as Spark, DuckDB or pandas write it: every file below it, in path order; names starting with
+``_`` or ``.``, such as ``_SUCCESS``, are skipped; links are refused, not followed; partition keys in
+directory names are not columns; see ``linreg.data.files``). Plain functions, no Lightning.
 
-``pyarrow`` reads all of them: ``pyarrow.csv`` for CSV and ``pyarrow.parquet``/``pyarrow.dataset`` for
-Parquet, into float columns (``linreg.data.cells`` converts and checks them). Only the columns asked
-for are converted; others may hold anything. Every problem is a ``UserInputError`` naming the file and,
-where there is one, the line of a CSV file (numbered as an editor numbers it, the header being line 1)
-or the row of a Parquet file (counting from 0, as pandas and Arrow index rows), and the column.
+A table is read in **pieces**: each row group of each Parquet file, or a whole CSV file, their rows
+counted as read (never taken from metadata). ``read_piece`` reads one, whether the table is streamed
+(``linreg.data.stream``) or read whole (``read_table``). Every problem is a ``UserInputError``, one line
+naming the file and, where known, the line of a CSV file (the header being line 1) or the row of a
+Parquet file (from 0) and the column: a bad cell (``linreg.data.cells``), or what Arrow or the OS said.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
-import pyarrow.dataset as pa_ds
 import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
 from linreg.data.cells import as_floats, first_bad_cell
 from linreg.data.csv_text import arrow_options, diagnose, read_csv_header, record_lines
+from linreg.data.files import is_parquet, one_line, open_input, parquet_files, reading
 from linreg.validation import UserInputError
 
-PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
+BATCH_ROWS = 65_536  # rows per record batch read from disk
 
 
 @dataclass
@@ -63,39 +65,6 @@ class Table:
         asked), or its position in the Parquet data set, files in path order."""
         return record_lines(self.path, self._width) if self.is_csv else torch.arange(len(self), dtype=torch.int64)
 
-    @property
-    def lines(self) -> Tensor:
-        """``positions`` of a CSV file: the line each row starts on."""
-        return self.positions
-
-
-def is_parquet(path: str | Path) -> bool:
-    """Whether ``path`` is read as Parquet: a directory, a ``.parquet`` name, or a file starting with ``PAR1``."""
-    path = Path(path)
-    if path.is_dir() or path.suffix.lower() in PARQUET_SUFFIXES:
-        return True
-    if path.suffix.lower() in (".csv", ".gz", ".txt", ".tsv") or not path.is_file():
-        return False
-    with open(path, "rb") as file:
-        return file.read(4) == b"PAR1"
-
-
-def parquet_files(path: str | Path) -> list[tuple[str, pq.FileMetaData]]:
-    """The Parquet files of ``path`` (itself, or those below a directory, in path order) and their metadata."""
-    path = Path(path)
-    if not path.exists():
-        raise UserInputError(f"{path}: no such file or directory")
-    try:
-        files = sorted(pa_ds.dataset(str(path), format="parquet").files) if path.is_dir() else [str(path)]
-        if not files:
-            raise UserInputError(
-                f"{path}: is a directory that holds no Parquet files; give a CSV file, a Parquet file"
-                " or a directory of Parquet files"
-            )
-        return [(file, pq.read_metadata(file)) for file in files]
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise UserInputError(f"{path}: cannot be read as Parquet ({_first_line(exc)})") from None
-
 
 def read_header(path: str | Path) -> list[str]:
     """The column names of ``path``: the first line of a CSV file, the schema of Parquet.
@@ -113,12 +82,21 @@ def read_header(path: str | Path) -> list[str]:
         >>> os.remove(f.name)
     """
     if not is_parquet(path):
-        return read_csv_header(path)[0]
+        return _checked_names(path, read_csv_header(path)[0])
     files = parquet_files(path)
-    names = files[0][1].schema.to_arrow_schema().names
+    names = _checked_names(files[0][0], files[0][1].schema.to_arrow_schema().names)
     for file, metadata in files[1:]:
         if (other := metadata.schema.to_arrow_schema().names) != names:
             raise UserInputError(f"{file}: has the columns {other}, {files[0][0]} has {names}; a data set needs one")
+    return names
+
+
+def _checked_names(path: str | Path, names: list[str]) -> list[str]:
+    for i, name in enumerate(names):
+        if not name:
+            raise UserInputError(f"{path}: column {i + 1} has no name; name it or remove it")
+        if name in names[:i]:
+            raise UserInputError(f"{path}: names column {name!r} twice (columns {names.index(name) + 1} and {i + 1})")
     return names
 
 
@@ -147,6 +125,113 @@ def select_columns(path: str | Path, header: Sequence[str], target: str, feature
     return features
 
 
+def require_columns(path: str | Path, header: Sequence[str], names: Sequence[str], key: str = "") -> None:
+    """Raises if a name of ``names`` is not in ``header``, listing the columns there are."""
+    missing = [name for name in names if name not in header]
+    if missing:
+        asked_by = f" ({key})" if key else ""
+        raise UserInputError(
+            f"{path}: no column {missing[0]!r}{asked_by}; the columns are {', '.join(map(repr, header))}"
+        )
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Rows read in one go: a row group of a Parquet file, or a whole CSV file (``row_group`` None)."""
+
+    path: str
+    row_group: int | None
+    first_row: int  # position of its first row in the table
+    first_row_in_file: int
+    rows: int | None = None  # counted as read (None: not counted)
+    # The file's footer, parsed once: re-read for every row group, a file of thousands of them takes minutes a pass.
+    metadata: pq.FileMetaData | None = field(default=None, compare=False, repr=False)
+
+
+def pieces(path: str | Path, count: str | None = None) -> list[Piece]:
+    """The pieces of the table at ``path``, in table order.
+
+    Their rows are counted by reading the column ``count`` (a split is planned on them, and every later
+    read must find as many); without it, Parquet's metadata places them, only to name rows in messages.
+    """
+    if not is_parquet(path):
+        piece = Piece(str(path), None, 0, 0)
+        return [replace(piece, rows=_count(piece, count)) if count else piece]
+    result, start = [], 0
+    for file, metadata in parquet_files(path):
+        in_file = 0
+        for group in range(metadata.num_row_groups):
+            piece = Piece(file, group, start + in_file, in_file, metadata=metadata)
+            rows = _count(piece, count) if count else metadata.row_group(group).num_rows
+            result.append(replace(piece, rows=rows) if count else piece)
+            in_file += rows
+        start += in_file
+    return result
+
+
+def _count(piece: Piece, column: str) -> int:
+    """The rows of ``piece``, as read (of one column, as text: its cells are checked later)."""
+    return sum(batch.num_rows for batch in _record_batches(piece, [column], [column]))
+
+
+def read_piece(
+    piece: Piece, names: Sequence[str], blank_ok: Sequence[str] = ()
+) -> Iterator[tuple[int, list[np.ndarray]]]:
+    """The rows of ``piece`` as ``(table position of the first, one float array per name)`` record batches, checked.
+
+    The arrays are read-only views of Arrow's buffers where the column is float32 or float64 (no copy).
+    Blank cells of a column of ``blank_ok`` are NaN.
+
+    Raises:
+        UserInputError: naming the file, line or row, and column of the first cell that is not a finite
+            number; or the file, if it cannot be read, or its rows are not those counted.
+    """
+    position = piece.first_row
+    for batch in _record_batches(piece, names, blank_ok):
+        columns = [as_floats(batch.column(i), name in blank_ok, copy=False) for i, name in enumerate(names)]
+        if any(column is None for column in columns):  # found fast; named by the slower path
+            raise _bad_batch(piece, names, blank_ok, batch, position - piece.first_row + piece.first_row_in_file)
+        yield position, columns  # type: ignore[misc]
+        position += batch.num_rows
+    if piece.rows is not None and position - piece.first_row != piece.rows:
+        where = "" if piece.row_group is None else f"row group {piece.row_group}: "
+        raise UserInputError(
+            f"{piece.path}: {where}{position - piece.first_row} rows read, {piece.rows} when counted;"
+            " the file has changed, or its metadata is wrong"
+        )
+
+
+def _record_batches(piece: Piece, names: Sequence[str], blank_ok: Sequence[str]) -> Iterator[pa.RecordBatch]:
+    """The columns ``names`` of ``piece`` as Arrow reads them (CSV cells as float64, or as text if ``blank_ok``)."""
+    with reading(piece.path):
+        if piece.row_group is not None:
+            with open_input(piece.path, seekable=True) as source:
+                parquet = pq.ParquetFile(source, metadata=piece.metadata)
+                yield from parquet.iter_batches(BATCH_ROWS, row_groups=[piece.row_group], columns=list(names))
+            return
+        header, header_lines = read_csv_header(piece.path)
+        read, parse, convert = arrow_options(header, header_lines, names, as_text=bool(blank_ok))
+        try:
+            with open_input(piece.path) as source, pa_csv.open_csv(source, read, parse, convert) as reader:
+                for batch in reader:
+                    yield batch.select(list(names))
+        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:  # a row Arrow cannot parse: named by its line
+            message = diagnose(piece.path, header, names, blank_ok)
+            raise UserInputError(message or f"{piece.path}: cannot be read ({one_line(exc)})") from None
+
+
+def _bad_batch(
+    piece: Piece, names: Sequence[str], blank_ok: Sequence[str], batch: pa.RecordBatch, row_in_file: int
+) -> UserInputError:
+    if piece.row_group is None:  # a CSV file: name the line
+        header = read_csv_header(piece.path)[0]
+        message = diagnose(piece.path, header, names, blank_ok)
+        return UserInputError(message or f"{piece.path}: a value that is not a finite number could not be located")
+    bad = first_bad_cell({name: batch.column(i) for i, name in enumerate(names)}, blank_ok)
+    assert bad is not None
+    return UserInputError(f"{piece.path}: row {row_in_file + bad.row}, column {bad.column!r}: {bad.reason}")
+
+
 def read_table(path: str | Path, required: Sequence[str], optional: Sequence[str] = ()) -> Table:
     """Reads the ``required`` columns (every cell a finite number) and those of ``optional`` present.
 
@@ -161,71 +246,19 @@ def read_table(path: str | Path, required: Sequence[str], optional: Sequence[str
         >>> f = tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False)
         >>> _ = f.write("a,b\\n1, 2\\n3,4\\n"); f.close()
         >>> table = read_table(f.name, ["b"])
-        >>> table.columns["b"].tolist(), table.lines.tolist()
+        >>> table.columns["b"].tolist(), table.positions.tolist()
         ([2.0, 4.0], [2, 3])
         >>> os.remove(f.name)
     """
-    csv_file = not is_parquet(path)
-    header, header_lines = read_csv_header(path) if csv_file else (read_header(path), 0)
+    header = read_header(path)
     require_columns(path, header, required)
     names = [*required, *(name for name in optional if name in header)]
-    blank_ok = [name for name in names if name not in required]
-    arrow = _read_csv(path, header, header_lines, names, blank_ok) if csv_file else _read_parquet(path, names)
-    if arrow.num_rows == 0:
+    parts: list[list[np.ndarray]] = [[] for _ in names]
+    for piece in pieces(path):
+        for _, columns in read_piece(piece, names, blank_ok=names[len(required) :]):
+            for part, column in zip(parts, columns, strict=True):
+                part.append(column)
+    if not sum(len(column) for column in parts[0]):
         raise UserInputError(f"{path}: the header is there but there are no data rows")
-    columns = {}
-    for name in names:  # each Arrow column is let go once copied: the peak is about one table, not two
-        values = as_floats(arrow.column(name), blank_ok=name in blank_ok)
-        arrow = arrow.drop_columns([name])
-        if values is None:  # the fast check found a bad cell; find it again to name it (a slower path)
-            raise _bad_rows(path, header, names, blank_ok, csv_file)
-        columns[name] = torch.from_numpy(values)
-    return Table(columns, str(path), csv_file, len(header))
-
-
-def require_columns(path: str | Path, header: Sequence[str], names: Sequence[str], key: str = "") -> None:
-    """Raises if a name of ``names`` is not in ``header``, listing the columns there are."""
-    missing = [name for name in names if name not in header]
-    if missing:
-        asked_by = f" ({key})" if key else ""
-        raise UserInputError(
-            f"{path}: no column {missing[0]!r}{asked_by}; the columns are {', '.join(map(repr, header))}"
-        )
-
-
-def _read_csv(
-    path: str | Path, header: list[str], header_lines: int, names: list[str], blank_ok: list[str]
-) -> pa.Table:
-    """The rows through ``pyarrow.csv``: numbers as float64, or, where a cell is blank or a row is bad, text."""
-    read, parse, convert = arrow_options(header, header_lines, names, as_text=bool(blank_ok))
-    try:
-        return pa_csv.read_csv(path, read_options=read, parse_options=parse, convert_options=convert)
-    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-        message = diagnose(path, header, names, blank_ok)
-        raise UserInputError(message or f"{path}: {_first_line(exc)}") from None
-    except OSError as exc:
-        raise UserInputError(f"{path}: cannot be read ({_first_line(exc)})") from None
-
-
-def _read_parquet(path: str | Path, names: list[str]) -> pa.Table:
-    try:
-        return pq.read_table(str(path), columns=names)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise UserInputError(f"{path}: cannot be read as Parquet ({_first_line(exc)})") from None
-
-
-def _bad_rows(path: str | Path, header: list[str], names: list[str], blank_ok: list[str], csv_file: bool) -> Exception:
-    """The error naming the first bad cell, found again where the row can be located (a rare, slower path)."""
-    if csv_file:
-        message = diagnose(path, header, names, blank_ok)
-        return UserInputError(message or f"{path}: a value that is not a finite number could not be located")
-    for file, _ in parquet_files(path):
-        table = pq.read_table(file, columns=names)
-        bad = first_bad_cell({name: table.column(name) for name in names}, blank_ok)
-        if bad is not None:
-            return UserInputError(f"{file}: row {bad.row}, column {bad.column!r}: {bad.reason}")
-    return UserInputError(f"{path}: a value that is not a finite number could not be located")
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    columns = {name: torch.from_numpy(np.concatenate(part)) for name, part in zip(names, parts, strict=True)}
+    return Table(columns, str(path), not is_parquet(path), len(header))
