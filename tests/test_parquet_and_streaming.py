@@ -267,3 +267,31 @@ def test_a_streamed_csv_file_names_its_bad_line(tmp_path: Path, line: str, messa
     (tmp_path / "t.csv").write_text("".join(lines))
     with pytest.raises(UserInputError, match=message):
         TableRegressionData(str(tmp_path / "t.csv"), "y", ["a", "b", "c"], in_memory=False).setup("fit")
+
+
+@pytest.mark.slow
+def test_a_read_error_met_mid_epoch_ends_the_run_in_one_line(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file is cut short once training has started: its row groups past the cut cannot be read."""
+    path, train_dataloader = files["parquet"], TableRegressionData.train_dataloader
+
+    def truncating(self: TableRegressionData) -> object:
+        loader = train_dataloader(self)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        return loader
+
+    monkeypatch.setattr(TableRegressionData, "train_dataloader", truncating)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(
+            "fit", "--config", str(ROOT / "configs" / "parquet.yaml"),
+            "--data.path", str(path), "--data.target", "y", "--data.features", "[a, b, c]",
+            "--data.in_memory", "false", "--data.batch_size", "100", "--trainer.max_epochs", "1",
+            "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
+        )  # fmt: skip
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    errors = [line for line in err.splitlines() if ": error: " in line]
+    assert len(errors) == 1, err
+    assert errors[0].startswith(f"linreg: error: {path}: cannot be read (")
+    assert "Traceback" not in err

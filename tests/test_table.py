@@ -1,14 +1,23 @@
-"""Reading CSV files: awkward but valid files parse; every bad file is refused naming file, line and column."""
+"""Reading tables: valid files parse; every bad file is refused in one line naming file, line or row, column."""
 
 from __future__ import annotations
 
+import gzip
+import os
+import struct
 from pathlib import Path
+from unittest import mock
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
-from linreg.data import csv_text
-from linreg.data.table import read_header, read_table, select_columns
+from linreg.data import csv_text, files
+from linreg.data.splits import SplitPlan
+from linreg.data.streamed import StreamedTable
+from linreg.data.table import pieces, read_header, read_piece, read_table, select_columns
 from linreg.validation import UserInputError
 
 
@@ -140,3 +149,157 @@ def test_bad_column_choices_are_refused(target: str, features: list[str] | None,
 def test_a_file_of_the_target_alone_has_no_features() -> None:
     with pytest.raises(UserInputError, match=r"f\.csv: the only column is the target 'y'; there are no features"):
         select_columns("f.csv", ["y"], "y", None)
+
+
+# The reader boundary: whatever is wrong with a file, in memory or streamed, is one line naming it.
+
+
+def one_line_naming(path: Path | str, error: pytest.ExceptionInfo[UserInputError]) -> bool:
+    return str(error.value).startswith(f"{path}: ") and "\n" not in str(error.value)
+
+
+def read_streamed(path: Path) -> int:
+    """Every row of ``path`` through the streamed reader: counted, then read; returns the rows read."""
+    read = 0
+    for piece in pieces(path, count="x"):
+        read += sum(len(columns[0]) for _, columns in read_piece(piece, ["x", "y"]))
+    return read
+
+
+def write_parquet(path: Path, n: int = 1000, **options: object) -> pa.Table:
+    table = pa.table({"x": np.arange(n, dtype=np.float64), "y": np.arange(n, dtype=np.float64) * 2})
+    pq.write_table(table, path, **options)
+    return table
+
+
+def test_a_corrupt_parquet_page_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "t.parquet"
+    write_parquet(path, n=4000, row_group_size=2000, compression="gzip")
+    chunk = pq.read_metadata(path).row_group(1).column(0)
+    data = bytearray(path.read_bytes())
+    middle = chunk.data_page_offset + chunk.total_compressed_size // 2
+    data[middle : middle + 64] = b"\xff" * 64
+    path.write_bytes(bytes(data))
+    with pytest.raises(UserInputError) as streamed:
+        read_streamed(path)
+    with pytest.raises(UserInputError) as whole:
+        read_table(path, ["x", "y"])
+    assert one_line_naming(path, streamed)
+    assert one_line_naming(path, whole)
+
+
+def test_a_truncated_gzip_file_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv.gz"
+    path.write_bytes(gzip.compress(("x,y\n" + "".join(f"{i},{2 * i}\n" for i in range(50_000))).encode()))
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(UserInputError) as streamed:
+        read_streamed(path)
+    with pytest.raises(UserInputError) as whole:
+        read_table(path, ["x", "y"])
+    assert one_line_naming(path, streamed)
+    assert one_line_naming(path, whole)
+
+
+def test_a_column_of_lists_in_one_file_of_a_directory_is_refused_naming_that_file(tmp_path: Path) -> None:
+    write_parquet(tmp_path / "a.parquet", n=5)
+    pq.write_table(pa.table({"x": [[1.0], [2.0]], "y": [1.0, 2.0]}), tmp_path / "b.parquet")
+    with pytest.raises(UserInputError, match=r"b\.parquet: row 0, column 'x': the column holds list<"):
+        read_table(tmp_path, ["x", "y"])
+
+
+def test_a_partition_key_in_a_directory_name_is_not_a_column(tmp_path: Path) -> None:
+    """``y=1/`` is a directory name, not a column that would clash with the file's ``y``."""
+    (tmp_path / "y=1").mkdir()
+    table = write_parquet(tmp_path / "y=1" / "a.parquet", n=5)
+    assert read_table(tmp_path, ["x", "y"]).columns["y"].tolist() == table.column("y").to_pylist()
+
+
+def rewrite_footer(path: Path, old: int, new: int, occurrence: int) -> None:
+    """Replaces the ``occurrence``-th thrift varint ``old`` of the footer by ``new``: metadata that lies."""
+
+    def varint(value: int) -> bytes:
+        zigzag, out = value << 1, b""
+        while zigzag >= 0x80:
+            out, zigzag = out + bytes([zigzag & 0x7F | 0x80]), zigzag >> 7
+        return out + bytes([zigzag])
+
+    data = path.read_bytes()
+    size = struct.unpack("<i", data[-8:-4])[0]
+    footer = data[-8 - size : -8]
+    at = -1
+    for _ in range(occurrence + 1):
+        at = footer.index(varint(old), at + 1)
+    footer = footer[:at] + varint(new) + footer[at + len(varint(old)) :]
+    path.write_bytes(data[: -8 - size] + footer + struct.pack("<i", len(footer)) + b"PAR1")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "occurrence"),
+    [(1000, 10**15, 0), (1000, 900, 0), (400, 10**12, 4)],
+    ids=["file-inflated", "file-deflated", "row-group-inflated"],
+)
+def test_rows_are_counted_as_read_not_taken_from_lying_metadata(
+    tmp_path: Path, old: int, new: int, occurrence: int
+) -> None:
+    path = tmp_path / "t.parquet"
+    table = write_parquet(path, row_group_size=400, compression="NONE")
+    rewrite_footer(path, old, new, occurrence)
+    assert pq.read_metadata(path).num_rows != 1000 or pq.read_metadata(path).row_group(0).num_rows != 400
+    assert sum(piece.rows or 0 for piece in pieces(path, count="x")) == read_streamed(path) == table.num_rows
+    streamed = StreamedTable(str(path), ["x", "y"], 0.2, 0.1, seed=0, shuffle_buffer=64)
+    assert streamed.plan.counts == SplitPlan.of(table.num_rows, 0.2, 0.1, seed=0).counts
+
+
+def test_a_piece_read_with_other_rows_than_counted_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "x,y\n1,2\n3,4\n5,6\n")
+    counted = pieces(path, count="x")
+    path.write_text("x,y\n1,2\n3,4\n5,6\n7,8\n")  # the file changed after its rows were counted
+    with pytest.raises(UserInputError, match=r"data\.csv: 4 rows read, 3 when counted; the file has changed"):
+        list(read_piece(counted[0], ["x", "y"]))
+
+
+def test_links_below_a_data_directory_are_refused_not_followed(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    write_parquet(tmp_path / "d" / "a.parquet", n=5)
+    (tmp_path / "d" / "loop").symlink_to(tmp_path / "d")  # would multiply the rows, or never end
+    with pytest.raises(UserInputError, match=r"d/loop: is a link; the files of a data set must lie in its directory"):
+        read_header(tmp_path / "d")
+
+
+def test_a_fifo_in_a_data_directory_is_refused_before_it_is_opened(tmp_path: Path) -> None:
+    write_parquet(tmp_path / "a.parquet", n=5)
+    os.mkfifo(tmp_path / "b.parquet")  # opened, it would block until something writes to it
+    with pytest.raises(UserInputError, match=r"b\.parquet: is not a regular file"):
+        read_table(tmp_path, ["x", "y"])
+
+
+def test_a_parquet_column_named_twice_is_refused_as_in_a_csv_header(tmp_path: Path) -> None:
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table([pa.array([1.0]), pa.array([2.0]), pa.array([3.0])], names=["x", "y", "x"]), path)
+    with pytest.raises(UserInputError, match=r"t\.parquet: names column 'x' twice \(columns 1 and 3\)"):
+        read_header(path)
+
+
+def test_integers_beyond_2_to_the_53_read_alike_from_parquet_and_csv(tmp_path: Path) -> None:
+    values = np.array([2**53 + 1, -(2**62) - 3, 7], dtype=np.int64)
+    pq.write_table(pa.table({"x": values, "y": values}), tmp_path / "t.parquet")
+    write(tmp_path, "x,y\n" + "".join(f"{v},{v}\n" for v in values.tolist()))
+    expected = values.astype(np.float64).tolist()  # numpy's rounding to the nearest float64
+    assert read_table(tmp_path / "t.parquet", ["x", "y"]).columns["x"].tolist() == expected
+    assert read_table(tmp_path / "data.csv", ["x", "y"]).columns["x"].tolist() == expected
+
+
+def test_each_parquet_footer_is_read_once_whatever_the_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "d").mkdir()
+    for name in ("a", "b"):
+        write_parquet(tmp_path / "d" / f"{name}.parquet", n=400, row_group_size=10)
+    reads = mock.Mock(wraps=pq.read_metadata)
+    monkeypatch.setattr(files.pq, "read_metadata", reads)
+    streamed = StreamedTable(str(tmp_path / "d"), ["x", "y"], 0.1, 0.1, seed=0, shuffle_buffer=64)
+    standardizer = streamed.standardizer()
+    for rank in (0, 1):  # the DDP shards
+        list(streamed.loader("train", 32, standardizer, rank=rank, world_size=2))
+    streamed.materialize(standardizer)
+    assert reads.call_count == 2  # once per file, though there are 80 row groups
+    read_table(tmp_path / "d", ["x"], optional=["y"])  # the predict reader: for the header, then the pieces
+    assert reads.call_count == 6
