@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from linreg.data.splits import split_rows
 from tests.conftest import ROOT, run_cli
+from tests.test_csv_data import split_rows
 
 # Features on scales 1e3 and 1e-2 apart: plain SGD on the raw columns diverges (see the first test).
 MEANS = np.array([5e3, 0.05, 0.0, 100.0])

@@ -10,11 +10,17 @@ import pytest
 import torch
 
 from linreg.data import CSVRegressionData
-from linreg.data.splits import split_rows
+from linreg.data.splits import TEST, TRAIN, VAL, SplitPlan
 from linreg.validation import UserInputError
 
 TRUE_W = {"a": 2.0, "b": -300.0, "c": 0.5}
 TRUE_B = 7.0
+
+
+def split_rows(num_rows: int, val_fraction: float, test_fraction: float, seed: int) -> tuple[torch.Tensor, ...]:
+    """Row indices of the training, validation and test splits (ascending), as ``SplitPlan`` assigns them."""
+    split = SplitPlan.of(num_rows, val_fraction, test_fraction, seed).of_rows(0, num_rows)
+    return tuple(torch.from_numpy(np.flatnonzero(split == part)) for part in (TRAIN, VAL, TEST))
 
 
 def write_linear_csv(path: Path, n: int = 50, seed: int = 0) -> Path:

@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from linreg.data import TableRegressionData
-from linreg.data.splits import split_rows
 from linreg.data.table import read_table
 from linreg.stats.ols import Moments, fit_least_squares, least_squares_from_moments
 from linreg.validation import UserInputError
 from tests.conftest import ROOT, run_cli
+from tests.test_csv_data import split_rows
 from tests.test_resume import assert_same_training_state, keeping_every_write
 
 TRUE_W = np.array([3.0, -2.0, 0.5])

@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from linreg.data.splits import split_rows
 from tests.conftest import ROOT
+from tests.test_csv_data import split_rows
 
 pytestmark = pytest.mark.slow
 

@@ -28,8 +28,9 @@ import pyarrow.parquet as pq
 
 from linreg.benchmark import peers
 from linreg.benchmark.measure import run_process
-from linreg.data.streamed import BYTES_PER_VALUE, available_memory
+from linreg.data.streamed import BYTES_PER_VALUE
 from linreg.data.table import read_table
+from linreg.limits import available_memory
 
 MIB = 2**20
 
@@ -140,7 +141,7 @@ def fits(args: argparse.Namespace, work: Path) -> dict:
         subprocess.run([sys.executable, "-c", PYARROW_READ, str(data)], capture_output=True, check=True).stdout
     )
     in_memory_bytes = BYTES_PER_VALUE * args.rows * (args.d + 1)
-    modes = ["false"] + (["true"] if in_memory_bytes < 0.5 * available_memory() else [])
+    modes = ["false"] + (["true"] if in_memory_bytes < 0.5 * (available_memory() or 0) else [])
     results: dict = {"pyarrow_read_seconds": read}
     for mode in modes:
         extra = ["--data.in_memory", mode] + (["--trainer.max_epochs", str(args.epochs)] if args.epochs else [])

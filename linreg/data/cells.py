@@ -32,16 +32,15 @@ class BadCell:
     reason: str
 
 
-def as_floats(column: pa.Array | pa.ChunkedArray, blank_ok: bool = False, copy: bool = True) -> np.ndarray | None:
+def as_floats(column: pa.Array, blank_ok: bool = False) -> np.ndarray | None:
     """``column`` as a numpy array, or None if some cell is empty, not a number or not finite.
 
-    float32 and float64 columns keep their type (every float32 is exactly a float64, so nothing is lost
-    and half the bytes are copied); other types are converted to float64.
+    float32 and float64 columns keep their type, as a read-only view of Arrow's buffer where there is no
+    empty cell (every float32 is exactly a float64: nothing is lost); other types are converted to float64.
 
     Args:
-        column: an Arrow column of any type.
+        column: an Arrow array of any type (a column of a record batch).
         blank_ok: empty cells (nulls, blank text) become NaN instead of refusing the column.
-        copy: an array of its own; else, where it can, a read-only view of Arrow's buffer (no copy).
 
     Example:
         >>> as_floats(pa.array([1, 2])).tolist(), as_floats(pa.array(["1", " x"]))
@@ -56,32 +55,11 @@ def as_floats(column: pa.Array | pa.ChunkedArray, blank_ok: bool = False, copy: 
             return None
         if column.null_count and not blank_ok:
             return None
-    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    values = column.to_numpy(zero_copy_only=False)  # NaN where a cell is empty
     if column.null_count:  # blank_ok: NaN where a cell is empty, finite numbers elsewhere
-        values = np.concatenate([chunk.to_numpy(zero_copy_only=False) for chunk in chunks])
         finite = np.isfinite(values) | column.is_null().to_numpy(zero_copy_only=False)
         return values if finite.all() else None
-    if not copy and len(chunks) == 1:
-        view = chunks[0].to_numpy()  # no nulls: Arrow's buffer itself
-        return view if _all_finite(view) else None
-    values = _allocate(len(column), np.float32 if pa.types.is_float32(column.type) else np.float64)
-    start = 0
-    for chunk in chunks:  # each chunk checked just after its copy, while it is in the cache
-        part = values[start : start + len(chunk)]
-        part[:] = chunk.to_numpy()
-        if not _all_finite(part):
-            return None
-        start += len(chunk)
-    return values
-
-
-def _allocate(n: int, dtype: type[np.floating]) -> np.ndarray:
-    """A writable array from Arrow's memory pool, which keeps freed memory for reuse: a table read again (as
-    when a run validates, tests and predicts) is not paid for again in fresh pages, which the kernel must
-    zero one fault at a time (numpy's large arrays get fresh pages: 8x slower to fill than the copy itself)."""
-    if n == 0:
-        return np.empty(0, dtype)
-    return np.frombuffer(pa.allocate_buffer(n * np.dtype(dtype).itemsize), dtype)
+    return values if _all_finite(values) else None
 
 
 def _all_finite(values: np.ndarray) -> bool:

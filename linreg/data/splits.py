@@ -7,9 +7,9 @@ rest training (``SplitPlan``). The sizes are exact (``round(fraction * rows)``, 
 positive fraction), and a row's split depends only on its position, the number of rows and the seed.
 
 A table read whole and a table streamed from disk are split alike, row for row: the plan needs only the
-number of rows (Parquet's metadata has it), and two thresholds on the key, found from the keys of all
-positions without reading the table (``SplitPlan.of``, in chunks; memory grows with the validation and
-test rows, not the table). So ``--data.in_memory`` changes speed and memory, never which rows train.
+number of rows (counted as read), and two thresholds on the key, found from the keys of all positions
+(``SplitPlan.of``, in chunks; memory grows with the validation and test rows, not the table).
+So ``--data.in_memory`` changes speed and memory, never which rows train.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from linreg.validation import UserInputError
 
@@ -89,19 +87,3 @@ class SplitPlan:
         split[keys < np.uint64(self.test_below)] = TEST
         split[keys < np.uint64(self.val_below)] = VAL
         return split
-
-
-def split_rows(
-    num_rows: int, val_fraction: float, test_fraction: float, seed: int, source: str = "the table"
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Row indices of the training, validation and test splits (ascending), as ``SplitPlan`` assigns them.
-
-    Raises:
-        UserInputError: if ``num_rows`` is too few (see ``SplitPlan.of``).
-
-    Example:
-        >>> [len(part) for part in split_rows(10, 0.2, 0.1, seed=0)]
-        [7, 2, 1]
-    """
-    split = torch.from_numpy(SplitPlan.of(num_rows, val_fraction, test_fraction, seed, source).of_rows(0, num_rows))
-    return tuple(torch.nonzero(split == s).view(-1) for s in (TRAIN, VAL, TEST))  # type: ignore[return-value]

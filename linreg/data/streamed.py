@@ -11,7 +11,6 @@ Also here: ``exceeds_memory``, which ``in_memory=auto`` asks to choose between t
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from linreg.data.scaling import Standardizer
 from linreg.data.splits import TEST, TRAIN, VAL, SplitPlan
 from linreg.data.stream import Scan, StreamLoader, scan, standardized
 from linreg.data.table import pieces, read_piece
+from linreg.limits import available_memory
 from linreg.stats.ols import LeastSquaresFit, least_squares_from_moments
 from linreg.validation import UserInputError
 
@@ -142,16 +142,5 @@ def exceeds_memory(path: str, columns: int, fraction: float = 0.5) -> bool:
     else:
         size = Path(path).stat().st_size if Path(path).is_file() else 0
         values = size * (5 if path.endswith(".gz") else 1) // 2
-    return BYTES_PER_VALUE * values > fraction * available_memory()
-
-
-def available_memory() -> int:
-    """Bytes of memory available to a new allocation (Linux's MemAvailable; free pages elsewhere)."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    available = available_memory()
+    return available is not None and BYTES_PER_VALUE * values > fraction * available

@@ -188,7 +188,7 @@ def read_piece(
     """
     position = piece.first_row
     for batch in _record_batches(piece, names, blank_ok):
-        columns = [as_floats(batch.column(i), name in blank_ok, copy=False) for i, name in enumerate(names)]
+        columns = [as_floats(batch.column(i), name in blank_ok) for i, name in enumerate(names)]
         if any(column is None for column in columns):  # found fast; named by the slower path
             raise _bad_batch(piece, names, blank_ok, batch, position - piece.first_row + piece.first_row_in_file)
         yield position, columns  # type: ignore[misc]
