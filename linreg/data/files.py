@@ -59,7 +59,7 @@ def is_parquet(path: str | Path) -> bool:
         return True
     if path.suffix.lower() in (".csv", ".gz", ".txt", ".tsv") or not path.is_file():
         return False
-    with open_input(path, seekable=True) as file:
+    with reading(path), open_input(path, seekable=True) as file:
         return file.read(4) == b"PAR1"
 
 

@@ -79,9 +79,8 @@ class StreamLoader:
     next fill. Memory: the buffer (4 bytes x columns x rows) and one record batch, whatever the table's size.
 
     Args:
-        path: the table.
-        names: its columns to read, features then target.
-        pieces_and_rows: ``(piece, rows of this split)`` of this process's pieces.
+        names: the table's columns to read, features then target.
+        pieces: this process's pieces of the table.
         split: ``TRAIN``, ``VAL`` or ``TEST``; ``plan``: the split of every row.
         shift, scale: per column of ``names``, the model's units are ``(value - shift) / scale``.
         batch_size: rows per batch; ``num_batches``: batches per epoch (equal on every process under DDP).
@@ -91,9 +90,8 @@ class StreamLoader:
 
     def __init__(
         self,
-        path: str,
         names: Sequence[str],
-        pieces_and_rows: Sequence[tuple[Piece, int]],
+        pieces: Sequence[Piece],
         split: int,
         plan: SplitPlan,
         shift: np.ndarray,
@@ -105,15 +103,10 @@ class StreamLoader:
         rank: int = 0,
         shuffle_buffer: int = 1 << 18,
     ) -> None:
-        self.path, self.names, self.pieces = path, list(names), list(pieces_and_rows)
+        self.names, self.pieces = list(names), list(pieces)
         self.split, self.plan, self.shift, self.scale = split, plan, shift, scale
-        self.batch_size, self.num_batches, self.shuffle, self.seed, self.rank = (
-            batch_size,
-            num_batches,
-            shuffle,
-            seed,
-            rank,
-        )
+        self.batch_size, self.num_batches = batch_size, num_batches
+        self.shuffle, self.seed, self.rank = shuffle, seed, rank
         self.shuffle_buffer = max(shuffle_buffer, batch_size)
         # Lightning calls `loader.sampler.set_epoch(epoch)` at the start of every epoch (as for a DistributedSampler),
         # and reads `batch_sampler` to tell a shuffling loader: this object answers both.
@@ -146,7 +139,7 @@ class StreamLoader:
         targets = [X[:, j] for j in range(d)] + [y[:, 0]]  # views: written column by column
         filled = 0
         for i in order:
-            for start, columns in read_piece(self.pieces[i][0], self.names):
+            for start, columns in read_piece(self.pieces[i], self.names):
                 keep = self.plan.of_rows(start, len(columns[0])) == self.split
                 rows = [column[keep] for column in columns]
                 done, count = 0, len(rows[0])

@@ -59,19 +59,18 @@ class StreamedTable:
         self, split: str, batch_size: int, standardizer: Standardizer, rank: int = 0, world_size: int = 1
     ) -> StreamLoader:
         """A loader of one split: this process's pieces, the same batch count on every process; ``train`` shuffled."""
-        every = list(zip(self.pieces, self.scan.counts, strict=True))
-        if len(every) < world_size:
+        if len(self.pieces) < world_size:
             raise UserInputError(
-                f"{self.path}: {len(every)} row group(s) to share among {world_size} processes; streaming under"
+                f"{self.path}: {len(self.pieces)} row group(s) to share among {world_size} processes; streaming under"
                 " DDP needs at least one each (write the table as Parquet with more, smaller row groups)"
             )
-        share = [[(p, count[SPLITS[split]]) for p, count in every[r::world_size]] for r in range(world_size)]
-        num_batches = min(math.ceil(sum(n for _, n in part) / batch_size) for part in share)  # DDP steps together
+        rows = [count[SPLITS[split]] for count in self.scan.counts]  # of the split, per piece
+        # Every process takes as many steps (DDP steps together): as many as the process of fewest rows.
+        num_batches = min(math.ceil(sum(rows[r::world_size]) / batch_size) for r in range(world_size))
         shift, scale = _shift_and_scale(standardizer)
         return StreamLoader(
-            self.path,
             self.names,
-            share[rank],
+            self.pieces[rank::world_size],
             SPLITS[split],
             self.plan,
             shift.numpy(),
