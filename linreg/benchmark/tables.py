@@ -30,7 +30,7 @@ from linreg.benchmark import peers
 from linreg.benchmark.measure import run_process
 from linreg.data.streamed import BYTES_PER_VALUE
 from linreg.data.table import read_table
-from linreg.limits import available_memory
+from linreg.validation import available_memory
 
 MIB = 2**20
 

@@ -22,9 +22,8 @@ from linreg.data.scaling import Standardizer
 from linreg.data.splits import TEST, TRAIN, VAL, SplitPlan
 from linreg.data.stream import Scan, StreamLoader, scan, standardized
 from linreg.data.table import pieces, read_piece
-from linreg.limits import available_memory
 from linreg.stats.ols import LeastSquaresFit, least_squares_from_moments
-from linreg.validation import UserInputError
+from linreg.validation import UserInputError, available_memory
 
 SPLITS = {"train": TRAIN, "val": VAL, "test": TEST}
 BYTES_PER_VALUE = 4  # a table held in memory: its float32 tensors (record batches are read one at a time)

@@ -6,11 +6,11 @@ The header is read in ``__init__`` (the CLI needs ``input_dim`` before anything 
 ``test`` and ``predict`` from a checkpoint apply the transform the model was trained with, even if the
 file has changed since.
 
-A table that fits in memory is read whole (``linreg.data.table``). One that does not is streamed from
-disk (``linreg.data.streamed``): its statistics and least-squares reference accumulated in one pass,
-its batches read each epoch. Both split the rows alike (``linreg.data.splits``: by a seeded hash of each
-row's position), so ``in_memory`` (``auto`` compares the table's size with the memory available)
-changes speed and memory, never which rows are trained on.
+The table is read in pieces (``linreg.data.table``), its statistics and least-squares
+reference accumulated in one pass (``linreg.data.streamed``); then a table that fits in memory is held
+as tensors, and one that does not is read from disk again each epoch. Both split the rows alike
+(``linreg.data.splits``: by a seeded hash of each row's position), so ``in_memory`` (``auto`` compares
+the table's size with the memory available) changes speed and memory, never which rows are trained on.
 """
 
 from __future__ import annotations
