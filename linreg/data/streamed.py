@@ -1,9 +1,9 @@
-"""``StreamedTable``: what ``TableRegressionData`` does with a table it streams from disk instead of reading whole.
+"""``StreamedTable``: a table read in pieces, whether held in memory or streamed from disk, and split alike.
 
 No Lightning here. One pass over the table (``linreg.data.stream.scan``) checks every cell, counts each
 split per piece, and accumulates the training split's moments in float64; the standardisation
-statistics and the least-squares reference come from those moments. Then each split is read again
-whenever a loader is iterated. The split is ``SplitPlan``'s, the one a table read whole gets.
+statistics and the least-squares reference come from those moments. Then ``materialize`` reads the
+splits into tensors, or each split is read again whenever its ``loader`` is iterated.
 
 Also here: ``exceeds_memory``, which ``in_memory=auto`` asks to choose between the two.
 """
