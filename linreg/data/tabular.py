@@ -164,7 +164,8 @@ class TableRegressionData(RegressionData):
             self._streamed = StreamedTable(
                 self.path, names, self.val_fraction, self.test_fraction, self.seed, self.shuffle_buffer
             )
-            self._set_batch_size(self._streamed.plan.counts[TRAIN])
+            if self.auto_batch_size:
+                self.batch_size = auto_batch_size(self._streamed.plan.counts[TRAIN])
             if self.standardizer is None:  # not already restored from a checkpoint
                 # Training needs statistics it can learn from. validate/test/predict usually get the
                 # training run's from the checkpoint (load_state_dict, after setup), whatever the file
@@ -174,10 +175,6 @@ class TableRegressionData(RegressionData):
             path = self.predict_path if self.predict_path is not None else self.path
             self._predict_table = read_table(path, self._features, optional=[self.target])
             self._predict_x = self.standardizer.transform_x(self._x(self._predict_table)).float()
-
-    def _set_batch_size(self, train_rows: int) -> None:
-        if self.auto_batch_size:
-            self.batch_size = auto_batch_size(train_rows)
 
     def _checked(self, standardizer: Standardizer, for_training: bool) -> Standardizer:
         """The training split's statistics; a constant column (std 0) cannot be standardised, nor learnt from.
