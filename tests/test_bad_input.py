@@ -26,20 +26,7 @@ CSV = (*FIT, "--data", "CSVRegressionData", "--data.path")
 CASES = [
     # --- config values and types ---
     ("batch-size-zero", [*FIT, "--data.batch_size", "0"], "data: batch_size must be an integer >= 1, got 0"),
-    (
-        "batch-size-not-int",
-        [*FIT, "--data.batch_size", "2.5"],
-        ('Parser key "batch_size"', "Got value: 2.5"),
-    ),
-    ("noise-negative", [*FIT, "--data.noise_std", "-1"], "data: noise_std must be a finite number >= 0, got -1.0"),
-    ("true-w-empty", [*FIT, "--data.true_w", "[]"], "data: true_w must list at least one weight, got []"),
-    ("init-std-negative", [*FIT, "--model.init_std", "-1"], "model: init_std must be a finite number >= 0, got -1.0"),
     ("lr-negative", [*FIT, "--model.optimizer.lr", "-0.1"], "model.optimizer: Invalid learning rate: -0.1"),
-    (
-        "lr-zero",
-        [*FIT, "--model.optimizer.lr", "0"],
-        "model.optimizer: the learning rate must be a finite number > 0, got 0.0",
-    ),
     ("optimizer-unknown", [*FIT, "--model.optimizer", "torch.optim.Nope"], "torch.optim.Nope"),
     (
         "optimizer-without-lr",  # the config's lr 0.03 is SGD's; jsonargparse would carry it over to Adam
@@ -48,18 +35,10 @@ CASES = [
     ),
     ("max-epochs-text", [*FIT, "--trainer.max_epochs", "abc"], ('Parser key "trainer.max_epochs"', "abc")),
     ("max-epochs-negative", [*FIT, "--trainer.max_epochs", "-5"], "`max_epochs` must be a non-negative integer or -1"),
-    (
-        "last-every-zero",
-        [*FIT, "--last.every_n_train_steps", "0"],
-        "last: every_n_train_steps must be an integer >= 1, got 0",
-    ),
     ("save-last-true", [*FIT, "--checkpoint.save_last", "true"], "checkpoint.save_last must stay false, got True"),
     ("devices-zero", [*FIT, "--trainer.devices", "0"], "trainer: `Trainer(devices='0')` value is not a valid input"),
-    ("strategy-unknown", [*FIT, "--trainer.strategy", "nonsense"], "invalid strategy name: `strategy='nonsense'`"),
     # --- unknown keys ---
     ("unknown-data-key", [*FIT, "--data.bogus", "3"], "Option 'bogus' is not accepted"),
-    ("unknown-trainer-key", [*FIT, "--trainer.bogus", "1"], "unrecognized arguments: --trainer.bogus 1"),
-    ("unknown-option", [*FIT, "--bogus", "1"], "unrecognized arguments: --bogus 1"),
     ("unknown-key-in-file", ["fit", "--config", "{d}/typo.yaml"], "does not accept option 'trainer.max_epoch'"),
     # --- subcommand ---
     ("wrong-subcommand", ["train", "--config", "{config}"], "invalid choice: 'train'"),
@@ -67,7 +46,6 @@ CASES = [
     # --- config file ---
     ("config-missing", ["fit", "--config", "{d}/nope.yaml"], "File does not exist: '{d}/nope.yaml'"),
     ("config-invalid-yaml", ["fit", "--config", "{d}/broken.yaml"], "{d}/broken.yaml: not valid YAML: line 3"),
-    ("config-yaml-with-tab", ["fit", "--config={d}/tab.yaml"], "{d}/tab.yaml: not valid YAML: line 2, column 1"),
     ("config-not-a-mapping", ["fit", "--config", "{d}/list.yaml"], "Unexpected config"),
     # --- checkpoints ---
     ("ckpt-missing", [*FIT, "--ckpt_path", "{d}/nope.ckpt"], "checkpoint not found: {d}/nope.ckpt"),
@@ -113,15 +91,8 @@ CASES = [
     # --- data files (CSV): the header is checked when the data module is built, the rows before any file is
     # written (prepare_data runs before the logger makes the run directory) ---
     ("csv-missing", [*CSV, "{d}/nope.csv", "--data.target", "y"], "{d}/nope.csv: no such file"),
-    ("csv-empty", [*CSV, "{d}/empty.csv", "--data.target", "y"], "{d}/empty.csv: the file is empty"),
     ("csv-target-missing", [*CSV, "{d}/good.csv", "--data.target", "price"], "data: {d}/good.csv: no column 'price'"),
-    ("csv-feature-missing", [*CSV, "{d}/good.csv", "--data.target", "y", "--data.features", "[x1, x9]"], "'x9'"),
     ("csv-not-a-number", [*CSV, "{d}/text.csv", "--data.target", "y"], "line 4, column 'x2': 'n/a' is not a number"),
-    ("csv-empty-cell", [*CSV, "{d}/hole.csv", "--data.target", "y"], "line 3, column 'x1'"),
-    ("csv-infinite", [*CSV, "{d}/inf.csv", "--data.target", "y"], "line 5, column 'y'"),
-    ("csv-ragged-row", [*CSV, "{d}/ragged.csv", "--data.target", "y"], "line 6"),
-    ("csv-constant-column", [*CSV, "{d}/constant.csv", "--data.target", "y"], "column 'x2' is constant"),
-    ("csv-too-few-rows", [*CSV, "{d}/tiny.csv", "--data.target", "y"], "too few"),
 ]
 CASES += [
     # --- an optimizer's own checks, answered as the config key that built it ---
@@ -130,17 +101,10 @@ CASES += [
         [*FIT, "--model.scheduler", "ExponentialLR", "--model.scheduler.gamma", "-1"],
         "model.scheduler at epoch 1: the learning rate must be a finite number > 0, got -0.03",
     ),
-    ("momentum-negative", [*FIT, "--model.optimizer.momentum", "-1"], "model.optimizer: Invalid momentum value"),
-    ("nesterov-without-momentum", [*FIT, "--model.optimizer.nesterov", "true"], "model.optimizer: Nesterov"),
     (
         "adam-betas-out-of-range",
         [*FIT, "--model.optimizer", "Adam", "--model.optimizer.lr", "0.1", "--model.optimizer.betas", "[2.0, 0.9]"],
         "model.optimizer: Invalid beta parameter at index 0: 2.0",
-    ),
-    (
-        "lr-beyond-float32",
-        [*FIT, "--model.optimizer.lr", "1e308"],
-        "model.optimizer: value cannot be converted to type float without overflow",
     ),
     # --- Lightning's checks that come only once fit runs ---
     ("seed-negative", [*FIT, "--seed_everything", "-5"], "seed_everything must be an integer from 0"),
@@ -156,24 +120,16 @@ CASES += [
     ),
     ("long-value-cut", [*FIT, "--data.batch_size", str(list(range(20_000)))], "characters)"),
     # --- config files ---
-    ("config-binary", ["fit", "--config", "{d}/binary.yaml"], "--config: {d}/binary.yaml is not a text file"),
     ("config-model-a-list", ["fit", "--config", "{d}/model_list.yaml"], ('Parser key "model"', "[1, 2]")),
-    ("config-nested-aliases", ["fit", "--config", "{d}/laughs.yaml"], "expands to more than 100000 values"),
     ("config-fifo", ["fit", "--config", "{d}/fifo"], "--config: {d}/fifo is a FIFO"),
     # --- files that are not regular files ---
     ("csv-fifo", [*CSV, "{d}/fifo", "--data.target", "y"], "data.path: {d}/fifo is a FIFO"),
-    ("csv-device", [*CSV, "/dev/zero", "--data.target", "y"], "data.path: /dev/zero is a device"),
     ("ckpt-fifo", [*FIT, "--ckpt_path", "{d}/fifo"], "ckpt_path: {d}/fifo is a FIFO"),
     # --- statistics that overflow ---
     (
         "csv-target-overflows",
         [*CSV, "{d}/huge_y.csv", "--data.target", "y"],
         "column 'y' is too large for the statistics",
-    ),
-    (
-        "csv-feature-overflows",
-        [*CSV, "{d}/huge_x.csv", "--data.target", "y"],
-        "column 'x1' is too large for the statistics",
     ),
     # --- checkpoints that do not fit this run ---
     ("ckpt-nan-weights-fit", [*FIT, "--ckpt_path", "{d}/nan.ckpt"], "{d}/nan.ckpt holds NaN or infinite weights"),
@@ -240,8 +196,6 @@ CASES += [
         "trainer.val_check_interval must be at most the 10 training batches of an epoch, got 1000000",
     ),
     ("accelerator-needs-a-package", [*FIT, "--trainer.accelerator", "tpu"], "trainer: Requirement 'torch_xla"),
-    ("data-seed-beyond-generators", [*FIT, "--data.seed", str(2**70)], "data: seed must be an integer from 0 to"),
-    ("config-nested-too-deeply", ["fit", "--config", "{d}/deep.yaml"], "a YAML value is nested too deeply"),
     ("ckpt-damaged-optimizer-state", [*FIT, "--ckpt_path", "{d}/optimizer_garbage.ckpt"], "damaged optimizer state"),
     ("ckpt-version-not-a-version", [*FIT, "--ckpt_path", "{d}/version_7.ckpt"], "that Lightning 7 does not write"),
 ]
@@ -284,23 +238,15 @@ def earlier(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "broken.yaml").write_text("trainer:\n  max_epochs: [3\n")
     (d / "typo.yaml").write_text(D2L_CONFIG.read_text().replace("max_epochs:", "max_epoch:"))
     (d / "list.yaml").write_text("- 1\n- 2\n")
-    (d / "tab.yaml").write_text("trainer:\n\tmax_epochs: 3\n")
     rows = [f"{i},{(i * 7) % 5},{2 * i + 1}" for i in range(40)]
     (d / "good.csv").write_text("x1,x2,y\n" + "\n".join(rows) + "\n")
-    (d / "empty.csv").write_text("")
     (d / "text.csv").write_text("x1,x2,y\n" + "\n".join([*rows[:2], "3,n/a,7", *rows[3:]]) + "\n")
-    (d / "hole.csv").write_text("x1,x2,y\n" + "\n".join([*rows[:1], ",1,3", *rows[2:]]) + "\n")
-    (d / "inf.csv").write_text("x1,x2,y\n" + "\n".join([*rows[:3], "4,1,inf", *rows[4:]]) + "\n")
-    (d / "ragged.csv").write_text("x1,x2,y\n" + "\n".join([*rows[:4], "5,1", *rows[5:]]) + "\n")
-    (d / "constant.csv").write_text("x1,x2,y\n" + "\n".join(f"{i},3,{2 * i}" for i in range(40)) + "\n")
-    (d / "tiny.csv").write_text("x1,x2,y\n1,2,3\n2,1,4\n")
 
     checkpoint = torch.load(last, weights_only=True)
     for name, drop in [("no_loops", "loops"), ("no_version", "pytorch-lightning_version"), ("no_optimizer", None)]:
         torch.save({k: v for k, v in checkpoint.items() if k != (drop or "optimizer_states")}, d / f"{name}.ckpt")
     torch.save({**checkpoint, "optimizer_states": [{"state": {}, "param_groups": "x"}]}, d / "optimizer_garbage.ckpt")
     torch.save({**checkpoint, "pytorch-lightning_version": 7}, d / "version_7.ckpt")
-    (d / "deep.yaml").write_text("data: " + "[" * 5000 + "]" * 5000 + "\n")
     poisoned = {**checkpoint, "state_dict": {k: v.clone() for k, v in checkpoint["state_dict"].items()}}
     poisoned["state_dict"]["net.0.weight"][0, 1] = float("nan")
     torch.save(poisoned, d / "nan.ckpt")
@@ -308,16 +254,11 @@ def earlier(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "runs" / "d2l" / "version_2" / "checkpoints" / "last.ckpt").rename(d / "two.ckpt")
     run_cli(*(a.format(d=d, config=D2L_CONFIG) for a in CSV), str(d / "good.csv"), "--data.target", "y", *small[4:])
     (d / "runs" / "d2l" / "version_3" / "checkpoints" / "last.ckpt").rename(d / "csv.ckpt")
-    (d / "binary.yaml").write_bytes(bytes(range(256)) * 4)
     (d / "model_list.yaml").write_text("model:\n  - 1\n  - 2\n")
-    laughs = ["a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"]
-    laughs += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
-    (d / "laughs.yaml").write_text("\n".join([*laughs, "data:", "  init_args:", "    true_w: *a8", ""]))
     os.mkfifo(d / "fifo")
     (d / "huge_y.csv").write_text(
         "x1,x2,y\n" + "\n".join(f"{i},{(i * 7) % 5},{(2 * i + 1) * 1e300}" for i in range(40))
     )
-    (d / "huge_x.csv").write_text("x1,x2,y\n" + "\n".join(f"{i * 1e300},{(i * 7) % 5},{2 * i + 1}" for i in range(40)))
 
     class Payload:
         def __reduce__(self) -> tuple[object, tuple[str]]:

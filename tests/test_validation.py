@@ -1,0 +1,89 @@
+"""The checks at the boundaries where input enters: config files, YAML, files that are not regular, memory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from linreg.validation import (
+    MAX_YAML_VALUES,
+    UserInputError,
+    bounded_yaml_load,
+    check_config_file,
+    check_fits_in_memory,
+    check_float,
+    check_int,
+    check_regular_file,
+)
+
+_LAUGHS = "\n".join(
+    [
+        "a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]",
+        *(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)),
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"trainer:\n  max_epochs: [3\n", r"not valid YAML: line 3, column 1: expected ',' or ']'"),
+        (b"trainer:\n\tmax_epochs: 3\n", r"not valid YAML: line 2, column 1"),
+        (bytes(range(256)), r"^--config: .* is not a text file \(byte 128 is not UTF-8\)$"),
+        (("data: " + "[" * 5000 + "]" * 5000).encode(), "a YAML value is nested too deeply to read"),
+    ],
+    ids=["unclosed-list", "tab", "binary", "nested-too-deeply"],
+)
+def test_a_config_file_that_is_not_yaml_text_is_refused_naming_it(content: bytes, message: str, tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_bytes(content)
+    with pytest.raises(UserInputError, match=message):
+        check_config_file(str(path))
+
+
+def test_a_missing_config_file_is_left_to_the_parser(tmp_path: Path) -> None:
+    check_config_file(str(tmp_path / "nope.yaml"))  # jsonargparse names it: "File does not exist"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+def test_a_fifo_is_refused_without_being_opened(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fifo")  # opening it would wait for a writer forever
+    with pytest.raises(UserInputError, match=r"^--config: .*fifo is a FIFO; give a regular file$"):
+        check_config_file(str(tmp_path / "fifo"))
+    with pytest.raises(UserInputError, match=r"^data.path: .*fifo is a FIFO"):
+        check_regular_file("data.path", tmp_path / "fifo")
+    check_regular_file("data.path", tmp_path)  # a directory is the reader's to judge
+    if Path("/dev/zero").exists():
+        with pytest.raises(UserInputError, match=r"^data.path: /dev/zero is a device; give a regular file$"):
+            check_regular_file("data.path", "/dev/zero")
+
+
+def test_yaml_aliases_are_counted_before_anything_is_built() -> None:
+    # 10**9 values once expanded: refused from the composed document, in milliseconds.
+    with pytest.raises(UserInputError, match=f"expands to more than {MAX_YAML_VALUES} values"):
+        bounded_yaml_load(_LAUGHS)
+    assert bounded_yaml_load("a: &x [1, 2]\nb: *x") == {"a": [1, 2], "b": [1, 2]}
+
+
+def test_an_allocation_beyond_the_memory_available_is_refused() -> None:
+    with pytest.raises(UserInputError, match=r"^10 trillion values need 4e\+04 GB of memory; .* GB is available$"):
+        check_fits_in_memory("10 trillion values", 4 * 10**13)
+    check_fits_in_memory("a few values", 1000)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: check_int("n", True, 1), "n must be an integer >= 1, got True"),
+        (lambda: check_int("n", 2.0, 1), "n must be an integer >= 1, got 2.0"),
+        (lambda: check_int("n", 11, 1, 10), "n must be an integer from 1 to 10, got 11"),
+        (lambda: check_float("x", float("nan")), "x must be a finite number, got nan"),
+        (lambda: check_float("x", 0.0, 0.0, strict=True), "x must be a finite number > 0, got 0.0"),
+    ],
+)
+def test_number_checks_name_the_argument_and_the_value(call: object, message: str) -> None:
+    with pytest.raises(UserInputError) as raised:
+        call()  # type: ignore[operator]
+    assert str(raised.value) == message
