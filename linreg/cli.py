@@ -28,16 +28,16 @@ from linreg.callbacks import default_callbacks
 from linreg.callbacks.hparams import SaveConfigAndHparams
 from linreg.callbacks.progress import quiet_lightning
 from linreg.checkpointing.choice import RunChoice, refuse_used_log_dir
-from linreg.checkpointing.compat import check_resumable
+from linreg.checkpointing.admission import admit
 from linreg.checkpointing.interrupt import SIGINT_STATUS, SaveOnInterrupt
 from linreg.checkpointing.io import AtomicCheckpointIO, load_safely
-from linreg.checkpointing.resume import LastCheckpoint, check_checkpoint_fits, check_lightning_checkpoint
+from linreg.checkpointing.resume import LastCheckpoint
 from linreg.checkpointing.runs import run_identity
 from linreg.data import RegressionData
 from linreg.errors import NothingToDo, ShortErrorParser, exit_for, fail, one_line, say
 from linreg.instantiation import config_key
 from linreg.model import LinearRegression
-from linreg.validation import UserInputError, check_regular_file
+from linreg.validation import UserInputError
 
 # The callbacks configured as groups of their own: ModelCheckpoint's best files, and last.ckpt.
 _CALLBACK_GROUPS = {"checkpoint": ModelCheckpoint, "last": LastCheckpoint}
@@ -164,18 +164,13 @@ class LinearRegressionCLI(LightningCLI):
         trainer_config = self.config[self.subcommand].trainer
         config_checks.check_training_setup(self.model, trainer_config.get("max_epochs"))
         if self._checkpoint is not None:
-            path, checkpoint = self._checkpoint
-            resuming = self.subcommand == "fit"
-            check_checkpoint_fits(checkpoint, path, self.model, resuming=resuming)
-            if resuming and self._run is not None:
-                self._run.refuse_other_configuration(path)
-            check_resumable(checkpoint, path, self.model, self.datamodule, resuming=resuming)
-            self._checkpoint = None  # the trainer loads it again; no need to hold it
+            identity = self._identity() if self.subcommand == "fit" else None
+            admit(*self._checkpoint, self.subcommand, self.trainer, self.model, self.datamodule, identity)
+            self._checkpoint = None  # the trainer's AtomicCheckpointIO holds it now
 
     def _read(self, path: str) -> tuple[str, Any]:
-        """The checkpoint at ``path``, loaded weights-only and checked to be Lightning's, with its path."""
-        check_regular_file("ckpt_path", path)
-        return str(path), check_lightning_checkpoint(load_safely(path), str(path))
+        """The checkpoint at ``path``, loaded weights-only (``admit`` checks it), with its path."""
+        return str(path), load_safely(path)
 
     def _identity(self) -> dict[str, Any]:
         """This command's run identity (``runs.run_identity``) from its resolved config, dumped as config.yaml is."""

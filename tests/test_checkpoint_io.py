@@ -17,7 +17,7 @@ import torch
 import yaml
 
 import linreg.callbacks.hparams as hparams_callback
-from linreg.checkpointing.atomic import save_atomically
+from linreg.checkpointing.io import save_atomically
 from linreg.checkpointing.io import AtomicCheckpointIO, load_safely
 from linreg.validation import UserInputError
 from tests.conftest import D2L_CONFIG, ROOT, fit_d2l, run_cli
@@ -148,7 +148,7 @@ def test_checkpoints_of_a_run_load_weights_only(d2l_run: Path) -> None:
 
 _WRITER = """
 import sys, time, torch
-from linreg.checkpointing.atomic import save_atomically
+from linreg.checkpointing.io import save_atomically
 
 class Paced:  # a disk that takes its time: every write lasts a while, so kills land inside writes
     def __init__(self, file):

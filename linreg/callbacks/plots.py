@@ -19,7 +19,7 @@ from matplotlib.image import imsave
 from torch import Tensor
 
 from linreg.callbacks.recovery import regression_data
-from linreg.checkpointing.atomic import save_atomically
+from linreg.checkpointing.io import save_atomically
 from linreg.stats.figures import parity_figure, render, residual_figure
 from linreg.validation import check_int
 

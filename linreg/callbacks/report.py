@@ -14,7 +14,7 @@ from torch import Tensor
 
 from linreg.callbacks.averaging import AveragedSGD
 from linreg.callbacks.recovery import FULL_LOSS, regression_data
-from linreg.checkpointing.atomic import save_atomically
+from linreg.checkpointing.io import save_atomically
 from linreg.stats.report import build_report, estimator_names, format_report
 from linreg.validation import check_int
 

@@ -20,7 +20,6 @@ from typing import Any
 from jsonargparse import Namespace
 from lightning.pytorch.utilities import rank_zero_only
 
-from linreg.checkpointing.compat import checkpoint_config_differences
 from linreg.checkpointing.runs import EarlierRun, claim_version, earlier_runs
 from linreg.errors import NothingToDo, say
 from linreg.validation import UserInputError
@@ -120,15 +119,6 @@ class RunChoice:
             f"{self.subcommand}: {given}; using the newest{which} fit of this configuration, {found[0].checkpoint_path}"
         )
         return str(found[0].checkpoint_path)
-
-    def refuse_other_configuration(self, path: str) -> None:
-        """Refuses to resume a checkpoint whose run (its config.yaml beside it) was configured otherwise."""
-        changed = checkpoint_config_differences(Path(path), self.identity())
-        if changed:
-            raise UserInputError(
-                f"checkpoint {path} belongs to a run with other settings ({'; '.join(changed)}); resuming would"
-                " mix two configurations: resume it with its own settings, or start afresh without --ckpt_path"
-            )
 
     def release(self) -> None:
         """Removes the run directory this command claimed, unless training saved a checkpoint there."""

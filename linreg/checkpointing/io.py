@@ -1,42 +1,112 @@
-"""Reading and writing checkpoint files: writes that a crash cannot half-finish, reads that run no code.
+"""Checkpoint files, and every file this project writes: writes that a crash cannot half-finish, reads that run no code.
 
-Lightning's ``TorchCheckpointIO`` writes a local checkpoint by opening the target and writing into it
-(through fsspec), so a process killed mid-write leaves a truncated ``last.ckpt`` behind: exactly the file
-a pre-empted job needs to resume. Here the bytes go to a temporary file in the same directory, are
-flushed to disk, and only then renamed over the target; ``os.replace`` is atomic, so the target is at
-every moment either the previous complete checkpoint or the new one.
+Lightning's ``TorchCheckpointIO`` writes a local checkpoint by opening the target and writing into it, so
+a process killed mid-write leaves a truncated ``last.ckpt``: exactly the file a pre-empted job needs to
+resume. ``save_atomically`` writes to a temporary file in the same directory, flushes it to disk and only
+then renames it over the target; ``os.replace`` is atomic, so the target is at every moment either the
+previous complete file or the new one.
 
 A checkpoint is a pickle, and unpickling can call any function the file names. Every load here uses
-``torch.load(weights_only=True)``, which accepts tensors and plain values only; a file that asks for
-anything else is refused with a message saying so, before any of its code runs.
+``torch.load(weights_only=True)``, which accepts tensors and plain values only, and only from a regular
+file whose zip entries inflate to no more than the file's own size (``torch.save`` stores them
+uncompressed): a FIFO, or a small file that inflates to gigabytes, is refused before anything is read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import re
-from typing import Any
+import secrets
+import stat
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
 
 import torch
 from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from linreg.checkpointing.atomic import save_atomically
-from linreg.validation import UserInputError
+from linreg.validation import UserInputError, check_fits_in_memory, check_regular_file
+
+# What a checkpoint's entries may inflate to beyond the file's own size: zip's own records, rounded up.
+_INFLATION_SLACK = 1 << 20
+
+
+def save_atomically(
+    obj: object, path: str | os.PathLike[str], save: Callable[[object, IO[bytes]], None] = torch.save
+) -> None:
+    """Writes ``save(obj, file)`` to ``path`` such that ``path`` never holds a partial write.
+
+    The data go to a hidden temporary file beside ``path``, are fsynced, and the file is renamed over
+    ``path``; the directory is fsynced too, so the rename itself survives a power cut. A process killed
+    before the rename leaves ``path`` as it was, plus the temporary ``.<name>.<random>.tmp``.
+
+    Raises:
+        UserInputError: ``path`` is there and is not a regular file (a FIFO, a device, a directory, a link).
+
+    Example:
+        >>> import tempfile
+        >>> target = Path(tempfile.mkdtemp()) / "x.ckpt"
+        >>> save_atomically({"w": torch.ones(2)}, target)
+        >>> torch.load(target, weights_only=True)["w"]
+        tensor([1., 1.])
+    """
+    path = Path(path)
+    with contextlib.suppress(FileNotFoundError):
+        mode = os.lstat(path).st_mode  # the entry the rename replaces, not what a link points to
+        if not stat.S_ISREG(mode):
+            raise UserInputError(f"{path} is {_kind(mode)}, not a regular file: refused to write over it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(temporary, "xb") as file:  # "x": never reuse a name another writer holds
+            save(obj, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+    _fsync_directory(path.parent)
+
+
+def _kind(mode: int) -> str:
+    kinds = {stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a FIFO", stat.S_ISLNK: "a symbolic link"}
+    return next((name for test, name in kinds.items() if test(mode)), "a device or socket")
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Flushes a directory's entries (a rename) to disk; a no-op where directories cannot be opened (Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def load_safely(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
     """``torch.load(path, weights_only=True)``, with a one-line ``UserInputError`` for every way it can fail.
 
     Raises:
-        UserInputError: the file is missing, unreadable, not a PyTorch file, truncated, or holds Python
-            objects other than tensors and plain values (loading those would run code named in the file).
+        UserInputError: the file is missing, not a regular file, unreadable, not a PyTorch file, truncated,
+            inflates beyond its own size, or holds Python objects other than tensors and plain values
+            (loading those would run code named in the file).
     """
     shown = os.fspath(path)
+    check_regular_file("checkpoint", path)  # before opening: opening a FIFO waits for a writer
     try:
         with open(path, "rb") as file:
+            _check_inflation(file, shown)
             return torch.load(file, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise UserInputError(f"checkpoint not found: {shown}") from None
@@ -54,10 +124,30 @@ def load_safely(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
         unpickler = re.search(r"WeightsUnpickler error:\s*(.+)", str(error))
         raise UserInputError(_damaged(shown, unpickler.group(1) if unpickler else "unpickling failed")) from None
     except (RuntimeError, EOFError, KeyError, ValueError, IndexError, TypeError, AttributeError) as error:
+        if isinstance(error, UserInputError):
+            raise
         # torch.load's errors for a truncated zip archive, a text file, an empty file, ...
         text = str(error).strip().split(". ")[0].splitlines()[0][:100] if str(error).strip() else ""
         detail = text if isinstance(error, RuntimeError) else f"{type(error).__name__}: {text}" if text else ""
         raise UserInputError(_damaged(shown, detail or type(error).__name__)) from None
+
+
+def _check_inflation(file: IO[bytes], shown: str) -> None:
+    """Refuses a zip archive whose entries inflate beyond the file's size; anything else is left to torch.load."""
+    if not zipfile.is_zipfile(file):
+        file.seek(0)
+        return
+    file.seek(0)
+    with zipfile.ZipFile(file) as archive:
+        inflated = sum(entry.file_size for entry in archive.infolist())
+    size = os.fstat(file.fileno()).st_size
+    if inflated > size + _INFLATION_SLACK:
+        raise UserInputError(
+            f"checkpoint {shown} inflates to {inflated} bytes from {size}: torch.save stores its entries"
+            " uncompressed, so it did not write this file; refused before reading it"
+        )
+    check_fits_in_memory(f"checkpoint {shown}'s {inflated} bytes", inflated)
+    file.seek(0)
 
 
 def _is_local(path: Any) -> bool:
@@ -74,8 +164,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's ``TorchCheckpointIO`` with atomic local writes and weights-only loads.
 
     Remote paths (``s3://``, ``gs://``, ...) are written by Lightning as before: object stores replace an
-    object whole, so a reader never sees half of one.
+    object whole, so a reader never sees half of one. ``admitted`` holds a checkpoint already read and
+    checked (``linreg.checkpointing.admission``): Lightning restores that one, not the file read again.
     """
+
+    admitted: tuple[str, dict[str, Any]] | None = None
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None or not _is_local(path):
@@ -90,6 +183,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 "weights_only=False is not accepted: this project loads checkpoints with weights_only=True only,"
                 " so that loading one never runs code from it"
             )
+        if self.admitted is not None and self.admitted[0] == os.fspath(path):
+            (_, checkpoint), self.admitted = self.admitted, None
+            return checkpoint
         if not _is_local(path):
             return super().load_checkpoint(path, map_location, weights_only=True)
         return load_safely(path, map_location)

@@ -16,9 +16,8 @@ from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Checkpoint
-from torch import Tensor
 
-from linreg.validation import UserInputError, check_int
+from linreg.validation import check_int
 
 
 def checkpoint_dir(trainer: Trainer) -> Path:
@@ -33,48 +32,6 @@ def runs_root(trainer: Trainer) -> Path:
     """``<save_dir>/<name>``: where the logger of ``trainer`` puts every run of its config."""
     logger = trainer.loggers[0]
     return Path(logger.save_dir or trainer.default_root_dir) / str(logger.name)
-
-
-def check_lightning_checkpoint(checkpoint: Any, path: str) -> dict[str, Any]:
-    """Returns ``checkpoint`` if it is what Lightning writes (a dict with a ``state_dict``), else raises."""
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
-        raise UserInputError(f"{path} is not a Lightning checkpoint (it holds no state_dict)")
-    return checkpoint
-
-
-def check_checkpoint_fits(checkpoint: dict[str, Any], path: str, model: LightningModule, resuming: bool) -> None:
-    """Raises ``UserInputError`` unless ``checkpoint`` holds weights shaped like ``model``'s.
-
-    Args:
-        checkpoint: the loaded checkpoint (see ``check_lightning_checkpoint``).
-        path: where it was loaded from, for the message.
-        model: the model about to receive its weights.
-        resuming: whether fit will resume from it, which needs the optimizer and loop states too.
-    """
-    theirs = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items() if isinstance(v, Tensor)}
-    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    if theirs.keys() != ours.keys():
-        missing, unexpected = sorted(ours.keys() - theirs.keys()), sorted(theirs.keys() - ours.keys())
-        raise UserInputError(
-            f"checkpoint {path} was written by another kind of model (missing: {missing}, unexpected: {unexpected})"
-        )
-    for key, shape in ours.items():
-        if theirs[key] != shape:
-            raise UserInputError(
-                f"checkpoint {path} does not fit this model: {key} has shape {list(theirs[key])} there,"
-                f" {list(shape)} here{_hparam_difference(checkpoint, model)}"
-            )
-    if resuming and "optimizer_states" not in checkpoint and "loops" not in checkpoint:
-        raise UserInputError(f"checkpoint {path} holds the weights only (save_weights_only); fit cannot resume from it")
-
-
-def _hparam_difference(checkpoint: dict[str, Any], model: LightningModule) -> str:
-    """`` (input_dim 3 there, 5 here)``: the hyper-parameters that explain a shape mismatch, where recorded."""
-    saved = checkpoint.get("hyper_parameters") or {}
-    differing = [
-        f"{k} {saved[k]!r} there, {v!r} here" for k, v in model.hparams.items() if k in saved and saved[k] != v
-    ]
-    return f" ({'; '.join(differing)})" if differing else ""
 
 
 class LastCheckpoint(Checkpoint):

@@ -18,12 +18,14 @@ the same moment never share a ``version_N``.
 from __future__ import annotations
 
 import contextlib
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from linreg.checkpointing.io import load_safely
-from linreg.validation import bounded_yaml_load
+from linreg.validation import UserInputError, bounded_yaml_load
 
 # Config keys that name, pace or display the output, or choose the checkpoint: not part of a run's identity.
 OUTPUT_KEYS = (
@@ -57,7 +59,14 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
         for key, item in value.items():
             flat.update(_flatten(item, f"{prefix}{key}."))
         return flat
-    return {prefix.removesuffix("."): value}
+    return {prefix.removesuffix("."): _unset_left_out(value)}
+
+
+def _unset_left_out(value: Any) -> Any:
+    """``value`` without the ``None`` entries of the mappings in it (a list of callbacks' arguments, say)."""
+    if isinstance(value, dict):
+        return {key: _unset_left_out(item) for key, item in value.items() if item is not None}
+    return [_unset_left_out(item) for item in value] if isinstance(value, list) else value
 
 
 def run_identity(config: dict[str, Any]) -> dict[str, Any]:
@@ -88,23 +97,46 @@ def _short(value: Any) -> str:
 
 
 def read_run_config(run_dir: Path) -> dict[str, Any] | None:
-    """The ``config.yaml`` a run saved, or ``None`` where there is none or it cannot be read."""
+    """The ``config.yaml`` a run saved, or ``None`` where there is none, or it is no regular file or unreadable."""
+    path = run_dir / "config.yaml"
     try:
-        config = bounded_yaml_load((run_dir / "config.yaml").read_text())
+        if not stat.S_ISREG(os.stat(path).st_mode):  # checked before opening: opening a FIFO waits for a writer
+            return None
+        config = bounded_yaml_load(path.read_text())
     except Exception:  # a damaged or foreign file: not a run this project can continue
         return None
     return config if isinstance(config, dict) else None
 
 
-def progress(checkpoint: dict[str, Any]) -> tuple[int, int]:
-    """``(epochs completed, steps taken)`` of a full checkpoint, as Lightning's fit loop counts them."""
-    epochs = checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"]
-    return int(epochs), int(checkpoint["global_step"])
+def config_differences(checkpoint: Path, identity: dict[str, Any]) -> list[str]:
+    """What differs between ``identity`` and that of the run ``checkpoint`` belongs to, where it saved one."""
+    if checkpoint.parent.name != "checkpoints":
+        return []
+    config = read_run_config(checkpoint.parent.parent)
+    return [] if config is None else differences(run_identity(config), identity)
+
+
+def progress(checkpoint: Any) -> tuple[int, int, int]:
+    """``(epochs completed, steps taken, epoch)`` of a full checkpoint, as Lightning's fit loop counts them.
+
+    Raises:
+        UserInputError: one of them is missing, or not an integer >= 0.
+    """
+    entries = ("loops.fit_loop.epoch_progress.current.processed", "global_step", "epoch")
+    counts = []
+    for entry in entries:
+        value = checkpoint
+        for key in entry.split("."):
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise UserInputError(f"{entry} must be an integer >= 0, got {value!r:.80}")
+        counts.append(value)
+    return counts[0], counts[1], counts[2]
 
 
 def is_finished(checkpoint: dict[str, Any], max_epochs: int | None, max_steps: int) -> bool:
     """Whether fit, given these limits, would train no further from ``checkpoint`` (Lightning's ``FitLoop.done``)."""
-    epochs, steps = progress(checkpoint)
+    epochs, steps, _ = progress(checkpoint)
     if max_steps is not None and max_steps >= 0 and steps >= max_steps:
         return True
     return max_epochs is not None and max_epochs >= 0 and epochs >= max_epochs
@@ -124,7 +156,11 @@ class EarlierRun:
 def earlier_runs(
     root: Path, identity: dict[str, Any], max_epochs: int | None, max_steps: int
 ) -> tuple[list[EarlierRun], int]:
-    """The runs under ``root`` with this ``identity``, newest ``last.ckpt`` first; and how many others were seen."""
+    """The runs under ``root`` with this ``identity``, newest ``last.ckpt`` first; and how many others were seen.
+
+    Raises:
+        UserInputError: the ``last.ckpt`` of a run with this identity cannot be read, or holds no fit progress.
+    """
     same, others = [], 0
     for last in root.glob("*/checkpoints/last.ckpt"):
         run_dir = last.parent.parent
@@ -134,13 +170,15 @@ def earlier_runs(
             continue
         try:
             checkpoint = load_safely(last)
-            steps, epoch = progress(checkpoint)[1], int(checkpoint["epoch"]) + 1  # Lightning counts from 0
-            finished = is_finished(checkpoint, max_epochs, max_steps)
-        except Exception:  # damaged, or not a full checkpoint: nothing to continue
-            others += 1
-            continue
-        with contextlib.suppress(OSError):
-            same.append((last.stat().st_mtime_ns, EarlierRun(run_dir, last, epoch, steps, finished)))
+            _, steps, epoch = progress(checkpoint)
+        except UserInputError as error:
+            raise UserInputError(
+                f"{last}, the last checkpoint of an earlier run of this configuration: {error}; move it away to"
+                " start afresh"
+            ) from None
+        finished = is_finished(checkpoint, max_epochs, max_steps)
+        with contextlib.suppress(OSError):  # Lightning counts epochs from 0, the console's epoch lines from 1
+            same.append((last.stat().st_mtime_ns, EarlierRun(run_dir, last, epoch + 1, steps, finished)))
     same.sort(key=lambda pair: (pair[0], str(pair[1].directory)), reverse=True)
     return [run for _, run in same], others
 

@@ -261,13 +261,8 @@ class TableRegressionData(RegressionData):
         return {"target": self.target, "features": list(self._features), **self.standardizer.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restores the statistics of the checkpoint's training split (Lightning calls it after ``setup``)."""
-        saved = (state_dict["target"], list(state_dict["features"]))
-        if saved != (self.target, self._features):
-            raise UserInputError(
-                f"the checkpoint was trained to predict {saved[0]!r} from {saved[1]};"
-                f" this run asks for {self.target!r} from {self._features}"
-            )
+        """Restores the statistics of the checkpoint's training split (Lightning calls it after ``setup``); the
+        command line has checked them (``linreg.checkpointing.admission``)."""
         restored = Standardizer.from_state_dict(state_dict)
         changed = self.standardizer is None or not _same_statistics(restored, self.standardizer)
         self.standardizer = restored

@@ -1,0 +1,425 @@
+"""Admitting a checkpoint: everything Lightning and this run's callbacks restore from it, checked first.
+
+A checkpoint is input. Lightning restores it piece by piece once the command runs (weights, data
+module, callbacks, loops, optimizers, schedulers), and a piece out of range ends there in a traceback
+(``ZeroDivisionError``, ``KeyError: 'betas'``) or in no error at all (a momentum of 2; a zero standard
+deviation, and predictions of NaN). ``admit`` checks every piece before anything is restored and answers
+the first misfit in one line naming the file and the entry, as in ``ckpt_path runs/x/last.ckpt:
+optimizer_states[0].param_groups[0].momentum must be in [0, 1], got 2.0``.
+
+The form each piece must have is taken from this run's own fresh objects (the model's ``state_dict``,
+its optimizer after one step on a copy of the model, its schedulers, loops and callbacks): the same
+keys, types and shapes; numbers in the ranges of ``_RANGES``, never NaN, and finite where the fresh
+ones are; tensors dense and real.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
+from lightning.pytorch.utilities.migration import migrate_checkpoint
+from packaging.version import InvalidVersion, Version
+from torch import Tensor
+from torch.optim import Optimizer
+
+from linreg.callbacks.averaging import AveragedSGD
+from linreg.checkpointing.io import AtomicCheckpointIO
+from linreg.checkpointing.runs import config_differences
+from linreg.validation import UserInputError
+
+_REASONS = [reason.value for reason in EarlyStoppingReason]
+_POSITIVE = ("> 0", lambda v: v > 0)
+_FRACTION = ("in [0, 1]", lambda v: (v >= 0) & (v <= 1))
+_NON_NEGATIVE = (">= 0", lambda v: v >= 0)
+# What a number must be, by the name of its entry (list elements and tensors: each value); other integers >= 0.
+_RANGES: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    **dict.fromkeys(("lr", "initial_lr", "base_lrs", "_last_lr", "x_std", "y_std", "scale"), _POSITIVE),
+    **dict.fromkeys(("momentum", "dampening", "rho"), _FRACTION),
+    **dict.fromkeys(("weight_decay", "eps", "lr_decay", "initial_accumulator_value", "step"), _NON_NEGATIVE),
+    "betas": ("in [0, 1)", lambda v: (v >= 0) & (v < 1)),
+    "last_epoch": (">= -1", lambda v: v >= -1),
+    "batch_size": (">= 1", lambda v: v >= 1),
+    "step_size": (">= 1", lambda v: v >= 1),
+    "stopping_reason": (f"one of {_REASONS}", lambda v: v in _REASONS),
+}
+# Optimizer settings that torch puts in every param group, or that a scheduler adds.
+_COMMON_GROUP_KEYS = {"params", "initial_lr", "lr"}
+# Lightning's loop for each subcommand, as it files them under ``loops``.
+_LOOPS = {"fit": "fit_loop", "validate": "validate_loop", "test": "test_loop", "predict": "predict_loop"}
+
+
+def admit(
+    path: str,
+    checkpoint: Any,
+    subcommand: str,
+    trainer: Trainer,
+    model: LightningModule,
+    datamodule: Any,
+    identity: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Returns ``checkpoint`` (migrated to this Lightning's layout) if this run can restore it, else raises.
+
+    The admitted checkpoint is handed to the trainer's ``AtomicCheckpointIO``, so that what Lightning
+    restores is what was checked, not the file read a second time.
+
+    Args:
+        path: the file it was read from, for the messages.
+        checkpoint: what ``load_safely`` read from it.
+        subcommand: ``fit`` (which resumes from it), ``validate``, ``test`` or ``predict``.
+        trainer, model, datamodule: this run's, not yet restored.
+        identity: this fit's run identity (``runs.run_identity``), compared with that of the checkpoint's run.
+
+    Raises:
+        UserInputError: ``ckpt_path <path>: <entry> must be ..., got ...``, for the first entry that does not fit.
+    """
+    try:
+        _check(checkpoint, subcommand, trainer, model, datamodule, identity, Path(path))
+    except UserInputError as error:
+        raise UserInputError(f"ckpt_path {path}: {error}") from None
+    io = trainer.strategy.checkpoint_io
+    if isinstance(io, AtomicCheckpointIO):
+        io.admitted = (path, checkpoint)
+    return checkpoint
+
+
+def _check(
+    checkpoint: Any, subcommand: str, trainer: Trainer, model: LightningModule, datamodule: Any,
+    identity: dict[str, Any] | None, path: Path,
+) -> None:  # fmt: skip
+    resuming = subcommand == "fit"
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise UserInputError("not a Lightning checkpoint (it holds no state_dict)")
+    if resuming and "optimizer_states" not in checkpoint and "loops" not in checkpoint:
+        raise UserInputError("holds the weights only (save_weights_only); fit cannot resume from it")
+    needed = ["pytorch-lightning_version"]
+    needed += ["loops", "optimizer_states", "lr_schedulers", "epoch", "global_step"] if resuming else []
+    missing = [key for key in needed if key not in checkpoint]
+    if missing:
+        consequence = "fit cannot resume from it" if resuming else "Lightning cannot restore it"
+        raise UserInputError(f"lacks {', '.join(missing)}: {consequence}")
+    _migrate(checkpoint)
+    _check_weights(checkpoint["state_dict"], "state_dict", model, checkpoint)
+    if "current_model_state" in checkpoint:  # the SGD iterate beside averaged weights (AveragedSGD)
+        _check_weights(checkpoint["current_model_state"], "current_model_state", model, checkpoint)
+    if resuming and identity is not None:
+        changed = config_differences(path, identity)
+        if changed:
+            raise UserInputError(
+                f"belongs to a run with other settings ({'; '.join(changed)}); resuming would mix two"
+                " configurations: resume it with its own settings, or start afresh without --ckpt_path"
+            )
+    if isinstance(datamodule, LightningDataModule):
+        _check_data_state(checkpoint, datamodule)
+    for key in ("epoch", "global_step"):
+        if key in checkpoint:
+            _like(checkpoint[key], 0, key, key)
+    loops = checkpoint.get("loops")
+    if loops is not None:
+        name = _LOOPS[subcommand]
+        _like(loops, {name: getattr(trainer, name).state_dict()}, "loops", partial=True)
+    if resuming:
+        _check_positions(loops["fit_loop"]["state_dict"].get("combined_loader", []))
+        _check_training_state(checkpoint, model)
+    _check_callbacks(checkpoint, trainer)
+    precision = type(trainer.precision_plugin).__qualname__
+    if precision in checkpoint:
+        _like(checkpoint[precision], trainer.precision_plugin.state_dict(), precision)
+
+
+def _migrate(checkpoint: dict[str, Any]) -> None:
+    """Upgrades, in place, a checkpoint of an older Lightning to this one's layout, as Lightning will."""
+    version = checkpoint["pytorch-lightning_version"]
+    try:
+        Version(version)
+    except (InvalidVersion, TypeError):
+        raise UserInputError(f"pytorch-lightning_version must be a version such as '2.5.0', got {version!r}") from None
+    try:
+        migrate_checkpoint(checkpoint)
+    except Exception:  # any failure of an upgrade step: the layout is not what that version wrote
+        raise UserInputError(f"holds a layout that Lightning {version} does not write") from None
+
+
+def _check_weights(weights: Any, entry: str, model: LightningModule, checkpoint: dict[str, Any]) -> None:
+    """Weights with the model's names, shapes and dtypes, dense, real and finite."""
+    ours = model.state_dict()
+    if not isinstance(weights, dict) or weights.keys() != ours.keys():
+        theirs = set(weights) if isinstance(weights, dict) else set()
+        raise UserInputError(
+            f"was written by another kind of model ({entry} lacks {sorted(ours.keys() - theirs)}, has"
+            f" {sorted(map(str, theirs - ours.keys()))} besides)"
+        )
+    for key, tensor in ours.items():
+        value = weights[key]
+        if isinstance(value, Tensor) and value.shape != tensor.shape:
+            raise UserInputError(
+                f"does not fit this model: {key} has shape {list(value.shape)} there, {list(tensor.shape)} here"
+                + _hparam_difference(checkpoint, model)
+            )
+        _like(value, tensor, _at(entry, key), key)
+
+
+def _hparam_difference(checkpoint: dict[str, Any], model: LightningModule) -> str:
+    """`` (input_dim 3 there, 5 here)``: the hyper-parameters that explain a shape mismatch, where recorded."""
+    saved = checkpoint.get("hyper_parameters")
+    saved = saved if isinstance(saved, dict) else {}
+    differing = [f"{k} {saved[k]!r} there, {v!r} here" for k, v in model.hparams.items() if saved.get(k, v) != v]
+    return f" ({'; '.join(differing)})" if differing else ""
+
+
+def _data_module_classes() -> dict[str, type]:
+    """Every data module class of this project by the name Lightning files its state under."""
+    from linreg.data.base import RegressionData
+
+    found, pending = {}, [RegressionData]
+    while pending:
+        cls = pending.pop()
+        found[cls.__qualname__] = cls
+        pending.extend(cls.__subclasses__())
+    return found
+
+
+def _check_data_state(checkpoint: dict[str, Any], datamodule: LightningDataModule) -> None:
+    """The state of a data module of this run's kind (the standardisation its model was trained with).
+
+    Kinds are told apart by the state they keep, not by name: ``CSVRegressionData`` is ``TableRegressionData``
+    by another name, and its state is re-filed under this run's class name, where Lightning looks for it.
+    """
+    ours = type(datamodule)
+    saved = {key: cls for key, cls in _data_module_classes().items() if key in checkpoint}
+    other = [key for key, cls in saved.items() if cls.state_dict is not ours.state_dict]
+    if other:
+        raise UserInputError(
+            f"was trained on {other[0]} data (its transform is saved with it), and this run's data module is"
+            f" {ours.__qualname__}: the model would see inputs in other units; use data of the same kind"
+        )
+    if ours.state_dict is LightningDataModule.state_dict:
+        return
+    if not saved:
+        raise UserInputError(
+            f"holds no {ours.__qualname__} state (the standardisation its model was trained with): it was"
+            f" trained on other data; use a checkpoint of a {ours.__qualname__} fit"
+        )
+    state = checkpoint.pop(next(iter(saved)))
+    checkpoint[ours.__qualname__] = state
+    names = (datamodule.target_name, datamodule.feature_names)  # type: ignore[attr-defined]
+    if not isinstance(state, dict) or (state.get("target"), state.get("features")) != names:
+        theirs = (state.get("target"), state.get("features")) if isinstance(state, dict) else (None, None)
+        raise UserInputError(
+            f"was trained to predict {theirs[0]!r} from {theirs[1]}; this run asks for {names[0]!r} from {names[1]}"
+        )
+    d = len(names[1])
+    example = {"target": "", "features": [""] * d, "y_mean": 0.0, "y_std": 1.0}
+    example |= {"x_mean": torch.zeros(d, dtype=torch.float64), "x_std": torch.ones(d, dtype=torch.float64)}
+    _like(state, example, ours.__qualname__)
+
+
+def _check_positions(positions: Any) -> None:
+    """The training loader's position within its epoch (``EpochPosition.state_dict``), at most one loader's."""
+    entry = "loops.fit_loop.state_dict.combined_loader"
+    if not isinstance(positions, list) or len(positions) > 1:
+        raise UserInputError(f"{entry} must be a list of at most one loader's position, got {positions!r:.80}")
+    for i, position in enumerate(positions):
+        _like(position, {"epoch": None, "batches_done": 0, "batch_size": 1}, f"{entry}[{i}]")
+        if position["epoch"] is not None:
+            _like(position["epoch"], 0, f"{entry}[{i}].epoch", "epoch")
+
+
+def _check_training_state(checkpoint: dict[str, Any], model: LightningModule) -> None:
+    """Optimizer and scheduler states of the optimizer and schedulers this run configures, in range."""
+    configured = _fresh_optimizers(model)
+    if configured is None:
+        return
+    optimizers, schedulers = configured
+    for key, fresh in (("optimizer_states", optimizers), ("lr_schedulers", schedulers)):
+        states = checkpoint[key]
+        if not isinstance(states, list) or len(states) != len(fresh):
+            kinds = ", ".join(type(o).__name__ for o in fresh) or "none"
+            raise UserInputError(f"{key} must hold {len(fresh)} states (this run's: {kinds}), got {states!r:.80}")
+    for i, (state, optimizer) in enumerate(zip(checkpoint["optimizer_states"], optimizers, strict=True)):
+        _check_optimizer_state(state, optimizer, f"optimizer_states[{i}]")
+    for i, (state, scheduler) in enumerate(zip(checkpoint["lr_schedulers"], schedulers, strict=True)):
+        _like(state, scheduler.state_dict(), f"lr_schedulers[{i}]")
+
+
+def _fresh_optimizers(model: LightningModule) -> tuple[list[Optimizer], list[Any]] | None:
+    """The optimizers (each after one step of zero gradients) and schedulers this run configures, on a copy
+    of the model; ``None`` where ``configure_optimizers`` returns a form other than these models' own."""
+    twin = copy.deepcopy(model)
+    configured = twin.configure_optimizers()
+    if isinstance(configured, Optimizer):
+        configured = {"optimizer": configured}
+    if not isinstance(configured, dict) or not isinstance(configured.get("optimizer"), Optimizer):
+        return None
+    scheduler = configured.get("lr_scheduler")
+    scheduler = scheduler.get("scheduler") if isinstance(scheduler, dict) else scheduler
+    for p in twin.parameters():
+        p.grad = torch.zeros_like(p)
+    # The state it keeps per parameter, as an example; one that needs a closure (LBFGS) or sparse gradients
+    # gives none, and its state's keys go unchecked.
+    with contextlib.suppress(Exception):
+        configured["optimizer"].step()
+    return [configured["optimizer"]], [] if scheduler is None else [scheduler]
+
+
+def _check_optimizer_state(state: Any, optimizer: Optimizer, entry: str) -> None:
+    fresh = optimizer.state_dict()
+    groups = state.get("param_groups") if isinstance(state, dict) else None
+    if (
+        not isinstance(groups, list)
+        or not isinstance(state.get("state"), dict)
+        or len(groups) != len(fresh["param_groups"])
+    ):
+        raise UserInputError(
+            f"{entry} must be the state_dict of an optimizer of {len(fresh['param_groups'])} param groups, got"
+            f" {state!r:.80}"
+        )
+    _like(groups, [{}] * len(groups), f"{entry}.param_groups")
+    for i, (group, ours) in enumerate(zip(state["param_groups"], fresh["param_groups"], strict=True)):
+        theirs_keys, our_keys = set(group) - _COMMON_GROUP_KEYS, set(ours) - _COMMON_GROUP_KEYS
+        if theirs_keys != our_keys:
+            raise UserInputError(
+                f"was trained with another optimizer (it has {', '.join(sorted(map(str, theirs_keys - our_keys)))};"
+                f" this run's {type(optimizer).__name__} has {', '.join(sorted(our_keys - theirs_keys)) or 'fewer'}):"
+                " resume with the optimizer it was trained with, or start afresh without --ckpt_path"
+            )
+        example = {**ours, "initial_lr": ours["lr"]} if "initial_lr" in group else ours
+        _like(group, example, f"{entry}.param_groups[{i}]")
+    ids = [p for group in state["param_groups"] for p in group["params"]]
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if len(set(ids)) != len(ids):
+        raise UserInputError(f"{entry}.param_groups list a parameter twice: {ids}")
+    shapes, examples = dict(zip(ids, (p.shape for p in params), strict=True)), list(fresh["state"].values())
+    for key, values in state["state"].items():
+        at = f"{entry}.state[{key!r}]"
+        if key not in shapes:
+            raise UserInputError(f"{at} belongs to no parameter of its param_groups ({ids})")
+        example = examples[ids.index(key)] if len(examples) == len(ids) else None
+        if not isinstance(values, dict) or (example is not None and values.keys() != example.keys()):
+            raise UserInputError(
+                f"{at} must hold {sorted(example) if example else 'a dict'} (this run's {type(optimizer).__name__}),"
+                f" got {sorted(values) if isinstance(values, dict) else values!r}"
+            )
+        for name, value in values.items():
+            like = torch.zeros(shapes[key]) if isinstance(value, Tensor) and value.numel() != 1 else None
+            _like(value, like if like is not None else (example or {}).get(name), _at(at, name), name)
+
+
+def _check_callbacks(checkpoint: dict[str, Any], trainer: Trainer) -> None:
+    """The saved states of this run's callbacks, each of the form of the callback's own fresh state."""
+    states = checkpoint.get("callbacks")
+    if states is None:
+        return
+    if not isinstance(states, dict) or not all(isinstance(s, dict) for s in states.values()):
+        raise UserInputError(f"callbacks must be a dict of dicts (one state per callback), got {states!r:.80}")
+    for callback in trainer.callbacks:  # type: ignore[attr-defined]
+        state = states.get(callback.state_key)
+        if not state:  # Lightning restores non-empty states only
+            continue
+        entry = _at("callbacks", callback.state_key)
+        _like(state, callback.state_dict(), entry)
+        if isinstance(callback, AveragedSGD) and state["averaged"] and "current_model_state" not in checkpoint:
+            raise UserInputError(f"{entry}.averaged is {state['averaged']}, and there is no current_model_state")
+
+
+def _at(entry: str, key: Any) -> str:
+    """``entry.key``, or ``entry['a.b']`` for a key that is not a name."""
+    return f"{entry}.{key}" if isinstance(key, str) and key.isidentifier() else f"{entry}[{key!r}]"
+
+
+def _like(value: Any, example: Any, entry: str, name: str = "", partial: bool = False) -> None:
+    """Raises unless ``value`` has the form of ``example``, the same entry in this run's fresh state.
+
+    ``name`` is the key the entry is filed under (ranges go by it); ``partial``: ``value`` may hold more keys.
+    """
+    if example is None:  # unset in a fresh state: anything plain
+        _plain(value, entry)
+    elif isinstance(example, bool):
+        if not isinstance(value, bool):
+            raise UserInputError(f"{entry} must be true or false, got {value!r:.80}")
+    elif isinstance(example, (int, float)):
+        _number(value, entry, name, integral=isinstance(example, int), finite=math.isfinite(example))
+    elif isinstance(example, str):
+        if not isinstance(value, str):
+            raise UserInputError(f"{entry} must be a string, got {value!r:.80}")
+    elif isinstance(example, Tensor):
+        _tensor(value, entry, name, example)
+    elif isinstance(example, dict):
+        if not isinstance(value, dict):
+            raise UserInputError(f"{entry} must be a dict, got {value!r:.80}")
+        if not example:
+            _plain(value, entry)
+            return
+        missing, extra = example.keys() - value.keys(), set() if partial else value.keys() - example.keys()
+        if missing or extra:
+            raise UserInputError(f"{entry} must hold {sorted(map(str, example))}, got {sorted(map(str, value))}")
+        for key in example:
+            _like(value[key], example[key], _at(entry, key), key if isinstance(key, str) else name)
+    elif isinstance(example, (list, tuple)):
+        if not isinstance(value, (list, tuple)) or (example and len(value) != len(example)):
+            raise UserInputError(f"{entry} must be a list of {len(example)} values, got {value!r:.80}")
+        for i, item in enumerate(value):
+            _like(item, example[i] if example else None, f"{entry}[{i}]", name)
+
+
+def _plain(value: Any, entry: str) -> None:
+    """A value of no known form: None, a string, a number or dense real tensor (no NaN), or dicts and lists of them."""
+    if value is None or isinstance(value, (bool, str)):
+        return
+    if isinstance(value, (int, float)):
+        _number(value, entry, "", integral=False, finite=False)
+    elif isinstance(value, Tensor):
+        _tensor(value, entry, "", None)
+    elif isinstance(value, (dict, list, tuple)):
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            _plain(item, _at(entry, key) if isinstance(value, dict) else f"{entry}[{key}]")
+    else:
+        raise UserInputError(f"{entry} must be a plain value (number, string, tensor), got {type(value).__name__}")
+
+
+def _number(value: Any, entry: str, name: str, integral: bool, finite: bool) -> None:
+    kinds = (int,) if integral else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise UserInputError(f"{entry} must be {'an integer' if integral else 'a number'}, got {value!r:.80}")
+    if math.isnan(value) or (finite and math.isinf(value)):
+        raise UserInputError(f"{entry} must be a finite number, got {value!r}")
+    requirement, ok = _RANGES.get(name) or (_NON_NEGATIVE if integral else ("", lambda v: True))
+    if not ok(value):
+        raise UserInputError(f"{entry} must be {requirement}, got {value!r}")
+
+
+def _tensor(value: Any, entry: str, name: str, example: Tensor | None) -> None:
+    """A dense real tensor, shaped and typed as ``example``; finite where ``example`` is, in ``name``'s range."""
+    if not isinstance(value, Tensor):
+        raise UserInputError(f"{entry} must be a tensor, got {value!r:.80}")
+    if value.layout != torch.strided:
+        raise UserInputError(f"{entry} must be a dense tensor, got a {value.layout} one")
+    if value.is_complex():
+        raise UserInputError(f"{entry} must hold real numbers, got {value.dtype}")
+    if example is not None and value.is_floating_point() != example.is_floating_point():
+        wanted = "floating-point" if example.is_floating_point() else "integer"
+        raise UserInputError(f"{entry} must be a {wanted} tensor, got {value.dtype}")
+    if example is not None and value.shape != example.shape:
+        raise UserInputError(f"{entry} must have shape {list(example.shape)}, got {list(value.shape)}")
+    if not value.is_floating_point():
+        return
+    finite = example is not None and bool(torch.isfinite(example).all())
+    requirement, ok = _RANGES.get(name, ("", None))
+    good = ~torch.isnan(value)
+    if finite:
+        good &= torch.isfinite(value)
+    if ok is not None:
+        good &= ok(value)
+    if not bool(good.all()):
+        where = torch.nonzero(~good)[0].tolist()
+        rule = ("finite numbers" if finite else "numbers other than NaN") + (f" {requirement}" if requirement else "")
+        at = f" at {where}" if where else ""
+        raise UserInputError(f"{entry} must hold {rule}, got {value[tuple(where)].item()}{at}")
