@@ -27,8 +27,8 @@ from linreg import config_checks
 from linreg.callbacks import default_callbacks
 from linreg.callbacks.hparams import SaveConfigAndHparams
 from linreg.callbacks.progress import quiet_lightning
-from linreg.checkpointing.choice import RunChoice, refuse_used_log_dir
 from linreg.checkpointing.admission import admit
+from linreg.checkpointing.choice import RunChoice, refuse_used_log_dir
 from linreg.checkpointing.interrupt import SIGINT_STATUS, SaveOnInterrupt
 from linreg.checkpointing.io import AtomicCheckpointIO, load_safely
 from linreg.checkpointing.resume import LastCheckpoint

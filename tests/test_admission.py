@@ -8,6 +8,7 @@ built, not run, by the command line.
 from __future__ import annotations
 
 import copy
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -213,3 +214,26 @@ def test_csv_and_table_data_are_one_kind_and_the_statistics_are_filed_for_lightn
     assert "CSVRegressionData" in admitted(_with_statistics(written, "TableRegressionData"), csv, "test")
     with pytest.raises(UserInputError, match="was trained on CSVRegressionData data"):
         admitted(_with_statistics(written, "CSVRegressionData"), run, "test")  # synthetic data
+
+
+@pytest.mark.slow
+def test_the_command_line_refuses_in_one_line_and_writes_nothing(
+    written: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint = copy.deepcopy(written)
+    _set(checkpoint, (*GROUP, "momentum"), 2.0)
+    torch.save(checkpoint, tmp_path / "bad.ckpt")
+    save_dir = tmp_path / "runs"
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(
+            "fit", "--config", str(D2L_CONFIG), "--trainer.logger.init_args.save_dir", str(save_dir), *TRAINING,
+            "--ckpt_path", str(tmp_path / "bad.ckpt"),
+        )  # fmt: skip
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert [line for line in err.splitlines() if ": error: " in line] == [
+        f"linreg: error: ckpt_path {tmp_path / 'bad.ckpt'}: optimizer_states[0].param_groups[0].momentum must be in"
+        " [0, 1], got 2.0"
+    ]
+    assert sorted(os.listdir(tmp_path)) == ["bad.ckpt"]  # no run directory, not even an empty one

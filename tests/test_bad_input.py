@@ -53,17 +53,12 @@ CASES = [
     ("ckpt-text-file", [*FIT, "--ckpt_path", "{d}/notes.ckpt"], "{d}/notes.ckpt cannot be read: not a PyTorch"),
     ("ckpt-empty", [*FIT, "--ckpt_path", "{d}/empty.ckpt"], "{d}/empty.ckpt cannot be read: not a PyTorch"),
     ("ckpt-truncated", [*FIT, "--ckpt_path", "{d}/truncated.ckpt"], "truncated or damaged (PytorchStreamReader failed"),
-    ("ckpt-not-lightning", [*FIT, "--ckpt_path", "{d}/tensor.ckpt"], "tensor.ckpt is not a Lightning checkpoint"),
+    ("ckpt-not-lightning", [*FIT, "--ckpt_path", "{d}/tensor.ckpt"], "tensor.ckpt: not a Lightning checkpoint"),
     ("ckpt-malicious", [*FIT, "--ckpt_path", "{d}/evil.ckpt"], "refused to load checkpoint {d}/evil.ckpt: it holds"),
     (
         "ckpt-other-input-dim",
         [*FIT, "--ckpt_path", "{d}/three.ckpt"],
         "does not fit this model: net.0.weight has shape [1, 3] there, [1, 5] here (input_dim 3 there, 5 here)",
-    ),
-    (
-        "ckpt-other-input-dim-validate",
-        ["validate", "--config", "{config}", "--ckpt_path", "{d}/three.ckpt"],
-        "does not fit this model: net.0.weight has shape [1, 3] there, [1, 5] here",
     ),
     ("ckpt-weights-only-for-fit", [*FIT, "--ckpt_path", "{d}/weights.ckpt"], "holds the weights only"),
     ("ckpt-best-in-new-process", ["test", "--config", "{config}", "--ckpt_path", "best"], "ckpt_path 'best' names"),
@@ -124,7 +119,7 @@ CASES += [
     ("config-fifo", ["fit", "--config", "{d}/fifo"], "--config: {d}/fifo is a FIFO"),
     # --- files that are not regular files ---
     ("csv-fifo", [*CSV, "{d}/fifo", "--data.target", "y"], "data.path: {d}/fifo is a FIFO"),
-    ("ckpt-fifo", [*FIT, "--ckpt_path", "{d}/fifo"], "ckpt_path: {d}/fifo is a FIFO"),
+    ("ckpt-fifo", [*FIT, "--ckpt_path", "{d}/fifo"], "checkpoint: {d}/fifo is a FIFO"),
     # --- statistics that overflow ---
     (
         "csv-target-overflows",
@@ -132,15 +127,12 @@ CASES += [
         "column 'y' is too large for the statistics",
     ),
     # --- checkpoints that do not fit this run ---
-    ("ckpt-nan-weights-fit", [*FIT, "--ckpt_path", "{d}/nan.ckpt"], "{d}/nan.ckpt holds NaN or infinite weights"),
-    ("ckpt-nan-weights-predict", ["predict", "--config", "{config}", "--ckpt_path", "{d}/nan.ckpt"], "NaN or inf"),
-    ("ckpt-no-loops", [*FIT, "--ckpt_path", "{d}/no_loops.ckpt"], "{d}/no_loops.ckpt lacks loops"),
-    ("ckpt-no-version", [*FIT, "--ckpt_path", "{d}/no_version.ckpt"], "lacks pytorch-lightning_version"),
-    ("ckpt-no-optimizer", [*FIT, "--ckpt_path", "{d}/no_optimizer.ckpt"], "lacks optimizer_states"),
+    ("ckpt-nan-weights-fit", [*FIT, "--ckpt_path", "{d}/nan.ckpt"], "nan.ckpt: state_dict['net.0.weight'] must"),
+    ("ckpt-no-loops", [*FIT, "--ckpt_path", "{d}/no_loops.ckpt"], "{d}/no_loops.ckpt: lacks loops"),
     (
         "ckpt-sgd-resumed-as-adam",
         [*FIT, "--model.optimizer", "Adam", "--model.optimizer.lr", "0.03", "--ckpt_path", "{d}/last.ckpt"],
-        "{d}/last.ckpt was trained with another optimizer",
+        "{d}/last.ckpt: was trained with another optimizer",
     ),
     (
         "ckpt-of-another-configuration",
@@ -150,12 +142,12 @@ CASES += [
     (
         "ckpt-csv-for-synthetic-data",
         ["validate", "--config", "{config}", "--data.true_w", "[1.0, 2.0]", "--ckpt_path", "{d}/csv.ckpt"],
-        "{d}/csv.ckpt was trained on CSVRegressionData data",
+        "{d}/csv.ckpt: was trained on CSVRegressionData data",
     ),
     (
         "ckpt-synthetic-for-csv-data",
         ["validate", *CSV[1:], "{d}/good.csv", "--data.target", "y", "--ckpt_path", "{d}/two.ckpt"],
-        "{d}/two.ckpt holds no CSVRegressionData state",
+        "{d}/two.ckpt: holds no CSVRegressionData state",
     ),
     ("test-without-a-fit", ["test", "--config", "{config}"], "test needs trained weights and no --ckpt_path"),
     # --- a class of Lightning's named by the config refusing its arguments, answered as that key ---
@@ -196,8 +188,6 @@ CASES += [
         "trainer.val_check_interval must be at most the 10 training batches of an epoch, got 1000000",
     ),
     ("accelerator-needs-a-package", [*FIT, "--trainer.accelerator", "tpu"], "trainer: Requirement 'torch_xla"),
-    ("ckpt-damaged-optimizer-state", [*FIT, "--ckpt_path", "{d}/optimizer_garbage.ckpt"], "damaged optimizer state"),
-    ("ckpt-version-not-a-version", [*FIT, "--ckpt_path", "{d}/version_7.ckpt"], "that Lightning 7 does not write"),
 ]
 if not torch.cuda.is_available():
     CASES.append(("accelerator-gpu-absent", [*FIT, "--trainer.accelerator", "gpu"], "trainer: No supported gpu"))
@@ -243,10 +233,7 @@ def earlier(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "text.csv").write_text("x1,x2,y\n" + "\n".join([*rows[:2], "3,n/a,7", *rows[3:]]) + "\n")
 
     checkpoint = torch.load(last, weights_only=True)
-    for name, drop in [("no_loops", "loops"), ("no_version", "pytorch-lightning_version"), ("no_optimizer", None)]:
-        torch.save({k: v for k, v in checkpoint.items() if k != (drop or "optimizer_states")}, d / f"{name}.ckpt")
-    torch.save({**checkpoint, "optimizer_states": [{"state": {}, "param_groups": "x"}]}, d / "optimizer_garbage.ckpt")
-    torch.save({**checkpoint, "pytorch-lightning_version": 7}, d / "version_7.ckpt")
+    torch.save({k: v for k, v in checkpoint.items() if k != "loops"}, d / "no_loops.ckpt")
     poisoned = {**checkpoint, "state_dict": {k: v.clone() for k, v in checkpoint["state_dict"].items()}}
     poisoned["state_dict"]["net.0.weight"][0, 1] = float("nan")
     torch.save(poisoned, d / "nan.ckpt")

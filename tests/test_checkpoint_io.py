@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 from typing import IO
 
@@ -17,8 +18,7 @@ import torch
 import yaml
 
 import linreg.callbacks.hparams as hparams_callback
-from linreg.checkpointing.io import save_atomically
-from linreg.checkpointing.io import AtomicCheckpointIO, load_safely
+from linreg.checkpointing.io import AtomicCheckpointIO, load_safely, save_atomically
 from linreg.validation import UserInputError
 from tests.conftest import D2L_CONFIG, ROOT, fit_d2l, run_cli
 
@@ -215,3 +215,32 @@ def test_a_disk_that_fills_while_hparams_yaml_is_written_leaves_none_of_it(
     assert not list(tmp_path.rglob("hparams.yaml"))
     assert not list(tmp_path.rglob("*.tmp"))
     assert not list(tmp_path.rglob("version_*"))  # nothing was trained: the run leaves nothing
+
+
+def test_a_checkpoint_that_inflates_beyond_its_size_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    honest, bomb = tmp_path / "honest.ckpt", tmp_path / "bomb.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(3)}}, honest)
+    with zipfile.ZipFile(honest) as source, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as target:
+        for entry in source.infolist():
+            target.writestr(entry.filename, source.read(entry))
+        target.writestr("honest/padding", bytes(8 << 20))  # 8 MB of zeros in a few kB
+    assert bomb.stat().st_size < 100_000
+    assert load_safely(honest)["state_dict"]["w"].tolist() == [1.0, 1.0, 1.0]
+    with pytest.raises(UserInputError, match=rf"checkpoint {bomb} inflates to \d+ bytes from \d+: torch.save stores"):
+        load_safely(bomb)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "link"])
+def test_the_atomic_writer_writes_over_a_regular_file_or_nothing(tmp_path: Path, kind: str) -> None:
+    target = tmp_path / "last.ckpt"
+    {"fifo": os.mkfifo, "directory": os.mkdir, "link": lambda p: os.symlink(tmp_path / "elsewhere", p)}[kind](target)
+    named = {"fifo": "a FIFO", "directory": "a directory", "link": "a symbolic link"}[kind]
+    with pytest.raises(UserInputError, match=f"^{target} is {named}, not a regular file: refused to write over it$"):
+        save_atomically({"w": torch.ones(1)}, target)
+    assert os.listdir(tmp_path) == ["last.ckpt"]  # no temporary file either
+
+
+def test_a_fifo_given_as_a_checkpoint_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fifo.ckpt")
+    with pytest.raises(UserInputError, match="is a FIFO"):
+        load_safely(tmp_path / "fifo.ckpt")

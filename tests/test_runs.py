@@ -21,9 +21,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from linreg.checkpointing.interrupt import SIGINT_STATUS, SIGTERM_STATUS
-from linreg.checkpointing.runs import claim_version
+from linreg.checkpointing.runs import claim_version, earlier_runs, run_identity
+from linreg.validation import UserInputError
 from tests.conftest import D2L_CONFIG, ROOT, run_cli
 from tests.test_resume import SMALL, assert_same_training_state, final_state
 
@@ -129,7 +131,7 @@ def test_resuming_a_run_with_changed_settings_is_refused_naming_the_change(
         fit(tmp_path, *change, "--ckpt_path", str(checkpoint))
     assert exit_info.value.code == 2
     (line,) = [line for line in capsys.readouterr().err.splitlines() if ": error: " in line]
-    assert f"checkpoint {checkpoint} belongs to a run with other settings ({named}" in line
+    assert f"ckpt_path {checkpoint}: belongs to a run with other settings ({named}" in line
     assert runs(tmp_path) == ["version_0"]
 
 
@@ -140,7 +142,7 @@ def test_an_sgd_checkpoint_is_not_resumed_with_adam(tmp_path: Path, capsys: pyte
     with pytest.raises(SystemExit):
         fit(tmp_path, "--model.optimizer", "Adam", "--model.optimizer.lr", "0.03", "--ckpt_path", str(moved))
     err = capsys.readouterr().err
-    assert f"checkpoint {moved} was trained with another optimizer" in err
+    assert f"ckpt_path {moved}: was trained with another optimizer" in err
     assert "KeyError" not in err
 
 
@@ -205,3 +207,54 @@ def test_a_real_process_sent_a_signal_exits_with_its_status_and_resumes_exactly(
     resumed = subprocess.run([*args, "--ckpt_path", "last"], env=env, capture_output=True, text=True, check=False)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert_same_training_state(uninterrupted, final_state(tmp_path / "d2l" / "version_1"))
+
+
+CONFIG = {"data": {"seed": 0}, "trainer": {"callbacks": [{"class_path": "X", "init_args": {"a": 1, "b": None}}]}}
+
+
+def _earlier_run(root: Path, checkpoint: object, name: str = "version_0") -> Path:
+    """A run directory as a fit leaves it: its config.yaml, and ``checkpoint`` (bytes, or a dict saved) as last.ckpt."""
+    (root / name / "checkpoints").mkdir(parents=True)
+    (root / name / "config.yaml").write_text(yaml.safe_dump(CONFIG))
+    last = root / name / "checkpoints" / "last.ckpt"
+    last.write_bytes(checkpoint) if isinstance(checkpoint, bytes) else torch.save(checkpoint, last)
+    return last
+
+
+def test_unset_arguments_in_a_list_do_not_make_two_runs_differ() -> None:
+    unset_left_out = {"data": {"seed": 0}, "trainer": {"callbacks": [{"class_path": "X", "init_args": {"a": 1}}]}}
+    assert run_identity(CONFIG) == run_identity(unset_left_out)
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "message"),
+    [
+        (b"PK\x03\x04 not all of it", "cannot be read: not a PyTorch checkpoint, or truncated or damaged"),
+        ({"global_step": -1, "epoch": 0, "loops": {}}, "loops.fit_loop.epoch_progress.current.processed must be"),
+        (
+            {"global_step": -1, "epoch": 0, "loops": {"fit_loop": {"epoch_progress": {"current": {"processed": 1}}}}},
+            "global_step must be an integer >= 0, got -1",
+        ),
+    ],
+    ids=["damaged", "no-progress", "negative-step"],
+)
+def test_a_damaged_checkpoint_of_this_configuration_is_refused_naming_it(
+    tmp_path: Path, checkpoint: object, message: str
+) -> None:
+    last = _earlier_run(tmp_path, checkpoint)
+    with pytest.raises(UserInputError) as refused:
+        earlier_runs(tmp_path, run_identity(CONFIG), 3, -1)
+    assert str(refused.value).startswith(f"{last}, the last checkpoint of an earlier run of this configuration: ")
+    assert message in str(refused.value)
+
+
+def test_run_lookup_opens_no_fifo(tmp_path: Path) -> None:
+    fifo_config = _earlier_run(tmp_path, b"", "version_0").parent.parent / "config.yaml"
+    fifo_config.unlink()
+    os.mkfifo(fifo_config)  # not a run that can be read: left alone
+    assert earlier_runs(tmp_path, run_identity(CONFIG), 3, -1) == ([], 1)
+    fifo_checkpoint = _earlier_run(tmp_path, b"", "version_1")
+    fifo_checkpoint.unlink()
+    os.mkfifo(fifo_checkpoint)
+    with pytest.raises(UserInputError, match=f"^{fifo_checkpoint}, the last checkpoint .*is a FIFO"):
+        earlier_runs(tmp_path, run_identity(CONFIG), 3, -1)

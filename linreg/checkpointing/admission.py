@@ -118,15 +118,8 @@ def _check(
             )
     if isinstance(datamodule, LightningDataModule):
         _check_data_state(checkpoint, datamodule)
-    for key in ("epoch", "global_step"):
-        if key in checkpoint:
-            _like(checkpoint[key], 0, key, key)
-    loops = checkpoint.get("loops")
-    if loops is not None:
-        name = _LOOPS[subcommand]
-        _like(loops, {name: getattr(trainer, name).state_dict()}, "loops", partial=True)
+    _check_progress(checkpoint, subcommand, trainer)
     if resuming:
-        _check_positions(loops["fit_loop"]["state_dict"].get("combined_loader", []))
         _check_training_state(checkpoint, model)
     _check_callbacks(checkpoint, trainer)
     precision = type(trainer.precision_plugin).__qualname__
@@ -221,8 +214,19 @@ def _check_data_state(checkpoint: dict[str, Any], datamodule: LightningDataModul
     _like(state, example, ours.__qualname__)
 
 
-def _check_positions(positions: Any) -> None:
-    """The training loader's position within its epoch (``EpochPosition.state_dict``), at most one loader's."""
+def _check_progress(checkpoint: dict[str, Any], subcommand: str, trainer: Trainer) -> None:
+    """The counters, the state of the loop this subcommand runs, and where in its epoch the training loader was."""
+    for key in ("epoch", "global_step"):
+        if key in checkpoint:
+            _like(checkpoint[key], 0, key, key)
+    loops = checkpoint.get("loops")
+    if loops is None:
+        return
+    name = _LOOPS[subcommand]
+    _like(loops, {name: getattr(trainer, name).state_dict()}, "loops", partial=True)
+    if subcommand != "fit":
+        return
+    positions = loops["fit_loop"]["state_dict"].get("combined_loader", [])
     entry = "loops.fit_loop.state_dict.combined_loader"
     if not isinstance(positions, list) or len(positions) > 1:
         raise UserInputError(f"{entry} must be a list of at most one loader's position, got {positions!r:.80}")
