@@ -115,6 +115,7 @@ CASES: list[tuple[str, tuple[Any, ...], Any, str]] = [
     ),
     ("weights-nan", ("state_dict", "net.0.weight"), torch.tensor([[0.0, float("nan"), 0, 0, 0]]), "got nan at [0, 1]"),
     ("iterate-inf", ("current_model_state", "net.0.bias"), torch.tensor([float("inf")]), "current_model_state['net.0"),
+    ("weights-foreign", ("state_dict", "net.1.weight"), torch.zeros(1), "was written by another kind of model"),
     ("weights-a-string", ("state_dict", "net.0.bias"), "x", "state_dict['net.0.bias'] must be a tensor, got 'x'"),
 ]
 
@@ -130,6 +131,22 @@ def test_an_entry_out_of_range_is_refused_naming_the_file_the_entry_and_the_valu
     assert str(refused.value).startswith(f"ckpt_path {PATH}: ")
     assert message in str(refused.value)
     assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("left_out", "message"),
+    [
+        (("loops",), "lacks loops: fit cannot resume from it"),
+        (("optimizer_states", "lr_schedulers"), "lacks optimizer_states, lr_schedulers: fit cannot resume from it"),
+        (("optimizer_states", "loops"), "holds the weights only (save_weights_only); fit cannot resume from it"),
+    ],
+)
+def test_fit_resumes_only_from_a_full_training_state(
+    written: dict[str, Any], run: Any, left_out: tuple[str, ...], message: str
+) -> None:
+    checkpoint = {k: v for k, v in copy.deepcopy(written).items() if k not in left_out}
+    with pytest.raises(UserInputError, match=re.escape(f"ckpt_path {PATH}: {message}")):
+        admitted(checkpoint, run)
 
 
 def test_the_checkpoint_of_the_fit_is_admitted_and_handed_to_lightning(written: dict[str, Any], run: Any) -> None:

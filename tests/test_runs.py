@@ -135,17 +135,6 @@ def test_resuming_a_run_with_changed_settings_is_refused_naming_the_change(
     assert runs(tmp_path) == ["version_0"]
 
 
-def test_an_sgd_checkpoint_is_not_resumed_with_adam(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    fit(tmp_path, "--trainer.max_epochs", "1")
-    moved = tmp_path / "sgd.ckpt"  # away from its run's config.yaml: the checkpoint alone must tell
-    (tmp_path / "d2l" / "version_0" / "checkpoints" / "last.ckpt").rename(moved)
-    with pytest.raises(SystemExit):
-        fit(tmp_path, "--model.optimizer", "Adam", "--model.optimizer.lr", "0.03", "--ckpt_path", str(moved))
-    err = capsys.readouterr().err
-    assert f"ckpt_path {moved}: was trained with another optimizer" in err
-    assert "KeyError" not in err
-
-
 def test_evaluating_without_a_checkpoint_uses_the_newest_finished_fit(tmp_path: Path) -> None:
     fit(tmp_path)
     fit(tmp_path, "--trainer.max_epochs", "1", "--data.seed", "3")  # another configuration, newer
