@@ -68,7 +68,8 @@ FIT_LOOP = ("loops", "fit_loop")
 # (entry changed, new value, what the message must say after "ckpt_path runs/x/last.ckpt: ")
 CASES: list[tuple[str, tuple[Any, ...], Any, str]] = [
     ("momentum", (*GROUP, "momentum"), 2.0, "optimizer_states[0].param_groups[0].momentum must be in [0, 1], got 2.0"),
-    ("lr-zero", (*GROUP, "lr"), 0.0, "optimizer_states[0].param_groups[0].lr must be > 0, got 0.0"),
+    ("lr-negative", (*GROUP, "lr"), -0.1, "optimizer_states[0].param_groups[0].lr must be >= 0, got -0.1"),
+    ("initial-lr", (*GROUP, "initial_lr"), 0.0, "optimizer_states[0].param_groups[0].initial_lr must be > 0, got 0.0"),
     ("lr-nan", (*GROUP, "lr"), float("nan"), "param_groups[0].lr must be a finite number, got nan"),
     ("lr-inf", (*GROUP, "lr"), float("inf"), "param_groups[0].lr must be a finite number, got inf"),
     ("weight-decay", (*GROUP, "weight_decay"), -1.0, "param_groups[0].weight_decay must be >= 0, got -1.0"),
@@ -76,7 +77,7 @@ CASES: list[tuple[str, tuple[Any, ...], Any, str]] = [
     ("no-optimizer-state", ("optimizer_states",), [], "optimizer_states must hold 1 states (this run's: SGD), got []"),
     ("state-nan", MOMENTUM, torch.full((1, 5), float("nan")), "momentum_buffer must hold finite numbers, got nan at"),
     ("state-shape", MOMENTUM, torch.zeros(3), "state[0].momentum_buffer must have shape [1, 5], got [3]"),
-    ("state-foreign", (*MOMENTUM[:-1], "exp_avg"), torch.zeros(1, 5), "must hold ['momentum_buffer'] (this run's SGD)"),
+    ("state-foreign", (*MOMENTUM[:-1], "exp_avg"), torch.zeros(1, 5), "state[0] must hold ['momentum_buffer'], got"),
     ("state-of-no-parameter", ("optimizer_states", 0, "state", 7), {}, "state[7] belongs to no parameter"),
     ("scheduler-epoch", ("lr_schedulers", 0, "last_epoch"), -2, "lr_schedulers[0].last_epoch must be >= -1, got -2"),
     ("scheduler-float", ("lr_schedulers", 0, "last_epoch"), 1.5, "last_epoch must be an integer, got 1.5"),
@@ -177,6 +178,16 @@ def test_a_checkpoint_of_adam_settings_is_checked_against_adam(written: dict[str
     checkpoint["optimizer_states"][0]["param_groups"][0]["betas"] = (0.9, 1.0)
     with pytest.raises(UserInputError, match=re.escape("param_groups[0].betas[1] must be in [0, 1), got 1.0")):
         admitted(checkpoint, adam)
+
+
+def test_a_learning_rate_of_zero_is_refused_where_no_scheduler_sets_it(written: dict[str, Any]) -> None:
+    unscheduled = build("--model.scheduler", "null")
+    checkpoint = {**copy.deepcopy(written), "lr_schedulers": []}
+    del checkpoint["optimizer_states"][0]["param_groups"][0]["initial_lr"]
+    admitted(copy.deepcopy(checkpoint), unscheduled)
+    _set(checkpoint, (*GROUP, "lr"), 0.0)
+    with pytest.raises(UserInputError, match=re.escape("param_groups[0].lr must be > 0 (no scheduler sets it), got 0")):
+        admitted(checkpoint, unscheduled)
 
 
 @pytest.fixture(scope="module")

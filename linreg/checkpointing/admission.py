@@ -41,9 +41,11 @@ _FRACTION = ("in [0, 1]", lambda v: (v >= 0) & (v <= 1))
 _NON_NEGATIVE = (">= 0", lambda v: v >= 0)
 # What a number must be, by the name of its entry (list elements and tensors: each value); other integers >= 0.
 _RANGES: dict[str, tuple[str, Callable[[Any], Any]]] = {
-    **dict.fromkeys(("lr", "initial_lr", "base_lrs", "_last_lr", "x_std", "y_std", "scale"), _POSITIVE),
+    **dict.fromkeys(("initial_lr", "base_lrs", "x_std", "y_std", "scale"), _POSITIVE),
     **dict.fromkeys(("momentum", "dampening", "rho"), _FRACTION),
-    **dict.fromkeys(("weight_decay", "eps", "lr_decay", "initial_accumulator_value", "step"), _NON_NEGATIVE),
+    # lr: a scheduler may anneal it to 0 (a param group without initial_lr has none, and needs lr > 0)
+    **dict.fromkeys(("lr", "_last_lr", "weight_decay", "eps", "lr_decay", "initial_accumulator_value"), _NON_NEGATIVE),
+    "step": _NON_NEGATIVE,
     "betas": ("in [0, 1)", lambda v: (v >= 0) & (v < 1)),
     "last_epoch": (">= -1", lambda v: v >= -1),
     "batch_size": (">= 1", lambda v: v >= 1),
@@ -296,24 +298,17 @@ def _check_optimizer_state(state: Any, optimizer: Optimizer, entry: str) -> None
             )
         example = {**ours, "initial_lr": ours["lr"]} if "initial_lr" in group else ours
         _like(group, example, f"{entry}.param_groups[{i}]")
+        if "initial_lr" not in group and not group["lr"] > 0:
+            raise UserInputError(f"{entry}.param_groups[{i}].lr must be > 0 (no scheduler sets it), got {group['lr']}")
     ids = [p for group in state["param_groups"] for p in group["params"]]
-    params = [p for group in optimizer.param_groups for p in group["params"]]
     if len(set(ids)) != len(ids):
         raise UserInputError(f"{entry}.param_groups list a parameter twice: {ids}")
-    shapes, examples = dict(zip(ids, (p.shape for p in params), strict=True)), list(fresh["state"].values())
+    # The per-parameter state of this run's optimizer after a step, where it took one: same keys, shapes, ranges.
+    examples = dict(zip(ids, fresh["state"].values(), strict=True)) if len(fresh["state"]) == len(ids) else {}
     for key, values in state["state"].items():
-        at = f"{entry}.state[{key!r}]"
-        if key not in shapes:
-            raise UserInputError(f"{at} belongs to no parameter of its param_groups ({ids})")
-        example = examples[ids.index(key)] if len(examples) == len(ids) else None
-        if not isinstance(values, dict) or (example is not None and values.keys() != example.keys()):
-            raise UserInputError(
-                f"{at} must hold {sorted(example) if example else 'a dict'} (this run's {type(optimizer).__name__}),"
-                f" got {sorted(values) if isinstance(values, dict) else values!r}"
-            )
-        for name, value in values.items():
-            like = torch.zeros(shapes[key]) if isinstance(value, Tensor) and value.numel() != 1 else None
-            _like(value, like if like is not None else (example or {}).get(name), _at(at, name), name)
+        if key not in ids:
+            raise UserInputError(f"{entry}.state[{key!r}] belongs to no parameter of its param_groups ({ids})")
+        _like(values, examples.get(key), f"{entry}.state[{key!r}]")
 
 
 def _check_callbacks(checkpoint: dict[str, Any], trainer: Trainer) -> None:
