@@ -10,8 +10,10 @@ from __future__ import annotations
 import copy
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 import torch
@@ -42,7 +44,8 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def build(*args: str) -> Any:
     """A run of the same configuration, its objects built and nothing restored."""
-    return build_cli(["--config", str(D2L_CONFIG), "--trainer.logger", "false", *TRAINING, *args], run=False)
+    with mock.patch.object(sys, "argv", ["linreg"]):  # pytest's own arguments are not ours
+        return build_cli(["--config", str(D2L_CONFIG), "--trainer.logger", "false", *TRAINING, *args], run=False)
 
 
 @pytest.fixture(scope="module")
