@@ -7,9 +7,10 @@ parameters, the scheduler with the optimizer, the precision with the device).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import torch
 from jsonargparse import Namespace
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.cli import LightningCLI
+from torch.optim import Optimizer
 
 from linreg.callbacks.recovery import FULL_LOSS
 from linreg.errors import one_line, say
@@ -170,35 +172,49 @@ def check_trainer(trainer: Trainer, precision: Any) -> None:
         )
 
 
-def check_training_setup(model: Any, epochs: int | None) -> None:
-    """Builds the model's optimizer on a copy of its parameters and takes one step, then steps its scheduler
-    through the run's epochs: a value they refuse, or a learning rate that turns negative or not finite, is
-    answered now as ``model.optimizer`` or ``model.scheduler`` instead of mid-run."""
-    factory, scheduler_factory = getattr(model, "optimizer", None), getattr(model, "scheduler", None)
-    if not callable(factory):
-        return
-    params = [p.detach().clone().requires_grad_() for p in model.parameters()]
-    key = "model.optimizer"
+@contextlib.contextmanager
+def _answered_as(key: str) -> Iterator[None]:
+    """Answers a refusal by torch's optimizer or scheduler classes (or arithmetic that fails) as ``key``."""
     try:
-        optimizer = factory(params)
-        check_param_groups(optimizer.param_groups, key)
-        for p in params:
-            p.grad = torch.zeros_like(p)
-        optimizer.step()
-        if scheduler_factory is None:
-            return
-        key = "model.scheduler"
-        scheduler = scheduler_factory(optimizer)
-        for epoch in range(min(epochs if epochs is not None and epochs >= 0 else 1000, 10_000)):
-            optimizer.step()
-            scheduler.step()
-            check_param_groups(optimizer.param_groups, f"{key} at epoch {epoch + 1}", ("lr",))
+        yield
     except UserInputError:
         raise
     except (ValueError, TypeError, RuntimeError, ArithmeticError, KeyError) as error:
         raise UserInputError(f"{key}: {one_line(str(error))}") from error
-    finally:
-        del params
+
+
+def trial_optimizers(model: Any) -> tuple[list[Optimizer], list[Any]] | None:
+    """The model's optimizer, built on a copy of its parameters and stepped once with zero gradients, and its
+    scheduler; ``None`` for a model without an optimizer factory (``LinearRegression.optimizer``)."""
+    factory, scheduler_factory = getattr(model, "optimizer", None), getattr(model, "scheduler", None)
+    if not callable(factory):
+        return None
+    params = [p.detach().clone().requires_grad_() for p in model.parameters()]
+    with _answered_as("model.optimizer"):
+        optimizer = factory(params)
+        check_param_groups(optimizer.param_groups, "model.optimizer")
+        for p in params:
+            p.grad = torch.zeros_like(p)
+        optimizer.step(lambda: torch.zeros(()))  # a closure, as Lightning passes one (LBFGS needs it)
+    if scheduler_factory is None:
+        return [optimizer], []
+    with _answered_as("model.scheduler"):
+        return [optimizer], [scheduler_factory(optimizer)]
+
+
+def check_training_setup(model: Any, epochs: int | None) -> None:
+    """Builds the model's optimizer and takes a step (``trial_optimizers``), then steps its scheduler through the
+    run's epochs: a value they refuse, or a learning rate that turns negative or not finite, is answered now as
+    ``model.optimizer`` or ``model.scheduler`` instead of mid-run."""
+    trial = trial_optimizers(model)
+    if trial is None or not trial[1]:
+        return
+    (optimizer,), (scheduler,) = trial
+    with _answered_as("model.scheduler"):
+        for epoch in range(min(epochs if epochs is not None and epochs >= 0 else 1000, 10_000)):
+            optimizer.step(lambda: torch.zeros(()))
+            scheduler.step()
+            check_param_groups(optimizer.param_groups, f"model.scheduler at epoch {epoch + 1}", ("lr",))
 
 
 def check_param_groups(groups: list[dict[str, Any]], where: str, keys: tuple[str, ...] = ("lr", "momentum")) -> None:

@@ -42,6 +42,19 @@ def check_float(name: str, value: object, minimum: float = -math.inf, *, strict:
     raise UserInputError(f"{name} must be a finite number{bound}, got {value!r}")
 
 
+def file_kind(mode: int) -> str:
+    """What a file of ``os.stat`` mode ``mode`` is, for a message: ``a FIFO``, ``a directory``, ..."""
+    kinds = {
+        stat.S_ISREG: "a regular file",
+        stat.S_ISDIR: "a directory",
+        stat.S_ISFIFO: "a FIFO",
+        stat.S_ISLNK: "a symbolic link",
+        stat.S_ISCHR: "a device",
+        stat.S_ISBLK: "a device",
+    }
+    return next((name for test, name in kinds.items() if test(mode)), "a socket")
+
+
 def check_regular_file(name: str, path: str | os.PathLike[str]) -> None:
     """Refuses a ``path`` that exists and is neither a regular file nor a directory (a FIFO, a device, a socket).
 
@@ -52,8 +65,7 @@ def check_regular_file(name: str, path: str | os.PathLike[str]) -> None:
     except OSError:
         return
     if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
-        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else None
-        raise UserInputError(f"{name}: {os.fspath(path)} is {kind or 'not a regular file'}; give a regular file")
+        raise UserInputError(f"{name}: {os.fspath(path)} is {file_kind(mode)}; give a regular file")
 
 
 # Values a YAML document may expand to, aliases followed: a config is a few hundred.

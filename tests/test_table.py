@@ -269,7 +269,7 @@ def test_links_below_a_data_directory_are_refused_not_followed(tmp_path: Path) -
 def test_a_fifo_in_a_data_directory_is_refused_before_it_is_opened(tmp_path: Path) -> None:
     write_parquet(tmp_path / "a.parquet", n=5)
     os.mkfifo(tmp_path / "b.parquet")  # opened, it would block until something writes to it
-    with pytest.raises(UserInputError, match=r"b\.parquet: is not a regular file"):
+    with pytest.raises(UserInputError, match=r"b\.parquet: is a FIFO, not a regular file"):
         read_table(tmp_path, ["x", "y"])
 
 

@@ -15,8 +15,6 @@ ones are; tensors dense and real.
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +31,7 @@ from torch.optim import Optimizer
 from linreg.callbacks.averaging import AveragedSGD
 from linreg.checkpointing.io import AtomicCheckpointIO
 from linreg.checkpointing.runs import config_differences
+from linreg.config_checks import trial_optimizers
 from linreg.validation import UserInputError
 
 _REASONS = [reason.value for reason in EarlyStoppingReason]
@@ -240,7 +239,7 @@ def _check_progress(checkpoint: dict[str, Any], subcommand: str, trainer: Traine
 
 def _check_training_state(checkpoint: dict[str, Any], model: LightningModule) -> None:
     """Optimizer and scheduler states of the optimizer and schedulers this run configures, in range."""
-    configured = _fresh_optimizers(model)
+    configured = trial_optimizers(model)
     if configured is None:
         return
     optimizers, schedulers = configured
@@ -253,26 +252,6 @@ def _check_training_state(checkpoint: dict[str, Any], model: LightningModule) ->
         _check_optimizer_state(state, optimizer, f"optimizer_states[{i}]")
     for i, (state, scheduler) in enumerate(zip(checkpoint["lr_schedulers"], schedulers, strict=True)):
         _like(state, scheduler.state_dict(), f"lr_schedulers[{i}]")
-
-
-def _fresh_optimizers(model: LightningModule) -> tuple[list[Optimizer], list[Any]] | None:
-    """The optimizers (each after one step of zero gradients) and schedulers this run configures, on a copy
-    of the model; ``None`` where ``configure_optimizers`` returns a form other than these models' own."""
-    twin = copy.deepcopy(model)
-    configured = twin.configure_optimizers()
-    if isinstance(configured, Optimizer):
-        configured = {"optimizer": configured}
-    if not isinstance(configured, dict) or not isinstance(configured.get("optimizer"), Optimizer):
-        return None
-    scheduler = configured.get("lr_scheduler")
-    scheduler = scheduler.get("scheduler") if isinstance(scheduler, dict) else scheduler
-    for p in twin.parameters():
-        p.grad = torch.zeros_like(p)
-    # The state it keeps per parameter, as an example; one that needs a closure (LBFGS) or sparse gradients
-    # gives none, and its state's keys go unchecked.
-    with contextlib.suppress(Exception):
-        configured["optimizer"].step()
-    return [configured["optimizer"]], [] if scheduler is None else [scheduler]
 
 
 def _check_optimizer_state(state: Any, optimizer: Optimizer, entry: str) -> None:

@@ -30,7 +30,7 @@ from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from linreg.validation import UserInputError, check_fits_in_memory, check_regular_file
+from linreg.validation import UserInputError, check_fits_in_memory, check_regular_file, file_kind
 
 # What a checkpoint's entries may inflate to beyond the file's own size: zip's own records, rounded up.
 _INFLATION_SLACK = 1 << 20
@@ -59,7 +59,7 @@ def save_atomically(
     with contextlib.suppress(FileNotFoundError):
         mode = os.lstat(path).st_mode  # the entry the rename replaces, not what a link points to
         if not stat.S_ISREG(mode):
-            raise UserInputError(f"{path} is {_kind(mode)}, not a regular file: refused to write over it")
+            raise UserInputError(f"{path} is {file_kind(mode)}, not a regular file: refused to write over it")
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
@@ -73,11 +73,6 @@ def save_atomically(
             temporary.unlink()
         raise
     _fsync_directory(path.parent)
-
-
-def _kind(mode: int) -> str:
-    kinds = {stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a FIFO", stat.S_ISLNK: "a symbolic link"}
-    return next((name for test, name in kinds.items() if test(mode)), "a device or socket")
 
 
 def _fsync_directory(directory: Path) -> None:

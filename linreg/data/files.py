@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from linreg.validation import UserInputError
+from linreg.validation import UserInputError, file_kind
 
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 # What reading a damaged or unreadable file raises: Arrow's errors, the OS's, and those of decompression.
@@ -47,7 +47,7 @@ def open_input(path: str | Path, seekable: bool = False) -> pa.NativeFile:
     except OSError as exc:
         raise UserInputError(f"{path}: cannot be read ({exc.strerror})") from None
     if not stat.S_ISREG(mode):
-        raise UserInputError(f"{path}: is not a regular file")
+        raise UserInputError(f"{path}: is {file_kind(mode)}, not a regular file")
     with reading(path):
         return pa.OSFile(str(path)) if seekable else pa.input_stream(str(path))
 
