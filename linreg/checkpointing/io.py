@@ -24,6 +24,8 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from linreg.checkpointing.atomic import save_atomically
+from linreg.data.files import open_input
+from linreg.data.storage import is_remote
 from linreg.validation import UserInputError
 
 
@@ -36,8 +38,10 @@ def load_safely(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
     """
     shown = os.fspath(path)
     try:
-        with open(path, "rb") as file:
+        with open_input(path, seekable=True) if is_remote(path) else open(path, "rb") as file:  # s3://, gs://, ...
             return torch.load(file, map_location=map_location, weights_only=True)
+    except UserInputError:  # a remote checkpoint's store said why, in one line
+        raise
     except FileNotFoundError:
         raise UserInputError(f"checkpoint not found: {shown}") from None
     except IsADirectoryError:
@@ -73,8 +77,8 @@ def _damaged(shown: str, detail: str) -> str:
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's ``TorchCheckpointIO`` with atomic local writes and weights-only loads.
 
-    Remote paths (``s3://``, ``gs://``, ...) are written by Lightning as before: object stores replace an
-    object whole, so a reader never sees half of one.
+    Remote paths (``s3://``, ``gs://``, ...) are written by Lightning as before (object stores replace an
+    object whole, so a reader never sees half of one), and read through ``linreg.data.files``.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
@@ -90,6 +94,4 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 "weights_only=False is not accepted: this project loads checkpoints with weights_only=True only,"
                 " so that loading one never runs code from it"
             )
-        if not _is_local(path):
-            return super().load_checkpoint(path, map_location, weights_only=True)
         return load_safely(path, map_location)
