@@ -21,6 +21,7 @@ from lightning.pytorch.cli import LightningCLI
 from torch.optim import Optimizer
 
 from linreg.callbacks.recovery import FULL_LOSS
+from linreg.checkpointing.runs import refuse_remote_run_dir
 from linreg.errors import one_line, say
 from linreg.validation import UserInputError, check_config_file, check_regular_file, usable_cores
 
@@ -100,6 +101,7 @@ def check_config_values(config: Namespace) -> None:
     if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed < 2**32:
         raise UserInputError(f"seed_everything must be an integer from 0 to 2**32 - 1 (or true), got {seed}")
     trainer = config.get("trainer") or Namespace()
+    refuse_remote_run_dir(trainer)
     for key, (requirement, ok) in _TRAINER_LIMITS.items():
         value = trainer.get(key)
         if isinstance(value, (int, float)) and not ok(value):

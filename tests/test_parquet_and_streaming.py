@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,10 @@ def make_arrow_table(n: int = 3000, seed: int = 0) -> pa.Table:
 
 @pytest.fixture
 def files(tmp_path: Path) -> dict[str, Path]:
+    return write_files(tmp_path)
+
+
+def write_files(tmp_path: Path) -> dict[str, Path]:
     """The same table as CSV, gzipped CSV, one Parquet file (row groups of 500), and a directory of three files."""
     table = make_arrow_table()
     pa_csv.write_csv(table, tmp_path / "t.csv")
@@ -273,15 +278,18 @@ def test_a_streamed_csv_file_names_its_bad_line(tmp_path: Path, line: str, messa
 def test_a_read_error_met_mid_epoch_ends_the_run_in_one_line(
     files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The file is cut short once training has started: its row groups past the cut cannot be read."""
+    """The file is damaged once training has started: its row groups past the middle cannot be read. (Its size
+    and modification time are kept, else the run would refuse it as a changed file before reading it.)"""
     path, train_dataloader = files["parquet"], TableRegressionData.train_dataloader
 
-    def truncating(self: TableRegressionData) -> object:
+    def damaging(self: TableRegressionData) -> object:
         loader = train_dataloader(self)
-        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        status, data = path.stat(), path.read_bytes()
+        path.write_bytes(data[: len(data) // 2] + bytes(len(data) - len(data) // 2))
+        os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns))
         return loader
 
-    monkeypatch.setattr(TableRegressionData, "train_dataloader", truncating)
+    monkeypatch.setattr(TableRegressionData, "train_dataloader", damaging)
     with pytest.raises(SystemExit) as exit_info:
         run_cli(
             "fit", "--config", str(ROOT / "configs" / "parquet.yaml"),

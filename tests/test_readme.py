@@ -44,6 +44,7 @@ SKIPPED = {
     "starts a server that does not exit": r"^tensorboard\b",
     "needs a GPU or several machines": r"accelerator gpu|num_nodes|torchrun",
     "a benchmark: minutes of timing": r"linreg\.benchmark",
+    "reads a bucket on object storage, with its credentials": r"s3://|AWS_ENDPOINT_URL",
 }
 
 

@@ -30,6 +30,8 @@ from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from linreg.data.files import open_input
+from linreg.data.storage import is_remote
 from linreg.validation import UserInputError, check_fits_in_memory, check_regular_file, file_kind
 
 # What a checkpoint's entries may inflate to beyond the file's own size: zip's own records, rounded up.
@@ -100,9 +102,11 @@ def load_safely(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
     shown = os.fspath(path)
     check_regular_file("checkpoint", path)  # before opening: opening a FIFO waits for a writer
     try:
-        with open(path, "rb") as file:
+        with open_input(path, seekable=True) if is_remote(path) else open(path, "rb") as file:  # s3://, gs://, ...
             _check_inflation(file, shown)
             return torch.load(file, map_location=map_location, weights_only=True)
+    except UserInputError:  # a remote checkpoint's store said why, in one line
+        raise
     except FileNotFoundError:
         raise UserInputError(f"checkpoint not found: {shown}") from None
     except IsADirectoryError:
@@ -158,9 +162,10 @@ def _damaged(shown: str, detail: str) -> str:
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's ``TorchCheckpointIO`` with atomic local writes and weights-only loads.
 
-    Remote paths (``s3://``, ``gs://``, ...) are written by Lightning as before: object stores replace an
-    object whole, so a reader never sees half of one. ``admitted`` holds a checkpoint already read and
-    checked (``linreg.checkpointing.admission``): Lightning restores that one, not the file read again.
+    Remote paths (``s3://``, ``gs://``, ...) are written by Lightning as before (object stores replace an
+    object whole, so a reader never sees half of one), and read through ``linreg.data.files``. ``admitted``
+    holds a checkpoint already read and checked (``linreg.checkpointing.admission``): Lightning restores that
+    one, not the file read again.
     """
 
     admitted: tuple[str, dict[str, Any]] | None = None
@@ -181,6 +186,4 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if self.admitted is not None and self.admitted[0] == os.fspath(path):
             (_, checkpoint), self.admitted = self.admitted, None
             return checkpoint
-        if not _is_local(path):
-            return super().load_checkpoint(path, map_location, weights_only=True)
         return load_safely(path, map_location)

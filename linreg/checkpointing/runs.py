@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from linreg.checkpointing.io import load_safely
+from linreg.data.storage import is_remote
 from linreg.validation import UserInputError, bounded_yaml_load
 
 # Config keys that name, pace or display the output, or choose the checkpoint: not part of a run's identity.
@@ -194,3 +195,21 @@ def claim_version(root: Path) -> int:
         except FileExistsError:  # another process claimed it between the listing and now
             continue
         return version
+
+
+def refuse_remote_run_dir(trainer: Any) -> None:
+    """Refuses a URI (``s3://...``) as ``trainer.default_root_dir`` or the logger's ``save_dir``.
+
+    A run's ``version_N`` is claimed by ``mkdir`` and earlier runs are found by listing a directory: both need
+    a file system, which object storage is not. A bucket mounted as a directory (s3fs, gcsfuse) is one.
+    """
+    logger = trainer.get("logger")
+    arguments = logger.get("init_args") if hasattr(logger, "get") else None
+    given = {"trainer.default_root_dir": trainer.get("default_root_dir")}
+    given["trainer.logger.init_args.save_dir"] = arguments.get("save_dir") if hasattr(arguments, "get") else None
+    for key, value in given.items():
+        if isinstance(value, str) and is_remote(value):
+            raise UserInputError(
+                f"{key}: {value}: runs (checkpoints, config.yaml, the report) are written to a directory; give a"
+                " local one, or a bucket mounted as one (s3fs, gcsfuse): a URI is not accepted here"
+            )

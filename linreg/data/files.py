@@ -2,6 +2,8 @@
 
 Every file is opened by ``open_input``, after checking it is a regular file, and every error of a read
 is turned into one line naming the file by ``reading``: whatever Arrow, the OS or a decompressor raise.
+A path may be a URI (``s3://...``): ``linreg.data.storage`` finds and opens the files of object storage.
+Opened with the ``Version`` recorded by the first pass, a file that has changed since is refused.
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ import stat
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pyarrow.fs import FileType
 
+from linreg.data import storage
+from linreg.data.storage import Version
 from linreg.validation import UserInputError, file_kind
 
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
@@ -34,30 +39,59 @@ def reading(path: str | Path) -> Iterator[None]:
     try:
         yield
     except READ_ERRORS as exc:
-        raise UserInputError(f"{path}: cannot be read ({one_line(exc)})") from None
+        raise UserInputError(f"{path}: cannot be read{storage.where(path)} ({one_line(exc)})") from None
 
 
-def open_input(path: str | Path, seekable: bool = False) -> pa.NativeFile:
+def open_input(path: str | Path, seekable: bool = False, expected: Version | None = None) -> pa.NativeFile:
     """Opens a file of a table: a regular file (a FIFO would block), gunzipped if its name ends in ``.gz``
-    (unless ``seekable``, as Parquet is read)."""
+    (unless ``seekable``, as Parquet is read); refused if it is no longer of the ``expected`` version."""
+    if storage.is_remote(path):
+        with reading(path):
+            file = storage.open_input(str(path), seekable or expected is not None)
+            now = storage.version(str(path), file) if expected is not None else None
+        if now != expected:
+            file.close()
+            raise _changed(path, expected, now)  # type: ignore[arg-type]
+        if seekable or expected is None:
+            return file
+        file.close()  # opened to compare versions; a CSV file is read as a stream, gunzipped
+        return open_input(path)
     try:
-        mode = os.stat(path).st_mode
+        status = os.stat(path)
     except FileNotFoundError:
         raise UserInputError(f"{path}: no such file or directory") from None
     except OSError as exc:
         raise UserInputError(f"{path}: cannot be read ({exc.strerror})") from None
-    if not stat.S_ISREG(mode):
-        raise UserInputError(f"{path}: is {file_kind(mode)}, not a regular file")
+    if not stat.S_ISREG(status.st_mode):
+        raise UserInputError(f"{path}: is {file_kind(status.st_mode)}, not a regular file")
+    if expected is not None and (now := Version(status.st_size, status.st_mtime_ns)) != expected:
+        raise _changed(path, expected, now)
     with reading(path):
         return pa.OSFile(str(path)) if seekable else pa.input_stream(str(path))
 
 
+def version(path: str | Path) -> Version:
+    """The file's ``Version`` now: its size, and its ETag on S3, else its modification time."""
+    if storage.is_remote(path):
+        with reading(path):
+            return storage.version(str(path))
+    status = os.stat(path)
+    return Version(status.st_size, status.st_mtime_ns)
+
+
+def _changed(path: str | Path, then: Version, now: Version) -> UserInputError:
+    return UserInputError(
+        f"{path}: changed since this run first read it ({then.size} bytes then, {now.size} now, and rewritten);"
+        " the statistics and the split are the earlier file's: start the run again to use it"
+    )
+
+
 def is_parquet(path: str | Path) -> bool:
     """Whether ``path`` is read as Parquet: a directory, a ``.parquet`` name, or a file starting with ``PAR1``."""
-    path = Path(path)
-    if path.is_dir() or path.suffix.lower() in PARQUET_SUFFIXES:
+    suffix = PurePosixPath(storage.name(path)).suffix.lower()
+    if suffix in PARQUET_SUFFIXES or (kind := _kind(path)) == FileType.Directory:
         return True
-    if path.suffix.lower() in (".csv", ".gz", ".txt", ".tsv") or not path.is_file():
+    if suffix in (".csv", ".gz", ".txt", ".tsv") or kind != FileType.File:
         return False
     with reading(path), open_input(path, seekable=True) as file:
         return file.read(4) == b"PAR1"
@@ -65,10 +99,11 @@ def is_parquet(path: str | Path) -> bool:
 
 def parquet_files(path: str | Path) -> list[tuple[str, pq.FileMetaData]]:
     """The Parquet files of ``path`` (itself, or those below a directory, in path order) and their metadata."""
-    path = Path(path)
-    if not path.exists():
-        raise UserInputError(f"{path}: no such file or directory")
-    files = _files_below(path) if path.is_dir() else [str(path)]
+    if (kind := _kind(path)) == FileType.NotFound:
+        with reading(path):
+            raise UserInputError(storage.missing(path))
+    below = storage.files_below if storage.is_remote(path) else _files_below
+    files = below(path) if kind == FileType.Directory else [str(path)]
     if not files:
         raise UserInputError(
             f"{path}: is a directory that holds no Parquet files; give a CSV file, a Parquet file"
@@ -81,7 +116,20 @@ def parquet_files(path: str | Path) -> list[tuple[str, pq.FileMetaData]]:
     return result
 
 
-def _files_below(root: Path) -> list[str]:
+def _kind(path: str | Path) -> FileType:
+    """``File``, ``Directory`` (a prefix, on object storage), ``NotFound``, or ``Unknown`` (a FIFO, ...)."""
+    if storage.is_remote(path):
+        with reading(path):
+            return storage.file_type(path)
+    path = Path(path)
+    return FileType.Directory if path.is_dir() else FileType.File if path.is_file() else _exists(path)
+
+
+def _exists(path: Path) -> FileType:
+    return FileType.Unknown if path.exists() else FileType.NotFound
+
+
+def _files_below(root: str | Path) -> list[str]:
     """The files below ``root`` (names starting with ``_`` or ``.`` skipped); a link below it is refused, so no
     file is read twice, or from outside the data set."""
 

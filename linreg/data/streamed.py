@@ -11,15 +11,15 @@ Also here: ``exceeds_memory``, which ``in_memory=auto`` asks to choose between t
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from linreg.data.files import is_parquet, parquet_files
+from linreg.data.files import is_parquet, parquet_files, version
 from linreg.data.scaling import Standardizer
 from linreg.data.splits import TEST, TRAIN, VAL, SplitPlan
+from linreg.data.storage import name
 from linreg.data.stream import Scan, StreamLoader, scan, standardized
 from linreg.data.table import pieces, read_piece
 from linreg.stats.ols import LeastSquaresFit, least_squares_from_moments
@@ -138,7 +138,6 @@ def exceeds_memory(path: str, columns: int, fraction: float = 0.5) -> bool:
     if is_parquet(path):
         values = sum(metadata.num_rows for _, metadata in parquet_files(path)) * columns
     else:
-        size = Path(path).stat().st_size if Path(path).is_file() else 0
-        values = size * (5 if path.endswith(".gz") else 1) // 2
+        values = version(path).size * (5 if name(path).endswith(".gz") else 1) // 2
     available = available_memory()
     return available is not None and BYTES_PER_VALUE * values > fraction * available

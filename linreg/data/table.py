@@ -28,7 +28,7 @@ from torch import Tensor
 
 from linreg.data.cells import as_floats, first_bad_cell
 from linreg.data.csv_text import arrow_options, diagnose, read_csv_header, record_lines
-from linreg.data.files import is_parquet, one_line, open_input, parquet_files, reading
+from linreg.data.files import Version, is_parquet, one_line, open_input, parquet_files, reading, version
 from linreg.validation import UserInputError
 
 BATCH_ROWS = 65_536  # rows per record batch read from disk
@@ -146,6 +146,7 @@ class Piece:
     rows: int | None = None  # counted as read (None: not counted)
     # The file's footer, parsed once: re-read for every row group, a file of thousands of them takes minutes a pass.
     metadata: pq.FileMetaData | None = field(default=None, compare=False, repr=False)
+    version: Version | None = None  # the file's when the pieces were found; a later read refuses another
 
 
 def pieces(path: str | Path, count: str | None = None) -> list[Piece]:
@@ -155,13 +156,13 @@ def pieces(path: str | Path, count: str | None = None) -> list[Piece]:
     read must find as many); without it, Parquet's metadata places them, only to name rows in messages.
     """
     if not is_parquet(path):
-        piece = Piece(str(path), None, 0, 0)
+        piece = Piece(str(path), None, 0, 0, version=version(path))
         return [replace(piece, rows=_count(piece, count)) if count else piece]
     result, start = [], 0
     for file, metadata in parquet_files(path):
-        in_file = 0
+        in_file, found = 0, version(file)
         for group in range(metadata.num_row_groups):
-            piece = Piece(file, group, start + in_file, in_file, metadata=metadata)
+            piece = Piece(file, group, start + in_file, in_file, metadata=metadata, version=found)
             rows = _count(piece, count) if count else metadata.row_group(group).num_rows
             result.append(replace(piece, rows=rows) if count else piece)
             in_file += rows
@@ -205,14 +206,17 @@ def _record_batches(piece: Piece, names: Sequence[str], blank_ok: Sequence[str])
     """The columns ``names`` of ``piece`` as Arrow reads them (CSV cells as float64, or as text if ``blank_ok``)."""
     with reading(piece.path):
         if piece.row_group is not None:
-            with open_input(piece.path, seekable=True) as source:
+            with open_input(piece.path, seekable=True, expected=piece.version) as source:
                 parquet = pq.ParquetFile(source, metadata=piece.metadata)
                 yield from parquet.iter_batches(BATCH_ROWS, row_groups=[piece.row_group], columns=list(names))
             return
         header, header_lines = read_csv_header(piece.path)
         read, parse, convert = arrow_options(header, header_lines, names, as_text=bool(blank_ok))
         try:
-            with open_input(piece.path) as source, pa_csv.open_csv(source, read, parse, convert) as reader:
+            with (
+                open_input(piece.path, expected=piece.version) as source,
+                pa_csv.open_csv(source, read, parse, convert) as reader,
+            ):
                 for batch in reader:
                     yield batch.select(list(names))
         except (pa.ArrowInvalid, UnicodeDecodeError) as exc:  # a row Arrow cannot parse: named by its line

@@ -59,7 +59,7 @@ class TableRegressionData(RegressionData):
 
     Args:
         path: a CSV file (``.csv``, ``.csv.gz``; its first line names the columns), a Parquet file, or a
-            directory of Parquet files.
+            directory of Parquet files; local, or on object storage (``s3://bucket/prefix/``, ``gs://``, ...).
         target: the column to predict.
         features: the columns to predict it from; all other columns when not given.
         val_fraction: share of the rows held out for validation (``val/loss`` after every epoch).

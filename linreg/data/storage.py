@@ -1,0 +1,182 @@
+"""Files on object storage, for ``linreg.data.files``: which filesystem holds a URI, listing, opening, versions.
+
+A URI is ``s3://`` (AWS, or any store that speaks S3), ``gs://``, ``abfs://`` or ``hdfs://`` through pyarrow's
+filesystems, or any other scheme fsspec knows (``az://``, ``memory://``) through fsspec. Credentials come from
+the store's usual environment and config files, never from the URI (``user:secret@`` or a query option not in
+``QUERY_OPTIONS`` is refused), so no secret reaches a config, log or message. An S3 endpoint is
+``?endpoint_override=``, else ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``. A connection waits
+``CONNECT_TIMEOUT_S`` at most and a request is tried ``ATTEMPTS`` times before its ``OSError`` is raised.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import PurePosixPath
+from urllib.parse import SplitResult, parse_qs, urlencode, urlsplit
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from linreg.validation import UserInputError
+
+PYARROW_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs", "file")  # the rest through fsspec
+QUERY_OPTIONS = ("region", "endpoint_override", "scheme")  # of a URI's query: none of them a secret
+CONNECT_TIMEOUT_S = 3.0  # per connection attempt (an unreachable endpoint fails in seconds, not minutes)
+ATTEMPTS = 3  # per request, the first included
+
+
+@dataclass(frozen=True)
+class Version:
+    """A file's size, and its ETag (S3) or else its modification time in ns (None where there is none)."""
+
+    size: int
+    stamp: str | int | None
+
+
+def is_remote(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a URI (``scheme://...``) rather than a local path."""
+    return "://" in os.fspath(path)
+
+
+def name(path: str | os.PathLike[str]) -> str:
+    """The last component of ``path`` (of a URI, without its query)."""
+    path = os.fspath(path)
+    return PurePosixPath(urlsplit(path, allow_fragments=False).path if is_remote(path) else path).name
+
+
+def locate(path: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
+    """The filesystem holding the URI ``path``, and the path within it.
+
+    Raises:
+        UserInputError: the URI holds credentials or a query option not in ``QUERY_OPTIONS`` (neither shown).
+    """
+    path = os.fspath(path)
+    parts = urlsplit(path, allow_fragments=False)
+    options = _options(parts)
+    filesystem = _filesystem(parts.scheme, parts.netloc, tuple(sorted(options.items())), endpoint(path))
+    if parts.scheme in ("s3", "gs", "gcs"):
+        return filesystem, parts.netloc + parts.path
+    if parts.scheme in PYARROW_SCHEMES:
+        return filesystem, pafs.FileSystem.from_uri(path)[1]
+    import fsspec  # a dependency of Lightning's
+
+    return filesystem, fsspec.core.url_to_fs(path)[1]
+
+
+def _options(parts: SplitResult) -> dict[str, str]:
+    """The query options of a URI, checked to hold no credentials."""
+    bucket = parts.scheme in ("s3", "gs", "gcs")  # user info there is a key; in abfs://container@account, a name
+    if parts.password is not None or (bucket and "@" in parts.netloc):
+        raise UserInputError(
+            f"{parts.scheme}://***@{parts.hostname}{parts.path}: credentials in a data path are refused (they would"
+            " be written to the run's config); give them as the store's environment variables or config file"
+        )
+    options = parse_qs(parts.query, keep_blank_values=True)
+    if unknown := sorted(set(options) - set(QUERY_OPTIONS)):
+        raise UserInputError(
+            f"{parts.scheme}://{parts.netloc}{parts.path}: query option {unknown[0]!r} is not accepted; a data path"
+            f" takes {', '.join(QUERY_OPTIONS)} (credentials come from the store's environment or config file)"
+        )
+    return {key: values[-1] for key, values in options.items()}
+
+
+def endpoint(path: str | os.PathLike[str]) -> str | None:
+    """The endpoint of an S3 path (``?endpoint_override=``, else ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL``):
+    None for AWS's own, or for another store."""
+    parts = urlsplit(os.fspath(path), allow_fragments=False)
+    if parts.scheme != "s3":
+        return None
+    given = _options(parts).get("endpoint_override")
+    return given or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+@lru_cache(maxsize=16)
+def _filesystem(
+    scheme: str, netloc: str, query: tuple[tuple[str, str], ...], endpoint_url: str | None
+) -> pafs.FileSystem:
+    """One filesystem per store (a client is costly to build: credentials are looked up)."""
+    options = dict(query)
+    if scheme == "s3":
+        return pafs.S3FileSystem(
+            region=options.get("region"),
+            scheme=options.get("scheme"),
+            endpoint_override=endpoint_url,
+            connect_timeout=CONNECT_TIMEOUT_S,
+            retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=ATTEMPTS),
+        )
+    if scheme in PYARROW_SCHEMES:
+        return pafs.FileSystem.from_uri(f"{scheme}://{netloc}/?{urlencode(options)}")[0]
+    import fsspec
+
+    try:
+        return pafs.PyFileSystem(pafs.FSSpecHandler(fsspec.filesystem(scheme)))
+    except (ValueError, ImportError) as exc:  # an unknown protocol; a known one whose package is not installed
+        raise UserInputError(f"{scheme}://{netloc}: no filesystem reads {scheme}:// here ({exc})") from None
+
+
+def where(path: str | os.PathLike[str]) -> str:
+    """`` at <endpoint>`` for a message about ``path``, where it has one."""
+    return f" at {url}" if (url := endpoint(path)) else ""
+
+
+def missing(path: str | os.PathLike[str]) -> str:
+    """The message for a file that is not there: in a bucket, whether the bucket itself is."""
+    if not is_remote(path):
+        return f"{os.fspath(path)}: no such file or directory"
+    filesystem, inner = locate(path)
+    if urlsplit(os.fspath(path)).scheme in ("s3", "gs", "gcs"):
+        bucket, _, key = inner.partition("/")
+        if filesystem.get_file_info(bucket).type == pafs.FileType.NotFound:
+            return f"{os.fspath(path)}: no such bucket {bucket!r}{where(path)}"
+        return f"{os.fspath(path)}: no such key {key!r} in bucket {bucket!r}{where(path)}"
+    return f"{os.fspath(path)}: no such file or directory"
+
+
+def file_type(path: str | os.PathLike[str]) -> pafs.FileType:
+    """``File``, ``Directory`` (a prefix, on object storage) or ``NotFound``."""
+    filesystem, inner = locate(path)
+    return filesystem.get_file_info(inner).type
+
+
+def files_below(path: str | os.PathLike[str]) -> list[str]:
+    """Every file below the prefix (or directory) ``path``, in path order, as URIs.
+
+    Names starting with ``_`` or ``.`` (``_SUCCESS``, ``.crc`` files), and whatever is below them, are skipped,
+    as pyarrow's dataset discovery skips them.
+    """
+    filesystem, inner = locate(path)
+    infos = filesystem.get_file_info(pafs.FileSelector(inner, recursive=True))
+    root = inner.rstrip("/")
+    below = [info.path[len(root) :] for info in infos if info.type == pafs.FileType.File]
+    kept = [rest for rest in below if not any(part[:1] in ("_", ".") for part in rest.split("/") if part)]
+    parts = urlsplit(os.fspath(path), allow_fragments=False)
+    return sorted(parts._replace(path=parts.path.rstrip("/") + rest).geturl() for rest in kept)
+
+
+def open_input(path: str, seekable: bool) -> pa.NativeFile:
+    """``path`` for random access (Parquet), or read front to back (CSV, decompressed if it ends in ``.gz``).
+
+    Raises:
+        UserInputError: there is no such key (or bucket); OSError: the store could not be read.
+    """
+    filesystem, inner = locate(path)
+    try:
+        return (
+            filesystem.open_input_file(inner) if seekable else filesystem.open_input_stream(inner, compression="detect")
+        )
+    except FileNotFoundError:
+        raise UserInputError(missing(path)) from None
+
+
+def version(path: str, file: pa.NativeFile | None = None) -> Version:
+    """The ``Version`` of ``path`` now: the ETag of its HEAD on S3 (that of opening ``file``, if given)."""
+    if file is None:
+        with open_input(path, seekable=True) as opened:
+            return version(path, opened)
+    if etag := file.metadata().get("ETag"):
+        return Version(file.size(), etag.decode())
+    filesystem, inner = locate(path)
+    info = filesystem.get_file_info(inner)
+    return Version(info.size, info.mtime_ns)
