@@ -89,3 +89,22 @@ def test_a_model_taking_several_sgd_steps_per_batch_has_every_step_averaged() ->
     torch.manual_seed(0)
     grouped = fit(GroupedStepsRegression(input_dim=3, mini_batch_size=5, init_std=1.0), batch_size=20)  # 4 of 3
     torch.testing.assert_close(grouped, one_per_batch)
+
+
+def test_evaluating_a_checkpoint_scores_its_average_not_the_iterate_beside_it(tmp_path: object) -> None:
+    # A checkpoint of an averaged fit holds the average as state_dict and the SGD iterate as current_model_state;
+    # validate with AveragedSGD among the callbacks (the config's) must leave the average in the model.
+    data = SyntheticRegressionData(true_w=3, num_train=50, num_val=10, batch_size=10)
+    model = LinearRegression(input_dim=3)
+    average = {k: torch.full_like(v, 1.0) for k, v in model.state_dict().items()}
+    iterate = {k: torch.full_like(v, 2.0) for k, v in model.state_dict().items()}
+    path = f"{tmp_path}/averaged.ckpt"
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, callbacks=[AveragedSGD()])
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(path)
+    checkpoint = torch.load(path, weights_only=True)
+    torch.save({**checkpoint, "state_dict": average, "current_model_state": iterate}, path)
+    iterates = _Iterates()
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, callbacks=[AveragedSGD(), iterates])
+    trainer.validate(model, data, ckpt_path=path, verbose=False)
+    assert torch.equal(iterates.validated[0], torch.ones(4))

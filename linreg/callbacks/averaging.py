@@ -148,8 +148,9 @@ class AveragedSGD(Callback):
         }
 
     def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
-        """The model holds the checkpoint's ``state_dict`` now (the average): kept as such, and the iterate restored."""
-        if "current_model_state" not in checkpoint:
+        """The model holds the checkpoint's ``state_dict`` now (the average): kept as such, and the iterate restored
+        to go on training. validate, test and predict keep the average: it is what the fit reports."""
+        if "current_model_state" not in checkpoint or trainer.state.fn != "fit":
             return
         self.average = [p.detach().clone() for p in pl_module.parameters()]
         pl_module.load_state_dict(checkpoint["current_model_state"])
