@@ -11,12 +11,9 @@ model and the data) before anything is written.
 
 from __future__ import annotations
 
-import signal
 import sys
 from typing import Any
 
-import yaml
-from lightning.fabric.plugins import CheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -32,9 +29,9 @@ from linreg.checkpointing.choice import RunChoice, refuse_used_log_dir
 from linreg.checkpointing.interrupt import SIGINT_STATUS, SaveOnInterrupt
 from linreg.checkpointing.io import AtomicCheckpointIO, load_safely
 from linreg.checkpointing.resume import LastCheckpoint
-from linreg.checkpointing.runs import run_identity
+from linreg.checkpointing.runs import run_identity_of
 from linreg.data import RegressionData
-from linreg.errors import NothingToDo, ShortErrorParser, exit_for, fail, one_line, say
+from linreg.errors import NothingToDo, ShortErrorParser, exit_for, fail, one_line, say, stop_started_processes
 from linreg.instantiation import config_key
 from linreg.model import LinearRegression
 from linreg.validation import UserInputError
@@ -65,7 +62,7 @@ class LinearRegressionCLI(LightningCLI):
         except BaseException as error:
             interrupted = self._interrupt.stopped(error)
             if interrupted is None:
-                self._stop_other_processes()
+                stop_started_processes(getattr(self, "trainer", None))
             if self._run is not None:
                 self._run.release()
             if interrupted is not None:
@@ -83,7 +80,7 @@ class LinearRegressionCLI(LightningCLI):
         for key, callback in _CALLBACK_GROUPS.items():
             parser.add_lightning_class_args(callback, key)
         sgd = {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.03}}  # a class: --model.optimizer.lr works
-        board = {"save_dir": "runs", "name": "linreg", "default_hp_metric": False}
+        board = {"save_dir": "runs", "name": "linreg", "default_hp_metric": False}  # runs/linreg/version_N
         parser.set_defaults(
             {
                 "model": {"class_path": "linreg.model.LinearRegression", "init_args": {"optimizer": sgd}},
@@ -94,10 +91,7 @@ class LinearRegressionCLI(LightningCLI):
                 # A table of one linear layer's submodules says nothing the report does not; off unless asked for.
                 "trainer.enable_model_summary": False,
                 "trainer.max_epochs": 3,  # the book's run without a config (Lightning's own default is 1000)
-                "trainer.logger": {
-                    "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                    "init_args": board,
-                },
+                "trainer.logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": board},
             }
         )
 
@@ -115,7 +109,7 @@ class LinearRegressionCLI(LightningCLI):
         # back in before_instantiate_classes; the model's input_dim comes from the data, never the checkpoint.
         self._ckpt_path, config.ckpt_path = config.get("ckpt_path"), None
         if self._ckpt_path not in (None, "last", "hpc", "registry") and not str(self._ckpt_path).startswith("registry"):
-            self._checkpoint = self._read(self._ckpt_path)
+            self._checkpoint = str(self._ckpt_path), load_safely(self._ckpt_path)
 
     def before_instantiate_classes(self) -> None:
         if not self.subcommand:
@@ -124,17 +118,14 @@ class LinearRegressionCLI(LightningCLI):
         config.ckpt_path = self._ckpt_path
         if self.subcommand != "fit":
             config.trainer.logger = config_checks.without_event_files(config.trainer.logger)
-        self._run = RunChoice(self.subcommand, self._identity)
+        self._run = RunChoice(self.subcommand, lambda: run_identity_of(self.parser.dump(self.config), self.subcommand))
         self._run.choose(config)
         if config.ckpt_path is not None and self._checkpoint is None:
-            self._checkpoint = self._read(config.ckpt_path)
+            self._checkpoint = str(config.ckpt_path), load_safely(config.ckpt_path)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
-        configured = config.get("trainer", {}).get("plugins")
-        plugins = [] if configured is None else list(configured) if isinstance(configured, list) else [configured]
-        if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
-            plugins.append(AtomicCheckpointIO())
+        plugins = AtomicCheckpointIO.unless_given(config.trainer.get("plugins"))
         self.trainer_defaults["callbacks"] = default_callbacks(self.subcommand)
         if config.trainer.get("enable_checkpointing") is False:
             # LightningCLI adds the `checkpoint` and `last` groups' callbacks to every trainer, and Lightning refuses
@@ -164,26 +155,9 @@ class LinearRegressionCLI(LightningCLI):
         trainer_config = self.config[self.subcommand].trainer
         config_checks.check_training_setup(self.model, trainer_config.get("max_epochs"))
         if self._checkpoint is not None:
-            identity = self._identity() if self.subcommand == "fit" else None
+            identity = self._run.identity() if self.subcommand == "fit" and self._run is not None else None
             admit(*self._checkpoint, self.subcommand, self.trainer, self.model, self.datamodule, identity)
             self._checkpoint = None  # the trainer's AtomicCheckpointIO holds it now
-
-    def _read(self, path: str) -> tuple[str, Any]:
-        """The checkpoint at ``path``, loaded weights-only (``admit`` checks it), with its path."""
-        return str(path), load_safely(path)
-
-    def _identity(self) -> dict[str, Any]:
-        """This command's run identity (``runs.run_identity``) from its resolved config, dumped as config.yaml is."""
-        dumped = yaml.safe_load(self.parser.dump(self.config))
-        config = dumped.get(self.subcommand, dumped)
-        return run_identity({k: v for k, v in config.items() if k != "config"})
-
-    def _stop_other_processes(self) -> None:
-        """Stops the processes this one started (DDP): with it failed the run is over."""
-        trainer = getattr(self, "trainer", None)
-        launcher = trainer.strategy.launcher if isinstance(trainer, Trainer) else None
-        if launcher is not None and rank_zero_only.rank == 0:
-            launcher.kill(getattr(signal, "SIGKILL", signal.SIGTERM))
 
 
 def build_cli(args: ArgsType = None, run: bool = True) -> LinearRegressionCLI:

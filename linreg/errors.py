@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import errno
 import re
+import signal
 import sys
 from contextvars import ContextVar
 from typing import Any, NoReturn
@@ -22,6 +23,7 @@ import torch.distributed
 import yaml
 from jsonargparse import Namespace, get_loader, set_loader
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -142,6 +144,13 @@ def find_user_error(exc: BaseException) -> UserInputError | None:
         if isinstance(error, torch.distributed.DistError):
             return UserInputError(f"trainer: the processes of the run could not work together: {one_line(str(error))}")
     return None
+
+
+def stop_started_processes(trainer: Any) -> None:
+    """Stops the processes this one started (DDP): with it failed the run is over, and each would report it."""
+    launcher = trainer.strategy.launcher if isinstance(trainer, Trainer) else None
+    if launcher is not None and rank_zero_only.rank == 0:
+        launcher.kill(getattr(signal, "SIGKILL", signal.SIGTERM))
 
 
 def exit_for(exc: BaseException) -> NoReturn:

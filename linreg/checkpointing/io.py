@@ -27,6 +27,7 @@ from typing import IO, Any
 
 import torch
 from fsspec.implementations.local import LocalFileSystem
+from lightning.fabric.plugins import CheckpointIO
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
@@ -169,6 +170,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """
 
     admitted: tuple[str, dict[str, Any]] | None = None
+
+    @classmethod
+    def unless_given(cls, plugins: Any) -> list[Any]:
+        """The trainer's ``plugins`` with an ``AtomicCheckpointIO`` added, unless they name a CheckpointIO."""
+        given = [] if plugins is None else list(plugins) if isinstance(plugins, list) else [plugins]
+        return given if any(isinstance(p, CheckpointIO) for p in given) else [*given, cls()]
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None or not _is_local(path):

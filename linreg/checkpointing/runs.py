@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from linreg.checkpointing.io import load_safely
 from linreg.data.storage import is_remote
 from linreg.validation import UserInputError, bounded_yaml_load
@@ -83,6 +85,13 @@ def run_identity(config: dict[str, Any]) -> dict[str, Any]:
         for key, value in _flatten(config).items()
         if value is not None and not any(key == k or key.startswith(k + ".") for k in ignored)
     }
+
+
+def run_identity_of(dumped: str, subcommand: str | None) -> dict[str, Any]:
+    """The run identity of a command from its parser's dump of the config (as ``config.yaml`` is written)."""
+    config = yaml.safe_load(dumped)
+    config = config.get(subcommand, config) if subcommand else config
+    return run_identity({k: v for k, v in config.items() if k != "config"})
 
 
 def differences(theirs: dict[str, Any], ours: dict[str, Any], limit: int = 3) -> list[str]:
