@@ -1,6 +1,6 @@
 """CSV files (plain or ``.gz``) for ``linreg.data.table``: Arrow's reader options, the header, and line numbers.
 
-Arrow reads the rows (``pyarrow.csv``, multi-threaded, ~10x faster than Python's ``csv`` module with a
+Arrow reads the rows (``pyarrow.csv``, multi-threaded, far faster than Python's ``csv`` module with a
 ``float`` per cell). It does not count lines, and an error of its conversion names a column but not a
 line, so two things are done by Python's ``csv`` module, which counts lines as an editor does (a quoted
 cell may span lines, blank lines count), and only when needed:

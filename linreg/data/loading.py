@@ -1,9 +1,10 @@
 """The fast data path: whole batches indexed out of in-memory tensors, behind the DataLoader interface.
 
 A stock ``DataLoader(TensorDataset(...), shuffle=True)`` fetches every example with ``__getitem__``,
-stacks them with ``default_collate`` and builds a Python list of ints per batch: ~7 ms a step at batch
-1024, ten times the SGD step itself. Here the batch sampler yields slices of one index tensor per epoch
-and the dataset answers each batch with one ``index_select`` per tensor.
+stacks them with ``default_collate`` and builds a Python list of ints per batch: at batch 1024, many times
+the SGD step itself (``python -m linreg.benchmark loops`` measures both).
+Here the batch sampler yields slices of one index tensor per epoch and the dataset answers each batch
+with one ``index_select`` per tensor.
 
 Every piece stays a standard type so that Lightning keeps doing its jobs with it:
 

@@ -18,7 +18,7 @@ def parity_figure(actual: np.ndarray, predicted: np.ndarray, of_total: int, targ
     fig = Figure(figsize=(5.5, 5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    fig.subplots_adjust(left=0.16, right=0.96, bottom=0.11, top=0.87)  # fixed: a layout engine costs ~0.3 s
+    fig.subplots_adjust(left=0.16, right=0.96, bottom=0.11, top=0.87)  # fixed margins: a layout engine is slow
     r2 = r2_score(torch.from_numpy(predicted), torch.from_numpy(actual)).item()
     ax.scatter(actual, predicted, s=6, alpha=0.5, linewidths=0, label=f"validation examples (R² = {r2:.6f})")
     low, high = float(min(actual.min(), predicted.min())), float(max(actual.max(), predicted.max()))
