@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
-import re
 import secrets
 import stat
 import zipfile
@@ -114,15 +113,14 @@ def load_safely(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
         raise UserInputError(f"checkpoint is a directory, not a file: {shown}") from None
     except PermissionError:
         raise UserInputError(f"checkpoint cannot be read (permission denied): {shown}") from None
-    except pickle.UnpicklingError as error:
-        unsafe = re.search(r"GLOBAL ([\w.]+)", str(error))  # a function or class the file asks to be called
+    except pickle.UnpicklingError:
+        unsafe = _unsafe_globals(path)  # the functions or classes the file asks to be called
         if unsafe:
             raise UserInputError(
-                f"refused to load checkpoint {shown}: it holds a Python object ({unsafe.group(1)}) besides tensors"
-                " and plain values, and loading it would run code from the file; load only files you trust"
+                f"refused to load checkpoint {shown}: it holds a Python object ({', '.join(unsafe[:3])}) besides"
+                " tensors and plain values, and loading it would run code from the file; load only files you trust"
             ) from None
-        unpickler = re.search(r"WeightsUnpickler error:\s*(.+)", str(error))
-        raise UserInputError(_damaged(shown, unpickler.group(1) if unpickler else "unpickling failed")) from None
+        raise UserInputError(_damaged(shown, "what it holds cannot be unpickled weights-only")) from None
     except (RuntimeError, EOFError, KeyError, ValueError, IndexError, TypeError, AttributeError) as error:
         if isinstance(error, UserInputError):
             raise
@@ -130,6 +128,15 @@ def load_safely(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
         text = str(error).strip().split(". ")[0].splitlines()[0][:100] if str(error).strip() else ""
         detail = text if isinstance(error, RuntimeError) else f"{type(error).__name__}: {text}" if text else ""
         raise UserInputError(_damaged(shown, detail or type(error).__name__)) from None
+
+
+def _unsafe_globals(path: str | os.PathLike[str]) -> list[str]:
+    """The globals a ``torch.save`` file names that weights-only loading refuses (torch's own list of them)."""
+    try:
+        with open_input(path, seekable=True) if is_remote(path) else open(path, "rb") as file:
+            return torch.serialization.get_unsafe_globals_in_checkpoint(file)
+    except Exception:  # not a zip archive torch can list: nothing to name
+        return []
 
 
 def _check_inflation(file: IO[bytes], shown: str) -> None:
