@@ -214,16 +214,21 @@ def test_the_parquet_config_fits_a_streamed_directory_and_reports_least_squares(
     assert (tmp_path / "parquet" / "version_0" / "report.json").is_file()
 
 
+def streamed_resume_args(path: str, save_dir: Path) -> list[str]:
+    """A streamed fit of 2 epochs that writes last.ckpt every 10 steps, mid-epoch."""
+    return [
+        "fit", "--config", str(ROOT / "configs" / "parquet.yaml"),
+        "--data.path", path, "--data.target", "y", "--data.features", "[a, b, c]",
+        "--data.in_memory", "false", "--data.batch_size", "64", "--data.shuffle_buffer", "500",
+        "--trainer.max_epochs", "2", "--last.every_n_train_steps", "10",
+        "--trainer.logger.init_args.save_dir", str(save_dir),
+    ]  # fmt: skip
+
+
 def test_a_streaming_fit_resumed_from_a_mid_epoch_kill_point_ends_bit_identical(
     files: dict[str, Path], tmp_path: Path
 ) -> None:
-    args = [
-        "fit", "--config", str(ROOT / "configs" / "parquet.yaml"),
-        "--data.path", str(files["parquet"]), "--data.target", "y", "--data.features", "[a, b, c]",
-        "--data.in_memory", "false", "--data.batch_size", "64", "--data.shuffle_buffer", "500",
-        "--trainer.max_epochs", "2", "--last.every_n_train_steps", "10",
-        "--trainer.logger.init_args.save_dir", str(tmp_path),
-    ]  # fmt: skip
+    args = streamed_resume_args(str(files["parquet"]), tmp_path)
     # Every version of last.ckpt is what a kill -9 just after its (atomic) write would leave.
     with keeping_every_write(tmp_path / "history"), contextlib.redirect_stdout(io.StringIO()):
         run_cli(*args)

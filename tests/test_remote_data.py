@@ -30,7 +30,7 @@ from linreg.data.table import read_header
 from linreg.validation import UserInputError
 from tests.conftest import ROOT, run_cli
 from tests.test_csv_data import split_rows
-from tests.test_parquet_and_streaming import make_arrow_table, write_files
+from tests.test_parquet_and_streaming import make_arrow_table, streamed_resume_args, write_files
 from tests.test_resume import assert_same_training_state, keeping_every_write
 from tests.test_streaming_fits import assert_ols_is_least_squares_of_the_training_rows, fit, write_parquet
 
@@ -263,13 +263,7 @@ def test_a_fit_on_s3_data_writes_no_credential_anywhere(
 def test_a_streamed_fit_on_s3_resumed_from_a_mid_epoch_checkpoint_on_s3_ends_bit_identical(
     s3_env: str, tables: dict[str, tuple[str, str]], tmp_path: Path
 ) -> None:
-    args = [
-        "fit", "--config", str(ROOT / "configs" / "parquet.yaml"),
-        "--data.path", tables["parquet"][1], "--data.target", "y", "--data.features", "[a, b, c]",
-        "--data.in_memory", "false", "--data.batch_size", "64", "--data.shuffle_buffer", "500",
-        "--trainer.max_epochs", "2", "--last.every_n_train_steps", "10",
-        "--trainer.logger.init_args.save_dir", str(tmp_path),
-    ]  # fmt: skip
+    args = streamed_resume_args(tables["parquet"][1], tmp_path)
     # Every version of last.ckpt is what a kill -9 just after its (atomic) write would leave.
     with keeping_every_write(tmp_path / "history"), contextlib.redirect_stdout(io.StringIO()):
         run_cli(*args)

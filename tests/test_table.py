@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from unittest import mock
@@ -173,7 +174,7 @@ def write_parquet(path: Path, n: int = 1000, **options: object) -> pa.Table:
     return table
 
 
-def test_a_corrupt_parquet_page_is_one_line_naming_the_file(tmp_path: Path) -> None:
+def _corrupt_parquet_page(tmp_path: Path) -> Path:
     path = tmp_path / "t.parquet"
     write_parquet(path, n=4000, row_group_size=2000, compression="gzip")
     chunk = pq.read_metadata(path).row_group(1).column(0)
@@ -181,18 +182,21 @@ def test_a_corrupt_parquet_page_is_one_line_naming_the_file(tmp_path: Path) -> N
     middle = chunk.data_page_offset + chunk.total_compressed_size // 2
     data[middle : middle + 64] = b"\xff" * 64
     path.write_bytes(bytes(data))
-    with pytest.raises(UserInputError) as streamed:
-        read_streamed(path)
-    with pytest.raises(UserInputError) as whole:
-        read_table(path, ["x", "y"])
-    assert one_line_naming(path, streamed)
-    assert one_line_naming(path, whole)
+    return path
 
 
-def test_a_truncated_gzip_file_is_one_line_naming_the_file(tmp_path: Path) -> None:
+def _truncated_gzip(tmp_path: Path) -> Path:
     path = tmp_path / "t.csv.gz"
     path.write_bytes(gzip.compress(("x,y\n" + "".join(f"{i},{2 * i}\n" for i in range(50_000))).encode()))
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return path
+
+
+@pytest.mark.parametrize("damage", [_corrupt_parquet_page, _truncated_gzip], ids=["parquet-page", "gzip-cut"])
+def test_a_damaged_file_is_one_line_naming_it_streamed_and_in_memory(
+    damage: Callable[[Path], Path], tmp_path: Path
+) -> None:
+    path = damage(tmp_path)
     with pytest.raises(UserInputError) as streamed:
         read_streamed(path)
     with pytest.raises(UserInputError) as whole:
