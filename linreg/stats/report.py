@@ -1,7 +1,7 @@
 """The end-of-fit report: the trained model beside least squares and the truth, scores per split, a verdict.
 
-Plain functions on tensors; ``linreg.callbacks.report.FitReport`` prints the report and writes ``report.json``.
-Coefficients are in the data's own units (``RegressionData.to_original_units``), errors in the target's.
+Plain functions; ``linreg.callbacks.report.FitReport`` prints it and writes ``report.json``. Coefficients are in
+the data's own units (``RegressionData.to_original_units``), errors in the target's.
 """
 
 from __future__ import annotations
@@ -18,16 +18,13 @@ from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, 
 from linreg.data import RegressionData
 from linreg.stats.ols import LeastSquaresFit, transform
 
-# Where the trained model counts as short of least squares: its training MSE more than 1% above OLS's,
-# or a coefficient more than 3 standard errors from OLS's.
+# Short of least squares: training MSE more than 1% above OLS's, or a coefficient more than 3 SE from OLS's.
 MSE_RATIO_LIMIT = 1.01
 SE_LIMIT = 3.0
-# A fit short of least squares is still closing in (larger or more steps help) when its last epoch removed more
-# than a quarter of the training MSE's excess over OLS's; short of that its steps jitter around the solution
-# (smaller steps or their average help).
+# Still closing in (more or larger steps help) when the last epoch took more than a quarter off the training
+# MSE's excess over OLS's; otherwise the steps jitter around the solution (smaller steps or their average help).
 STILL_CLOSING = 0.75
-# A model that computes with unit roundoff u cannot resolve fits closer than a few units in the last place of its
-# coefficients and outputs: an excess MSE over least squares up to (10 u)² var(y) is rounding, not distance.
+# With unit roundoff u, an excess MSE over least squares up to (10 u)² var(y) is rounding, not distance.
 ROUNDING_UNITS = 10.0
 
 Row = dict[str, Any]
@@ -53,12 +50,8 @@ def _columns(tag: str) -> list[tuple[str, Callable[[Row], str], tuple[str, ...]]
         ("OLS ± SE", lambda r: f"{r['ols']:.6g} ± {_two_digits(r['ols_se'])}", ()),
         (tag, lambda r: f"{r['sgd']:.6g}", ("sgd",)),
         (f"true-{tag}", lambda r: f"{-r['sgd_minus_true']:.2e}", ("true", "sgd")),  # the book's sign
-        (f"({tag}-OLS)/SE", lambda r: _signed(r["sgd_minus_ols_in_se"]), ("sgd",)),
+        (f"({tag}-OLS)/SE", lambda r: "-" if (z := r["sgd_minus_ols_in_se"]) is None else f"{z:+.2f}", ("sgd",)),
     ]
-
-
-def _signed(z: float | None) -> str:
-    return "-" if z is None else f"{z:+.2f}"
 
 
 def _two_digits(x: float) -> str:
@@ -70,10 +63,8 @@ def _two_digits(x: float) -> str:
 def score(
     models: dict[str, Callable[[Tensor], Tensor]], chunks: Iterable[tuple[Tensor, Tensor]], device: torch.device
 ) -> dict[str, dict[str, float]]:
-    """MSE, MAE and R² of each model on the rows of ``chunks`` (``(X, y)`` blocks, read once for all models),
-    moved to ``device``, in float64: ``{model: {metric: value}}``."""
-    # Computed by one process on the whole split: no syncing with the others (which are not computing).
-    local = {"sync_on_compute": False}
+    """``{model: {metric: value}}``: MSE, MAE and R² in float64 on the ``(X, y)`` blocks, read once for all models."""
+    local = {"sync_on_compute": False}  # one process scores the whole split; the others are not computing
     metrics = {
         name: MetricCollection(
             {"mse": MeanSquaredError(**local), "mae": MeanAbsoluteError(**local), "r2": R2Score(**local)}
@@ -93,10 +84,7 @@ def score(
 def parameter_rows(
     names: list[str], sgd: tuple[Tensor, Tensor] | None, ols: LeastSquaresFit, truth: tuple[Tensor, float] | None
 ) -> list[Row]:
-    """One row per parameter, ``w[<feature>]`` then ``b``, with every estimate and comparison.
-
-    Without ``sgd`` (a model that was not trained) the rows hold the truth and least squares alone.
-    """
+    """One row per parameter, ``w[<feature>]`` then ``b``: truth, least squares and (unless None) the model."""
     labels = [f"w[{name}]" for name in names] + ["b"]
     true = [None] * len(labels) if truth is None else [*truth[0].tolist(), truth[1]]
     ols_all = torch.cat([ols.w, ols.b.view(1)]).tolist()
@@ -115,10 +103,7 @@ def parameter_rows(
 
 
 def format_report(report: dict[str, Any], max_rows: int = 20) -> str:
-    """The text of a report built by ``build_report``: the same facts as ``report.json``.
-
-    A model that was not trained is no estimate: its weights and scores are left out, least squares stands alone.
-    """
+    """The text of a report built by ``build_report``; an untrained model is left out (no estimate)."""
     ols, name, tag, trained = report["ols"], report["estimator"]["name"], report["estimator"]["tag"], report["trained"]
     models = {"sgd": tag, "ols": "OLS"} if trained else {"ols": "OLS"}
     title = f"the {name} estimate against least squares (OLS)" if trained else "least squares (OLS)"
@@ -141,7 +126,7 @@ def format_report(report: dict[str, Any], max_rows: int = 20) -> str:
 
 
 def legend(name: str, tag: str, truth_known: bool, trained: bool) -> str:
-    """The lines under the report that say what its columns mean: only those of the columns the report has."""
+    """The lines under the report that say what the columns it has mean."""
     sentences = [
         ("true: the value the data were generated from.", truth_known),
         ("true-{tag}: the error of the estimate, signed as in the book.", truth_known and trained),
@@ -164,10 +149,7 @@ def legend(name: str, tag: str, truth_known: bool, trained: bool) -> str:
 
 
 def book_error_lines(rows: list[Row]) -> list[str]:
-    """The book's last two lines, ``error in estimating w: tensor([...])`` and ``... b``, true minus estimate.
-
-    Computed and printed as the book does, in float32 (the model's precision); none when the true values
-    are unknown.
+    """The book's last two lines, true minus estimate in float32 as the book prints them; none without the truth.
 
     Example:
         >>> rows = [{"true": 2.0, "sgd": 1.9995}, {"true": 4.2, "sgd": 4.2}]
@@ -182,8 +164,7 @@ def book_error_lines(rows: list[Row]) -> list[str]:
 
 
 def resolution(precision: str) -> float:
-    """The least excess MSE over least squares, as a fraction of var(y), that a model trained at ``precision``
-    (``Trainer.precision``) resolves: ``(10 u)²`` for the unit roundoff ``u`` of the type it computes in."""
+    """``(10 u)²``: the least excess MSE over OLS, in units of var(y), resolved at ``precision`` (roundoff ``u``)."""
     return (ROUNDING_UNITS * torch.finfo(_compute_type(precision)).eps / 2) ** 2
 
 
@@ -193,12 +174,7 @@ def _compute_type(precision: str) -> torch.dtype:
 
 
 def verdict(report: dict[str, Any]) -> str:
-    """One line: whether the trained model reached least squares and, where it did not, what to change.
-
-    What to change depends on how the training MSE moved in the last epoch (``report["training"]``): a model still
-    closing in needs more or larger steps, one that stalled short of least squares needs smaller steps or their
-    average.
-    """
+    """One line: whether the model reached least squares and, if not, what to change (by the last epoch's MSE)."""
     name = report["estimator"]["name"]
     if not report["trained"]:
         return (
@@ -227,10 +203,10 @@ def verdict(report: dict[str, Any]) -> str:
 
 
 def _judgement(report: dict[str, Any]) -> tuple[str, str | None]:
-    """The facts the verdict rests on, and its line where the model reached least squares or nothing can be told.
+    """The verdict's facts, and its line where the model reached least squares or nothing can be told.
 
-    Where the model's precision cannot resolve 1% of OLS's MSE (labels nearly free of noise, or 16-bit arithmetic)
-    the excess MSE is judged against var(y) and what that precision resolves, not in standard errors.
+    Where the precision cannot resolve 1% of OLS's MSE (nearly noise-free labels, 16-bit arithmetic) the excess
+    MSE is judged against var(y) and what that precision resolves.
     """
     name, tag, precision = (report["estimator"][key] for key in ("name", "tag", "precision"))
     train = report["metrics"]["train"]
@@ -263,9 +239,7 @@ def _judgement(report: dict[str, Any]) -> tuple[str, str | None]:
 
 
 def still_closing(mse_by_epoch: list[float], floor: float) -> bool | None:
-    """Whether the last epoch took more than a quarter off the training MSE's excess over ``floor`` (OLS's).
-
-    None with fewer than two epochs.
+    """Whether the last epoch took more than a quarter off the MSE's excess over ``floor``; None before two epochs.
 
     Example:
         >>> still_closing([51.4, 33.1, 20.8], 1e-4), still_closing([3.5e-4, 9.53e-5, 9.54e-5], 9.42e-5)
@@ -306,8 +280,7 @@ def _parameter_table(rows: list[Row], max_rows: int, tag: str) -> list[str]:
 
 def learned_coefficients(w: Tensor, b: Tensor, data: RegressionData) -> tuple[Tensor, Tensor]:
     """A model's ``(w, b)`` in the data's own units, float64 on the CPU: shapes ``(d,)`` and ``()``."""
-    w, b = data.to_original_units(w.to("cpu", torch.float64), b.to("cpu", torch.float64))
-    return torch.as_tensor(w, dtype=torch.float64).view(-1), torch.as_tensor(b, dtype=torch.float64).view(())
+    return data.to_original_units(w.to("cpu", torch.float64), b.to("cpu", torch.float64))
 
 
 def build_report(
@@ -320,18 +293,13 @@ def build_report(
     mse_by_epoch: list[float] | None = None,
     trained: bool = True,
 ) -> dict[str, Any]:
-    """The report's facts as plain values: parameters, the OLS fit's noise estimate, metrics per split.
+    """The report's facts as plain values (``report.json``): parameters, OLS's noise estimate, metrics per split.
 
     Args:
-        predict: the trained model, ``(rows, d) -> (rows, 1)`` in the units it is trained in.
-        coefficients: its ``(w, b)``, shapes ``(d,)`` and ``()``, in those units.
-        data: the data module, set up, with its splits.
-        reference: the least-squares fit of the training split, in the same units.
-        device: where to score the models.
-        estimator: what the trained model is: ``name``, ``tag`` (``estimator_names``), ``averaged``, the
-            optimizer's ``lr`` and the trainer's ``precision``; plain SGD at 32-true when not given.
-        mse_by_epoch: the training MSE of the model being trained after each epoch, in the units it is trained in.
-        trained: whether the model took any step; an untrained one is left out of the report (no estimate).
+        predict: the model, ``(rows, d) -> (rows, 1)``, in the units it is trained in (as are ``coefficients``
+            ``(d,)`` and ``()``, ``reference``, the training split's least squares, and ``mse_by_epoch``).
+        estimator: ``name``, ``tag`` (``estimator_names``), ``averaged``, ``lr``, ``precision``; plain SGD if None.
+        trained: whether the model took any step; an untrained one is left out.
     """
     truth = None if data.true_w is None or data.true_b is None else (data.true_w.double(), data.true_b)
     ols = transform(reference, data.to_original_units)
@@ -342,7 +310,7 @@ def build_report(
 
     metrics = {}
     for split in ("train", "val"):
-        chunks = data.split_chunks(split)  # a table streamed from disk is read once per split, for both models
+        chunks = data.split_chunks(split)  # read once per split, for both models
         if chunks is not None:
             scores = score({"sgd": predict, "ols": ols_predict} if trained else {"ols": ols_predict}, chunks, device)
             s = data.target_scale  # back to the target's own units (R² has none)
