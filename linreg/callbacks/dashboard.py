@@ -1,22 +1,15 @@
 """``Dashboard``: TensorBoard's Custom Scalars page for a fit, the curves that tell how SGD approaches least squares.
 
-TensorBoard draws one tag per chart everywhere else; its Custom Scalars page draws several on one chart,
-in the layout a run writes once (``SummaryWriter.add_custom_scalars``). The charts, in order:
-
-1. the loss on the whole training set and on the validation set, against the loss of the least-squares
-   solution on the training set, the floor no model of these data goes below (log10);
-2. how far SGD's coefficients are from the least-squares ones (log10);
-3. how far they are from the true ones, when the data know them;
-4. the coefficients themselves, and the mini-batch loss ``train/loss``.
-
-The tags are those of ``ParameterRecovery`` and of the model; a tag a run does not log leaves its
-line out.
+Custom Scalars draws several tags on one chart, in a layout the run writes once (``add_custom_scalars``): the
+losses against least squares' floor, the distances from least squares and from the truth, the coefficients and
+the mini-batch loss. The tags are ``ParameterRecovery``'s and the model's; one a run does not log is left out.
 """
 
 from __future__ import annotations
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 
 # {category: {chart title: ["Multiline", [tag regexes]]}}, the form add_custom_scalars takes.
 LAYOUT: dict[str, dict[str, list]] = {
@@ -37,11 +30,10 @@ LAYOUT: dict[str, dict[str, list]] = {
 
 
 class Dashboard(Callback):
-    """Writes the Custom Scalars layout into the event file of every TensorBoard logger when training starts."""
+    """Writes the Custom Scalars layout into every TensorBoard logger's event file when training starts."""
 
+    @rank_zero_only  # one event file per run
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not trainer.is_global_zero:  # one event file per run, written by the first process
-            return
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_custom_scalars(LAYOUT)

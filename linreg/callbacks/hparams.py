@@ -1,19 +1,11 @@
 """The run's settings beside its final ``val/loss``, for TensorBoard's hparams tab.
 
-LightningCLI saves the whole config as ``config.yaml``; ``SaveConfigAndHparams`` does that too and, at
-the end of ``fit``, logs the settings that tell runs apart, under the names of their command-line flags,
-with the final ``val/loss`` as the tab's metric (``val/final_loss``). What the data are (their size, the
-true weights, the file) is in ``config.yaml``, not here.
-
-Two habits of the tab shape what is logged. It takes its columns from one run's list of names, whichever
-it finds first, so every run lists the same names, each with a value (``none`` where a run has no
-scheduler, say): a setting that only one run changed still has its column. And it shows the first five
-names in alphabetical order until more are ticked, so those five hold, each in one cell, what runs differ
-in: ``data.batch_size``, ``model.optimizer`` with its arguments (``SGD(lr=0.01, momentum=0.9)``),
-``model.scheduler`` with its arguments, ``trainer`` (epochs, devices, strategy: ``3 epochs, 2 cpu, ddp``)
-and ``trainer.callbacks`` (those of the config, with their arguments). The trainer's settings follow one by
-one, for sorting. The tab writes every number with five significant digits (a batch size of 10 reads
-``10.000``), so all are logged as text.
+``SaveConfigAndHparams`` saves ``config.yaml`` as LightningCLI does and, at the end of ``fit``, logs the settings
+that tell runs apart, named as their command-line flags, with ``val/final_loss`` as the tab's metric. The tab takes
+its columns from one run, so every run logs the same names (``none`` where a run has no scheduler, say), and it
+shows the first five in alphabetical order, so those five hold what runs differ in: ``data.batch_size``,
+``model.optimizer`` and ``model.scheduler`` with their arguments, ``trainer`` (``3 epochs, 2 cpu, ddp``) and
+``trainer.callbacks``. All values are text: the tab writes a batch size of 10 as ``10.000``.
 """
 
 from __future__ import annotations
@@ -33,19 +25,15 @@ from linreg.checkpointing.io import save_atomically
 
 FINAL_LOSS = "val/final_loss"  # the hparams tab's metric: val/loss after the last epoch
 
-# Optimizer arguments that choose an implementation, not the maths of a step: the same run either way.
+# Optimizer arguments that choose an implementation, not the maths of a step.
 _IMPLEMENTATION = {"foreach", "fused", "differentiable", "capturable"}
-# The trainer's settings that change what is trained, or where, one column each after the first five (their
-# names sort after trainer.callbacks, so that the five stay the ones that tell runs apart).
+# One column each, after the first five (they sort after trainer.callbacks).
 _TRAINER_KEYS = ("devices", "max_epochs", "max_steps", "num_nodes", "precision", "strategy")
 
 
 def tuned_hparams(config: Namespace, optimizer: Optimizer) -> dict[str, str]:
-    """The settings of a fit that tell runs apart: the same names for every run, each a text cell.
-
-    Args:
-        config: the fit's parsed config.
-        optimizer: the optimizer that ran (the config may name a function, the model's default SGD).
+    """The settings that tell runs apart, from the parsed config and the optimizer that ran (the config may name
+    a function, the model's default SGD).
 
     Example:
         >>> import torch
@@ -71,23 +59,22 @@ def tuned_hparams(config: Namespace, optimizer: Optimizer) -> dict[str, str]:
 
 
 def _trainer_cell(config: Namespace) -> str:
-    """``3 epochs, 2 cpu, ddp``: the length of training, the devices, and what differs from Lightning's defaults."""
+    """``3 epochs, 2 cpu, ddp``: length of training, devices, and what differs from Lightning's defaults."""
     epochs, steps = config.get("trainer.max_epochs"), config.get("trainer.max_steps")
     parts = [f"{steps} steps" if steps not in (None, -1) else f"{epochs} epochs"]
     parts.append(f"{config.get('trainer.devices')} {config.get('trainer.accelerator')}")
-    for key, default in (("strategy", "auto"), ("num_nodes", 1), ("precision", None), ("accumulate_grad_batches", 1)):
+    defaults = {"strategy": "auto", "num_nodes": 1, "precision": None, "accumulate_grad_batches": 1}
+    for key, default in {**defaults, "gradient_clip_val": None}.items():
         value = config.get(f"trainer.{key}", default)
         if value != default:
             parts.append(_described(value) if key == "strategy" else f"{key} {value}")
-    clip = config.get("trainer.gradient_clip_val")
-    if clip is not None:
-        parts.append(f"gradient_clip_val {clip}")
     return ", ".join(parts)
 
 
 def _optimizer_cell(optimizer: Optimizer) -> str:
-    """``SGD(lr=0.03, momentum=0.9)``: the optimizer's class, its learning rate and its other non-default arguments."""
-    defaults = _defaults(type(optimizer))
+    """``SGD(lr=0.03, momentum=0.9)``: the optimizer's class, learning rate and other non-default arguments."""
+    parameters = inspect.signature(type(optimizer)).parameters.values()
+    defaults = {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
     chosen = {
         key: value
         for key, value in optimizer.defaults.items()  # the constructor's values (a scheduler changes param_groups')
@@ -106,24 +93,16 @@ def _described(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
-def _defaults(cls: type) -> dict[str, Any]:
-    """The default values of ``cls``'s constructor arguments."""
-    parameters = inspect.signature(cls).parameters.values()
-    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
-
-
 class SaveConfigAndHparams(SaveConfigCallback):
     """LightningCLI's ``SaveConfigCallback`` that also logs the run's settings with the final validation loss.
 
-    The metric is ``val/final_loss``, one point: the tab reads a metric off its curve, and a point of
-    ``val/loss`` itself would have to sit exactly on the curve's last step, which depends on how the
-    steps are counted.
+    The metric is ``val/final_loss``, one point: a point of ``val/loss`` would have to sit exactly on its
+    curve's last step for the tab to read it.
     """
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # TensorBoardLogger writes hparams.yaml once, when it is missing, in place: a disk that fills would leave half
-        # of it. Written here first (just before, with what it would write, as it does: yaml.dump), atomically, it is
-        # whole or absent, and the logger leaves it be.
+        # TensorBoardLogger writes hparams.yaml in place when it is missing; written here first, atomically, with
+        # what it would write, it is whole or absent (a full disk), and the logger leaves it be.
         logger = trainer.logger
         if not isinstance(logger, TensorBoardLogger) or not trainer.is_global_zero or trainer.fast_dev_run:
             return
@@ -136,11 +115,9 @@ class SaveConfigAndHparams(SaveConfigCallback):
         )
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        val_loss = trainer.callback_metrics.get("val/loss")
+        val_loss = trainer.callback_metrics.get("val/loss")  # None unless the fit validated, so it had optimizers
         logger = trainer.logger
         if not isinstance(logger, TensorBoardLogger) or val_loss is None or not trainer.is_global_zero:
-            return
-        if not trainer.optimizers:
             return
         hparams = tuned_hparams(self.config, trainer.optimizers[0])
         logger.log_hyperparams(hparams, metrics={FINAL_LOSS: float(val_loss)}, step=trainer.global_step)

@@ -1,10 +1,7 @@
-"""``FitPlots``: the parity plot and residual histogram of the final fit on the validation set.
+"""``FitPlots``: the parity plot and residual histogram of the final fit on the validation set, in target units.
 
-Drawn once at the end of ``fit`` (``linreg.stats.figures``), in the target's own units
-(``RegressionData.to_target_units``), logged to TensorBoard's Images tab as ``plots/val_parity`` and
-``plots/val_residuals``, and saved as ``val_parity.png`` and ``val_residuals.png`` in the run
-directory. A validation set larger than ``max_points`` is drawn from a seeded random subset of that
-many examples, so plotting stays fast.
+Logged to TensorBoard's Images tab as ``plots/val_parity`` and ``plots/val_residuals`` and saved as
+``val_parity.png`` and ``val_residuals.png`` in the run directory; at most ``max_points`` examples, seeded.
 """
 
 from __future__ import annotations
@@ -25,9 +22,9 @@ from linreg.validation import check_int
 
 
 def sample_rows(chunks: Iterable[tuple[Tensor, Tensor]], size: int, seed: int = 0) -> tuple[Tensor, Tensor, int]:
-    """A uniform random subset of at most ``size`` rows of ``(X, y)`` blocks, seeded, in one pass; and the rows seen.
+    """A seeded uniform subset of at most ``size`` rows of ``(X, y)`` blocks, in one pass, and the rows seen.
 
-    Each row draws a random key; the ``size`` smallest keys so far are kept. Memory: ``size`` rows and a block.
+    Each row draws a random key and the ``size`` smallest keys are kept: ``size`` rows and a block in memory.
     """
     generator = torch.Generator().manual_seed(seed)
     keys, kept, seen = torch.empty(0), None, 0
@@ -47,7 +44,7 @@ class FitPlots(Callback):
     """Draws the parity plot and residual histogram of the final model at the end of ``fit``.
 
     Args:
-        max_points: examples drawn at most; a larger validation set is subsampled (seeded).
+        max_points: examples drawn at most; a larger validation set is subsampled.
     """
 
     def __init__(self, max_points: int = 10_000) -> None:
@@ -70,8 +67,7 @@ class FitPlots(Callback):
         }
         for name, fig in figures.items():
             image = render(fig)  # drawn once, for the file and for TensorBoard
-            if log_dir is not None:
-                # Atomically: a disk that fills mid-write leaves no truncated PNG.
+            if log_dir is not None:  # atomically: a disk that fills leaves no truncated PNG
                 save_atomically(image, Path(log_dir, f"{name}.png"), lambda img, file: imsave(file, img, format="png"))
             for logger in trainer.loggers:
                 if isinstance(logger, TensorBoardLogger):

@@ -1,12 +1,8 @@
 """``predictions.csv``: what ``predict`` writes into the run directory, one row per input row, in input order.
 
-The data module says what the columns are (``RegressionData.prediction_columns``: the prediction in the
-target's own units, and for a CSV file the input line and the actual target); this module puts the
-predictions back in input order and writes the file atomically (a temporary file, then ``os.replace``),
-so an interrupted run leaves either the whole file or none.
-
-Under DDP every process predicts a share of the rows; the shares and their row indices are gathered on
-rank 0, which writes the one file.
+The data module names the columns (``RegressionData.prediction_columns``); this module restores the input order
+(under DDP rank 0 gathers every process's share with its row indices) and writes the file atomically, so an
+interrupted run leaves the whole file or none.
 """
 
 from __future__ import annotations
@@ -43,10 +39,9 @@ def in_input_order(predictions: Tensor, indices: Tensor) -> Tensor:
 
 
 def write_csv(path: str | Path, columns: dict[str, Tensor]) -> None:
-    """Writes ``columns`` (name -> values, equal lengths) to ``path`` atomically; NaN is written as a blank cell.
+    """Writes ``columns`` (name -> values, equal lengths) to ``path`` atomically; NaN as a blank cell.
 
-    Floats are written with Python's shortest round-tripping repr, so reading the file back gives
-    exactly the values written.
+    Floats are written as Python's shortest round-tripping repr: read back, they are the values written.
     """
     rows = zip(*(_cells(column) for column in columns.values()), strict=True)
 
@@ -70,28 +65,19 @@ def _cells(column: Tensor) -> list[Any]:
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Writes ``predictions.csv`` into ``trainer.log_dir`` (the run directory) at the end of ``predict``.
-
-    Args:
-        filename: name of the file in the run directory.
-    """
+    """Writes ``filename`` into ``trainer.log_dir`` (the run directory) at the end of ``predict``."""
 
     def __init__(self, filename: str = "predictions.csv") -> None:
         super().__init__(write_interval="epoch")
         self.filename = filename
 
     def write_on_epoch_end(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        predictions: Sequence[Any],
-        batch_indices: Sequence[Any],
+        self, trainer: Trainer, pl_module: LightningModule, predictions: Sequence[Any], batch_indices: Sequence[Any]
     ) -> None:
         # One predict dataloader: a list of (batch, 1) outputs, and the row indices of each batch.
-        values = torch.cat([p.reshape(-1) for p in predictions]).cpu() if predictions else torch.empty(0)
-        indices = [torch.as_tensor(i, dtype=torch.long).reshape(-1) for i in batch_indices[0]] if batch_indices else []
-        rows = torch.cat(indices).cpu() if indices else torch.empty(0, dtype=torch.long)
-        values, rows = _gather_all(values, rows)
+        values = torch.cat([p.reshape(-1).cpu() for p in predictions] or [torch.empty(0)])
+        rows = torch.tensor([int(i) for loader in batch_indices[:1] for batch in loader for i in batch])
+        values, rows = _gather_all(values, rows.long())
         run_dir = trainer.log_dir or "."  # under DDP a broadcast from rank 0: every process must ask
         if not trainer.is_global_zero:
             return

@@ -1,25 +1,16 @@
 """``ParameterRecovery``: the least-squares reference of a fit, and curves of SGD's way towards it.
 
-The ordinary-least-squares (OLS) solution of the training data (``linreg.stats.ols``, solved once per
-fit by the data module) is the best estimate those data allow. The callback logs how far the model is
-from it, before the first step and at every step where Lightning logs ``train/loss``
-(every ``trainer.log_every_n_steps``), so the curves have as many points as the loss curve and
-TensorBoard's smoothing has something to smooth:
+Logged before the first step and wherever Lightning writes ``train/loss`` (every ``log_every_n_steps``):
 
-- ``train/full_loss``: the loss on the whole training set, the number the book prints after each
-  epoch; exact, and computed from the OLS fit's moments in ``d²`` operations rather than a pass over
-  the data (``LeastSquaresFit.training_mse``), so it costs nothing at any size;
-- ``params/w_error`` = ‖w - w_true‖ and ``params/b_error`` = |b - b_true|, when the truth is known;
-- ``params/w_gap_ols`` = ‖w - w_ols‖ and ``params/b_gap_ols`` = |b - b_ols|;
-- ``params/w/<feature>`` and ``params/b``, the coefficients themselves, for up to 16 features;
-- ``convergence/log10_*``: the training and validation losses and the two gaps on a log10 scale, where
-  the noise floor (1e-4 for the book's data) is as visible as the start; the group's name puts them
-  first in TensorBoard's Time Series; ``reference/log10_loss_least_squares``, the floor itself: the
-  loss of the least-squares solution on the training set. ``linreg.callbacks.dashboard`` draws the
-  losses and the floor on one chart, the gaps on another.
+- ``train/full_loss``: the loss on the whole training set, the number the book prints after each epoch,
+  exact from the OLS fit's moments (``LeastSquaresFit.training_mse``), with no pass over the data;
+- ``params/w_error``, ``params/b_error``: distance from the true coefficients, when known;
+- ``params/w_gap_ols``, ``params/b_gap_ols``: distance from least squares;
+- ``params/w/<feature>``, ``params/b``: the coefficients, for up to 16 features;
+- ``convergence/log10_*`` and ``reference/log10_loss_least_squares``: losses and gaps on a log10 scale, where
+  the noise floor is as visible as the start (``linreg.callbacks.dashboard`` charts them).
 
-Coefficients are compared in the data's own units (``RegressionData.to_original_units``); losses are
-in the units the model is trained in, as ``train/loss`` and ``val/loss`` are.
+Coefficients are in the data's own units, losses in the units the model is trained in.
 """
 
 from __future__ import annotations
@@ -49,26 +40,19 @@ def regression_data(trainer: Trainer, needed_by: str) -> RegressionData | None:
     return None
 
 
-def tag_name(feature: str) -> str:
-    """A feature name as a TensorBoard tag component: characters other than letters, digits, ``_.-`` become ``_``."""
-    return re.sub(r"[^\w.-]", "_", feature)
-
-
 def log10(value: float) -> float:
     """``log10(value)``; an exact 0 (a perfect fit of noise-free labels) is drawn at -300 rather than lost."""
     return math.log10(max(value, 1e-300))
 
 
 class ParameterRecovery(Callback):
-    """Logs the training-set loss and the recovery curves as often as the loss, and the log10 curves.
+    """Logs the training-set loss and the recovery curves as often as ``train/loss``.
 
-    The least-squares reference comes from the data module (``RegressionData.least_squares``), which
-    solves it once per fit. It is asked for in ``setup``, before the run directory is written, so that
-    training data with no unique least-squares solution stop the run with nothing written.
+    The data module solves least squares once per fit; it is asked in ``setup``, before the run directory is
+    written, so training data with no unique solution stop the run with nothing written.
 
     Args:
-        max_coefficient_curves: the coefficients themselves are logged while the model has at most
-            this many features (one curve each; more would bury the other curves).
+        max_coefficient_curves: the coefficients are logged while there are at most this many features.
     """
 
     def __init__(self, max_coefficient_curves: int = 16) -> None:
@@ -80,15 +64,14 @@ class ParameterRecovery(Callback):
             data.least_squares()
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # The starting point of the curves: the model before the first step (self.log cannot log here).
-        self._write(trainer, pl_module, step=trainer.fit_loop.total_batch_idx + 1)
+        # The curves' starting point, before the first step (self.log cannot log here).
+        self._write(trainer, self._recovery(trainer, pl_module), step=trainer.fit_loop.total_batch_idx + 1)
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: object, batch: object, batch_idx: int
     ) -> None:
-        # Computed only on the steps whose train/loss Lightning writes, and written on the same step.
-        if writes_logs(trainer):
-            self._write(trainer, pl_module, step=trainer.fit_loop.total_batch_idx)
+        if writes_logs(trainer):  # on the steps whose train/loss Lightning writes
+            self._write(trainer, self._recovery(trainer, pl_module), step=trainer.fit_loop.total_batch_idx)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # Every epoch ends with a point, unless its last step had one; the epoch line prints train/full_loss.
@@ -96,36 +79,29 @@ class ParameterRecovery(Callback):
         if not values:
             return
         if not writes_logs(trainer):
-            self._write(trainer, pl_module, step=trainer.fit_loop.total_batch_idx, values=values)
+            self._write(trainer, values, step=trainer.fit_loop.total_batch_idx)
         pl_module.log(FULL_LOSS, values[FULL_LOSS], logger=False)  # for the epoch line: already written above
         val_loss = trainer.callback_metrics.get("val/loss")
         if val_loss is not None:
             pl_module.log("convergence/log10_loss_val", log10(float(val_loss)), sync_dist=True)
 
-    def _write(
-        self, trainer: Trainer, pl_module: LightningModule, step: int, values: dict[str, float] | None = None
-    ) -> None:
-        """Writes the curves' points straight to the loggers: ``self.log_dict`` costs milliseconds per call."""
-        if not trainer.is_global_zero or not trainer.loggers:  # the values are the same on every process
-            return
-        values = self._recovery(trainer, pl_module) if values is None else values
-        for logger in trainer.loggers if values else []:
+    @staticmethod
+    def _write(trainer: Trainer, values: dict[str, float], step: int) -> None:
+        """Straight to the loggers, from the first process (every process has the same values): cheaper than
+        ``self.log_dict``."""
+        for logger in trainer.loggers if values and trainer.is_global_zero else []:
             logger.log_metrics(values, step=step)
 
     def _recovery(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
-        """The loss on the training set and the ``params/...`` values of the weights the fit will report."""
-        with reported_weights(trainer):  # the average, with AveragedSGD: the curves end where the report does
-            return self._recovery_of_model(trainer, pl_module)
-
-    def _recovery_of_model(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
+        """The training-set loss and ``params/...`` of the weights the fit will report (averaged, with AveragedSGD)."""
         data = trainer.datamodule
         if not isinstance(data, RegressionData) or not data.ready:
             return {}
         reference = data.least_squares()
-        # The OLS point in the data's units, mapped like the model's: its standard errors are not needed here.
+        with reported_weights(trainer):
+            full_loss = reference.training_mse(pl_module.weight, pl_module.bias)
+            w, b = learned_coefficients(pl_module.weight, pl_module.bias, data)
         ols_w, ols_b = learned_coefficients(reference.w, reference.b, data)
-        full_loss = reference.training_mse(pl_module.weight, pl_module.bias)
-        w, b = learned_coefficients(pl_module.weight, pl_module.bias, data)
         w_gap, b_gap = (w - ols_w).norm().item(), (b - ols_b).abs().item()
         values = {
             FULL_LOSS: full_loss,
@@ -140,7 +116,8 @@ class ParameterRecovery(Callback):
             values["params/w_error"] = (w - data.true_w.to(torch.float64)).norm().item()
             values["params/b_error"] = abs(b.item() - data.true_b)
         if w.numel() <= self.max_coefficient_curves:
-            names = [f"params/w/{tag_name(name)}" for name in data.feature_names]
-            values.update(zip(names, w.tolist(), strict=True))
+            # A feature name as a TensorBoard tag: characters other than letters, digits and _.- become _.
+            names = (re.sub(r"[^\w.-]", "_", name) for name in data.feature_names)
+            values.update(zip((f"params/w/{name}" for name in names), w.tolist(), strict=True))
             values["params/b"] = b.item()
         return values
