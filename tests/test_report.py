@@ -187,7 +187,7 @@ def _report_of(data: SyntheticRegressionData, coefficients: np.ndarray, precisio
     w, b = torch.tensor(coefficients[:-1]), torch.tensor(coefficients[-1])
     about = {**estimator_names("SGD", averaged=False), "averaged": False, "lr": 0.03, "precision": precision}
     cpu = torch.device("cpu")
-    return build_report(lambda x: x.double() @ w + b, (w, b), data, data.least_squares(cpu), cpu, about, [1.0, 0.5])
+    return build_report(lambda x: x.double() @ w + b, (w, b), data, cpu, about, [1.0, 0.5])
 
 
 def test_noise_free_labels_are_judged_against_their_variance_not_the_noise() -> None:
@@ -249,7 +249,7 @@ def test_the_report_reads_the_trainers_precision() -> None:
 def test_an_untrained_model_is_left_out_and_least_squares_shown_alone() -> None:
     data, beta, _ = _noise_free()
     cpu, untouched = torch.device("cpu"), (torch.zeros(3), torch.tensor(0.0))
-    report = build_report(lambda x: pytest.fail("scored"), untouched, data, data.least_squares(cpu), cpu, trained=False)
+    report = build_report(lambda x: pytest.fail("scored"), untouched, data, cpu, trained=False)
     assert report["trained"] is False
     assert all(set(row) == {"name", "true", "ols", "ols_se"} for row in report["parameters"])
     assert [row["ols"] for row in report["parameters"]] == pytest.approx(beta.tolist())

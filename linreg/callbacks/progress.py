@@ -1,10 +1,8 @@
 """Terminal output: a progress bar on a terminal, one line per epoch everywhere, in the book's form.
 
-The book prints, after each epoch, the loss of the model on the whole training set
-(``epoch 1, loss 0.000357``); the epoch line starts the same way, with ``train/full_loss`` (logged by
-``ParameterRecovery``), and adds the validation metrics. On a terminal the TQDM bar is drawn and the
-epoch lines are written above it; in a pipe or a log file there is no bar (no thousands of redraws),
-only the epoch lines.
+The book prints the loss on the whole training set after each epoch (``epoch 1, loss 0.000357``); the epoch line
+starts so, with ``train/full_loss`` (``ParameterRecovery``), and adds the validation metrics. The bar is drawn only
+on a terminal (no thousands of redraws in a log file), with the epoch lines above it.
 """
 
 from __future__ import annotations
@@ -26,8 +24,7 @@ class ConsoleProgress(TQDMProgressBar):
     """Lightning's TQDM progress bar, drawn only on a terminal, plus a one-line summary per epoch.
 
     Args:
-        refresh_rate: steps between bar updates; each update reads the logged metrics, which on a GPU
-            waits for the device, so it is kept well above 1.
+        refresh_rate: steps between bar updates; each reads the logged metrics, which on a GPU waits for it.
         summary_keys: metrics shown in the epoch line after the training loss, when logged.
     """
 
@@ -39,68 +36,49 @@ class ConsoleProgress(TQDMProgressBar):
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
-        # Read on every process: reading computes the values logged for the epoch so far, and under DDP
-        # that is a collective operation that all processes must take part in.
+        # Read on every process: under DDP computing the epoch's logged values is collective.
         metrics = trainer.callback_metrics
         if trainer.is_global_zero:
-            self.write(epoch_line(trainer.current_epoch, metrics, self.summary_keys))
-
-    def write(self, line: str) -> None:
-        """Prints ``line`` above the bar when one is drawn, else as a plain line."""
-        if self.is_enabled:
-            tqdm.write(line)  # above every bar tqdm is drawing
-        else:
-            print(line, flush=True)
+            line = epoch_line(trainer.current_epoch, metrics, self.summary_keys)
+            if self.is_enabled:
+                tqdm.write(line)  # above the bar
+            else:
+                print(line, flush=True)
 
 
 def epoch_line(epoch: int, metrics: Mapping[str, Tensor | float], keys: tuple[str, ...]) -> str:
-    """``epoch 1, loss 0.000357  val/loss 0.000402  val/r2 0.999994``: the book's line, then the logged ``keys``.
+    """The book's line (``loss`` is ``train/full_loss``, else ``train/loss``), then the logged ``keys``.
 
-    ``loss`` is ``train/full_loss``, the loss on the whole training set after the epoch, as the book prints
-    it (``{loss:f}``); ``train/loss`` (the last mini-batch's) when that is all there is.
+    Numbers are printed as the book does (``{loss:f}``), in scientific notation where that would hide them.
 
     Example:
-        >>> epoch_line(0, {"train/full_loss": 0.000357, "val/loss": 0.0004}, ("val/loss", "val/r2"))
-        'epoch 1, loss 0.000357  val/loss 0.000400'
+        >>> epoch_line(0, {"train/full_loss": 0.000357, "val/loss": 3.2e-07}, ("val/loss", "val/r2"))
+        'epoch 1, loss 0.000357  val/loss 3.20e-07'
     """
+
+    def book(value: Tensor | float) -> str:
+        value = float(value)
+        return f"{value:f}" if value == 0 or abs(value) >= 1e-5 else f"{value:.2e}"
+
     loss = metrics.get(FULL_LOSS, metrics.get("train/loss"))
-    line = f"epoch {epoch + 1}" + ("" if loss is None else f", loss {book_number(float(loss))}")
-    values = "".join(f"  {key} {book_number(float(metrics[key]))}" for key in keys if key in metrics)
-    return line + values
+    line = f"epoch {epoch + 1}" + ("" if loss is None else f", loss {book(loss)}")
+    return line + "".join(f"  {key} {book(metrics[key])}" for key in keys if key in metrics)
 
 
-def book_number(value: float) -> str:
-    """``value`` as the book prints losses, ``f"{value:f}"``, or in scientific notation when that would hide it.
+def _actionable(record: logging.LogRecord) -> bool:
+    """False for Lightning's lines a user cannot act on.
 
-    Example:
-        >>> book_number(0.000357), book_number(3.2e-07)
-        ('0.000357', '3.20e-07')
+    Tips to install packages; "Seed set to 0" (the seed is in config.yaml, and the line would precede the
+    answer to a bad value); "Received SIGTERM" (the command's last line says what stopped it and where the
+    state is saved); early stopping asking before the table configs' ``min_steps``, as the config says to.
     """
-    return f"{value:f}" if value == 0 or abs(value) >= 1e-5 else f"{value:.2e}"
-
-
-class _DropNoise(logging.Filter):
-    """Drops Lightning's lines that a user cannot act on.
-
-    Advertising tips ("💡 Tip: ... try installing ..."); "Seed set to 0": the seed is in the config
-    (and the run's config.yaml), and the line would come before the one-line answer to a bad value;
-    "Received SIGTERM: 15": the command's own last line says what stopped it (Ctrl-C arrives as SIGTERM too)
-    and where the training state is saved; "Trainer was signaled to stop but the required ... min_steps":
-    the table configs' early stopping asking before their min_steps, which is what the config says to do.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        # "[rank: 1] Seed set to 0", "[rank: 0] Received SIGTERM: 15"
-        return not (
-            message.startswith("💡 Tip")
-            or "Seed set to" in message
-            or "Received SIGTERM" in message
-            or message.startswith("Trainer was signaled to stop but the required")
-        )
-
-
-_NOISE = _DropNoise()
+    message = record.getMessage()  # "[rank: 1] Seed set to 0", "[rank: 0] Received SIGTERM: 15"
+    return not (
+        message.startswith("💡 Tip")
+        or "Seed set to" in message
+        or "Received SIGTERM" in message
+        or message.startswith("Trainer was signaled to stop but the required")
+    )
 
 
 def quiet_lightning() -> None:
@@ -111,19 +89,14 @@ def quiet_lightning() -> None:
         "lightning.fabric.utilities.seed",
         "lightning.pytorch.trainer.connectors.signal_connector",
     ):
-        logging.getLogger(name).addFilter(_NOISE)  # the same filter object: added once however often called
-    # The data are tensors in memory: worker processes would only add copies between processes.
-    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-    # Every resumed run logs into a new directory, so its best-checkpoint tracking starts afresh there (the
-    # earlier run keeps its own best file); Lightning warns about this at each resume.
-    warnings.filterwarnings("ignore", message=r".*The dirpath has changed from.*")
-    # validate/test/predict --ckpt_path without --config: the command line, completed with the checkpoint's run's
-    # config (cli._with_run_config), is passed to LightningCLI as its args.
-    warnings.filterwarnings(
-        "ignore", message=r".*LightningCLI's args parameter is intended to run from within Python.*"
-    )
-    # A small table has fewer batches an epoch than log_every_n_steps; Lightning counts that interval across epochs
-    # (train/loss still gets its points) and ParameterRecovery adds one at every epoch's end.
-    warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval Trainer\(log_every_n_steps.*")
-    # Raised inside Lightning by newer torch releases; nothing a user of Lightning can change.
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+        logging.getLogger(name).addFilter(_actionable)  # a filter already there is not added again
+    for message in (
+        r".*does not have many workers.*",  # the data are in memory: workers would only add copies
+        r".*The dirpath has changed from.*",  # a resumed run logs into a new directory, its own best checkpoint
+        # validate/test/predict --ckpt_path: the command line, completed with the run's config, passed as args
+        r".*LightningCLI's args parameter is intended to run from within Python.*",
+        # fewer batches an epoch than log_every_n_steps: Lightning counts across epochs, ParameterRecovery adds one
+        r".*is smaller than the logging interval Trainer\(log_every_n_steps.*",
+        r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",  # inside Lightning with newer torch
+    ):
+        warnings.filterwarnings("ignore", message=message)

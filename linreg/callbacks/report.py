@@ -20,20 +20,18 @@ from linreg.validation import check_int
 
 
 def estimator(trainer: Trainer) -> dict[str, Any]:
-    """What the trained model of ``trainer`` is: its optimizer's name and learning rate, whether it is averaged, and
-    the precision it was trained at."""
+    """What the trained model is: optimizer name, configured learning rate, averaged or not, precision."""
     optimizer = type(trainer.optimizers[0]).__name__ if trainer.optimizers else "model"
     group = trainer.optimizers[0].param_groups[0] if trainer.optimizers else {}
     lr = group.get("initial_lr", group.get("lr"))  # the configured one: a scheduler keeps it as initial_lr
-    # AveragedSGD replaces the weights by their average when training ends, if it averaged any iterate (none
-    # when training ended before its start).
+    # AveragedSGD puts the average in place when training ends, if it averaged any iterate.
     averaged = any(cb.averaged > 0 for cb in trainer.callbacks if isinstance(cb, AveragedSGD))  # type: ignore[attr-defined]
     lr = None if lr is None else float(lr)
     return {**estimator_names(optimizer, averaged), "averaged": averaged, "lr": lr, "precision": trainer.precision}
 
 
 class FitReport(Callback):
-    """Prints the report at the end of ``fit`` (rank zero) and writes it to ``report.json`` in the run directory.
+    """Prints the report at the end of ``fit`` (rank zero) and writes it as JSON into the run directory.
 
     Args:
         max_rows: parameters printed at most; beyond that, those farthest from OLS (all are in the JSON).
@@ -48,7 +46,7 @@ class FitReport(Callback):
 
     @staticmethod
     def of(trainer: Trainer) -> dict[str, Any] | None:
-        """The report of the last fit ``trainer`` ran with a ``FitReport`` (None on other processes than the first)."""
+        """The report of ``trainer``'s last fit, as ``report.json`` holds it (None but on the first process)."""
         return next((cb.report for cb in trainer.callbacks if isinstance(cb, FitReport)), None)  # type: ignore[attr-defined]
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -65,23 +63,21 @@ class FitReport(Callback):
         data = regression_data(trainer, type(self).__name__)
         if not trainer.is_global_zero or data is None:
             return
-        reference = data.least_squares()  # solved once per fit, by whoever asked first
-        coefficients = (pl_module.weight, pl_module.bias)  # averaged ones, where weights are averaged
-        trained = trainer.global_step > 0  # weights that took no step are not an estimate
 
         def predict(x: Tensor) -> Tensor:  # at 16-true, bf16-true or 64-true the weights are not float32
             return pl_module(trainer.precision_plugin.convert_input(x))
 
         facts = build_report(
-            predict, coefficients, data, reference, pl_module.device, estimator(trainer), self.mse_by_epoch, trained
+            predict,
+            (pl_module.weight, pl_module.bias),  # averaged ones, where weights are averaged
+            data,
+            pl_module.device,
+            estimator(trainer),
+            self.mse_by_epoch,
+            trained=trainer.global_step > 0,  # weights that took no step are no estimate
         )
-        report = {
-            **facts,
-            "epochs": trainer.current_epoch,
-            "steps": trainer.global_step,
-        }
-        self.report = report
-        print("\n" + format_report(report, self.max_rows), flush=True)
+        self.report = {**facts, "epochs": trainer.current_epoch, "steps": trainer.global_step}
+        print("\n" + format_report(self.report, self.max_rows), flush=True)
         if log_dir is not None:
-            text = (json.dumps(report, indent=2) + "\n").encode()
+            text = (json.dumps(self.report, indent=2) + "\n").encode()
             save_atomically(text, Path(log_dir, self.filename), save=lambda data, file: file.write(data))

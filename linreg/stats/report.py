@@ -287,7 +287,6 @@ def build_report(
     predict: Callable[[Tensor], Tensor],
     coefficients: tuple[Tensor, Tensor],
     data: RegressionData,
-    reference: LeastSquaresFit,
     device: torch.device,
     estimator: dict[str, Any] | None = None,
     mse_by_epoch: list[float] | None = None,
@@ -297,11 +296,13 @@ def build_report(
 
     Args:
         predict: the model, ``(rows, d) -> (rows, 1)``, in the units it is trained in (as are ``coefficients``
-            ``(d,)`` and ``()``, ``reference``, the training split's least squares, and ``mse_by_epoch``).
+            ``(d,)`` and ``()`` and ``mse_by_epoch``).
+        data: the data module, set up; its least squares (``data.least_squares()``) is the reference.
         estimator: ``name``, ``tag`` (``estimator_names``), ``averaged``, ``lr``, ``precision``; plain SGD if None.
         trained: whether the model took any step; an untrained one is left out.
     """
     truth = None if data.true_w is None or data.true_b is None else (data.true_w.double(), data.true_b)
+    reference, s = data.least_squares(), data.target_scale  # s: target units per unit of the model's output
     ols = transform(reference, data.to_original_units)
     w, b = reference.w.to(device), reference.b.to(device)
 
@@ -313,11 +314,10 @@ def build_report(
         chunks = data.split_chunks(split)  # read once per split, for both models
         if chunks is not None:
             scores = score({"sgd": predict, "ols": ols_predict} if trained else {"ols": ols_predict}, chunks, device)
-            s = data.target_scale  # back to the target's own units (R² has none)
             metrics[split] = {
                 m: {"mse": v["mse"] * s**2, "mae": v["mae"] * s, "r2": v["r2"]} for m, v in scores.items()
             }
-    residual_variance = reference.residual_variance * data.target_scale**2
+    residual_variance = reference.residual_variance * s**2
     sgd = learned_coefficients(*coefficients, data) if trained else None
     return {
         "estimator": estimator or {**estimator_names("SGD", averaged=False), "averaged": False, "precision": "32-true"},
@@ -328,9 +328,9 @@ def build_report(
             "degrees_of_freedom": reference.degrees_of_freedom,
             "residual_variance": residual_variance,
             "residual_std": residual_variance**0.5,
-            "target_variance": reference.target_variance * data.target_scale**2,
+            "target_variance": reference.target_variance * s**2,
         },
         "metrics": metrics,
-        "training": {"mse_by_epoch": [mse * data.target_scale**2 for mse in mse_by_epoch or []]},
+        "training": {"mse_by_epoch": [mse * s**2 for mse in mse_by_epoch or []]},
         "units": "the data's own: parameters in target units per feature unit, errors in target units",
     }
