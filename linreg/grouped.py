@@ -1,21 +1,18 @@
 """``GroupedStepsRegression``: several SGD steps per Lightning step, for large data sets (opt-in, by ``class_path``).
 
-Lightning's fixed cost per ``training_step`` (hooks, logging, bookkeeping) can exceed the SGD step of a
-linear model itself (``python -m linreg.benchmark loops`` measures both). This model cuts every training
-batch into mini-batches of ``mini_batch_size`` rows and does one SGD step on each, so that cost is paid
-once per group: the same updates, in the same order, as ``LinearRegression`` with the mini-batch as its
-batch. It uses manual optimization, which Lightning's docs keep for loops like this one.
-Select it in a config (``configs/large.yaml``)::
+Lightning's fixed cost per ``training_step`` can exceed a linear model's SGD step (``python -m linreg.benchmark
+loops``). This model cuts each training batch into mini-batches and takes one SGD step on each, by manual
+optimization (as Lightning's docs advise for such loops): the same updates as ``LinearRegression`` with the
+mini-batch as its batch. Select it in a config (``configs/large.yaml``)::
 
     model:
       class_path: linreg.grouped.GroupedStepsRegression
       init_args:
         mini_batch_size: 1024  # rows per SGD step; data.batch_size 16384 gives 16 steps per batch
 
-What manual optimization gives up: gradient clipping and accumulation by the Trainer, and per-step
-hooks of callbacks (checkpoints and ``max_steps`` count SGD steps but are checked once per group;
-``AveragedSGD`` averages every SGD step, through a hook on the optimizer). ``train/loss`` is the loss of
-the group's last step, and ``log_every_n_steps`` counts groups.
+Given up: the Trainer's gradient clipping and accumulation, and per-step callback hooks (checkpoints and
+``max_steps`` count SGD steps but are checked once per batch; ``AveragedSGD`` hooks the optimizer). ``train/loss``
+is the batch's last step's, and ``log_every_n_steps`` counts batches.
 """
 
 from __future__ import annotations
@@ -30,17 +27,10 @@ from linreg.validation import check_int
 
 
 class GroupedStepsRegression(LinearRegression):
-    """``LinearRegression`` taking one SGD step on each mini-batch of ``mini_batch_size`` rows of a training batch.
+    """``LinearRegression`` taking one SGD step on each ``mini_batch_size`` rows of a training batch.
 
     With ``data.batch_size`` a multiple of ``mini_batch_size``, the updates are those of ``LinearRegression``
-    on batches of ``mini_batch_size`` (the same shuffled order, cut the same way).
-
-    Args:
-        input_dim: number of features.
-        mini_batch_size: rows per SGD step.
-        optimizer: as for ``LinearRegression``.
-        scheduler: as for ``LinearRegression`` (stepped every epoch).
-        init_std: as for ``LinearRegression``.
+    on batches of ``mini_batch_size``. The other arguments are ``LinearRegression``'s.
 
     Example:
         >>> model = GroupedStepsRegression(input_dim=3, mini_batch_size=4)

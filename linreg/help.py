@@ -1,11 +1,9 @@
 """``fit --help``: Lightning's options, then those of the data module, the model and its optimizer as configured.
 
-In subclass mode (``--data CSVRegressionData``, ``--model.optimizer Adam``) LightningCLI lists a group as one
-option, ``--data CONFIG | CLASS_PATH_OR_NAME | .INIT_ARG_NAME VALUE``, and its arguments only under
-``--data.help CLASS``. ``FullHelp`` prints the help as usual and then, for the classes the command line
-chose so far (a ``--config`` given before ``--help`` included), each argument as its own option, with the
-value the run would use as its default: ``--data.batch_size`` reads ``default: 10`` under
-``configs/d2l.yaml``.
+In subclass mode LightningCLI lists a group as one option (``--data CONFIG | CLASS_PATH_OR_NAME | .INIT_ARG_NAME
+VALUE``) and its arguments only under ``--data.help CLASS``. ``FullHelp`` adds, for the classes chosen so far (by a
+``--config`` before ``--help`` too), each argument with the value the run would use: ``--data.batch_size`` reads
+``default: 10`` under ``configs/d2l.yaml``.
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ from typing import Any
 from jsonargparse import ArgumentParser, Namespace
 from jsonargparse.typing import import_object
 
-# The sections: config key, what it holds, and arguments not set from the command line (the CLI fills them in).
+# Config key, what it holds, and the arguments the CLI fills in itself.
 _SECTIONS = (
     ("data", "the data module", {"input_dim"}),
     ("model", "the model", {"input_dim", "optimizer", "scheduler"}),
@@ -63,19 +61,14 @@ def class_sections(parser: ArgumentParser, config: Namespace) -> list[str]:
         for name, value in vars(spec.get("init_args") or Namespace()).items():
             if name not in skipped and f"{option}.{name}" in sub.get_defaults():
                 sub.set_defaults({f"{option}.{name}": value})
-        # The options without the usage line and the class's own heading (its docstring's first line).
+        # The options without the usage line and the class's own heading (its docstring's first line), nor the
+        # group's own ``--data CONFIG`` and ``.help``, nor the tensor classes ``float | Tensor`` arguments list.
         options = sub.format_help().split("\n\n", 1)[-1].split("\n", 1)[-1]
-        entries = [_plain(entry) for entry in re.split(r"\n(?=  -)", options.rstrip()) if _kept(entry, option)]
+        entries = [
+            re.sub(r",\s+known subclasses:[^)]*", "", entry)
+            for entry in re.split(r"\n(?=  -)", options.rstrip())
+            if not entry.startswith(f"  --{option} CONFIG") and not entry.split()[0].endswith(".help")
+        ]
         heading = f"Options of {what}, {spec.class_path} (defaults: this command's values):"
         sections.append("\n".join([heading, *entries, ""]))
     return sections
-
-
-def _kept(entry: str, option: str) -> bool:
-    """Whether an option's entry says something here: not the group's own ``--data CONFIG``, nor a ``.help``."""
-    return not entry.startswith(f"  --{option} CONFIG") and not entry.split()[0].endswith(".help")
-
-
-def _plain(entry: str) -> str:
-    """An entry without the list of tensor classes that torch's ``float | Tensor`` arguments bring."""
-    return re.sub(r",\s+known subclasses:[^)]*", "", entry)

@@ -15,7 +15,7 @@ from linreg.validation import check_float, check_int
 
 
 def writes_logs(trainer: Trainer) -> bool:
-    """Whether Lightning writes what the training batch in progress logs (every ``log_every_n_steps``-th batch)."""
+    """Whether Lightning writes what this training batch logs (every ``log_every_n_steps``-th batch)."""
     every = trainer.log_every_n_steps
     return every > 0 and (trainer.fit_loop.total_batch_idx + 1) % every == 0
 
@@ -30,10 +30,9 @@ class LinearRegression(LightningModule):
 
     Args:
         input_dim: number of features (the CLI links it from the data module).
-        optimizer: builds the optimizer from the parameters; SGD(lr=0.03) by default, any
-            ``torch.optim`` class from the config or command line (``--model.optimizer Adam``).
-        scheduler: builds a learning-rate scheduler from the optimizer, stepped by Lightning after every
-            epoch (``--model.scheduler CosineAnnealingLR --model.scheduler.T_max 30``); none by default.
+        optimizer: builds the optimizer from the parameters; the book's SGD(lr=0.03) by default
+            (``--model.optimizer Adam`` for another).
+        scheduler: builds a learning-rate scheduler, stepped every epoch (``--model.scheduler StepLR``).
         init_std: weights start from N(0, init_std); the bias starts at 0.
 
     Example:
@@ -52,8 +51,7 @@ class LinearRegression(LightningModule):
         super().__init__()
         check_int("input_dim", input_dim, 1)
         check_float("init_std", init_std, 0.0)
-        # Plain values only, so checkpoints load with torch.load(weights_only=True): hence no jsonargparse.typing
-        # types (PositiveInt, ...) in this signature; save_hyperparameters would store their instances.
+        # Plain values only (no jsonargparse.typing types), so checkpoints load with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -82,9 +80,8 @@ class LinearRegression(LightningModule):
         """The MSE of one mini-batch ``(x, y)``; Lightning takes the optimizer step on it."""
         x, y = batch
         loss = F.mse_loss(self(x), y)
-        # Lightning writes a step's logged values every log_every_n_steps steps and drops the others, and
-        # self.log costs more than this model's whole step: so the loss is logged only where it is written.
-        # sync_dist: under DDP the mean over processes, the loss of the whole batch (free on one device).
+        # self.log costs more than this model's step, and Lightning writes only every log_every_n_steps-th.
+        # sync_dist: under DDP the mean over processes, the loss of the whole batch.
         if writes_logs(self.trainer):
             self.log("train/loss", loss, prog_bar=True, sync_dist=True)
         return loss

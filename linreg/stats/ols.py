@@ -131,7 +131,9 @@ def fit_least_squares(
     for x, t in row_chunks(X, y, device):
         moments.update(torch.cat([x, t.view(-1, 1)], dim=1))
     # The RSS from a second pass over the rows: exact where S_yy - mᵀw would cancel.
-    return _solve(moments, feature_names, lambda w, b: mean_squared_error(X, y, w, b, device) * X.shape[0])
+    return least_squares_from_moments(
+        moments, feature_names, lambda w, b: mean_squared_error(X, y, w, b, device) * X.shape[0]
+    )
 
 
 @dataclass
@@ -185,23 +187,20 @@ class Moments:
         return Moments(self.count, (self.mean - shift) / scale, self.comoment / torch.outer(scale, scale))
 
 
-def least_squares_from_moments(moments: Moments, feature_names: Sequence[str] | None = None) -> LeastSquaresFit:
-    """The least-squares fit of the last column of ``Z`` on the others, as ``fit_least_squares``, from moments alone.
-
-    The residual sum of squares is ``S_yy - mᵀw`` instead of a second pass over the rows.
-    """
-    d = moments.mean.numel() - 1
-    s_yy, moment = moments.comoment[d, d], moments.comoment[:d, d]
-    return _solve(moments, feature_names, lambda w, b: max(float(s_yy - moment @ w), 0.0))
-
-
-def _solve(
-    moments: Moments, feature_names: Sequence[str] | None, residual_sum: Callable[[Tensor, Tensor], float]
+def least_squares_from_moments(
+    moments: Moments,
+    feature_names: Sequence[str] | None = None,
+    residual_sum: Callable[[Tensor, Tensor], float] | None = None,
 ) -> LeastSquaresFit:
-    """The fit from the centred normal equations of ``moments``; ``residual_sum(w, b)`` is the RSS."""
+    """The least-squares fit of the last column of ``Z`` on the others, as ``fit_least_squares``, from moments.
+
+    The centred normal equations are solved from the moments alone; ``residual_sum(w, b)`` gives the RSS,
+    ``S_yy - mᵀw`` by default (no second pass over the rows).
+    """
     n, d = moments.count, moments.mean.numel() - 1
     gram, moment = moments.comoment[:d, :d], moments.comoment[:d, d]
     x_mean, y_mean = moments.mean[:d], moments.mean[d]
+    s_yy = float(moments.comoment[d, d])
     names = list(feature_names) if feature_names is not None else [f"x{j}" for j in range(d)]
     if n <= d + 1:
         raise UserInputError(
@@ -213,14 +212,14 @@ def _solve(
     inverse = _inverse_gram(gram, x_mean, n, names)  # (d, d)
     w = inverse @ moment
     b = y_mean - x_mean @ w
-    sigma2 = residual_sum(w, b) / (n - d - 1)
+    rss = max(s_yy - float(moment @ w), 0.0) if residual_sum is None else residual_sum(w, b)
+    sigma2 = rss / (n - d - 1)
     # [X 1]ᵀ[X 1] inverted blockwise from the centred Gram matrix G: [[G⁻¹, -G⁻¹x̄], [-x̄ᵀG⁻¹, 1/n + x̄ᵀG⁻¹x̄]].
     cross = -(inverse @ x_mean)  # (d,)
     full = torch.empty(d + 1, d + 1, dtype=torch.float64, device=gram.device)
     full[:d, :d] = inverse
     full[:d, d] = full[d, :d] = cross
     full[d, d] = 1.0 / n - x_mean @ cross
-    s_yy = float(moments.comoment[d, d])
     return LeastSquaresFit(w.cpu(), b.cpu(), (sigma2 * full).cpu(), sigma2, n, s_yy / n, x_mean.cpu(), (gram / n).cpu())
 
 

@@ -65,14 +65,10 @@ def score(
 ) -> dict[str, dict[str, float]]:
     """``{model: {metric: value}}``: MSE, MAE and R² in float64 on the ``(X, y)`` blocks, read once for all models."""
     local = {"sync_on_compute": False}  # one process scores the whole split; the others are not computing
-    metrics = {
-        name: MetricCollection(
-            {"mse": MeanSquaredError(**local), "mae": MeanAbsoluteError(**local), "r2": R2Score(**local)}
-        )
-        .set_dtype(torch.float64)
-        .to(device)
-        for name in models
-    }
+    scores = MetricCollection(
+        {"mse": MeanSquaredError(**local), "mae": MeanAbsoluteError(**local), "r2": R2Score(**local)}
+    )
+    metrics = {name: scores.clone().set_dtype(torch.float64).to(device) for name in models}
     with torch.no_grad():
         for x, t in chunks:  # x in the model's dtype
             x, t = x.to(device), t.to(device).view(-1).double()
@@ -87,17 +83,14 @@ def parameter_rows(
     """One row per parameter, ``w[<feature>]`` then ``b``: truth, least squares and (unless None) the model."""
     labels = [f"w[{name}]" for name in names] + ["b"]
     true = [None] * len(labels) if truth is None else [*truth[0].tolist(), truth[1]]
-    ols_all = torch.cat([ols.w, ols.b.view(1)]).tolist()
+    ols_all, ses = torch.cat([ols.w, ols.b.view(1)]).tolist(), ols.standard_errors.tolist()
     rows = [
         {"name": label, "true": t, "ols": o, "ols_se": se}
-        for label, t, o, se in zip(labels, true, ols_all, ols.standard_errors.tolist(), strict=True)
+        for label, t, o, se in zip(labels, true, ols_all, ses, strict=True)
     ]
-    if sgd is None:
-        return rows
-    for row, s in zip(rows, torch.cat([sgd[0], sgd[1].view(1)]).tolist(), strict=True):
+    for row, s in zip(rows, [] if sgd is None else torch.cat([sgd[0], sgd[1].view(1)]).tolist(), strict=False):
         t, o, se = row["true"], row["ols"], row["ols_se"]
-        row["sgd"] = s
-        row["sgd_minus_true"] = None if t is None else s - t
+        row.update(sgd=s, sgd_minus_true=None if t is None else s - t)
         row["sgd_minus_ols_in_se"] = (s - o) / se if se > 0 else None  # se = 0: labels without noise
     return rows
 
@@ -127,24 +120,18 @@ def format_report(report: dict[str, Any], max_rows: int = 20) -> str:
 
 def legend(name: str, tag: str, truth_known: bool, trained: bool) -> str:
     """The lines under the report that say what the columns it has mean."""
-    sentences = [
-        ("true: the value the data were generated from.", truth_known),
-        ("true-{tag}: the error of the estimate, signed as in the book.", truth_known and trained),
-        (
-            "OLS ± SE: the exact least-squares fit to the training data (the best estimate they allow) and its standard"
-            " error.",
-            True,
-        ),
-        ("{tag}: the trained model ({name}).", trained),
-        (
-            "({tag}-OLS)/SE: how far the model is from OLS, in standard errors. Up to {limit:g} (the verdict's limit),"
-            " that distance is within what the noise in the data leaves uncertain in OLS itself.",
-            trained,
-        ),
-        ("mse (the loss) and mae: mean squared and absolute error, lower is better; r2: 1 is a perfect fit.", True),
-        ("Both models are scored on every example of each split.", trained),
-    ]
-    text = "  ".join(s for s, shown in sentences if shown).format(name=name, tag=tag, limit=SE_LIMIT)
+    sentences = {
+        "true: the value the data were generated from.": truth_known,
+        "true-{tag}: the error of the estimate, signed as in the book.": truth_known and trained,
+        "OLS ± SE: the exact least-squares fit to the training data (the best estimate they allow) and its standard"
+        " error.": True,
+        "{tag}: the trained model ({name}).": trained,
+        "({tag}-OLS)/SE: how far the model is from OLS, in standard errors. Up to {limit:g} (the verdict's limit),"
+        " that distance is within what the noise in the data leaves uncertain in OLS itself.": trained,
+        "mse (the loss) and mae: mean squared and absolute error, lower is better; r2: 1 is a perfect fit.": True,
+        "Both models are scored on every example of each split.": trained,
+    }
+    text = "  ".join(s for s, shown in sentences.items() if shown).format(name=name, tag=tag, limit=SE_LIMIT)
     return textwrap.fill(text, width=106, initial_indent="  ", subsequent_indent="  ")
 
 
@@ -184,9 +171,8 @@ def verdict(report: dict[str, Any]) -> str:
     facts, line = _judgement(report)
     if line is not None:
         return line
-    train = report["metrics"]["train"]
-    history = report.get("training", {}).get("mse_by_epoch", [])
-    closing = still_closing(history, train["ols"]["mse"])
+    history = report["training"]["mse_by_epoch"]
+    closing = still_closing(history, report["metrics"]["train"]["ols"]["mse"])
     lr = report["estimator"].get("lr")
     larger = f"a learning rate larger than {lr:g}" if lr is not None else "a larger learning rate"
     steps = f"more epochs (--trainer.max_epochs) or {larger} (--model.optimizer.lr)"
