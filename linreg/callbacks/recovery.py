@@ -48,8 +48,7 @@ def log10(value: float) -> float:
 class ParameterRecovery(Callback):
     """Logs the training-set loss and the recovery curves as often as ``train/loss``.
 
-    The data module solves least squares once per fit; it is asked in ``setup``, before the run directory is
-    written, so training data with no unique solution stop the run with nothing written.
+    Least squares is asked for in ``setup``, so data without a unique solution stop the run before it writes.
 
     Args:
         max_coefficient_curves: the coefficients are logged while there are at most this many features.

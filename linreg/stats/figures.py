@@ -1,7 +1,6 @@
-"""Figures of a fit: a parity plot and a residual histogram, drawn from arrays with matplotlib.
+"""Figures of a fit, a parity plot and a residual histogram, on matplotlib's Agg canvas (no display, no pyplot).
 
-Plain functions: matplotlib's Agg canvas (no display needed, no pyplot state), figures returned or
-rendered to RGB arrays. ``linreg.callbacks.plots.FitPlots`` draws them at the end of ``fit``.
+``linreg.callbacks.plots.FitPlots`` draws them at the end of ``fit``.
 """
 
 from __future__ import annotations

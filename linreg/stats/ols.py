@@ -141,8 +141,7 @@ class Moments:
     """Count, means and centred cross-products of the columns of ``Z = [X y]``, accumulated batch by batch.
 
     Batches are merged as Chan, Golub and LeVeque (1979) merge variances, each centred on its own mean, so
-    a column of mean 1e6 and spread 1e-2 keeps its digits. One pass gives the standardisation statistics
-    and the least-squares solution (``least_squares_from_moments``).
+    a column of mean 1e6 and spread 1e-2 keeps its digits.
 
     Attributes:
         count: rows seen.
