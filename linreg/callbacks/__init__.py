@@ -9,7 +9,6 @@ from __future__ import annotations
 from lightning.pytorch import Callback
 
 from linreg.callbacks.averaging import AveragedSGD
-from linreg.callbacks.dashboard import Dashboard
 from linreg.callbacks.divergence import DivergenceGuard
 from linreg.callbacks.plots import FitPlots
 from linreg.callbacks.predictions import PredictionWriter
@@ -31,7 +30,7 @@ def default_callbacks(subcommand: str | None = "fit") -> list[Callback]:
     """
     if subcommand in (None, "fit"):
         # ParameterRecovery before ConsoleProgress and FitReport: they read the loss it logs at the epoch's end.
-        return [ParameterRecovery(), ConsoleProgress(), DivergenceGuard(), FitReport(), FitPlots(), Dashboard()]
+        return [ParameterRecovery(), ConsoleProgress(), DivergenceGuard(), FitReport(), FitPlots()]
     if subcommand == "predict":
         return [ConsoleProgress(), PredictionWriter()]
     return [ConsoleProgress()]

@@ -8,7 +8,9 @@ Logged before the first step and wherever Lightning writes ``train/loss`` (every
 - ``params/w_gap_ols``, ``params/b_gap_ols``: distance from least squares;
 - ``params/w/<feature>``, ``params/b``: the coefficients, for up to 16 features;
 - ``convergence/log10_*`` and ``reference/log10_loss_least_squares``: losses and gaps on a log10 scale, where
-  the noise floor is as visible as the start (``linreg.callbacks.dashboard`` charts them).
+  the noise floor is as visible as the start.
+
+TensorBoard's Custom Scalars page draws several of them on one chart (``LAYOUT``, written once per run).
 
 Coefficients are in the data's own units, losses in the units the model is trained in.
 """
@@ -20,6 +22,7 @@ import re
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 
 from linreg.callbacks.averaging import reported_weights
@@ -29,6 +32,22 @@ from linreg.stats.report import learned_coefficients
 from linreg.validation import check_int
 
 FULL_LOSS = "train/full_loss"
+# {category: {chart title: ["Multiline", [tag regexes]]}}, as add_custom_scalars takes it; absent tags drop out.
+LAYOUT: dict[str, dict[str, list]] = {
+    "fit": {
+        "loss (log10): training set, validation set, and least squares on the training set": [
+            "Multiline",
+            [r"^convergence/log10_loss_(train_full|val)$", r"^reference/log10_loss_least_squares$"],
+        ],
+        "distance from least squares (log10): |w - w_ols| and |b - b_ols|": [
+            "Multiline",
+            [r"^convergence/log10_ols_gap_[wb]$"],
+        ],
+        "error against the true values: |w - w_true| and |b - b_true|": ["Multiline", [r"^params/[wb]_error$"]],
+        "coefficients: w and b": ["Multiline", [r"^params/w/", r"^params/b$"]],
+        "mini-batch loss (train/loss)": ["Multiline", [r"^train/loss$"]],
+    }
+}
 
 
 def regression_data(trainer: Trainer, needed_by: str) -> RegressionData | None:
@@ -63,6 +82,9 @@ class ParameterRecovery(Callback):
             data.least_squares()
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        for logger in trainer.loggers if trainer.is_global_zero else []:  # one event file per run
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_custom_scalars(LAYOUT)
         # The curves' starting point, before the first step (self.log cannot log here).
         self._write(trainer, self._recovery(trainer, pl_module), step=trainer.fit_loop.total_batch_idx + 1)
 
