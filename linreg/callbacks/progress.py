@@ -66,12 +66,8 @@ def epoch_line(epoch: int, metrics: Mapping[str, Tensor | float], keys: tuple[st
 
 
 def _actionable(record: logging.LogRecord) -> bool:
-    """False for Lightning's lines a user cannot act on.
-
-    Tips to install packages; "Seed set to 0" (the seed is in config.yaml, and the line would precede the
-    answer to a bad value); "Received SIGTERM" (the command's last line says what stopped it and where the
-    state is saved); early stopping asking before the table configs' ``min_steps``, as the config says to.
-    """
+    """False for Lightning's lines a user cannot act on: tips to install packages, the seed (in config.yaml),
+    SIGTERM (the command's last line says what stopped it), early stopping waiting for the configs' ``min_steps``."""
     message = record.getMessage()  # "[rank: 1] Seed set to 0", "[rank: 0] Received SIGTERM: 15"
     return not (
         message.startswith("💡 Tip")

@@ -43,7 +43,7 @@ def estimator_names(optimizer: str, averaged: bool) -> dict[str, str]:
 
 
 def _columns(tag: str) -> list[tuple[str, Callable[[Row], str], tuple[str, ...]]]:
-    """(header, cell, the row keys it needs); the first column is left-aligned, the others right-aligned."""
+    """(header, cell, the row keys it needs)."""
     return [
         ("parameter", lambda r: r["name"], ()),
         ("true", lambda r: f"{r['true']:.6g}", ("true",)),
@@ -245,13 +245,8 @@ def _parameter_table(rows: list[Row], max_rows: int, tag: str) -> list[str]:
     shown = sorted(sorted(range(len(rows)), key=lambda i: -z[i])[:max_rows])  # farthest from OLS, in order
     table = [[header for header, _, _ in columns]] + [[cell(rows[i]) for _, cell, _ in columns] for i in shown]
     widths = [max(len(line[c]) for line in table) for c in range(len(columns))]
-    lines = [
-        "  ".join(
-            text.ljust(width) if c == 0 else text.rjust(width)
-            for c, (text, width) in enumerate(zip(line, widths, strict=True))
-        )
-        for line in table
-    ]
+    # The first column left-aligned, the others right-aligned.
+    lines = ["  ".join([line[0].ljust(widths[0]), *map(str.rjust, line[1:], widths[1:])]) for line in table]
     if len(shown) < len(rows):
         which = ", those farthest from OLS" if trained else ""
         lines.append(f"({len(shown)} of {len(rows)} parameters shown{which}; all in report.json)")
