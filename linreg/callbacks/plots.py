@@ -1,7 +1,7 @@
 """``FitPlots``: the parity plot and residual histogram of the final fit on the validation set, in target units.
 
 Logged to TensorBoard's Images tab as ``plots/val_parity`` and ``plots/val_residuals`` and saved as
-``val_parity.png`` and ``val_residuals.png`` in the run directory; at most ``max_points`` examples, seeded.
+``val_parity.png`` and ``val_residuals.png`` in the run directory; at most ``MAX_POINTS`` examples, seeded.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from torch import Tensor
 from linreg.callbacks.recovery import regression_data
 from linreg.checkpointing.io import save_atomically
 from linreg.stats.figures import parity_figure, render, residual_figure
-from linreg.validation import check_int
+
+MAX_POINTS = 10_000  # examples drawn at most: a scatter of more takes long to draw and shows no more
 
 
 def sample_rows(chunks: Iterable[tuple[Tensor, Tensor]], size: int, seed: int = 0) -> tuple[Tensor, Tensor, int]:
@@ -41,14 +42,7 @@ def sample_rows(chunks: Iterable[tuple[Tensor, Tensor]], size: int, seed: int = 
 
 
 class FitPlots(Callback):
-    """Draws the parity plot and residual histogram of the final model at the end of ``fit``.
-
-    Args:
-        max_points: examples drawn at most; a larger validation set is subsampled.
-    """
-
-    def __init__(self, max_points: int = 10_000) -> None:
-        self.max_points = check_int("max_points", max_points, 2)
+    """Draws the parity plot and residual histogram of the final model at the end of ``fit``."""
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         log_dir = trainer.log_dir  # on every rank: it is broadcast from rank zero
@@ -56,7 +50,7 @@ class FitPlots(Callback):
         chunks = data.split_chunks("val") if data is not None and trainer.is_global_zero else None
         if chunks is None:
             return
-        X, y, n = sample_rows(chunks, self.max_points)
+        X, y, n = sample_rows(chunks, MAX_POINTS)
         with torch.no_grad():
             x = trainer.precision_plugin.convert_input(X.to(pl_module.device))  # in the weights' dtype at *-true
             predicted = data.to_target_units(pl_module(x).view(-1).double().cpu()).numpy()

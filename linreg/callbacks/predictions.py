@@ -65,11 +65,10 @@ def _cells(column: Tensor) -> list[Any]:
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Writes ``filename`` into ``trainer.log_dir`` (the run directory) at the end of ``predict``."""
+    """Writes ``predictions.csv`` into ``trainer.log_dir`` (the run directory) at the end of ``predict``."""
 
-    def __init__(self, filename: str = "predictions.csv") -> None:
+    def __init__(self) -> None:
         super().__init__(write_interval="epoch")
-        self.filename = filename
 
     def write_on_epoch_end(
         self, trainer: Trainer, pl_module: LightningModule, predictions: Sequence[Any], batch_indices: Sequence[Any]
@@ -82,7 +81,7 @@ class PredictionWriter(BasePredictionWriter):
         if not trainer.is_global_zero:
             return
         columns = trainer.datamodule.prediction_columns(in_input_order(values, rows))
-        path = Path(run_dir) / self.filename
+        path = Path(run_dir, "predictions.csv")
         write_csv(path, columns)
         print(f"predictions: {path} ({values.numel()} rows)", flush=True)
 

@@ -21,16 +21,10 @@ from linreg.callbacks.recovery import FULL_LOSS
 
 
 class ConsoleProgress(TQDMProgressBar):
-    """Lightning's TQDM progress bar, drawn only on a terminal, plus a one-line summary per epoch.
+    """Lightning's TQDM progress bar, drawn only on a terminal, plus a one-line summary per epoch."""
 
-    Args:
-        refresh_rate: steps between bar updates; each reads the logged metrics, which on a GPU waits for it.
-        summary_keys: metrics shown in the epoch line after the training loss, when logged.
-    """
-
-    def __init__(self, refresh_rate: int = 50, summary_keys: tuple[str, ...] = ("val/loss", "val/r2")) -> None:
-        super().__init__(refresh_rate=refresh_rate)
-        self.summary_keys = summary_keys
+    def __init__(self) -> None:
+        super().__init__(refresh_rate=50)  # each update reads the logged metrics, which on a GPU waits for it
         if not sys.stdout.isatty():
             self.disable()
 
@@ -39,7 +33,7 @@ class ConsoleProgress(TQDMProgressBar):
         # Read on every process: under DDP computing the epoch's logged values is collective.
         metrics = trainer.callback_metrics
         if trainer.is_global_zero:
-            line = epoch_line(trainer.current_epoch, metrics, self.summary_keys)
+            line = epoch_line(trainer.current_epoch, metrics, ("val/loss", "val/r2"))
             if self.is_enabled:
                 tqdm.write(line)  # above the bar
             else:

@@ -29,9 +29,9 @@ from linreg.callbacks.averaging import reported_weights
 from linreg.data import RegressionData
 from linreg.model import writes_logs
 from linreg.stats.report import learned_coefficients
-from linreg.validation import check_int
 
 FULL_LOSS = "train/full_loss"
+MAX_COEFFICIENT_CURVES = 16  # the coefficients are logged up to this many features: more would bury the rest
 # {category: {chart title: ["Multiline", [tag regexes]]}}, as add_custom_scalars takes it; absent tags drop out.
 LAYOUT: dict[str, dict[str, list]] = {
     "fit": {
@@ -68,13 +68,7 @@ class ParameterRecovery(Callback):
     """Logs the training-set loss and the recovery curves as often as ``train/loss``.
 
     Least squares is asked for in ``setup``, so data without a unique solution stop the run before it writes.
-
-    Args:
-        max_coefficient_curves: the coefficients are logged while there are at most this many features.
     """
-
-    def __init__(self, max_coefficient_curves: int = 16) -> None:
-        self.max_coefficient_curves = check_int("max_coefficient_curves", max_coefficient_curves, 0)
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         data = regression_data(trainer, type(self).__name__) if stage == "fit" else None
@@ -136,7 +130,7 @@ class ParameterRecovery(Callback):
         if data.true_w is not None and data.true_b is not None:
             values["params/w_error"] = (w - data.true_w.to(torch.float64)).norm().item()
             values["params/b_error"] = abs(b.item() - data.true_b)
-        if w.numel() <= self.max_coefficient_curves:
+        if w.numel() <= MAX_COEFFICIENT_CURVES:
             # A feature name as a TensorBoard tag: characters other than letters, digits and _.- become _.
             names = (re.sub(r"[^\w.-]", "_", name) for name in data.feature_names)
             values.update(zip((f"params/w/{name}" for name in names), w.tolist(), strict=True))

@@ -16,7 +16,6 @@ from linreg.callbacks.averaging import AveragedSGD
 from linreg.callbacks.recovery import FULL_LOSS, regression_data
 from linreg.checkpointing.io import save_atomically
 from linreg.stats.report import build_report, estimator_names, format_report
-from linreg.validation import check_int
 
 
 def estimator(trainer: Trainer) -> dict[str, Any]:
@@ -31,16 +30,9 @@ def estimator(trainer: Trainer) -> dict[str, Any]:
 
 
 class FitReport(Callback):
-    """Prints the report at the end of ``fit`` (rank zero) and writes it as JSON into the run directory.
+    """Prints the report at the end of ``fit`` (rank zero) and writes it as ``report.json`` into the run directory."""
 
-    Args:
-        max_rows: parameters printed at most; beyond that, those farthest from OLS (all are in the JSON).
-        filename: name of the JSON file in ``trainer.log_dir``.
-    """
-
-    def __init__(self, max_rows: int = 20, filename: str = "report.json") -> None:
-        self.max_rows = check_int("max_rows", max_rows, 1)
-        self.filename = filename
+    def __init__(self) -> None:
         self.mse_by_epoch: list[float] = []  # the training MSE after each epoch of this fit, for the verdict
         self.report: dict[str, Any] | None = None  # the last fit's report, as report.json holds it (rank zero)
 
@@ -77,7 +69,7 @@ class FitReport(Callback):
             trained=trainer.global_step > 0,  # weights that took no step are no estimate
         )
         self.report = {**facts, "epochs": trainer.current_epoch, "steps": trainer.global_step}
-        print("\n" + format_report(self.report, self.max_rows), flush=True)
+        print("\n" + format_report(self.report), flush=True)
         if log_dir is not None:
             text = (json.dumps(self.report, indent=2) + "\n").encode()
-            save_atomically(text, Path(log_dir, self.filename), save=lambda data, file: file.write(data))
+            save_atomically(text, Path(log_dir, "report.json"), save=lambda data, file: file.write(data))
