@@ -31,11 +31,6 @@ class GroupedStepsRegression(LinearRegression):
 
     With ``data.batch_size`` a multiple of ``mini_batch_size``, the updates are those of ``LinearRegression``
     on batches of ``mini_batch_size``. The other arguments are ``LinearRegression``'s.
-
-    Example:
-        >>> model = GroupedStepsRegression(input_dim=3, mini_batch_size=4)
-        >>> [len(x) for x in torch.zeros(10, 3).split(model.mini_batch_size)]
-        [4, 4, 2]
     """
 
     def __init__(

@@ -31,12 +31,7 @@ Row = dict[str, Any]
 
 
 def estimator_names(optimizer: str, averaged: bool) -> dict[str, str]:
-    """What the report calls the trained model: a long name and a short tag for column headers.
-
-    Example:
-        >>> estimator_names("SGD", averaged=True), estimator_names("Adam", averaged=False)
-        ({'name': 'averaged SGD', 'tag': 'ASGD'}, {'name': 'Adam', 'tag': 'Adam'})
-    """
+    """What the report calls the trained model: a long name (``averaged SGD``) and a column tag (``ASGD``)."""
     if not averaged:
         return {"name": optimizer, "tag": optimizer}
     return {"name": f"averaged {optimizer}", "tag": "ASGD" if optimizer == "SGD" else f"avg {optimizer}"}
