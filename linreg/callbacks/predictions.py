@@ -75,8 +75,9 @@ class PredictionWriter(BasePredictionWriter):
     ) -> None:
         # One predict dataloader: a list of (batch, 1) outputs, and the row indices of each batch.
         values = torch.cat([p.reshape(-1).cpu() for p in predictions] or [torch.empty(0)])
-        rows = torch.tensor([int(i) for loader in batch_indices[:1] for batch in loader for i in batch])
-        values, rows = _gather_all(values, rows.long())
+        batches = batch_indices[0] if batch_indices else []
+        rows = torch.cat([torch.as_tensor(b, dtype=torch.long).reshape(-1) for b in batches] or [torch.empty(0).long()])
+        values, rows = _gather_all(values, rows)
         run_dir = trainer.log_dir or "."  # under DDP a broadcast from rank 0: every process must ask
         if not trainer.is_global_zero:
             return
