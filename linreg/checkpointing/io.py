@@ -147,7 +147,7 @@ def _check_inflation(file: IO[bytes], shown: str) -> None:
     file.seek(0)
     with zipfile.ZipFile(file) as archive:
         inflated = sum(entry.file_size for entry in archive.infolist())
-    size = os.fstat(file.fileno()).st_size
+    size = file.seek(0, os.SEEK_END)  # a local file or a store's (pyarrow's files have no fileno)
     if inflated > size + _INFLATION_SLACK:
         raise UserInputError(
             f"checkpoint {shown} inflates to {inflated} bytes from {size}: torch.save stores its entries"
