@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from jsonargparse import Namespace
+from lightning.fabric.plugins.environments import LightningEnvironment
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.cli import LightningCLI
 from torch.optim import Optimizer
@@ -150,14 +151,25 @@ _PRECISION_NAMES = {"16": "16-mixed", "bf16": "bf16-mixed", "32": "32-true", "64
 
 
 def check_trainer(trainer: Trainer, precision: Any) -> None:
-    """Refuses what the device cannot honour: more CPU processes than cores, a backend it lacks, a precision
-    Lightning would silently replace (``16-mixed`` on the CPU becomes ``bf16-mixed``)."""
+    """Refuses what the device cannot honour: more CPU processes than cores, machines it cannot find, a backend
+    it lacks, a precision Lightning would silently replace (``16-mixed`` on the CPU becomes ``bf16-mixed``)."""
     device = trainer.strategy.root_device.type
     cores = usable_cores()
     if device == "cpu" and trainer.num_devices > cores:
         raise UserInputError(
             f"trainer.devices: {trainer.num_devices} processes on the CPU, and this machine can run {cores} at once;"
             f" give at most {cores}"
+        )
+    environment = getattr(trainer.strategy, "cluster_environment", None)
+    if (
+        trainer.num_nodes > 1
+        and isinstance(environment, LightningEnvironment)
+        and not {"MASTER_ADDR", "NODE_RANK"} & set(os.environ)
+    ):
+        raise UserInputError(
+            f"trainer.num_nodes {trainer.num_nodes}: neither MASTER_ADDR nor NODE_RANK is set, so this process would"
+            " wait for the other machines forever; set MASTER_ADDR, MASTER_PORT and NODE_RANK on each machine, or"
+            " launch through torchrun or SLURM"
         )
     backend = getattr(trainer.strategy, "process_group_backend", None)
     if isinstance(backend, str) and (
@@ -195,6 +207,9 @@ def trial_optimizers(model: Any) -> tuple[list[Optimizer], list[Any]] | None:
     with _answered_as("model.optimizer"):
         optimizer = factory(params)
         check_param_groups(optimizer.param_groups, "model.optimizer")
+    with _answered_as(
+        f"model.optimizer ({type(optimizer).__name__}, lr {optimizer.param_groups[0]['lr']:g}) at its first step"
+    ):
         for p in params:
             p.grad = torch.zeros_like(p)
         optimizer.step(lambda: torch.zeros(()))  # a closure, as Lightning passes one (LBFGS needs it)
@@ -212,7 +227,7 @@ def check_training_setup(model: Any, epochs: int | None) -> None:
     if trial is None or not trial[1]:
         return
     (optimizer,), (scheduler,) = trial
-    with _answered_as("model.scheduler"):
+    with _answered_as(f"model.scheduler ({type(scheduler).__name__}) when stepped"):
         for epoch in range(min(epochs if epochs is not None and epochs >= 0 else 1000, 10_000)):
             optimizer.step(lambda: torch.zeros(()))
             scheduler.step()

@@ -170,12 +170,12 @@ CASES += [
     (
         "scheduler-refuses-at-its-first-step",
         [*FIT, "--data.num_train", "100", "--model.scheduler", "StepLR", "--model.scheduler.step_size", "0"],
-        "model.scheduler: integer modulo by zero",
+        "model.scheduler (StepLR) when stepped: integer modulo by zero",
     ),
     (
         "optimizer-refuses-at-its-first-step",
         [*FIT, "--data.num_train", "100", "--model.optimizer", "SparseAdam", "--model.optimizer.lr", "0.1"],
-        "model.optimizer: SparseAdam does not support dense gradients",
+        "model.optimizer (SparseAdam, lr 0.1) at its first step: SparseAdam does not support dense gradients",
     ),
     (
         "callback-refuses-at-the-first-validation",

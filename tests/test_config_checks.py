@@ -25,8 +25,8 @@ def _model(optimizer: object, scheduler: object = None) -> LinearRegression:
         (partial(torch.optim.SGD, lr=0.0), None, r"^model\.optimizer: the learning rate must be .* got 0\.0$"),
         (partial(torch.optim.SGD, lr=math.nan), None, "the learning rate must be a finite number > 0, got nan"),
         (partial(torch.optim.SGD, lr=0.1, momentum=1.5), None, r"momentum must be in \[0, 1\), got 1\.5"),
-        (partial(torch.optim.SGD, lr=1e39), None, "^model.optimizer: "),  # beyond float32: torch fails at the step
-        (partial(torch.optim.SparseAdam, lr=0.1), None, "^model.optimizer: SparseAdam does not support dense"),
+        (partial(torch.optim.SGD, lr=1e39), None, r"^model\.optimizer \(SGD, lr 1e\+39\) at its first step: "),
+        (partial(torch.optim.SparseAdam, lr=0.1), None, r"^model\.optimizer \(SparseAdam, lr 0\.1\) at its first step"),
         (partial(torch.optim.SGD, lr=0.1), partial(torch.optim.lr_scheduler.StepLR, step_size=0), "^model.scheduler"),
         (
             partial(torch.optim.SGD, lr=0.1),
@@ -73,6 +73,16 @@ def test_a_precision_lightning_would_replace_is_refused() -> None:
     with pytest.raises(UserInputError, match=r"^trainer\.precision '16-mixed' .* bf16-mixed"):
         check_trainer(trainer, "16-mixed")
     check_trainer(Trainer(accelerator="cpu", precision="bf16-mixed", logger=False), "bf16-mixed")
+
+
+def test_several_machines_without_an_address_to_meet_at_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("MASTER_ADDR", "NODE_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    trainer = Trainer(accelerator="cpu", devices=1, num_nodes=2, logger=False, enable_checkpointing=False)
+    with pytest.raises(UserInputError, match=r"^trainer\.num_nodes 2: neither MASTER_ADDR nor NODE_RANK is set"):
+        check_trainer(trainer, None)
+    monkeypatch.setenv("NODE_RANK", "1")
+    check_trainer(trainer, None)
 
 
 def test_a_backend_the_device_lacks_is_refused() -> None:

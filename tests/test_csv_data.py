@@ -137,6 +137,18 @@ def test_a_constant_column_is_refused_naming_it(tmp_path: Path) -> None:
         dm.setup("fit")
 
 
+@pytest.mark.parametrize("offset", [2**53, 10**12])
+def test_a_column_that_varies_below_float32_resolution_for_its_size_is_refused(tmp_path: Path, offset: int) -> None:
+    # Integers near 2**53 (ids, nanosecond times): standardised they look fine, but their coefficient and the
+    # intercept in original units are beyond what the float32 model resolves. 10**12 + i: 1e-10 relative spread.
+    path = tmp_path / "ids.csv"
+    path.write_text("x,k,y\n" + "".join(f"{i},{offset + i},{2 * i}\n" for i in range(40)))
+    with pytest.raises(UserInputError, match=r"ids\.csv: column 'k' varies too little for its size to be fitted"):
+        CSVRegressionData(str(path), target="y").setup("fit")
+    path.write_text("x,k,y\n" + "".join(f"{i},{2000 + i % 7},{2 * i}\n" for i in range(40)))  # years: fine
+    CSVRegressionData(str(path), target="y").setup("fit")
+
+
 def test_a_constant_target_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "flat.csv"
     path.write_text("x,y\n" + "".join(f"{i},1.5\n" for i in range(20)))

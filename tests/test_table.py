@@ -186,6 +186,18 @@ def _corrupt_parquet_page(tmp_path: Path) -> Path:
     return path
 
 
+def _parquet_page_failing_its_checksum(tmp_path: Path) -> Path:
+    # Zeroed bytes that still decode (no compression): only the page's CRC, which the writer recorded, tells.
+    path = tmp_path / "t.parquet"
+    write_parquet(path, n=4000, row_group_size=2000, compression="NONE", use_dictionary=False, write_page_checksum=True)
+    chunk = pq.read_metadata(path).row_group(1).column(1)
+    data = bytearray(path.read_bytes())
+    values = chunk.data_page_offset + chunk.total_compressed_size - 200  # within the page's plain float64 values
+    data[values : values + 64] = bytes(64)
+    path.write_bytes(bytes(data))
+    return path
+
+
 def _truncated_gzip(tmp_path: Path) -> Path:
     path = tmp_path / "t.csv.gz"
     path.write_bytes(gzip.compress(("x,y\n" + "".join(f"{i},{2 * i}\n" for i in range(50_000))).encode()))
@@ -193,7 +205,11 @@ def _truncated_gzip(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("damage", [_corrupt_parquet_page, _truncated_gzip], ids=["parquet-page", "gzip-cut"])
+@pytest.mark.parametrize(
+    "damage",
+    [_corrupt_parquet_page, _parquet_page_failing_its_checksum, _truncated_gzip],
+    ids=["parquet-page", "parquet-checksum", "gzip-cut"],
+)
 def test_a_damaged_file_is_one_line_naming_it_streamed_and_in_memory(
     damage: Callable[[Path], Path], tmp_path: Path
 ) -> None:

@@ -207,7 +207,8 @@ def _record_batches(piece: Piece, names: Sequence[str], blank_ok: Sequence[str])
     with reading(piece.path):
         if piece.row_group is not None:
             with open_input(piece.path, seekable=True, expected=piece.version) as source:
-                parquet = pq.ParquetFile(source, metadata=piece.metadata)
+                # A page whose checksum does not match (where the writer recorded one) is refused, not read as zeros.
+                parquet = pq.ParquetFile(source, metadata=piece.metadata, page_checksum_verification=True)
                 yield from parquet.iter_batches(BATCH_ROWS, row_groups=[piece.row_group], columns=list(names))
             return
         header, header_lines = read_csv_header(piece.path)

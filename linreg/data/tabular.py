@@ -33,6 +33,8 @@ from linreg.validation import UserInputError, check_float, check_int
 
 # The largest magnitude whose square float64 holds (about 1.3e154), rounded down.
 _LARGEST_SQUARABLE = 1e154
+# The smallest spread, relative to a column's mean, whose coefficient the model's float32 arithmetic resolves.
+_RESOLUTION = 2.0**-24
 AUTO_BATCH_SIZES = (16, 4096)  # batch_size auto: the smallest and the largest
 # A streamed table keeps its validation and test rows in memory when their float32 tensors take at most this:
 # validation after every epoch, the report and the plots then read nothing from disk.
@@ -199,8 +201,14 @@ class TableRegressionData(RegressionData):
         for name, std, mean in zip([*self._features, self.target], stds, means, strict=True):
             if std == 0:
                 raise UserInputError(
-                    f"{self.path}: column {name!r} is constant on the training split (every value is {mean:g});"
+                    f"{self.path}: column {name!r} is constant on the training split (every value is {mean:g} as a"
+                    " float64);"
                     + (" there is nothing to predict" if name == self.target else " leave it out of data.features")
+                )
+            if std < abs(mean) * _RESOLUTION:  # e.g. integers near 2**53: float32 weights cannot resolve them
+                raise UserInputError(
+                    f"{self.path}: column {name!r} varies too little for its size to be fitted (standard deviation"
+                    f" {std:g} around a mean of {mean:g}); subtract a constant from it, or leave it out"
                 )
         return standardizer
 
