@@ -70,7 +70,7 @@ STOPPING = "EarlyStopping{'monitor': 'val/loss', 'mode': 'min'}"
 FIT_LOOP = ("loops", "fit_loop")
 # (entry changed, new value, what the message must say after "ckpt_path runs/x/last.ckpt: ")
 CASES: list[tuple[str, tuple[Any, ...], Any, str]] = [
-    ("momentum", (*GROUP, "momentum"), 2.0, "optimizer_states[0].param_groups[0].momentum must be in [0, 1], got 2.0"),
+    ("momentum", (*GROUP, "momentum"), 1.0, "optimizer_states[0].param_groups[0].momentum must be in [0, 1), got 1.0"),
     ("lr-negative", (*GROUP, "lr"), -0.1, "optimizer_states[0].param_groups[0].lr must be >= 0, got -0.1"),
     ("initial-lr", (*GROUP, "initial_lr"), 0.0, "optimizer_states[0].param_groups[0].initial_lr must be > 0, got 0.0"),
     ("lr-nan", (*GROUP, "lr"), float("nan"), "param_groups[0].lr must be a finite number, got nan"),

@@ -5,7 +5,7 @@ module, callbacks, loops, optimizers, schedulers), and a piece out of range ends
 (``ZeroDivisionError``, ``KeyError: 'betas'``) or in no error at all (a momentum of 2; a zero standard
 deviation, and predictions of NaN). ``admit`` checks every piece before anything is restored and answers
 the first misfit in one line naming the file and the entry, as in ``ckpt_path runs/x/last.ckpt:
-optimizer_states[0].param_groups[0].momentum must be in [0, 1], got 2.0``.
+optimizer_states[0].param_groups[0].momentum must be in [0, 1), got 2.0``.
 
 The form each piece must have is taken from this run's own fresh objects (the model's ``state_dict``,
 its optimizer after one step on a copy of the model, its schedulers, loops and callbacks): the same
@@ -41,7 +41,8 @@ _NON_NEGATIVE = (">= 0", lambda v: v >= 0)
 # What a number must be, by the name of its entry (list elements and tensors: each value); other integers >= 0.
 _RANGES: dict[str, tuple[str, Callable[[Any], Any]]] = {
     **dict.fromkeys(("initial_lr", "base_lrs", "x_std", "y_std", "scale"), _POSITIVE),
-    **dict.fromkeys(("momentum", "dampening", "rho"), _FRACTION),
+    **dict.fromkeys(("dampening", "rho"), _FRACTION),
+    "momentum": ("in [0, 1)", lambda v: (v >= 0) & (v < 1)),  # as config_checks.check_param_groups: 1 never settles
     # lr: a scheduler may anneal it to 0 (a param group without initial_lr has none, and needs lr > 0)
     **dict.fromkeys(("lr", "_last_lr", "weight_decay", "eps", "lr_decay", "initial_accumulator_value"), _NON_NEGATIVE),
     "step": _NON_NEGATIVE,
