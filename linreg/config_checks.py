@@ -24,7 +24,7 @@ from torch.optim import Optimizer
 from linreg.callbacks.recovery import FULL_LOSS
 from linreg.checkpointing.runs import refuse_remote_run_dir
 from linreg.errors import one_line, say
-from linreg.validation import UserInputError, check_config_file, check_regular_file, usable_cores
+from linreg.validation import UserInputError, check_config_file, usable_cores
 
 
 def with_run_config(argv: list[str]) -> list[str]:
@@ -107,11 +107,6 @@ def check_config_values(config: Namespace) -> None:
         value = trainer.get(key)
         if isinstance(value, (int, float)) and not ok(value):
             raise UserInputError(f"trainer.{key} must be {requirement}, got {value!r}")
-    data = config.get("data")
-    arguments = data.get("init_args") if isinstance(data, Namespace) else None
-    for key, value in vars(arguments or Namespace()).items():
-        if key.endswith("path") and isinstance(value, (str, os.PathLike)):
-            check_regular_file(f"data.{key}", value)
     if config.get("weights_only") is False:
         raise UserInputError(
             "weights_only must stay true or unset, got False: checkpoints are loaded with weights_only=True,"

@@ -118,7 +118,7 @@ CASES += [
     ("config-model-a-list", ["fit", "--config", "{d}/model_list.yaml"], ('Parser key "model"', "[1, 2]")),
     ("config-fifo", ["fit", "--config", "{d}/fifo"], "--config: {d}/fifo is a FIFO"),
     # --- files that are not regular files ---
-    ("csv-fifo", [*CSV, "{d}/fifo", "--data.target", "y"], "data.path: {d}/fifo is a FIFO"),
+    ("csv-fifo", [*CSV, "{d}/fifo", "--data.target", "y"], "data: {d}/fifo: is a FIFO, not a regular file"),
     ("ckpt-fifo", [*FIT, "--ckpt_path", "{d}/fifo"], "checkpoint: {d}/fifo is a FIFO"),
     # --- statistics that overflow ---
     (

@@ -52,12 +52,12 @@ def test_a_fifo_is_refused_without_being_opened(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "fifo")  # opening it would wait for a writer forever
     with pytest.raises(UserInputError, match=r"^--config: .*fifo is a FIFO; give a regular file$"):
         check_config_file(str(tmp_path / "fifo"))
-    with pytest.raises(UserInputError, match=r"^data.path: .*fifo is a FIFO"):
-        check_regular_file("data.path", tmp_path / "fifo")
-    check_regular_file("data.path", tmp_path)  # a directory is the reader's to judge
+    with pytest.raises(UserInputError, match=r"^ckpt_path: .*fifo is a FIFO"):
+        check_regular_file("ckpt_path", tmp_path / "fifo")
+    check_regular_file("ckpt_path", tmp_path)  # a directory is the reader's to judge
     if Path("/dev/zero").exists():
-        with pytest.raises(UserInputError, match=r"^data.path: /dev/zero is a device; give a regular file$"):
-            check_regular_file("data.path", "/dev/zero")
+        with pytest.raises(UserInputError, match=r"^ckpt_path: /dev/zero is a device; give a regular file$"):
+            check_regular_file("ckpt_path", "/dev/zero")
 
 
 def test_yaml_aliases_are_counted_before_anything_is_built() -> None:
