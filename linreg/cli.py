@@ -120,8 +120,8 @@ class LinearRegressionCLI(LightningCLI):
             config.trainer.logger = config_checks.without_event_files(config.trainer.logger)
         self._run = RunChoice(self.subcommand, lambda: run_identity_of(self.parser.dump(self.config), self.subcommand))
         self._run.choose(config)
-        if config.ckpt_path is not None and self._checkpoint is None:
-            self._checkpoint = str(config.ckpt_path), load_safely(config.ckpt_path)
+        if config.ckpt_path is not None and self._checkpoint is None:  # an earlier run's, found for `last`
+            self._checkpoint = self._run.loaded or (str(config.ckpt_path), load_safely(config.ckpt_path))
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init

@@ -50,6 +50,7 @@ class RunChoice:
         self.identity = identity
         self.claimed: Path | None = None  # the run directory this command created
         self.created: list[Path] = []  # the directories above it that it created
+        self.loaded: tuple[str, dict[str, Any]] | None = None  # the earlier run's checkpoint chosen, as read
 
     def choose(self, config: Namespace) -> None:
         """Sets ``config.ckpt_path`` (for ``last`` or a missing path) and the logger's new ``version``."""
@@ -103,6 +104,7 @@ class RunChoice:
                 " trained or written. Raise trainer.max_epochs or max_steps to train it further"
             )
         say(f"--ckpt_path last: resuming from {newest.checkpoint_path} (epoch {newest.epoch}, step {newest.steps})")
+        self.loaded = str(newest.checkpoint_path), newest.checkpoint
         return str(newest.checkpoint_path)
 
     def _newest_fit(self, config: Namespace, root: Path, finished: bool) -> str:
@@ -118,6 +120,7 @@ class RunChoice:
         say(
             f"{self.subcommand}: {given}; using the newest{which} fit of this configuration, {found[0].checkpoint_path}"
         )
+        self.loaded = str(found[0].checkpoint_path), found[0].checkpoint
         return str(found[0].checkpoint_path)
 
     def release(self) -> None:

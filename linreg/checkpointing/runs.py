@@ -161,6 +161,7 @@ class EarlierRun:
     epoch: int  # the epoch the checkpoint was taken in, counted from 1 as the console's epoch lines count
     steps: int
     finished: bool
+    checkpoint: dict[str, Any]  # as read (weights-only): the command that continues it need not read it again
 
 
 def earlier_runs(
@@ -188,7 +189,7 @@ def earlier_runs(
             ) from None
         finished = is_finished(checkpoint, max_epochs, max_steps)
         with contextlib.suppress(OSError):  # Lightning counts epochs from 0, the console's epoch lines from 1
-            same.append((last.stat().st_mtime_ns, EarlierRun(run_dir, last, epoch + 1, steps, finished)))
+            same.append((last.stat().st_mtime_ns, EarlierRun(run_dir, last, epoch + 1, steps, finished, checkpoint)))
     same.sort(key=lambda pair: (pair[0], str(pair[1].directory)), reverse=True)
     return [run for _, run in same], others
 
