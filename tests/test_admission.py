@@ -265,6 +265,6 @@ def test_the_command_line_refuses_in_one_line_and_writes_nothing(
     assert "Traceback" not in err
     assert [line for line in err.splitlines() if ": error: " in line] == [
         f"linreg: error: ckpt_path {tmp_path / 'bad.ckpt'}: optimizer_states[0].param_groups[0].momentum must be in"
-        " [0, 1], got 2.0"
+        " [0, 1), got 2.0"
     ]
     assert sorted(os.listdir(tmp_path)) == ["bad.ckpt"]  # no run directory, not even an empty one
