@@ -126,7 +126,7 @@ class LinearRegressionCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         plugins = AtomicCheckpointIO.unless_given(config.trainer.get("plugins"))
-        self.trainer_defaults["callbacks"] = default_callbacks(self.subcommand)
+        self.trainer_defaults["callbacks"] = default_callbacks(self.subcommand, command_line=True)
         if config.trainer.get("enable_checkpointing") is False:
             # LightningCLI adds the `checkpoint` and `last` groups' callbacks to every trainer, and Lightning refuses
             # checkpoint callbacks with enable_checkpointing false: they give way to inert ones.

@@ -19,8 +19,10 @@ from linreg.callbacks.report import FitReport
 __all__ = ["AveragedSGD", "FitReport", "default_callbacks"]
 
 
-def default_callbacks(subcommand: str | None = "fit") -> list[Callback]:
+def default_callbacks(subcommand: str | None = "fit", command_line: bool = False) -> list[Callback]:
     """The callbacks a run of ``subcommand`` always has (``None``: a fit built without running it).
+
+    ``command_line``: the report's remedies are flags of the command line (else Trainer and model arguments).
 
     Only those a subcommand uses: Lightning calls every callback at every hook, several times per SGD step.
 
@@ -30,7 +32,13 @@ def default_callbacks(subcommand: str | None = "fit") -> list[Callback]:
     """
     if subcommand in (None, "fit"):
         # ParameterRecovery before ConsoleProgress and FitReport: they read the loss it logs at the epoch's end.
-        return [ParameterRecovery(), ConsoleProgress(), DivergenceGuard(), FitReport(), FitPlots()]
+        return [
+            ParameterRecovery(),
+            ConsoleProgress(),
+            DivergenceGuard(),
+            FitReport(python=not command_line),
+            FitPlots(),
+        ]
     if subcommand == "predict":
         return [ConsoleProgress(), PredictionWriter()]
     return [ConsoleProgress()]

@@ -1,13 +1,15 @@
-"""``ParameterRecovery``: the least-squares reference of a fit, and curves of SGD's way towards it.
+"""``ParameterRecovery``: the exact optimum of the model's objective, and curves of SGD's way towards it.
 
 Logged before the first step and wherever Lightning writes ``train/loss`` (every ``log_every_n_steps``):
 
-- ``train/full_loss``: the loss on the whole training set, the number the book prints after each epoch,
-  exact from the OLS fit's moments (``LeastSquaresFit.training_mse``), with no pass over the data;
+- ``train/full_loss``: the MSE on the whole training set, the number the book prints after each epoch, exact
+  from the moments (``Reference.training_mse``), with no pass over the data;
+- ``train/objective_gap``: ``F(w, b) - F(w*, b*)``, how far the objective is from its optimum (exact from the
+  Hessian for MSE; for the Huber loss one pass over the rows, at epoch ends only);
 - ``params/w_error``, ``params/b_error``: distance from the true coefficients, when known;
-- ``params/w_gap_ols``, ``params/b_gap_ols``: distance from least squares;
+- ``params/w_gap_optimum``, ``params/b_gap_optimum``: distance from the optimum;
 - ``params/w/<feature>``, ``params/b``: the coefficients, for up to 16 features;
-- ``convergence/log10_*`` and ``reference/log10_loss_least_squares``: losses and gaps on a log10 scale, where
+- ``convergence/log10_*`` and ``reference/log10_loss_optimum``: losses and gaps on a log10 scale, where
   the noise floor is as visible as the start.
 
 TensorBoard's Custom Scalars page draws several of them on one chart (``LAYOUT``, written once per run).
@@ -28,20 +30,26 @@ from lightning.pytorch.utilities import rank_zero_warn
 from linreg.callbacks.averaging import reported_weights
 from linreg.data import RegressionData
 from linreg.model import writes_logs
+from linreg.stats.reference import MSE, Objective
 from linreg.stats.report import learned_coefficients
 
 FULL_LOSS = "train/full_loss"
+OBJECTIVE_GAP = "train/objective_gap"
 MAX_COEFFICIENT_CURVES = 16  # the coefficients are logged up to this many features: more would bury the rest
 # {category: {chart title: ["Multiline", [tag regexes]]}}, as add_custom_scalars takes it; absent tags drop out.
 LAYOUT: dict[str, dict[str, list]] = {
     "fit": {
         "loss (log10): training set, validation set, and least squares on the training set": [
             "Multiline",
-            [r"^convergence/log10_loss_(train_full|val)$", r"^reference/log10_loss_least_squares$"],
+            [r"^convergence/log10_loss_(train_full|val)$", r"^reference/log10_loss_optimum$"],
         ],
-        "distance from least squares (log10): |w - w_ols| and |b - b_ols|": [
+        "objective's gap to its optimum (log10): F(w, b) - F(w*, b*)": [
             "Multiline",
-            [r"^convergence/log10_ols_gap_[wb]$"],
+            [r"^convergence/log10_objective_gap$"],
+        ],
+        "distance from the optimum (log10): |w - w*| and |b - b*|": [
+            "Multiline",
+            [r"^convergence/log10_gap_[wb]$"],
         ],
         "error against the true values: |w - w_true| and |b - b_true|": ["Multiline", [r"^params/[wb]_error$"]],
         "coefficients: w and b": ["Multiline", [r"^params/w/", r"^params/b$"]],
@@ -59,6 +67,11 @@ def regression_data(trainer: Trainer, needed_by: str) -> RegressionData | None:
     return None
 
 
+def objective_of(model: LightningModule) -> Objective:
+    """What ``model`` minimises (``LinearRegression.objective``); the MSE for a model that does not say."""
+    return getattr(model, "objective", None) or MSE
+
+
 def log10(value: float) -> float:
     """``log10(value)``; an exact 0 (a perfect fit of noise-free labels) is drawn at -300 rather than lost."""
     return math.log10(max(value, 1e-300))
@@ -67,13 +80,14 @@ def log10(value: float) -> float:
 class ParameterRecovery(Callback):
     """Logs the training-set loss and the recovery curves as often as ``train/loss``.
 
-    Least squares is asked for in ``setup``, so data without a unique solution stop the run before it writes.
+    The reference is solved in ``setup``, so data that a table's problem leaves without one stop the run before
+    it writes.
     """
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         data = regression_data(trainer, type(self).__name__) if stage == "fit" else None
         if data is not None:
-            data.least_squares()
+            data.reference(objective_of(pl_module))
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         for logger in trainer.loggers if trainer.is_global_zero else []:  # one event file per run
@@ -90,12 +104,17 @@ class ParameterRecovery(Callback):
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # Every epoch ends with a point, unless its last step had one; the epoch line prints train/full_loss.
-        values = self._recovery(trainer, pl_module)
+        values = self._recovery(trainer, pl_module, epoch_end=True)
         if not values:
             return
         if not writes_logs(trainer):
             self._write(trainer, values, step=trainer.fit_loop.total_batch_idx)
-        pl_module.log(FULL_LOSS, values[FULL_LOSS], logger=False)  # for the epoch line: already written above
+        elif not objective_of(pl_module).quadratic:  # the step's point had no gap: it is computed only here
+            gaps = {k: v for k, v in values.items() if k in (OBJECTIVE_GAP, "convergence/log10_objective_gap")}
+            self._write(trainer, gaps, step=trainer.fit_loop.total_batch_idx)
+        # For the epoch line and the report: already written above.
+        pl_module.log(FULL_LOSS, values[FULL_LOSS], logger=False)
+        pl_module.log(OBJECTIVE_GAP, values[OBJECTIVE_GAP], logger=False)
         val_loss = trainer.callback_metrics.get("val/loss")
         if val_loss is not None:
             pl_module.log("convergence/log10_loss_val", log10(float(val_loss)), sync_dist=True)
@@ -107,26 +126,35 @@ class ParameterRecovery(Callback):
         for logger in trainer.loggers if values and trainer.is_global_zero else []:
             logger.log_metrics(values, step=step)
 
-    def _recovery(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
+    def _recovery(self, trainer: Trainer, pl_module: LightningModule, epoch_end: bool = False) -> dict[str, float]:
         """The training-set loss and ``params/...`` of the weights the fit will report (averaged, with AveragedSGD)."""
         data = trainer.datamodule
         if not isinstance(data, RegressionData) or not data.ready:
             return {}
-        reference = data.least_squares()
+        reference = data.reference(objective_of(pl_module))
         with reported_weights(trainer):
             full_loss = reference.training_mse(pl_module.weight, pl_module.bias)
+            gap = None
+            if reference.objective.quadratic:  # d² operations: at every logged step
+                gap = reference.gap(pl_module.weight, pl_module.bias)
+            elif epoch_end:  # a pass over the rows: once an epoch
+                rows = lambda: data.split_chunks("train") or iter(())  # noqa: E731
+                gap = max(reference.objective_at(pl_module.weight, pl_module.bias, rows) - reference.value, 0.0)
             w, b = learned_coefficients(pl_module.weight, pl_module.bias, data)
-        ols_w, ols_b = learned_coefficients(reference.w, reference.b, data)
-        w_gap, b_gap = (w - ols_w).norm().item(), (b - ols_b).abs().item()
+        best_w, best_b = learned_coefficients(reference.w, reference.b, data)
+        w_gap, b_gap = (w - best_w).norm().item(), (b - best_b).abs().item()
         values = {
             FULL_LOSS: full_loss,
-            "params/w_gap_ols": w_gap,
-            "params/b_gap_ols": b_gap,
+            "params/w_gap_optimum": w_gap,
+            "params/b_gap_optimum": b_gap,
             "convergence/log10_loss_train_full": log10(full_loss),
-            "reference/log10_loss_least_squares": log10(reference.least_squares_mse),
-            "convergence/log10_ols_gap_w": log10(w_gap),
-            "convergence/log10_ols_gap_b": log10(b_gap),
+            "reference/log10_loss_optimum": log10(reference.training_mse(reference.w, reference.b)),
+            "convergence/log10_gap_w": log10(w_gap),
+            "convergence/log10_gap_b": log10(b_gap),
         }
+        if gap is not None:
+            values[OBJECTIVE_GAP] = gap
+            values["convergence/log10_objective_gap"] = log10(gap)
         if data.true_w is not None and data.true_b is not None:
             values["params/w_error"] = (w - data.true_w.to(torch.float64)).norm().item()
             values["params/b_error"] = abs(b.item() - data.true_b)

@@ -10,30 +10,61 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import EarlyStopping, StochasticWeightAveraging
 from torch import Tensor
 
 from linreg.callbacks.averaging import AveragedSGD
-from linreg.callbacks.recovery import FULL_LOSS, regression_data
+from linreg.callbacks.recovery import FULL_LOSS, OBJECTIVE_GAP, objective_of, regression_data
 from linreg.checkpointing.io import save_atomically
 from linreg.stats.report import build_report, estimator_names, format_report
 
 
 def estimator(trainer: Trainer) -> dict[str, Any]:
-    """What the trained model is: optimizer name, configured learning rate, averaged or not, precision."""
+    """What the trained model is: optimizer, configured learning rate and momentum, averaged or not, precision."""
     optimizer = type(trainer.optimizers[0]).__name__ if trainer.optimizers else "model"
     group = trainer.optimizers[0].param_groups[0] if trainer.optimizers else {}
     lr = group.get("initial_lr", group.get("lr"))  # the configured one: a scheduler keeps it as initial_lr
-    # AveragedSGD puts the average in place when training ends, if it averaged any iterate.
-    averaged = any(cb.averaged > 0 for cb in trainer.callbacks if isinstance(cb, AveragedSGD))  # type: ignore[attr-defined]
-    lr = None if lr is None else float(lr)
-    return {**estimator_names(optimizer, averaged), "averaged": averaged, "lr": lr, "precision": trainer.precision}
+    momentum = group.get("momentum", group.get("betas", (0.0,))[0] if optimizer == "SGD" else 0.0)
+    averagers = [cb for cb in trainer.callbacks if isinstance(cb, (AveragedSGD, StochasticWeightAveraging))]
+    # AveragedSGD puts the average in place when training ends, if it averaged any iterate; SWA does too.
+    averaged = any(cb.averaged > 0 if isinstance(cb, AveragedSGD) else True for cb in averagers)  # type: ignore[attr-defined]
+    names = estimator_names(optimizer, averaged)
+    if averaged and any(isinstance(cb, StochasticWeightAveraging) for cb in averagers):
+        names = {"name": f"{optimizer} with stochastic weight averaging", "tag": f"SWA {optimizer}"}
+    return {
+        **names,
+        "optimizer": optimizer,
+        "averaged": averaged,
+        "averaging_configured": bool(averagers),
+        "lr": None if lr is None else float(lr),
+        "momentum": float(momentum or 0.0),
+        "precision": trainer.precision,
+    }
+
+
+def training_facts(trainer: Trainer, mse_by_epoch: list[float], gap_by_epoch: list[float]) -> dict[str, Any]:
+    """How the run went and what would have ended it: for the verdict's remedies."""
+    return {
+        "mse_by_epoch": mse_by_epoch,
+        "gap_by_epoch": gap_by_epoch,
+        "epochs": trainer.current_epoch,
+        "steps": trainer.global_step,
+        "early_stopping": any(isinstance(cb, EarlyStopping) for cb in trainer.callbacks),  # type: ignore[attr-defined]
+        "max_steps": trainer.max_steps,
+    }
 
 
 class FitReport(Callback):
-    """Prints the report at the end of ``fit`` (rank zero) and writes it as ``report.json`` into the run directory."""
+    """Prints the report at the end of ``fit`` (rank zero) and writes it as ``report.json`` into the run directory.
 
-    def __init__(self) -> None:
+    Args:
+        python: word the verdict's remedies as Trainer and model arguments (a fit built in Python), not flags.
+    """
+
+    def __init__(self, python: bool = True) -> None:
+        self.python = python
         self.mse_by_epoch: list[float] = []  # the training MSE after each epoch of this fit, for the verdict
+        self.gap_by_epoch: list[float] = []  # the objective's gap to its optimum after each epoch
         self.report: dict[str, Any] | None = None  # the last fit's report, as report.json holds it (rank zero)
 
     @staticmethod
@@ -42,13 +73,14 @@ class FitReport(Callback):
         return next((cb.report for cb in trainer.callbacks if isinstance(cb, FitReport)), None)  # type: ignore[attr-defined]
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.mse_by_epoch = []
+        self.mse_by_epoch, self.gap_by_epoch, self.report = [], [], None
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # Logged by ParameterRecovery, which runs first. Read on every process: under DDP reading is collective.
-        loss = trainer.callback_metrics.get(FULL_LOSS)
-        if loss is not None:
-            self.mse_by_epoch.append(float(loss))
+        metrics = trainer.callback_metrics
+        for key, history in ((FULL_LOSS, self.mse_by_epoch), (OBJECTIVE_GAP, self.gap_by_epoch)):
+            if metrics.get(key) is not None:
+                history.append(float(metrics[key]))
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         log_dir = trainer.log_dir  # on every rank: it is broadcast from rank zero
@@ -65,11 +97,12 @@ class FitReport(Callback):
             data,
             pl_module.device,
             estimator(trainer),
-            self.mse_by_epoch,
+            training_facts(trainer, self.mse_by_epoch, self.gap_by_epoch),
             trained=trainer.global_step > 0,  # weights that took no step are no estimate
+            objective=objective_of(pl_module),
         )
         self.report = {**facts, "epochs": trainer.current_epoch, "steps": trainer.global_step}
-        print("\n" + format_report(self.report), flush=True)
+        print("\n" + format_report(self.report, python=self.python), flush=True)
         if log_dir is not None:
             text = (json.dumps(self.report, indent=2) + "\n").encode()
             save_atomically(text, Path(log_dir, "report.json"), save=lambda data, file: file.write(data))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -10,7 +10,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from linreg.data.loading import fits_on_device, tensor_loader
-from linreg.stats.ols import LeastSquaresFit, fit_least_squares, row_chunks
+from linreg.stats.ols import Moments, mean_squared_error, row_chunks
+from linreg.stats.reference import MSE, Objective, Reference, solve
 from linreg.validation import check_int
 
 
@@ -39,7 +40,8 @@ class RegressionData(LightningDataModule):
         self.eval_batch_size = check_int("eval_batch_size", eval_batch_size, 1)
         # torch's generators take seeds below 2**64, numpy's non-negative ones; numbers either way.
         self.seed = check_int("seed", seed, 0, 2**63 - 1)
-        self._reference: tuple[Tensor, LeastSquaresFit] | None = None  # the training X it was solved on, the fit
+        # The references solved so far, by objective, and the training X they were solved on.
+        self._references: tuple[Tensor | None, dict[Objective, Reference]] = (None, {})
 
     @property
     def ready(self) -> bool:
@@ -57,21 +59,46 @@ class RegressionData(LightningDataModule):
             return None
         return row_chunks(*tensors, device=tensors[0].device, dtype=None)
 
-    def least_squares(self, device: torch.device | None = None) -> LeastSquaresFit:
-        """The least-squares fit of the training split in the model's units: the reference every part of a run asks for.
+    def reference(self, objective: Objective = MSE) -> Reference:
+        """The exact optimum of ``objective`` on the training split, in the model's units: what a fit is judged by.
 
-        Solved once (on ``device``, by default the trainer's) and kept until the training tensors change.
+        Solved once per objective (on the trainer's device for the moments) and kept until the training data change.
 
         Raises:
-            UserInputError: the training data have no unique least-squares solution (see ``fit_least_squares``).
+            UserInputError: without a penalty, a column the others determine (see ``linreg.stats.ols``).
         """
-        assert self.train_data is not None, "setup() must run before the least-squares reference is asked for"
+        assert self.ready, "setup() must run before the reference is asked for"
+        key = self.train_data[0] if self.train_data is not None else None
+        if self._references[0] is not key:
+            self._references = (key, {})
+        solved = self._references[1]
+        if objective not in solved:
+            solved[objective] = solve(
+                objective,
+                self.training_moments(),
+                lambda: self.split_chunks("train") or iter(()),
+                self.feature_names,
+                self.residual_sum(),
+            )
+        return solved[objective]
+
+    def training_moments(self) -> Moments:
+        """Count, means and centred cross-products of ``[X y]`` over the training split, in the model's units."""
+        assert self.train_data is not None
         X, y = self.train_data
-        if self._reference is None or self._reference[0] is not X:
-            if device is None and self.trainer is not None:
-                device = self.trainer.strategy.root_device
-            self._reference = (X, fit_least_squares(X, y, self.feature_names, device))
-        return self._reference[1]
+        device = self.trainer.strategy.root_device if self.trainer is not None else X.device
+        moments = Moments.empty(X.shape[1] + 1, device)
+        for x, t in row_chunks(X, y, device):
+            moments.update(torch.cat([x, t.view(-1, 1)], dim=1))
+        return moments
+
+    def residual_sum(self) -> Callable[[Tensor, Tensor], float] | None:
+        """The residual sum of squares of ``(w, b)`` from a second pass over the training rows (exact where the
+        moments' ``S_yy - mᵀw`` would cancel, as for noise-free labels); None where a pass costs a read."""
+        assert self.train_data is not None
+        X, y = self.train_data
+        device = self.trainer.strategy.root_device if self.trainer is not None else X.device
+        return lambda w, b: mean_squared_error(X, y, w, b, device) * X.shape[0]
 
     @property
     def input_dim(self) -> int:

@@ -22,7 +22,7 @@ from linreg.data.splits import TEST, TRAIN, VAL, SplitPlan
 from linreg.data.storage import name
 from linreg.data.stream import Scan, StreamLoader, scan, standardized
 from linreg.data.table import pieces, read_piece
-from linreg.stats.ols import LeastSquaresFit, least_squares_from_moments
+from linreg.stats.ols import Moments
 from linreg.validation import UserInputError, available_memory
 
 SPLITS = {"train": TRAIN, "val": VAL, "test": TEST}
@@ -47,7 +47,6 @@ class StreamedTable:
         rows = sum(piece.rows or 0 for piece in self.pieces)
         self.plan = SplitPlan.of(rows, val_fraction, test_fraction, seed, path)
         self.scan: Scan = scan(self.pieces, names, self.plan)
-        self._least_squares: tuple[Standardizer, LeastSquaresFit] | None = None
 
     def standardizer(self) -> Standardizer:
         """Means and standard deviations (population) of the training split, from the pass's moments."""
@@ -110,12 +109,9 @@ class StreamedTable:
                     filled[part] = rows.stop
         return {name: (torch.from_numpy(X[SPLITS[name]]), torch.from_numpy(y[SPLITS[name]])) for name in splits}
 
-    def least_squares(self, standardizer: Standardizer) -> LeastSquaresFit:
-        """The least-squares fit of the training split in the model's units (``standardizer``'s), from the moments."""
-        if self._least_squares is None or self._least_squares[0] is not standardizer:
-            moments = self.scan.moments.rescaled(*_shift_and_scale(standardizer))
-            self._least_squares = (standardizer, least_squares_from_moments(moments, self.names[:-1]))
-        return self._least_squares[1]
+    def moments(self, standardizer: Standardizer) -> Moments:
+        """The training split's moments in the model's units (``standardizer``'s)."""
+        return self.scan.moments.rescaled(*_shift_and_scale(standardizer))
 
 
 def _shift_and_scale(standardizer: Standardizer) -> tuple[torch.Tensor, torch.Tensor]:

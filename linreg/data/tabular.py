@@ -28,7 +28,7 @@ from linreg.data.splits import TRAIN
 from linreg.data.stream import StreamLoader
 from linreg.data.streamed import StreamedTable, exceeds_memory
 from linreg.data.table import Table, read_header, read_table, select_columns
-from linreg.stats.ols import LeastSquaresFit
+from linreg.stats.ols import Moments
 from linreg.validation import UserInputError, check_float, check_int
 
 # The largest magnitude whose square float64 holds (about 1.3e154), rounded down.
@@ -256,11 +256,14 @@ class TableRegressionData(RegressionData):
             return super().split_chunks(split)
         return iter(self._stream(split, self.eval_batch_size, this_process=False))
 
-    def least_squares(self, device: torch.device | None = None) -> LeastSquaresFit:
-        """The fit from the moments of the pass over the table, in the model's units (in memory or streamed)."""
+    def training_moments(self) -> Moments:
+        """From the pass over the table, in the model's units (in memory or streamed): no second read."""
         assert self._streamed is not None, "setup() comes first"
         assert self.standardizer is not None
-        return self._streamed.least_squares(self.standardizer)
+        return self._streamed.moments(self.standardizer)
+
+    def residual_sum(self) -> None:
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         """The standardisation statistics and the columns they belong to: plain tensors, floats and strings."""

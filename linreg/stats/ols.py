@@ -45,6 +45,7 @@ class LeastSquaresFit:
     target_variance: float
     feature_means: Tensor | None = None
     feature_covariance: Tensor | None = None
+    minimum_mse: float | None = None  # RSS / n where no degrees of freedom are left to estimate the noise
 
     @property
     def standard_errors(self) -> Tensor:
@@ -59,6 +60,8 @@ class LeastSquaresFit:
     @property
     def least_squares_mse(self) -> float:
         """``RSS / n`` on the fitted rows."""
+        if self.minimum_mse is not None:
+            return self.minimum_mse
         return self.residual_variance * self.degrees_of_freedom / self.num_examples
 
     def training_mse(self, w: Tensor, b: Tensor) -> float:

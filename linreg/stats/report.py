@@ -1,4 +1,5 @@
-"""The end-of-fit report: the trained model beside least squares and the truth, scores per split, a verdict.
+"""The end-of-fit report: the trained model beside the exact optimum of its objective and the truth, scores per
+split, a verdict (``linreg.stats.verdict``).
 
 Plain functions; ``linreg.callbacks.report.FitReport`` prints it and writes ``report.json``. Coefficients are in
 the data's own units (``RegressionData.to_original_units``), errors in the target's.
@@ -16,15 +17,13 @@ from torch import Tensor
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
 
 from linreg.data import RegressionData
+from linreg.stats import verdict as verdicts
 from linreg.stats.ols import LeastSquaresFit, transform
+from linreg.stats.optimum import noise_floor
+from linreg.stats.reference import MSE, Objective, Reference
+from linreg.stats.verdict import OBJECTIVE_LIMIT, SE_LIMIT
 
-# Short of least squares: training MSE more than 1% above OLS's, or a coefficient more than 3 SE from OLS's.
-MSE_RATIO_LIMIT = 1.01
-SE_LIMIT = 3.0
-# Still closing in (more or larger steps help) when the last epoch took more than a quarter off the training
-# MSE's excess over OLS's; otherwise the steps jitter around the solution (smaller steps or their average help).
-STILL_CLOSING = 0.75
-# With unit roundoff u, an excess MSE over least squares up to (10 u)² var(y) is rounding, not distance.
+# With unit roundoff u, an excess over the optimum up to (10 u)² var(y) is rounding, not distance.
 ROUNDING_UNITS = 10.0
 
 Row = dict[str, Any]
@@ -37,15 +36,20 @@ def estimator_names(optimizer: str, averaged: bool) -> dict[str, str]:
     return {"name": f"averaged {optimizer}", "tag": "ASGD" if optimizer == "SGD" else f"avg {optimizer}"}
 
 
-def _columns(tag: str) -> list[tuple[str, Callable[[Row], str], tuple[str, ...]]]:
-    """(header, cell, the row keys it needs)."""
+def _columns(tag: str, ref: str) -> list[tuple[str, Callable[[Row], str], tuple[str, ...]]]:
+    """(header, cell, the row keys it needs); ``ref`` names the optimum's column (OLS, ridge, min-norm, Huber)."""
     return [
         ("parameter", lambda r: r["name"], ()),
         ("true", lambda r: f"{r['true']:.6g}", ("true",)),
-        ("OLS ± SE", lambda r: f"{r['ols']:.6g} ± {_two_digits(r['ols_se'])}", ()),
+        (f"{ref} ± SE", lambda r: f"{r['ols']:.6g} ± {_two_digits(r['ols_se'])}", ("ols_se",)),
+        (ref, lambda r: f"{r['ols']:.6g}", ()),
         (tag, lambda r: f"{r['sgd']:.6g}", ("sgd",)),
         (f"true-{tag}", lambda r: f"{-r['sgd_minus_true']:.2e}", ("true", "sgd")),  # the book's sign
-        (f"({tag}-OLS)/SE", lambda r: "-" if (z := r["sgd_minus_ols_in_se"]) is None else f"{z:+.2f}", ("sgd",)),
+        (
+            f"({tag}-{ref})/SE",
+            lambda r: "-" if (z := r["sgd_minus_ols_in_se"]) is None else f"{z:+.2f}",
+            ("sgd", "ols_se"),
+        ),
     ]
 
 
@@ -75,10 +79,13 @@ def score(
 def parameter_rows(
     names: list[str], sgd: tuple[Tensor, Tensor] | None, ols: LeastSquaresFit, truth: tuple[Tensor, float] | None
 ) -> list[Row]:
-    """One row per parameter, ``w[<feature>]`` then ``b``: truth, least squares and (unless None) the model."""
+    """One row per parameter, ``w[<feature>]`` then ``b``: truth, the optimum (``ols``: its coefficients and, where
+    they mean something, standard errors; NaN where not) and (unless None) the model. The key ``ols`` holds the
+    optimum of whatever objective was minimised."""
     labels = [f"w[{name}]" for name in names] + ["b"]
     true = [None] * len(labels) if truth is None else [*truth[0].tolist(), truth[1]]
-    ols_all, ses = torch.cat([ols.w, ols.b.view(1)]).tolist(), ols.standard_errors.tolist()
+    ols_all = torch.cat([ols.w, ols.b.view(1)]).tolist()
+    ses = [None if math.isnan(se) else se for se in ols.standard_errors.tolist()]
     rows = [
         {"name": label, "true": t, "ols": o, "ols_se": se}
         for label, t, o, se in zip(labels, true, ols_all, ses, strict=True)
@@ -86,22 +93,38 @@ def parameter_rows(
     for row, s in zip(rows, [] if sgd is None else torch.cat([sgd[0], sgd[1].view(1)]).tolist(), strict=False):
         t, o, se = row["true"], row["ols"], row["ols_se"]
         row.update(sgd=s, sgd_minus_true=None if t is None else s - t)
-        row["sgd_minus_ols_in_se"] = (s - o) / se if se > 0 else None  # se = 0: labels without noise
+        row["sgd_minus_ols_in_se"] = (s - o) / se if se else None  # se = 0: labels without noise
     return rows
 
 
-def format_report(report: dict[str, Any], max_rows: int = 20) -> str:
-    """The text of a report built by ``build_report``; an untrained model is left out (no estimate)."""
+def format_report(report: dict[str, Any], max_rows: int = 20, python: bool = False) -> str:
+    """The text of a report built by ``build_report``; an untrained model is left out (no estimate).
+
+    With ``python``, the verdict's remedies are Trainer and model arguments instead of command-line flags.
+    """
     ols, name, tag, trained = report["ols"], report["estimator"]["name"], report["estimator"]["tag"], report["trained"]
-    models = {"sgd": tag, "ols": "OLS"} if trained else {"ols": "OLS"}
-    title = f"the {name} estimate against least squares (OLS)" if trained else "least squares (OLS)"
+    ref = report["reference"]
+    models = {"sgd": tag, "ols": ref["tag"]} if trained else {"ols": ref["tag"]}
+    what = f"the exact optimum of {ref['objective']} ({ref['kind']}" + (
+        ")" if ref["kind"] == ref["tag"] else f", {ref['tag']})"
+    )
+    title = f"the {name} estimate against {what}" if trained else what
+    noise = (
+        f"OLS residual std: {ols['residual_std']:.4g} (the noise level of the training labels;"
+        f" {ols['num_examples']} examples, {ols['degrees_of_freedom']} degrees of freedom)"
+        if ols["residual_std"] is not None
+        else f"{ols['num_examples']} training examples: {ref['why']}."
+    )
     lines = [
         *(book_error_lines(report["parameters"]) if trained else []),
-        f"Parameters (in the data's own units): {title} on the training data",
+        *textwrap.wrap(f"Parameters (in the data's own units): {title} on the training data", width=110),
         "",
-        *_parameter_table(report["parameters"], max_rows, tag),
-        f"OLS residual std: {ols['residual_std']:.4g} (the noise level of the training labels;"
-        f" {ols['num_examples']} examples, {ols['degrees_of_freedom']} degrees of freedom)",
+        *_parameter_table(report["parameters"], max_rows, tag, ref["tag"]),
+        *([] if ols["residual_std"] is None or ref["why"] is None else [f"{ref['why']}."]),
+        *textwrap.wrap(noise, width=110),
+        f"L2 norm of w: {ref['w_norm']:.6g} ({ref['tag']})"
+        + (f", {report['w_norm']:.6g} ({tag})" if trained else "")
+        + " in the units the model trains in",
         "",
         f"{'metric (full split)':<22}" + "".join(f"{header:>13}" for header in models.values()),
     ]
@@ -110,23 +133,27 @@ def format_report(report: dict[str, Any], max_rows: int = 20) -> str:
             values = "".join(f"{scores[model][metric]:>13{style}}" for model in models)
             lines.append(f"{split + ' ' + metric:<22}{values}")
     truth_known = bool(report["parameters"]) and report["parameters"][0]["true"] is not None
-    return "\n".join([*lines, "", verdict(report), "", legend(name, tag, truth_known, trained)])
+    has_se = bool(report["parameters"]) and report["parameters"][0]["ols_se"] is not None
+    return "\n".join(
+        [*lines, "", verdict(report, python), "", legend(name, tag, ref["tag"], truth_known, trained, has_se)]
+    )
 
 
-def legend(name: str, tag: str, truth_known: bool, trained: bool) -> str:
+def legend(name: str, tag: str, ref: str, truth_known: bool, trained: bool, has_se: bool = True) -> str:
     """The lines under the report that say what the columns it has mean."""
     sentences = {
         "true: the value the data were generated from.": truth_known,
         "true-{tag}: the error of the estimate, signed as in the book.": truth_known and trained,
-        "OLS ± SE: the exact least-squares fit to the training data (the best estimate they allow) and its standard"
-        " error.": True,
+        "{ref}: the exact optimum of the objective on the training data (for OLS, the best estimate they allow)"
+        + (", ± its standard error." if has_se else "."): True,
         "{tag}: the trained model ({name}).": trained,
-        "({tag}-OLS)/SE: how far the model is from OLS, in standard errors. Up to {limit:g} (the verdict's limit),"
-        " that distance is within what the noise in the data leaves uncertain in OLS itself.": trained,
+        "({tag}-{ref})/SE: how far the model is from the optimum, in standard errors. Up to {limit:g} (the verdict's"
+        " limit), that distance is within what the noise in the data leaves uncertain in the optimum itself.": trained
+        and has_se,
         "mse (the loss) and mae: mean squared and absolute error, lower is better; r2: 1 is a perfect fit.": True,
         "Both models are scored on every example of each split.": trained,
     }
-    text = "  ".join(s for s, shown in sentences.items() if shown).format(name=name, tag=tag, limit=SE_LIMIT)
+    text = "  ".join(s for s, shown in sentences.items() if shown).format(name=name, tag=tag, ref=ref, limit=SE_LIMIT)
     return textwrap.fill(text, width=106, initial_indent="  ", subsequent_indent="  ")
 
 
@@ -155,86 +182,53 @@ def _compute_type(precision: str) -> torch.dtype:
     return {"64": torch.float64, "16": torch.float16, "bf16": torch.bfloat16}.get(kind, torch.float32)
 
 
-def verdict(report: dict[str, Any]) -> str:
-    """One line: whether the model reached least squares and, if not, what to change (by the last epoch's MSE)."""
+def verdict(report: dict[str, Any], python: bool = False) -> str:
+    """Whether the model reached the optimum of its objective and, if not, why and what to change.
+
+    Where the precision cannot resolve the verdict's margin (nearly noise-free labels, 16-bit arithmetic) the gap is
+    judged against var(y) and what that precision resolves; otherwise ``linreg.stats.verdict`` judges.
+    """
     name = report["estimator"]["name"]
     if not report["trained"]:
-        return (
-            f"verdict: the model was not trained (0 {name} steps, as with --trainer.max_epochs 0 or"
-            " --trainer.limit_train_batches 0): its weights are no estimate; least squares is shown alone."
+        how = (
+            "Trainer(max_epochs=0) or limit_train_batches=0"
+            if python
+            else ("--trainer.max_epochs 0 or --trainer.limit_train_batches 0")
         )
-    facts, line = _judgement(report)
-    if line is not None:
-        return line
-    history = report["training"]["mse_by_epoch"]
-    closing = still_closing(history, report["metrics"]["train"]["ols"]["mse"])
-    lr = report["estimator"].get("lr")
-    larger = f"a learning rate larger than {lr:g}" if lr is not None else "a larger learning rate"
-    steps = f"more epochs (--trainer.max_epochs) or {larger} (--model.optimizer.lr)"
-    calmer = ["a smaller or decaying learning rate (--model.scheduler)"]
-    if not report["estimator"]["averaged"]:
-        calmer.insert(0, "averaging the iterates (--trainer.callbacks+=AveragedSGD)")
-    short = f"verdict: {name} stopped short of the least-squares fit ({facts})"
-    if closing is None:  # one epoch: no telling which
-        return f"{short}; try {steps}, or, if it stalls, {', '.join(calmer)}."
-    moved = f"training MSE {history[-2]:.4g} -> {history[-1]:.4g} in the last epoch"
-    if closing:
-        return f"{short} and was still closing in ({moved}); try {steps}."
-    return f"{short} and had stalled ({moved}): its steps jitter around the solution; try {', '.join(calmer)}."
-
-
-def _judgement(report: dict[str, Any]) -> tuple[str, str | None]:
-    """The verdict's facts, and its line where the model reached least squares or nothing can be told.
-
-    Where the precision cannot resolve 1% of OLS's MSE (nearly noise-free labels, 16-bit arithmetic) the excess
-    MSE is judged against var(y) and what that precision resolves.
-    """
-    name, tag, precision = (report["estimator"][key] for key in ("name", "tag", "precision"))
-    train = report["metrics"]["train"]
-    sgd_mse, ols_mse = train["sgd"]["mse"], train["ols"]["mse"]
-    ratio = sgd_mse / ols_mse if ols_mse > 0 else (math.inf if sgd_mse > 0 else 1.0)  # OLS exact: any excess counts
-    z = [abs(r["sgd_minus_ols_in_se"]) for r in report["parameters"] if r["sgd_minus_ols_in_se"] is not None]
-    largest = max(z, default=0.0)
-    facts = f"train MSE {ratio:.4f}x OLS's, largest |{tag}-OLS|/SE {largest:.2f}"
-    if ratio <= MSE_RATIO_LIMIT and largest <= SE_LIMIT:
-        return facts, f"verdict: {name} reached the least-squares fit, within the noise ({facts})."
-    variance, finest = report["ols"]["target_variance"], resolution(precision)
-    if finest * variance <= (MSE_RATIO_LIMIT - 1) * ols_mse:  # the noise sets the scale, and the precision resolves it
-        return facts, None
-    excess = (sgd_mse - ols_mse) / variance
+        return (
+            f"verdict: the model was not trained (0 {name} steps, as with {how}): its weights are no estimate;"
+            " the optimum is shown alone."
+        )
+    ref, precision = report["reference"], report["estimator"]["precision"]
+    variance, finest = ref["target_variance"], resolution(precision)
+    if finest * variance <= OBJECTIVE_LIMIT * ref["value"]:  # the noise sets the scale, and the precision resolves it
+        return verdicts.verdict(report, python)
+    excess = report["training"]["gap_by_epoch"][-1] / variance
     within = excess <= finest
     scale = (
-        f"excess train MSE {excess:.2g} of var(y), {'within' if within else 'more than'} the {finest:.2g}"
+        f"gap to the optimum {excess:.2g} of var(y), {'within' if within else 'more than'} the {finest:.2g}"
         f" that {precision} resolves"
     )
+    if not within:
+        return verdicts.verdict(report, python)
     if torch.finfo(_compute_type(precision)).bits < 32:
-        cannot = f"verdict: at precision {precision} the comparison with least squares cannot resolve the difference"
-        return scale, (f"{cannot} ({facts}; {scale}); train at 32-true to judge {name}." if within else None)
-    floor = f"OLS's train MSE {ols_mse / variance:.2g} of var(y)"
-    if within:
-        return scale, (
-            f"verdict: the labels are nearly noise-free ({floor}), so the MSE ratio and standard errors say nothing;"
-            f" judged against var(y), {name} reached the least-squares fit ({scale})."
+        return (
+            f"verdict: at precision {precision} the comparison with the optimum cannot resolve the difference"
+            f" ({scale}); train at 32-true to judge {name}."
         )
-    return f"the labels are nearly noise-free, {floor}; {scale}", None
+    return (
+        f"verdict: the optimum fits the training labels almost exactly (its objective is {ref['value'] / variance:.2g}"
+        " of var(y): labels nearly free of noise, or no more rows than coefficients), so the objective's ratio and"
+        f" standard errors say nothing; judged against var(y), {name} reached the"
+        f" optimum of its objective ({scale})."
+    )
 
 
-def still_closing(mse_by_epoch: list[float], floor: float) -> bool | None:
-    """Whether the last epoch took more than a quarter off the MSE's excess over ``floor``; None before two epochs.
-
-    Example:
-        >>> still_closing([51.4, 33.1, 20.8], 1e-4), still_closing([3.5e-4, 9.53e-5, 9.54e-5], 9.42e-5)
-        (True, False)
-    """
-    if len(mse_by_epoch) < 2:
-        return None
-    before, last = (mse - floor for mse in mse_by_epoch[-2:])
-    return last < STILL_CLOSING * before
-
-
-def _parameter_table(rows: list[Row], max_rows: int, tag: str) -> list[str]:
-    """The parameter rows as text, at most ``max_rows`` of them, and the largest distance from OLS."""
-    columns = [c for c in _columns(tag) if all(rows[0].get(key) is not None for key in c[2])]
+def _parameter_table(rows: list[Row], max_rows: int, tag: str, ref: str) -> list[str]:
+    """The parameter rows as text, at most ``max_rows`` of them, and the largest distance from the optimum."""
+    columns = [c for c in _columns(tag, ref) if all(rows[0].get(key) is not None for key in c[2])]
+    if rows[0].get("ols_se") is not None:  # the optimum ± SE, not also the optimum alone
+        columns = [c for c in columns if c[0] != ref]
     trained = "sgd" in rows[0]
     z = [-1.0 if r.get("sgd_minus_ols_in_se") is None else abs(r["sgd_minus_ols_in_se"]) for r in rows]
     shown = sorted(sorted(range(len(rows)), key=lambda i: -z[i])[:max_rows])  # farthest from OLS, in order
@@ -243,14 +237,14 @@ def _parameter_table(rows: list[Row], max_rows: int, tag: str) -> list[str]:
     # The first column left-aligned, the others right-aligned.
     lines = ["  ".join([line[0].ljust(widths[0]), *map(str.rjust, line[1:], widths[1:])]) for line in table]
     if len(shown) < len(rows):
-        which = ", those farthest from OLS" if trained else ""
+        which = f", those farthest from {ref}" if trained else ""
         lines.append(f"({len(shown)} of {len(rows)} parameters shown{which}; all in report.json)")
     lines.append("")
     worst = max(range(len(rows)), key=lambda i: z[i])
     if trained and z[worst] >= 0:
-        lines.append(f"largest |{tag}-OLS|/SE: {z[worst]:.2f} ({rows[worst]['name']})")
-    elif trained:
-        lines.append(f"({tag}-OLS)/SE is undefined: the standard errors are 0, the training labels have no noise")
+        lines.append(f"largest |{tag}-{ref}|/SE: {z[worst]:.2f} ({rows[worst]['name']})")
+    elif trained and rows[0].get("ols_se") is not None:
+        lines.append(f"({tag}-{ref})/SE is undefined: the standard errors are 0, the training labels have no noise")
     return lines
 
 
@@ -265,48 +259,125 @@ def build_report(
     data: RegressionData,
     device: torch.device,
     estimator: dict[str, Any] | None = None,
-    mse_by_epoch: list[float] | None = None,
+    training: dict[str, Any] | None = None,
     trained: bool = True,
+    objective: Objective = MSE,
 ) -> dict[str, Any]:
-    """The report's facts as plain values (``report.json``): parameters, OLS's noise estimate, metrics per split.
+    """The report's facts as plain values (``report.json``): parameters, the optimum, metrics per split, the run.
 
     Args:
         predict: the model, ``(rows, d) -> (rows, 1)``, in the units it is trained in (as are ``coefficients``
-            ``(d,)`` and ``()`` and ``mse_by_epoch``).
-        data: the data module, set up; its least squares (``data.least_squares()``) is the reference.
-        estimator: ``name``, ``tag`` (``estimator_names``), ``averaged``, ``lr``, ``precision``; plain SGD if None.
+            ``(d,)`` and ``()``).
+        data: the data module, set up; the optimum of ``objective`` on its training split is the reference.
+        estimator: ``name``, ``tag`` (``estimator_names``), ``optimizer``, ``averaged``, ``averaging_configured``,
+            ``lr``, ``momentum``, ``precision``; plain SGD if None.
+        training: ``mse_by_epoch`` and ``gap_by_epoch`` (the model's units), ``epochs``, ``steps``,
+            ``early_stopping`` and ``max_steps``: how the run went and what would end it.
         trained: whether the model took any step; an untrained one is left out.
     """
     truth = None if data.true_w is None or data.true_b is None else (data.true_w.double(), data.true_b)
-    reference, s = data.least_squares(), data.target_scale  # s: target units per unit of the model's output
-    ols = transform(reference, data.to_original_units)
+    reference, s = data.reference(objective), data.target_scale  # s: target units per unit of the model's output
+    shown = transform(_as_fit(reference), data.to_original_units)
     w, b = reference.w.to(device), reference.b.to(device)
 
-    def ols_predict(x: Tensor) -> Tensor:
+    def optimum_predict(x: Tensor) -> Tensor:
         return x.double() @ w + b  # (rows, d) @ (d,) -> (rows,)
 
     metrics = {}
     for split in ("train", "val"):
         chunks = data.split_chunks(split)  # read once per split, for both models
         if chunks is not None:
-            scores = score({"sgd": predict, "ols": ols_predict} if trained else {"ols": ols_predict}, chunks, device)
+            models = {"sgd": predict, "ols": optimum_predict} if trained else {"ols": optimum_predict}
+            scores = score(models, chunks, device)
             metrics[split] = {
                 m: {"mse": v["mse"] * s**2, "mae": v["mae"] * s, "r2": v["r2"]} for m, v in scores.items()
             }
-    residual_variance = reference.residual_variance * s**2
-    sgd = learned_coefficients(*coefficients, data) if trained else None
-    return {
-        "estimator": estimator or {**estimator_names("SGD", averaged=False), "averaged": False, "precision": "32-true"},
+    est = {**_PLAIN_SGD, **(estimator or {})}
+    run = {"mse_by_epoch": [], "gap_by_epoch": [], "epochs": 0, "steps": 0, **(training or {})}
+    report = {
+        "estimator": est,
         "trained": trained,
-        "parameters": parameter_rows(data.feature_names, sgd, ols, truth),
-        "ols": {
-            "num_examples": reference.num_examples,
-            "degrees_of_freedom": reference.degrees_of_freedom,
-            "residual_variance": residual_variance,
-            "residual_std": residual_variance**0.5,
-            "target_variance": reference.target_variance * s**2,
-        },
+        "parameters": parameter_rows(data.feature_names, None, shown, truth),
+        "reference": _reference_facts(reference, est, data.batch_size),
+        "ols": _noise_facts(reference.least_squares, s),
         "metrics": metrics,
-        "training": {"mse_by_epoch": [mse * s**2 for mse in mse_by_epoch or []]},
-        "units": "the data's own: parameters in target units per feature unit, errors in target units",
+        "training": {**run, "mse_by_epoch": [mse * s**2 for mse in run["mse_by_epoch"]]},
+        "units": "the data's own: parameters in target units per feature unit, errors in target units;"
+        " the objective, its gap and curvature in the units the model trains in",
+    }
+    if trained:
+        model_w, model_b = (t.detach().to("cpu", torch.float64) for t in coefficients)
+        report["parameters"] = parameter_rows(
+            data.feature_names, learned_coefficients(*coefficients, data), shown, truth
+        )
+        rows = lambda: data.split_chunks("train") or iter(())  # noqa: E731
+        gap = max(reference.objective_at(model_w, model_b, rows) - reference.value, 0.0)
+        report["training"]["gap_by_epoch"] = [*run["gap_by_epoch"][:-1], gap]  # the reported weights' own gap
+        report["distance"] = float(
+            torch.cat([model_w.view(-1) - reference.w, (model_b - reference.b).view(1)]).abs().max()
+        )
+        report["w_norm"] = float(model_w.norm())
+    return report
+
+
+_PLAIN_SGD = {
+    **estimator_names("SGD", averaged=False),
+    "optimizer": "SGD",
+    "averaged": False,
+    "averaging_configured": False,
+    "lr": None,
+    "momentum": 0.0,
+    "precision": "32-true",
+}
+
+
+def _as_fit(reference: Reference) -> LeastSquaresFit:
+    """The optimum as a ``LeastSquaresFit`` for ``transform``: its coefficients and covariance (NaN where none)."""
+    nan = torch.full((reference.w.numel() + 1,) * 2, math.nan, dtype=torch.float64)
+    covariance = reference.covariance if reference.covariance is not None else nan
+    least = reference.least_squares
+    return LeastSquaresFit(
+        reference.w, reference.b, covariance, least.residual_variance, least.num_examples, least.target_variance
+    )
+
+
+def _reference_facts(reference: Reference, estimator: dict[str, Any], batch_size: int) -> dict[str, Any]:
+    """What the verdict needs of the optimum, in the model's units: its value, curvature and SGD's noise floor."""
+    o, curvature = reference.objective, reference.curvature
+    lr, momentum = estimator.get("lr"), estimator.get("momentum") or 0.0
+    floor = 0.0
+    if lr and o.quadratic and batch_size < reference.num_examples:  # a full batch has no sampling noise
+        sigma2 = reference.training_mse(reference.w, reference.b)
+        floor = noise_floor(lr, momentum, batch_size, sigma2, curvature.trace)
+    return {
+        "kind": reference.kind,
+        "tag": reference.tag,
+        "objective": o.describe(),
+        "loss": o.loss,
+        "delta": o.delta if o.loss == "huber" else None,
+        "weight_decay": o.weight_decay,
+        "value": reference.value,
+        "why": reference.why,
+        "w_norm": float(reference.w.norm()),
+        "target_variance": reference.target_variance,
+        "curvature": {
+            "largest": curvature.largest,
+            "smallest": curvature.smallest_nonzero,
+            "condition": curvature.condition,
+            "trace": curvature.trace,
+        },
+        "noise_floor": floor,
+    }
+
+
+def _noise_facts(least: LeastSquaresFit, s: float) -> dict[str, Any]:
+    """Least squares' noise estimate, in the target's units; None where no degrees of freedom are left."""
+    dof = least.degrees_of_freedom
+    variance = least.residual_variance * s**2 if dof > 0 else None
+    return {
+        "num_examples": least.num_examples,
+        "degrees_of_freedom": max(dof, 0),
+        "residual_variance": variance,
+        "residual_std": None if variance is None else variance**0.5,
+        "target_variance": least.target_variance * s**2,
     }

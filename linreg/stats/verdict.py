@@ -1,0 +1,214 @@
+"""The verdict on a fit: whether it reached the optimum of its objective and, if not, why and what to change.
+
+The facts come from the report (``linreg.stats.report``), in the units the model trains in:
+``gap = F(w, b) - F(w*, b*)`` after each epoch, the optimum's value, the Hessian's spectrum (λmax, λmin, its
+trace) and the run's settings (learning rate, momentum, batch size, steps, epochs). For plain SGD on a
+quadratic objective they say what limits a fit:
+
+- lr ≥ 2(1 + momentum)/λmax: the steps are unstable;
+- the gap is down to constant-step SGD's noise floor, lr/(1 - momentum)·σ²·tr(H)/(2·batch): only averaging
+  the iterates or smaller steps go further;
+- otherwise it is still converging, the slowest direction at about lr/(1 - momentum)·λmin per step: the
+  steps still needed follow from the gap, and a learning rate well under the bound is raised first.
+
+Other optimizers (Adam and the like) move each coefficient by about lr per step: where the distance left is
+far more than the run's steps can cover, the learning rate is too small. Every remedy is a set of settings
+with their values, printed as flags for the command line or as arguments for Python; adding them to the
+command that printed them moves its run towards the optimum (``tests/test_remedies.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+# Reached: the objective within 0.5% of its optimum, and, where standard errors exist, every coefficient within
+# 3 of them of the optimum's.
+OBJECTIVE_LIMIT = 0.005
+SE_LIMIT = 3.0
+# At the noise floor: a gap within this many times the floor that constant-step SGD settles at.
+AT_FLOOR = 3.0
+# A learning rate below this fraction of the stability bound is raised to it (with the bound's margin below).
+RAISE_BELOW = 0.25
+MARGIN = 0.5  # a raised learning rate: half the stability bound
+MAX_EPOCHS_ADVISED = 100_000
+
+
+@dataclass
+class Remedy:
+    """Settings to add, by config key (``trainer.max_epochs``), and why; ``append`` lists a callback to add."""
+
+    settings: dict[str, Any]
+    why: str
+    append: list[str] = field(default_factory=list)
+
+    def as_flags(self) -> str:
+        flags = [f"--{key} {_value(v)}" for key, v in self.settings.items()]
+        return " ".join(flags + [f"--trainer.callbacks+={name}" for name in self.append])
+
+    def as_python(self) -> str:
+        trainer = [f"{key.split('.')[1]}={_value(v)}" for key, v in self.settings.items() if key.startswith("trainer.")]
+        parts = [f"Trainer({', '.join(trainer)})"] if trainer else []
+        parts += [
+            f"{key.split('.')[-1]}={_value(v)} in the model's {key.split('.')[1]}"
+            for key, v in self.settings.items()
+            if key.startswith("model.")
+        ]
+        parts += [f"{name.rsplit('.', 1)[-1]}() among the Trainer's callbacks" for name in self.append]
+        return " and ".join(parts)
+
+
+def _value(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def nice(x: float, up: bool = False) -> float:
+    """``x`` rounded to 1, 2 or 5 times a power of ten, down (or up).
+
+    Example:
+        >>> nice(0.37), nice(0.37, up=True), nice(7.1)
+        (0.2, 0.5, 5.0)
+    """
+    power = 10 ** math.floor(math.log10(x))
+    steps = [1, 2, 5, 10]
+    if up:
+        return next(s for s in steps if s * power >= x * (1 - 1e-12)) * power
+    return max(s for s in steps if s * power <= x * (1 + 1e-12)) * power
+
+
+def diagnose(report: dict[str, Any]) -> tuple[str, list[Remedy]]:
+    """Why a fit that did not reach its optimum stopped where it did, and the remedies, best first."""
+    est, ref, run = report["estimator"], report["reference"], report["training"]
+    gaps = run["gap_by_epoch"]
+    gap, optimum = gaps[-1], ref["value"]
+    lr, momentum = est.get("lr"), est.get("momentum") or 0.0
+    epochs, steps = max(run["epochs"], 1), max(run["steps"], 1)
+    per_epoch = steps / epochs
+    tolerance = OBJECTIVE_LIMIT * optimum if optimum > 0 else 0.0
+    curvature = ref.get("curvature")
+    if lr is None or lr <= 0:
+        return "the optimizer has no learning rate to judge", [_more_epochs(run, epochs * 2, "more steps")]
+    if est["optimizer"] != "SGD" or curvature is None:
+        return _other_optimizer(report, lr, epochs, steps)
+    bound = 2 * (1 + momentum) / curvature["largest"]
+    if lr >= bound:
+        new = nice(MARGIN * bound)
+        return (
+            f"its learning rate {lr:g} is above the stability bound 2(1 + momentum)/λmax = {bound:.3g}",
+            [Remedy({"model.optimizer.lr": new}, f"a learning rate under the bound ({new:g})")],
+        )
+    floor = ref["noise_floor"]
+    rate = min(1.0, lr / (1 - momentum) * curvature["smallest"])  # the slowest direction's shrink per step
+    if floor > 0 and gap <= AT_FLOOR * floor:
+        why = (
+            f"its gap to the optimum ({gap:.3g}) is at the noise floor of constant-step SGD (lr·σ²·tr(H)/(2·batch)"
+            f" = {floor:.3g}): each step's noisy gradient keeps it jittering there"
+        )
+        remedies = []
+        if not est["averaging_configured"]:
+            remedies.append(Remedy({}, "averaging the iterates removes the floor", ["linreg.callbacks.AveragedSGD"]))
+        smaller = nice(lr / 4)
+        slower = math.ceil(epochs * 2)
+        remedies.append(
+            Remedy(
+                {"model.optimizer.lr": smaller, **_epochs(run, slower)},
+                "a quarter of the learning rate lowers"
+                " the floor fourfold; twice the epochs make up the slower approach",
+            )
+        )
+        return why, remedies
+    target = max(tolerance, AT_FLOOR * floor, 1e-300)
+    efolds = max(math.log(gap / target), 1.0)
+    why = (
+        f"it was still converging (gap to the optimum {gap:.3g}; κ = λmax/λmin = {curvature['condition']:.3g}, so the"
+        f" slowest direction shrinks by about lr/(1 - momentum)·λmin = {rate:.2g} per step)"
+    )
+    remedies = []
+    if lr < RAISE_BELOW * bound:
+        new = nice(MARGIN * bound)
+        faster = min(1.0, new / (1 - momentum) * curvature["smallest"])
+        needed = epochs + math.ceil(efolds / faster / per_epoch)
+        settings = {"model.optimizer.lr": new}
+        if needed > epochs and faster * steps < efolds:
+            settings.update(_epochs(run, min(needed, MAX_EPOCHS_ADVISED)))
+        remedies.append(Remedy(settings, f"the stability bound is {bound:.3g}; steps {new / lr:.3g} times as large"))
+    needed = epochs + math.ceil(efolds / rate / per_epoch)
+    remedies.append(_more_epochs(run, min(needed, MAX_EPOCHS_ADVISED), f"about {efolds / rate:.3g} more steps"))
+    if curvature["condition"] > 1e3:
+        why += f"; the condition number {curvature['condition']:.3g} is what makes plain gradient steps slow here"
+    return why, remedies
+
+
+def _other_optimizer(report: dict[str, Any], lr: float, epochs: int, steps: int) -> tuple[str, list[Remedy]]:
+    """Adam and the like: a coefficient moves by about lr per step, whatever the gradient's size."""
+    est, run = report["estimator"], report["training"]
+    distance = report["distance"]  # max |θ - θ*|, the model's units
+    gaps = run["gap_by_epoch"]
+    converging = len(gaps) < 2 or gaps[-1] < 0.75 * gaps[-2]
+    if distance > lr * steps / 4:  # a slow approach looks like a stall: the distance tells them apart
+        new = nice(4 * distance / steps, up=True)
+        return (
+            f"its learning rate {lr:g} is too small: {est['optimizer']} moves a coefficient by about lr per step, and"
+            f" the fit is still {distance:.3g} from the optimum after {steps} steps",
+            [
+                Remedy(
+                    {"model.optimizer.lr": new}, f"steps of about {new:g} cover that distance in a quarter of the run"
+                )
+            ],
+        )
+    if converging:
+        return "it was still converging", [_more_epochs(run, epochs * 2, "twice the epochs")]
+    remedies = [Remedy({"model.optimizer.lr": nice(lr / 4), **_epochs(run, epochs * 2)}, "smaller steps settle closer")]
+    if not est["averaging_configured"]:
+        remedies.insert(0, Remedy({}, "averaging the iterates cancels their jitter", ["linreg.callbacks.AveragedSGD"]))
+    return "it had stalled: the gap stopped shrinking in the last epoch", remedies
+
+
+def _epochs(run: dict[str, Any], epochs: int) -> dict[str, Any]:
+    """The settings that make a run last ``epochs`` epochs, whatever else would end it sooner."""
+    settings: dict[str, Any] = {"trainer.max_epochs": epochs}
+    if run.get("early_stopping"):  # EarlyStopping would end it before: min_epochs overrides it
+        settings["trainer.min_epochs"] = epochs
+    if run.get("max_steps", -1) not in (None, -1):
+        settings["trainer.max_steps"] = -1
+    return settings
+
+
+def _more_epochs(run: dict[str, Any], epochs: int, why: str) -> Remedy:
+    return Remedy(_epochs(run, epochs), why)
+
+
+def judge(report: dict[str, Any]) -> tuple[bool, str]:
+    """Whether the fit reached its optimum, and the facts that say so (objective ratio, distance in SE)."""
+    ref, tag = report["reference"], report["estimator"]["tag"]
+    gap, optimum = report["training"]["gap_by_epoch"][-1], ref["value"]
+    z = [abs(r["sgd_minus_ols_in_se"]) for r in report["parameters"] if r.get("sgd_minus_ols_in_se") is not None]
+    facts = f"objective {(optimum + gap) / optimum:.4f}x its optimum's" if optimum > 0 else f"objective gap {gap:.3g}"
+    if z:
+        facts += f", largest |{tag}-{ref['tag']}|/SE {max(z):.2f}"
+    close = gap <= OBJECTIVE_LIMIT * optimum
+    # Least squares' standard errors are the scale of what the data can tell; a penalty's objective is mostly the
+    # penalty, so its optimum is reached by the objective alone, and the distance in SE is told beside it.
+    return close and (not z or ref["kind"] != "least squares" or max(z) <= SE_LIMIT), facts
+
+
+def verdict(report: dict[str, Any], python: bool = False) -> str:
+    """One line (or a few): reached, or why not and each remedy, as flags (or, with ``python``, arguments)."""
+    name, ref = report["estimator"]["name"], report["reference"]
+    reached, facts = judge(report)
+    target = f"the optimum of its objective ({ref['kind']}: {ref['objective']})"
+    if reached:
+        line = f"verdict: {name} reached {target}, within the noise ({facts})."
+        z = [abs(r["sgd_minus_ols_in_se"]) for r in report["parameters"] if r.get("sgd_minus_ols_in_se") is not None]
+        if z and max(z) > SE_LIMIT:
+            line += (
+                f" Its coefficients still jitter {max(z):.3g} standard errors around the optimum's; averaging the"
+                " iterates would settle them."
+            )
+        return line
+    why, remedies = diagnose(report)
+    lines = [f"verdict: {name} stopped short of {target} ({facts}): {why}."]
+    for remedy in remedies:
+        lines.append(f"  try {remedy.as_python() if python else remedy.as_flags()}  ({remedy.why})")
+    return "\n".join(lines)
