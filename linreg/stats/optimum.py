@@ -176,15 +176,16 @@ class Curvature:
 def noise_floor(lr: float, momentum: float, batch_size: int, residual_variance: float, hessian_trace: float) -> float:
     """The excess MSE objective at which constant-step SGD settles, to leading order in ``lr``.
 
-    Near the optimum a step is ``δθ ← (I - lr·H) δθ - lr·ξ`` with gradient noise of covariance
-    ``S = 2σ²H/B`` (``Cov(2 a r) = 4σ² E[a aᵀ]``); the stationary covariance solves ``HΣ + ΣH = lr·S``, so
-    ``Σ = (lr σ²/B) I`` and the expected excess ``½ tr(HΣ) = lr σ² tr(H) / (2B)``. Heavy-ball momentum ``β``
-    scales the step to ``lr / (1 - β)``. Weight decay adds to ``H`` but not to ``S``; counting it in the trace
-    makes this a slight overestimate. See Bach & Moulines (2013), "Non-strongly-convex smooth stochastic
-    approximation with convergence rate O(1/n)", NeurIPS, for the constant-step analysis of least squares.
+    Near the optimum a step is ``δθ ← (I - lr·H) δθ - lr·ξ``. With residuals of variance ``s²`` independent
+    of the rows, the gradient noise of a batch of ``B`` has covariance ``S = 2s²H/B`` (``Cov(2 a r) =
+    4s² E[a aᵀ]``); the stationary covariance solves ``HΣ + ΣH = lr·S``, so ``Σ = (lr s²/B) I`` and the
+    expected excess is ``½ tr(HΣ) = lr s² tr(H) / (2B)``. Heavy-ball momentum ``β`` scales the step to
+    ``lr / (1 - β)``. Weight decay adds to ``H`` but not to ``S``; counting it in the trace makes this a slight
+    overestimate. See Bach & Moulines (2013), "Non-strongly-convex smooth stochastic approximation with
+    convergence rate O(1/n)", NeurIPS, for the constant-step analysis of least squares.
 
     Example:
-        >>> noise_floor(lr=0.03, momentum=0.0, batch_size=10, residual_variance=1e-4, hessian_trace=6.0)
+        >>> round(noise_floor(lr=0.03, momentum=0.0, batch_size=10, residual_variance=1e-4, hessian_trace=6.0), 12)
         9e-07
     """
     return lr / (1 - momentum) * residual_variance * hessian_trace / (2 * batch_size)
@@ -202,15 +203,15 @@ def ridge_degrees_of_freedom(moments: Moments, weight_decay: float) -> float:
 def ridge_covariance(moments: Moments, weight_decay: float, residual_variance: float | None = None) -> Tensor:
     """The sandwich covariance of ridge's ``(ŵ, b̂)`` under homoscedastic noise, ``(d + 1, d + 1)``.
 
-    ``ŵ = R Xcᵀ y`` with ``R = (G + n·wd/2·I)⁻¹`` gives ``Cov(ŵ) = σ² R G R`` (``σ² G⁻¹``, least squares', at
+    ``ŵ = R Xcᵀ y`` with ``R = (G + n·wd/2·I)⁻¹`` gives ``Cov(ŵ) = s² R G R`` (``s² G⁻¹``, least squares', at
     ``wd = 0``); ``b̂ = ȳ - x̄ᵀŵ`` with ``ȳ`` uncorrelated with ``ŵ`` (``Xcᵀ1 = 0``) gives
-    ``Var(b̂) = σ²/n + x̄ᵀCov(ŵ)x̄`` and ``Cov(ŵ, b̂) = -Cov(ŵ)x̄``. It is the spread of the estimate around
+    ``Var(b̂) = s²/n + x̄ᵀCov(ŵ)x̄`` and ``Cov(ŵ, b̂) = -Cov(ŵ)x̄``. It is the spread of the estimate around
     its mean, not around the true weights: ridge's bias is left out, which is what comparing SGD with the
     ridge optimum needs. ``residual_variance`` defaults to ``RSS / (n - df - 1)`` with ``df`` the effective
     degrees of freedom (``ridge_degrees_of_freedom``) and the RSS from the moments.
 
     Raises:
-        ValueError: no residual degrees of freedom are left to estimate ``σ²`` from.
+        ValueError: no residual degrees of freedom are left to estimate ``s²`` from.
     """
     n, d = moments.count, moments.mean.numel() - 1
     gram, x_mean = moments.comoment[:d, :d].cpu(), moments.mean[:d].cpu()
