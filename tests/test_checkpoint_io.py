@@ -189,7 +189,11 @@ def test_a_writer_killed_at_random_moments_never_leaves_a_damaged_checkpoint(tmp
 
 
 def test_hparams_yaml_holds_the_models_arguments(d2l_run: Path) -> None:
-    assert yaml.safe_load((d2l_run / "hparams.yaml").read_text()) == {"input_dim": 5, "init_std": 0.01}  # d2l.yaml
+    assert yaml.safe_load((d2l_run / "hparams.yaml").read_text()) == {
+        "input_dim": 5,
+        "init_std": 0.01,
+        "weight_decay": 0.0,
+    }
 
 
 def test_a_disk_that_fills_while_hparams_yaml_is_written_leaves_none_of_it(

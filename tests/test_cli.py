@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -96,20 +98,16 @@ def test_optimizer_is_chosen_on_the_command_line(tmp_path: Path) -> None:
     assert "exp_avg" in checkpoint["optimizer_states"][0]["state"][0]  # Adam's state, not SGD's
 
 
-def test_training_data_without_a_unique_least_squares_solution_are_refused_in_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        fit_d2l(tmp_path, "--data.num_train", "6")  # 6 examples, 6 coefficients
-    assert exit_info.value.code == 2
-    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
-    assert errors == [
-        "linreg: error: least squares needs more training examples than coefficients: got 6 examples"
-        " for 6 coefficients (5 features and the intercept)"
-    ]
-    # Refused before training: no checkpoint, no config (Lightning has opened the run's event file by then).
-    assert not list(tmp_path.rglob("*.ckpt"))
-    assert not list(tmp_path.rglob("config.yaml"))
+def test_no_more_examples_than_coefficients_are_judged_against_the_minimum_norm_solution(tmp_path: Path) -> None:
+    run = fit_d2l(tmp_path, "--data.num_train", "6")  # 6 examples, 6 coefficients: least squares is not unique
+    report = json.loads((run / "report.json").read_text())
+    assert report["reference"]["kind"] == "minimum-norm least squares"
+    data = SyntheticRegressionData(num_train=6)
+    data.setup("fit")
+    X, y = (t.double().numpy() for t in data.train_data)
+    expected = np.linalg.lstsq(np.hstack([X, np.ones((6, 1))]), y[:, 0], rcond=None)[0]  # numpy's minimum norm
+    assert [row["ols"] for row in report["parameters"]] == pytest.approx(expected.tolist(), rel=1e-6, abs=1e-9)
+    assert all(row["ols_se"] is None for row in report["parameters"])  # no standard errors: nothing to scale them
 
 
 def test_console_script_is_installed() -> None:

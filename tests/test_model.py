@@ -67,7 +67,7 @@ def test_optimizer_is_swappable() -> None:
 
 def test_hyperparameters_are_plain_values() -> None:
     model = LinearRegression(input_dim=4, init_std=0.02)
-    assert dict(model.hparams) == {"input_dim": 4, "init_std": 0.02}
+    assert dict(model.hparams) == {"input_dim": 4, "init_std": 0.02, "weight_decay": 0.0}
 
 
 @pytest.mark.parametrize(

@@ -90,7 +90,7 @@ def test_streaming_statistics_and_least_squares_match_in_memory_ones_on_the_same
         torch.testing.assert_close(dm.standardizer.x_std, train[:, :3].std(0, correction=0), rtol=1e-12, atol=0)
         assert dm.standardizer.y_std == pytest.approx(train[:, 3].std(correction=0).item(), rel=1e-12)
         standardised = (train - train.mean(0)) / train.std(0, correction=0)
-        ols = dm.least_squares()
+        ols = dm.reference()
         design = torch.cat([standardised[:, :3], torch.ones(len(train), 1, dtype=torch.float64)], dim=1)
         solution = torch.linalg.lstsq(design, standardised[:, 3:]).solution.view(-1)
         torch.testing.assert_close(ols.w, solution[:3], rtol=1e-10, atol=1e-12)

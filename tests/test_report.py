@@ -3,6 +3,7 @@ known, and the runs the usual verdict cannot judge (untrained, noise-free labels
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -36,24 +37,52 @@ def _ols(w: list[float], b: float, se: list[float]) -> LeastSquaresFit:
 
 def _report(
     rows: list[dict],
-    train_mse: float = 0.01,
+    gap: float = 0.0,
     optimizer: str = "SGD",
     averaged: bool = False,
-    mse_by_epoch: list[float] | None = None,
+    gaps: list[float] | None = None,
     precision: str = "32-true",
     target_variance: float = 1.0,
+    lr: float = 0.01,
+    floor: float = 0.0,
+    distance: float = 0.1,
+    steps_per_epoch: int = 100,
 ) -> dict:
+    """A report of least squares (objective value 0.01, Hessian 2·I on 2 coefficients), as ``build_report`` makes."""
     scores = {"mse": 0.01, "mae": 0.08, "r2": 0.99}
+    gaps = gaps or [gap]
+    curvature = {"largest": 2.0, "smallest": 2.0, "condition": 1.0, "trace": 4.0}
+    about = {"optimizer": optimizer, "averaged": averaged, "averaging_configured": averaged, "momentum": 0.0}
     return {
-        "estimator": {**estimator_names(optimizer, averaged), "averaged": averaged, "lr": 0.01, "precision": precision},
+        "estimator": {**estimator_names(optimizer, averaged), **about, "lr": lr, "precision": precision},
         "trained": True,
-        "training": {"mse_by_epoch": mse_by_epoch or []},
+        "training": {
+            "mse_by_epoch": [],
+            "gap_by_epoch": gaps,
+            "epochs": len(gaps),
+            "steps": steps_per_epoch * len(gaps),
+            "early_stopping": False,
+            "max_steps": -1,
+        },  # fmt: skip
         "parameters": rows,
+        "reference": {
+            "kind": "least squares",
+            "tag": "OLS",
+            "objective": "MSE",
+            "value": 0.01,
+            "why": None,
+            "w_norm": 1.0,
+            "target_variance": target_variance,
+            "curvature": curvature,
+            "noise_floor": floor,
+        },  # fmt: skip
         "ols": {"residual_std": 0.1, "num_examples": 100, "degrees_of_freedom": 97, "target_variance": target_variance},
         "metrics": {
-            "train": {"sgd": {**scores, "mse": train_mse}, "ols": scores},
+            "train": {"sgd": {**scores, "mse": 0.01 + gaps[-1]}, "ols": scores},
             "val": {"sgd": scores, "ols": scores},
         },
+        "w_norm": 1.0,
+        "distance": distance,
     }
 
 
@@ -100,50 +129,69 @@ def _rows_at(z: float) -> list[dict]:
 
 
 @pytest.mark.parametrize(
-    ("z", "train_mse", "short"),
-    [(0.5, 0.01, False), (2.9, 0.0100999, False), (3.5, 0.01, True), (0.5, 0.0102, True)],
+    ("z", "gap", "short"),
+    [(0.5, 0.0, False), (2.9, 0.0000499, False), (3.5, 0.0, True), (0.5, 0.0000501, True)],
 )
-def test_the_verdict_says_short_of_least_squares_past_1_percent_of_mse_or_3_standard_errors(
-    z: float, train_mse: float, short: bool
+def test_the_verdict_says_short_of_least_squares_past_half_a_percent_of_the_objective_or_3_standard_errors(
+    z: float, gap: float, short: bool
 ) -> None:
-    line = verdict(_report(_rows_at(z), train_mse=train_mse, mse_by_epoch=[0.02, train_mse]))
+    line = verdict(_report(_rows_at(z), gap=gap))  # the optimum's objective is 0.01: half a percent is 5e-5
     assert ("stopped short" in line) is short
 
 
-# OLS's training MSE is 0.01 in _report: the excess is what each epoch leaves above it.
-STILL_CLOSING_IN = [0.51, 0.33, 0.21]  # the excess falls by a third an epoch (Adam at too small a learning rate)
-STALLED = [0.0135, 0.0102, 0.0102]  # the excess stays where the steps' jitter keeps it (SGD at a constant rate)
+def _remedies(line: str) -> list[str]:
+    return [row.strip()[len("try ") :].split("  (")[0] for row in line.splitlines()[1:]]
 
 
-def test_a_fit_still_closing_in_is_told_to_take_more_or_larger_steps() -> None:
-    line = verdict(_report(_rows_at(800.0), train_mse=0.21, optimizer="Adam", mse_by_epoch=STILL_CLOSING_IN))
-    assert "was still closing in (training MSE 0.33 -> 0.21 in the last epoch)" in line
-    assert "more epochs (--trainer.max_epochs) or a learning rate larger than 0.01 (--model.optimizer.lr)" in line
-    assert "smaller" not in line
+def test_a_fit_still_converging_is_told_the_learning_rate_under_its_bound_and_the_epochs_the_rest_takes() -> None:
+    # Hessian 2·I: the bound is 2/λmax = 1, so lr 0.01 is raised to half of it; λmin·lr = 0.02 per step.
+    line = verdict(_report(_rows_at(800.0), gaps=[2.0, 1.0]))
+    assert "still converging" in line
+    target = 0.005 * 0.01  # the verdict's margin: half a percent of the optimum's objective
+    efolds = math.log(1.0 / target)  # ~10: at lr 0.5 (1 per step) the run's 200 steps are enough
+    epochs_at_001 = 2 + math.ceil(efolds / (0.01 * 2.0) / 100)
+    assert _remedies(line) == ["--model.optimizer.lr 0.5", f"--trainer.max_epochs {epochs_at_001}"]
     assert "averaging" not in line
 
 
-def test_a_fit_that_stalled_is_told_to_take_smaller_steps_or_average_them() -> None:
-    line = verdict(_report(_rows_at(3.5), train_mse=0.0102, mse_by_epoch=STALLED))
-    assert "had stalled" in line
-    assert "averaging the iterates (--trainer.callbacks+=AveragedSGD)" in line
-    assert "a smaller or decaying learning rate" in line
-    assert "larger" not in line
+def test_a_fit_at_its_noise_floor_is_told_to_average_or_take_smaller_steps() -> None:
+    line = verdict(_report(_rows_at(3.5), gaps=[2e-4, 2e-4], floor=1e-4))
+    assert "noise floor" in line
+    assert _remedies(line) == [
+        "--trainer.callbacks+=linreg.callbacks.AveragedSGD",
+        "--model.optimizer.lr 0.002 --trainer.max_epochs 4",  # a quarter of 0.01, rounded down to 1-2-5
+    ]
 
 
-def test_after_one_epoch_the_verdict_offers_both_remedies() -> None:
-    line = verdict(_report(_rows_at(30.0), train_mse=0.03, mse_by_epoch=[0.03]))
-    assert "more epochs" in line
-    assert "if it stalls, averaging the iterates" in line
+def test_a_learning_rate_above_the_stability_bound_is_told_one_under_it() -> None:
+    line = verdict(_report(_rows_at(50.0), gaps=[5.0, 50.0], lr=1.5))
+    assert "above the stability bound 2(1 + momentum)/λmax = 1" in line
+    assert _remedies(line) == ["--model.optimizer.lr 0.5"]
+
+
+def test_adam_too_slow_to_arrive_is_told_a_learning_rate_that_covers_the_distance() -> None:
+    # 5 from the optimum after 300 steps of about 0.001: steps of 4·5/300 = 0.067, rounded up to 0.1, arrive.
+    report = _report(_rows_at(800.0), optimizer="Adam", gaps=[70.85, 68.16, 66.0], lr=0.001, distance=5.0)
+    line = verdict(report)
+    assert "learning rate 0.001 is too small" in line
+    assert _remedies(line) == ["--model.optimizer.lr 0.1"]
+
+
+def test_remedies_are_worded_as_python_arguments_for_a_fit_built_in_python() -> None:
+    line = verdict(_report(_rows_at(3.5), gaps=[2e-4, 2e-4], floor=1e-4), python=True)
+    assert _remedies(line) == [
+        "AveragedSGD() among the Trainer's callbacks",
+        "Trainer(max_epochs=4) and lr=0.002 in the model's optimizer",
+    ]
 
 
 def test_the_report_names_the_optimizer_and_averaging_and_drops_a_remedy_already_used() -> None:
     text = format_report(_report(_rows_at(5.0), optimizer="Adam"))
-    assert "the Adam estimate against least squares" in text
+    assert "the Adam estimate against the exact optimum of MSE (least squares, OLS)" in text
     assert "largest |Adam-OLS|/SE: 5.00" in text
-    line = verdict(_report(_rows_at(5.0), averaged=True, mse_by_epoch=STALLED))
+    line = verdict(_report(_rows_at(5.0), averaged=True, gaps=[2e-4, 2e-4], floor=1e-4))
     assert line.startswith("verdict: averaged SGD stopped short")
-    assert "averaging" not in line
+    assert "AveragedSGD" not in line
 
 
 def test_the_book_error_lines_are_true_minus_estimate_as_float32_tensors() -> None:
@@ -186,35 +234,33 @@ def _report_of(data: SyntheticRegressionData, coefficients: np.ndarray, precisio
     """The report of a model with these ``[w, b]`` (float64), built as the callback builds it."""
     w, b = torch.tensor(coefficients[:-1]), torch.tensor(coefficients[-1])
     about = {**estimator_names("SGD", averaged=False), "averaged": False, "lr": 0.03, "precision": precision}
-    cpu = torch.device("cpu")
-    return build_report(lambda x: x.double() @ w + b, (w, b), data, cpu, about, [1.0, 0.5])
+    cpu, run = torch.device("cpu"), {"gap_by_epoch": [1.0, 0.5], "epochs": 2, "steps": 14}
+    return build_report(lambda x: x.double() @ w + b, (w, b), data, cpu, about, run)
 
 
 def test_noise_free_labels_are_judged_against_their_variance_not_the_noise() -> None:
     data, beta, _ = _noise_free()
     line = verdict(_report_of(data, beta.astype(np.float32).astype(np.float64)))  # OLS to float32's last place
-    assert line.startswith("verdict: the labels are nearly noise-free")
-    assert "SGD reached the least-squares fit" in line
+    assert line.startswith("verdict: the optimum fits the training labels almost exactly")
+    assert "SGD reached the optimum of its objective" in line
     assert "stopped short" not in line
 
 
-def test_a_fit_of_noise_free_labels_off_by_more_than_rounding_stopped_short_by_its_excess_over_var_y() -> None:
+def test_a_fit_of_noise_free_labels_off_by_more_than_rounding_stopped_short() -> None:
     data, beta, y = _noise_free()
     off = beta + np.array([1e-4, 0.0, 0.0, 0.0])
     X = data.train_data[0].double().numpy()
     excess = np.mean((X @ off[:-1] + off[-1] - y) ** 2) - np.mean((X @ beta[:-1] + beta[-1] - y) ** 2)
-    line = verdict(_report_of(data, off))
-    assert "stopped short of the least-squares fit (the labels are nearly noise-free" in line
-    assert f"excess train MSE {excess / np.var(y):.2g} of var(y), more than the {resolution('32-true'):.2g}" in line
-    assert "still closing in" in line  # the remedies still follow the MSE history
+    report = _report_of(data, off)
+    assert report["training"]["gap_by_epoch"][-1] == pytest.approx(excess, rel=1e-6)  # the exact gap, vs numpy
+    assert excess / np.var(y) > resolution("32-true")
+    assert "stopped short of the optimum of its objective" in verdict(report)
 
 
 def test_where_least_squares_fits_exactly_a_model_with_any_error_has_not_reached_it() -> None:
-    report = _report(_rows_at(0.0), train_mse=0.25, mse_by_epoch=[0.5, 0.25])
-    report["metrics"]["train"]["ols"] = {"mse": 0.0, "mae": 0.0, "r2": 1.0}
-    line = verdict(report)
-    assert "stopped short" in line
-    assert "excess train MSE 0.25 of var(y)" in line
+    report = _report(_rows_at(0.0), gaps=[0.5, 0.25])
+    report["reference"]["value"] = 0.0
+    assert "stopped short" in verdict(report)
 
 
 def test_at_16_bit_precision_a_gap_within_its_rounding_is_not_blamed_on_sgd() -> None:
@@ -222,17 +268,17 @@ def test_at_16_bit_precision_a_gap_within_its_rounding_is_not_blamed_on_sgd() ->
     off = beta + np.array([1e-3, 0.0, 0.0, 0.0])  # an excess of ~1e-6 var(y): finer than bf16's 2^-8
     for precision in ("16-mixed", "bf16-mixed", "bf16-true", "16-true"):
         line = verdict(_report_of(data, off, precision))
-        assert line.startswith(f"verdict: at precision {precision} the comparison with least squares cannot resolve")
+        assert line.startswith(f"verdict: at precision {precision} the comparison with the optimum cannot resolve")
         assert "try" not in line
     assert "SGD stopped short" in verdict(_report_of(data, off, "32-true"))
     assert "SGD stopped short" in verdict(_report_of(data, beta + np.array([1.0, 0, 0, 0]), "bf16-mixed"))
 
 
 def test_at_16_bit_precision_noisy_labels_are_still_judged_in_standard_errors() -> None:
-    # OLS's MSE 0.01 is a quarter of var(y): 1% of it is coarser than bf16 rounding, so the usual test applies.
-    report = _report(_rows_at(0.5), 0.0102, mse_by_epoch=STALLED, precision="bf16-mixed", target_variance=0.04)
+    # The optimum's objective 0.01 is a quarter of var(y): half a percent of it is coarser than bf16 rounding.
+    report = _report(_rows_at(0.5), gaps=[2e-4, 2e-4], floor=1e-4, precision="bf16-mixed", target_variance=0.04)
     assert "stopped short" in verdict(report)
-    assert "had stalled" in verdict(report)
+    assert "noise floor" in verdict(report)
 
 
 def test_the_resolution_is_ten_units_in_the_last_place_of_the_arithmetic() -> None:
@@ -258,7 +304,7 @@ def test_an_untrained_model_is_left_out_and_least_squares_shown_alone() -> None:
     assert "error in estimating" not in text
     assert "SGD" not in text.replace("0 SGD steps", "")
     header = next(line for line in text.splitlines() if line.startswith("parameter")).split()
-    assert header == ["parameter", "true", "OLS", "±", "SE"]
+    assert header == ["parameter", "true", "OLS", "±", "SE"]  # least squares: the optimum of the MSE
     assert "verdict: the model was not trained (0 SGD steps" in text
 
 

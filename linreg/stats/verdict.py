@@ -70,7 +70,7 @@ def nice(x: float, up: bool = False) -> float:
         >>> nice(0.37), nice(0.37, up=True), nice(7.1)
         (0.2, 0.5, 5.0)
     """
-    power = 10 ** math.floor(math.log10(x))
+    power = 10.0 ** math.floor(math.log10(x))
     steps = [1, 2, 5, 10]
     if up:
         return next(s for s in steps if s * power >= x * (1 - 1e-12)) * power
@@ -119,7 +119,7 @@ def diagnose(report: dict[str, Any]) -> tuple[str, list[Remedy]]:
         )
         return why, remedies
     target = max(tolerance, AT_FLOOR * floor, 1e-300)
-    efolds = max(math.log(gap / target), 1.0)
+    efolds = max(math.log(max(gap, target) / target), 1.0)
     why = (
         f"it was still converging (gap to the optimum {gap:.3g}; κ = λmax/λmin = {curvature['condition']:.3g}, so the"
         f" slowest direction shrinks by about lr/(1 - momentum)·λmin = {rate:.2g} per step)"
