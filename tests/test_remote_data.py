@@ -23,7 +23,7 @@ from jsonargparse import Namespace
 
 from linreg.checkpointing.io import load_safely
 from linreg.checkpointing.runs import refuse_remote_run_dir
-from linreg.data import TableRegressionData
+from linreg.data import TableRegressionData, storage
 from linreg.data.storage import locate
 from linreg.data.streamed import StreamedTable
 from linreg.data.table import read_header
@@ -158,6 +158,20 @@ def test_an_unreachable_endpoint_fails_in_seconds_naming_it(monkeypatch: pytest.
     with pytest.raises(UserInputError, match=r"^s3://data/t.csv: cannot be read at http://127.0.0.1:9 \(.*connect"):
         read_header("s3://data/t.csv")
     assert time.monotonic() - start < 30
+
+
+def test_an_unreachable_gcs_endpoint_fails_within_the_retry_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GCS's client retries for 15 minutes by default. Nothing outside this machine is contacted: the store and
+    # the metadata server (where the client looks for credentials) are the discard port on loopback.
+    for name in ("GCE_METADATA_HOST", "GCE_METADATA_ROOT"):
+        monkeypatch.setenv(name, "127.0.0.1:9")
+    monkeypatch.setattr(storage, "RETRY_LIMIT_S", 1)
+    storage._filesystem.cache_clear()  # a filesystem built with the limit of an earlier test would be reused
+    start = time.monotonic()
+    with pytest.raises(UserInputError, match=r"^gs://bucket/t.csv\?endpoint_override=127.0.0.1:9&scheme=http: cannot"):
+        read_header("gs://bucket/t.csv?endpoint_override=127.0.0.1:9&scheme=http")
+    assert time.monotonic() - start < 10
+    storage._filesystem.cache_clear()
 
 
 @pytest.mark.parametrize(

@@ -28,9 +28,13 @@ PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 READ_ERRORS = (pa.ArrowException, OSError, EOFError, zlib.error, UnicodeDecodeError)
 
 
+MESSAGE_CHARS = 200  # of another library's message quoted in ours (a cloud client's runs to a paragraph)
+
+
 def one_line(exc: BaseException) -> str:
-    """An exception's message on one line (Arrow's may span several)."""
-    return " ".join(str(exc).split()) or type(exc).__name__
+    """An exception's message on one line (Arrow's may span several), cut to ``MESSAGE_CHARS``."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 3] + "..."
 
 
 @contextmanager

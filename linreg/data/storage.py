@@ -4,14 +4,17 @@ A URI is ``s3://`` (AWS, or any store that speaks S3), ``gs://``, ``abfs://`` or
 filesystems, or any other scheme fsspec knows (``az://``, ``memory://``) through fsspec. Credentials come from
 the store's usual environment and config files, never from the URI (``user:secret@`` or a query option not in
 ``QUERY_OPTIONS`` is refused), so no secret reaches a config, log or message. An S3 endpoint is
-``?endpoint_override=``, else ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``. A connection waits
-``CONNECT_TIMEOUT_S`` at most and a request is tried ``ATTEMPTS`` times before its ``OSError`` is raised.
+``?endpoint_override=``, else ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``. An unreachable store fails
+within a minute, not after the clients' own defaults (GCS retries for 15 minutes): on S3 a connection waits
+``CONNECT_TIMEOUT_S`` at most, a request ``REQUEST_TIMEOUT_S``, and is tried ``ATTEMPTS`` times; on GCS a
+request is retried for ``RETRY_LIMIT_S``. Then its ``OSError`` is raised.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import PurePosixPath
 from urllib.parse import SplitResult, parse_qs, urlencode, urlsplit
@@ -24,7 +27,9 @@ from linreg.validation import UserInputError
 PYARROW_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs", "file")  # the rest through fsspec
 QUERY_OPTIONS = ("region", "endpoint_override", "scheme")  # of a URI's query: none of them a secret
 CONNECT_TIMEOUT_S = 3.0  # per connection attempt (an unreachable endpoint fails in seconds, not minutes)
+REQUEST_TIMEOUT_S = 20.0  # per S3 request: a store that accepts a connection and then stalls
 ATTEMPTS = 3  # per request, the first included
+RETRY_LIMIT_S = 20  # GCS's client retries (with backoff) for this long, instead of its default 15 minutes
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,14 @@ def _filesystem(
             scheme=options.get("scheme"),
             endpoint_override=endpoint_url,
             connect_timeout=CONNECT_TIMEOUT_S,
+            request_timeout=REQUEST_TIMEOUT_S,
             retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=ATTEMPTS),
+        )
+    if scheme in ("gs", "gcs"):
+        return pafs.GcsFileSystem(
+            scheme=options.get("scheme"),
+            endpoint_override=options.get("endpoint_override"),
+            retry_time_limit=timedelta(seconds=RETRY_LIMIT_S),
         )
     if scheme in PYARROW_SCHEMES:
         return pafs.FileSystem.from_uri(f"{scheme}://{netloc}/?{urlencode(options)}")[0]
