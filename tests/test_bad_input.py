@@ -190,6 +190,11 @@ CASES += [
     ("accelerator-needs-a-package", [*FIT, "--trainer.accelerator", "tpu"], "trainer: Requirement 'torch_xla"),
     # --- held-out kinds: memory, secrets, a file changed in place, results, messages ---
     ("features-beyond-memory", [*CSV, "{d}/wide.csv", "--data.target", "y"], "100000 features need 320 GB for"),
+    (
+        "credentials-in-an-endpoint",
+        [*CSV, "s3://b/t.csv?endpoint_override=http://KEY:SECRET@127.0.0.1:9", "--data.target", "y"],
+        "data: s3://b/t.csv?endpoint_override=http://***@127.0.0.1:9: credentials in a data path's endpoint",
+    ),
 ]
 if not torch.cuda.is_available():
     CASES.append(("accelerator-gpu-absent", [*FIT, "--trainer.accelerator", "gpu"], "trainer: No supported gpu"))

@@ -179,11 +179,25 @@ def test_an_unreachable_gcs_endpoint_fails_within_the_retry_limit(monkeypatch: p
     [
         (f"s3://AKIAEXAMPLE:{SECRET}@data/t.csv", "credentials in a data path are refused"),
         (f"s3://data/t.csv?secret_key={SECRET}", "query option 'secret_key' is not accepted"),
+        (f"s3://data/t.csv?endpoint_override=http://KEY:{SECRET}@127.0.0.1:9", "=http://\\*\\*\\*@127.0.0.1:9: cred"),
+        (f"gs://data/t.csv?endpoint_override=KEY:{SECRET}@127.0.0.1:9", "credentials in a data path's endpoint_"),
     ],
 )
 def test_credentials_in_a_uri_are_refused_without_being_repeated(uri: str, refused: str) -> None:
     with pytest.raises(UserInputError, match=refused) as error:
         locate(uri)
+    assert SECRET not in str(error.value)
+
+
+@pytest.mark.parametrize("variable", ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"])
+def test_credentials_in_the_endpoint_variable_are_refused_without_being_repeated(
+    variable: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(variable, f"http://user:{SECRET}@127.0.0.1:9")
+    with pytest.raises(
+        UserInputError, match=rf"^{variable}=http://\*\*\*@127.0.0.1:9: credentials in an endpoint"
+    ) as error:
+        read_header("s3://data/t.csv")
     assert SECRET not in str(error.value)
 
 

@@ -43,7 +43,8 @@ def reading(path: str | Path) -> Iterator[None]:
     try:
         yield
     except READ_ERRORS as exc:
-        raise UserInputError(f"{path}: cannot be read{storage.where(path)} ({one_line(exc)})") from None
+        message = storage.shown(one_line(exc))  # a library may quote the URL it was given
+        raise UserInputError(f"{storage.shown(path)}: cannot be read{storage.where(path)} ({message})") from None
 
 
 def open_input(path: str | Path, seekable: bool = False, expected: Version | None = None) -> pa.NativeFile:
@@ -85,8 +86,8 @@ def version(path: str | Path) -> Version:
 
 def _changed(path: str | Path, then: Version, now: Version) -> UserInputError:
     return UserInputError(
-        f"{path}: changed since this run first read it ({then.size} bytes then, {now.size} now, and rewritten);"
-        " the statistics and the split are the earlier file's: start the run again to use it"
+        f"{storage.shown(path)}: changed since this run first read it ({then.size} bytes then, {now.size} now, and"
+        " rewritten); the statistics and the split are the earlier file's: start the run again to use it"
     )
 
 
