@@ -383,3 +383,23 @@ def test_more_features_than_their_statistics_fit_in_memory_are_refused_before_re
     needed = 4 * 8 * 1001**2 / 1e9  # four (d + 1)² float64 matrices, d = 1000
     with pytest.raises(UserInputError, match=rf"1000 features need {needed:.3g} GB .* and 0.01 GB is available"):
         StreamedTable(str(path), [f"c{i}" for i in range(1001)], 0.1, 0.1, seed=0, shuffle_buffer=64)
+
+
+@pytest.mark.parametrize("sampled", [False, True], ids=["hashed-whole", "sampled"])
+def test_a_file_rewritten_with_its_size_and_modification_time_kept_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sampled: bool
+) -> None:
+    if sampled:  # a file beyond FULL_HASH_BYTES: its sampled blocks tell
+        monkeypatch.setattr(files, "FULL_HASH_BYTES", 64)
+        monkeypatch.setattr(files, "END_BYTES", 8)
+        monkeypatch.setattr(files, "SAMPLE_BYTES", 4)
+    rows = [(i, 2.0 * i + 1) for i in range(50)]
+    path = write(tmp_path, "x,y\n" + "".join(f"{x},{y:+.1f}\n" for x, y in rows))
+    stat_before = path.stat()
+    counted = pieces(path, count="x")
+    # As `cp -p` or `rsync -t` leave it: the target negated, the same size, the same modification time.
+    path.write_text("x,y\n" + "".join(f"{x},{-y:+.1f}\n" for x, y in rows))
+    os.utime(path, ns=(stat_before.st_atime_ns, stat_before.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (stat_before.st_size, stat_before.st_mtime_ns)
+    with pytest.raises(UserInputError, match=rf"data\.csv: changed since .* \(still {stat_before.st_size} bytes"):
+        list(read_piece(counted[0], ["x", "y"]))

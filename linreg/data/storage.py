@@ -36,7 +36,8 @@ RETRY_LIMIT_S = 20  # GCS's client retries (with backoff) for this long, instead
 
 @dataclass(frozen=True)
 class Version:
-    """A file's size, and its ETag (S3) or else its modification time in ns (None where there is none)."""
+    """A file's size, and its ETag (S3); a local file's modification time in ns and fingerprint of its content
+    (``linreg.data.files.version``); another store's modification time (None where there is none)."""
 
     size: int
     stamp: str | int | None
