@@ -195,6 +195,11 @@ CASES += [
         [*CSV, "s3://b/t.csv?endpoint_override=http://KEY:SECRET@127.0.0.1:9", "--data.target", "y"],
         "data: s3://b/t.csv?endpoint_override=http://***@127.0.0.1:9: credentials in a data path's endpoint",
     ),
+    (
+        "test-with-another-split-seed",
+        ["test", *CSV[1:], "{d}/good.csv", "--data.target", "y", "--ckpt_path", "{d}/csv.ckpt", "--data.seed", "1"],
+        "was trained with data.seed 0, which drew its training, validation and test rows; this run gives data.seed 1",
+    ),
 ]
 if not torch.cuda.is_available():
     CASES.append(("accelerator-gpu-absent", [*FIT, "--trainer.accelerator", "gpu"], "trainer: No supported gpu"))
