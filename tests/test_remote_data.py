@@ -26,7 +26,7 @@ from linreg.checkpointing.runs import refuse_remote_run_dir
 from linreg.data import TableRegressionData, storage
 from linreg.data.storage import locate
 from linreg.data.streamed import StreamedTable
-from linreg.data.table import read_header
+from linreg.data.table import read_header, read_table
 from linreg.validation import UserInputError
 from tests.conftest import ROOT, run_cli
 from tests.test_csv_data import split_rows
@@ -328,3 +328,10 @@ def test_two_processes_stream_their_own_row_groups_of_one_bucket(s3_env: str, tm
     assert printed.count("largest |ASGD-OLS|/SE:") == 1
     assert_ols_is_least_squares_of_the_training_rows(report, Z)
     assert max(abs(row["sgd_minus_ols_in_se"]) for row in report["parameters"]) <= 1.0
+
+
+def test_an_answer_that_is_not_a_table_is_named_as_the_store_s(s3_env: str) -> None:
+    with admin(s3_env).open_output_stream("data/junk.csv") as out:
+        out.write(b"x,y\n\xff\xfe\x00junk")
+    with pytest.raises(UserInputError, match=rf"^s3://data/junk.csv: the store's answer at {s3_env} could not be read"):
+        read_table("s3://data/junk.csv", ["x", "y"])

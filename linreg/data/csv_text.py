@@ -26,6 +26,7 @@ import pyarrow.csv as pa_csv
 import torch
 from torch import Tensor
 
+from linreg.data import storage
 from linreg.data.cells import first_bad_cell
 from linreg.data.files import READ_ERRORS, one_line, open_input
 from linreg.validation import UserInputError
@@ -156,6 +157,11 @@ def _records(reader: Iterator[list[str]], path: str | Path, width: int) -> Itera
             if row and not (len(row) == 1 and not row[0].strip() and width != 1):
                 yield start, row
     except UnicodeDecodeError as exc:
+        if storage.is_remote(path):  # a store (or what answers at its endpoint) that sent something else
+            raise UserInputError(
+                f"{storage.shown(path)}: the store's answer{storage.where(path)} could not be read as a table"
+                f" (not UTF-8 text: {exc.reason})"
+            ) from None
         # The decoder reads ahead of the csv module; find the line by decoding line by line (a rare path).
         raise UserInputError(f"{path}: line {_first_non_utf8_line(path)} is not UTF-8 text ({exc.reason})") from None
     except csv.Error as exc:
