@@ -188,6 +188,18 @@ CASES += [
         "trainer.val_check_interval must be at most the 10 training batches of an epoch, got 1000000",
     ),
     ("accelerator-needs-a-package", [*FIT, "--trainer.accelerator", "tpu"], "trainer: Requirement 'torch_xla"),
+    # --- held-out kinds: memory, secrets, a file changed in place, results, messages ---
+    ("features-beyond-memory", [*CSV, "{d}/wide.csv", "--data.target", "y"], "100000 features need 320 GB for"),
+    (
+        "credentials-in-an-endpoint",
+        [*CSV, "s3://b/t.csv?endpoint_override=http://KEY:SECRET@127.0.0.1:9", "--data.target", "y"],
+        "data: s3://b/t.csv?endpoint_override=http://***@127.0.0.1:9: credentials in a data path's endpoint",
+    ),
+    (
+        "test-with-another-split-seed",
+        ["test", *CSV[1:], "{d}/good.csv", "--data.target", "y", "--ckpt_path", "{d}/csv.ckpt", "--data.seed", "1"],
+        "was trained with data.seed 0, which drew its training, validation and test rows; this run gives data.seed 1",
+    ),
 ]
 if not torch.cuda.is_available():
     CASES.append(("accelerator-gpu-absent", [*FIT, "--trainer.accelerator", "gpu"], "trainer: No supported gpu"))
@@ -243,6 +255,7 @@ def earlier(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "runs" / "d2l" / "version_3" / "checkpoints" / "last.ckpt").rename(d / "csv.ckpt")
     (d / "model_list.yaml").write_text("model:\n  - 1\n  - 2\n")
     os.mkfifo(d / "fifo")
+    (d / "wide.csv").write_text(",".join(f"c{i}" for i in range(100_000)) + ",y\n" + ",".join(["1"] * 100_001) + "\n")
     (d / "huge_y.csv").write_text(
         "x1,x2,y\n" + "\n".join(f"{i},{(i * 7) % 5},{(2 * i + 1) * 1e300}" for i in range(40))
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 from pathlib import Path
 
@@ -203,3 +204,36 @@ def test_batch_size_auto_is_a_twentieth_of_the_training_rows_from_16_to_4096(
     assert train_rows == round(0.8 * rows)
     assert dm.batch_size == batch
     assert len(dm.train_dataloader()) == -(-train_rows // batch)  # every training row, in batches of that size
+
+
+@pytest.mark.parametrize(("scale", "column"), [(1e-160, "y"), (1e-200, "x")])
+def test_a_column_whose_squares_underflow_float64_is_refused_as_too_small_not_constant(
+    tmp_path: Path, scale: float, column: str
+) -> None:
+    # 1e-160 has a subnormal square (its variance loses digits); 1e-200's square is 0, so its spread computes as 0.
+    path = tmp_path / "tiny.csv"
+    for factor, refused in ((scale, True), (1.0, False)):  # then rescaled: fine
+        x, y = (factor if column == "x" else 1.0), (factor if column == "y" else 1.0)
+        path.write_text("x,y\n" + "".join(f"{i * x!r},{(2 * i + 1) * y!r}\n" for i in range(40)))
+        with (
+            pytest.raises(UserInputError, match=rf"tiny\.csv: column '{column}' is too small for the statistics")
+            if (refused)
+            else contextlib.nullcontext()
+        ):
+            CSVRegressionData(str(path), target="y").setup("fit")
+
+
+def test_a_predict_row_beyond_float32_once_standardised_is_refused_naming_line_and_column(
+    linear_csv: Path, tmp_path: Path
+) -> None:
+    new_rows = tmp_path / "new.csv"
+    new_rows.write_text("b,a,c\n0.01,1000,-5\n1e300,900,-4\n")  # (1e300 - mean) / std overflows float32
+    dm = CSVRegressionData(str(linear_csv), target="y", predict_path=str(new_rows))
+    with pytest.raises(UserInputError, match=r"new\.csv: line 3, column 'b': 1e\+300 is beyond float32 once"):
+        dm.setup("predict")
+
+
+def test_the_split_seed_is_saved_with_the_statistics(linear_csv: Path) -> None:
+    dm = CSVRegressionData(str(linear_csv), target="y", seed=7)
+    dm.setup("fit")
+    assert dm.state_dict()["seed"] == 7

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from linreg.callbacks.predictions import in_input_order, write_csv
+from linreg.callbacks.predictions import check_finite_predictions, in_input_order, write_csv
 from linreg.data import SyntheticRegressionData
+from linreg.validation import UserInputError
 from tests.conftest import D2L_CONFIG, final_params, run_cli
 
 
@@ -61,3 +62,11 @@ def test_predict_on_synthetic_data_writes_the_test_split_predictions(d2l_run: Pa
     params = final_params(d2l_run)
     expected = X_test @ params["net.0.weight"].reshape(-1) + params["net.0.bias"]
     torch.testing.assert_close(torch.tensor([float(r[0]) for r in rows[1:]]), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan")])
+def test_a_prediction_that_is_not_finite_is_refused_naming_its_row(bad: float) -> None:
+    columns = {"line": torch.tensor([2, 3, 4]), "prediction": torch.tensor([1.0, bad, 2.0], dtype=torch.float64)}
+    with pytest.raises(UserInputError, match=rf"^line 3: the prediction is {bad} \(1 row\(s\) in all\)"):
+        check_finite_predictions(columns)
+    check_finite_predictions({"row": torch.tensor([0]), "prediction": torch.tensor([1e308], dtype=torch.float64)})

@@ -23,10 +23,10 @@ from jsonargparse import Namespace
 
 from linreg.checkpointing.io import load_safely
 from linreg.checkpointing.runs import refuse_remote_run_dir
-from linreg.data import TableRegressionData
+from linreg.data import TableRegressionData, storage
 from linreg.data.storage import locate
 from linreg.data.streamed import StreamedTable
-from linreg.data.table import read_header
+from linreg.data.table import read_header, read_table
 from linreg.validation import UserInputError
 from tests.conftest import ROOT, run_cli
 from tests.test_csv_data import split_rows
@@ -160,16 +160,44 @@ def test_an_unreachable_endpoint_fails_in_seconds_naming_it(monkeypatch: pytest.
     assert time.monotonic() - start < 30
 
 
+def test_an_unreachable_gcs_endpoint_fails_within_the_retry_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GCS's client retries for 15 minutes by default. Nothing outside this machine is contacted: the store and
+    # the metadata server (where the client looks for credentials) are the discard port on loopback.
+    for name in ("GCE_METADATA_HOST", "GCE_METADATA_ROOT"):
+        monkeypatch.setenv(name, "127.0.0.1:9")
+    monkeypatch.setattr(storage, "RETRY_LIMIT_S", 1)
+    storage._filesystem.cache_clear()  # a filesystem built with the limit of an earlier test would be reused
+    start = time.monotonic()
+    with pytest.raises(UserInputError, match=r"^gs://bucket/t.csv\?endpoint_override=127.0.0.1:9&scheme=http: cannot"):
+        read_header("gs://bucket/t.csv?endpoint_override=127.0.0.1:9&scheme=http")
+    assert time.monotonic() - start < 10
+    storage._filesystem.cache_clear()
+
+
 @pytest.mark.parametrize(
     ("uri", "refused"),
     [
         (f"s3://AKIAEXAMPLE:{SECRET}@data/t.csv", "credentials in a data path are refused"),
         (f"s3://data/t.csv?secret_key={SECRET}", "query option 'secret_key' is not accepted"),
+        (f"s3://data/t.csv?endpoint_override=http://KEY:{SECRET}@127.0.0.1:9", "=http://\\*\\*\\*@127.0.0.1:9: cred"),
+        (f"gs://data/t.csv?endpoint_override=KEY:{SECRET}@127.0.0.1:9", "credentials in a data path's endpoint_"),
     ],
 )
 def test_credentials_in_a_uri_are_refused_without_being_repeated(uri: str, refused: str) -> None:
     with pytest.raises(UserInputError, match=refused) as error:
         locate(uri)
+    assert SECRET not in str(error.value)
+
+
+@pytest.mark.parametrize("variable", ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"])
+def test_credentials_in_the_endpoint_variable_are_refused_without_being_repeated(
+    variable: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(variable, f"http://user:{SECRET}@127.0.0.1:9")
+    with pytest.raises(
+        UserInputError, match=rf"^{variable}=http://\*\*\*@127.0.0.1:9: credentials in an endpoint"
+    ) as error:
+        read_header("s3://data/t.csv")
     assert SECRET not in str(error.value)
 
 
@@ -300,3 +328,10 @@ def test_two_processes_stream_their_own_row_groups_of_one_bucket(s3_env: str, tm
     assert printed.count("largest |ASGD-OLS|/SE:") == 1
     assert_ols_is_least_squares_of_the_training_rows(report, Z)
     assert max(abs(row["sgd_minus_ols_in_se"]) for row in report["parameters"]) <= 1.0
+
+
+def test_an_answer_that_is_not_a_table_is_named_as_the_store_s(s3_env: str) -> None:
+    with admin(s3_env).open_output_stream("data/junk.csv") as out:
+        out.write(b"x,y\n\xff\xfe\x00junk")
+    with pytest.raises(UserInputError, match=rf"^s3://data/junk.csv: the store's answer at {s3_env} could not be read"):
+        read_table("s3://data/junk.csv", ["x", "y"])

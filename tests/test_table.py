@@ -18,6 +18,8 @@ import pytest
 import torch
 
 from linreg.data import csv_text, files
+from linreg.data import streamed as streamed_module
+from linreg.data import table as table_module
 from linreg.data.splits import SplitPlan
 from linreg.data.streamed import StreamedTable
 from linreg.data.table import pieces, read_header, read_piece, read_table, select_columns
@@ -337,3 +339,67 @@ def test_each_parquet_footer_is_read_once_whatever_the_path(tmp_path: Path, monk
     assert reads.call_count == 2  # once per file, though there are 80 row groups
     read_table(tmp_path / "d", ["x"], optional=["y"])  # the predict reader: for the header, then the pieces
     assert reads.call_count == 6
+
+
+def test_a_line_longer_than_the_bound_is_refused_before_it_is_held_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(csv_text, "MAX_LINE_CHARS", 100)
+    header = write(tmp_path, "x" * 5000, "header.csv")  # no line break at all: a header of the whole file
+    with pytest.raises(UserInputError, match=r"header\.csv: line 1 is longer than 100 characters"):
+        read_header(header)
+    monkeypatch.setattr(csv_text, "BLOCK_BYTES", 64)  # Arrow refuses the long row, and Python names its line
+    row = write(tmp_path, "x,y\n1,2\n" + "3" * 500 + ",4\n", "row.csv")
+    with pytest.raises(UserInputError, match=r"row\.csv: line 3 is longer than 100 characters"):
+        read_table(row, ["x", "y"])
+
+
+def test_a_column_named_twice_among_100_000_is_found_in_one_pass(tmp_path: Path) -> None:
+    names = [f"c{i}" for i in range(100_000)] + ["c7"]  # compared pairwise, this takes minutes
+    path = write(tmp_path, ",".join(names) + "\n" + ",".join("1" * len(names)) + "\n")
+    with pytest.raises(UserInputError, match=r"names column 'c7' twice \(columns 8 and 100001\)"):
+        read_header(path)
+    with pytest.raises(UserInputError, match=r"features lists 'c1' more than once"):
+        select_columns(path, names[:-1], "c0", ["c1", *names[2:-1], "c1"])
+
+
+def test_wide_parquet_is_read_in_batches_of_a_bounded_number_of_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({name: np.arange(100.0) for name in ("a", "b", "c", "d")}), path)
+    monkeypatch.setattr(table_module, "BATCH_VALUES", 40)  # 4 columns: 10 rows a batch
+    batches = [columns for piece in pieces(path) for _, columns in read_piece(piece, ["a", "b", "c", "d"])]
+    assert [len(columns[0]) for columns in batches] == [10] * 10
+    assert np.concatenate([columns[2] for columns in batches]).tolist() == list(range(100))
+
+
+def test_more_features_than_their_statistics_fit_in_memory_are_refused_before_reading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, ",".join(f"c{i}" for i in range(1001)) + "\n" + ",".join("1" * 1001) + "\n")
+    monkeypatch.setattr(streamed_module, "available_memory", lambda: 10**7)
+    monkeypatch.setattr(streamed_module, "pieces", mock.Mock(side_effect=AssertionError("read")))
+    needed = 4 * 8 * 1001**2 / 1e9  # four (d + 1)² float64 matrices, d = 1000
+    with pytest.raises(UserInputError, match=rf"1000 features need {needed:.3g} GB .* and 0.01 GB is available"):
+        StreamedTable(str(path), [f"c{i}" for i in range(1001)], 0.1, 0.1, seed=0, shuffle_buffer=64)
+
+
+@pytest.mark.parametrize("sampled", [False, True], ids=["hashed-whole", "sampled"])
+def test_a_file_rewritten_with_its_size_and_modification_time_kept_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sampled: bool
+) -> None:
+    if sampled:  # a file beyond FULL_HASH_BYTES: its sampled blocks tell
+        monkeypatch.setattr(files, "FULL_HASH_BYTES", 64)
+        monkeypatch.setattr(files, "END_BYTES", 8)
+        monkeypatch.setattr(files, "SAMPLE_BYTES", 4)
+    rows = [(i, 2.0 * i + 1) for i in range(50)]
+    path = write(tmp_path, "x,y\n" + "".join(f"{x},{y:+.1f}\n" for x, y in rows))
+    stat_before = path.stat()
+    counted = pieces(path, count="x")
+    # As `cp -p` or `rsync -t` leave it: the target negated, the same size, the same modification time.
+    path.write_text("x,y\n" + "".join(f"{x},{-y:+.1f}\n" for x, y in rows))
+    os.utime(path, ns=(stat_before.st_atime_ns, stat_before.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (stat_before.st_size, stat_before.st_mtime_ns)
+    with pytest.raises(UserInputError, match=rf"data\.csv: changed since .* \(still {stat_before.st_size} bytes"):
+        list(read_piece(counted[0], ["x", "y"]))

@@ -2,7 +2,9 @@
 
 The data module names the columns (``RegressionData.prediction_columns``); this module restores the input order
 (under DDP rank 0 gathers every process's share with its row indices) and writes the file atomically, so an
-interrupted run leaves the whole file or none.
+interrupted run leaves the whole file or none. A prediction that is not a finite number (an input far beyond the
+training data overflows float32) is refused by its row before anything is written: the file holds only numbers
+the model stands behind.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
 
 from linreg.checkpointing.io import save_atomically
+from linreg.validation import UserInputError
 
 
 def in_input_order(predictions: Tensor, indices: Tensor) -> Tensor:
@@ -36,6 +39,23 @@ def in_input_order(predictions: Tensor, indices: Tensor) -> Tensor:
     ordered = torch.empty_like(predictions)
     ordered[indices] = predictions
     return ordered
+
+
+def check_finite_predictions(columns: dict[str, Tensor]) -> None:
+    """Refuses ``columns`` whose ``prediction`` is inf or NaN, naming the first such row by its first column.
+
+    Raises:
+        UserInputError: e.g. ``line 7: the prediction is inf ...``.
+    """
+    bad = (~torch.isfinite(columns["prediction"])).nonzero()
+    if len(bad):
+        i = int(bad[0])
+        where, positions = next(iter(columns.items()))
+        raise UserInputError(
+            f"{where} {positions[i].item()}: the prediction is {columns['prediction'][i].item()}"
+            f" ({len(bad)} row(s) in all): the inputs are beyond what the model's float32 arithmetic holds"
+            " (values far outside the training data); nothing was written"
+        )
 
 
 def write_csv(path: str | Path, columns: dict[str, Tensor]) -> None:
@@ -82,6 +102,7 @@ class PredictionWriter(BasePredictionWriter):
         if not trainer.is_global_zero:
             return
         columns = trainer.datamodule.prediction_columns(in_input_order(values, rows))
+        check_finite_predictions(columns)
         path = Path(run_dir, "predictions.csv")
         write_csv(path, columns)
         print(f"predictions: {path} ({values.numel()} rows)", flush=True)

@@ -213,7 +213,14 @@ def _check_data_state(checkpoint: dict[str, Any], datamodule: LightningDataModul
     d = len(names[1])
     example = {"target": "", "features": [""] * d, "y_mean": 0.0, "y_std": 1.0}
     example |= {"x_mean": torch.zeros(d, dtype=torch.float64), "x_std": torch.ones(d, dtype=torch.float64)}
+    example |= {"seed": 0} if "seed" in state else {}  # a table's split seed (checkpoints since it was saved)
     _like(state, example, ours.__qualname__)
+    if state.get("seed", datamodule.seed) != datamodule.seed:  # type: ignore[attr-defined]
+        raise UserInputError(
+            f"was trained with data.seed {state['seed']}, which drew its training, validation and test rows; this"
+            f" run gives data.seed {datamodule.seed}, whose held-out rows include training rows: give"  # type: ignore[attr-defined]
+            f" --data.seed {state['seed']}"
+        )
 
 
 def _check_progress(checkpoint: dict[str, Any], subcommand: str, trainer: Trainer) -> None:

@@ -6,6 +6,8 @@ line, so two things are done by Python's ``csv`` module, which counts lines as a
 cell may span lines, blank lines count), and only when needed:
 
 - the header (one record): names may be quoted, padded with spaces, or follow a BOM;
+- no line is held longer than ``MAX_LINE_CHARS`` (``bounded_lines``): a file without line breaks is
+  refused, not read whole;
 - when Arrow refuses the file, or a value is not finite, ``diagnose`` walks the records to name the
   first bad row or cell by its line; and ``record_lines`` gives each row's line for ``predictions.csv``.
 """
@@ -24,12 +26,16 @@ import pyarrow.csv as pa_csv
 import torch
 from torch import Tensor
 
+from linreg.data import storage
 from linreg.data.cells import first_bad_cell
 from linreg.data.files import READ_ERRORS, one_line, open_input
 from linreg.validation import UserInputError
 
 CHUNK_ROWS = 65_536  # rows whose cells are checked at a time when a file is diagnosed
 BLOCK_BYTES = 16 << 20  # bytes Arrow parses per block (one thread each); a row must fit in one
+# A longer line (the header included) would not fit Arrow's block either; it is refused before it is held whole,
+# so a file of gigabytes with no line break costs this much memory, not its size.
+MAX_LINE_CHARS = BLOCK_BYTES
 
 
 def open_text(path: str | Path) -> TextIO:
@@ -38,13 +44,26 @@ def open_text(path: str | Path) -> TextIO:
     return io.TextIOWrapper(open_input(path), encoding="utf-8-sig", newline="")  # closed by the caller's `with`
 
 
+def bounded_lines(file: TextIO, path: str | Path) -> Iterator[str]:
+    """The lines of ``file``, each read up to ``MAX_LINE_CHARS``: a longer one is refused by its number."""
+    number = 0
+    while line := file.readline(MAX_LINE_CHARS + 1):
+        number += 1
+        if len(line) > MAX_LINE_CHARS:
+            raise UserInputError(
+                f"{path}: line {number} is longer than {MAX_LINE_CHARS} characters (is it a text file with line"
+                " breaks?); a line of a CSV file, the header included, must be shorter"
+            )
+        yield line
+
+
 def read_csv_header(path: str | Path) -> tuple[list[str], int]:
     """The column names on the first non-blank line (stripped of spaces), and the lines up to the header's end.
 
     ``linreg.data.table.read_header`` checks the names.
     """
     with open_text(path) as file:
-        reader = csv.reader(file, skipinitialspace=True)
+        reader = csv.reader(bounded_lines(file, path), skipinitialspace=True)
         first = next(_records(reader, path, width=0), None)
         if first is None:
             raise UserInputError(f"{path}: the file is empty; expected a header line naming the columns")
@@ -81,12 +100,13 @@ def diagnose(path: str | Path, header: Sequence[str], names: Sequence[str], blan
     A row with the wrong number of fields, text that is not UTF-8, or a cell of ``names`` that is empty
     (unless in ``blank_ok``), not a number, or not finite.
     """
-    pick = itemgetter(*(header.index(name) for name in names))
+    index = {name: i for i, name in reversed(list(enumerate(header)))}  # first occurrence; a dict, not list.index
+    pick = itemgetter(*(index[name] for name in names))
     rows: list[tuple[str, ...]] = []
     lines: list[int] = []
     try:
         with open_text(path) as file:
-            reader = csv.reader(file, skipinitialspace=True)
+            reader = csv.reader(bounded_lines(file, path), skipinitialspace=True)
             next(_records(reader, path, width=0))  # the header
             for line, row in _records(reader, path, len(header)):
                 if len(row) != len(header):  # an earlier bad cell comes first
@@ -109,7 +129,7 @@ def diagnose(path: str | Path, header: Sequence[str], names: Sequence[str], blan
 def record_lines(path: str | Path, width: int) -> Tensor:
     """The line each data row of the file starts on (the header being line 1 or later), int64 ``(n,)``."""
     with open_text(path) as file:
-        reader = csv.reader(file, skipinitialspace=True)
+        reader = csv.reader(bounded_lines(file, path), skipinitialspace=True)
         records = _records(reader, path, width)
         next(records)  # the header
         return torch.tensor([line for line, _ in records], dtype=torch.int64)
@@ -137,6 +157,11 @@ def _records(reader: Iterator[list[str]], path: str | Path, width: int) -> Itera
             if row and not (len(row) == 1 and not row[0].strip() and width != 1):
                 yield start, row
     except UnicodeDecodeError as exc:
+        if storage.is_remote(path):  # a store (or what answers at its endpoint) that sent something else
+            raise UserInputError(
+                f"{storage.shown(path)}: the store's answer{storage.where(path)} could not be read as a table"
+                f" (not UTF-8 text: {exc.reason})"
+            ) from None
         # The decoder reads ahead of the csv module; find the line by decoding line by line (a rare path).
         raise UserInputError(f"{path}: line {_first_non_utf8_line(path)} is not UTF-8 text ({exc.reason})") from None
     except csv.Error as exc:

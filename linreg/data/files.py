@@ -3,11 +3,17 @@
 Every file is opened by ``open_input``, after checking it is a regular file, and every error of a read
 is turned into one line naming the file by ``reading``: whatever Arrow, the OS or a decompressor raise.
 A path may be a URI (``s3://...``): ``linreg.data.storage`` finds and opens the files of object storage.
-Opened with the ``Version`` recorded by the first pass, a file that has changed since is refused.
+Opened with the ``Version`` recorded by the first pass, a file that has changed since is refused. On object
+storage a file's version is its ETag (of its content). A local file's is its size, modification time and a
+fingerprint of its content (``fingerprint``), since ``cp -p`` or ``rsync -t`` rewrite a file and keep the first two:
+a file of up to ``FULL_HASH_BYTES`` is hashed whole, so any change is seen; of a larger one only a sample is
+hashed (its head and tail, where Parquet keeps its footer, and ``SAMPLES`` blocks spread between), so a change of
+the same size, keeping the modification time, and outside the sample goes unseen there.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import zlib
@@ -26,11 +32,19 @@ from linreg.validation import UserInputError, file_kind
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 # What reading a damaged or unreadable file raises: Arrow's errors, the OS's, and those of decompression.
 READ_ERRORS = (pa.ArrowException, OSError, EOFError, zlib.error, UnicodeDecodeError)
+# A local file's fingerprint: read at every open of a pass (each row group of a Parquet file), so it stays small.
+FULL_HASH_BYTES = 1 << 20  # a file up to this size is hashed whole
+END_BYTES = 1 << 16  # else its first and last bytes (a Parquet footer, a CSV header) ...
+SAMPLES, SAMPLE_BYTES = 16, 1 << 12  # ... and this many blocks spread evenly between
+
+
+MESSAGE_CHARS = 200  # of another library's message quoted in ours (a cloud client's runs to a paragraph)
 
 
 def one_line(exc: BaseException) -> str:
-    """An exception's message on one line (Arrow's may span several)."""
-    return " ".join(str(exc).split()) or type(exc).__name__
+    """An exception's message on one line (Arrow's may span several), cut to ``MESSAGE_CHARS``."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 3] + "..."
 
 
 @contextmanager
@@ -39,7 +53,8 @@ def reading(path: str | Path) -> Iterator[None]:
     try:
         yield
     except READ_ERRORS as exc:
-        raise UserInputError(f"{path}: cannot be read{storage.where(path)} ({one_line(exc)})") from None
+        message = storage.shown(one_line(exc))  # a library may quote the URL it was given
+        raise UserInputError(f"{storage.shown(path)}: cannot be read{storage.where(path)} ({message})") from None
 
 
 def open_input(path: str | Path, seekable: bool = False, expected: Version | None = None) -> pa.NativeFile:
@@ -64,25 +79,48 @@ def open_input(path: str | Path, seekable: bool = False, expected: Version | Non
         raise UserInputError(f"{path}: cannot be read ({exc.strerror})") from None
     if not stat.S_ISREG(status.st_mode):
         raise UserInputError(f"{path}: is {file_kind(status.st_mode)}, not a regular file")
-    if expected is not None and (now := Version(status.st_size, status.st_mtime_ns)) != expected:
+    if expected is not None and (now := _local_version(path, status)) != expected:
         raise _changed(path, expected, now)
     with reading(path):
         return pa.OSFile(str(path)) if seekable else pa.input_stream(str(path))
 
 
 def version(path: str | Path) -> Version:
-    """The file's ``Version`` now: its size, and its ETag on S3, else its modification time."""
+    """The file's ``Version`` now: its size, and its ETag on S3, else its modification time and ``fingerprint``."""
     if storage.is_remote(path):
         with reading(path):
             return storage.version(str(path))
-    status = os.stat(path)
-    return Version(status.st_size, status.st_mtime_ns)
+    return _local_version(path, os.stat(path))
+
+
+def _local_version(path: str | Path, status: os.stat_result) -> Version:
+    with reading(path):
+        return Version(status.st_size, f"{status.st_mtime_ns}:{fingerprint(path, status.st_size)}")
+
+
+def fingerprint(path: str | Path, size: int) -> str:
+    """A hash of the local file's content: all of it up to ``FULL_HASH_BYTES``, else a sample (see the module)."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as file:
+        if size <= FULL_HASH_BYTES:
+            digest.update(file.read())
+        else:
+            step = (size - 2 * END_BYTES) // (SAMPLES + 1)
+            for offset, length in [
+                (0, END_BYTES),
+                *((END_BYTES + i * step, SAMPLE_BYTES) for i in range(1, SAMPLES + 1)),
+                (size - END_BYTES, END_BYTES),
+            ]:
+                file.seek(offset)
+                digest.update(file.read(length))
+    return digest.hexdigest()
 
 
 def _changed(path: str | Path, then: Version, now: Version) -> UserInputError:
+    sizes = f"{then.size} bytes then, {now.size} now" if then.size != now.size else f"still {now.size} bytes"
     return UserInputError(
-        f"{path}: changed since this run first read it ({then.size} bytes then, {now.size} now, and rewritten);"
-        " the statistics and the split are the earlier file's: start the run again to use it"
+        f"{storage.shown(path)}: changed since this run first read it ({sizes}, and rewritten); the statistics"
+        " and the split are the earlier file's: start the run again to use it"
     )
 
 

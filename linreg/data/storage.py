@@ -2,16 +2,21 @@
 
 A URI is ``s3://`` (AWS, or any store that speaks S3), ``gs://``, ``abfs://`` or ``hdfs://`` through pyarrow's
 filesystems, or any other scheme fsspec knows (``az://``, ``memory://``) through fsspec. Credentials come from
-the store's usual environment and config files, never from the URI (``user:secret@`` or a query option not in
-``QUERY_OPTIONS`` is refused), so no secret reaches a config, log or message. An S3 endpoint is
-``?endpoint_override=``, else ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``. A connection waits
-``CONNECT_TIMEOUT_S`` at most and a request is tried ``ATTEMPTS`` times before its ``OSError`` is raised.
+the store's usual environment and config files, never from the URI (``user:secret@``, in the path or in its
+endpoint, or a query option not in ``QUERY_OPTIONS`` is refused), so no secret reaches a config, log or message;
+a message shows a path through ``shown``, which masks whatever user info it holds. An S3 endpoint is
+``?endpoint_override=``, else ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``. An unreachable store fails
+within a minute, not after the clients' own defaults (GCS retries for 15 minutes): on S3 a connection waits
+``CONNECT_TIMEOUT_S`` at most, a request ``REQUEST_TIMEOUT_S``, and is tried ``ATTEMPTS`` times; on GCS a
+request is retried for ``RETRY_LIMIT_S``. Then its ``OSError`` is raised.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import PurePosixPath
 from urllib.parse import SplitResult, parse_qs, urlencode, urlsplit
@@ -24,15 +29,32 @@ from linreg.validation import UserInputError
 PYARROW_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs", "file")  # the rest through fsspec
 QUERY_OPTIONS = ("region", "endpoint_override", "scheme")  # of a URI's query: none of them a secret
 CONNECT_TIMEOUT_S = 3.0  # per connection attempt (an unreachable endpoint fails in seconds, not minutes)
+REQUEST_TIMEOUT_S = 20.0  # per S3 request: a store that accepts a connection and then stalls
 ATTEMPTS = 3  # per request, the first included
+RETRY_LIMIT_S = 20  # GCS's client retries (with backoff) for this long, instead of its default 15 minutes
 
 
 @dataclass(frozen=True)
 class Version:
-    """A file's size, and its ETag (S3) or else its modification time in ns (None where there is none)."""
+    """A file's size, and its ETag (S3); a local file's modification time in ns and fingerprint of its content
+    (``linreg.data.files.version``); another store's modification time (None where there is none)."""
 
     size: int
     stamp: str | int | None
+
+
+def shown(path: str | os.PathLike[str]) -> str:
+    """``path`` for a message: the user info of every URL in it (``//user:secret@``) masked as ``//***@``, also
+    that of an endpoint in its query given without a scheme (``=user:secret@``).
+
+    Example:
+        >>> shown("s3://b/t.csv?endpoint_override=http://KEY:SECRET@host")
+        's3://b/t.csv?endpoint_override=http://***@host'
+    """
+    return _USER_INFO.sub(r"\1***@", os.fspath(path))
+
+
+_USER_INFO = re.compile(r"(//|=)[^/?#@&=\s]*@")  # of a URL, or of one nested in a URL's query (scheme or none)
 
 
 def is_remote(path: str | os.PathLike[str]) -> bool:
@@ -74,6 +96,11 @@ def _options(parts: SplitResult) -> dict[str, str]:
             " be written to the run's config); give them as the store's environment variables or config file"
         )
     options = parse_qs(parts.query, keep_blank_values=True)
+    if any("@" in value for value in options.get("endpoint_override", [])):
+        raise UserInputError(
+            f"{shown(parts.geturl())}: credentials in a data path's endpoint_override are refused (they would be"
+            " written to the run's config); give them as the store's environment variables or config file"
+        )
     if unknown := sorted(set(options) - set(QUERY_OPTIONS)):
         raise UserInputError(
             f"{parts.scheme}://{parts.netloc}{parts.path}: query option {unknown[0]!r} is not accepted; a data path"
@@ -88,8 +115,17 @@ def endpoint(path: str | os.PathLike[str]) -> str | None:
     parts = urlsplit(os.fspath(path), allow_fragments=False)
     if parts.scheme != "s3":
         return None
-    given = _options(parts).get("endpoint_override")
-    return given or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+    if given := _options(parts).get("endpoint_override"):
+        return given
+    for variable in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
+        if value := os.environ.get(variable):
+            if "@" in value:  # an endpoint has no user info: a key in it would be printed with every message
+                raise UserInputError(
+                    f"{variable}={shown('=' + value)[1:]}: credentials in an endpoint URL are"
+                    " refused; give them as AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or in ~/.aws/credentials"
+                )
+            return value
+    return None
 
 
 @lru_cache(maxsize=16)
@@ -104,7 +140,14 @@ def _filesystem(
             scheme=options.get("scheme"),
             endpoint_override=endpoint_url,
             connect_timeout=CONNECT_TIMEOUT_S,
+            request_timeout=REQUEST_TIMEOUT_S,
             retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=ATTEMPTS),
+        )
+    if scheme in ("gs", "gcs"):
+        return pafs.GcsFileSystem(
+            scheme=options.get("scheme"),
+            endpoint_override=options.get("endpoint_override"),
+            retry_time_limit=timedelta(seconds=RETRY_LIMIT_S),
         )
     if scheme in PYARROW_SCHEMES:
         return pafs.FileSystem.from_uri(f"{scheme}://{netloc}/?{urlencode(options)}")[0]
@@ -118,7 +161,7 @@ def _filesystem(
 
 def where(path: str | os.PathLike[str]) -> str:
     """`` at <endpoint>`` for a message about ``path``, where it has one."""
-    return f" at {url}" if (url := endpoint(path)) else ""
+    return f" at {shown(url)}" if (url := endpoint(path)) else ""
 
 
 def missing(path: str | os.PathLike[str]) -> str:
@@ -126,12 +169,13 @@ def missing(path: str | os.PathLike[str]) -> str:
     if not is_remote(path):
         return f"{os.fspath(path)}: no such file or directory"
     filesystem, inner = locate(path)
+    path = shown(path)
     if urlsplit(os.fspath(path)).scheme in ("s3", "gs", "gcs"):
         bucket, _, key = inner.partition("/")
         if filesystem.get_file_info(bucket).type == pafs.FileType.NotFound:
-            return f"{os.fspath(path)}: no such bucket {bucket!r}{where(path)}"
-        return f"{os.fspath(path)}: no such key {key!r} in bucket {bucket!r}{where(path)}"
-    return f"{os.fspath(path)}: no such file or directory"
+            return f"{path}: no such bucket {bucket!r}{where(path)}"
+        return f"{path}: no such key {key!r} in bucket {bucket!r}{where(path)}"
+    return f"{path}: no such file or directory"
 
 
 def file_type(path: str | os.PathLike[str]) -> pafs.FileType:

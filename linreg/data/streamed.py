@@ -5,7 +5,8 @@ split per piece, and accumulates the training split's moments in float64; the st
 statistics and the least-squares reference come from those moments. Then ``materialize`` reads the
 splits into tensors, or each split is read again whenever its ``loader`` is iterated.
 
-Also here: ``exceeds_memory``, which ``in_memory=auto`` asks to choose between the two.
+Also here: ``check_statistics_memory``, which refuses more features than the statistics have memory for, and
+``exceeds_memory``, which ``in_memory=auto`` asks to choose between the two.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from linreg.validation import UserInputError, available_memory
 
 SPLITS = {"train": TRAIN, "val": VAL, "test": TEST}
 BYTES_PER_VALUE = 4  # a table held in memory: its float32 tensors (record batches are read one at a time)
+# The statistics of k columns are (k, k) float64 matrices: the moments, a batch's ZᵀZ added to them, and the
+# least-squares solve's copies, this many at once at most.
+MOMENT_MATRICES = 4
 
 
 class StreamedTable:
@@ -43,6 +47,7 @@ class StreamedTable:
         self, path: str, names: list[str], val_fraction: float, test_fraction: float, seed: int, shuffle_buffer: int
     ) -> None:
         self.path, self.names, self.seed, self.shuffle_buffer = path, names, seed, shuffle_buffer
+        check_statistics_memory(path, len(names) - 1)
         self.pieces = pieces(path, count=names[0])  # the split is planned on the rows counted as read
         rows = sum(piece.rows or 0 for piece in self.pieces)
         self.plan = SplitPlan.of(rows, val_fraction, test_fraction, seed, path)
@@ -121,6 +126,23 @@ def _shift_and_scale(standardizer: Standardizer) -> tuple[torch.Tensor, torch.Te
         torch.cat([s.x_mean, torch.tensor([s.y_mean], dtype=torch.float64)]),
         torch.cat([s.x_std, torch.tensor([s.y_std], dtype=torch.float64)]),
     )
+
+
+def check_statistics_memory(path: str, features: int) -> None:
+    """Refuses ``features`` columns whose statistics (``MOMENT_MATRICES`` float64 matrices of ``(d + 1)²``) would
+    not fit in the memory available now: before anything is read or allocated.
+
+    Raises:
+        UserInputError: naming d and the bytes needed and available.
+    """
+    needed = MOMENT_MATRICES * 8 * (features + 1) ** 2
+    available = available_memory()
+    if available is not None and needed > available:
+        raise UserInputError(
+            f"{path}: {features} features need {needed / 1e9:.3g} GB for their statistics ({MOMENT_MATRICES}"
+            f" float64 matrices of (d + 1)² values, d = {features}) and {available / 1e9:.3g} GB is available;"
+            " choose fewer columns with data.features"
+        )
 
 
 def exceeds_memory(path: str, columns: int, fraction: float = 0.5) -> bool:

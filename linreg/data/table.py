@@ -14,6 +14,7 @@ Parquet file (from 0) and the column: a bad cell (``linreg.data.cells``), or wha
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -31,7 +32,8 @@ from linreg.data.csv_text import arrow_options, diagnose, read_csv_header, recor
 from linreg.data.files import Version, is_parquet, one_line, open_input, parquet_files, reading, version
 from linreg.validation import UserInputError
 
-BATCH_ROWS = 65_536  # rows per record batch read from disk
+BATCH_ROWS = 65_536  # rows per record batch read from disk ...
+BATCH_VALUES = 1 << 22  # ... fewer for many columns: a batch holds at most this many values (32 MiB as float64)
 
 
 @dataclass
@@ -92,11 +94,13 @@ def read_header(path: str | Path) -> list[str]:
 
 
 def _checked_names(path: str | Path, names: list[str]) -> list[str]:
+    first: dict[str, int] = {}  # name -> its column: one pass, however many columns
     for i, name in enumerate(names):
         if not name:
             raise UserInputError(f"{path}: column {i + 1} has no name; name it or remove it")
-        if name in names[:i]:
-            raise UserInputError(f"{path}: names column {name!r} twice (columns {names.index(name) + 1} and {i + 1})")
+        if name in first:
+            raise UserInputError(f"{path}: names column {name!r} twice (columns {first[name] + 1} and {i + 1})")
+        first[name] = i
     return names
 
 
@@ -118,7 +122,7 @@ def select_columns(path: str | Path, header: Sequence[str], target: str, feature
         raise UserInputError("features must name at least one column, got []")
     if target in features:
         raise UserInputError(f"features lists the target column {target!r}; a column cannot predict itself")
-    twice = sorted({name for name in features if features.count(name) > 1})
+    twice = sorted(name for name, count in Counter(features).items() if count > 1)
     if twice:
         raise UserInputError(f"features lists {', '.join(map(repr, twice))} more than once")
     require_columns(path, header, features, "features")
@@ -127,7 +131,8 @@ def select_columns(path: str | Path, header: Sequence[str], target: str, feature
 
 def require_columns(path: str | Path, header: Sequence[str], names: Sequence[str], key: str = "") -> None:
     """Raises if a name of ``names`` is not in ``header``, listing the columns there are."""
-    missing = [name for name in names if name not in header]
+    present = set(header)
+    missing = [name for name in names if name not in present]
     if missing:
         asked_by = f" ({key})" if key else ""
         raise UserInputError(
@@ -209,7 +214,8 @@ def _record_batches(piece: Piece, names: Sequence[str], blank_ok: Sequence[str])
             with open_input(piece.path, seekable=True, expected=piece.version) as source:
                 # A page whose checksum does not match (where the writer recorded one) is refused, not read as zeros.
                 parquet = pq.ParquetFile(source, metadata=piece.metadata, page_checksum_verification=True)
-                yield from parquet.iter_batches(BATCH_ROWS, row_groups=[piece.row_group], columns=list(names))
+                rows = max(1, min(BATCH_ROWS, BATCH_VALUES // len(names)))
+                yield from parquet.iter_batches(rows, row_groups=[piece.row_group], columns=list(names))
             return
         header, header_lines = read_csv_header(piece.path)
         read, parse, convert = arrow_options(header, header_lines, names, as_text=bool(blank_ok))

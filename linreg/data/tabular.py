@@ -33,6 +33,9 @@ from linreg.validation import UserInputError, check_float, check_int
 
 # The largest magnitude whose square float64 holds (about 1.3e154), rounded down.
 _LARGEST_SQUARABLE = 1e154
+# The smallest whose square is a normal float64 (about 1.5e-154), rounded up: below it the moments underflow (a
+# spread of 1e-200 computes as 0), and the statistics and MSEs of the column cannot be trusted.
+_SMALLEST_SQUARABLE = 1e-154
 # The smallest spread, relative to a column's mean, whose coefficient the model's float32 arithmetic resolves.
 _RESOLUTION = 2.0**-24
 AUTO_BATCH_SIZES = (16, 4096)  # batch_size auto: the smallest and the largest
@@ -176,7 +179,26 @@ class TableRegressionData(RegressionData):
         if stage == "predict" and self._predict_table is None:
             path = self.predict_path if self.predict_path is not None else self.path
             self._predict_table = read_table(path, self._features, optional=[self.target])
-            self._predict_x = self.standardizer.transform_x(self._x(self._predict_table)).float()
+            self._predict_x = self._standardized_inputs(self._predict_table)
+
+    def _standardized_inputs(self, table: Table) -> Tensor:
+        """The feature columns of ``table`` in the model's units, float32; a row beyond float32 there is refused.
+
+        Raises:
+            UserInputError: naming the line or row and the column of the first value that overflows float32.
+        """
+        assert self.standardizer is not None
+        x = self.standardizer.transform_x(self._x(table)).float()
+        bad = (~torch.isfinite(x)).nonzero()
+        if len(bad):
+            row, column = (int(i) for i in bad[0])
+            value = table.columns[self._features[column]][row].item()
+            raise UserInputError(
+                f"{table.path}: {table.position_name} {table.positions[row].item()}, column"
+                f" {self._features[column]!r}: {value:g} is beyond float32 once standardised (the training mean and"
+                " standard deviation); the model cannot predict from it"
+            )
+        return x
 
     def _checked(self, standardizer: Standardizer, for_training: bool) -> Standardizer:
         """The training split's statistics; a constant column (std 0) cannot be standardised, nor learnt from.
@@ -199,6 +221,12 @@ class TableRegressionData(RegressionData):
                 y_std=standardizer.y_std or 1.0,
             )
         for name, std, mean in zip([*self._features, self.target], stds, means, strict=True):
+            if 0 < max(abs(mean), std) < _SMALLEST_SQUARABLE:
+                raise UserInputError(
+                    f"{self.path}: column {name!r} is too small for the statistics (mean {mean:g}, standard deviation"
+                    f" {std:g}); its squares underflow below 1e-308, the smallest float64: multiply the column by a"
+                    " power of ten"
+                )
             if std == 0:
                 raise UserInputError(
                     f"{self.path}: column {name!r} is constant on the training split (every value is {mean:g} as a"
@@ -269,7 +297,9 @@ class TableRegressionData(RegressionData):
         """The standardisation statistics and the columns they belong to: plain tensors, floats and strings."""
         if self.standardizer is None:
             return {}
-        return {"target": self.target, "features": list(self._features), **self.standardizer.state_dict()}
+        # The seed with the statistics: the split is drawn from it, and a test with another would score training rows.
+        state = {"target": self.target, "features": list(self._features), "seed": self.seed}
+        return state | self.standardizer.state_dict()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restores the statistics of the checkpoint's training split (Lightning calls it after ``setup``); the
@@ -280,7 +310,7 @@ class TableRegressionData(RegressionData):
         if changed and self.val_data is not None:  # the file's statistics differ from the training run's
             self._standardize()
         if changed and self._predict_table is not None:
-            self._predict_x = self.standardizer.transform_x(self._x(self._predict_table)).float()
+            self._predict_x = self._standardized_inputs(self._predict_table)
 
     def to_original_units(self, w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
         """Coefficients of the standardised model as those of ``target = columns @ w' + b'`` (float64)."""
