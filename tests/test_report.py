@@ -63,7 +63,7 @@ def _report(
             "steps": steps_per_epoch * len(gaps),
             "early_stopping": False,
             "max_steps": -1,
-        },  # fmt: skip
+        },
         "parameters": rows,
         "reference": {
             "kind": "least squares",
@@ -75,7 +75,7 @@ def _report(
             "target_variance": target_variance,
             "curvature": curvature,
             "noise_floor": floor,
-        },  # fmt: skip
+        },
         "ols": {"residual_std": 0.1, "num_examples": 100, "degrees_of_freedom": 97, "target_variance": target_variance},
         "metrics": {
             "train": {"sgd": {**scores, "mse": 0.01 + gaps[-1]}, "ols": scores},
@@ -208,8 +208,12 @@ def test_the_book_error_lines_are_true_minus_estimate_as_float32_tensors() -> No
 
 
 def test_the_legend_explains_true_columns_only_where_the_table_has_them() -> None:
-    with_truth = parameter_rows(["a"], (torch.tensor([1.0], dtype=torch.float64), torch.tensor(0.0)),
-                                _ols([1.0], 0.0, [0.1, 0.1]), (torch.tensor([1.0]), 0.0))  # fmt: skip
+    with_truth = parameter_rows(
+        ["a"],
+        (torch.tensor([1.0], dtype=torch.float64), torch.tensor(0.0)),
+        _ols([1.0], 0.0, [0.1, 0.1]),
+        (torch.tensor([1.0]), 0.0),
+    )
     assert "true-SGD: the error of the estimate" in format_report(_report(with_truth))
     text = format_report(_report(_rows_at(0.5)))  # no true values: a table of one's own
     assert "true" not in text.split("verdict:")[1]
@@ -312,8 +316,15 @@ def test_an_untrained_model_is_left_out_and_least_squares_shown_alone() -> None:
 def test_the_callback_reports_a_fit_of_no_steps_as_untrained(limit: dict) -> None:
     data = SyntheticRegressionData(num_train=40, num_val=20, num_test=0)
     report = FitReport()
-    trainer = Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False, callbacks=[report], **{"max_epochs": 1, **limit})  # fmt: skip
+    trainer = Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[report],
+        **{"max_epochs": 1, **limit},
+    )
     trainer.fit(LinearRegression(input_dim=5), datamodule=data)
     assert report.report is not None
     assert report.report["trained"] is False
