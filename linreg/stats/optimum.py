@@ -30,6 +30,8 @@ Chunks = Callable[[], Iterable[tuple[Tensor, Tensor]]]
 RANK_RTOL = 1e-11
 # Huber's Newton iteration stops when |∇F| <= GRADIENT_RTOL x the size of the terms summed into it.
 GRADIENT_RTOL = 1e-12
+# Huber's line search tries these fractions of each step, all in one pass: 1, 1/2, ..., 2⁻²⁰.
+STEPS = 0.5 ** torch.arange(21, dtype=torch.float64)
 # The relative round-off of F summed in float64 over up to millions of rows (about sqrt(n)·eps).
 ROUND_OFF = 1e-12
 
@@ -243,14 +245,15 @@ def huber_fit(
 ) -> tuple[Tensor, Tensor]:
     """The minimizer of the Huber objective, by Newton's method over passes of the rows, in float64.
 
-    Starts at the MSE objective's optimum (one pass for the moments) unless ``start`` is given. Each pass at
-    ``θ`` gives ``F``, ``∇F``, the Hessian ``H = E[1{|r| <= delta} a aᵀ] + wd·D`` and the majorizer
-    ``W = E[min(1, delta/|r|) a aᵀ] + wd·D`` (``W ⪰ H``; the quadratic with curvature ``W`` lies above ``F`` and
-    touches it at ``θ``, as in IRLS). The Newton step ``-H⁻¹∇F`` is taken if it decreases ``F``; otherwise,
-    or where ``H`` is singular (too few residuals within ``delta``), the IRLS step ``-W⁻¹∇F`` is taken, which
-    always decreases ``F``. ``F`` is piecewise quadratic, so once the residuals within ``delta`` stop changing
-    the Newton step is exact. Stops when ``|∇F| <= GRADIENT_RTOL`` x the size of the summed terms, or when a
-    step no longer decreases ``F`` (round-off).
+    Starts at the MSE objective's optimum (one pass for the moments) unless ``start`` is given. A pass at
+    ``θ`` gives ``F``, ``∇F``, the Hessian ``H = E[1{|r| <= delta} a aᵀ] + wd·D`` and the IRLS matrix
+    ``W = E[min(1, delta/|r|) a aᵀ] + wd·D`` (``W ⪰ H``: the quadratic of curvature ``W`` touching ``F`` at
+    ``θ`` lies above it, so the step ``-W⁻¹∇F`` always lowers ``F``). A second, lighter pass evaluates ``F``
+    along Newton's step ``-H⁻¹∇F`` and IRLS's at the fractions ``STEPS`` and moves to the lowest; where ``H``
+    is singular (too few residuals within ``delta``) only IRLS's is tried. ``F`` is piecewise quadratic, so
+    once the residuals within ``delta`` settle the full Newton step is exact. Stops when
+    ``|∇F| <= GRADIENT_RTOL`` x the size of the terms summed into it, or when no step lowers ``F`` beyond
+    its round-off.
 
     Raises:
         ValueError: the minimizer is not unique (``weight_decay = 0`` and ``[X 1]`` of rank below ``d + 1``).
@@ -268,27 +271,41 @@ def huber_fit(
         raise ValueError(
             f"the Huber objective has no unique minimizer: [X 1] has rank below {d + 1} and weight_decay is 0"
         )
-    for _ in range(max_passes - 1):
-        if here.gradient.norm() <= GRADIENT_RTOL * here.scale:
-            return theta[:d], theta[d]
-        # F's computed value carries round-off; a step within it that the gradient test has not yet ended is taken.
-        slack = ROUND_OFF * abs(here.value)
+    passes = 1
+    while here.gradient.norm() > GRADIENT_RTOL * here.scale:
+        if passes + 2 > max_passes:
+            raise RuntimeError(
+                f"the Huber solver did not converge in {max_passes} passes: |∇F| = {float(here.gradient.norm()):.3g}"
+                f" against {GRADIENT_RTOL * here.scale:.3g}"
+            )
+        directions = [-torch.linalg.solve(here.majorizer, here.gradient)]  # IRLS's: lowers F at step 1
         factor, info = torch.linalg.cholesky_ex(here.hessian)
         if info == 0:
-            newton = theta - torch.cholesky_solve(here.gradient.view(-1, 1), factor).view(-1)
-            there = _huber_pass(chunks, newton, delta, weight_decay)
-            if there.value <= here.value + 1e-4 * float(here.gradient @ (newton - theta)) + slack:  # Armijo
-                theta, here = newton, there
-                continue
-        step = theta - torch.linalg.solve(here.majorizer, here.gradient)
-        there = _huber_pass(chunks, step, delta, weight_decay)
-        if there.value > here.value + slack:  # IRLS's step cannot raise F: what is left is round-off
-            return theta[:d], theta[d]
-        theta, here = step, there
-    raise RuntimeError(
-        f"the Huber solver did not converge in {max_passes} passes: |∇F| = {float(here.gradient.norm()):.3g}"
-        f" against {GRADIENT_RTOL * here.scale:.3g}"
-    )
+            directions.insert(0, -torch.cholesky_solve(here.gradient.view(-1, 1), factor).view(-1))
+        values = _values_along(chunks, theta, torch.stack(directions), delta, weight_decay)  # (directions, steps)
+        # The longest step, Newton's first, within F's round-off of the lowest value found.
+        best = (values <= values.min() + ROUND_OFF * abs(here.value)).view(-1).nonzero()[0].item()
+        j, i = divmod(best, STEPS.numel())
+        theta = theta + STEPS[i] * directions[j]
+        if values[j, i] >= here.value:  # no step lowers F beyond its round-off
+            break
+        here = _huber_pass(chunks, theta, delta, weight_decay)
+        passes += 2
+    return theta[:d], theta[d]
+
+
+def _values_along(chunks: Chunks, theta: Tensor, directions: Tensor, delta: float, weight_decay: float) -> Tensor:
+    """``F(θ + s·p)`` for each direction ``p`` (rows of ``directions``) and step ``s`` in ``STEPS``, in one pass."""
+    total, n = torch.zeros(directions.shape[0], STEPS.numel(), dtype=torch.float64), 0
+    for x, y in chunks():
+        a, t = _rows(x, y)
+        r, q = a @ theta.to(a) - t, a @ directions.to(a).T  # (rows,), (rows, directions)
+        for i, step in enumerate(STEPS.tolist()):
+            moved = (r.view(-1, 1) + step * q).abs()
+            total[:, i] += torch.where(moved <= delta, moved.square() / 2, delta * (moved - delta / 2)).sum(0).cpu()
+        n += a.shape[0]
+    moved_w = theta[:-1].view(1, -1, 1) + directions[:, :-1, None] * STEPS  # (directions, d, steps)
+    return total / n + weight_decay / 2 * moved_w.square().sum(1)
 
 
 @dataclass
