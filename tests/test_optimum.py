@@ -88,13 +88,15 @@ def test_ridge_without_penalty_refuses_a_design_with_many_solutions() -> None:
         ridge_from_moments(_moments(X, y), 0.0)
 
 
-@pytest.mark.parametrize("table", ["book", "duplicated column"])
-def test_min_norm_matches_numpy_lstsq(table: str) -> None:
+@pytest.mark.parametrize(("table", "offset"), [("book", 0.0), ("book", 100.0), ("duplicated column", 1000.0)])
+def test_min_norm_matches_numpy_lstsq(table: str, offset: float) -> None:
+    # Features far from 0 (offset x their spread) test that centring keeps the digits [X 1]ᵀ[X 1] would lose.
     if table == "book":
         X, y = _book_table()
     else:
         X, y = _table(200, 4)
         X = torch.cat([X, X[:, 1:2]], dim=1)
+    X = X + offset
     moments = _moments(X, y, rows=7)
     assert _relative_error(_theta(*min_norm_from_moments(moments)), _lstsq(X, y)) <= 1e-6
     assert _relative_error(_theta(*optimum_from_moments(moments, 0.0)), _lstsq(X, y)) <= 1e-6
@@ -205,6 +207,17 @@ def test_curvature_of_a_known_spectrum() -> None:
     curvature = Curvature.of(torch.diag(torch.tensor([4.0, 0.0, 0.5, 1.0], dtype=F64)))
     assert (curvature.largest, curvature.smallest, curvature.smallest_nonzero) == (4.0, 0.0, 0.5)
     assert (curvature.condition, curvature.trace, curvature.stable_lr(0.5)) == (8.0, 5.5, 0.75)
+
+
+def test_curvature_with_fewer_rows_than_coefficients_matches_the_singular_values() -> None:
+    X, y = _book_table()
+    A = np.column_stack([X.numpy(), np.ones(len(X))])
+    singular = np.linalg.svd(A, compute_uv=False)  # 20 nonzero of 201
+    curvature = Curvature.of(hessian(_moments(X, y), 0.0))  # H = 2 AᵀA / n
+    assert curvature.largest == pytest.approx(2 * singular[0] ** 2 / len(X), rel=1e-10)
+    assert curvature.smallest_nonzero == pytest.approx(2 * singular[-1] ** 2 / len(X), rel=1e-8)
+    assert abs(curvature.smallest) <= 1e-12 * curvature.largest
+    assert curvature.trace == pytest.approx(2 * (singular**2).sum() / len(X), rel=1e-12)
 
 
 @pytest.mark.parametrize(("lr", "momentum"), [(0.01, 0.0), (0.005, 0.5)])
