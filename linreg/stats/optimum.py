@@ -266,7 +266,8 @@ def huber_fit(
     its round-off.
 
     Raises:
-        ValueError: the minimizer is not unique (``weight_decay = 0`` and ``[X 1]`` of rank below ``d + 1``).
+        ValueError: the minimizer is not unique (``weight_decay = 0`` and ``[X 1]`` of rank below ``d + 1``,
+            as with ``n <= d + 1``), or is too ill-conditioned to find.
         RuntimeError: not converged within ``max_passes`` passes over the rows (besides the one for the start).
     """
     if start is None:
@@ -281,7 +282,8 @@ def huber_fit(
     values = torch.linalg.eigvalsh(here.majorizer)
     if values[0] <= RANK_RTOL * values[-1]:  # W's weights are all positive: singular exactly where [X 1] is
         raise ValueError(
-            f"the Huber objective has no unique minimizer: [X 1] has rank below {d + 1} and weight_decay is 0"
+            f"the Huber objective has no unique minimizer to find: [X 1] has rank below {d + 1} (or nearly) and"
+            f" weight_decay is {weight_decay:g}"
         )
     passes = 1
     while here.gradient.norm() > GRADIENT_RTOL * here.scale:
