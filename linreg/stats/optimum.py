@@ -24,12 +24,14 @@ from torch import Tensor
 from linreg.stats.ols import COLLINEAR_PIVOT, Moments
 
 Chunks = Callable[[], Iterable[tuple[Tensor, Tensor]]]
-# Eigenvalues of [X 1]ᵀ[X 1] below this fraction of the largest are zero: forming the product squares the
-# singular values, so round-off alone leaves ~k·eps·λmax there; singular values of [X 1] below sqrt(1e-11)
-# ≈ 3e-6 of the largest are not resolved.
+# Eigenvalues of a Gram matrix (XᵀX, a Hessian) below this fraction of the largest are zero: forming the
+# product squares the singular values, so round-off alone leaves ~k·eps·λmax there; singular values below
+# sqrt(1e-11) ≈ 3e-6 of the largest are not resolved.
 RANK_RTOL = 1e-11
 # Huber's Newton iteration stops when |∇F| <= GRADIENT_RTOL x the size of the terms summed into it.
 GRADIENT_RTOL = 1e-12
+# Huber's line search tries these fractions of each step, all in one pass: 1, 1/2, ..., 2⁻²⁰.
+STEPS = 0.5 ** torch.arange(21, dtype=torch.float64)
 # The relative round-off of F summed in float64 over up to millions of rows (about sqrt(n)·eps).
 ROUND_OFF = 1e-12
 
@@ -48,7 +50,9 @@ def ridge_from_moments(moments: Moments, weight_decay: float) -> tuple[Tensor, T
         ([2.0, 1.0], 1.0)
     """
     n, d = moments.count, moments.mean.numel() - 1
-    gram = moments.comoment[:d, :d] + (n * weight_decay / 2) * torch.eye(d, dtype=torch.float64, device=_dev(moments))
+    gram = moments.comoment[:d, :d] + (n * weight_decay / 2) * torch.eye(
+        d, dtype=torch.float64, device=moments.mean.device
+    )
     if weight_decay == 0 and not _unique(moments):
         raise ValueError(f"least squares has no unique solution on {n} rows of {d} features; use min_norm_from_moments")
     w = torch.linalg.solve(gram, moments.comoment[:d, d])
@@ -62,14 +66,22 @@ def min_norm_from_moments(moments: Moments) -> tuple[Tensor, Tensor]:
     this is the one that gradient descent started at ``θ = 0`` converges to: each step
     ``-lr·A_Bᵀ(A_B θ - y_B)`` lies in the row space of ``A = [X 1]``, so the iterates never leave it, and the
     only least-squares solution in that space is ``pinv(A) y``. Started at ``θ₀ ≈ 0`` (as d2l initializes,
-    ``w ~ N(0, 0.01²)``), SGD ends within ``|θ₀|`` of it. Solved as ``pinv(AᵀA) Aᵀy`` by a symmetric
-    eigendecomposition with the relative cutoff ``RANK_RTOL``; on a design of full rank this is least squares.
+    ``w ~ N(0, 0.01²)``), SGD ends within ``|θ₀|`` of it.
+
+    Solved centred, where offsets cost no digits: ``Aθ = Xc w + (b + x̄ᵀw)1`` with orthogonal parts, so the
+    solutions are ``b + x̄ᵀw = ȳ`` and ``w = w₀ + N z``, ``w₀ = pinv(Xc) yc`` and ``N`` an orthonormal basis of
+    ``Xc``'s null space (``G``'s eigenvalues below ``RANK_RTOL`` of the largest). ``|w|² + b² = |w₀|² + |z|² +
+    (e - uᵀz)²`` with ``u = Nᵀx̄`` and ``e = ȳ - x̄ᵀw₀`` is least at ``z = e·u / (1 + |u|²)``.
     """
     d = moments.mean.numel() - 1
-    values, vectors = torch.linalg.eigh(_second_moment(moments))
-    keep = values > RANK_RTOL * values[-1]
-    theta = vectors[:, keep] @ ((vectors[:, keep].T @ _cross_moment(moments)) / values[keep])
-    return theta[:d].cpu(), theta[d].cpu()
+    x_mean, y_mean = moments.mean[:d], moments.mean[d]
+    values, vectors = torch.linalg.eigh(moments.comoment[:d, :d])
+    keep = values > RANK_RTOL * values[-1].clamp(min=0)
+    w = vectors[:, keep] @ ((vectors[:, keep].T @ moments.comoment[:d, d]) / values[keep])  # pinv(Xc) yc
+    null = vectors[:, ~keep]  # (d, d - rank)
+    u = null.T @ x_mean
+    w = w + null @ (u * (y_mean - x_mean @ w) / (1 + u @ u))
+    return w.cpu(), (y_mean - x_mean @ w).cpu()
 
 
 def optimum_from_moments(moments: Moments, weight_decay: float) -> tuple[Tensor, Tensor]:
@@ -132,7 +144,7 @@ def objective_value(
 
 def hessian(moments: Moments, weight_decay: float) -> Tensor:
     """The MSE objective's Hessian in ``θ = (w, b)``: ``2·E[a aᵀ] + wd·diag(1, ..., 1, 0)``, ``(d + 1, d + 1)``."""
-    return (2 * _second_moment(moments) + weight_decay * _penalty(moments.mean.numel(), _dev(moments))).cpu()
+    return (2 * _second_moment(moments) + weight_decay * _penalty(moments.mean.numel(), moments.mean.device)).cpu()
 
 
 def huber_hessian(chunks: Chunks, w: Tensor, b: Tensor | float, delta: float, weight_decay: float) -> Tensor:
@@ -243,52 +255,71 @@ def huber_fit(
 ) -> tuple[Tensor, Tensor]:
     """The minimizer of the Huber objective, by Newton's method over passes of the rows, in float64.
 
-    Starts at the MSE objective's optimum (one pass for the moments) unless ``start`` is given. Each pass at
-    ``θ`` gives ``F``, ``∇F``, the Hessian ``H = E[1{|r| <= delta} a aᵀ] + wd·D`` and the majorizer
-    ``W = E[min(1, delta/|r|) a aᵀ] + wd·D`` (``W ⪰ H``; the quadratic with curvature ``W`` lies above ``F`` and
-    touches it at ``θ``, as in IRLS). The Newton step ``-H⁻¹∇F`` is taken if it decreases ``F``; otherwise,
-    or where ``H`` is singular (too few residuals within ``delta``), the IRLS step ``-W⁻¹∇F`` is taken, which
-    always decreases ``F``. ``F`` is piecewise quadratic, so once the residuals within ``delta`` stop changing
-    the Newton step is exact. Stops when ``|∇F| <= GRADIENT_RTOL`` x the size of the summed terms, or when a
-    step no longer decreases ``F`` (round-off).
+    Starts at the MSE objective's optimum (one pass for the moments) unless ``start`` is given. A pass at
+    ``θ`` gives ``F``, ``∇F``, the Hessian ``H = E[1{|r| <= delta} a aᵀ] + wd·D`` and the IRLS matrix
+    ``W = E[min(1, delta/|r|) a aᵀ] + wd·D`` (``W ⪰ H``: the quadratic of curvature ``W`` touching ``F`` at
+    ``θ`` lies above it, so the step ``-W⁻¹∇F`` always lowers ``F``). A second, lighter pass evaluates ``F``
+    along Newton's step ``-H⁻¹∇F`` and IRLS's at the fractions ``STEPS`` and moves to the lowest; where ``H``
+    is singular (too few residuals within ``delta``) only IRLS's is tried. ``F`` is piecewise quadratic, so
+    once the residuals within ``delta`` settle the full Newton step is exact. Stops when
+    ``|∇F| <= GRADIENT_RTOL`` x the size of the terms summed into it, or when no step lowers ``F`` beyond
+    its round-off.
 
     Raises:
-        ValueError: the minimizer is not unique (``weight_decay = 0`` and ``[X 1]`` of rank below ``d + 1``).
-        RuntimeError: not converged within ``max_passes`` passes over the rows.
+        ValueError: the minimizer is not unique (``weight_decay = 0`` and ``[X 1]`` of rank below ``d + 1``,
+            as with ``n <= d + 1``), or is too ill-conditioned to find.
+        RuntimeError: not converged within ``max_passes`` passes over the rows (besides the one for the start).
     """
     if start is None:
-        moments = Moments.empty(d + 1)
+        moments = None
         for x, y in chunks():
-            moments.update(torch.cat([x.to(torch.float64), y.to(torch.float64).view(-1, 1)], dim=1).cpu())
+            z = torch.cat([x.to(torch.float64), y.to(torch.float64).view(-1, 1)], dim=1)  # (rows, d + 1)
+            moments = Moments.empty(d + 1, z.device) if moments is None else moments
+            moments.update(z)
         start = optimum_from_moments(moments, weight_decay)
     theta = torch.cat([start[0].to(torch.float64).cpu().view(-1), start[1].to(torch.float64).cpu().view(1)])
     here = _huber_pass(chunks, theta, delta, weight_decay)
     values = torch.linalg.eigvalsh(here.majorizer)
     if values[0] <= RANK_RTOL * values[-1]:  # W's weights are all positive: singular exactly where [X 1] is
         raise ValueError(
-            f"the Huber objective has no unique minimizer: [X 1] has rank below {d + 1} and weight_decay is 0"
+            f"the Huber objective has no unique minimizer to find: [X 1] has rank below {d + 1} (or nearly) and"
+            f" weight_decay is {weight_decay:g}"
         )
-    for _ in range(max_passes - 1):
-        if here.gradient.norm() <= GRADIENT_RTOL * here.scale:
-            return theta[:d], theta[d]
-        # F's computed value carries round-off; a step within it that the gradient test has not yet ended is taken.
-        slack = ROUND_OFF * abs(here.value)
+    passes = 1
+    while here.gradient.norm() > GRADIENT_RTOL * here.scale:
+        if passes + 2 > max_passes:
+            raise RuntimeError(
+                f"the Huber solver did not converge in {max_passes} passes: |∇F| = {float(here.gradient.norm()):.3g}"
+                f" against {GRADIENT_RTOL * here.scale:.3g}"
+            )
+        directions = [-torch.linalg.solve(here.majorizer, here.gradient)]  # IRLS's: lowers F at step 1
         factor, info = torch.linalg.cholesky_ex(here.hessian)
         if info == 0:
-            newton = theta - torch.cholesky_solve(here.gradient.view(-1, 1), factor).view(-1)
-            there = _huber_pass(chunks, newton, delta, weight_decay)
-            if there.value <= here.value + 1e-4 * float(here.gradient @ (newton - theta)) + slack:  # Armijo
-                theta, here = newton, there
-                continue
-        step = theta - torch.linalg.solve(here.majorizer, here.gradient)
-        there = _huber_pass(chunks, step, delta, weight_decay)
-        if there.value > here.value + slack:  # IRLS's step cannot raise F: what is left is round-off
-            return theta[:d], theta[d]
-        theta, here = step, there
-    raise RuntimeError(
-        f"the Huber solver did not converge in {max_passes} passes: |∇F| = {float(here.gradient.norm()):.3g}"
-        f" against {GRADIENT_RTOL * here.scale:.3g}"
-    )
+            directions.insert(0, -torch.cholesky_solve(here.gradient.view(-1, 1), factor).view(-1))
+        values = _values_along(chunks, theta, torch.stack(directions), delta, weight_decay)  # (directions, steps)
+        # The longest step, Newton's first, within F's round-off of the lowest value found.
+        best = (values <= values.min() + ROUND_OFF * abs(here.value)).view(-1).nonzero()[0].item()
+        j, i = divmod(best, STEPS.numel())
+        theta = theta + STEPS[i] * directions[j]
+        if values[j, i] >= here.value:  # no step lowers F beyond its round-off
+            break
+        here = _huber_pass(chunks, theta, delta, weight_decay)
+        passes += 2
+    return theta[:d], theta[d]
+
+
+def _values_along(chunks: Chunks, theta: Tensor, directions: Tensor, delta: float, weight_decay: float) -> Tensor:
+    """``F(θ + s·p)`` for each direction ``p`` (rows of ``directions``) and step ``s`` in ``STEPS``, in one pass."""
+    total, n = torch.zeros(directions.shape[0], STEPS.numel(), dtype=torch.float64), 0
+    for x, y in chunks():
+        a, t = _rows(x, y)
+        r, q = a @ theta.to(a) - t, a @ directions.to(a).T  # (rows,), (rows, directions)
+        for i, step in enumerate(STEPS.tolist()):
+            moved = (r.view(-1, 1) + step * q).abs()
+            total[:, i] += torch.where(moved <= delta, moved.square() / 2, delta * (moved - delta / 2)).sum(0).cpu()
+        n += a.shape[0]
+    moved_w = theta[:-1].view(1, -1, 1) + directions[:, :-1, None] * STEPS  # (directions, d, steps)
+    return total / n + weight_decay / 2 * moved_w.square().sum(1)
 
 
 @dataclass
@@ -303,6 +334,7 @@ class _HuberPass:
 
 
 def _huber_pass(chunks: Chunks, theta: Tensor, delta: float, weight_decay: float, curvature: bool = True) -> _HuberPass:
+    """One pass over the rows at ``θ`` ``(d + 1,)``; ``H`` and ``W`` are left at the penalty's without ``curvature``."""
     k = theta.numel()
     value, n, scale = 0.0, 0, 0.0
     gradient, hessian, majorizer = torch.zeros(k, dtype=torch.float64), *torch.zeros(2, k, k, dtype=torch.float64)
@@ -339,16 +371,10 @@ def _second_moment(moments: Moments) -> Tensor:
     """``E[a aᵀ]`` for ``a = [x, 1]``: ``[[C + x̄x̄ᵀ, x̄], [x̄ᵀ, 1]]``, ``(d + 1, d + 1)``."""
     d = moments.mean.numel() - 1
     x_mean = moments.mean[:d]
-    out = torch.ones(d + 1, d + 1, dtype=torch.float64, device=_dev(moments))
+    out = torch.ones(d + 1, d + 1, dtype=torch.float64, device=moments.mean.device)
     out[:d, :d] = moments.comoment[:d, :d] / moments.count + torch.outer(x_mean, x_mean)
     out[:d, d] = out[d, :d] = x_mean
     return out
-
-
-def _cross_moment(moments: Moments) -> Tensor:
-    """``E[a y]``: ``[cov(x, y) + x̄ȳ, ȳ]``, ``(d + 1,)``."""
-    d = moments.mean.numel() - 1
-    return torch.cat([moments.comoment[:d, d] / moments.count + moments.mean[:d] * moments.mean[d], moments.mean[d:]])
 
 
 def _penalty(k: int, device: torch.device | None) -> Tensor:
@@ -359,8 +385,7 @@ def _penalty(k: int, device: torch.device | None) -> Tensor:
 
 
 def _unique(moments: Moments) -> bool:
-    """Whether least squares has one solution: more rows than coefficients and no feature (nearly) a
-    combination of the others, by the same pivot test as ``ols``."""
+    """Whether least squares has one solution: no feature constant or (nearly) a combination of others, as ``ols``."""
     n, d = moments.count, moments.mean.numel() - 1
     if n <= d + 1:
         return False
@@ -369,7 +394,3 @@ def _unique(moments: Moments) -> bool:
         return False
     factor, info = torch.linalg.cholesky_ex(moments.comoment[:d, :d] / torch.outer(scale, scale))
     return int(info) == 0 and bool((factor.diagonal() >= COLLINEAR_PIVOT).all())
-
-
-def _dev(moments: Moments) -> torch.device:
-    return moments.mean.device
