@@ -142,7 +142,10 @@ def solve(
     wd, common = objective.weight_decay, {"num_examples": n, "target_variance": least.target_variance}
     noise = least.residual_variance if unique else None
     if objective.loss == "huber":
-        w, b = optimum.huber_fit(chunks, d, objective.delta, wd)
+        if wd == 0 and not unique:  # it fits every row exactly, so it minimises any loss of the residuals too
+            w, b = least.w, least.b
+        else:
+            w, b = optimum.huber_fit(chunks, d, objective.delta, wd)
         hessian = optimum.huber_hessian(chunks, w, b, objective.delta, wd)
         value = optimum.objective_value(chunks, w, b, "huber", objective.delta, wd)
         why = "the Huber fit has no standard errors here (its spread depends on the unknown noise distribution)"
@@ -164,7 +167,7 @@ def solve(
         w, b = optimum.ridge_from_moments(moments, wd)
         kind, tag, covariance, why = "ridge", "ridge", None, None
         if unique:
-            covariance = optimum.ridge_covariance(moments, wd, least.residual_variance)
+            covariance = optimum.ridge_covariance(moments, wd)  # σ² from ridge's residuals and degrees of freedom
         else:
             why = f"no standard errors: {n} examples cannot estimate the noise of {d + 1} coefficients"
     elif unique:
