@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from jsonargparse import ActionConfigFile
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from linreg.data import SyntheticRegressionData
+from linreg.errors import ShortErrorParser, nearest_keys
 from tests.conftest import D2L_CONFIG, ROOT, final_params, fit_d2l, run_cli
 
 TRUE_W = torch.tensor([2.0, -3.4, 5.6, 3.2, -0.6])
@@ -187,3 +189,60 @@ def test_a_fit_without_a_config_uses_the_books_seed_without_a_warning(tmp_path: 
     assert not [w for w in caught if "seed" in str(w.message).lower()]
     config = yaml.safe_load(next(tmp_path.rglob("config.yaml")).read_text())
     assert config["seed_everything"] == 0  # configs/d2l.yaml's
+
+
+class _Data:
+    """A class group's arguments, for the parser's tests."""
+
+    def __init__(self, batch_size: int = 10, learning_rate: float = 0.1) -> None:
+        self.batch_size, self.learning_rate = batch_size, learning_rate
+
+
+def _refusal(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    parser = ShortErrorParser(prog="prog")
+    parser.add_argument("--max_epochs", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_subclass_arguments(_Data, "data", default={"class_path": f"{__name__}._Data"})
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(list(args))
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err.strip()
+
+
+@pytest.mark.parametrize(
+    ("given", "near"),
+    [
+        ("--max_epoch", "--max_epochs"),  # a prefix is not completed
+        ("--sed", "--seed"),
+        ("--data.batchsize", "--data.batch_size"),  # an argument of the class the group names
+        ("--data.init_args.batchsize", "--data.init_args.batch_size"),  # as written
+        ("--data.lr", "--data.learning_rate"),  # an abbreviation by initials
+        ("--batch_size", "--data.batch_size"),  # the right name in the wrong group
+    ],
+)
+def test_an_unknown_option_is_named_as_given_with_the_nearest_valid_one(
+    capsys: pytest.CaptureFixture[str], given: str, near: str
+) -> None:
+    assert _refusal(capsys, given, "3") == f"prog: error: unknown option {given}; did you mean {near}?"
+
+
+def test_an_unknown_key_in_a_config_is_named_with_the_nearest_valid_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = ShortErrorParser(prog="prog")
+    parser.add_argument("--config", action=ActionConfigFile)
+    parser.add_class_arguments(_Data, "data")
+    (tmp_path / "c.yaml").write_text("data:\n  batchsize: 3\n")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--config", str(tmp_path / "c.yaml")])
+    assert capsys.readouterr().err.strip() == (
+        "prog: error: unknown option 'data.batchsize' in the config; did you mean data.batch_size?"
+    )
+
+
+def test_nearest_keys_prefers_the_group_then_the_whole_key_then_the_last_part() -> None:
+    keys = ["trainer.max_epochs", "trainer.min_epochs", "model.optimizer", "model.scheduler", "ckpt_path"]
+    assert nearest_keys("trainer.max_epoch", keys) == ["trainer.max_epochs", "trainer.min_epochs"]
+    assert nearest_keys("trainr.max_epochs", keys)[0] == "trainer.max_epochs"
+    assert nearest_keys("lr_scheduler", keys) == ["model.scheduler"]
+    assert nearest_keys("zzz", keys) == []
