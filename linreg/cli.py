@@ -171,6 +171,9 @@ def build_cli(args: ArgsType = None, run: bool = True) -> LinearRegressionCLI:
         seed_everything_default=0,  # the book's seed without a config (LightningCLI's `true` warns and uses 0)
         # No `_instantiator` in the checkpoints' hyper-parameters: load_from_checkpoint would call what it names.
         load_from_checkpoint_support=False,
+        # The model takes its optimizer and scheduler (--model.optimizer, --model.scheduler); LightningCLI's own
+        # --optimizer and --lr_scheduler groups would silently replace them.
+        auto_configure_optimizers=False,
         parser_class=ShortErrorParser,  # one-line errors, in the bounded YAML mode (linreg.errors)
         parser_kwargs={"prog": "linreg", "description": "Linear regression fitted by SGD with PyTorch Lightning."},
         args=args,

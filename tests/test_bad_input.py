@@ -50,6 +50,11 @@ CASES = [
         "unknown option --model.optimizer.learning_rate; did you mean --model.optimizer.lr?",
     ),
     (
+        "lightning-optimizer-group",  # it would replace the model's optimizer: the model's own is the one option
+        [*FIT, "--optimizer", "Adam"],
+        "unknown option --optimizer; did you mean --model.optimizer?",
+    ),
+    (
         "unknown-key-in-file",
         ["fit", "--config", "{d}/typo.yaml"],
         "unknown option 'trainer.max_epoch' in the config; did you mean trainer.max_epochs or",
