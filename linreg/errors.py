@@ -32,7 +32,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser
 from lightning.pytorch.utilities import rank_zero_only
 
-from linreg.help import FullHelp
+from linreg.help import FullHelp, ShortHelp
 from linreg.instantiation import KeyedInstantiator
 from linreg.validation import UserInputError, check_yaml_expansion
 
@@ -247,7 +247,8 @@ class ShortErrorParser(LightningArgumentParser):
         add_help = kwargs.pop("add_help", True)
         super().__init__(*args, add_help=False, **kwargs)
         if add_help:
-            self.add_argument("-h", "--help", action=FullHelp, default=argparse.SUPPRESS, help=FullHelp.help)
+            self.add_argument("-h", "--help", action=ShortHelp, default=argparse.SUPPRESS, help=ShortHelp.help)
+            self.add_argument("--help-all", action=FullHelp, default=argparse.SUPPRESS, help=FullHelp.help)
         self.class_groups: dict[str, type] = {}  # the class groups (`last`, `checkpoint`) and what each builds
 
     def add_lightning_class_args(self, lightning_class: Any, nested_key: str, *args: Any, **kwargs: Any) -> list[str]:

@@ -128,9 +128,9 @@ def test_fit_runs_without_a_config_as_the_books_run(tmp_path: Path) -> None:
     assert checkpoint["optimizer_states"][0]["param_groups"][0]["lr"] == 0.03
 
 
-def _help(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+def _help(capsys: pytest.CaptureFixture[str], *args: str, flag: str = "--help-all") -> str:
     with pytest.raises(SystemExit) as exit_info:
-        run_cli("fit", *args, "--help")
+        run_cli("fit", *args, flag)
     assert exit_info.value.code == 0
     return capsys.readouterr().out
 
@@ -170,6 +170,41 @@ def test_fit_help_lists_the_chosen_classes_options_with_this_commands_values(
     for option, default in defaults.items():
         entry = _option(text, option)
         assert f"default: {default})" in entry if default is not None else "required" in entry, option
+
+
+@pytest.mark.parametrize(
+    ("config", "data_keys"),
+    [(D2L_CONFIG, ("true_w", "batch_size")), (ROOT / "configs" / "csv.yaml", ("path", "target", "batch_size"))],
+    ids=["d2l", "csv"],
+)
+def test_fit_help_shows_the_options_most_runs_set_first_with_the_configs_values(
+    capsys: pytest.CaptureFixture[str], config: Path, data_keys: tuple[str, ...]
+) -> None:
+    lines = _help(capsys, "--config", str(config), "--trainer.max_epochs", "7", flag="--help").splitlines()
+    # `  --key value  help text`: the value runs to the two spaces before the help
+    shown = {m[1]: (i, m[2]) for i, line in enumerate(lines) if (m := re.match(r"  --(\S+) (.+?)(?:  |$)", line))}
+    given = yaml.safe_load(config.read_text())
+    expected = {f"data.{key}": given["data"]["init_args"][key] for key in data_keys}
+    expected |= {
+        "model.optimizer": given["model"]["optimizer"]["class_path"],
+        "model.optimizer.lr": given["model"]["optimizer"]["init_args"]["lr"],
+        "model.scheduler": None,
+        "trainer.max_epochs": 7,  # the command line's, over the config's
+        "trainer.accelerator": given["trainer"].get("accelerator", "auto"),
+        "ckpt_path": None,
+    }
+    for key, value in expected.items():
+        line, text = shown[key]
+        assert line < 60, key
+        assert yaml.safe_load(text) == value, key  # shown as a config file would give it
+    assert "trainer.devices" in shown
+    assert len(lines) < 60
+
+
+def test_every_option_is_one_flag_away(capsys: pytest.CaptureFixture[str]) -> None:
+    text = _help(capsys, "--config", str(D2L_CONFIG))
+    for option in ("--trainer.enable_progress_bar", "--data.num_train", "--model.optimizer.momentum"):
+        assert _option(text, option)
 
 
 def test_a_class_help_is_named_for_the_program() -> None:
