@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import lightning
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -47,7 +48,6 @@ class LinearRegressionCLI(LightningCLI):
         argv = kwargs.get("args")
         self._argv = sys.argv[1:] if argv is None else argv if isinstance(argv, list) else []
         if self._argv:
-            config_checks.check_config_files(self._argv)
             completed = config_checks.with_run_config(self._argv)
             if completed is not self._argv:  # passed on only when changed: LightningCLI warns of args beside sys.argv
                 kwargs["args"] = self._argv = completed
@@ -68,6 +68,13 @@ class LinearRegressionCLI(LightningCLI):
             if interrupted is not None:
                 raise interrupted from None
             raise
+
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        # LightningCLI's, with a --config that refuses a file it cannot read as YAML before reading it.
+        kwargs.setdefault("dump_header", [f"lightning.pytorch=={lightning.__version__}"])
+        parser = self.parser_class(**kwargs)
+        parser.add_argument("-c", "--config", action=config_checks.CheckedConfigFile, help="A YAML config file.")
+        return parser
 
     def subcommands(self) -> dict[str, set[str]]:  # type: ignore[override]
         # LightningCLI builds a full parser per subcommand; one is enough to run.
@@ -171,6 +178,9 @@ def build_cli(args: ArgsType = None, run: bool = True) -> LinearRegressionCLI:
         seed_everything_default=0,  # the book's seed without a config (LightningCLI's `true` warns and uses 0)
         # No `_instantiator` in the checkpoints' hyper-parameters: load_from_checkpoint would call what it names.
         load_from_checkpoint_support=False,
+        # The model takes its optimizer and scheduler (--model.optimizer, --model.scheduler); LightningCLI's own
+        # --optimizer and --lr_scheduler groups would silently replace them.
+        auto_configure_optimizers=False,
         parser_class=ShortErrorParser,  # one-line errors, in the bounded YAML mode (linreg.errors)
         parser_kwargs={"prog": "linreg", "description": "Linear regression fitted by SGD with PyTorch Lightning."},
         args=args,

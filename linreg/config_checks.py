@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from jsonargparse import Namespace
+from jsonargparse import ActionConfigFile, Namespace
 from lightning.fabric.plugins.environments import LightningEnvironment
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.cli import LightningCLI
@@ -51,13 +51,13 @@ def with_run_config(argv: list[str]) -> list[str]:
     return [*argv[:at], "--config", str(config), *argv[at:]]
 
 
-def check_config_files(argv: list[str]) -> None:
-    """Refuses ``--config`` files that are not regular UTF-8 files of YAML, before the parser reads them."""
-    for i, arg in enumerate(argv):
-        path = argv[i + 1] if arg == "--config" and i + 1 < len(argv) else None
-        path = arg.split("=", 1)[1] if arg.startswith("--config=") else path
-        if path is not None:
-            check_config_file(path)
+class CheckedConfigFile(ActionConfigFile):
+    """``--config``: refuses a file that is not a regular UTF-8 file of YAML (a FIFO would block) before reading it."""
+
+    def __call__(self, parser: Any, cfg: Any, values: Any, option_string: str | None = None) -> None:
+        if isinstance(values, str):
+            check_config_file(values)
+        super().__call__(parser, cfg, values, option_string)
 
 
 _OPTIMIZER_KEYS = ("--model.optimizer", "--model.init_args.optimizer")

@@ -1,7 +1,9 @@
 """What the command line prints when it stops: one short line and an exit status, no traceback.
 
 jsonargparse reports a bad value with the full usage (a hundred lines) and, for union types, one error
-per alternative type: ``ShortErrorParser`` prints it as one line. A class named by the config that refuses
+per alternative type: ``ShortErrorParser`` prints it as one line. An option or config key that no argument
+takes is named as the user gave it, with the nearest valid ones (``nearest_keys``), and no option is completed
+from a prefix. A class named by the config that refuses
 a value it was given is reported under that config key (``linreg.instantiation``). Errors raised later are
 answered the same way when they are about the user's input, which is decided by their type alone: a
 ``UserInputError`` (ours), a ``MisconfigurationException`` (Lightning's word for the same thing), a file that
@@ -12,22 +14,25 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import difflib
 import errno
 import re
 import signal
 import sys
+from collections.abc import Iterable
 from contextvars import ContextVar
 from typing import Any, NoReturn
 
 import torch.distributed
 import yaml
-from jsonargparse import Namespace, get_loader, set_loader
+from jsonargparse import ArgumentParser, Namespace, get_loader, set_loader
+from jsonargparse.typing import import_object
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser
 from lightning.pytorch.utilities import rank_zero_only
 
-from linreg.help import FullHelp
+from linreg.help import FullHelp, ShortHelp
 from linreg.instantiation import KeyedInstantiator
 from linreg.validation import UserInputError, check_yaml_expansion
 
@@ -167,6 +172,55 @@ def exit_for(exc: BaseException) -> NoReturn:
     fail("linreg", str(user_error), status=user_error.exit_status)
 
 
+class UnknownOptionError(KeyError):
+    """A key that no argument of a parser takes, with the parser's nearest keys (``nearest_keys``)."""
+
+    def __init__(self, key: str, near: list[str], of: str | None = None) -> None:
+        super().__init__(f"Option '{key}' is not accepted")
+        self.key, self.near, self.of = key, near, of  # `of`: the class whose arguments these are
+
+    def __str__(self) -> str:  # as jsonargparse's own key errors: without KeyError's quotes
+        return str(self.args[0])
+
+
+def initials(key: str) -> str:
+    """The first letter of each word of ``key``: ``learning_rate`` -> ``lr``."""
+    return "".join(word[0] for word in key.split("_") if word)
+
+
+def nearest_keys(key: str, valid: Iterable[str]) -> list[str]:
+    """The valid keys ``key`` may be a misspelling of: difflib's close matches, or the abbreviations.
+
+    Keys are compared within their group first (``trainer.max_epoch`` with ``trainer.*``), then whole (``trainr.x``
+    finds ``trainer.x``, ``optimizer`` finds ``model.optimizer``), then by their last part alone. An abbreviation
+    is a key made of the other's initials, either way (``learning_rate`` finds ``lr``).
+
+    Example:
+        >>> nearest_keys("learning_rate", ["lr", "momentum", "dampening"])
+        ['lr']
+        >>> nearest_keys("trainer.max_epoch", ["trainer.max_epochs", "trainer.min_epochs", "max_epoch_x"])
+        ['trainer.max_epochs', 'trainer.min_epochs']
+        >>> nearest_keys("optimizer", ["seed_everything", "model.optimizer", "model.scheduler"])
+        ['model.optimizer']
+    """
+    valid = sorted(set(valid))
+    group, _, leaf = key.rpartition(".")
+    siblings = [k for k in valid if k.rpartition(".")[0] == group]
+    return near_by_leaf(leaf, siblings) or difflib.get_close_matches(key, valid, n=3) or near_by_leaf(leaf, valid)
+
+
+def near_by_leaf(leaf: str, keys: list[str]) -> list[str]:
+    """The ``keys`` whose last part is close to ``leaf``, or its abbreviation, or it theirs."""
+    leaves = sorted({k.rpartition(".")[2] for k in keys})
+    near = difflib.get_close_matches(leaf, leaves, n=3)
+    near += [
+        name
+        for name in leaves
+        if name == leaf or ("_" in name and leaf == initials(name)) or ("_" in leaf and name == initials(leaf))
+    ]
+    return [k for name in dict.fromkeys(near) for k in keys if k.rpartition(".")[2] == name]
+
+
 # Whether a ShortErrorParser is building the config's classes: the parsers of nested classes build theirs
 # inside that call, through the outermost parser's instantiator, which knows the whole config's keys.
 _BUILDING: ContextVar[bool] = ContextVar("linreg_building", default=False)
@@ -188,10 +242,13 @@ class ShortErrorParser(LightningArgumentParser):
         # jsonargparse makes the parsers of `--data.help CLASS` without a prog: argparse would name the script.
         kwargs.setdefault("prog", "linreg")
         kwargs.setdefault("parser_mode", "yaml_bounded")
+        # No prefix completion: `--trainer.max_epoch` must be refused as a typo, as `--data.batch` is, not run.
+        kwargs.setdefault("allow_abbrev", False)
         add_help = kwargs.pop("add_help", True)
         super().__init__(*args, add_help=False, **kwargs)
         if add_help:
-            self.add_argument("-h", "--help", action=FullHelp, default=argparse.SUPPRESS, help=FullHelp.help)
+            self.add_argument("-h", "--help", action=ShortHelp, default=argparse.SUPPRESS, help=ShortHelp.help)
+            self.add_argument("--help-all", action=FullHelp, default=argparse.SUPPRESS, help=FullHelp.help)
         self.class_groups: dict[str, type] = {}  # the class groups (`last`, `checkpoint`) and what each builds
 
     def add_lightning_class_args(self, lightning_class: Any, nested_key: str, *args: Any, **kwargs: Any) -> list[str]:
@@ -212,9 +269,85 @@ class ShortErrorParser(LightningArgumentParser):
         finally:
             _BUILDING.reset(token)
 
+    def validate(self, namespace: Namespace, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().validate(namespace, *args, **kwargs)
+        except KeyError as error:
+            # Namespace.keys(): the nested leaf keys (`trainer.max_epochs`), which iterating it does not give.
+            given = namespace.keys()
+            key = next((k for k in given if "__" not in k and not self.accepts(k)), None)
+            if key is None or isinstance(error, UnknownOptionError):
+                raise
+            parser, key = self.owner_of(key)
+            # A configured class's parser (jsonargparse's, not exiting on errors) has one group: the class's.
+            of = None if self.exit_on_error else next(iter(self.groups), None)
+            raise UnknownOptionError(key, nearest_keys(key, parser.option_keys()), of) from error
+
+    def owner_of(self, key: str) -> tuple[ShortErrorParser, str]:
+        """The (sub)command parser a config key is for, and the key there: ``fit.trainer.x`` -> fit's, ``trainer.x``."""
+        head, _, rest = key.partition(".")
+        sub = self._subcommands_action.choices.get(head) if self._subcommands_action else None
+        return sub.owner_of(rest) if isinstance(sub, ShortErrorParser) and rest else (self, key)
+
+    def option_keys(self) -> list[str]:
+        """The config keys this parser's arguments take (``trainer.max_epochs``, ``data``), not ``--data.help``'s."""
+        return [a.dest for a in self._actions if a.dest != argparse.SUPPRESS and a.dest.rpartition(".")[2] != "help"]
+
+    def accepts(self, key: str) -> bool:
+        """Whether some argument of this parser, or of its subcommand's, takes the config key ``key``."""
+        parser, key = self.owner_of(key)
+        if parser is not self:
+            return parser.accepts(key)
+        keys = self.option_keys()
+        # `data.x` is for the class `data` names when no argument of this parser has its own `data.` keys.
+        own = lambda d: any(k.startswith(f"{d}.") for k in keys)  # noqa: E731
+        return key in keys or any(key.startswith(f"{d}.") and not own(d) for d in keys)
+
+    def unknown_option(self, ex: Exception | None) -> str | None:
+        """``unknown option --x; did you mean --y?`` for the first option given that no argument takes, if any.
+
+        An option of a configured class is refused by that class's parser (``UnknownOptionError``); it is named as the
+        command line or config gave it. One that names no argument at all is found among this parser's own.
+        """
+        given = [arg.split("=", 1)[0] for arg in getattr(self, "args", None) or [] if arg.startswith("--")]
+        known = next((e for e in causes(ex) if isinstance(e, UnknownOptionError)), None) if ex is not None else None
+        if known is not None:
+            option = next((o for o in given if o.endswith((f".{known.key}", f"--{known.key}"))), None)
+            if option is None:  # from a config file: its key as written there
+                of = f" of {known.of}" if known.of else ""
+                return f"unknown option '{known.key}'{of} in the config" + did_you_mean(known.near)
+            prefix = option[: -len(known.key)]
+            return f"unknown option {option}" + did_you_mean([prefix + key for key in known.near])
+        if self._subcommands_action is not None:
+            return None
+        options = {o.rstrip("+") for o in given}
+        unknown = next((o for o in options if not self.accepts(o[2:].rstrip("+"))), None)
+        if unknown is None:
+            return None
+        near = nearest_keys(unknown[2:], self.keys_one_class_deep())
+        return f"unknown option {unknown}" + did_you_mean(["--" + k for k in near])
+
+    def keys_one_class_deep(self) -> list[str]:
+        """This parser's keys, and those of the classes its class arguments default to (``model.optimizer``)."""
+        keys = self.option_keys()
+        for key, value in self.get_defaults().items(branches=True):
+            if isinstance(value, Namespace) and isinstance(value.get("class_path"), str):
+                sub = ArgumentParser(add_help=False)
+                sub.add_class_arguments(import_object(value.class_path), key)
+                keys += [k for k in sub.get_defaults().keys() if k.count(".") == key.count(".") + 1]  # noqa: SIM118
+        return keys
+
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error:  # jsonargparse is trying alternatives and wants the exception back
             super().error(message, ex)
         prog = self.prog.replace(" [options]", "")
+        unknown = self.unknown_option(ex)
+        if unknown is not None:
+            fail(prog, unknown)
         # `python -m`: the form that works without the environment's scripts on the PATH, as in the README.
         fail(prog, condense(message), f"(`python -m {prog} --help` lists the accepted options)")
+
+
+def did_you_mean(options: list[str]) -> str:
+    """``; did you mean --a or --b?``, or nothing without options."""
+    return f"; did you mean {' or '.join(options)}?" if options else ""

@@ -38,8 +38,32 @@ CASES = [
     ("save-last-true", [*FIT, "--checkpoint.save_last", "true"], "checkpoint.save_last must stay false, got True"),
     ("devices-zero", [*FIT, "--trainer.devices", "0"], "trainer: `Trainer(devices='0')` value is not a valid input"),
     # --- unknown keys ---
-    ("unknown-data-key", [*FIT, "--data.bogus", "3"], "Option 'bogus' is not accepted"),
-    ("unknown-key-in-file", ["fit", "--config", "{d}/typo.yaml"], "does not accept option 'trainer.max_epoch'"),
+    # --- unknown keys, named as given, with the nearest valid ones ---
+    (
+        "unknown-group-option",  # a prefix of --trainer.max_epochs: refused, not completed
+        [*FIT, "--trainer.max_epoch", "10"],
+        "unknown option --trainer.max_epoch; did you mean --trainer.max_epochs or",
+    ),
+    (
+        "unknown-class-option",
+        [*FIT, "--model.optimizer.learning_rate", "0.1"],
+        "unknown option --model.optimizer.learning_rate; did you mean --model.optimizer.lr?",
+    ),
+    (
+        "lightning-optimizer-group",  # it would replace the model's optimizer: the model's own is the one option
+        [*FIT, "--optimizer", "Adam"],
+        "unknown option --optimizer; did you mean --model.optimizer?",
+    ),
+    (
+        "unknown-key-in-file",
+        ["fit", "--config", "{d}/typo.yaml"],
+        "unknown option 'trainer.max_epoch' in the config; did you mean trainer.max_epochs or",
+    ),
+    (
+        "unknown-class-key-in-file",
+        ["fit", "--config", "{d}/typo_init_arg.yaml"],
+        "unknown option 'batchsize' of SyntheticRegressionData in the config; did you mean batch_size",
+    ),
     # --- subcommand ---
     ("wrong-subcommand", ["train", "--config", "{config}"], "invalid choice: 'train'"),
     ("no-subcommand", [], 'expected "subcommand" to be one of {{fit,validate,test,predict}}'),
@@ -239,6 +263,7 @@ def earlier(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "locked.ckpt").chmod(0)
     (d / "broken.yaml").write_text("trainer:\n  max_epochs: [3\n")
     (d / "typo.yaml").write_text(D2L_CONFIG.read_text().replace("max_epochs:", "max_epoch:"))
+    (d / "typo_init_arg.yaml").write_text(D2L_CONFIG.read_text().replace("batch_size:", "batchsize:"))
     (d / "list.yaml").write_text("- 1\n- 2\n")
     rows = [f"{i},{(i * 7) % 5},{2 * i + 1}" for i in range(40)]
     (d / "good.csv").write_text("x1,x2,y\n" + "\n".join(rows) + "\n")

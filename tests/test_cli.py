@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from jsonargparse import ActionConfigFile
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from linreg.data import SyntheticRegressionData
+from linreg.errors import ShortErrorParser, nearest_keys
 from tests.conftest import D2L_CONFIG, ROOT, final_params, fit_d2l, run_cli
 
 TRUE_W = torch.tensor([2.0, -3.4, 5.6, 3.2, -0.6])
@@ -124,9 +126,9 @@ def test_fit_runs_without_a_config_as_the_books_run(tmp_path: Path) -> None:
     assert checkpoint["optimizer_states"][0]["param_groups"][0]["lr"] == 0.03
 
 
-def _help(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+def _help(capsys: pytest.CaptureFixture[str], *args: str, flag: str = "--help-all") -> str:
     with pytest.raises(SystemExit) as exit_info:
-        run_cli("fit", *args, "--help")
+        run_cli("fit", *args, flag)
     assert exit_info.value.code == 0
     return capsys.readouterr().out
 
@@ -168,6 +170,41 @@ def test_fit_help_lists_the_chosen_classes_options_with_this_commands_values(
         assert f"default: {default})" in entry if default is not None else "required" in entry, option
 
 
+@pytest.mark.parametrize(
+    ("config", "data_keys"),
+    [(D2L_CONFIG, ("true_w", "batch_size")), (ROOT / "configs" / "csv.yaml", ("path", "target", "batch_size"))],
+    ids=["d2l", "csv"],
+)
+def test_fit_help_shows_the_options_most_runs_set_first_with_the_configs_values(
+    capsys: pytest.CaptureFixture[str], config: Path, data_keys: tuple[str, ...]
+) -> None:
+    lines = _help(capsys, "--config", str(config), "--trainer.max_epochs", "7", flag="--help").splitlines()
+    # `  --key value  help text`: the value runs to the two spaces before the help
+    shown = {m[1]: (i, m[2]) for i, line in enumerate(lines) if (m := re.match(r"  --(\S+) (.+?)(?:  |$)", line))}
+    given = yaml.safe_load(config.read_text())
+    expected = {f"data.{key}": given["data"]["init_args"][key] for key in data_keys}
+    expected |= {
+        "model.optimizer": given["model"]["optimizer"]["class_path"],
+        "model.optimizer.lr": given["model"]["optimizer"]["init_args"]["lr"],
+        "model.scheduler": None,
+        "trainer.max_epochs": 7,  # the command line's, over the config's
+        "trainer.accelerator": given["trainer"].get("accelerator", "auto"),
+        "ckpt_path": None,
+    }
+    for key, value in expected.items():
+        line, text = shown[key]
+        assert line < 60, key
+        assert yaml.safe_load(text) == value, key  # shown as a config file would give it
+    assert "trainer.devices" in shown
+    assert len(lines) < 60
+
+
+def test_every_option_is_one_flag_away(capsys: pytest.CaptureFixture[str]) -> None:
+    text = _help(capsys, "--config", str(D2L_CONFIG))
+    for option in ("--trainer.enable_progress_bar", "--data.num_train", "--model.optimizer.momentum"):
+        assert _option(text, option)
+
+
 def test_a_class_help_is_named_for_the_program() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "linreg", "fit", "--data.help", "CSVRegressionData"],
@@ -185,3 +222,60 @@ def test_a_fit_without_a_config_uses_the_books_seed_without_a_warning(tmp_path: 
     assert not [w for w in caught if "seed" in str(w.message).lower()]
     config = yaml.safe_load(next(tmp_path.rglob("config.yaml")).read_text())
     assert config["seed_everything"] == 0  # configs/d2l.yaml's
+
+
+class _Data:
+    """A class group's arguments, for the parser's tests."""
+
+    def __init__(self, batch_size: int = 10, learning_rate: float = 0.1) -> None:
+        self.batch_size, self.learning_rate = batch_size, learning_rate
+
+
+def _refusal(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    parser = ShortErrorParser(prog="prog")
+    parser.add_argument("--max_epochs", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_subclass_arguments(_Data, "data", default={"class_path": f"{__name__}._Data"})
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(list(args))
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err.strip()
+
+
+@pytest.mark.parametrize(
+    ("given", "near"),
+    [
+        ("--max_epoch", "--max_epochs"),  # a prefix is not completed
+        ("--sed", "--seed"),
+        ("--data.batchsize", "--data.batch_size"),  # an argument of the class the group names
+        ("--data.init_args.batchsize", "--data.init_args.batch_size"),  # as written
+        ("--data.lr", "--data.learning_rate"),  # an abbreviation by initials
+        ("--batch_size", "--data.batch_size"),  # the right name in the wrong group
+    ],
+)
+def test_an_unknown_option_is_named_as_given_with_the_nearest_valid_one(
+    capsys: pytest.CaptureFixture[str], given: str, near: str
+) -> None:
+    assert _refusal(capsys, given, "3") == f"prog: error: unknown option {given}; did you mean {near}?"
+
+
+def test_an_unknown_key_in_a_config_is_named_with_the_nearest_valid_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = ShortErrorParser(prog="prog")
+    parser.add_argument("--config", action=ActionConfigFile)
+    parser.add_class_arguments(_Data, "data")
+    (tmp_path / "c.yaml").write_text("data:\n  batchsize: 3\n")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--config", str(tmp_path / "c.yaml")])
+    assert capsys.readouterr().err.strip() == (
+        "prog: error: unknown option 'data.batchsize' in the config; did you mean data.batch_size?"
+    )
+
+
+def test_nearest_keys_prefers_the_group_then_the_whole_key_then_the_last_part() -> None:
+    keys = ["trainer.max_epochs", "trainer.min_epochs", "model.optimizer", "model.scheduler", "ckpt_path"]
+    assert nearest_keys("trainer.max_epoch", keys) == ["trainer.max_epochs", "trainer.min_epochs"]
+    assert nearest_keys("trainr.max_epochs", keys)[0] == "trainer.max_epochs"
+    assert nearest_keys("lr_scheduler", keys) == ["model.scheduler"]
+    assert nearest_keys("zzz", keys) == []
