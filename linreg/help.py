@@ -28,6 +28,8 @@ COMMON = (
     "model.optimizer",
     "model.optimizer.lr",
     "model.scheduler",
+    "model.weight_decay",
+    "model.loss",
     "trainer.max_epochs",
     "trainer.accelerator",
     "trainer.devices",
