@@ -56,7 +56,8 @@ class LinearRegressionCLI(LightningCLI):
         self._run: RunChoice | None = None
         self._interrupt = SaveOnInterrupt()
         try:
-            super().__init__(*args, **kwargs)
+            with self._interrupt.stopping_signals():
+                super().__init__(*args, **kwargs)
         except NothingToDo:
             raise
         except BaseException as error:
@@ -131,8 +132,7 @@ class LinearRegressionCLI(LightningCLI):
             # LightningCLI adds the `checkpoint` and `last` groups' callbacks to every trainer, and Lightning refuses
             # checkpoint callbacks with enable_checkpointing false: they give way to inert ones.
             config.checkpoint, config.last = Callback(), Callback()
-        elif self.subcommand in (None, "fit"):
-            self.trainer_defaults["callbacks"].append(self._interrupt)
+        self.trainer_defaults["callbacks"].append(self._interrupt)
         if self.subcommand in (None, "fit"):
             parsed = self.config[self.subcommand] if self.subcommand else self.config
             key_of = lambda callback: config_key(parsed, type(callback), _CALLBACK_GROUPS)  # noqa: E731
