@@ -8,6 +8,7 @@ before, and no file or directory may have been added: a refused run leaves no ``
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -192,6 +193,10 @@ CASES += [
 if not torch.cuda.is_available():
     CASES.append(("accelerator-gpu-absent", [*FIT, "--trainer.accelerator", "gpu"], "trainer: No supported gpu"))
     CASES.append(("precision-fp16-on-cpu", [*FIT, "--trainer.precision", "16-mixed"], "Lightning would train in bf16"))
+if importlib.util.find_spec("rich") is None:  # a class that needs a package this environment lacks
+    CASES.append(
+        ("callback-needs-a-package", [*FIT, "--trainer.callbacks+=RichProgressBar"], "RichProgressBar needs a package")
+    )
 if os.name == "posix" and os.geteuid() != 0:  # root reads any file
     CASES.append(("ckpt-unreadable", [*FIT, "--ckpt_path", "{d}/locked.ckpt"], "permission denied"))
 
