@@ -16,7 +16,7 @@ from typing import Any
 
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Callback, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -128,6 +128,10 @@ class LinearRegressionCLI(LightningCLI):
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         plugins = AtomicCheckpointIO.unless_given(config.trainer.get("plugins"))
         self.trainer_defaults["callbacks"] = default_callbacks(self.subcommand)
+        if config.trainer.get("enable_progress_bar") is False:  # Lightning refuses a progress bar beside it
+            self.trainer_defaults["callbacks"] = [
+                c for c in self.trainer_defaults["callbacks"] if not isinstance(c, ProgressBar)
+            ]
         if config.trainer.get("enable_checkpointing") is False:
             # LightningCLI adds the `checkpoint` and `last` groups' callbacks to every trainer, and Lightning refuses
             # checkpoint callbacks with enable_checkpointing false: they give way to inert ones.

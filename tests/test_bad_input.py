@@ -193,6 +193,20 @@ CASES += [
 if not torch.cuda.is_available():
     CASES.append(("accelerator-gpu-absent", [*FIT, "--trainer.accelerator", "gpu"], "trainer: No supported gpu"))
     CASES.append(("precision-fp16-on-cpu", [*FIT, "--trainer.precision", "16-mixed"], "Lightning would train in bf16"))
+NO_VALIDATION = ("--trainer.limit_val_batches", "0")
+CASES += [
+    # --- a valid configuration Lightning would end in a traceback ---
+    (
+        "early-stopping-without-validation",
+        [*FIT, "--trainer.callbacks+=EarlyStopping", "--trainer.callbacks.monitor", "val/loss", *NO_VALIDATION],
+        "trainer.callbacks[0].monitor: 'val/loss' is logged by validation, which trainer.limit_val_batches 0",
+    ),
+    (
+        "learning-rate-finder",
+        [*FIT, "--trainer.callbacks+=LearningRateFinder"],
+        "trainer.callbacks[0]: LearningRateFinder sets a model attribute lr or learning_rate",
+    ),
+]
 if importlib.util.find_spec("rich") is None:  # a class that needs a package this environment lacks
     CASES.append(
         ("callback-needs-a-package", [*FIT, "--trainer.callbacks+=RichProgressBar"], "RichProgressBar needs a package")
