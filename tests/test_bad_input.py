@@ -207,6 +207,13 @@ CASES += [
         "trainer.callbacks[0]: LearningRateFinder sets a model attribute lr or learning_rate",
     ),
 ]
+CASES.append(
+    (
+        "predict-no-batches",  # Lightning would skip predict without a word and exit 0
+        ["predict", "--config", "{config}", "--ckpt_path", "{d}/last.ckpt", "--trainer.limit_predict_batches", "0"],
+        "trainer.limit_predict_batches 0 predicts no rows; nothing was written",
+    )
+)
 if importlib.util.find_spec("rich") is None:  # a class that needs a package this environment lacks
     CASES.append(
         ("callback-needs-a-package", [*FIT, "--trainer.callbacks+=RichProgressBar"], "RichProgressBar needs a package")
