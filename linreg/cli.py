@@ -17,7 +17,7 @@ from typing import Any
 import lightning
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Callback, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -56,7 +56,8 @@ class LinearRegressionCLI(LightningCLI):
         self._run: RunChoice | None = None
         self._interrupt = SaveOnInterrupt()
         try:
-            super().__init__(*args, **kwargs)
+            with self._interrupt.stopping_signals():
+                super().__init__(*args, **kwargs)
         except NothingToDo:
             raise
         except BaseException as error:
@@ -134,12 +135,15 @@ class LinearRegressionCLI(LightningCLI):
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         plugins = AtomicCheckpointIO.unless_given(config.trainer.get("plugins"))
         self.trainer_defaults["callbacks"] = default_callbacks(self.subcommand, command_line=True)
+        if config.trainer.get("enable_progress_bar") is False:  # Lightning refuses a progress bar beside it
+            self.trainer_defaults["callbacks"] = [
+                c for c in self.trainer_defaults["callbacks"] if not isinstance(c, ProgressBar)
+            ]
         if config.trainer.get("enable_checkpointing") is False:
             # LightningCLI adds the `checkpoint` and `last` groups' callbacks to every trainer, and Lightning refuses
             # checkpoint callbacks with enable_checkpointing false: they give way to inert ones.
             config.checkpoint, config.last = Callback(), Callback()
-        elif self.subcommand in (None, "fit"):
-            self.trainer_defaults["callbacks"].append(self._interrupt)
+        self.trainer_defaults["callbacks"].append(self._interrupt)
         if self.subcommand in (None, "fit"):
             parsed = self.config[self.subcommand] if self.subcommand else self.config
             key_of = lambda callback: config_key(parsed, type(callback), _CALLBACK_GROUPS)  # noqa: E731

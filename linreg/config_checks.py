@@ -18,7 +18,9 @@ import torch
 from jsonargparse import ActionConfigFile, Namespace
 from lightning.fabric.plugins.environments import LightningEnvironment
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import LearningRateFinder
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities.parsing import lightning_hasattr
 from torch.optim import Optimizer
 
 from linreg.callbacks.recovery import FULL_LOSS
@@ -254,6 +256,18 @@ class CheckBeforeTraining(Callback):
     def __init__(self, key_of: Callable[[Callback], str]) -> None:
         self.key_of = key_of
 
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # Before Lightning's tuner callbacks, which it runs first at on_fit_start: the learning-rate finder sets a
+        # model attribute `lr` or `learning_rate`; this model's rate is its optimizer's (model.optimizer.lr).
+        for callback in trainer.callbacks:
+            if isinstance(callback, LearningRateFinder) and not any(
+                lightning_hasattr(pl_module, name) for name in ("lr", "learning_rate")
+            ):
+                raise UserInputError(
+                    f"{self.key_of(callback)}: LearningRateFinder sets a model attribute lr or learning_rate, which"
+                    f" {type(pl_module).__name__} does not have: its learning rate is model.optimizer.lr"
+                )
+
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         interval = trainer.val_check_interval
         if isinstance(interval, int) and trainer.check_val_every_n_epoch is not None and trainer.datamodule:
@@ -265,9 +279,16 @@ class CheckBeforeTraining(Callback):
                     f"trainer.val_check_interval must be at most the {batches} training batches of an epoch, got"
                     f" {interval} (or set trainer.check_val_every_n_epoch to null to count batches across epochs)"
                 )
-        logged = {*getattr(pl_module, "val_metrics", {}).keys(), *LOGGED, "epoch", "step"}
+        validated = set(getattr(pl_module, "val_metrics", {}).keys())
+        logged = {*validated, *LOGGED, "epoch", "step"}
         for callback in trainer.callbacks:
             monitor = getattr(callback, "monitor", None)
+            # EarlyStopping (strict) fails at the first epoch's end without its metric; a checkpoint skips saving.
+            if trainer.limit_val_batches == 0 and monitor in validated and getattr(callback, "strict", False):
+                raise UserInputError(
+                    f"{self.key_of(callback)}.monitor: {monitor!r} is logged by validation, which"
+                    f" trainer.limit_val_batches {trainer.limit_val_batches:g} switches off; monitor train/loss instead"
+                )
             if isinstance(monitor, str) and monitor not in logged:
                 raise UserInputError(
                     f"{self.key_of(callback)}.monitor: {monitor!r} is not a metric this run logs;"

@@ -8,8 +8,11 @@ starts with the config key (``data: batch_size must be ...``, ``model.optimizer:
 
 Which exceptions are refusals is decided by their type and by whose class was called: ours raise
 ``UserInputError`` for a bad argument; Lightning raises ``MisconfigurationException``; other libraries' classes
-(torch, Lightning) follow Python's convention of ``ValueError``, ``TypeError`` or ``OverflowError``. Any other
-exception, and a ``ValueError`` from one of our classes, is a bug and keeps its traceback.
+(torch, Lightning) follow Python's convention of ``ValueError``, ``TypeError`` or ``OverflowError``. A class
+that needs a package that is not installed (Lightning's ``RichProgressBar`` without rich, ``MLFlowLogger``
+without mlflow) raises ``ImportError`` when it is built: the configuration is valid, this environment lacks the
+package, and the line says so. Any other exception, and a ``ValueError`` from one of our classes, is a bug and
+keeps its traceback.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ class ConfigKeyError(UserInputError):
 
 def is_refusal(error: Exception, class_type: type) -> bool:
     """Whether ``error``, raised by calling ``class_type``, is its refusal of the values it was given."""
-    if isinstance(error, (UserInputError, MisconfigurationException)):
+    if isinstance(error, (UserInputError, MisconfigurationException, ImportError)):
         return True
     if isinstance(error, OSError):  # a file that cannot be opened, named
         return error.filename is not None
@@ -56,7 +59,12 @@ class KeyedInstantiator:
             if isinstance(error, ConfigKeyError) or not is_refusal(error, class_type):
                 raise
             key = config_key(self.config, class_type, self.groups)
-            raise ConfigKeyError(f"{key}: {' '.join(str(error).split())}") from error
+            missing = (
+                f"{class_type.__name__} needs a package that is not installed: "
+                if isinstance(error, ImportError)
+                else ""
+            )
+            raise ConfigKeyError(f"{key}: {missing}{' '.join(str(error).split())}") from error
 
 
 def config_key(config: Namespace, class_type: type, groups: Mapping[str, type] | None = None) -> str:

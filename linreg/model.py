@@ -8,8 +8,9 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
-from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
+from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 
+from linreg.stats.r2 import DefinedR2Score
 from linreg.stats.reference import Objective
 from linreg.validation import UserInputError, check_float, check_int
 
@@ -79,7 +80,7 @@ class LinearRegression(LightningModule):
         nn.init.normal_(self.net[0].weight, mean=0.0, std=init_std)
         nn.init.zeros_(self.net[0].bias)
         # One collection per stage: their states must not mix. For validation and test the MSE is the loss.
-        metrics = MetricCollection({"loss": MeanSquaredError(), "mae": MeanAbsoluteError(), "r2": R2Score()})
+        metrics = MetricCollection({"loss": MeanSquaredError(), "mae": MeanAbsoluteError(), "r2": DefinedR2Score()})
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
 

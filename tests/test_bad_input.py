@@ -8,6 +8,7 @@ before, and no file or directory may have been added: a refused run leaves no ``
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -228,6 +229,31 @@ CASES += [
 if not torch.cuda.is_available():
     CASES.append(("accelerator-gpu-absent", [*FIT, "--trainer.accelerator", "gpu"], "trainer: No supported gpu"))
     CASES.append(("precision-fp16-on-cpu", [*FIT, "--trainer.precision", "16-mixed"], "Lightning would train in bf16"))
+NO_VALIDATION = ("--trainer.limit_val_batches", "0")
+CASES += [
+    # --- a valid configuration Lightning would end in a traceback ---
+    (
+        "early-stopping-without-validation",
+        [*FIT, "--trainer.callbacks+=EarlyStopping", "--trainer.callbacks.monitor", "val/loss", *NO_VALIDATION],
+        "trainer.callbacks[0].monitor: 'val/loss' is logged by validation, which trainer.limit_val_batches 0",
+    ),
+    (
+        "learning-rate-finder",
+        [*FIT, "--trainer.callbacks+=LearningRateFinder"],
+        "trainer.callbacks[0]: LearningRateFinder sets a model attribute lr or learning_rate",
+    ),
+]
+CASES.append(
+    (
+        "predict-no-batches",  # Lightning would skip predict without a word and exit 0
+        ["predict", "--config", "{config}", "--ckpt_path", "{d}/last.ckpt", "--trainer.limit_predict_batches", "0"],
+        "trainer.limit_predict_batches 0 predicts no rows; nothing was written",
+    )
+)
+if importlib.util.find_spec("rich") is None:  # a class that needs a package this environment lacks
+    CASES.append(
+        ("callback-needs-a-package", [*FIT, "--trainer.callbacks+=RichProgressBar"], "RichProgressBar needs a package")
+    )
 if os.name == "posix" and os.geteuid() != 0:  # root reads any file
     CASES.append(("ckpt-unreadable", [*FIT, "--ckpt_path", "{d}/locked.ckpt"], "permission denied"))
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import OnExceptionCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from linreg import LinearRegression, SyntheticRegressionData
@@ -122,3 +123,23 @@ def test_a_checkpoint_whose_weights_diverge_at_once_is_named(
         )
     assert exit_info.value.code == 1
     assert f"at step 301 (epoch 3); the weights of checkpoint {huge} are likely unusable" in capsys.readouterr().err
+
+
+def test_a_checkpoint_lightning_saves_on_the_error_is_named_in_the_message(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = LinearRegression(5, optimizer=lambda params: torch.optim.SGD(params, lr=10))
+    on_error = OnExceptionCheckpoint(tmp_path)
+    trainer = Trainer(
+        max_epochs=1,
+        logger=False,
+        callbacks=[DivergenceGuard(), on_error],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    with pytest.raises(TrainingDivergedError) as raised:
+        trainer.fit(model, SyntheticRegressionData())
+    assert str(raised.value).endswith(
+        f"Nothing was saved from that step on, but by OnExceptionCheckpoint, whose {on_error.ckpt_path} holds the"
+        " diverged weights."
+    )
+    assert torch.load(on_error.ckpt_path, weights_only=True)["global_step"] == FIRST_INFINITE_STEP

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -11,8 +12,9 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.demos.boring_classes import BoringModel
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from linreg.checkpointing.interrupt import SaveOnInterrupt
-from tests.signals import SignalAt
+from linreg.checkpointing.interrupt import SaveOnInterrupt, Stopped
+from tests.conftest import D2L_CONFIG, run_cli
+from tests.signals import SignalAt, SignalAtBatch, SignalInSetup
 
 
 def _fit(tmp_path: Path, name: str) -> SaveOnInterrupt:
@@ -44,3 +46,70 @@ def test_ctrl_c_is_named_as_such() -> None:
     callback = SaveOnInterrupt()
     callback.signal = signal.SIGINT
     assert callback.message() == "stopped by Ctrl-C (SIGINT) before the first training step; nothing was saved"
+
+
+def _run(tmp_path: Path, command: str, *callbacks: Any, data: Any = None) -> SaveOnInterrupt:
+    """Runs ``command`` of a Trainer under the command line's signal handling; returns the callback."""
+    callback = SaveOnInterrupt()
+    trainer = Trainer(
+        default_root_dir=tmp_path,
+        max_epochs=1,
+        limit_val_batches=2,
+        num_sanity_val_steps=0,
+        callbacks=[callback, *callbacks],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    with callback.stopping_signals(), pytest.raises((Stopped, SIGTERMException)):
+        getattr(trainer, command)(BoringModel(), datamodule=data)
+    return callback
+
+
+def test_sighup_in_training_saves_as_sigterm_does(tmp_path: Path) -> None:
+    callback = _run(tmp_path, "fit", SignalAt(3, "SIGHUP"))
+    assert callback.exit_status == 128 + signal.SIGHUP
+    assert callback.saved is not None
+    assert torch.load(callback.saved, weights_only=False)["global_step"] == 3
+
+
+def test_a_second_signal_stops_at_once_and_says_so(tmp_path: Path) -> None:
+    callback = _run(tmp_path, "fit", SignalAt(3, "SIGTERM", times=2))
+    assert callback.saved is None
+    assert callback.message().startswith("stopped by a second SIGTERM (after SIGTERM) at once, with nothing saved")
+    assert callback.exit_status == 143
+
+
+@pytest.mark.parametrize(
+    ("command", "callbacks", "data", "phase"),
+    [
+        ("fit", (), SignalInSetup("SIGTERM"), "while the data were read for fit"),
+        ("fit", (), SignalInSetup("SIGINT"), "while the data were read for fit"),
+        ("validate", (SignalAtBatch("validate", "SIGINT"),), None, "during validate"),
+        ("predict", (SignalAtBatch("predict", "SIGTERM"),), None, "during predict, before any prediction was written"),
+    ],
+)
+def test_a_signal_outside_training_stops_at_once_naming_the_phase(
+    tmp_path: Path, command: str, callbacks: tuple[Any, ...], data: Any, phase: str
+) -> None:
+    callback = _run(tmp_path, command, *callbacks, data=data)
+    assert callback.message().endswith(f" {phase}; nothing was saved")
+    assert callback.saved is None
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_a_signal_before_training_leaves_no_run_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Lightning's sanity-check validation runs before the first training step: there is nothing to save yet.
+    signal_in_validation = ("--trainer.callbacks+=tests.signals.SignalAtBatch", "--trainer.callbacks.stage", "validate")
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(
+            *("fit", "--config", str(D2L_CONFIG), "--trainer.logger.init_args.save_dir", str(tmp_path / "runs")),
+            *signal_in_validation,
+        )
+    assert exit_info.value.code == 143
+    errors = [line for line in capsys.readouterr().err.splitlines() if ": error: " in line]
+    assert errors == [
+        "linreg: error: stopped by SIGTERM during the sanity-check validation, before the first training step;"
+        " nothing was saved"
+    ]
+    assert not (tmp_path / "runs").exists()

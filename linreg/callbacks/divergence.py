@@ -3,7 +3,8 @@
 With too large a learning rate (``--model.optimizer.lr 10`` on the d2l data) SGD overshoots further at
 every step; within a few steps the loss is infinite, then NaN, and every later step, validation and
 checkpoint is wasted. ``DivergenceGuard`` stops fit at the first non-finite loss with a one-line
-message naming the step and the learning rate, and no checkpoint with non-finite weights is written.
+message naming the step and the learning rate, and no checkpoint with non-finite weights is written
+(Lightning's ``OnExceptionCheckpoint``, which saves on any error, is named in the message when configured).
 
 Cost: reading a loss on the host waits for the device. On one CPU process that wait is free, so every
 step is checked. On a GPU, or with several processes, the check is kept on the device (a running flag,
@@ -18,6 +19,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import OnExceptionCheckpoint
 from torch import Tensor
 
 from linreg.validation import UserInputError
@@ -97,9 +99,12 @@ class DivergenceGuard(Callback):
         if self._resumed_from is not None and step == self._resumed_from[1]:
             # At the very first step from a checkpoint: its weights are the likelier culprit.
             cause = f"the weights of checkpoint {self._resumed_from[0]} are likely unusable, or {cause}"
+        # Lightning's OnExceptionCheckpoint saves the weights of the moment on any error: the diverged ones.
+        kept = [c.ckpt_path for c in trainer.callbacks if isinstance(c, OnExceptionCheckpoint)]
+        saved = f", but by OnExceptionCheckpoint, whose {', '.join(kept)} holds the diverged weights" if kept else ""
         raise TrainingDivergedError(
             f"training diverged: {what} at step {step} (epoch {trainer.current_epoch});"
-            f" {cause}. Nothing was saved from that step on."
+            f" {cause}. Nothing was saved from that step on{saved}."
         )
 
 

@@ -11,17 +11,30 @@ shows the first five in alphabetical order, so those five hold what runs differ 
 from __future__ import annotations
 
 import inspect
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import yaml
-from jsonargparse import Namespace
+from jsonargparse import Namespace, set_dumper
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.optim import Optimizer
 
 from linreg.checkpointing.io import save_atomically
+
+
+class _ConfigDumper(yaml.SafeDumper):
+    """YAML's safe dumper that writes an enum as its value: Lightning's defaults hold some (``Timer``'s interval)."""
+
+
+_ConfigDumper.add_multi_representer(Enum, lambda dumper, value: dumper.represent_data(value.value))
+# The dumper of this project's parser mode (linreg.errors' "yaml_bounded"), for config.yaml and --print_config.
+set_dumper(
+    "yaml_bounded",
+    lambda data: yaml.dump(data, Dumper=_ConfigDumper, default_flow_style=False, allow_unicode=True, sort_keys=False),
+)
 
 FINAL_LOSS = "val/final_loss"  # the hparams tab's metric: val/loss after the last epoch
 

@@ -90,6 +90,14 @@ class PredictionWriter(BasePredictionWriter):
     def __init__(self) -> None:
         super().__init__(write_interval="epoch")
 
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # Lightning skips predict without a word when it may read no batch: the user asked for rows and gets none.
+        if stage == "predict" and trainer.limit_predict_batches == 0:
+            raise UserInputError(
+                f"trainer.limit_predict_batches {trainer.limit_predict_batches:g} predicts no rows; nothing was"
+                " written. Leave it unset to predict every row"
+            )
+
     def write_on_epoch_end(
         self, trainer: Trainer, pl_module: LightningModule, predictions: Sequence[Any], batch_indices: Sequence[Any]
     ) -> None:

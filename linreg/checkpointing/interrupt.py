@@ -1,17 +1,24 @@
-"""Stopping fit on SIGTERM or Ctrl-C: ``last.ckpt`` saved, a resume hint, a non-zero exit.
+"""Stopping a command on SIGTERM, SIGHUP or Ctrl-C: ``last.ckpt`` saved when fit trains, one line, a non-zero exit.
 
-SIGTERM is what a scheduler sends before it pre-empts a job. Lightning catches it itself
-(``trainer.received_sigterm``) and, at the end of the training step in progress, raises
-``SIGTERMException``: a ``SystemExit`` without a status, so the process would exit 0 and the job would
-look finished to the scheduler. ``SaveOnInterrupt`` writes the full training state to the run's
-``last.ckpt`` in ``on_exception``, where Lightning hands the exception to callbacks, and the command line
-exits with ``128 + the signal's number`` (143 for SIGTERM), as a shell reports a process killed by it;
-``--ckpt_path last`` then resumes exactly there.
+SIGTERM is what a scheduler sends before it pre-empts a job, SIGHUP what a closed terminal or SSH session
+sends. While fit trains, Lightning catches SIGTERM itself (``trainer.received_sigterm``) and, at the end of
+the training step in progress, raises ``SIGTERMException``: a ``SystemExit`` without a status, so the process
+would exit 0 and the job would look finished to the scheduler. ``SaveOnInterrupt`` writes the full training
+state to the run's ``last.ckpt`` in ``on_exception``, where Lightning hands the exception to callbacks, and the
+command line exits with ``128 + the signal's number`` (143 for SIGTERM), as a shell reports a process killed by
+it; ``--ckpt_path last`` then resumes exactly there. Ctrl-C (SIGINT) and SIGHUP take the same path while fit
+trains: they are turned into that SIGTERM, so training stops at the end of a step, where a resume continues
+bit for bit (Lightning's own answer to Ctrl-C saves nothing and exits 1).
 
-Ctrl-C (SIGINT) takes the same path: while fit trains, the first Ctrl-C is turned into that SIGTERM, so
-training stops at the same point (the end of a step, where a resume continues bit for bit) and the
-command exits with 130. Lightning's own answer to Ctrl-C, a ``KeyboardInterrupt`` wherever it falls (in the
-middle of an optimizer step, say), saves nothing and exits 1. A second Ctrl-C stops at once, saving nothing.
+Outside the training steps (reading the data and its statistics pass, validate, test, predict, the report)
+there is no training state to save, and Lightning would ignore SIGTERM there (predict went on to write every
+row and exit 0) or leave it to kill the process (leaving an empty run directory): for the whole command
+(``stopping_signals``), a stopping signal raises ``Stopped`` where it arrives, so the command stops at once,
+writes nothing more, releases its run directory like any early failure, and names the phase it stopped in.
+
+A second stopping signal, while the first is being answered, stops at once without saving, with its own line:
+whoever sends it insists, and waiting could mean waiting for a save to a slow or full disk. Checkpoints are
+written atomically, so a save cut short leaves the previous ``last.ckpt`` whole.
 
 Lightning's ``OnExceptionCheckpoint`` saves on every exception (a diverged run too, with NaN weights) and
 deletes its file at teardown, so it cannot keep the file a resume starts from.
@@ -22,7 +29,8 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -37,10 +45,27 @@ from linreg.errors import Interrupted
 SIGTERM_STATUS = 128 + signal.SIGTERM
 SIGINT_STATUS = 128 + signal.SIGINT
 
-# How each stopping signal is named to the user.
+# The signals that stop a command, and how each is named to the user (Windows has no SIGHUP).
 _NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "Ctrl-C (SIGINT)"}
+if hasattr(signal, "SIGHUP"):
+    _NAMES[signal.SIGHUP] = "SIGHUP"
+STOPPING = tuple(_NAMES)
 
 Handler = Callable[[int, FrameType | None], Any] | int | None  # what signal.signal takes and returns
+
+
+# A BaseException, as KeyboardInterrupt is: no `except Exception` on the way swallows it.
+class Stopped(BaseException):
+    """A stopping signal that ends the command where it arrived (outside the training steps, or a second one)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(_NAMES.get(signum, str(signum)))
+        self.signum = signum
+
+
+def _in_main_thread() -> bool:
+    # Signal handlers can only be set from the main thread.
+    return threading.current_thread() is threading.main_thread()
 
 
 def last_checkpoint_path(trainer: Trainer) -> Path:
@@ -54,71 +79,119 @@ def last_checkpoint_path(trainer: Trainer) -> Path:
 
 
 class SaveOnInterrupt(Callback):
-    """Saves ``last.ckpt`` when fit is stopped by SIGTERM or Ctrl-C (both end in Lightning's ``SIGTERMException``)."""
+    """Saves ``last.ckpt`` when fit is stopped by a signal while it trains, and words how any command was stopped."""
 
     def __init__(self) -> None:
         self.saved: Path | None = None  # where the interrupted fit was saved, for the command line's message
-        self.signal = signal.SIGTERM  # the signal that stopped fit
-        self.at_once = False  # stopped by a KeyboardInterrupt mid-step (a second Ctrl-C), nothing saved
-        self._previous: Handler = None  # the SIGINT handler replaced while training
+        self.signal: int | None = None  # the first stopping signal received
+        self.second: int | None = None  # a further one, which stopped the command at once
+        self.phase: str | None = None  # where a signal outside the training steps stopped the command
+        self._training = False  # between on_train_start and the end of training: stop at the end of a step
+        self._forwarded = False  # the SIGTERM this callback sent itself, to stop at the end of the step
+        self._set_up = False  # the data were read (the callbacks' setup comes after the data module's)
+        self._previous: dict[int, Handler] = {}  # the handlers replaced while training
 
     @property
     def exit_status(self) -> int:
         """The command's exit status: 128 + the signal's number, as a shell reports a process that it stopped."""
-        return SIGINT_STATUS if self.signal == signal.SIGINT else SIGTERM_STATUS
+        return 128 + (self.signal or signal.SIGTERM)
+
+    @contextmanager
+    def stopping_signals(self) -> Iterator[None]:
+        """For the whole command: a stopping signal outside the training steps raises ``Stopped`` where it arrives.
+
+        While fit trains, Lightning composes its SIGTERM handler with this one, which then only notes the signal.
+        """
+        previous = {signum: signal.signal(signum, self._on_signal) for signum in STOPPING} if _in_main_thread() else {}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._forwarded and signum == signal.SIGTERM:  # our own SIGTERM for a first Ctrl-C or SIGHUP
+            self._forwarded = False
+            return
+        if self.signal is None:
+            self.signal = signum
+            if self._training:  # Lightning's handler (called first) stops at the end of the step
+                return
+        else:
+            self.second = signum
+        raise Stopped(signum)
+
+    def _at_step_end(self, signum: int, frame: FrameType | None) -> None:
+        """A first Ctrl-C or SIGHUP while training: stops as SIGTERM does, at the end of the step in progress."""
+        if self.signal is not None:
+            self.second = signum
+            raise Stopped(signum)
+        self.signal, self._forwarded = signum, True
+        os.kill(os.getpid(), signal.SIGTERM)  # Lightning's handler: the stop is shared with every process under DDP
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._set_up = True
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # After Lightning's own signal handlers are in place (it restores them all at teardown). Signal handlers
-        # can only be set from the main thread.
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._on_ctrl_c)
-
-    def _on_ctrl_c(self, signum: int, frame: FrameType | None) -> None:
-        """Stops training as SIGTERM does, at the end of the step in progress; a second Ctrl-C stops at once."""
-        self.signal = signal.SIGINT
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        os.kill(os.getpid(), signal.SIGTERM)  # Lightning's handler: the stop is shared with every process under DDP
+        # After Lightning's own SIGTERM handler is in place (it restores every handler at teardown).
+        self._training = True
+        if _in_main_thread():
+            others = [signum for signum in STOPPING if signum != signal.SIGTERM]
+            self._previous = {signum: signal.signal(signum, self._at_step_end) for signum in others}
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._restore()
 
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self.phase = self.phase or f"after {stage} had finished"
+
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         self._restore()
-        if isinstance(exception, KeyboardInterrupt):
-            self.signal, self.at_once = signal.SIGINT, True
+        if isinstance(exception, Stopped):
+            self.phase = self._phase(trainer)
         if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit" or trainer.global_step == 0:
+            return
+        if not trainer.checkpoint_callbacks:  # checkpointing is off (trainer.enable_checkpointing false)
             return
         path = last_checkpoint_path(trainer)
         # Every rank raised the exception at the same step (Lightning broadcasts the signal); rank zero writes.
         trainer.save_checkpoint(path, weights_only=False)
         self.saved = path
 
+    def _phase(self, trainer: Trainer) -> str:
+        """Where the command was when a signal stopped it outside the training steps."""
+        command = trainer.state.fn.value if trainer.state.fn is not None else "the run"
+        if not self._set_up:
+            return f"while the data were read for {command}"
+        if trainer.sanity_checking:
+            return "during the sanity-check validation, before the first training step"
+        if command == "fit":
+            return "before the first training step" if trainer.global_step == 0 else "after training"
+        return f"during {command}" + (", before any prediction was written" if command == "predict" else "")
+
     def _restore(self) -> None:
-        """Gives SIGINT back its handler from before training (a plain ``KeyboardInterrupt``)."""
-        if self._previous is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, self._previous)
-        self._previous = None
+        """Gives Ctrl-C and SIGHUP back their handlers from before training."""
+        self._training = False
+        if _in_main_thread():
+            for signum, handler in self._previous.items():
+                signal.signal(signum, handler)
+        self._previous = {}
 
     def stopped(self, error: BaseException) -> Interrupted | None:
-        """The ``Interrupted`` error for the command line if ``error`` is how fit ended after a signal, else None.
-
-        SIGTERM and a first Ctrl-C end in Lightning's ``SIGTERMException``; a second Ctrl-C in its answer to a
-        ``KeyboardInterrupt`` mid-step, exit status 1.
-        """
-        if isinstance(error, SIGTERMException):
+        """The ``Interrupted`` error for the command line if ``error`` is how the command ended after a signal."""
+        if isinstance(error, (SIGTERMException, Stopped)):
             return Interrupted(self.message(), self.exit_status)
-        if isinstance(error, SystemExit) and self.at_once:
-            return Interrupted(self.message(), SIGINT_STATUS)
         return None
 
     def message(self) -> str:
-        """The one line printed for a fit stopped by a signal."""
-        stopped = f"stopped by {_NAMES[self.signal]}"
-        if self.at_once:
+        """The one line printed for a command stopped by a signal."""
+        first = _NAMES.get(self.signal or signal.SIGTERM)
+        if self.second is not None:
             return (
-                f"{stopped} at once, mid-step, with nothing saved then; --ckpt_path last resumes from the newest"
-                " last.ckpt written before, if there is one"
+                f"stopped by a second {_NAMES[self.second]} (after {first}) at once, with nothing saved then;"
+                " --ckpt_path last resumes from the newest last.ckpt written before, if there is one"
             )
-        if self.saved is None:
-            return f"{stopped} before the first training step; nothing was saved"
-        return f"{stopped}; the training state is saved in {self.saved}: resume with --ckpt_path last"
+        stopped = f"stopped by {first}"
+        if self.saved is not None:
+            return f"{stopped}; the training state is saved in {self.saved}: resume with --ckpt_path last"
+        return f"{stopped} {self.phase or 'before the run began'}; nothing was saved"

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from torchmetrics.functional import r2_score
+
+from linreg.stats.r2 import DefinedR2Score
 
 
 def parity_figure(actual: np.ndarray, predicted: np.ndarray, of_total: int, target: str = "y") -> Figure:
@@ -18,7 +19,7 @@ def parity_figure(actual: np.ndarray, predicted: np.ndarray, of_total: int, targ
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     fig.subplots_adjust(left=0.16, right=0.96, bottom=0.11, top=0.87)  # fixed margins: a layout engine is slow
-    r2 = r2_score(torch.from_numpy(predicted), torch.from_numpy(actual)).item()
+    r2 = DefinedR2Score()(torch.from_numpy(predicted), torch.from_numpy(actual)).item()
     ax.scatter(actual, predicted, s=6, alpha=0.5, linewidths=0, label=f"validation examples (R² = {r2:.6f})")
     low, high = float(min(actual.min(), predicted.min())), float(max(actual.max(), predicted.max()))
     ax.plot([low, high], [low, high], color="black", linestyle="--", linewidth=1, label="predicted = actual")
@@ -40,7 +41,8 @@ def residual_figure(residuals: np.ndarray, of_total: int, target: str = "y") -> 
     ax.set(xlabel=f"residual: actual {target} - predicted {target}", ylabel="examples")
     ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
     ax.set_title(f"Residuals, validation set\n({_shown(len(residuals), of_total)})")
-    ax.legend(title=f"mean {residuals.mean():.3g}, std {residuals.std(ddof=1):.3g}", loc="upper right")
+    spread = f", std {residuals.std(ddof=1):.3g}" if residuals.size > 1 else ""  # one residual has no spread
+    ax.legend(title=f"mean {residuals.mean():.3g}{spread}", loc="upper right")
     return fig
 
 

@@ -14,12 +14,13 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
+from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 
 from linreg.data import RegressionData
 from linreg.stats import verdict as verdicts
 from linreg.stats.ols import LeastSquaresFit, transform
 from linreg.stats.optimum import noise_floor
+from linreg.stats.r2 import DefinedR2Score
 from linreg.stats.reference import MSE, Objective, Reference
 from linreg.stats.verdict import OBJECTIVE_LIMIT, SE_LIMIT
 
@@ -65,7 +66,7 @@ def score(
     """``{model: {metric: value}}``: MSE, MAE and R² in float64 on the ``(X, y)`` blocks, read once for all models."""
     local = {"sync_on_compute": False}  # one process scores the whole split; the others are not computing
     scores = MetricCollection(
-        {"mse": MeanSquaredError(**local), "mae": MeanAbsoluteError(**local), "r2": R2Score(**local)}
+        {"mse": MeanSquaredError(**local), "mae": MeanAbsoluteError(**local), "r2": DefinedR2Score(**local)}
     )
     metrics = {name: scores.clone().set_dtype(torch.float64).to(device) for name in models}
     with torch.no_grad():

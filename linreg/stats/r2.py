@@ -1,0 +1,27 @@
+"""R², defined only from two rows: torchmetrics' ``R2Score`` raises for fewer, which a 1-row split gives.
+
+A validation split of one row is valid (a 16-row table, say); its R² is undefined (the variance of one value is
+zero), so it is reported as NaN, and MSE and MAE are reported as usual.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchmetrics import R2Score
+
+
+class DefinedR2Score(R2Score):
+    """``R2Score`` that is NaN (undefined) for fewer than two rows instead of raising.
+
+    Example:
+        >>> metric = DefinedR2Score()
+        >>> metric.update(torch.tensor([1.0]), torch.tensor([2.0]))
+        >>> metric.compute()
+        tensor(nan)
+    """
+
+    def compute(self) -> Tensor:
+        if self.total < 2:
+            return torch.full((), float("nan"), dtype=self.sum_error.dtype, device=self.sum_error.device)
+        return super().compute()
