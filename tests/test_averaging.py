@@ -108,3 +108,23 @@ def test_evaluating_a_checkpoint_scores_its_average_not_the_iterate_beside_it(tm
     trainer = pl.Trainer(logger=False, enable_progress_bar=False, callbacks=[AveragedSGD(), iterates])
     trainer.validate(model, data, ckpt_path=path, verbose=False)
     assert torch.equal(iterates.validated[0], torch.ones(4))
+
+
+def test_the_average_of_many_iterates_is_their_float64_mean_where_a_float32_running_mean_stalls() -> None:
+    # 20,000 float32 iterates jittering by 1e-5 around weights of size 0.14: a float32 running mean's increment
+    # (w - mean) / n falls below half its resolution (7e-9) after about a thousand of them, and it stops moving.
+    generator = torch.Generator().manual_seed(0)
+    centre = torch.randn(50, generator=generator, dtype=torch.float64) / 50**0.5
+    drift = torch.linspace(0, 1e-5, 20_000, dtype=torch.float64)  # the iterates' mean moves as SGD's does
+    iterates = [(centre + d + 1e-5 * torch.randn(50, generator=generator, dtype=torch.float64)).float() for d in drift]
+    truth = torch.stack(iterates).double().mean(0)  # the reference: numpy-style float64 mean of the float32 iterates
+    averaging, weights = AveragedSGD(start=0), torch.empty(50)
+    averaging._weights = [weights]  # as on_train_start sets it: a view of the model's parameter
+    float32_mean = iterates[0].clone()
+    for n, iterate in enumerate(iterates, 1):
+        weights.copy_(iterate)
+        averaging._update()
+        float32_mean.lerp_(iterate, 1.0 / n)  # torch's AveragedModel and a float32 lerp: the stalling mean
+    se_like = 1e-5 / len(iterates) ** 0.5  # the scale at which the mean of the jitter is resolved
+    assert float((float32_mean.double() - truth).abs().max()) > 10 * se_like  # the test is real
+    assert float((averaging.average[0] - truth).abs().max()) < 1e-3 * se_like

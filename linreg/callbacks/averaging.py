@@ -59,12 +59,20 @@ class AveragedSGD(Callback):
             )
         self.start = start
         self.averaged = 0  # iterates in the mean so far; while 0, the "average" is the model itself
-        self.average: list[Tensor] = []  # the mean, one tensor per parameter of the model
+        # The sum of the averaged iterates, in float64: a float32 running mean stops moving once its increment
+        # (iterate - mean) / n falls below half the mean's resolution, a few thousand steps into a long run.
+        self.total: list[Tensor] = []
         self._first_batch = 0  # with a fractional start: the run's first averaged batch (over all its epochs)
         self._trainer: Trainer | None = None
         self._step = 0
         self._weights: list[Tensor] = []
+        self._iterate: list[Tensor] | None = None  # the SGD iterate while the model holds the average
         self._hooks: list[RemovableHandle] = []
+
+    @property
+    def average(self) -> list[Tensor]:
+        """The mean of the averaged iterates, in float64, one tensor per parameter of the model."""
+        return [total / self.averaged for total in self.total]
 
     def first_batch(self, num_training_batches: float, max_epochs: int | None, max_steps: int = -1) -> int:
         """With a fractional ``start``: the first averaged training batch of the run, counted from 0 over its epochs."""
@@ -86,6 +94,7 @@ class AveragedSGD(Callback):
             self._first_batch = self.first_batch(trainer.num_training_batches, trainer.max_epochs, trainer.max_steps)
         # Views of the parameters, updated in place by the optimizer: nothing to look up at every step.
         self._weights = [p.detach() for p in pl_module.parameters()]
+        self.total = [total.to(w.device) for total, w in zip(self.total, self._weights, strict=False)]  # restored
         self._hooks = [optimizer.register_step_post_hook(self._update) for optimizer in trainer.optimizers]
 
     def _update(self, *_: Any) -> None:
@@ -100,17 +109,16 @@ class AveragedSGD(Callback):
             return
         self.averaged += 1
         if self.averaged == 1:
-            self.average = [w.clone() for w in self._weights]
+            self.total = [w.to(torch.float64, copy=True) for w in self._weights]
             return
-        for mean, w in zip(self.average, self._weights, strict=True):
-            mean.lerp_(w, 1.0 / self.averaged)  # mean + (w - mean) / n: the running mean
+        for total, w in zip(self.total, self._weights, strict=True):
+            total.add_(w)  # float64 += the iterate, rounded once to float64's 16 digits
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._remove_hooks()
         if self.averaged:  # what the report, the figures and the final checkpoint show
-            with torch.no_grad():
-                for p, mean in zip(pl_module.parameters(), self.average, strict=True):
-                    p.copy_(mean)
+            self.show_average(pl_module)
+            self._iterate = None  # the average stays
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         self._remove_hooks()
@@ -121,56 +129,67 @@ class AveragedSGD(Callback):
         self._hooks = []
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.swap(pl_module)  # validation during fit scores the average
+        self.show_average(pl_module)  # validation during fit scores the average
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.swap(pl_module)  # and training goes on from the iterate
+        self.show_iterate(pl_module)  # and training goes on from the iterate
 
-    def swap(self, pl_module: LightningModule) -> None:
-        """Exchanges the model's weights with the average (once averaging has begun, during fit); twice undoes it."""
-        if not self.averaged or pl_module.trainer.state.fn != "fit":
+    def show_average(self, pl_module: LightningModule) -> bool:
+        """Puts the average into the model, the iterate aside (once averaging has begun, during fit).
+
+        Returns:
+            Whether the model's weights changed (False before the start, outside fit, or when already shown).
+        """
+        if not self.averaged or self._iterate is not None or pl_module.trainer.state.fn != "fit":
+            return False
+        with torch.no_grad():
+            self._iterate = [p.detach().clone() for p in pl_module.parameters()]
+            for p, mean in zip(pl_module.parameters(), self.average, strict=True):
+                p.copy_(mean)
+        return True
+
+    def show_iterate(self, pl_module: LightningModule) -> None:
+        """Puts the SGD iterate set aside by ``show_average`` back into the model."""
+        if self._iterate is None:
             return
         with torch.no_grad():
-            for p, mean in zip(pl_module.parameters(), self.average, strict=True):
-                iterate = p.clone()
-                p.copy_(mean)
-                mean.copy_(iterate)
+            for p, iterate in zip(pl_module.parameters(), self._iterate, strict=True):
+                p.copy_(iterate)
+        self._iterate = None
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         """The average as the checkpoint's weights, the SGD iterate beside it (as ``WeightAveraging`` saves them)."""
         if not self.averaged or trainer.state.fn != "fit":
             return
-        names = [name for name, _ in pl_module.named_parameters()]
         checkpoint["current_model_state"] = checkpoint["state_dict"]
-        checkpoint["state_dict"] = {
-            **checkpoint["state_dict"],
-            **{name: mean.clone() for name, mean in zip(names, self.average, strict=True)},
-        }
+        named = pl_module.named_parameters()
+        average = {name: mean.to(p.dtype) for (name, p), mean in zip(named, self.average, strict=True)}
+        checkpoint["state_dict"] = {**checkpoint["state_dict"], **average}
 
     def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
-        """The model holds the checkpoint's ``state_dict`` now (the average): kept as such, and the iterate restored
-        to go on training. validate, test and predict keep the average: it is what the fit reports."""
+        """The model holds the checkpoint's ``state_dict`` now (the average): fit goes on from the iterate beside it.
+        validate, test and predict keep the average: it is what the fit reports."""
         if "current_model_state" not in checkpoint or trainer.state.fn != "fit":
             return
-        self.average = [p.detach().clone() for p in pl_module.parameters()]
         pl_module.load_state_dict(checkpoint["current_model_state"])
 
     def state_dict(self) -> dict[str, Any]:
-        return {"averaged": self.averaged}
+        return {"averaged": self.averaged, "total": [total.clone() for total in self.total]}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.averaged = state_dict["averaged"]
+        self.total = [total.to(torch.float64, copy=True) for total in state_dict["total"]]
 
 
 @contextlib.contextmanager
 def reported_weights(trainer: Trainer) -> Iterator[None]:
     """Within it, the model holds the weights the fit will report: ``AveragedSGD``'s average once it has begun,
     else the SGD iterate itself. What the curves of a fit show, so that they end where the report does."""
+    model = trainer.lightning_module
     averaging = [cb for cb in trainer.callbacks if isinstance(cb, AveragedSGD)]  # type: ignore[attr-defined]
-    for callback in averaging:
-        callback.swap(trainer.lightning_module)
+    shown = [cb for cb in averaging if cb.show_average(model)]  # not those already showing it (in validation)
     try:
         yield
     finally:
-        for callback in reversed(averaging):
-            callback.swap(trainer.lightning_module)
+        for callback in reversed(shown):
+            callback.show_iterate(model)
