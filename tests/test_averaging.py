@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import lightning.pytorch as pl
+import numpy as np
 import pytest
 import torch
 
@@ -10,6 +14,7 @@ from linreg import LinearRegression, SyntheticRegressionData
 from linreg.callbacks import AveragedSGD
 from linreg.grouped import GroupedStepsRegression
 from linreg.validation import UserInputError
+from tests.conftest import ROOT, run_cli
 
 STEPS_PER_EPOCH = 5  # 50 examples in batches of 10
 
@@ -128,3 +133,49 @@ def test_the_average_of_many_iterates_is_their_float64_mean_where_a_float32_runn
     se_like = 1e-5 / len(iterates) ** 0.5  # the scale at which the mean of the jitter is resolved
     assert float((float32_mean.double() - truth).abs().max()) > 10 * se_like  # the test is real
     assert float((averaging.average[0] - truth).abs().max()) < 1e-3 * se_like
+
+
+def _trainer(averaging: AveragedSGD, **limits: int) -> pl.Trainer:
+    return pl.Trainer(
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[averaging], **limits,
+    )  # fmt: skip
+
+
+def test_a_start_in_steps_the_run_never_reaches_is_refused_at_fit_start_naming_both() -> None:
+    # 16 training rows in one batch: 100 epochs are 100 optimizer steps, and step 300 never comes.
+    data = SyntheticRegressionData(true_w=3, num_train=16, num_val=4, batch_size=16)
+    trainer = _trainer(AveragedSGD(start=300), max_epochs=100)
+    refusal = r"^AveragedSGD start 300 is at or past the run's last optimizer step \(100 planned\)"
+    with pytest.raises(UserInputError, match=refusal):
+        trainer.fit(LinearRegression(input_dim=3), data)
+    assert trainer.global_step == 0
+
+
+RUNS = [(16, {"max_epochs": 100}, 100), (400, {"max_steps": 60}, 60)]  # (rows, the run's limit, its steps)
+
+
+@pytest.mark.parametrize(("num_train", "limits", "steps"), RUNS)
+def test_a_fractional_start_averages_the_rest_of_any_run(num_train: int, limits: dict[str, int], steps: int) -> None:
+    # A quarter of the run left out, on a 16-row table (one step an epoch) and on a 400-row one cut by max_steps.
+    data = SyntheticRegressionData(true_w=3, num_train=num_train, num_val=4, batch_size=16)
+    averaging = AveragedSGD(start=0.25)
+    _trainer(averaging, **limits).fit(LinearRegression(input_dim=3), data)
+    assert averaging.averaged == steps - steps // 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ["csv.yaml", "parquet.yaml"])
+def test_the_table_configs_keep_min_steps_and_average_on_a_16_row_table(tmp_path: Path, config: str) -> None:
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((16, 3))
+    y = X @ [1.0, -2.0, 0.5] + 3.0 + 0.1 * rng.standard_normal(16)
+    table = tmp_path / "t16.csv"
+    table.write_text("a,b,c,y\n" + "".join(",".join(map(repr, [*x, t])) + "\n" for x, t in zip(X, y, strict=True)))
+    run_cli(
+        "fit", "--config", str(ROOT / "configs" / config), "--data.path", str(table), "--data.target", "y",
+        "--data.features", "null", "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
+    )  # fmt: skip
+    report = json.loads(next((tmp_path / "runs").glob("*/version_0/report.json")).read_text())
+    assert report["steps"] >= 1000  # min_steps, on a table of one batch an epoch
+    assert report["estimator"]["averaged"]

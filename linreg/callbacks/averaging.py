@@ -75,17 +75,33 @@ class AveragedSGD(Callback):
         return [total / self.averaged for total in self.total]
 
     def first_batch(self, num_training_batches: float, max_epochs: int | None, max_steps: int = -1) -> int:
-        """With a fractional ``start``: the first averaged training batch of the run, counted from 0 over its epochs."""
+        """With a fractional ``start``: the first averaged training batch of the run, counted from 0 over its epochs.
+
+        The run is as long as the first of its limits: ``max_steps``, or ``max_epochs`` epochs of
+        ``num_training_batches``.
+        """
         assert isinstance(self.start, float)
-        total = max_steps if max_steps is not None and max_steps >= 0 else None
-        if total is None and max_epochs is not None and max_epochs >= 0 and num_training_batches != float("inf"):
-            total = max_epochs * num_training_batches
-        if total is None:
+        limits = [max_steps] if max_steps is not None and max_steps >= 0 else []
+        if max_epochs is not None and max_epochs >= 0 and num_training_batches != float("inf"):
+            limits.append(max_epochs * num_training_batches)
+        if not limits:
             raise UserInputError(
                 f"start {self.start} is a fraction of the run, whose length is not set (max_epochs or max_steps);"
                 " give a number of steps"
             )
-        return int(self.start * total)
+        return int(self.start * min(limits))
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Refuses a start in steps that the run never reaches: it would report the plain iterate as if averaged."""
+        # A model stepping its optimizer itself (linreg.grouped) takes steps Lightning does not plan for.
+        if not isinstance(self.start, int) or not pl_module.automatic_optimization:
+            return
+        planned = trainer.estimated_stepping_batches  # max_steps, or max_epochs' optimizer steps, the first
+        if self.start >= planned:
+            raise UserInputError(
+                f"AveragedSGD start {self.start} is at or past the run's last optimizer step ({int(planned)} planned):"
+                " averaging would never start; give fewer steps, or a fraction of the run such as 0.25"
+            )
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._trainer = trainer
