@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from linreg import LinearRegression, SyntheticRegressionData
-from linreg.callbacks import AveragedSGD
+from linreg.callbacks import AveragedSGD, FitReport
 from linreg.grouped import GroupedStepsRegression
 from linreg.validation import UserInputError
 from tests.conftest import ROOT, run_cli
@@ -135,10 +135,10 @@ def test_the_average_of_many_iterates_is_their_float64_mean_where_a_float32_runn
     assert float((averaging.average[0] - truth).abs().max()) < 1e-3 * se_like
 
 
-def _trainer(averaging: AveragedSGD, **limits: int) -> pl.Trainer:
+def _trainer(callback: pl.Callback, **limits: object) -> pl.Trainer:
     return pl.Trainer(
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        callbacks=[averaging], **limits,
+        callbacks=[callback], **limits,
     )  # fmt: skip
 
 
@@ -179,3 +179,31 @@ def test_the_table_configs_keep_min_steps_and_average_on_a_16_row_table(tmp_path
     report = json.loads(next((tmp_path / "runs").glob("*/version_0/report.json")).read_text())
     assert report["steps"] >= 1000  # min_steps, on a table of one batch an epoch
     assert report["estimator"]["averaged"]
+
+
+def test_one_callback_object_in_two_fits_gives_the_second_fit_its_own_average() -> None:
+    # The truth: the mean of the second fit's own iterates. Carrying the first fit's sum would pull the mean to it.
+    averaging = AveragedSGD(start=10)
+    _fit(averaging, max_epochs=3)  # another run: its iterates differ from those of the 4 epochs below
+    model, iterates = _fit(averaging)
+    assert averaging.averaged == 4 * STEPS_PER_EPOCH - 10
+    torch.testing.assert_close(_params(model), torch.stack([w for _, w in iterates.after_step[10:]]).mean(0))
+
+
+class _Fails(pl.Callback):
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        raise RuntimeError("this fit fails")
+
+
+def test_a_failed_fit_has_no_report_not_an_earlier_fits(tmp_path: Path) -> None:
+    data = SyntheticRegressionData(true_w=3, num_train=50, num_val=10, batch_size=10)
+    report = FitReport()
+    first = _trainer(report, max_epochs=1, default_root_dir=tmp_path)  # where report.json goes
+    first.fit(LinearRegression(input_dim=3), data)
+    assert FitReport.of(first) is not None
+    second = _trainer(report, max_epochs=1, default_root_dir=tmp_path)
+    second.callbacks.append(_Fails())  # type: ignore[attr-defined]
+    with pytest.raises(RuntimeError, match="this fit fails"):
+        second.fit(LinearRegression(input_dim=3), data)
+    assert FitReport.of(second) is None
+    assert report.report is None

@@ -70,6 +70,17 @@ class AveragedSGD(Callback):
         self._hooks: list[RemovableHandle] = []
 
     @property
+    def started(self) -> bool:
+        """Whether averaging began in this fit (a run cut short by early stopping or max_time may end before)."""
+        return self.averaged > 0
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """A fresh average for every fit: this object may serve several Trainers. Lightning restores a resumed
+        run's average after ``setup`` (``load_state_dict``)."""
+        if stage == "fit":
+            self.averaged, self.total, self._iterate = 0, [], None
+
+    @property
     def average(self) -> list[Tensor]:
         """The mean of the averaged iterates, in float64, one tensor per parameter of the model."""
         return [total / self.averaged for total in self.total]
