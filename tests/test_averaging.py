@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from linreg import LinearRegression, SyntheticRegressionData
 from linreg.callbacks import AveragedSGD, FitReport
+from linreg.checkpointing.interrupt import SaveOnInterrupt
 from linreg.grouped import GroupedStepsRegression
 from linreg.validation import UserInputError
 from tests.conftest import ROOT, run_cli
@@ -207,3 +211,38 @@ def test_a_failed_fit_has_no_report_not_an_earlier_fits(tmp_path: Path) -> None:
         second.fit(LinearRegression(input_dim=3), data)
     assert FitReport.of(second) is None
     assert report.report is None
+
+
+class _SignalInValidation(pl.Callback):
+    """Sends SIGTERM after the first batch of the validation at the end of ``epoch``, as a scheduler would."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
+        if not trainer.sanity_checking and trainer.current_epoch == self.epoch:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _averaged_fit(root: Path, *callbacks: pl.Callback, ckpt_path: Path | None = None) -> LinearRegression:
+    data = SyntheticRegressionData(true_w=3, num_train=50, num_val=20, batch_size=10, eval_batch_size=5)
+    torch.manual_seed(0)
+    model = LinearRegression(input_dim=3, init_std=1.0)
+    trainer = pl.Trainer(
+        max_epochs=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=root, callbacks=[AveragedSGD(start=3), *callbacks],
+    )  # fmt: skip
+    trainer.fit(model, data, ckpt_path=ckpt_path)
+    return model
+
+
+def test_a_signal_during_validation_saves_a_checkpoint_that_resumes_exactly(tmp_path: Path) -> None:
+    # Validation runs on the average swapped into the model; the checkpoint must still hold the SGD iterate as the
+    # iterate and the average as the average. The truth: the same fit, uninterrupted.
+    uninterrupted = _params(_averaged_fit(tmp_path / "whole"))
+    interrupt = SaveOnInterrupt()
+    with pytest.raises(SIGTERMException):
+        _averaged_fit(tmp_path / "cut", interrupt, _SignalInValidation(epoch=1))
+    assert interrupt.saved is not None
+    resumed = _params(_averaged_fit(tmp_path / "cut", ckpt_path=interrupt.saved))
+    assert torch.equal(resumed, uninterrupted)

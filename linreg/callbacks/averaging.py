@@ -185,13 +185,16 @@ class AveragedSGD(Callback):
         self._iterate = None
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
-        """The average as the checkpoint's weights, the SGD iterate beside it (as ``WeightAveraging`` saves them)."""
+        """The average as the checkpoint's weights, the SGD iterate beside it (as ``WeightAveraging`` saves them),
+        whatever the model holds now: a checkpoint saved during validation (on a signal) finds the average in it."""
         if not self.averaged or trainer.state.fn != "fit":
             return
-        checkpoint["current_model_state"] = checkpoint["state_dict"]
-        named = pl_module.named_parameters()
-        average = {name: mean.to(p.dtype) for (name, p), mean in zip(named, self.average, strict=True)}
-        checkpoint["state_dict"] = {**checkpoint["state_dict"], **average}
+        names = [name for name, _ in pl_module.named_parameters()]
+        iterate = self._iterate if self._iterate is not None else [p.detach() for p in pl_module.parameters()]
+        average = [mean.to(p.dtype) for p, mean in zip(pl_module.parameters(), self.average, strict=True)]
+        weights = checkpoint["state_dict"]
+        checkpoint["current_model_state"] = {**weights, **{n: w.clone() for n, w in zip(names, iterate, strict=True)}}
+        checkpoint["state_dict"] = {**weights, **dict(zip(names, average, strict=True))}
 
     def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         """The model holds the checkpoint's ``state_dict`` now (the average): fit goes on from the iterate beside it.
