@@ -40,7 +40,13 @@ class AveragedSGD(Callback):
             needs to reach the noise floor, which depends on the learning rate and the data's conditioning,
             not on the table's size); a float in [0, 1) is the fraction of the run left out, counted in
             training batches (0.8, the default, averages the last fifth, as Lightning's
-            ``StochasticWeightAveraging`` does; 0.05 averages all but the first 5% of a single pass).
+            ``StochasticWeightAveraging`` does; 0.05 averages all but the first 5% of a single pass). A
+            number of steps the planned run never reaches is refused when fit starts.
+
+    Attributes:
+        averaged: how many iterates this fit averaged so far; ``started`` says whether it began at all (early
+            stopping or ``max_time`` can end a run before ``start``).
+        average: their mean, in float64.
 
     Example:
         >>> AveragedSGD(start=0.25).first_batch(num_training_batches=100, max_epochs=2)  # 25% of 200 batches
