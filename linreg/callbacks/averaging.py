@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.hooks import RemovableHandle
 
@@ -41,7 +42,7 @@ class AveragedSGD(Callback):
             not on the table's size); a float in [0, 1) is the fraction of the run left out, counted in
             training batches (0.8, the default, averages the last fifth, as Lightning's
             ``StochasticWeightAveraging`` does; 0.05 averages all but the first 5% of a single pass). A
-            number of steps the planned run never reaches is refused when fit starts.
+            number of steps the planned run never reaches is warned of when fit starts.
 
     Attributes:
         averaged: how many iterates this fit averaged so far; ``started`` says whether it began at all (early
@@ -109,15 +110,19 @@ class AveragedSGD(Callback):
         return int(self.start * min(limits))
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Refuses a start in steps that the run never reaches: it would report the plain iterate as if averaged."""
+        """Warns once of a start in steps that the run never reaches: its report is then of the plain iterate.
+
+        A warning, not a refusal: a short trial run of a config (``--trainer.max_epochs 2``) is a common use.
+        """
         # A model stepping its optimizer itself (linreg.grouped) takes steps Lightning does not plan for.
         if not isinstance(self.start, int) or not pl_module.automatic_optimization:
             return
         planned = trainer.estimated_stepping_batches  # max_steps, or max_epochs' optimizer steps, the first
         if self.start >= planned:
-            raise UserInputError(
+            rank_zero_warn(
                 f"AveragedSGD start {self.start} is at or past the run's last optimizer step ({int(planned)} planned):"
-                " averaging would never start; give fewer steps, or a fraction of the run such as 0.25"
+                " averaging will not start, and the report is of the last SGD iterate; give fewer steps, or a"
+                " fraction of the run such as 0.25"
             )
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
