@@ -169,13 +169,14 @@ def test_a_fractional_start_averages_the_rest_of_any_run(num_train: int, limits:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("config", ["csv.yaml", "parquet.yaml"])
-def test_the_table_configs_keep_min_steps_and_average_on_a_16_row_table(tmp_path: Path, config: str) -> None:
+@pytest.mark.parametrize(("config", "rows"), [("csv.yaml", 16), ("parquet.yaml", 40)])  # 40: two validation rows
+def test_the_table_configs_keep_min_steps_and_average_on_a_small_table(tmp_path: Path, config: str, rows: int) -> None:
     rng = np.random.default_rng(0)
-    X = rng.standard_normal((16, 3))
-    y = X @ [1.0, -2.0, 0.5] + 3.0 + 0.1 * rng.standard_normal(16)
-    table = tmp_path / "t16.csv"
-    table.write_text("a,b,c,y\n" + "".join(",".join(map(repr, [*x, t])) + "\n" for x, t in zip(X, y, strict=True)))
+    X = rng.standard_normal((rows, 3))
+    y = X @ [1.0, -2.0, 0.5] + 3.0 + 0.1 * rng.standard_normal(rows)
+    lines = [",".join(str(float(v)) for v in [*x, t]) for x, t in zip(X, y, strict=True)]
+    table = tmp_path / "small.csv"
+    table.write_text("\n".join(["a,b,c,y", *lines, ""]))
     run_cli(
         "fit", "--config", str(ROOT / "configs" / config), "--data.path", str(table), "--data.target", "y",
         "--data.features", "null", "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
