@@ -42,7 +42,7 @@ class AveragedSGD(Callback):
             not on the table's size); a float in [0, 1) is the fraction of the run left out, counted in
             training batches (0.8, the default, averages the last fifth, as Lightning's
             ``StochasticWeightAveraging`` does; 0.05 averages all but the first 5% of a single pass). A
-            number of steps the planned run never reaches is warned of when fit starts.
+            number of steps the planned run never reaches is warned of when training starts.
 
     Attributes:
         averaged: how many iterates this fit averaged so far; ``started`` says whether it began at all (early
@@ -99,41 +99,38 @@ class AveragedSGD(Callback):
         ``num_training_batches``.
         """
         assert isinstance(self.start, float)
-        limits = [max_steps] if max_steps is not None and max_steps >= 0 else []
-        if max_epochs is not None and max_epochs >= 0 and num_training_batches != float("inf"):
-            limits.append(max_epochs * num_training_batches)
-        if not limits:
+        total = _run_length(num_training_batches, max_epochs, max_steps)
+        if total is None:
             raise UserInputError(
                 f"start {self.start} is a fraction of the run, whose length is not set (max_epochs or max_steps);"
                 " give a number of steps"
             )
-        return int(self.start * min(limits))
-
-    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Warns once of a start in steps that the run never reaches: its report is then of the plain iterate.
-
-        A warning, not a refusal: a short trial run of a config (``--trainer.max_epochs 2``) is a common use.
-        """
-        # A model stepping its optimizer itself (linreg.grouped) takes steps Lightning does not plan for.
-        if not isinstance(self.start, int) or not pl_module.automatic_optimization:
-            return
-        planned = trainer.estimated_stepping_batches  # max_steps, or max_epochs' optimizer steps, the first
-        if self.start >= planned:
-            rank_zero_warn(
-                f"AveragedSGD start {self.start} is at or past the run's last optimizer step ({int(planned)} planned):"
-                " averaging will not start, and the report is of the last SGD iterate; give fewer steps, or a"
-                " fraction of the run such as 0.25"
-            )
+        return int(self.start * total)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._trainer = trainer
         self._step = trainer.global_step  # optimizer steps taken, a resumed run's included
         if isinstance(self.start, float):
             self._first_batch = self.first_batch(trainer.num_training_batches, trainer.max_epochs, trainer.max_steps)
+        elif pl_module.automatic_optimization:  # linreg.grouped takes steps Lightning does not count in batches
+            planned = _run_length(trainer.num_training_batches, trainer.max_epochs, trainer.max_steps)
+            self._warn_if_never_started(planned)
         # Views of the parameters, updated in place by the optimizer: nothing to look up at every step.
         self._weights = [p.detach() for p in pl_module.parameters()]
         self.total = [total.to(w.device) for total, w in zip(self.total, self._weights, strict=False)]  # restored
         self._hooks = [optimizer.register_step_post_hook(self._update) for optimizer in trainer.optimizers]
+
+    def _warn_if_never_started(self, planned: float | None) -> None:
+        """Warns of a start in steps that the run never reaches: its report is then of the plain iterate.
+
+        A warning, not a refusal: a short trial run of a config (``--trainer.max_epochs 2``) is a common use.
+        """
+        if planned is not None and self.start >= planned:
+            rank_zero_warn(
+                f"AveragedSGD start {self.start} is at or past the run's last optimizer step ({int(planned)} planned):"
+                " averaging will not start, and the report is of the last SGD iterate; give fewer steps, or a"
+                " fraction of the run such as 0.25"
+            )
 
     def _update(self, *_: Any) -> None:
         """After an optimizer step: the model's weights enter the mean, once past the start."""
@@ -220,6 +217,17 @@ class AveragedSGD(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.averaged = state_dict["averaged"]
         self.total = [total.to(torch.float64, copy=True) for total in state_dict["total"]]
+
+
+def _run_length(num_training_batches: float, max_epochs: int | None, max_steps: int | None) -> float | None:
+    """The training batches of a run: the first of ``max_steps`` and ``max_epochs`` epochs; None if unlimited.
+
+    Counted from the limits, not by ``Trainer.estimated_stepping_batches``, which loads the training data again.
+    """
+    limits = [max_steps] if max_steps is not None and max_steps >= 0 else []
+    if max_epochs is not None and max_epochs >= 0 and num_training_batches != float("inf"):
+        limits.append(max_epochs * num_training_batches)
+    return min(limits) if limits else None
 
 
 @contextlib.contextmanager
