@@ -70,10 +70,13 @@ class FitReport(Callback):
     @staticmethod
     def of(trainer: Trainer) -> dict[str, Any] | None:
         """The report of ``trainer``'s last fit, as ``report.json`` holds it (None but on the first process)."""
+        if trainer.state.fn == "fit" and not trainer.state.finished:  # a failed fit has no report, not an earlier one
+            return None
         return next((cb.report for cb in trainer.callbacks if isinstance(cb, FitReport)), None)  # type: ignore[attr-defined]
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.mse_by_epoch, self.gap_by_epoch, self.report = [], [], None
+        self.mse_by_epoch, self.gap_by_epoch = [], []
+        self.report = None  # not an earlier fit's, if this one ends before its report
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # Logged by ParameterRecovery, which runs first. Read on every process: under DDP reading is collective.

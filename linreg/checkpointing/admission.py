@@ -123,7 +123,7 @@ def _check(
     _check_progress(checkpoint, subcommand, trainer)
     if resuming:
         _check_training_state(checkpoint, model)
-    _check_callbacks(checkpoint, trainer)
+    _check_callbacks(checkpoint, trainer, model)
     precision = type(trainer.precision_plugin).__qualname__
     if precision in checkpoint:
         _like(checkpoint[precision], trainer.precision_plugin.state_dict(), precision)
@@ -298,7 +298,7 @@ def _check_optimizer_state(state: Any, optimizer: Optimizer, entry: str) -> None
         _like(values, examples.get(key), f"{entry}.state[{key!r}]")
 
 
-def _check_callbacks(checkpoint: dict[str, Any], trainer: Trainer) -> None:
+def _check_callbacks(checkpoint: dict[str, Any], trainer: Trainer, model: LightningModule) -> None:
     """The saved states of this run's callbacks, each of the form of the callback's own fresh state."""
     states = checkpoint.get("callbacks")
     if states is None:
@@ -311,8 +311,12 @@ def _check_callbacks(checkpoint: dict[str, Any], trainer: Trainer) -> None:
             continue
         entry = _at("callbacks", callback.state_key)
         _like(state, callback.state_dict(), entry)
-        if isinstance(callback, AveragedSGD) and state["averaged"] and "current_model_state" not in checkpoint:
-            raise UserInputError(f"{entry}.averaged is {state['averaged']}, and there is no current_model_state")
+        if isinstance(callback, AveragedSGD) and state["averaged"]:
+            if "current_model_state" not in checkpoint:
+                raise UserInputError(f"{entry}.averaged is {state['averaged']}, and there is no current_model_state")
+            shapes = [list(p.shape) for p in model.parameters()]
+            if [list(t.shape) for t in state["total"]] != shapes:  # the sum of the iterates: one per parameter
+                raise UserInputError(f"{entry}.total must hold tensors of shapes {shapes}, got {state['total']!r:.80}")
 
 
 def _at(entry: str, key: Any) -> str:
