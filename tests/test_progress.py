@@ -1,0 +1,71 @@
+"""The terminal output of a fit: what ended it, when that was before its max_epochs."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any
+
+import lightning as L
+import pytest
+from lightning.pytorch.callbacks import Callback, EarlyStopping, Timer
+
+from linreg import LinearRegression, SyntheticRegressionData
+from linreg.callbacks.progress import ConsoleProgress
+
+
+def fit(capsys: pytest.CaptureFixture[str], callbacks: list[Callback], **trainer: Any) -> str:
+    """Fits the book's model on 40 rows (4 steps an epoch) and returns what was printed on stderr."""
+    L.seed_everything(0, verbose=False)
+    data = SyntheticRegressionData(num_train=40, num_val=20, num_test=0)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        callbacks=[ConsoleProgress(), *callbacks],
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        **trainer,
+    )
+    capsys.readouterr()
+    trainer.fit(LinearRegression(input_dim=data.input_dim), datamodule=data)
+    return capsys.readouterr().err
+
+
+def test_a_fit_that_runs_its_epochs_says_nothing_about_stopping(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "training stopped" not in fit(capsys, [], max_epochs=2)
+
+
+def test_max_steps_is_named_with_the_steps_and_epochs(capsys: pytest.CaptureFixture[str]) -> None:
+    err = fit(capsys, [], max_epochs=10, max_steps=10)  # 4 steps an epoch: the third epoch is cut short
+    assert "training stopped after 10 steps and 3 epochs of max_epochs 10: max_steps 10 reached" in err
+
+
+def test_early_stopping_is_named_with_its_monitor_patience_and_best_value(capsys: pytest.CaptureFixture[str]) -> None:
+    # No improvement of 1e6 is possible: patience 2 runs out at the second validation after the first.
+    stop = EarlyStopping(monitor="val/loss", min_delta=1e6, patience=2)
+    err = fit(capsys, [stop], max_epochs=10)
+    line = next(line for line in err.splitlines() if line.startswith("training stopped"))
+    assert line.startswith("training stopped after 12 steps and 3 epochs of max_epochs 10: EarlyStopping: val/loss")
+    assert "min_delta 1e+06 in the last 2 validations (patience 2); best " in line
+    assert float(line.rsplit(" ", 1)[1]) == pytest.approx(float(stop.best_score), rel=1e-5)
+
+
+def test_a_threshold_of_early_stopping_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    err = fit(capsys, [EarlyStopping(monitor="val/loss", stopping_threshold=1e9)], max_epochs=10)
+    assert "after 4 steps and 1 epochs of max_epochs 10: EarlyStopping: Stopping threshold reached: val/loss" in err
+
+
+def test_max_time_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    err = fit(capsys, [Timer(duration=timedelta(seconds=1), interval="step")], max_epochs=100_000)
+    assert re.search(
+        r"training stopped after \d+ steps and \d+ epochs of max_epochs 100000: max_time 0:00:01 ran out", err
+    )
+
+
+def test_lightnings_own_line_about_the_limit_is_not_repeated(capsys: pytest.CaptureFixture[str]) -> None:
+    from linreg.callbacks.progress import quiet_lightning
+
+    quiet_lightning()
+    err = fit(capsys, [], max_epochs=10, max_steps=10)
+    assert "`Trainer.fit` stopped" not in err
+    assert err.count("max_steps 10 reached") == 1
