@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import warnings
+from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -11,7 +15,8 @@ import pytest
 from lightning.pytorch.callbacks import Callback, EarlyStopping, Timer
 
 from linreg import LinearRegression, SyntheticRegressionData
-from linreg.callbacks.progress import ConsoleProgress
+from linreg.callbacks import default_callbacks
+from linreg.callbacks.progress import LIGHTNING_LOGGERS, ConsoleProgress, quiet_lightning
 
 
 def fit(capsys: pytest.CaptureFixture[str], callbacks: list[Callback], **trainer: Any) -> str:
@@ -63,9 +68,42 @@ def test_max_time_is_named(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_lightnings_own_line_about_the_limit_is_not_repeated(capsys: pytest.CaptureFixture[str]) -> None:
-    from linreg.callbacks.progress import quiet_lightning
-
     quiet_lightning()
     err = fit(capsys, [], max_epochs=10, max_steps=10)
     assert "`Trainer.fit` stopped" not in err
     assert err.count("max_steps 10 reached") == 1
+
+
+@pytest.fixture
+def lightning_unquieted() -> Iterator[None]:
+    """Lightning's loggers without the filters an earlier test's ``quiet_lightning`` left on them."""
+    saved = {name: logging.getLogger(name).filters[:] for name in LIGHTNING_LOGGERS}
+    for name in LIGHTNING_LOGGERS:
+        logging.getLogger(name).filters.clear()
+    yield
+    for name, filters in saved.items():
+        logging.getLogger(name).filters[:] = filters
+
+
+@pytest.mark.usefixtures("lightning_unquieted")
+def test_a_fit_from_python_with_the_default_callbacks_is_as_quiet_as_the_command_line(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    data = SyntheticRegressionData(num_train=40, num_val=20, num_test=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # every warning recorded, pytest's own filters included
+        trainer = L.Trainer(
+            max_epochs=1,
+            accelerator="cpu",
+            callbacks=default_callbacks(),
+            logger=False,
+            default_root_dir=tmp_path,  # the report and the figures
+            enable_checkpointing=False,
+            enable_model_summary=False,
+        )
+        with caplog.at_level(logging.INFO):
+            trainer.fit(LinearRegression(input_dim=data.input_dim), datamodule=data)
+    logged = [record.getMessage() for record in caplog.records]
+    assert any(message.startswith("GPU available") for message in logged)  # what a user may act on stays
+    assert not any("Tip" in message for message in logged)
+    assert [str(warning.message) for warning in caught] == []

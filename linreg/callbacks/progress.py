@@ -111,14 +111,18 @@ def _actionable(record: logging.LogRecord) -> bool:
     )
 
 
+# The loggers Lightning writes its console lines through.
+LIGHTNING_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning.fabric.utilities.seed",
+    "lightning.pytorch.trainer.connectors.signal_connector",
+)
+
+
 def quiet_lightning() -> None:
     """Keeps Lightning's console output to what a user of this project can act on (idempotent)."""
-    for name in (
-        "lightning.pytorch.utilities.rank_zero",
-        "lightning.fabric.utilities.rank_zero",
-        "lightning.fabric.utilities.seed",
-        "lightning.pytorch.trainer.connectors.signal_connector",
-    ):
+    for name in LIGHTNING_LOGGERS:
         logging.getLogger(name).addFilter(_actionable)  # a filter already there is not added again
     for message in (
         r".*does not have many workers.*",  # the data are in memory: workers would only add copies
