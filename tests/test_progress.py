@@ -42,7 +42,7 @@ def test_a_fit_that_runs_its_epochs_says_nothing_about_stopping(capsys: pytest.C
 
 def test_max_steps_is_named_with_the_steps_and_epochs(capsys: pytest.CaptureFixture[str]) -> None:
     err = fit(capsys, [], max_epochs=10, max_steps=10)  # 4 steps an epoch: the third epoch is cut short
-    assert "training stopped after 10 steps and 3 epochs of max_epochs 10: max_steps 10 reached" in err
+    assert "training stopped after 10 steps, in epoch 3 of max_epochs 10: max_steps 10 reached" in err
 
 
 def test_early_stopping_is_named_with_its_monitor_patience_and_best_value(capsys: pytest.CaptureFixture[str]) -> None:
@@ -50,20 +50,27 @@ def test_early_stopping_is_named_with_its_monitor_patience_and_best_value(capsys
     stop = EarlyStopping(monitor="val/loss", min_delta=1e6, patience=2)
     err = fit(capsys, [stop], max_epochs=10)
     line = next(line for line in err.splitlines() if line.startswith("training stopped"))
-    assert line.startswith("training stopped after 12 steps and 3 epochs of max_epochs 10: EarlyStopping: val/loss")
+    assert line.startswith("training stopped after 12 steps, in epoch 3 of max_epochs 10: EarlyStopping: val/loss")
     assert "min_delta 1e+06 in the last 2 validations (patience 2); best " in line
     assert float(line.rsplit(" ", 1)[1]) == pytest.approx(float(stop.best_score), rel=1e-5)
 
 
+def test_early_stopping_held_back_by_min_steps_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    stop = EarlyStopping(monitor="val/loss", min_delta=1e6, patience=1)
+    err = fit(capsys, [stop], max_epochs=10, min_steps=20)  # patience runs out after epoch 2, min_steps in epoch 5
+    assert "after 20 steps, in epoch 5 of max_epochs 10: EarlyStopping: val/loss" in err
+    assert "in the last 4 validations (patience 1, then min_steps 20 reached); best " in err
+
+
 def test_a_threshold_of_early_stopping_is_named(capsys: pytest.CaptureFixture[str]) -> None:
     err = fit(capsys, [EarlyStopping(monitor="val/loss", stopping_threshold=1e9)], max_epochs=10)
-    assert "after 4 steps and 1 epochs of max_epochs 10: EarlyStopping: Stopping threshold reached: val/loss" in err
+    assert "after 4 steps, in epoch 1 of max_epochs 10: EarlyStopping: Stopping threshold reached: val/loss" in err
 
 
 def test_max_time_is_named(capsys: pytest.CaptureFixture[str]) -> None:
     err = fit(capsys, [Timer(duration=timedelta(seconds=1), interval="step")], max_epochs=100_000)
     assert re.search(
-        r"training stopped after \d+ steps and \d+ epochs of max_epochs 100000: max_time 0:00:01 ran out", err
+        r"training stopped after \d+ steps, in epoch \d+ of max_epochs 100000: max_time 0:00:01 ran out", err
     )
 
 

@@ -57,7 +57,7 @@ def stop_line(trainer: Trainer) -> str | None:
     why = "a callback set trainer.should_stop"
     for callback in trainer.callbacks:
         if isinstance(callback, EarlyStopping) and callback.stopping_reason is not EarlyStoppingReason.NOT_STOPPED:
-            why = early_stopping_reason(callback)
+            why = early_stopping_reason(callback, trainer)
         elif isinstance(callback, Timer) and (remaining := callback.time_remaining()) is not None and remaining <= 0:
             why = f"max_time {timedelta(seconds=round(callback.time_elapsed() + remaining))} ran out (Timer)"
     if 0 <= trainer.max_steps <= steps:
@@ -65,15 +65,20 @@ def stop_line(trainer: Trainer) -> str | None:
     elif not trainer.should_stop:
         return None  # ended by an exception, which says so itself
     limit = "" if max_epochs is None or max_epochs < 0 else f" of max_epochs {max_epochs}"
-    return f"training stopped after {steps} steps and {epochs} epochs{limit}: {why}"
+    return f"training stopped after {steps} steps, in epoch {epochs}{limit}: {why}"
 
 
-def early_stopping_reason(callback: EarlyStopping) -> str:
+def early_stopping_reason(callback: EarlyStopping, trainer: Trainer) -> str:
     """Why ``callback`` stopped the fit, in its own terms (monitor, min_delta, patience, best value)."""
     if callback.stopping_reason is EarlyStoppingReason.PATIENCE_EXHAUSTED:
+        # Past its patience, it waited for min_steps or min_epochs (Lightning's rule: those come first).
+        minimum = {"min_steps": trainer.fit_loop.min_steps, "min_epochs": trainer.fit_loop.min_epochs}
+        held = [f"{key} {value}" for key, value in minimum.items() if value and callback.wait_count > callback.patience]
         return (
             f"EarlyStopping: {callback.monitor} did not improve by min_delta {abs(callback.min_delta):g} in the last "
-            f"{callback.wait_count} validations (patience {callback.patience}); best {float(callback.best_score):.6g}"
+            f"{callback.wait_count} validations (patience {callback.patience}"
+            + "".join(f", then {limit} reached" for limit in held[:1])
+            + f"); best {float(callback.best_score):.6g}"
         )
     # A threshold crossed, or a value that is not finite: Lightning's message says which, less its last sentence.
     return "EarlyStopping: " + (callback.stopping_reason_message or "").replace(" Signaling Trainer to stop.", "")
