@@ -248,8 +248,8 @@ class CheckBeforeTraining(Callback):
     """Checks, once the data are set up and before the first batch, what needs them or the whole run's callbacks:
     an integer ``val_check_interval`` beyond an epoch's batches, and a ``monitor`` that names no metric the run
     logs (Lightning would fail on either only at the first validation, after writing the run's first files).
-    Without validation (no validation rows, or ``limit_val_batches`` 0), EarlyStopping and ModelCheckpoint on a
-    validation metric stay idle, and say so.
+    Without validation (no validation rows, or ``limit_val_batches`` 0) it says so, and EarlyStopping and
+    ModelCheckpoint on a validation metric stay idle.
 
     Args:
         key_of: the config key of a callback (``trainer.callbacks[0]``), for the message.
@@ -287,8 +287,9 @@ class CheckBeforeTraining(Callback):
                 )
         if off:
             trainer.limit_val_batches = 0  # Lightning's switch: no empty loader built, no warning that it is empty
-        if idle and trainer.is_global_zero:
-            print(f"validation is off ({off}): {', '.join(idle)} have nothing to monitor", file=sys.stderr, flush=True)
+        if off and trainer.is_global_zero:
+            idle_ones = f": {', '.join(idle)} have nothing to monitor" if idle else ""
+            print(f"validation is off ({off}){idle_ones}", file=sys.stderr, flush=True)
 
 
 def validation_off(trainer: Trainer) -> str | None:
