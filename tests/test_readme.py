@@ -158,8 +158,8 @@ def printed_alike(expected: str, shown: str) -> bool:
     except the width of the space between columns, which follows the widths of the numbers in them. A decimal
     number (with a point or an exponent) comes from floating-point arithmetic, whose last bits differ between
     machines with the same torch (another BLAS, other vector instructions sum in another order): it compares
-    equal when within a relative 1e-4 of the README's, or one unit in its last printed digit (a value that
-    lies next to a rounding boundary prints one way here, the other way there). A real change (a word, an
+    equal when within a relative 1e-4 of the README's, or one unit in the last digit printed (of the shorter of
+    the two: a value next to a rounding boundary prints one way here, the other way there). A real change (a word, an
     integer, a leading digit, SGD's loss against OLS's) differs by more.
 
     Example:
