@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,12 @@ import torch
 from jsonargparse import ActionConfigFile, Namespace
 from lightning.fabric.plugins.environments import LightningEnvironment
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import LearningRateFinder
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateFinder, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.parsing import lightning_hasattr
 from torch.optim import Optimizer
 
-from linreg.callbacks.recovery import FULL_LOSS
+from linreg.callbacks.recovery import FULL_LOSS, OBJECTIVE_GAP
 from linreg.checkpointing.runs import refuse_remote_run_dir
 from linreg.errors import one_line, say
 from linreg.validation import UserInputError, check_config_file, usable_cores
@@ -141,7 +142,7 @@ def without_event_files(logger: Any) -> Any:
 
 
 # The metrics the model and the default callbacks log besides the validation metrics: what a monitor may name.
-LOGGED = ("train/loss", FULL_LOSS, "convergence/log10_loss_val")
+LOGGED = ("train/loss", FULL_LOSS, OBJECTIVE_GAP, "convergence/log10_loss_val")
 
 # Precision as given (an int or a short name) -> the name Lightning resolves it to.
 _PRECISION_NAMES = {"16": "16-mixed", "bf16": "bf16-mixed", "32": "32-true", "64": "64-true"}
@@ -248,6 +249,8 @@ class CheckBeforeTraining(Callback):
     """Checks, once the data are set up and before the first batch, what needs them or the whole run's callbacks:
     an integer ``val_check_interval`` beyond an epoch's batches, and a ``monitor`` that names no metric the run
     logs (Lightning would fail on either only at the first validation, after writing the run's first files).
+    Without validation (no validation rows, or ``limit_val_batches`` 0) it says so, and EarlyStopping and
+    ModelCheckpoint on a validation metric stay idle.
 
     Args:
         key_of: the config key of a callback (``trainer.callbacks[0]``), for the message.
@@ -279,18 +282,34 @@ class CheckBeforeTraining(Callback):
                     f"trainer.val_check_interval must be at most the {batches} training batches of an epoch, got"
                     f" {interval} (or set trainer.check_val_every_n_epoch to null to count batches across epochs)"
                 )
-        validated = set(getattr(pl_module, "val_metrics", {}).keys())
-        logged = {*validated, *LOGGED, "epoch", "step"}
+        validated = {*getattr(pl_module, "val_metrics", {}).keys(), "convergence/log10_loss_val"}
+        logged, off, idle = {*validated, *LOGGED, "epoch", "step"}, validation_off(trainer), []
         for callback in trainer.callbacks:
             monitor = getattr(callback, "monitor", None)
-            # EarlyStopping (strict) fails at the first epoch's end without its metric; a checkpoint skips saving.
-            if trainer.limit_val_batches == 0 and monitor in validated and getattr(callback, "strict", False):
-                raise UserInputError(
-                    f"{self.key_of(callback)}.monitor: {monitor!r} is logged by validation, which"
-                    f" trainer.limit_val_batches {trainer.limit_val_batches:g} switches off; monitor train/loss instead"
-                )
-            if isinstance(monitor, str) and monitor not in logged:
+            if off and monitor in validated and isinstance(callback, (EarlyStopping, ModelCheckpoint)):
+                # Nothing to monitor: it stays idle (Lightning's EarlyStopping would fail at the first epoch's end).
+                if isinstance(callback, EarlyStopping):
+                    callback.strict = callback.verbose = False
+                else:
+                    callback.save_top_k = 0
+                idle.append(f"{self.key_of(callback)} ({type(callback).__name__} on {monitor})")
+            elif isinstance(monitor, str) and monitor not in logged:
                 raise UserInputError(
                     f"{self.key_of(callback)}.monitor: {monitor!r} is not a metric this run logs;"
                     f" it logs {', '.join(sorted(logged - {'epoch', 'step'}))}"
                 )
+        if off:
+            trainer.limit_val_batches = 0  # Lightning's switch: no empty loader built, no warning that it is empty
+        if off and trainer.is_global_zero:
+            idle_ones = f": {', '.join(idle)} have nothing to monitor" if idle else ""
+            print(f"validation is off ({off}){idle_ones}", file=sys.stderr, flush=True)
+
+
+def validation_off(trainer: Trainer) -> str | None:
+    """Why ``trainer`` will not validate (no validation rows, or ``limit_val_batches`` 0), or None if it will."""
+    if trainer.limit_val_batches == 0:
+        return "trainer.limit_val_batches is 0"
+    data = trainer.datamodule
+    if data is not None and hasattr(data, "split_chunks") and data.split_chunks("val") is None:
+        return "the data have no validation rows"
+    return None

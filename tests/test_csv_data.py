@@ -167,7 +167,7 @@ def test_too_few_rows_for_the_split_are_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"val_fraction": 0.0}, r"val_fraction must be a finite number > 0, got 0.0"),
+        ({"val_fraction": -0.1}, r"val_fraction must be a finite number >= 0, got -0.1"),
         ({"test_fraction": -0.1}, r"test_fraction must be a finite number >= 0, got -0.1"),
         ({"val_fraction": 0.5, "test_fraction": 0.5}, r"val_fraction \+ test_fraction must be < 1"),
         ({"batch_size": 0}, r"batch_size must be an integer >= 1, got 0"),

@@ -96,7 +96,7 @@ def test_training_batches_are_shuffled_and_cover_the_split() -> None:
         ({"true_w": []}, r"true_w must list at least one weight, got \[\]"),
         ({"true_w": 0}, r"must be an integer >= 1, got 0"),
         ({"num_train": 0}, r"num_train must be an integer >= 1, got 0"),
-        ({"num_val": 0}, r"num_val must be an integer >= 1, got 0"),
+        ({"num_val": -1}, r"num_val must be an integer >= 0, got -1"),
         ({"num_test": -1}, r"num_test must be an integer >= 0, got -1"),
         ({"true_b": float("inf")}, r"true_b must be a finite number"),
     ],

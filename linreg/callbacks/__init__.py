@@ -12,7 +12,7 @@ from linreg.callbacks.averaging import AveragedSGD
 from linreg.callbacks.divergence import DivergenceGuard
 from linreg.callbacks.plots import FitPlots
 from linreg.callbacks.predictions import PredictionWriter
-from linreg.callbacks.progress import ConsoleProgress
+from linreg.callbacks.progress import ConsoleProgress, quiet_lightning
 from linreg.callbacks.recovery import ParameterRecovery
 from linreg.callbacks.report import FitReport
 
@@ -25,11 +25,14 @@ def default_callbacks(subcommand: str | None = "fit", command_line: bool = False
     ``command_line``: the report's remedies are flags of the command line (else Trainer and model arguments).
 
     Only those a subcommand uses: Lightning calls every callback at every hook, several times per SGD step.
+    Called before the ``Trainer`` is built, it also keeps Lightning's console output to what the command line
+    shows (``quiet_lightning``: no tips to install packages, no warnings from inside Lightning).
 
     Example:
         >>> [type(callback).__name__ for callback in default_callbacks("predict")]
         ['ConsoleProgress', 'PredictionWriter']
     """
+    quiet_lightning()  # here, not on import: importing linreg changes nothing for a program that only imports it
     if subcommand in (None, "fit"):
         # ParameterRecovery before ConsoleProgress and FitReport: they read the loss it logs at the epoch's end.
         return [

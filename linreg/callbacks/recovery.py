@@ -37,6 +37,8 @@ FULL_LOSS = "train/full_loss"
 OBJECTIVE_GAP = "train/objective_gap"
 MAX_COEFFICIENT_CURVES = 16  # the coefficients are logged up to this many features: more would bury the rest
 # {category: {chart title: ["Multiline", [tag regexes]]}}, as add_custom_scalars takes it; absent tags drop out.
+# A layout holds titles and tag patterns only (tensorboard's layout_pb2): the colours (one per run, a marker per
+# curve) and the scale (outliers left out, by default) are TensorBoard's choice; the README says where to change it.
 LAYOUT: dict[str, dict[str, list]] = {
     "fit": {
         "loss (log10): training set, validation set, and least squares on the training set": [

@@ -57,7 +57,7 @@ class SyntheticRegressionData(RegressionData):
         true_b: the true bias.
         noise_std: standard deviation of the label noise.
         num_train: training examples.
-        num_val: validation examples.
+        num_val: validation examples; 0 turns validation off.
         num_test: test examples (also the examples ``predict`` runs on).
         batch_size: examples per SGD step.
         eval_batch_size: examples per validation/test/predict batch; they take no gradient step, so
@@ -86,7 +86,7 @@ class SyntheticRegressionData(RegressionData):
         super().__init__(batch_size, eval_batch_size, seed)
         self.noise_std = check_float("noise_std", noise_std, 0.0)
         self.num_train = check_int("num_train", num_train, 1)
-        self.num_val = check_int("num_val", num_val, 1)
+        self.num_val = check_int("num_val", num_val, 0)
         self.num_test = check_int("num_test", num_test, 0)
         random = isinstance(true_w, int) and not isinstance(true_w, bool)
         if random:

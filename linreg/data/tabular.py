@@ -26,7 +26,7 @@ from linreg.data.base import RegressionData
 from linreg.data.scaling import Standardizer
 from linreg.data.splits import TRAIN
 from linreg.data.stream import StreamLoader
-from linreg.data.streamed import StreamedTable, exceeds_memory
+from linreg.data.streamed import SPLITS, StreamedTable, exceeds_memory
 from linreg.data.table import Table, read_header, read_table, select_columns
 from linreg.stats.ols import Moments
 from linreg.validation import UserInputError, check_float, check_int
@@ -67,7 +67,8 @@ class TableRegressionData(RegressionData):
             directory of Parquet files; local, or on object storage (``s3://bucket/prefix/``, ``gs://``, ...).
         target: the column to predict.
         features: the columns to predict it from; all other columns when not given.
-        val_fraction: share of the rows held out for validation (``val/loss`` after every epoch).
+        val_fraction: share of the rows held out for validation (``val/loss`` after every epoch); 0 trains on
+            every row (but ``test_fraction``'s) and validation is off.
         test_fraction: share of the rows held out for ``test``; may be 0.
         predict_path: a table of rows to predict instead of every row of ``path``; it needs the
             feature columns, and the target column may be absent or blank. Read in memory.
@@ -112,7 +113,7 @@ class TableRegressionData(RegressionData):
             raise UserInputError(f"in_memory must be true, false or auto, got {in_memory!r}")
         self.in_memory = in_memory
         self.shuffle_buffer = check_int("shuffle_buffer", shuffle_buffer, 1)
-        self.val_fraction = check_float("val_fraction", val_fraction, 0.0, strict=True)
+        self.val_fraction = check_float("val_fraction", val_fraction, 0.0)
         self.test_fraction = check_float("test_fraction", test_fraction, 0.0)
         if self.val_fraction + self.test_fraction >= 1:
             raise UserInputError(
@@ -282,6 +283,8 @@ class TableRegressionData(RegressionData):
         """Every row of a split: from memory where it is held there, else read from disk (by this process alone)."""
         if split in self._in_memory_splits():
             return super().split_chunks(split)
+        if self._streamed is not None and self._streamed.plan.counts[SPLITS[split]] == 0:
+            return None  # an empty split, as in memory (val_fraction or test_fraction 0)
         return iter(self._stream(split, self.eval_batch_size, this_process=False))
 
     def training_moments(self) -> Moments:
