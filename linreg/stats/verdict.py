@@ -113,8 +113,8 @@ def diagnose(report: dict[str, Any]) -> tuple[str, list[Remedy]]:
         remedies.append(
             Remedy(
                 {"model.optimizer.lr": smaller, **_epochs(run, slower)},
-                "a quarter of the learning rate lowers"
-                " the floor fourfold; twice the epochs make up the slower approach",
+                f"a learning rate {lr / smaller:.3g} times smaller lowers the floor as much;"
+                " twice the epochs make up the slower approach",
             )
         )
         return why, remedies
@@ -197,7 +197,7 @@ def verdict(report: dict[str, Any], python: bool = False) -> str:
     """One line (or a few): reached, or why not and each remedy, as flags (or, with ``python``, arguments)."""
     name, ref = report["estimator"]["name"], report["reference"]
     reached, facts = judge(report)
-    target = f"the optimum of its objective ({ref['kind']}: {ref['objective']})"
+    target = f"the optimum of its objective, {ref['objective']} ({ref['kind']})"
     if reached:
         line = f"verdict: {name} reached {target}, within the noise ({facts})."
         z = [abs(r["sgd_minus_ols_in_se"]) for r in report["parameters"] if r.get("sgd_minus_ols_in_se") is not None]
