@@ -8,9 +8,8 @@ parameters, the scheduler with the optimizer, the precision with the device).
 from __future__ import annotations
 
 import contextlib
-import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from torch.optim import Optimizer
 
 from linreg.callbacks.recovery import FULL_LOSS
 from linreg.checkpointing.runs import refuse_remote_run_dir
+from linreg.constraints import CONFIG, OPTIMIZER, TRAINER_LIMITS
 from linreg.errors import one_line, say
 from linreg.validation import UserInputError, check_config_file, usable_cores
 
@@ -83,15 +83,6 @@ def check_optimizer_has_lr(argv: list[str]) -> None:
         )
 
 
-# Trainer arguments Lightning takes and fails on only once fit runs (with a ZeroDivisionError): what each must be.
-_TRAINER_LIMITS = {
-    "check_val_every_n_epoch": ("an integer >= 1 or null", lambda v: v is None or (isinstance(v, int) and v >= 1)),
-    "val_check_interval": ("a number > 0 or null", lambda v: v is None or v > 0),
-    "log_every_n_steps": ("an integer >= 1 or null", lambda v: v is None or v >= 1),
-    "accumulate_grad_batches": ("an integer >= 1", lambda v: v >= 1),
-}
-
-
 def check_config_values(config: Namespace) -> None:
     """Checks what the parser accepts but the code cannot use: the groups' shapes, the seed, trainer limits."""
     for group in ("model", "data", "trainer"):
@@ -99,14 +90,14 @@ def check_config_values(config: Namespace) -> None:
         if value is not None and not isinstance(value, Namespace):
             raise UserInputError(f"{group}: expected a mapping of its arguments, got {type(value).__name__} {value!r}")
     seed = config.get("seed_everything")
-    if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed < 2**32:
-        raise UserInputError(f"seed_everything must be an integer from 0 to 2**32 - 1 (or true), got {seed}")
+    if isinstance(seed, int) and not isinstance(seed, bool):  # or true: a seed drawn at random
+        CONFIG["seed_everything"].check("seed_everything", seed)
     trainer = config.get("trainer") or Namespace()
     refuse_remote_run_dir(trainer)
-    for key, (requirement, ok) in _TRAINER_LIMITS.items():
+    for key, rule in TRAINER_LIMITS.items():
         value = trainer.get(key)
-        if isinstance(value, (int, float)) and not ok(value):
-            raise UserInputError(f"trainer.{key} must be {requirement}, got {value!r}")
+        if isinstance(value, (int, float)):  # or null, which each of them takes
+            rule.check(f"trainer.{key}", value)
     if config.get("weights_only") is False:
         raise UserInputError(
             "weights_only must stay true or unset, got False: checkpoints are loaded with weights_only=True,"
@@ -202,16 +193,22 @@ def trial_optimizers(model: Any) -> tuple[list[Optimizer], list[Any]] | None:
     with _answered_as("model.optimizer"):
         optimizer = factory(params)
         check_param_groups(optimizer.param_groups, "model.optimizer")
-    with _answered_as(
-        f"model.optimizer ({type(optimizer).__name__}, lr {optimizer.param_groups[0]['lr']:g}) at its first step"
-    ):
-        for p in params:
-            p.grad = torch.zeros_like(p)
-        optimizer.step(lambda: torch.zeros(()))  # a closure, as Lightning passes one (LBFGS needs it)
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    trial_step(optimizer, "model.optimizer")
     if scheduler_factory is None:
         return [optimizer], []
     with _answered_as("model.scheduler"):
         return [optimizer], [scheduler_factory(optimizer)]
+
+
+def trial_step(optimizer: Optimizer, where: str) -> None:
+    """Steps ``optimizer`` (built on copies, with zero gradients) once: what its settings make torch refuse only
+    then (an lr beyond float32, a sparse-only optimizer) is answered now, as ``where``."""
+    with _answered_as(
+        f"{where} ({type(optimizer).__name__}, lr {optimizer.param_groups[0]['lr']:g}) at its first step"
+    ):
+        optimizer.step(lambda: torch.zeros(()))  # a closure, as Lightning passes one (LBFGS needs it)
 
 
 def check_training_setup(model: Any, epochs: int | None) -> None:
@@ -229,17 +226,20 @@ def check_training_setup(model: Any, epochs: int | None) -> None:
             check_param_groups(optimizer.param_groups, f"model.scheduler at epoch {epoch + 1}", ("lr",))
 
 
-def check_param_groups(groups: list[dict[str, Any]], where: str, keys: tuple[str, ...] = ("lr", "momentum")) -> None:
-    """Refuses a learning rate that is not a finite number > 0, or a momentum outside [0, 1) (SGD diverges)."""
+def check_param_groups(groups: list[dict[str, Any]], where: str, keys: Iterable[str] = OPTIMIZER) -> None:
+    """Refuses an optimizer setting outside its rule in ``constraints.OPTIMIZER`` (an lr of 0, a momentum of 1)."""
     for i, group in enumerate(groups):
         name = where if len(groups) == 1 else f"{where} (parameter group {i})"
-        lr = group.get("lr")
-        lr = lr.item() if isinstance(lr, torch.Tensor) else lr
-        if "lr" in keys and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-            raise UserInputError(f"{name}: the learning rate must be a finite number > 0, got {lr!r}")
-        momentum = group.get("momentum")
-        if "momentum" in keys and isinstance(momentum, (int, float)) and not 0 <= momentum < 1:
-            raise UserInputError(f"{name}: momentum must be in [0, 1), got {momentum!r}")
+        for key in keys:
+            value = group.get(key)
+            value = value.item() if isinstance(value, torch.Tensor) else value
+            if key == "lr":  # every optimizer has one
+                OPTIMIZER["lr"].check(f"{name}: the learning rate", value)
+            elif isinstance(value, (int, float)):
+                OPTIMIZER[key].check(f"{name}: {key}", value)
+            elif isinstance(value, tuple) and key == "betas":
+                for j, beta in enumerate(value):
+                    OPTIMIZER[key].check(f"{name}: betas[{j}]", beta)
 
 
 class CheckBeforeTraining(Callback):

@@ -11,7 +11,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
 
-from linreg.validation import check_float, check_int
+from linreg.constraints import check
 
 
 def writes_logs(trainer: Trainer) -> bool:
@@ -49,8 +49,8 @@ class LinearRegression(LightningModule):
         init_std: float = 0.01,
     ) -> None:
         super().__init__()
-        check_int("input_dim", input_dim, 1)
-        check_float("init_std", init_std, 0.0)
+        check("model.input_dim", input_dim)
+        check("model.init_std", init_std)
         # Plain values only (no jsonargparse.typing types), so checkpoints load with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.optimizer = optimizer

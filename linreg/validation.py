@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 import stat
-from numbers import Real
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
@@ -26,20 +26,17 @@ class UserInputError(ValueError):
 
 def check_int(name: str, value: object, minimum: int, maximum: int | None = None) -> int:
     """Returns ``value`` as a plain int if it is an int ``>= minimum`` (and ``<= maximum``); raises otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise UserInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if maximum is not None and value > maximum:
-        raise UserInputError(f"{name} must be an integer from {minimum} to {maximum}, got {value!r}")
-    return int(value)
+    from linreg.constraints import Interval  # which builds on this module's UserInputError
+
+    return Interval(Integral, minimum, maximum).check(name, value)
 
 
 def check_float(name: str, value: object, minimum: float = -math.inf, *, strict: bool = False) -> float:
     """Returns ``value`` as a float if it is finite and ``>= minimum`` (``> minimum`` when ``strict``)."""
-    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and (value > minimum if strict else value >= minimum):
-        return float(value)  # type: ignore[arg-type]
-    bound = "" if minimum == -math.inf else f" {'>' if strict else '>='} {minimum:g}"
-    raise UserInputError(f"{name} must be a finite number{bound}, got {value!r}")
+    from linreg.constraints import Interval
+
+    left = None if minimum == -math.inf else minimum
+    return Interval(Real, left, None, closed="neither" if strict else "left").check(name, value)
 
 
 def file_kind(mode: int) -> str:
