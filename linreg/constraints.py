@@ -1,9 +1,8 @@
 """What each value a user sets must be: one table, read by the constructors, the config checks and checkpoint admission.
 
-As scikit-learn's ``_parameter_constraints``: a rule is a value (``Interval``, ``Options``) that checks a value,
-says itself in a message (``batch_size must be an integer >= 1, got 0``) and in ``--help``, and holds for
-the same value wherever it enters: from the config, or read back from a checkpoint (``CHECKPOINT``). Two copies
-of one range drift apart; one table cannot.
+As scikit-learn's ``_parameter_constraints``: a rule (``Interval``, ``Options``) checks a value, says itself in a
+message (``batch_size must be an integer >= 1, got 0``) or in help text, and holds for the value wherever it
+enters: the config, or a checkpoint read back (``CHECKPOINT``). Two copies of one range drift apart; one cannot.
 """
 
 from __future__ import annotations
@@ -25,8 +24,6 @@ class Interval:
     Example:
         >>> str(Interval(Real, 0, 1, closed="left"))
         'in [0, 1)'
-        >>> Interval(Integral, 1).check("batch_size", 32)
-        32
     """
 
     kind: type
