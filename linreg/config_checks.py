@@ -21,6 +21,7 @@ from lightning.pytorch.cli import LightningCLI
 from torch.optim import Optimizer
 
 from linreg.callbacks.recovery import FULL_LOSS
+from linreg.checkpointing.io import refuse_unsafe_loading
 from linreg.checkpointing.runs import refuse_remote_run_dir
 from linreg.constraints import CONFIG, OPTIMIZER, TRAINER_LIMITS
 from linreg.errors import one_line, say
@@ -98,11 +99,7 @@ def check_config_values(config: Namespace) -> None:
         value = trainer.get(key)
         if isinstance(value, (int, float)):  # or null, which each of them takes
             rule.check(f"trainer.{key}", value)
-    if config.get("weights_only") is False:
-        raise UserInputError(
-            "weights_only must stay true or unset, got False: checkpoints are loaded with weights_only=True,"
-            " so that loading one never runs code from it"
-        )
+    refuse_unsafe_loading(config.get("weights_only"))
     if config.get("ckpt_path") == "best":
         raise UserInputError(
             "ckpt_path 'best' names the best checkpoint of a fit in the same process, and this one has none;"

@@ -52,17 +52,29 @@ def file_kind(mode: int) -> str:
     return next((name for test, name in kinds.items() if test(mode)), "a socket")
 
 
-def check_regular_file(name: str, path: str | os.PathLike[str]) -> None:
-    """Refuses a ``path`` that exists and is neither a regular file nor a directory (a FIFO, a device, a socket).
+def check_regular_file(
+    path: str | os.PathLike[str], name: str = "", *, missing_ok: bool = False, links: bool = True
+) -> os.stat_result | None:
+    """Refuses ``path`` unless it is a regular file, judged before anything opens it (opening a FIFO waits for a
+    writer); returns its ``os.stat``, or ``None`` where it is missing (or unreadable) and ``missing_ok``.
 
-    A missing file or a directory is left to the reader, which names those cases itself.
+    ``links=False`` judges a symbolic link itself, not its target: the entry a rename would replace.
+
+    Raises:
+        UserInputError: ``[name: ]path: is a FIFO, not a regular file`` (a directory, a device, ...), or it is
+            missing or cannot be read and not ``missing_ok``.
     """
+    shown = f"{name}: {os.fspath(path)}" if name else os.fspath(path)
     try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return
-    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
-        raise UserInputError(f"{name}: {os.fspath(path)} is {file_kind(mode)}; give a regular file")
+        status = os.stat(path) if links else os.lstat(path)
+    except OSError as exc:
+        if missing_ok:
+            return None
+        why = "no such file or directory" if isinstance(exc, FileNotFoundError) else f"cannot be read ({exc.strerror})"
+        raise UserInputError(f"{shown}: {why}") from None
+    if not stat.S_ISREG(status.st_mode):
+        raise UserInputError(f"{shown}: is {file_kind(status.st_mode)}, not a regular file")
+    return status
 
 
 # Values a YAML document may expand to, aliases followed: a config is a few hundred.
@@ -114,7 +126,7 @@ def check_config_file(path: str) -> None:
     jsonargparse's own message names the text it parsed (``"<unicode string>"``), not the file. A missing or
     unreadable file is left to the parser, which names it.
     """
-    check_regular_file("--config", path)
+    check_regular_file(path, "--config", missing_ok=True)
     try:
         text = Path(path).read_bytes().decode("utf-8")
     except UnicodeDecodeError as error:

@@ -118,7 +118,7 @@ CASES: list[tuple[str, tuple[Any, ...], Any, str]] = [
     ("scheduler-extra", ("lr_schedulers", 0, "optimizer"), "x", "lr_schedulers[0] must hold ["),
     ("schedulers-not-a-list", ("lr_schedulers",), {}, "lr_schedulers must hold 1 states"),
     ("global-step", ("global_step",), -1, "global_step must be an integer >= 0, got -1"),
-    ("epoch", ("epoch",), 1.0, "epoch must be an integer, got 1.0"),
+    ("epoch", ("epoch",), 1.0, "epoch must be an integer >= 0, got 1.0"),
     (
         "loop-counter",
         (*FIT_LOOP, "epoch_progress", "current", "processed"),

@@ -54,7 +54,7 @@ CASES = [
     ("config-not-a-mapping", ["fit", "--config", "{d}/list.yaml"], "Unexpected config"),
     # --- checkpoints ---
     ("ckpt-missing", [*FIT, "--ckpt_path", "{d}/nope.ckpt"], "checkpoint not found: {d}/nope.ckpt"),
-    ("ckpt-directory", [*FIT, "--ckpt_path", "{d}/runs"], "checkpoint is a directory, not a file: {d}/runs"),
+    ("ckpt-directory", [*FIT, "--ckpt_path", "{d}/runs"], "checkpoint: {d}/runs: is a directory, not a regular file"),
     ("ckpt-text-file", [*FIT, "--ckpt_path", "{d}/notes.ckpt"], "{d}/notes.ckpt cannot be read: not a PyTorch"),
     ("ckpt-empty", [*FIT, "--ckpt_path", "{d}/empty.ckpt"], "{d}/empty.ckpt cannot be read: not a PyTorch"),
     ("ckpt-truncated", [*FIT, "--ckpt_path", "{d}/truncated.ckpt"], "truncated or damaged (PytorchStreamReader failed"),
@@ -125,10 +125,10 @@ CASES += [
     ),
     # --- config files ---
     ("config-model-a-list", ["fit", "--config", "{d}/model_list.yaml"], ('Parser key "model"', "[1, 2]")),
-    ("config-fifo", ["fit", "--config", "{d}/fifo"], "--config: {d}/fifo is a FIFO"),
+    ("config-fifo", ["fit", "--config", "{d}/fifo"], "--config: {d}/fifo: is a FIFO, not a regular file"),
     # --- files that are not regular files ---
     ("csv-fifo", [*CSV, "{d}/fifo", "--data.target", "y"], "data: {d}/fifo: is a FIFO, not a regular file"),
-    ("ckpt-fifo", [*FIT, "--ckpt_path", "{d}/fifo"], "checkpoint: {d}/fifo is a FIFO"),
+    ("ckpt-fifo", [*FIT, "--ckpt_path", "{d}/fifo"], "checkpoint: {d}/fifo: is a FIFO, not a regular file"),
     # --- statistics that overflow ---
     (
         "csv-target-overflows",

@@ -29,7 +29,7 @@ from torch.optim import Optimizer
 
 from linreg.callbacks.averaging import AveragedSGD
 from linreg.checkpointing.io import AtomicCheckpointIO
-from linreg.checkpointing.runs import config_differences
+from linreg.checkpointing.runs import config_differences, progress
 from linreg.config_checks import trial_optimizers, trial_step
 from linreg.constraints import CHECKPOINT, COUNT, LR
 from linreg.validation import UserInputError
@@ -199,17 +199,14 @@ def _check_data_state(checkpoint: dict[str, Any], datamodule: LightningDataModul
 
 
 def _check_progress(checkpoint: dict[str, Any], subcommand: str, trainer: Trainer) -> None:
-    """The counters, the state of the loop this subcommand runs, and where in its epoch the training loader was."""
-    for key in ("epoch", "global_step"):
-        if key in checkpoint:
-            _like(checkpoint[key], 0, key, key)
+    """The state of the loop this subcommand runs; for fit, the counters and where in its epoch the loader was."""
     loops = checkpoint.get("loops")
-    if loops is None:
-        return
-    name = _LOOPS[subcommand]
-    _like(loops, {name: getattr(trainer, name).state_dict()}, "loops", "loops", partial=True)
+    if loops is not None:
+        name = _LOOPS[subcommand]
+        _like(loops, {name: getattr(trainer, name).state_dict()}, "loops", "loops", partial=True)
     if subcommand != "fit":
         return
+    progress(checkpoint)  # as the run lookup reads them
     positions = loops["fit_loop"]["state_dict"].get("combined_loader", [])
     entry = "loops.fit_loop.state_dict.combined_loader"
     if not isinstance(positions, list) or len(positions) > 1:

@@ -18,7 +18,6 @@ import contextlib
 import os
 import pickle
 import secrets
-import stat
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +31,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from linreg.data.files import open_input
 from linreg.data.storage import is_remote
-from linreg.validation import UserInputError, check_fits_in_memory, check_regular_file, file_kind
+from linreg.validation import UserInputError, check_fits_in_memory, check_regular_file
 
 # What a checkpoint's entries may inflate to beyond the file's own size: zip's own records, rounded up.
 _INFLATION_SLACK = 1 << 20
@@ -58,10 +57,7 @@ def save_atomically(
         tensor([1., 1.])
     """
     path = Path(path)
-    with contextlib.suppress(FileNotFoundError):
-        mode = os.lstat(path).st_mode  # the entry the rename replaces, not what a link points to
-        if not stat.S_ISREG(mode):
-            raise UserInputError(f"{path} is {file_kind(mode)}, not a regular file: refused to write over it")
+    check_regular_file(path, missing_ok=True, links=False)  # the entry the rename replaces
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
@@ -100,7 +96,8 @@ def load_safely(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
             (loading those would run code named in the file).
     """
     shown = os.fspath(path)
-    check_regular_file("checkpoint", path)  # before opening: opening a FIFO waits for a writer
+    if not is_remote(path):  # before opening: opening a FIFO waits for a writer
+        check_regular_file(path, "checkpoint", missing_ok=True)
     try:
         with open_input(path, seekable=True) if is_remote(path) else open(path, "rb") as file:  # s3://, gs://, ...
             _check_inflation(file, shown)
@@ -109,8 +106,6 @@ def load_safely(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
         raise
     except FileNotFoundError:
         raise UserInputError(f"checkpoint not found: {shown}") from None
-    except IsADirectoryError:
-        raise UserInputError(f"checkpoint is a directory, not a file: {shown}") from None
     except PermissionError:
         raise UserInputError(f"checkpoint cannot be read (permission denied): {shown}") from None
     except pickle.UnpicklingError:
@@ -128,6 +123,15 @@ def load_safely(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
         text = str(error).strip().split(". ")[0].splitlines()[0][:100] if str(error).strip() else ""
         detail = text if isinstance(error, RuntimeError) else f"{type(error).__name__}: {text}" if text else ""
         raise UserInputError(_damaged(shown, detail or type(error).__name__)) from None
+
+
+def refuse_unsafe_loading(weights_only: bool | None) -> None:
+    """Refuses ``weights_only=False`` (from the config or a caller): loading would run code named in the file."""
+    if weights_only is False:
+        raise UserInputError(
+            "weights_only must stay true or unset, got False: checkpoints are loaded with weights_only=True,"
+            " so that loading one never runs code from it"
+        )
 
 
 def _unsafe_globals(path: str | os.PathLike[str]) -> list[str]:
@@ -192,11 +196,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path: Any, map_location: Any = "cpu", weights_only: bool | None = None) -> dict[str, Any]:
         # Loaded to the CPU (Lightning's default too); the strategy moves the states to the devices it uses.
-        if weights_only is False:
-            raise UserInputError(
-                "weights_only=False is not accepted: this project loads checkpoints with weights_only=True only,"
-                " so that loading one never runs code from it"
-            )
+        refuse_unsafe_loading(weights_only)
         if self.admitted is not None and self.admitted[0] == os.fspath(path):
             (_, checkpoint), self.admitted = self.admitted, None
             return checkpoint
