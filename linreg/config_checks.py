@@ -7,9 +7,8 @@ parameters, the scheduler with the optimizer, the precision with the device).
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +17,13 @@ from jsonargparse import Namespace
 from lightning.fabric.plugins.environments import LightningEnvironment
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.cli import LightningCLI
-from torch.optim import Optimizer
 
 from linreg.callbacks.recovery import FULL_LOSS
 from linreg.checkpointing.io import refuse_unsafe_loading
 from linreg.checkpointing.runs import refuse_remote_run_dir
-from linreg.constraints import CONFIG, OPTIMIZER, TRAINER_LIMITS
-from linreg.errors import one_line, say
+from linreg.constraints import CONFIG, TRAINER_LIMITS
+from linreg.errors import say
+from linreg.trial import answered_as, check_param_groups, trial_optimizers
 from linreg.validation import UserInputError, check_config_file, usable_cores
 
 
@@ -169,45 +168,6 @@ def check_trainer(trainer: Trainer, precision: Any) -> None:
         )
 
 
-@contextlib.contextmanager
-def _answered_as(key: str) -> Iterator[None]:
-    """Answers a refusal by torch's optimizer or scheduler classes (or arithmetic that fails) as ``key``."""
-    try:
-        yield
-    except UserInputError:
-        raise
-    except (ValueError, TypeError, RuntimeError, ArithmeticError, KeyError) as error:
-        raise UserInputError(f"{key}: {one_line(str(error))}") from error
-
-
-def trial_optimizers(model: Any) -> tuple[list[Optimizer], list[Any]] | None:
-    """The model's optimizer, built on a copy of its parameters and stepped once with zero gradients, and its
-    scheduler; ``None`` for a model without an optimizer factory (``LinearRegression.optimizer``)."""
-    factory, scheduler_factory = getattr(model, "optimizer", None), getattr(model, "scheduler", None)
-    if not callable(factory):
-        return None
-    params = [p.detach().clone().requires_grad_() for p in model.parameters()]
-    with _answered_as("model.optimizer"):
-        optimizer = factory(params)
-        check_param_groups(optimizer.param_groups, "model.optimizer")
-    for p in params:
-        p.grad = torch.zeros_like(p)
-    trial_step(optimizer, "model.optimizer")
-    if scheduler_factory is None:
-        return [optimizer], []
-    with _answered_as("model.scheduler"):
-        return [optimizer], [scheduler_factory(optimizer)]
-
-
-def trial_step(optimizer: Optimizer, where: str) -> None:
-    """Steps ``optimizer`` (built on copies, with zero gradients) once: what its settings make torch refuse only
-    then (an lr beyond float32, a sparse-only optimizer) is answered now, as ``where``."""
-    with _answered_as(
-        f"{where} ({type(optimizer).__name__}, lr {optimizer.param_groups[0]['lr']:g}) at its first step"
-    ):
-        optimizer.step(lambda: torch.zeros(()))  # a closure, as Lightning passes one (LBFGS needs it)
-
-
 def check_training_setup(model: Any, epochs: int | None) -> None:
     """Builds the model's optimizer and takes a step (``trial_optimizers``), then steps its scheduler through the
     run's epochs: a value they refuse, or a learning rate that turns negative or not finite, is answered now as
@@ -216,27 +176,11 @@ def check_training_setup(model: Any, epochs: int | None) -> None:
     if trial is None or not trial[1]:
         return
     (optimizer,), (scheduler,) = trial
-    with _answered_as(f"model.scheduler ({type(scheduler).__name__}) when stepped"):
+    with answered_as(f"model.scheduler ({type(scheduler).__name__}) when stepped"):
         for epoch in range(min(epochs if epochs is not None and epochs >= 0 else 1000, 10_000)):
             optimizer.step(lambda: torch.zeros(()))
             scheduler.step()
             check_param_groups(optimizer.param_groups, f"model.scheduler at epoch {epoch + 1}", ("lr",))
-
-
-def check_param_groups(groups: list[dict[str, Any]], where: str, keys: Iterable[str] = OPTIMIZER) -> None:
-    """Refuses an optimizer setting outside its rule in ``constraints.OPTIMIZER`` (an lr of 0, a momentum of 1)."""
-    for i, group in enumerate(groups):
-        name = where if len(groups) == 1 else f"{where} (parameter group {i})"
-        for key in keys:
-            value = group.get(key)
-            value = value.item() if isinstance(value, torch.Tensor) else value
-            if key == "lr":  # every optimizer has one
-                OPTIMIZER["lr"].check(f"{name}: the learning rate", value)
-            elif isinstance(value, (int, float)):
-                OPTIMIZER[key].check(f"{name}: {key}", value)
-            elif isinstance(value, tuple) and key == "betas":
-                for j, beta in enumerate(value):
-                    OPTIMIZER[key].check(f"{name}: betas[{j}]", beta)
 
 
 class CheckBeforeTraining(Callback):

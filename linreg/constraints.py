@@ -1,8 +1,7 @@
 """What each value a user sets must be: one table, read by the constructors, the config checks and checkpoint admission.
 
 As scikit-learn's ``_parameter_constraints``: a rule (``Interval``, ``Options``) checks a value, says itself in a
-message (``batch_size must be an integer >= 1, got 0``) or in help text, and holds for the value wherever it
-enters: the config, or a checkpoint read back (``CHECKPOINT``). Two copies of one range drift apart; one cannot.
+message (``batch_size must be an integer >= 1, got 0``) or help text, and holds wherever the value enters.
 """
 
 from __future__ import annotations
@@ -33,13 +32,11 @@ class Interval:
 
     def holds(self, value: Any) -> Any:
         """Whether ``value`` (a number, or each element of a tensor) is of this kind and in the interval."""
-        if not hasattr(value, "shape"):  # a plain number: its type and finiteness first
-            number = isinstance(value, Integral if self.kind is Integral else Real) and not isinstance(value, bool)
-            if not number or not math.isfinite(value):
-                return False
-        ok = value == value  # False for NaN, elementwise for a tensor
-        if hasattr(value, "shape") and self.kind is Real:
-            ok = ok & (value.abs() < math.inf)
+        ok: Any = True
+        if hasattr(value, "isfinite"):  # a tensor: each element
+            ok = value.isfinite()
+        elif isinstance(value, bool) or not isinstance(value, self.kind) or not math.isfinite(value):
+            return False
         if self.left is not None:
             ok = ok & ((value >= self.left) if self.closed in ("left", "both") else (value > self.left))
         if self.right is not None:
@@ -87,22 +84,16 @@ FRACTION = Interval(Real, 0, 1, closed="both")
 BELOW_ONE = Interval(Real, 0, 1, closed="left")  # a momentum or an Adam beta of 1 never forgets: SGD never settles
 AT_LEAST_ONE = Interval(Integral, 1)
 
-# The learning rate: > 0. A scheduler may anneal it to 0 (CosineAnnealingLR's eta_min=0), so a checkpoint's lr in a
-# param group that a scheduler sets (one holding initial_lr) may be 0; nowhere else.
+# lr > 0; 0 only in a checkpoint's param group that a scheduler sets (it holds initial_lr): annealed to eta_min=0.
 LR = POSITIVE
 SCHEDULED_LR = NON_NEGATIVE
 
 # Torch's optimizer settings, by their name in a param group (``model.optimizer.<name>`` in the config).
 OPTIMIZER = {
     "lr": LR,
-    "momentum": BELOW_ONE,
-    "dampening": FRACTION,
-    "weight_decay": NON_NEGATIVE,
-    "betas": BELOW_ONE,  # each of the two
-    "eps": NON_NEGATIVE,
-    "rho": FRACTION,
-    "lr_decay": NON_NEGATIVE,
-    "initial_accumulator_value": NON_NEGATIVE,
+    **dict.fromkeys(("momentum", "betas"), BELOW_ONE),  # betas: each of Adam's two
+    **dict.fromkeys(("dampening", "rho"), FRACTION),
+    **dict.fromkeys(("weight_decay", "eps", "lr_decay", "initial_accumulator_value"), NON_NEGATIVE),
 }
 
 # Every value a user sets that a rule constrains, by its config key.
@@ -110,22 +101,21 @@ CONFIG: dict[str, Interval] = {
     **{f"model.optimizer.{name}": rule for name, rule in OPTIMIZER.items()},
     "model.input_dim": AT_LEAST_ONE,
     "model.init_std": NON_NEGATIVE,
-    "data.batch_size": AT_LEAST_ONE,
-    "data.eval_batch_size": AT_LEAST_ONE,
+    **dict.fromkeys(("data.batch_size", "data.eval_batch_size"), AT_LEAST_ONE),
     "data.seed": Interval(Integral, 0, 2**63 - 1),  # a torch.Generator's seed
     "data.val_fraction": POSITIVE,  # a fit needs validation rows
     "data.test_fraction": NON_NEGATIVE,
     "seed_everything": Interval(Integral, 0, 2**32 - 1),  # numpy's seed range, which Lightning seeds too
     # Trainer arguments Lightning takes and fails on only once fit runs (a ZeroDivisionError); null is allowed.
-    "trainer.check_val_every_n_epoch": AT_LEAST_ONE,
+    **{
+        f"trainer.{k}": AT_LEAST_ONE
+        for k in ("check_val_every_n_epoch", "log_every_n_steps", "accumulate_grad_batches")
+    },
     "trainer.val_check_interval": POSITIVE,
-    "trainer.log_every_n_steps": AT_LEAST_ONE,
-    "trainer.accumulate_grad_batches": AT_LEAST_ONE,
 }
 TRAINER_LIMITS = {key.removeprefix("trainer."): rule for key, rule in CONFIG.items() if key.startswith("trainer.")}
 
-# What a checkpoint's numbers must be, by their entry with indices and keys as ``[]``. A number no rule names:
-# an integer >= 0 (a counter), or any number other than NaN, and finite where this run's fresh state is.
+# A checkpoint's numbers by entry, indices as []. Others: integers >= 0; numbers not NaN (finite where fresh ones are).
 CHECKPOINT: dict[str, Interval] = {
     **{f"optimizer_states[].param_groups[].{name}": rule for name, rule in OPTIMIZER.items() if name != "betas"},
     "optimizer_states[].param_groups[].betas[]": OPTIMIZER["betas"],
@@ -136,12 +126,22 @@ CHECKPOINT: dict[str, Interval] = {
     "lr_schedulers[]._last_lr[]": SCHEDULED_LR,
     "lr_schedulers[].last_epoch": Interval(Integral, -1),
     "lr_schedulers[].step_size": AT_LEAST_ONE,
-    "datamodule.x_std": POSITIVE,  # divided by when standardising
-    "datamodule.y_std": POSITIVE,
+    **dict.fromkeys(("datamodule.x_std", "datamodule.y_std"), POSITIVE),  # divided by when standardising
     "precision.scale": POSITIVE,  # a GradScaler's loss scale
     "loops.fit_loop.state_dict.combined_loader[].batch_size": CONFIG["data.batch_size"],
     "callbacks[].stopping_reason": Options(str, values=tuple(reason.value for reason in EarlyStoppingReason)),
 }
+
+
+def check_int(name: str, value: object, minimum: int, maximum: int | None = None) -> int:
+    """Returns ``value`` as a plain int if it is an int ``>= minimum`` (and ``<= maximum``); raises otherwise."""
+    return Interval(Integral, minimum, maximum).check(name, value)
+
+
+def check_float(name: str, value: object, minimum: float = -math.inf, *, strict: bool = False) -> float:
+    """Returns ``value`` as a float if it is finite and ``>= minimum`` (``> minimum`` when ``strict``)."""
+    left = None if minimum == -math.inf else minimum
+    return Interval(Real, left, None, closed="neither" if strict else "left").check(name, value)
 
 
 def check(key: str, value: Any) -> Any:

@@ -8,10 +8,8 @@ machine: a FIFO given as a file, YAML aliases that expand to gigabytes, an alloc
 
 from __future__ import annotations
 
-import math
 import os
 import stat
-from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
@@ -22,21 +20,6 @@ class UserInputError(ValueError):
     """A value supplied by the user (config, command line, file) is invalid; the message says which."""
 
     exit_status = 2  # the command line's status for refused input, as argparse uses
-
-
-def check_int(name: str, value: object, minimum: int, maximum: int | None = None) -> int:
-    """Returns ``value`` as a plain int if it is an int ``>= minimum`` (and ``<= maximum``); raises otherwise."""
-    from linreg.constraints import Interval  # which builds on this module's UserInputError
-
-    return Interval(Integral, minimum, maximum).check(name, value)
-
-
-def check_float(name: str, value: object, minimum: float = -math.inf, *, strict: bool = False) -> float:
-    """Returns ``value`` as a float if it is finite and ``>= minimum`` (``> minimum`` when ``strict``)."""
-    from linreg.constraints import Interval
-
-    left = None if minimum == -math.inf else minimum
-    return Interval(Real, left, None, closed="neither" if strict else "left").check(name, value)
 
 
 def file_kind(mode: int) -> str:

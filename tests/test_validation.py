@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from linreg.constraints import check_float, check_int
 from linreg.validation import (
     MAX_YAML_VALUES,
     UserInputError,
     bounded_yaml_load,
     check_config_file,
     check_fits_in_memory,
-    check_float,
-    check_int,
     check_regular_file,
 )
 

@@ -21,7 +21,7 @@ from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.optim import Optimizer
 
-from linreg.checkpointing.io import save_atomically
+from linreg.atomic_write import save_atomically
 
 FINAL_LOSS = "val/final_loss"  # the hparams tab's metric: val/loss after the last epoch
 

@@ -12,9 +12,9 @@ from typing import Any
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 
+from linreg.atomic_write import save_atomically
 from linreg.callbacks.averaging import AveragedSGD
 from linreg.callbacks.recovery import FULL_LOSS, regression_data
-from linreg.checkpointing.io import save_atomically
 from linreg.stats.report import build_report, estimator_names, format_report
 
 

@@ -30,8 +30,8 @@ from torch.optim import Optimizer
 from linreg.callbacks.averaging import AveragedSGD
 from linreg.checkpointing.io import AtomicCheckpointIO
 from linreg.checkpointing.runs import config_differences, progress
-from linreg.config_checks import trial_optimizers, trial_step
 from linreg.constraints import CHECKPOINT, COUNT, LR
+from linreg.trial import trial_optimizers, trial_step
 from linreg.validation import UserInputError
 
 # Optimizer settings that torch puts in every param group, or that a scheduler adds.

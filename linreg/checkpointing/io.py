@@ -1,10 +1,4 @@
-"""Checkpoint files, and every file this project writes: writes that a crash cannot half-finish, reads that run no code.
-
-Lightning's ``TorchCheckpointIO`` writes a local checkpoint by opening the target and writing into it, so
-a process killed mid-write leaves a truncated ``last.ckpt``: exactly the file a pre-empted job needs to
-resume. ``save_atomically`` writes to a temporary file in the same directory, flushes it to disk and only
-then renames it over the target; ``os.replace`` is atomic, so the target is at every moment either the
-previous complete file or the new one.
+"""Checkpoint files: writes that a crash cannot half-finish (``linreg.atomic_write``), reads that run no code.
 
 A checkpoint is a pickle, and unpickling can call any function the file names. Every load here uses
 ``torch.load(weights_only=True)``, which accepts tensors and plain values only, and only from a regular
@@ -14,13 +8,9 @@ uncompressed): a FIFO, or a small file that inflates to gigabytes, is refused be
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
-import secrets
 import zipfile
-from collections.abc import Callable
-from pathlib import Path
 from typing import IO, Any
 
 import torch
@@ -29,62 +19,13 @@ from lightning.fabric.plugins import CheckpointIO
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from linreg.atomic_write import save_atomically
 from linreg.data.files import open_input
 from linreg.data.storage import is_remote
 from linreg.validation import UserInputError, check_fits_in_memory, check_regular_file
 
 # What a checkpoint's entries may inflate to beyond the file's own size: zip's own records, rounded up.
 _INFLATION_SLACK = 1 << 20
-
-
-def save_atomically(
-    obj: object, path: str | os.PathLike[str], save: Callable[[object, IO[bytes]], None] = torch.save
-) -> None:
-    """Writes ``save(obj, file)`` to ``path`` such that ``path`` never holds a partial write.
-
-    The data go to a hidden temporary file beside ``path``, are fsynced, and the file is renamed over
-    ``path``; the directory is fsynced too, so the rename itself survives a power cut. A process killed
-    before the rename leaves ``path`` as it was, plus the temporary ``.<name>.<random>.tmp``.
-
-    Raises:
-        UserInputError: ``path`` is there and is not a regular file (a FIFO, a device, a directory, a link).
-
-    Example:
-        >>> import tempfile
-        >>> target = Path(tempfile.mkdtemp()) / "x.ckpt"
-        >>> save_atomically({"w": torch.ones(2)}, target)
-        >>> torch.load(target, weights_only=True)["w"]
-        tensor([1., 1.])
-    """
-    path = Path(path)
-    check_regular_file(path, missing_ok=True, links=False)  # the entry the rename replaces
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temporary, "xb") as file:  # "x": never reuse a name another writer holds
-            save(obj, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Flushes a directory's entries (a rename) to disk; a no-op where directories cannot be opened (Windows)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def load_safely(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:

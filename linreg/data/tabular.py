@@ -22,7 +22,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from linreg.constraints import check
+from linreg.constraints import check, check_int
 from linreg.data.base import RegressionData
 from linreg.data.scaling import Standardizer
 from linreg.data.splits import TRAIN
@@ -30,7 +30,7 @@ from linreg.data.stream import StreamLoader
 from linreg.data.streamed import StreamedTable, exceeds_memory
 from linreg.data.table import Table, read_header, read_table, select_columns
 from linreg.stats.ols import LeastSquaresFit
-from linreg.validation import UserInputError, check_int
+from linreg.validation import UserInputError
 
 # The largest magnitude whose square float64 holds (about 1.3e154), rounded down.
 _LARGEST_SQUARABLE = 1e154

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import math
 import textwrap
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
 
-from linreg.data import RegressionData
 from linreg.stats.ols import LeastSquaresFit, transform
 
 # Short of least squares: training MSE more than 1% above OLS's, or a coefficient more than 3 SE from OLS's.
@@ -28,6 +27,20 @@ STILL_CLOSING = 0.75
 ROUNDING_UNITS = 10.0
 
 Row = dict[str, Any]
+
+
+class RegressionData(Protocol):
+    """What the report reads of a data module (``linreg.data.RegressionData``): declared here, so that the
+    statistics import nothing from the data package, which builds on them."""
+
+    true_w: Tensor | None
+    true_b: float | None
+    target_scale: float
+    feature_names: list[str]
+
+    def least_squares(self, device: torch.device | None = None) -> LeastSquaresFit: ...
+    def to_original_units(self, w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]: ...
+    def split_chunks(self, split: str) -> Iterator[tuple[Tensor, Tensor]] | None: ...
 
 
 def estimator_names(optimizer: str, averaged: bool) -> dict[str, str]:
