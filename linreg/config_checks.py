@@ -7,11 +7,9 @@ parameters, the scheduler with the optimizer, the precision with the device).
 
 from __future__ import annotations
 
-import contextlib
-import math
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +20,13 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateFinder, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.parsing import lightning_hasattr
-from torch.optim import Optimizer
 
 from linreg.callbacks.recovery import FULL_LOSS, OBJECTIVE_GAP
+from linreg.checkpointing.io import refuse_unsafe_loading
 from linreg.checkpointing.runs import refuse_remote_run_dir
-from linreg.errors import one_line, say
+from linreg.constraints import CONFIG, TRAINER_LIMITS
+from linreg.errors import say
+from linreg.trial import answered_as, check_param_groups, trial_optimizers
 from linreg.validation import UserInputError, check_config_file, usable_cores
 
 
@@ -86,15 +86,6 @@ def check_optimizer_has_lr(argv: list[str]) -> None:
         )
 
 
-# Trainer arguments Lightning takes and fails on only once fit runs (with a ZeroDivisionError): what each must be.
-_TRAINER_LIMITS = {
-    "check_val_every_n_epoch": ("an integer >= 1 or null", lambda v: v is None or (isinstance(v, int) and v >= 1)),
-    "val_check_interval": ("a number > 0 or null", lambda v: v is None or v > 0),
-    "log_every_n_steps": ("an integer >= 1 or null", lambda v: v is None or v >= 1),
-    "accumulate_grad_batches": ("an integer >= 1", lambda v: v >= 1),
-}
-
-
 def check_config_values(config: Namespace) -> None:
     """Checks what the parser accepts but the code cannot use: the groups' shapes, the seed, trainer limits."""
     for group in ("model", "data", "trainer"):
@@ -102,19 +93,15 @@ def check_config_values(config: Namespace) -> None:
         if value is not None and not isinstance(value, Namespace):
             raise UserInputError(f"{group}: expected a mapping of its arguments, got {type(value).__name__} {value!r}")
     seed = config.get("seed_everything")
-    if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed < 2**32:
-        raise UserInputError(f"seed_everything must be an integer from 0 to 2**32 - 1 (or true), got {seed}")
+    if isinstance(seed, int) and not isinstance(seed, bool):  # or true: a seed drawn at random
+        CONFIG["seed_everything"].check("seed_everything", seed)
     trainer = config.get("trainer") or Namespace()
     refuse_remote_run_dir(trainer)
-    for key, (requirement, ok) in _TRAINER_LIMITS.items():
+    for key, rule in TRAINER_LIMITS.items():
         value = trainer.get(key)
-        if isinstance(value, (int, float)) and not ok(value):
-            raise UserInputError(f"trainer.{key} must be {requirement}, got {value!r}")
-    if config.get("weights_only") is False:
-        raise UserInputError(
-            "weights_only must stay true or unset, got False: checkpoints are loaded with weights_only=True,"
-            " so that loading one never runs code from it"
-        )
+        if isinstance(value, (int, float)):  # or null, which each of them takes
+            rule.check(f"trainer.{key}", value)
+    refuse_unsafe_loading(config.get("weights_only"))
     if config.get("ckpt_path") == "best":
         raise UserInputError(
             "ckpt_path 'best' names the best checkpoint of a fit in the same process, and this one has none;"
@@ -184,39 +171,6 @@ def check_trainer(trainer: Trainer, precision: Any) -> None:
         )
 
 
-@contextlib.contextmanager
-def _answered_as(key: str) -> Iterator[None]:
-    """Answers a refusal by torch's optimizer or scheduler classes (or arithmetic that fails) as ``key``."""
-    try:
-        yield
-    except UserInputError:
-        raise
-    except (ValueError, TypeError, RuntimeError, ArithmeticError, KeyError) as error:
-        raise UserInputError(f"{key}: {one_line(str(error))}") from error
-
-
-def trial_optimizers(model: Any) -> tuple[list[Optimizer], list[Any]] | None:
-    """The model's optimizer, built on a copy of its parameters and stepped once with zero gradients, and its
-    scheduler; ``None`` for a model without an optimizer factory (``LinearRegression.optimizer``)."""
-    factory, scheduler_factory = getattr(model, "optimizer", None), getattr(model, "scheduler", None)
-    if not callable(factory):
-        return None
-    params = [p.detach().clone().requires_grad_() for p in model.parameters()]
-    with _answered_as("model.optimizer"):
-        optimizer = factory(params)
-        check_param_groups(optimizer.param_groups, "model.optimizer")
-    with _answered_as(
-        f"model.optimizer ({type(optimizer).__name__}, lr {optimizer.param_groups[0]['lr']:g}) at its first step"
-    ):
-        for p in params:
-            p.grad = torch.zeros_like(p)
-        optimizer.step(lambda: torch.zeros(()))  # a closure, as Lightning passes one (LBFGS needs it)
-    if scheduler_factory is None:
-        return [optimizer], []
-    with _answered_as("model.scheduler"):
-        return [optimizer], [scheduler_factory(optimizer)]
-
-
 def check_training_setup(model: Any, epochs: int | None) -> None:
     """Builds the model's optimizer and takes a step (``trial_optimizers``), then steps its scheduler through the
     run's epochs: a value they refuse, or a learning rate that turns negative or not finite, is answered now as
@@ -225,24 +179,11 @@ def check_training_setup(model: Any, epochs: int | None) -> None:
     if trial is None or not trial[1]:
         return
     (optimizer,), (scheduler,) = trial
-    with _answered_as(f"model.scheduler ({type(scheduler).__name__}) when stepped"):
+    with answered_as(f"model.scheduler ({type(scheduler).__name__}) when stepped"):
         for epoch in range(min(epochs if epochs is not None and epochs >= 0 else 1000, 10_000)):
             optimizer.step(lambda: torch.zeros(()))
             scheduler.step()
             check_param_groups(optimizer.param_groups, f"model.scheduler at epoch {epoch + 1}", ("lr",))
-
-
-def check_param_groups(groups: list[dict[str, Any]], where: str, keys: tuple[str, ...] = ("lr", "momentum")) -> None:
-    """Refuses a learning rate that is not a finite number > 0, or a momentum outside [0, 1) (SGD diverges)."""
-    for i, group in enumerate(groups):
-        name = where if len(groups) == 1 else f"{where} (parameter group {i})"
-        lr = group.get("lr")
-        lr = lr.item() if isinstance(lr, torch.Tensor) else lr
-        if "lr" in keys and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-            raise UserInputError(f"{name}: the learning rate must be a finite number > 0, got {lr!r}")
-        momentum = group.get("momentum")
-        if "momentum" in keys and isinstance(momentum, (int, float)) and not 0 <= momentum < 1:
-            raise UserInputError(f"{name}: momentum must be in [0, 1), got {momentum!r}")
 
 
 class CheckBeforeTraining(Callback):

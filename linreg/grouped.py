@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 
+from linreg.constraints import check_int
 from linreg.model import LinearRegression, d2l_sgd
-from linreg.validation import check_int
 
 
 class GroupedStepsRegression(LinearRegression):

@@ -10,9 +10,10 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 
+from linreg.constraints import check
 from linreg.stats.r2 import DefinedR2Score
 from linreg.stats.reference import Objective
-from linreg.validation import UserInputError, check_float, check_int
+from linreg.validation import UserInputError
 
 
 def writes_logs(trainer: Trainer) -> bool:
@@ -59,9 +60,9 @@ class LinearRegression(LightningModule):
         weight_decay: float = 0.0,
     ) -> None:
         super().__init__()
-        check_int("input_dim", input_dim, 1)
-        check_float("init_std", init_std, 0.0)
-        check_float("weight_decay", weight_decay, 0.0)
+        check("model.input_dim", input_dim)
+        check("model.init_std", init_std)
+        check("model.weight_decay", weight_decay)
         loss = nn.MSELoss() if loss is None else loss
         if not isinstance(loss, (nn.MSELoss, nn.HuberLoss)) or loss.reduction != "mean":
             raise UserInputError(
@@ -69,7 +70,7 @@ class LinearRegression(LightningModule):
                 f"{'' if not hasattr(loss, 'reduction') else f' (reduction {loss.reduction!r})'}"
             )
         if isinstance(loss, nn.HuberLoss):
-            check_float("loss.delta", loss.delta, 0.0, strict=True)
+            check("model.loss.delta", loss.delta)
         # Plain values only (no jsonargparse.typing types), so checkpoints load with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "loss"])
         self.optimizer = optimizer

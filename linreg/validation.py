@@ -8,10 +8,8 @@ machine: a FIFO given as a file, YAML aliases that expand to gigabytes, an alloc
 
 from __future__ import annotations
 
-import math
 import os
 import stat
-from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -22,24 +20,6 @@ class UserInputError(ValueError):
     """A value supplied by the user (config, command line, file) is invalid; the message says which."""
 
     exit_status = 2  # the command line's status for refused input, as argparse uses
-
-
-def check_int(name: str, value: object, minimum: int, maximum: int | None = None) -> int:
-    """Returns ``value`` as a plain int if it is an int ``>= minimum`` (and ``<= maximum``); raises otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise UserInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if maximum is not None and value > maximum:
-        raise UserInputError(f"{name} must be an integer from {minimum} to {maximum}, got {value!r}")
-    return int(value)
-
-
-def check_float(name: str, value: object, minimum: float = -math.inf, *, strict: bool = False) -> float:
-    """Returns ``value`` as a float if it is finite and ``>= minimum`` (``> minimum`` when ``strict``)."""
-    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and (value > minimum if strict else value >= minimum):
-        return float(value)  # type: ignore[arg-type]
-    bound = "" if minimum == -math.inf else f" {'>' if strict else '>='} {minimum:g}"
-    raise UserInputError(f"{name} must be a finite number{bound}, got {value!r}")
 
 
 def file_kind(mode: int) -> str:
@@ -55,17 +35,29 @@ def file_kind(mode: int) -> str:
     return next((name for test, name in kinds.items() if test(mode)), "a socket")
 
 
-def check_regular_file(name: str, path: str | os.PathLike[str]) -> None:
-    """Refuses a ``path`` that exists and is neither a regular file nor a directory (a FIFO, a device, a socket).
+def check_regular_file(
+    path: str | os.PathLike[str], name: str = "", *, missing_ok: bool = False, links: bool = True
+) -> os.stat_result | None:
+    """Refuses ``path`` unless it is a regular file, judged before anything opens it (opening a FIFO waits for a
+    writer); returns its ``os.stat``, or ``None`` where it is missing (or unreadable) and ``missing_ok``.
 
-    A missing file or a directory is left to the reader, which names those cases itself.
+    ``links=False`` judges a symbolic link itself, not its target: the entry a rename would replace.
+
+    Raises:
+        UserInputError: ``[name: ]path: is a FIFO, not a regular file`` (a directory, a device, ...), or it is
+            missing or cannot be read and not ``missing_ok``.
     """
+    shown = f"{name}: {os.fspath(path)}" if name else os.fspath(path)
     try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return
-    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
-        raise UserInputError(f"{name}: {os.fspath(path)} is {file_kind(mode)}; give a regular file")
+        status = os.stat(path) if links else os.lstat(path)
+    except OSError as exc:
+        if missing_ok:
+            return None
+        why = "no such file or directory" if isinstance(exc, FileNotFoundError) else f"cannot be read ({exc.strerror})"
+        raise UserInputError(f"{shown}: {why}") from None
+    if not stat.S_ISREG(status.st_mode):
+        raise UserInputError(f"{shown}: is {file_kind(status.st_mode)}, not a regular file")
+    return status
 
 
 # Values a YAML document may expand to, aliases followed: a config is a few hundred.
@@ -117,7 +109,7 @@ def check_config_file(path: str) -> None:
     jsonargparse's own message names the text it parsed (``"<unicode string>"``), not the file. A missing or
     unreadable file is left to the parser, which names it.
     """
-    check_regular_file("--config", path)
+    check_regular_file(path, "--config", missing_ok=True)
     try:
         text = Path(path).read_bytes().decode("utf-8")
     except UnicodeDecodeError as error:

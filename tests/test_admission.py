@@ -8,9 +8,11 @@ built, not run, by the command line.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import re
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -21,6 +23,8 @@ import torch
 from linreg.checkpointing.admission import admit
 from linreg.checkpointing.io import AtomicCheckpointIO
 from linreg.cli import build_cli
+from linreg.config_checks import check_training_setup
+from linreg.model import LinearRegression
 from linreg.validation import UserInputError
 from tests.conftest import D2L_CONFIG, run_cli
 
@@ -71,35 +75,75 @@ FIT_LOOP = ("loops", "fit_loop")
 # (entry changed, new value, what the message must say after "ckpt_path runs/x/last.ckpt: ")
 CASES: list[tuple[str, tuple[Any, ...], Any, str]] = [
     ("momentum", (*GROUP, "momentum"), 1.0, "optimizer_states[0].param_groups[0].momentum must be in [0, 1), got 1.0"),
-    ("lr-negative", (*GROUP, "lr"), -0.1, "optimizer_states[0].param_groups[0].lr must be >= 0, got -0.1"),
-    ("initial-lr", (*GROUP, "initial_lr"), 0.0, "optimizer_states[0].param_groups[0].initial_lr must be > 0, got 0.0"),
+    (
+        "lr-negative",
+        (*GROUP, "lr"),
+        -0.1,
+        "optimizer_states[0].param_groups[0].lr must be a finite number >= 0, got -0.1",
+    ),
+    (
+        "initial-lr",
+        (*GROUP, "initial_lr"),
+        0.0,
+        "optimizer_states[0].param_groups[0].initial_lr must be a finite number > 0, got 0.0",
+    ),
     ("lr-nan", (*GROUP, "lr"), float("nan"), "param_groups[0].lr must be a finite number, got nan"),
     ("lr-inf", (*GROUP, "lr"), float("inf"), "param_groups[0].lr must be a finite number, got inf"),
-    ("weight-decay", (*GROUP, "weight_decay"), -1.0, "param_groups[0].weight_decay must be >= 0, got -1.0"),
+    (
+        "weight-decay",
+        (*GROUP, "weight_decay"),
+        -1.0,
+        "param_groups[0].weight_decay must be a finite number >= 0, got -1.0",
+    ),
     ("nesterov", (*GROUP, "nesterov"), 1, "param_groups[0].nesterov must be true or false, got 1"),
     ("no-optimizer-state", ("optimizer_states",), [], "optimizer_states must hold 1 states (this run's: SGD), got []"),
     ("state-nan", MOMENTUM, torch.full((1, 5), float("nan")), "momentum_buffer must hold finite numbers, got nan at"),
     ("state-shape", MOMENTUM, torch.zeros(3), "state[0].momentum_buffer must have shape [1, 5], got [3]"),
     ("state-foreign", (*MOMENTUM[:-1], "exp_avg"), torch.zeros(1, 5), "state[0] must hold ['momentum_buffer'], got"),
     ("state-of-no-parameter", ("optimizer_states", 0, "state", 7), {}, "state[7] belongs to no parameter"),
-    ("scheduler-epoch", ("lr_schedulers", 0, "last_epoch"), -2, "lr_schedulers[0].last_epoch must be >= -1, got -2"),
+    (
+        "scheduler-epoch",
+        ("lr_schedulers", 0, "last_epoch"),
+        -2,
+        "lr_schedulers[0].last_epoch must be an integer >= -1, got -2",
+    ),
     ("scheduler-float", ("lr_schedulers", 0, "last_epoch"), 1.5, "last_epoch must be an integer, got 1.5"),
     ("scheduler-gamma", ("lr_schedulers", 0, "gamma"), float("nan"), "lr_schedulers[0].gamma must be a finite number"),
-    ("scheduler-lrs", ("lr_schedulers", 0, "base_lrs"), [0.0], "lr_schedulers[0].base_lrs[0] must be > 0, got 0.0"),
+    (
+        "scheduler-lrs",
+        ("lr_schedulers", 0, "base_lrs"),
+        [0.0],
+        "lr_schedulers[0].base_lrs[0] must be a finite number > 0, got 0.0",
+    ),
     ("scheduler-extra", ("lr_schedulers", 0, "optimizer"), "x", "lr_schedulers[0] must hold ["),
     ("schedulers-not-a-list", ("lr_schedulers",), {}, "lr_schedulers must hold 1 states"),
-    ("global-step", ("global_step",), -1, "global_step must be >= 0, got -1"),
-    ("epoch", ("epoch",), 1.0, "epoch must be an integer, got 1.0"),
-    ("loop-counter", (*FIT_LOOP, "epoch_progress", "current", "processed"), -1, "current.processed must be >= 0"),
+    ("global-step", ("global_step",), -1, "global_step must be an integer >= 0, got -1"),
+    ("epoch", ("epoch",), 1.0, "epoch must be an integer >= 0, got 1.0"),
+    (
+        "loop-counter",
+        (*FIT_LOOP, "epoch_progress", "current", "processed"),
+        -1,
+        "current.processed must be an integer >= 0",
+    ),
     ("loop-flag", (*FIT_LOOP, "epoch_loop.batch_progress", "is_last_batch"), "yes", "must be true or false, got 'yes'"),
     ("loop-missing", FIT_LOOP, {}, "loops.fit_loop must hold ["),
-    ("position", (*FIT_LOOP, "state_dict", "combined_loader", 0, "batches_done"), -3, "batches_done must be >= 0"),
-    ("position-epoch", (*FIT_LOOP, "state_dict", "combined_loader", 0, "epoch"), -1, "[0].epoch must be >= 0, got -1"),
+    (
+        "position",
+        (*FIT_LOOP, "state_dict", "combined_loader", 0, "batches_done"),
+        -3,
+        "batches_done must be an integer >= 0",
+    ),
+    (
+        "position-epoch",
+        (*FIT_LOOP, "state_dict", "combined_loader", 0, "epoch"),
+        -1,
+        "[0].epoch must be an integer >= 0, got -1",
+    ),
     ("positions", (*FIT_LOOP, "state_dict", "combined_loader"), [{}, {}], "combined_loader must be a list of at most"),
     ("callbacks-a-list", ("callbacks",), [], "callbacks must be a dict of dicts"),
-    ("averaged-negative", AVERAGED, -1, "callbacks.AveragedSGD.averaged must be >= 0, got -1"),
+    ("averaged-negative", AVERAGED, -1, "callbacks.AveragedSGD.averaged must be an integer >= 0, got -1"),
     ("averaged-float", AVERAGED, 2.5, "callbacks.AveragedSGD.averaged must be an integer, got 2.5"),
-    ("patience", ("callbacks", STOPPING, "wait_count"), -1, ".wait_count must be >= 0, got -1"),
+    ("patience", ("callbacks", STOPPING, "wait_count"), -1, ".wait_count must be an integer >= 0, got -1"),
     (
         "best-score",
         ("callbacks", STOPPING, "best_score"),
@@ -189,7 +233,7 @@ def test_a_learning_rate_of_zero_is_refused_where_no_scheduler_sets_it(written: 
     del checkpoint["optimizer_states"][0]["param_groups"][0]["initial_lr"]
     admitted(copy.deepcopy(checkpoint), unscheduled)
     _set(checkpoint, (*GROUP, "lr"), 0.0)
-    with pytest.raises(UserInputError, match=re.escape("param_groups[0].lr must be > 0 (no scheduler sets it), got 0")):
+    with pytest.raises(UserInputError, match=re.escape("param_groups[0].lr must be a finite number > 0, got 0")):
         admitted(checkpoint, unscheduled)
 
 
@@ -218,9 +262,9 @@ def _with_statistics(checkpoint: dict[str, Any], filed_as: str, **changes: Any) 
     [
         (
             {"x_std": torch.tensor([1.0, 0.0, 1, 1, 1], dtype=torch.float64)},
-            "x_std must hold finite numbers > 0, got 0.0",
+            "x_std must hold values, each a finite number > 0, got 0.0",
         ),
-        ({"y_std": 0.0}, "CSVRegressionData.y_std must be > 0, got 0.0"),
+        ({"y_std": 0.0}, "CSVRegressionData.y_std must be a finite number > 0, got 0.0"),
         ({"y_mean": float("nan")}, "CSVRegressionData.y_mean must be a finite number, got nan"),
         ({"x_mean": torch.zeros(3, dtype=torch.float64)}, "x_mean must have shape [5], got [3]"),
         ({"target": "x1"}, "was trained to predict 'x1' from ['x1', 'x2', 'x3', 'x4', 'x5']; this run asks for 'y'"),
@@ -268,3 +312,34 @@ def test_the_command_line_refuses_in_one_line_and_writes_nothing(
         " [0, 1), got 2.0"
     ]
     assert sorted(os.listdir(tmp_path)) == ["bad.ckpt"]  # no run directory, not even an empty one
+
+
+# Settings of SGD, good and bad, as a config gives them and as a checkpoint holds them.
+SETTINGS = [
+    *[("lr", v) for v in (-1.0, 0.0, math.nan, math.inf, 1e40, 1e-8, 0.03, 10.0)],
+    *[("momentum", v) for v in (1.0, -0.1, 1.5, math.nan, 0.0, 0.99)],
+    *[("weight_decay", v) for v in (-1.0, math.inf, 0.0, 0.5)],
+    *[("dampening", v) for v in (-0.5, 1.5, 0.0, 1.0)],
+]
+
+
+def test_the_config_and_a_checkpoint_refuse_exactly_the_same_optimizer_settings(
+    written: dict[str, Any], run: Any
+) -> None:
+    refused_by = {"config": set(), "checkpoint": set()}
+    for key, value in SETTINGS:
+        optimizer = partial(torch.optim.SGD, **{"lr": 0.03, "momentum": 0.9, key: value})
+        try:
+            check_training_setup(LinearRegression(input_dim=5, optimizer=optimizer), epochs=1)  # type: ignore[arg-type]
+        except UserInputError:
+            refused_by["config"].add((key, value))
+        checkpoint = copy.deepcopy(written)
+        group = checkpoint["optimizer_states"][0]["param_groups"][0]
+        group.update({key: value} if key != "lr" else {"lr": value, "initial_lr": value})  # as the config set it
+        try:
+            admitted(checkpoint, run)
+        except UserInputError:
+            refused_by["checkpoint"].add((key, value))
+    good = {("lr", 1e-8), ("lr", 0.03), ("lr", 10.0), ("momentum", 0.0), ("momentum", 0.99)}
+    good |= {("weight_decay", 0.0), ("weight_decay", 0.5), ("dampening", 0.0), ("dampening", 1.0)}
+    assert refused_by["config"] == refused_by["checkpoint"] == set(SETTINGS) - good

@@ -10,8 +10,9 @@ import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import EarlyStopping
 
-from linreg.config_checks import CheckBeforeTraining, check_param_groups, check_trainer, check_training_setup
+from linreg.config_checks import CheckBeforeTraining, check_trainer, check_training_setup
 from linreg.model import LinearRegression
+from linreg.trial import check_param_groups
 from linreg.validation import UserInputError
 
 

@@ -17,15 +17,16 @@ from tests.conftest import D2L_CONFIG, run_cli
 from tests.signals import SignalAt, SignalAtBatch, SignalInSetup
 
 
-def _fit(tmp_path: Path, name: str) -> SaveOnInterrupt:
+def _fit(tmp_path: Path, name: str, step: int = 3, **trainer_args: object) -> SaveOnInterrupt:
     callback = SaveOnInterrupt()
     trainer = Trainer(
         default_root_dir=tmp_path,
         max_epochs=1,
-        callbacks=[callback, SignalAt(3, name)],
+        callbacks=[callback, SignalAt(step, name)],
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        **trainer_args,  # type: ignore[arg-type]
     )
     with pytest.raises(SIGTERMException):  # Lightning's stop at the end of the step, for both signals
         trainer.fit(BoringModel())
@@ -42,10 +43,14 @@ def test_a_signal_in_training_saves_the_state_after_the_step_it_came_in(tmp_path
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C is Python's own again
 
 
-def test_ctrl_c_is_named_as_such() -> None:
-    callback = SaveOnInterrupt()
-    callback.signal = signal.SIGINT
+def test_ctrl_c_before_the_first_optimizer_step_saves_nothing_and_says_so(tmp_path: Path) -> None:
+    # With two batches accumulated, the first batch ends with no optimizer step taken: no state worth resuming.
+    callback = _fit(tmp_path, "SIGINT", step=0, accumulate_grad_batches=2)
+    assert callback.exit_status == 130  # 128 + SIGINT, as a shell reports Ctrl-C
+    assert callback.saved is None
+    assert not list(tmp_path.rglob("*.ckpt"))
     assert callback.message() == "stopped by Ctrl-C (SIGINT) before the first training step; nothing was saved"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def _run(tmp_path: Path, command: str, *callbacks: Any, data: Any = None) -> SaveOnInterrupt:

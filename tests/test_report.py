@@ -3,6 +3,7 @@ known, and the runs the usual verdict cannot judge (untrained, noise-free labels
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -313,7 +314,7 @@ def test_an_untrained_model_is_left_out_and_least_squares_shown_alone() -> None:
 
 
 @pytest.mark.parametrize("limit", [{"max_epochs": 0}, {"limit_train_batches": 0}])
-def test_the_callback_reports_a_fit_of_no_steps_as_untrained(limit: dict) -> None:
+def test_the_callback_reports_a_fit_of_no_steps_as_untrained(limit: dict, tmp_path: Path) -> None:
     data = SyntheticRegressionData(num_train=40, num_val=20, num_test=0)
     report = FitReport()
     trainer = Trainer(
@@ -323,12 +324,14 @@ def test_the_callback_reports_a_fit_of_no_steps_as_untrained(limit: dict) -> Non
         enable_progress_bar=False,
         enable_model_summary=False,
         callbacks=[report],
+        default_root_dir=tmp_path,  # where report.json is written
         **{"max_epochs": 1, **limit},
     )
     trainer.fit(LinearRegression(input_dim=5), datamodule=data)
     assert report.report is not None
     assert report.report["trained"] is False
     assert report.report["steps"] == 0
+    assert json.loads((tmp_path / "report.json").read_text())["trained"] is False  # without a logger: the root dir
 
 
 @pytest.mark.slow

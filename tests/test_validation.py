@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from linreg.constraints import check_float, check_int
 from linreg.validation import (
     MAX_YAML_VALUES,
     UserInputError,
     bounded_yaml_load,
     check_config_file,
     check_fits_in_memory,
-    check_float,
-    check_int,
     check_regular_file,
 )
 
@@ -50,14 +49,27 @@ def test_a_missing_config_file_is_left_to_the_parser(tmp_path: Path) -> None:
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
 def test_a_fifo_is_refused_without_being_opened(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "fifo")  # opening it would wait for a writer forever
-    with pytest.raises(UserInputError, match=r"^--config: .*fifo is a FIFO; give a regular file$"):
+    with pytest.raises(UserInputError, match=r"^--config: .*fifo: is a FIFO, not a regular file$"):
         check_config_file(str(tmp_path / "fifo"))
-    with pytest.raises(UserInputError, match=r"^ckpt_path: .*fifo is a FIFO"):
-        check_regular_file("ckpt_path", tmp_path / "fifo")
-    check_regular_file("ckpt_path", tmp_path)  # a directory is the reader's to judge
+    with pytest.raises(UserInputError, match=r"^ckpt_path: .*: is a directory, not a regular file$"):
+        check_regular_file(tmp_path, "ckpt_path")
     if Path("/dev/zero").exists():
-        with pytest.raises(UserInputError, match=r"^ckpt_path: /dev/zero is a device; give a regular file$"):
-            check_regular_file("ckpt_path", "/dev/zero")
+        with pytest.raises(UserInputError, match=r"^ckpt_path: /dev/zero: is a device, not a regular file$"):
+            check_regular_file("/dev/zero", "ckpt_path")
+
+
+def test_a_regular_file_is_passed_with_its_status_and_a_missing_one_only_where_allowed(tmp_path: Path) -> None:
+    (tmp_path / "a").write_text("abc")
+    status = check_regular_file(tmp_path / "a")
+    assert status is not None
+    assert status.st_size == 3
+    assert check_regular_file(tmp_path / "nope", missing_ok=True) is None
+    with pytest.raises(UserInputError, match=r"nope: no such file or directory$"):
+        check_regular_file(tmp_path / "nope")
+    os.symlink(tmp_path / "a", tmp_path / "link")
+    assert check_regular_file(tmp_path / "link") is not None  # its target is judged
+    with pytest.raises(UserInputError, match=r"link: is a symbolic link, not a regular file$"):
+        check_regular_file(tmp_path / "link", links=False)
 
 
 def test_yaml_aliases_are_counted_before_anything_is_built() -> None:

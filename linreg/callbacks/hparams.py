@@ -22,7 +22,7 @@ from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.optim import Optimizer
 
-from linreg.checkpointing.io import save_atomically
+from linreg.atomic_write import save_atomically
 
 
 class _ConfigDumper(yaml.SafeDumper):

@@ -15,8 +15,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.image import imsave
 from torch import Tensor
 
+from linreg.atomic_write import save_atomically
 from linreg.callbacks.recovery import regression_data
-from linreg.checkpointing.io import save_atomically
 from linreg.stats.figures import parity_figure, render, residual_figure
 
 MAX_POINTS = 10_000  # examples drawn at most: a scatter of more takes long to draw and shows no more

@@ -22,7 +22,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
 
-from linreg.checkpointing.io import save_atomically
+from linreg.atomic_write import save_atomically
 from linreg.validation import UserInputError
 
 

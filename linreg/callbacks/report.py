@@ -13,9 +13,9 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import EarlyStopping, StochasticWeightAveraging
 from torch import Tensor
 
+from linreg.atomic_write import save_atomically
 from linreg.callbacks.averaging import AveragedSGD
 from linreg.callbacks.recovery import FULL_LOSS, OBJECTIVE_GAP, objective_of, regression_data
-from linreg.checkpointing.io import save_atomically
 from linreg.stats.report import build_report, estimator_names, format_report
 
 

@@ -9,20 +9,19 @@ optimizer_states[0].param_groups[0].momentum must be in [0, 1), got 2.0``.
 
 The form each piece must have is taken from this run's own fresh objects (the model's ``state_dict``,
 its optimizer after one step on a copy of the model, its schedulers, loops and callbacks): the same
-keys, types and shapes; numbers in the ranges of ``_RANGES``, never NaN, and finite where the fresh
+keys, types and shapes; numbers in the ranges of ``constraints.CHECKPOINT``, never NaN, and finite where the fresh
 ones are; tensors dense and real.
 """
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
-from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from lightning.pytorch.utilities.migration import migrate_checkpoint
 from packaging.version import InvalidVersion, Version
 from torch import Tensor
@@ -30,28 +29,11 @@ from torch.optim import Optimizer
 
 from linreg.callbacks.averaging import AveragedSGD
 from linreg.checkpointing.io import AtomicCheckpointIO
-from linreg.checkpointing.runs import config_differences
-from linreg.config_checks import trial_optimizers
+from linreg.checkpointing.runs import config_differences, progress
+from linreg.constraints import CHECKPOINT, COUNT, LR
+from linreg.trial import trial_optimizers, trial_step
 from linreg.validation import UserInputError
 
-_REASONS = [reason.value for reason in EarlyStoppingReason]
-_POSITIVE = ("> 0", lambda v: v > 0)
-_FRACTION = ("in [0, 1]", lambda v: (v >= 0) & (v <= 1))
-_NON_NEGATIVE = (">= 0", lambda v: v >= 0)
-# What a number must be, by the name of its entry (list elements and tensors: each value); other integers >= 0.
-_RANGES: dict[str, tuple[str, Callable[[Any], Any]]] = {
-    **dict.fromkeys(("initial_lr", "base_lrs", "x_std", "y_std", "scale"), _POSITIVE),
-    **dict.fromkeys(("dampening", "rho"), _FRACTION),
-    "momentum": ("in [0, 1)", lambda v: (v >= 0) & (v < 1)),  # as config_checks.check_param_groups: 1 never settles
-    # lr: a scheduler may anneal it to 0 (a param group without initial_lr has none, and needs lr > 0)
-    **dict.fromkeys(("lr", "_last_lr", "weight_decay", "eps", "lr_decay", "initial_accumulator_value"), _NON_NEGATIVE),
-    "step": _NON_NEGATIVE,
-    "betas": ("in [0, 1)", lambda v: (v >= 0) & (v < 1)),
-    "last_epoch": (">= -1", lambda v: v >= -1),
-    "batch_size": (">= 1", lambda v: v >= 1),
-    "step_size": (">= 1", lambda v: v >= 1),
-    "stopping_reason": (f"one of {_REASONS}", lambda v: v in _REASONS),
-}
 # Optimizer settings that torch puts in every param group, or that a scheduler adds.
 _COMMON_GROUP_KEYS = {"params", "initial_lr", "lr"}
 # Lightning's loop for each subcommand, as it files them under ``loops``.
@@ -126,7 +108,7 @@ def _check(
     _check_callbacks(checkpoint, trainer, model)
     precision = type(trainer.precision_plugin).__qualname__
     if precision in checkpoint:
-        _like(checkpoint[precision], trainer.precision_plugin.state_dict(), precision)
+        _like(checkpoint[precision], trainer.precision_plugin.state_dict(), precision, "precision")
 
 
 def _migrate(checkpoint: dict[str, Any]) -> None:
@@ -158,7 +140,7 @@ def _check_weights(weights: Any, entry: str, model: LightningModule, checkpoint:
                 f"does not fit this model: {key} has shape {list(value.shape)} there, {list(tensor.shape)} here"
                 + _hparam_difference(checkpoint, model)
             )
-        _like(value, tensor, _at(entry, key), key)
+        _like(value, tensor, _at(entry, key), f"{entry}.{key}")
 
 
 def _hparam_difference(checkpoint: dict[str, Any], model: LightningModule) -> str:
@@ -214,7 +196,7 @@ def _check_data_state(checkpoint: dict[str, Any], datamodule: LightningDataModul
     example = {"target": "", "features": [""] * d, "y_mean": 0.0, "y_std": 1.0}
     example |= {"x_mean": torch.zeros(d, dtype=torch.float64), "x_std": torch.ones(d, dtype=torch.float64)}
     example |= {"seed": 0} if "seed" in state else {}  # a table's split seed (checkpoints since it was saved)
-    _like(state, example, ours.__qualname__)
+    _like(state, example, ours.__qualname__, "datamodule")
     if state.get("seed", datamodule.seed) != datamodule.seed:  # type: ignore[attr-defined]
         raise UserInputError(
             f"was trained with data.seed {state['seed']}, which drew its training, validation and test rows; this"
@@ -224,25 +206,22 @@ def _check_data_state(checkpoint: dict[str, Any], datamodule: LightningDataModul
 
 
 def _check_progress(checkpoint: dict[str, Any], subcommand: str, trainer: Trainer) -> None:
-    """The counters, the state of the loop this subcommand runs, and where in its epoch the training loader was."""
-    for key in ("epoch", "global_step"):
-        if key in checkpoint:
-            _like(checkpoint[key], 0, key, key)
+    """The state of the loop this subcommand runs; for fit, the counters and where in its epoch the loader was."""
     loops = checkpoint.get("loops")
-    if loops is None:
-        return
-    name = _LOOPS[subcommand]
-    _like(loops, {name: getattr(trainer, name).state_dict()}, "loops", partial=True)
+    if loops is not None:
+        name = _LOOPS[subcommand]
+        _like(loops, {name: getattr(trainer, name).state_dict()}, "loops", "loops", partial=True)
     if subcommand != "fit":
         return
+    progress(checkpoint)  # as the run lookup reads them
     positions = loops["fit_loop"]["state_dict"].get("combined_loader", [])
     entry = "loops.fit_loop.state_dict.combined_loader"
     if not isinstance(positions, list) or len(positions) > 1:
         raise UserInputError(f"{entry} must be a list of at most one loader's position, got {positions!r:.80}")
     for i, position in enumerate(positions):
-        _like(position, {"epoch": None, "batches_done": 0, "batch_size": 1}, f"{entry}[{i}]")
+        _like(position, {"epoch": None, "batches_done": 0, "batch_size": 1}, f"{entry}[{i}]", f"{entry}[]")
         if position["epoch"] is not None:
-            _like(position["epoch"], 0, f"{entry}[{i}].epoch", "epoch")
+            _like(position["epoch"], 0, f"{entry}[{i}].epoch", f"{entry}[].epoch")
 
 
 def _check_training_state(checkpoint: dict[str, Any], model: LightningModule) -> None:
@@ -258,8 +237,11 @@ def _check_training_state(checkpoint: dict[str, Any], model: LightningModule) ->
             raise UserInputError(f"{key} must hold {len(fresh)} states (this run's: {kinds}), got {states!r:.80}")
     for i, (state, optimizer) in enumerate(zip(checkpoint["optimizer_states"], optimizers, strict=True)):
         _check_optimizer_state(state, optimizer, f"optimizer_states[{i}]")
+        # Its settings stepped as the config's are (on copies of the weights): both refuse the same values.
+        optimizer.load_state_dict(copy.deepcopy(state))
+        trial_step(optimizer, f"optimizer_states[{i}]")
     for i, (state, scheduler) in enumerate(zip(checkpoint["lr_schedulers"], schedulers, strict=True)):
-        _like(state, scheduler.state_dict(), f"lr_schedulers[{i}]")
+        _like(state, scheduler.state_dict(), f"lr_schedulers[{i}]", "lr_schedulers[]")
 
 
 def _check_optimizer_state(state: Any, optimizer: Optimizer, entry: str) -> None:
@@ -274,7 +256,7 @@ def _check_optimizer_state(state: Any, optimizer: Optimizer, entry: str) -> None
             f"{entry} must be the state_dict of an optimizer of {len(fresh['param_groups'])} param groups, got"
             f" {state!r:.80}"
         )
-    _like(groups, [{}] * len(groups), f"{entry}.param_groups")
+    _like(groups, [{}] * len(groups), f"{entry}.param_groups", "")
     for i, (group, ours) in enumerate(zip(state["param_groups"], fresh["param_groups"], strict=True)):
         theirs_keys, our_keys = set(group) - _COMMON_GROUP_KEYS, set(ours) - _COMMON_GROUP_KEYS
         if theirs_keys != our_keys:
@@ -284,9 +266,9 @@ def _check_optimizer_state(state: Any, optimizer: Optimizer, entry: str) -> None
                 " resume with the optimizer it was trained with, or start afresh without --ckpt_path"
             )
         example = {**ours, "initial_lr": ours["lr"]} if "initial_lr" in group else ours
-        _like(group, example, f"{entry}.param_groups[{i}]")
-        if "initial_lr" not in group and not group["lr"] > 0:
-            raise UserInputError(f"{entry}.param_groups[{i}].lr must be > 0 (no scheduler sets it), got {group['lr']}")
+        _like(group, example, f"{entry}.param_groups[{i}]", "optimizer_states[].param_groups[]")
+        if "initial_lr" not in group:  # no scheduler sets it: 0 would train nothing
+            LR.check(f"{entry}.param_groups[{i}].lr", group["lr"])
     ids = [p for group in state["param_groups"] for p in group["params"]]
     if len(set(ids)) != len(ids):
         raise UserInputError(f"{entry}.param_groups list a parameter twice: {ids}")
@@ -295,7 +277,7 @@ def _check_optimizer_state(state: Any, optimizer: Optimizer, entry: str) -> None
     for key, values in state["state"].items():
         if key not in ids:
             raise UserInputError(f"{entry}.state[{key!r}] belongs to no parameter of its param_groups ({ids})")
-        _like(values, examples.get(key), f"{entry}.state[{key!r}]")
+        _like(values, examples.get(key), f"{entry}.state[{key!r}]", "optimizer_states[].state[]")
 
 
 def _check_callbacks(checkpoint: dict[str, Any], trainer: Trainer, model: LightningModule) -> None:
@@ -310,7 +292,7 @@ def _check_callbacks(checkpoint: dict[str, Any], trainer: Trainer, model: Lightn
         if not state:  # Lightning restores non-empty states only
             continue
         entry = _at("callbacks", callback.state_key)
-        _like(state, callback.state_dict(), entry)
+        _like(state, callback.state_dict(), entry, "callbacks[]")
         if isinstance(callback, AveragedSGD) and state["averaged"]:
             if "current_model_state" not in checkpoint:
                 raise UserInputError(f"{entry}.averaged is {state['averaged']}, and there is no current_model_state")
@@ -324,10 +306,11 @@ def _at(entry: str, key: Any) -> str:
     return f"{entry}.{key}" if isinstance(key, str) and key.isidentifier() else f"{entry}[{key!r}]"
 
 
-def _like(value: Any, example: Any, entry: str, name: str = "", partial: bool = False) -> None:
+def _like(value: Any, example: Any, entry: str, key: str, partial: bool = False) -> None:
     """Raises unless ``value`` has the form of ``example``, the same entry in this run's fresh state.
 
-    ``name`` is the key the entry is filed under (ranges go by it); ``partial``: ``value`` may hold more keys.
+    ``key`` is the entry with its indices as ``[]``, which ``constraints.CHECKPOINT`` gives ranges by;
+    ``partial``: ``value`` may hold more keys.
     """
     if example is None:  # unset in a fresh state: anything plain
         _plain(value, entry)
@@ -335,12 +318,12 @@ def _like(value: Any, example: Any, entry: str, name: str = "", partial: bool = 
         if not isinstance(value, bool):
             raise UserInputError(f"{entry} must be true or false, got {value!r:.80}")
     elif isinstance(example, (int, float)):
-        _number(value, entry, name, integral=isinstance(example, int), finite=math.isfinite(example))
+        _number(value, entry, key, integral=isinstance(example, int), finite=math.isfinite(example))
     elif isinstance(example, str):
         if not isinstance(value, str):
             raise UserInputError(f"{entry} must be a string, got {value!r:.80}")
     elif isinstance(example, Tensor):
-        _tensor(value, entry, name, example)
+        _tensor(value, entry, key, example)
     elif isinstance(example, dict):
         if not isinstance(value, dict):
             raise UserInputError(f"{entry} must be a dict, got {value!r:.80}")
@@ -350,13 +333,13 @@ def _like(value: Any, example: Any, entry: str, name: str = "", partial: bool = 
         missing, extra = example.keys() - value.keys(), set() if partial else value.keys() - example.keys()
         if missing or extra:
             raise UserInputError(f"{entry} must hold {sorted(map(str, example))}, got {sorted(map(str, value))}")
-        for key in example:
-            _like(value[key], example[key], _at(entry, key), key if isinstance(key, str) else name)
+        for k in example:
+            _like(value[k], example[k], _at(entry, k), f"{key}.{k}" if isinstance(k, str) else f"{key}[]")
     elif isinstance(example, (list, tuple)):
         if not isinstance(value, (list, tuple)) or (example and len(value) != len(example)):
             raise UserInputError(f"{entry} must be a list of {len(example)} values, got {value!r:.80}")
         for i, item in enumerate(value):
-            _like(item, example[i] if example else None, f"{entry}[{i}]", name)
+            _like(item, example[i] if example else None, f"{entry}[{i}]", f"{key}[]")
 
 
 def _plain(value: Any, entry: str) -> None:
@@ -375,19 +358,19 @@ def _plain(value: Any, entry: str) -> None:
         raise UserInputError(f"{entry} must be a plain value (number, string, tensor), got {type(value).__name__}")
 
 
-def _number(value: Any, entry: str, name: str, integral: bool, finite: bool) -> None:
+def _number(value: Any, entry: str, key: str, integral: bool, finite: bool) -> None:
     kinds = (int,) if integral else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds):
         raise UserInputError(f"{entry} must be {'an integer' if integral else 'a number'}, got {value!r:.80}")
     if math.isnan(value) or (finite and math.isinf(value)):
         raise UserInputError(f"{entry} must be a finite number, got {value!r}")
-    requirement, ok = _RANGES.get(name) or (_NON_NEGATIVE if integral else ("", lambda v: True))
-    if not ok(value):
-        raise UserInputError(f"{entry} must be {requirement}, got {value!r}")
+    rule = CHECKPOINT.get(key) or (COUNT if integral else None)
+    if rule is not None:
+        rule.check(entry, value)
 
 
-def _tensor(value: Any, entry: str, name: str, example: Tensor | None) -> None:
-    """A dense real tensor, shaped and typed as ``example``; finite where ``example`` is, in ``name``'s range."""
+def _tensor(value: Any, entry: str, key: str, example: Tensor | None) -> None:
+    """A dense real tensor, shaped and typed as ``example``; finite where ``example`` is, in ``key``'s range."""
     if not isinstance(value, Tensor):
         raise UserInputError(f"{entry} must be a tensor, got {value!r:.80}")
     if value.layout != torch.strided:
@@ -402,14 +385,14 @@ def _tensor(value: Any, entry: str, name: str, example: Tensor | None) -> None:
     if not value.is_floating_point():
         return
     finite = example is not None and bool(torch.isfinite(example).all())
-    requirement, ok = _RANGES.get(name, ("", None))
+    rule = CHECKPOINT.get(key)
     good = ~torch.isnan(value)
     if finite:
         good &= torch.isfinite(value)
-    if ok is not None:
-        good &= ok(value)
+    if rule is not None:
+        good &= rule.holds(value)
     if not bool(good.all()):
         where = torch.nonzero(~good)[0].tolist()
-        rule = ("finite numbers" if finite else "numbers other than NaN") + (f" {requirement}" if requirement else "")
+        rule = f"values, each {rule}" if rule is not None else "finite numbers" if finite else "numbers other than NaN"
         at = f" at {where}" if where else ""
         raise UserInputError(f"{entry} must hold {rule}, got {value[tuple(where)].item()}{at}")

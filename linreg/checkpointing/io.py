@@ -1,10 +1,4 @@
-"""Checkpoint files, and every file this project writes: writes that a crash cannot half-finish, reads that run no code.
-
-Lightning's ``TorchCheckpointIO`` writes a local checkpoint by opening the target and writing into it, so
-a process killed mid-write leaves a truncated ``last.ckpt``: exactly the file a pre-empted job needs to
-resume. ``save_atomically`` writes to a temporary file in the same directory, flushes it to disk and only
-then renames it over the target; ``os.replace`` is atomic, so the target is at every moment either the
-previous complete file or the new one.
+"""Checkpoint files: writes that a crash cannot half-finish (``linreg.atomic_write``), reads that run no code.
 
 A checkpoint is a pickle, and unpickling can call any function the file names. Every load here uses
 ``torch.load(weights_only=True)``, which accepts tensors and plain values only, and only from a regular
@@ -14,14 +8,9 @@ uncompressed): a FIFO, or a small file that inflates to gigabytes, is refused be
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
-import secrets
-import stat
 import zipfile
-from collections.abc import Callable
-from pathlib import Path
 from typing import IO, Any
 
 import torch
@@ -30,65 +19,13 @@ from lightning.fabric.plugins import CheckpointIO
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from linreg.atomic_write import save_atomically
 from linreg.data.files import open_input
 from linreg.data.storage import is_remote
-from linreg.validation import UserInputError, check_fits_in_memory, check_regular_file, file_kind
+from linreg.validation import UserInputError, check_fits_in_memory, check_regular_file
 
 # What a checkpoint's entries may inflate to beyond the file's own size: zip's own records, rounded up.
 _INFLATION_SLACK = 1 << 20
-
-
-def save_atomically(
-    obj: object, path: str | os.PathLike[str], save: Callable[[object, IO[bytes]], None] = torch.save
-) -> None:
-    """Writes ``save(obj, file)`` to ``path`` such that ``path`` never holds a partial write.
-
-    The data go to a hidden temporary file beside ``path``, are fsynced, and the file is renamed over
-    ``path``; the directory is fsynced too, so the rename itself survives a power cut. A process killed
-    before the rename leaves ``path`` as it was, plus the temporary ``.<name>.<random>.tmp``.
-
-    Raises:
-        UserInputError: ``path`` is there and is not a regular file (a FIFO, a device, a directory, a link).
-
-    Example:
-        >>> import tempfile
-        >>> target = Path(tempfile.mkdtemp()) / "x.ckpt"
-        >>> save_atomically({"w": torch.ones(2)}, target)
-        >>> torch.load(target, weights_only=True)["w"]
-        tensor([1., 1.])
-    """
-    path = Path(path)
-    with contextlib.suppress(FileNotFoundError):
-        mode = os.lstat(path).st_mode  # the entry the rename replaces, not what a link points to
-        if not stat.S_ISREG(mode):
-            raise UserInputError(f"{path} is {file_kind(mode)}, not a regular file: refused to write over it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temporary, "xb") as file:  # "x": never reuse a name another writer holds
-            save(obj, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Flushes a directory's entries (a rename) to disk; a no-op where directories cannot be opened (Windows)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def load_safely(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
@@ -100,7 +37,8 @@ def load_safely(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
             (loading those would run code named in the file).
     """
     shown = os.fspath(path)
-    check_regular_file("checkpoint", path)  # before opening: opening a FIFO waits for a writer
+    if not is_remote(path):  # before opening: opening a FIFO waits for a writer
+        check_regular_file(path, "checkpoint", missing_ok=True)
     try:
         with open_input(path, seekable=True) if is_remote(path) else open(path, "rb") as file:  # s3://, gs://, ...
             _check_inflation(file, shown)
@@ -109,8 +47,6 @@ def load_safely(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
         raise
     except FileNotFoundError:
         raise UserInputError(f"checkpoint not found: {shown}") from None
-    except IsADirectoryError:
-        raise UserInputError(f"checkpoint is a directory, not a file: {shown}") from None
     except PermissionError:
         raise UserInputError(f"checkpoint cannot be read (permission denied): {shown}") from None
     except pickle.UnpicklingError:
@@ -128,6 +64,15 @@ def load_safely(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
         text = str(error).strip().split(". ")[0].splitlines()[0][:100] if str(error).strip() else ""
         detail = text if isinstance(error, RuntimeError) else f"{type(error).__name__}: {text}" if text else ""
         raise UserInputError(_damaged(shown, detail or type(error).__name__)) from None
+
+
+def refuse_unsafe_loading(weights_only: bool | None) -> None:
+    """Refuses ``weights_only=False`` (from the config or a caller): loading would run code named in the file."""
+    if weights_only is False:
+        raise UserInputError(
+            "weights_only must stay true or unset, got False: checkpoints are loaded with weights_only=True,"
+            " so that loading one never runs code from it"
+        )
 
 
 def _unsafe_globals(path: str | os.PathLike[str]) -> list[str]:
@@ -192,11 +137,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path: Any, map_location: Any = "cpu", weights_only: bool | None = None) -> dict[str, Any]:
         # Loaded to the CPU (Lightning's default too); the strategy moves the states to the devices it uses.
-        if weights_only is False:
-            raise UserInputError(
-                "weights_only=False is not accepted: this project loads checkpoints with weights_only=True only,"
-                " so that loading one never runs code from it"
-            )
+        refuse_unsafe_loading(weights_only)
         if self.admitted is not None and self.admitted[0] == os.fspath(path):
             (_, checkpoint), self.admitted = self.admitted, None
             return checkpoint

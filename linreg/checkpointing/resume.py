@@ -17,7 +17,7 @@ from typing import Any
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Checkpoint
 
-from linreg.validation import check_int
+from linreg.constraints import check_int
 
 
 def checkpoint_dir(trainer: Trainer) -> Path:

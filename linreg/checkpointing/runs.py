@@ -18,8 +18,6 @@ the same moment never share a ``version_N``.
 from __future__ import annotations
 
 import contextlib
-import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,8 +25,9 @@ from typing import Any
 import yaml
 
 from linreg.checkpointing.io import load_safely
+from linreg.constraints import COUNT
 from linreg.data.storage import is_remote
-from linreg.validation import UserInputError, bounded_yaml_load
+from linreg.validation import UserInputError, bounded_yaml_load, check_regular_file
 
 # Config keys that name, pace or display the output, or choose the checkpoint: not part of a run's identity.
 OUTPUT_KEYS = (
@@ -110,8 +109,7 @@ def read_run_config(run_dir: Path) -> dict[str, Any] | None:
     """The ``config.yaml`` a run saved, or ``None`` where there is none, or it is no regular file or unreadable."""
     path = run_dir / "config.yaml"
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):  # checked before opening: opening a FIFO waits for a writer
-            return None
+        check_regular_file(path)  # before opening: opening a FIFO waits for a writer
         config = bounded_yaml_load(path.read_text())
     except Exception:  # a damaged or foreign file: not a run this project can continue
         return None
@@ -138,9 +136,7 @@ def progress(checkpoint: Any) -> tuple[int, int, int]:
         value = checkpoint
         for key in entry.split("."):
             value = value.get(key) if isinstance(value, dict) else None
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise UserInputError(f"{entry} must be an integer >= 0, got {value!r:.80}")
-        counts.append(value)
+        counts.append(COUNT.check(entry, value))
     return counts[0], counts[1], counts[2]
 
 

@@ -9,10 +9,10 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from linreg.constraints import check
 from linreg.data.loading import fits_on_device, tensor_loader
 from linreg.stats.ols import Moments, mean_squared_error, row_chunks
 from linreg.stats.reference import MSE, Objective, Reference, solve
-from linreg.validation import check_int
 
 
 class RegressionData(LightningDataModule):
@@ -36,10 +36,10 @@ class RegressionData(LightningDataModule):
 
     def __init__(self, batch_size: int, eval_batch_size: int, seed: int) -> None:
         super().__init__()
-        self.batch_size = check_int("batch_size", batch_size, 1)
-        self.eval_batch_size = check_int("eval_batch_size", eval_batch_size, 1)
+        self.batch_size = check("data.batch_size", batch_size)
+        self.eval_batch_size = check("data.eval_batch_size", eval_batch_size)
         # torch's generators take seeds below 2**64, numpy's non-negative ones; numbers either way.
-        self.seed = check_int("seed", seed, 0, 2**63 - 1)
+        self.seed = check("data.seed", seed)
         # The references solved so far, by objective, and the training X they were solved on.
         self._references: tuple[Tensor | None, dict[Objective, Reference]] = (None, {})
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +26,7 @@ from pyarrow.fs import FileType
 
 from linreg.data import storage
 from linreg.data.storage import Version
-from linreg.validation import UserInputError, file_kind
+from linreg.validation import UserInputError, check_regular_file
 
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 # What reading a damaged or unreadable file raises: Arrow's errors, the OS's, and those of decompression.
@@ -71,14 +70,8 @@ def open_input(path: str | Path, seekable: bool = False, expected: Version | Non
             return file
         file.close()  # opened to compare versions; a CSV file is read as a stream, gunzipped
         return open_input(path)
-    try:
-        status = os.stat(path)
-    except FileNotFoundError:
-        raise UserInputError(f"{path}: no such file or directory") from None
-    except OSError as exc:
-        raise UserInputError(f"{path}: cannot be read ({exc.strerror})") from None
-    if not stat.S_ISREG(status.st_mode):
-        raise UserInputError(f"{path}: is {file_kind(status.st_mode)}, not a regular file")
+    status = check_regular_file(path)
+    assert status is not None  # missing is refused
     if expected is not None and (now := _local_version(path, status)) != expected:
         raise _changed(path, expected, now)
     with reading(path):

@@ -10,8 +10,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from linreg.constraints import check_float, check_int
 from linreg.data.base import RegressionData
-from linreg.validation import UserInputError, check_fits_in_memory, check_float, check_int
+from linreg.validation import UserInputError, check_fits_in_memory
 
 D2L_TRUE_W = (2.0, -3.4, 5.6, 3.2, -0.6)
 

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from linreg.constraints import check, check_int
 from linreg.data.base import RegressionData
 from linreg.data.scaling import Standardizer
 from linreg.data.splits import TRAIN
@@ -29,7 +30,7 @@ from linreg.data.stream import StreamLoader
 from linreg.data.streamed import SPLITS, StreamedTable, exceeds_memory
 from linreg.data.table import Table, read_header, read_table, select_columns
 from linreg.stats.ols import Moments
-from linreg.validation import UserInputError, check_float, check_int
+from linreg.validation import UserInputError
 
 # The largest magnitude whose square float64 holds (about 1.3e154), rounded down.
 _LARGEST_SQUARABLE = 1e154
@@ -113,8 +114,8 @@ class TableRegressionData(RegressionData):
             raise UserInputError(f"in_memory must be true, false or auto, got {in_memory!r}")
         self.in_memory = in_memory
         self.shuffle_buffer = check_int("shuffle_buffer", shuffle_buffer, 1)
-        self.val_fraction = check_float("val_fraction", val_fraction, 0.0)
-        self.test_fraction = check_float("test_fraction", test_fraction, 0.0)
+        self.val_fraction = check("data.val_fraction", val_fraction)
+        self.test_fraction = check("data.test_fraction", test_fraction)
         if self.val_fraction + self.test_fraction >= 1:
             raise UserInputError(
                 "val_fraction + test_fraction must be < 1 (the rest is for training),"

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import math
 import textwrap
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 
-from linreg.data import RegressionData
 from linreg.stats import verdict as verdicts
 from linreg.stats.ols import LeastSquaresFit, transform
 from linreg.stats.optimum import noise_floor
@@ -28,6 +27,21 @@ from linreg.stats.verdict import OBJECTIVE_LIMIT, SE_LIMIT
 ROUNDING_UNITS = 10.0
 
 Row = dict[str, Any]
+
+
+class RegressionData(Protocol):
+    """What the report reads of a data module (``linreg.data.RegressionData``): declared here, so that the
+    statistics import nothing from the data package, which builds on them."""
+
+    true_w: Tensor | None
+    true_b: float | None
+    target_scale: float
+    feature_names: list[str]
+    batch_size: int
+
+    def reference(self, objective: Objective = MSE) -> Reference: ...
+    def to_original_units(self, w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]: ...
+    def split_chunks(self, split: str) -> Iterator[tuple[Tensor, Tensor]] | None: ...
 
 
 def estimator_names(optimizer: str, averaged: bool) -> dict[str, str]:
