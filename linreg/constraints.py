@@ -29,6 +29,7 @@ class Interval:
     left: float | None = None
     right: float | None = None
     closed: Literal["left", "right", "both", "neither"] = "both"
+    hint: str = ""  # what to do instead, after the message
 
     def holds(self, value: Any) -> Any:
         """Whether ``value`` (a number, or each element of a tensor) is of this kind and in the interval."""
@@ -46,10 +47,12 @@ class Interval:
     def check(self, name: str, value: Any) -> Any:
         """Returns ``value`` as a plain int or float if the rule holds; raises ``name must be <rule>, got <value>``."""
         if not self.holds(value):
-            raise UserInputError(f"{name} must be {self}, got {value!r}")
+            raise UserInputError(f"{name} must be {self}, got {value!r}{self.hint}")
         return int(value) if self.kind is Integral else float(value) if self.kind is Real else value
 
     def __str__(self) -> str:
+        if self.left is not None and self.left == self.right:
+            return f"{self.left:g}"
         if self.left is None:  # no bounds (a right bound alone is not used)
             return "an integer" if self.kind is Integral else "a finite number"
         if self.kind is Integral:
@@ -93,7 +96,10 @@ OPTIMIZER = {
     "lr": LR,
     **dict.fromkeys(("momentum", "betas"), BELOW_ONE),  # betas: each of Adam's two
     **dict.fromkeys(("dampening", "rho"), FRACTION),
-    **dict.fromkeys(("weight_decay", "eps", "lr_decay", "initial_accumulator_value"), NON_NEGATIVE),
+    **dict.fromkeys(("eps", "lr_decay", "initial_accumulator_value"), NON_NEGATIVE),
+    # The optimizer's own decays the bias too, and AdamW's is no penalty of the objective at all.
+    "weight_decay": Interval(Real, 0, 0, hint=": it would decay the bias too; give --model.weight_decay, the L2"
+                             " penalty of the objective on the weights alone"),
 }
 
 # Every value a user sets that a rule constrains, by its config key.

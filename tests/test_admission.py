@@ -93,7 +93,7 @@ CASES: list[tuple[str, tuple[Any, ...], Any, str]] = [
         "weight-decay",
         (*GROUP, "weight_decay"),
         -1.0,
-        "param_groups[0].weight_decay must be a finite number >= 0, got -1.0",
+        "param_groups[0].weight_decay must be 0, got -1.0: it would decay the bias too; give --model.weight_decay",
     ),
     ("nesterov", (*GROUP, "nesterov"), 1, "param_groups[0].nesterov must be true or false, got 1"),
     ("no-optimizer-state", ("optimizer_states",), [], "optimizer_states must hold 1 states (this run's: SGD), got []"),
@@ -341,5 +341,5 @@ def test_the_config_and_a_checkpoint_refuse_exactly_the_same_optimizer_settings(
         except UserInputError:
             refused_by["checkpoint"].add((key, value))
     good = {("lr", 1e-8), ("lr", 0.03), ("lr", 10.0), ("momentum", 0.0), ("momentum", 0.99)}
-    good |= {("weight_decay", 0.0), ("weight_decay", 0.5), ("dampening", 0.0), ("dampening", 1.0)}
+    good |= {("weight_decay", 0.0), ("dampening", 0.0), ("dampening", 1.0)}  # the penalty: model.weight_decay
     assert refused_by["config"] == refused_by["checkpoint"] == set(SETTINGS) - good

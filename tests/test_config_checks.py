@@ -49,7 +49,7 @@ def test_an_optimizer_or_scheduler_that_would_fail_mid_run_is_refused_before(
 
 
 def test_the_trial_step_leaves_the_model_untouched() -> None:
-    model = _model(partial(torch.optim.SGD, lr=0.1, weight_decay=0.5))
+    model = _model(partial(torch.optim.SGD, lr=0.1, momentum=0.5))
     before = [p.detach().clone() for p in model.parameters()]
     check_training_setup(model, epochs=3)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))

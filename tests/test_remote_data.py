@@ -335,3 +335,11 @@ def test_an_answer_that_is_not_a_table_is_named_as_the_store_s(s3_env: str) -> N
         out.write(b"x,y\n\xff\xfe\x00junk")
     with pytest.raises(UserInputError, match=rf"^s3://data/junk.csv: the store's answer at {s3_env} could not be read"):
         read_table("s3://data/junk.csv", ["x", "y"])
+
+
+def test_a_file_uri_as_run_directory_is_the_local_directory_it_names(tmp_path: Path) -> None:
+    logger = Namespace(class_path="CSVLogger", init_args=Namespace(save_dir=f"file://{tmp_path}/my%20runs", name="x"))
+    trainer = Namespace(default_root_dir=f"file://{tmp_path}", logger=logger)
+    refuse_remote_run_dir(trainer)
+    assert trainer.default_root_dir == str(tmp_path)
+    assert trainer.logger.init_args.save_dir == f"{tmp_path}/my runs"  # as urllib reads the URI's path

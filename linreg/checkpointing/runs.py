@@ -18,6 +18,7 @@ the same moment never share a ``version_N``.
 from __future__ import annotations
 
 import contextlib
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -206,14 +207,19 @@ def claim_version(root: Path) -> int:
 def refuse_remote_run_dir(trainer: Any) -> None:
     """Refuses a URI (``s3://...``) as ``trainer.default_root_dir`` or the logger's ``save_dir``.
 
-    A run's ``version_N`` is claimed by ``mkdir`` and earlier runs are found by listing a directory: both need
-    a file system, which object storage is not. A bucket mounted as a directory (s3fs, gcsfuse) is one.
+    A ``file://`` URI is taken as the local directory it names. A run's ``version_N`` is claimed by ``mkdir`` and
+    earlier runs are found by listing a directory: both need a file system, which object storage is not. A bucket
+    mounted as a directory (s3fs, gcsfuse) is one.
     """
     logger = trainer.get("logger")
     arguments = logger.get("init_args") if hasattr(logger, "get") else None
-    given = {"trainer.default_root_dir": trainer.get("default_root_dir")}
-    given["trainer.logger.init_args.save_dir"] = arguments.get("save_dir") if hasattr(arguments, "get") else None
-    for key, value in given.items():
+    places = {"trainer.default_root_dir": (trainer, "default_root_dir")}
+    if hasattr(arguments, "get"):
+        places["trainer.logger.init_args.save_dir"] = (arguments, "save_dir")
+    for key, (holder, name) in places.items():
+        value = holder.get(name)
+        if isinstance(value, str) and value.startswith("file://"):  # a local directory, written as a URI
+            holder[name] = value = urllib.parse.unquote(urllib.parse.urlparse(value).path)
         if isinstance(value, str) and is_remote(value):
             raise UserInputError(
                 f"{key}: {value}: runs (checkpoints, config.yaml, the report) are written to a directory; give a"
