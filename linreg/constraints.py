@@ -98,8 +98,13 @@ OPTIMIZER = {
     **dict.fromkeys(("dampening", "rho"), FRACTION),
     **dict.fromkeys(("eps", "lr_decay", "initial_accumulator_value"), NON_NEGATIVE),
     # The optimizer's own decays the bias too, and AdamW's is no penalty of the objective at all.
-    "weight_decay": Interval(Real, 0, 0, hint=": it would decay the bias too; give --model.weight_decay, the L2"
-                             " penalty of the objective on the weights alone"),
+    "weight_decay": Interval(
+        Real,
+        0,
+        0,
+        hint=": it would decay the bias too; give --model.weight_decay, the L2"
+        " penalty of the objective on the weights alone",
+    ),
 }
 
 # Every value a user sets that a rule constrains, by its config key.

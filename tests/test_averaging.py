@@ -230,7 +230,7 @@ def _averaged_fit(root: Path, *callbacks: pl.Callback, ckpt_path: Path | None = 
     torch.manual_seed(0)
     model = LinearRegression(input_dim=3, init_std=1.0)
     trainer = pl.Trainer(
-        max_epochs=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        max_epochs=4, logger=False, enable_progress_bar=False,  # checkpointing on: the interrupt saves last.ckpt
         enable_model_summary=False, default_root_dir=root, callbacks=[AveragedSGD(start=3), *callbacks],
     )  # fmt: skip
     trainer.fit(model, data, ckpt_path=ckpt_path)

@@ -147,7 +147,7 @@ class SaveOnInterrupt(Callback):
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         self._restore()
-        if isinstance(exception, Stopped):
+        if isinstance(exception, (Stopped, SIGTERMException)):
             self.phase = self._phase(trainer)
         if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit" or trainer.global_step == 0:
             return
