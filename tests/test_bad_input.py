@@ -376,6 +376,7 @@ def test_python_dash_m_linreg_refuses_without_traceback(case: str, earlier: Path
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # a whole process or several fits: seconds
 def test_a_bad_value_is_the_only_line_printed(earlier: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "linreg", "fit", "--config", str(D2L_CONFIG), "--model.init_std", "-1"],

@@ -53,6 +53,7 @@ def test_tables_mode_reports_linreg_and_scikit_learn_side_by_side() -> None:
     assert report["csv"]["sklearn_script_seconds"] > 0
 
 
+@pytest.mark.slow  # a whole process or several fits: seconds
 def test_the_plain_book_script_reproduces_the_books_result() -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "linreg" / "benchmark" / "book.py")], capture_output=True, text=True, check=True

@@ -112,6 +112,7 @@ def test_no_more_examples_than_coefficients_are_judged_against_the_minimum_norm_
     assert all(row["ols_se"] is None for row in report["parameters"])  # no standard errors: nothing to scale them
 
 
+@pytest.mark.slow  # a whole process or several fits: seconds
 def test_console_script_is_installed() -> None:
     script = Path(sys.executable).parent / "linreg"
     result = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=False, cwd=ROOT)
@@ -205,6 +206,7 @@ def test_every_option_is_one_flag_away(capsys: pytest.CaptureFixture[str]) -> No
         assert _option(text, option)
 
 
+@pytest.mark.slow  # a whole process or several fits: seconds
 def test_a_class_help_is_named_for_the_program() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "linreg", "fit", "--data.help", "CSVRegressionData"],

@@ -200,6 +200,7 @@ VARIANTS = {
 }
 
 
+@pytest.mark.slow  # a whole process or several fits: seconds
 def test_runs_that_differ_in_any_setting_differ_in_the_first_five_columns_of_the_hparams_tab(tmp_path: Path) -> None:
     small = ("--data.num_train", "60", "--data.num_val", "20", "--trainer.max_epochs", "2")
     columns, book = _hparams_tab(fit_d2l(tmp_path, *small))

@@ -225,6 +225,7 @@ def streamed_resume_args(path: str, save_dir: Path) -> list[str]:
     ]  # fmt: skip
 
 
+@pytest.mark.slow  # a whole process or several fits: seconds
 def test_a_streaming_fit_resumed_from_a_mid_epoch_kill_point_ends_bit_identical(
     files: dict[str, Path], tmp_path: Path
 ) -> None:
