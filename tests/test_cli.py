@@ -281,3 +281,16 @@ def test_nearest_keys_prefers_the_group_then_the_whole_key_then_the_last_part() 
     assert nearest_keys("trainr.max_epochs", keys)[0] == "trainer.max_epochs"
     assert nearest_keys("lr_scheduler", keys) == ["model.scheduler"]
     assert nearest_keys("zzz", keys) == []
+
+
+def test_a_huber_fit_is_judged_against_the_huber_optimum(tmp_path: Path) -> None:
+    run = fit_d2l(tmp_path, "--model.loss", "torch.nn.HuberLoss", "--model.loss.delta", "0.5")
+    report = json.loads((run / "report.json").read_text())
+    assert report["reference"]["kind"] == "Huber"
+    data = SyntheticRegressionData()
+    data.setup("fit")
+    X, y = (t.double() for t in data.train_data)
+    theta = torch.tensor([row["ols"] for row in report["parameters"]], dtype=torch.float64, requires_grad=True)
+    loss = torch.nn.HuberLoss(delta=0.5)(X @ theta[:-1] + theta[-1], y.view(-1))
+    (gradient,) = torch.autograd.grad(loss, theta)  # torch's own Huber loss: flat at the reported optimum
+    assert gradient.abs().max().item() < 1e-8

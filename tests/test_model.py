@@ -93,3 +93,43 @@ def test_grouped_steps_make_the_same_updates_as_one_step_per_batch() -> None:
     torch.manual_seed(0)
     grouped = _fit_params(GroupedStepsRegression(input_dim=4, mini_batch_size=8), batch_size=40)
     assert torch.equal(plain, grouped)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (
+            {"loss": torch.nn.L1Loss()},
+            "loss must be torch.nn.MSELoss or torch.nn.HuberLoss with reduction 'mean', got L1Loss$",
+        ),
+        ({"loss": torch.nn.MSELoss(reduction="sum")}, "got MSELoss with reduction 'sum'"),
+        ({"loss": torch.nn.HuberLoss(delta=0.0)}, "delta must be a finite number > 0, got 0.0"),
+        ({"weight_decay": -0.1}, "weight_decay must be a finite number >= 0, got -0.1"),
+    ],
+)
+def test_the_objective_is_refused_unless_its_exact_optimum_is_known(arguments: dict, message: str) -> None:
+    with pytest.raises(UserInputError, match=message):
+        LinearRegression(input_dim=2, **arguments)
+
+
+def test_weight_decay_penalises_the_weights_and_not_the_bias() -> None:
+    # One SGD step (lr 1) on rows of zeros: the loss pulls only the bias (its gradient 2b), the penalty only the
+    # weights (its gradient weight_decay·w), as the book's section 3.7 has it.
+    model = LinearRegression(input_dim=2, optimizer=lambda p: torch.optim.SGD(p, lr=1.0), weight_decay=0.5)
+    with torch.no_grad():
+        model.net[0].weight.copy_(torch.tensor([[1.0, -2.0]]))
+        model.net[0].bias.fill_(0.25)
+    rows = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.zeros(4, 2), torch.zeros(4, 1)), batch_size=4
+    )
+    trainer = pl.Trainer(
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+    trainer.fit(model, rows)
+    torch.testing.assert_close(model.weight, torch.tensor([1.0, -2.0]) * (1 - 0.5))
+    assert model.bias.item() == pytest.approx(0.25 - 2 * 0.25)
