@@ -7,11 +7,13 @@ least squares it reaches the statistical accuracy of the closed form, in a singl
 (Bach & Moulines, 2013). The average is started once the loss has levelled: iterates from the first
 steps would pull it back towards the starting point.
 
-What it keeps from Lightning's ``WeightAveraging`` (whose ``AveragedModel`` costs more per step than
-this model's whole SGD step): validation sees the averaged weights; checkpoints hold the average as
-their ``state_dict`` and the SGD iterate beside it (``current_model_state``), so a resumed run continues
-the same average bit for bit and ``predict`` uses the average; and when training ends the average is
-copied into the model, so the report, the figures and the last checkpoint hold the averaged estimate.
+Not Lightning's ``WeightAveraging``: its ``AveragedModel`` keeps a running mean in the parameters' float32,
+which stops moving after about a thousand iterates (``test_the_average_of_many_iterates_is_their_float64_mean_
+where_a_float32_running_mean_stalls``), and it averages once per Lightning batch, missing the steps
+``linreg.grouped`` takes within one (``test_a_model_taking_several_sgd_steps_per_batch_has_every_step_averaged``).
+What it keeps from it: validation sees the averaged weights; checkpoints hold the average as their ``state_dict``
+and the SGD iterate beside it (``current_model_state``), so a resumed run continues the same average bit for bit
+and ``predict`` uses the average; when training ends the average is copied into the model.
 
 The update is one ``lerp_`` per parameter tensor, run by a hook on the optimizer after every step
 (``Optimizer.register_step_post_hook``): every SGD step is averaged, also those a model takes several
