@@ -131,10 +131,6 @@ def without_event_files(logger: Any) -> Any:
 # The metrics the model and the default callbacks log besides the validation metrics: what a monitor may name.
 LOGGED = ("train/loss", FULL_LOSS, OBJECTIVE_GAP, "convergence/log10_loss_val")
 
-# Precision as given (an int or a short name) -> the name Lightning resolves it to.
-_PRECISION_NAMES = {"16": "16-mixed", "bf16": "bf16-mixed", "32": "32-true", "64": "64-true"}
-
-
 def check_trainer(trainer: Trainer, precision: Any) -> None:
     """Refuses what the device cannot honour: more CPU processes than cores, machines it cannot find, a backend
     it lacks, a precision Lightning would silently replace (``16-mixed`` on the CPU becomes ``bf16-mixed``)."""
@@ -163,8 +159,8 @@ def check_trainer(trainer: Trainer, precision: Any) -> None:
         or (backend == "nccl" and device != "cuda")
     ):
         raise UserInputError(f"trainer.strategy: process_group_backend {backend!r} cannot run on this {device}")
-    asked = _PRECISION_NAMES.get(str(precision), str(precision)) if precision is not None else trainer.precision
-    if asked != trainer.precision:
+    # Lightning resolves a short name by a suffix (16 -> 16-mixed); a replacement changes the name's start.
+    if precision is not None and not trainer.precision.startswith(str(precision)):
         raise UserInputError(
             f"trainer.precision {precision!r} is not supported on the {device} (Lightning would train in"
             f" {trainer.precision}); give {trainer.precision} if that is what you want"
