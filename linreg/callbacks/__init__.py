@@ -34,7 +34,9 @@ def default_callbacks(subcommand: str | None = "fit", command_line: bool = False
     """
     quiet_lightning()  # here, not on import: importing linreg changes nothing for a program that only imports it
     if subcommand in (None, "fit"):
-        # ParameterRecovery before ConsoleProgress and FitReport: they read the loss it logs at the epoch's end.
+        # This order is needed: Lightning calls on_train_epoch_end in list order, ParameterRecovery logs train/full_loss
+        # there (only then are the epoch's weights final: a streamed epoch's length is not known before it ends), and
+        # ConsoleProgress and FitReport print and record it in that same hook.
         return [
             ParameterRecovery(),
             ConsoleProgress(),
