@@ -131,6 +131,7 @@ def without_event_files(logger: Any) -> Any:
 # The metrics the model and the default callbacks log besides the validation metrics: what a monitor may name.
 LOGGED = ("train/loss", FULL_LOSS, OBJECTIVE_GAP, "convergence/log10_loss_val")
 
+
 def check_trainer(trainer: Trainer, precision: Any) -> None:
     """Refuses what the device cannot honour: more CPU processes than cores, machines it cannot find, a backend
     it lacks, a precision Lightning would silently replace (``16-mixed`` on the CPU becomes ``bf16-mixed``)."""

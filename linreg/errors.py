@@ -7,7 +7,8 @@ from a prefix. A class named by the config that refuses
 a value it was given is reported under that config key (``linreg.instantiation``). Errors raised later are
 answered the same way when they are about the user's input, which is decided by their type alone: a
 ``UserInputError`` (ours), a ``MisconfigurationException`` (Lightning's word for the same thing), a file that
-cannot be opened, a full disk, or a lost connection between processes. Anything else is a bug and keeps its
+cannot be opened, a full disk, or a lost connection between processes; and so is a run that stopped without a
+result (``RunStopped``: diverged, or interrupted), with its own status. Anything else is a bug and keeps its
 traceback.
 """
 
@@ -41,12 +42,20 @@ class NothingToDo(Exception):  # noqa: N818 (not an error: the command line exit
     """The command has nothing to do (the run it would continue is finished); the message says why."""
 
 
-class Interrupted(UserInputError):  # noqa: N818 (a state, not a fault)
-    """Fit was stopped by SIGTERM or Ctrl-C; the message says where the training state was saved."""
+class RunStopped(Exception):  # noqa: N818 (an outcome, not a fault of the input)
+    """A run that ended without a result to stand behind (training diverged, a signal stopped it); one line, no
+    traceback, and a non-zero status that is not the status of refused input."""
 
-    def __init__(self, message: str, exit_status: int) -> None:
+    exit_status = 1  # the input was accepted; the run failed
+
+    def __init__(self, message: str, exit_status: int | None = None) -> None:
         super().__init__(message)
-        self.exit_status = exit_status  # 128 + the signal's number
+        self.exit_status = exit_status or self.exit_status
+
+
+class Interrupted(RunStopped):
+    """Fit was stopped by SIGTERM or Ctrl-C (``exit_status`` 128 + the signal's number); the message says where
+    the training state was saved."""
 
 
 @rank_zero_only
@@ -128,18 +137,16 @@ def causes(exc: BaseException) -> list[BaseException]:
     return chain
 
 
-def find_user_error(exc: BaseException) -> UserInputError | None:
-    """The error about the user's input that caused ``exc``, as a ``UserInputError``, if there is one.
+def find_user_error(exc: BaseException) -> UserInputError | RunStopped | None:
+    """What ``exc`` is answered with in one line: the error about the user's input or the stopped run behind it.
 
-    Looks through the chain of causes (jsonargparse and Lightning wrap errors) for a ``UserInputError``,
-    then for a ``MisconfigurationException``, a full disk, an ``OSError`` naming a file, or a failure of
-    ``torch.distributed`` (processes that cannot reach each other, or lost a peer).
+    Looks through the chain of causes (jsonargparse and Lightning wrap errors) for a ``UserInputError`` or a
+    ``RunStopped``, then for a ``MisconfigurationException``, a full disk, an ``OSError`` naming a file, or a
+    failure of ``torch.distributed`` (processes that cannot reach each other, or lost a peer).
     """
     chain = causes(exc)
-    for error in chain:
-        if isinstance(error, UserInputError):
-            return error
-    for error in chain:
+    found = next((error for error in chain if isinstance(error, (UserInputError, RunStopped))), None)
+    for error in chain if found is None else ():
         if isinstance(error, MisconfigurationException):
             return UserInputError(one_line(str(error)))
         if isinstance(error, OSError) and error.errno in _DISK_FULL:  # the files written so far are whole (atomic)
@@ -148,7 +155,7 @@ def find_user_error(exc: BaseException) -> UserInputError | None:
             return UserInputError(f"{error.filename}: {error.strerror or one_line(str(error))}")
         if isinstance(error, torch.distributed.DistError):
             return UserInputError(f"trainer: the processes of the run could not work together: {one_line(str(error))}")
-    return None
+    return found
 
 
 def stop_started_processes(trainer: Any) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import OnExceptionCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, OnExceptionCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from linreg import LinearRegression, SyntheticRegressionData
@@ -92,6 +92,26 @@ def test_the_deferred_check_names_the_first_bad_step_and_blocks_checkpoints(tmp_
     assert _all_finite(checkpoint)
 
 
+def test_lightnings_check_finite_lets_a_diverged_fit_step_on_and_save_non_finite_weights(tmp_path: Path) -> None:
+    # Why DivergenceGuard is kept: EarlyStopping(check_finite=True) reads its monitor only at an epoch's (or a
+    # validation's) end, so the steps after the first infinite loss run on and a checkpoint keeps their weights.
+    torch.manual_seed(0)
+    model = LinearRegression(5, optimizer=lambda params: torch.optim.SGD(params, lr=10))
+    stopping = EarlyStopping(monitor="train/loss", check_finite=True, check_on_train_epoch_end=True)
+    trainer = Trainer(
+        max_epochs=3,
+        logger=TensorBoardLogger(tmp_path, name="d2l"),
+        callbacks=[stopping, LastCheckpoint(every_n_train_steps=1)],
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, SyntheticRegressionData())
+    assert trainer.global_step == 100 > FIRST_INFINITE_STEP  # the whole first epoch: 1000 rows in batches of 10
+    (last,) = tmp_path.rglob("last.ckpt")
+    assert not _all_finite(torch.load(last, weights_only=True))
+
+
 def test_a_stable_learning_rate_is_left_alone(d2l_run: Path) -> None:
     checkpoint = torch.load(d2l_run / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 300
@@ -138,6 +158,7 @@ def test_a_checkpoint_lightning_saves_on_the_error_is_named_in_the_message(tmp_p
     )
     with pytest.raises(TrainingDivergedError) as raised:
         trainer.fit(model, SyntheticRegressionData())
+    assert not isinstance(raised.value, ValueError)  # a failed run, not refused input (UserInputError)
     assert str(raised.value).endswith(
         f"Nothing was saved from that step on, but by OnExceptionCheckpoint, whose {on_error.ckpt_path} holds the"
         " diverged weights."

@@ -41,6 +41,10 @@ def test_a_signal_in_training_saves_the_state_after_the_step_it_came_in(tmp_path
     assert torch.load(callback.saved, weights_only=False)["global_step"] == 3  # the step in progress finished
     assert f"the training state is saved in {callback.saved}: resume with --ckpt_path last" in callback.message()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C is Python's own again
+    interrupted = callback.stopped(SIGTERMException())
+    assert interrupted is not None
+    assert interrupted.exit_status == status
+    assert not isinstance(interrupted, ValueError)  # a stopped run, not refused input (UserInputError)
 
 
 def test_ctrl_c_before_the_first_optimizer_step_saves_nothing_and_says_so(tmp_path: Path) -> None:

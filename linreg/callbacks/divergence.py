@@ -6,6 +6,10 @@ checkpoint is wasted. ``DivergenceGuard`` stops fit at the first non-finite loss
 message naming the step and the learning rate, and no checkpoint with non-finite weights is written
 (Lightning's ``OnExceptionCheckpoint``, which saves on any error, is named in the message when configured).
 
+Not Lightning's ``EarlyStopping(check_finite=True)``: it reads its monitored metric only at the end of an epoch
+or a validation, so the steps after the first infinite loss run on and checkpoints keep non-finite weights
+(``test_lightnings_check_finite_lets_a_diverged_fit_step_on_and_save_non_finite_weights``).
+
 Cost: reading a loss on the host waits for the device. On one CPU process that wait is free, so every
 step is checked. On a GPU, or with several processes, the check is kept on the device (a running flag,
 no wait) and read every ``log_every_n_steps`` steps, where Lightning waits for the device to log anyway,
@@ -22,15 +26,13 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import OnExceptionCheckpoint
 from torch import Tensor
 
-from linreg.validation import UserInputError
+from linreg.errors import RunStopped
 
 _NONE = 2**62  # "no bad step yet": larger than any step, so that the earliest bad step is the minimum
 
 
-class TrainingDivergedError(UserInputError):
+class TrainingDivergedError(RunStopped):
     """The training loss became NaN or infinite; the settings (usually the learning rate) cannot train this model."""
-
-    exit_status = 1  # the input was accepted; the run failed
 
 
 def _loss_of(outputs: Any) -> Tensor | None:
