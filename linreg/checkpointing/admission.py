@@ -187,8 +187,8 @@ def _check_data_state(checkpoint: dict[str, Any], datamodule: LightningDataModul
     state = checkpoint.pop(next(iter(saved)))
     checkpoint[ours.__qualname__] = state
     names = (datamodule.target_name, datamodule.feature_names)  # type: ignore[attr-defined]
-    if not isinstance(state, dict) or (state.get("target"), state.get("features")) != names:
-        theirs = (state.get("target"), state.get("features")) if isinstance(state, dict) else (None, None)
+    theirs = (state.get("target"), state.get("features")) if isinstance(state, dict) else (None, None)
+    if theirs != names:
         raise UserInputError(
             f"was trained to predict {theirs[0]!r} from {theirs[1]}; this run asks for {names[0]!r} from {names[1]}"
         )
@@ -314,14 +314,12 @@ def _like(value: Any, example: Any, entry: str, key: str, partial: bool = False)
     """
     if example is None:  # unset in a fresh state: anything plain
         _plain(value, entry)
-    elif isinstance(example, bool):
-        if not isinstance(value, bool):
-            raise UserInputError(f"{entry} must be true or false, got {value!r:.80}")
+    elif isinstance(example, (bool, str)):
+        if not isinstance(value, type(example)):
+            kind = "true or false" if isinstance(example, bool) else "a string"
+            raise UserInputError(f"{entry} must be {kind}, got {value!r:.80}")
     elif isinstance(example, (int, float)):
         _number(value, entry, key, integral=isinstance(example, int), finite=math.isfinite(example))
-    elif isinstance(example, str):
-        if not isinstance(value, str):
-            raise UserInputError(f"{entry} must be a string, got {value!r:.80}")
     elif isinstance(example, Tensor):
         _tensor(value, entry, key, example)
     elif isinstance(example, dict):
