@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import textwrap
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from typing import Any, Protocol
 
 import torch
@@ -17,7 +18,7 @@ from torch import Tensor
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 
 from linreg.stats import verdict as verdicts
-from linreg.stats.ols import LeastSquaresFit, transform
+from linreg.stats.ols import LeastSquaresFit, theta, transform
 from linreg.stats.optimum import noise_floor
 from linreg.stats.r2 import DefinedR2Score
 from linreg.stats.reference import MSE, Objective, Reference
@@ -292,7 +293,9 @@ def build_report(
     """
     truth = None if data.true_w is None or data.true_b is None else (data.true_w.double(), data.true_b)
     reference, s = data.reference(objective), data.target_scale  # s: target units per unit of the model's output
-    shown = transform(_as_fit(reference), data.to_original_units)
+    covariance = torch.full_like(reference.hessian, math.nan) if reference.covariance is None else reference.covariance
+    optimum = replace(reference.least_squares, w=reference.w, b=reference.b, covariance=covariance)
+    shown = transform(optimum, data.to_original_units)
     w, b = reference.w.to(device), reference.b.to(device)
 
     def optimum_predict(x: Tensor) -> Tensor:
@@ -326,11 +329,9 @@ def build_report(
             data.feature_names, learned_coefficients(*coefficients, data), shown, truth
         )
         rows = lambda: data.split_chunks("train") or iter(())  # noqa: E731
-        gap = max(reference.objective_at(model_w, model_b, rows) - reference.value, 0.0)
+        gap = reference.gap(model_w, model_b, rows)
         report["training"]["gap_by_epoch"] = [*run["gap_by_epoch"][:-1], gap]  # the reported weights' own gap
-        report["distance"] = float(
-            torch.cat([model_w.view(-1) - reference.w, (model_b - reference.b).view(1)]).abs().max()
-        )
+        report["distance"] = float((theta(model_w, model_b) - theta(reference.w, reference.b)).abs().max())
         report["w_norm"] = float(model_w.norm())
     return report
 
@@ -346,22 +347,12 @@ _PLAIN_SGD = {
 }
 
 
-def _as_fit(reference: Reference) -> LeastSquaresFit:
-    """The optimum as a ``LeastSquaresFit`` for ``transform``: its coefficients and covariance (NaN where none)."""
-    nan = torch.full((reference.w.numel() + 1,) * 2, math.nan, dtype=torch.float64)
-    covariance = reference.covariance if reference.covariance is not None else nan
-    least = reference.least_squares
-    return LeastSquaresFit(
-        reference.w, reference.b, covariance, least.residual_variance, least.num_examples, least.target_variance
-    )
-
-
 def _reference_facts(reference: Reference, estimator: dict[str, Any], batch_size: int) -> dict[str, Any]:
     """What the verdict needs of the optimum, in the model's units: its value, curvature and SGD's noise floor."""
     o, curvature = reference.objective, reference.curvature
     lr, momentum = estimator.get("lr"), estimator.get("momentum") or 0.0
     floor = 0.0
-    if lr and o.quadratic and batch_size < reference.num_examples:  # a full batch has no sampling noise
+    if lr and o.quadratic and batch_size < reference.least_squares.num_examples:  # a full batch has no sampling noise
         sigma2 = reference.training_mse(reference.w, reference.b)
         floor = noise_floor(lr, momentum, batch_size, sigma2, curvature.trace)
     return {
@@ -374,7 +365,7 @@ def _reference_facts(reference: Reference, estimator: dict[str, Any], batch_size
         "value": reference.value,
         "why": reference.why,
         "w_norm": float(reference.w.norm()),
-        "target_variance": reference.target_variance,
+        "target_variance": reference.least_squares.target_variance,
         "curvature": {
             "largest": curvature.largest,
             "smallest": curvature.smallest_nonzero,
