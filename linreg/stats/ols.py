@@ -9,6 +9,7 @@ chunks may be moved to a GPU as they are read). The intercept is handled by cent
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -238,7 +239,7 @@ class LeastSquaresFit:
         w: ``(d,)``; b: a scalar tensor; covariance: ``s² ([X 1]ᵀ[X 1])⁻¹`` of ``(w, b)``, ``(d + 1, d + 1)``.
         residual_variance: ``s² = RSS / (n - d - 1)``; num_examples: ``n``; target_variance: ``Σ(y - ȳ)² / n``.
         moments: of the rows fitted, for ``training_mse``; None after ``transform`` (they are in the units fitted).
-        minimum_mse: ``RSS / n`` where no degrees of freedom are left to estimate the noise.
+        least_squares_mse: ``RSS / n`` on the fitted rows.
     """
 
     w: Tensor
@@ -248,7 +249,7 @@ class LeastSquaresFit:
     num_examples: int
     target_variance: float
     moments: Moments | None = None
-    minimum_mse: float | None = None
+    least_squares_mse: float = math.nan
 
     @property
     def standard_errors(self) -> Tensor:
@@ -257,13 +258,6 @@ class LeastSquaresFit:
     @property
     def degrees_of_freedom(self) -> int:
         return self.num_examples - self.w.numel() - 1
-
-    @property
-    def least_squares_mse(self) -> float:
-        """``RSS / n`` on the fitted rows."""
-        if self.minimum_mse is not None:
-            return self.minimum_mse
-        return self.residual_variance * self.degrees_of_freedom / self.num_examples
 
     def training_mse(self, w: Tensor, b: Tensor) -> float:
         """The exact MSE of ``x w + b`` on the fitted rows, in ``d²`` operations: ``RSS / n`` plus ``mse_excess``.
@@ -334,16 +328,15 @@ def least_squares_from_moments(
     rss = mse(moments, w, b) * n if residual_sum is None else residual_sum(w, b)
     sigma2 = rss / (n - d - 1)
     covariance = coefficient_covariance(sigma2 * inverse, x_mean, sigma2 / n)
-    return LeastSquaresFit(w.cpu(), b.cpu(), covariance.cpu(), sigma2, n, s_yy / n, moments.cpu())
+    return LeastSquaresFit(w.cpu(), b.cpu(), covariance.cpu(), sigma2, n, s_yy / n, moments.cpu(), rss / n)
 
 
 def min_norm_fit(moments: Moments) -> LeastSquaresFit:
     """The minimum-norm least-squares fit, without standard errors (the rows leave no noise estimate)."""
     w, b = min_norm_from_moments(moments)
     n, d = moments.count, moments.mean.numel() - 1
-    nan = torch.full((d + 1, d + 1), float("nan"), dtype=torch.float64)
-    target_variance = float(moments.comoment[d, d]) / n
-    return LeastSquaresFit(w, b, nan, float("nan"), n, target_variance, moments.cpu(), mse(moments, w, b))
+    nan = torch.full((d + 1, d + 1), math.nan, dtype=torch.float64)
+    return LeastSquaresFit(w, b, nan, math.nan, n, float(moments.comoment[d, d]) / n, moments.cpu(), mse(moments, w, b))
 
 
 def unique(moments: Moments) -> bool:

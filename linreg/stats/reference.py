@@ -117,11 +117,10 @@ def solve(
     """
     n, d, wd = moments.count, moments.mean.numel() - 1, objective.weight_decay
     unique = n > d + 1  # then least squares is unique unless a column depends on others, which is refused by name
-    least = (
-        ols.min_norm_fit(moments)
-        if not unique
-        else ols.least_squares_from_moments(moments, feature_names, residual_sum)
-    )
+    if unique:
+        least = ols.least_squares_from_moments(moments, feature_names, residual_sum)
+    else:
+        least = ols.min_norm_fit(moments)
     covariance, why = None, None
     if not objective.quadratic:
         kind = tag = "Huber"

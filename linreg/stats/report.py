@@ -27,8 +27,7 @@ Row = dict[str, Any]
 
 
 class RegressionData(Protocol):
-    """What the report reads of a data module (``linreg.data.RegressionData``): declared here, so that the
-    statistics import nothing from the data package, which builds on them."""
+    """What the report reads of a data module (``linreg.data.RegressionData``), so stats import nothing from data."""
 
     true_w: Tensor | None
     true_b: float | None
@@ -115,9 +114,8 @@ def format_report(report: dict[str, Any], max_rows: int = 20, python: bool = Fal
     ols, name, tag, trained = report["ols"], report["estimator"]["name"], report["estimator"]["tag"], report["trained"]
     ref = report["reference"]
     models = {"sgd": tag, "ols": ref["tag"]} if trained else {"ols": ref["tag"]}
-    what = f"the exact optimum of {ref['objective']} ({ref['kind']}" + (
-        ")" if ref["kind"] == ref["tag"] else f", {ref['tag']})"
-    )
+    kind = ref["kind"] if ref["kind"] == ref["tag"] else f"{ref['kind']}, {ref['tag']}"
+    what = f"the exact optimum of {ref['objective']} ({kind})"
     title = f"the {name} estimate against {what}" if trained else what
     noise = (
         f"OLS residual std: {ols['residual_std']:.4g} (the noise level of the training labels;"

@@ -1,20 +1,12 @@
 """The verdict on a fit: whether it reached the optimum of its objective and, if not, why and what to change.
 
-The facts come from the report (``linreg.stats.report``), in the units the model trains in:
-``gap = F(w, b) - F(w*, b*)`` after each epoch, the optimum's value, the Hessian's spectrum (λmax, λmin, its
-trace) and the run's settings (learning rate, momentum, batch size, steps, epochs). For plain SGD on a
-quadratic objective they say what limits a fit:
-
-- lr ≥ 2(1 + momentum)/λmax: the steps are unstable;
-- the gap is down to constant-step SGD's noise floor, lr/(1 - momentum)·σ²·tr(H)/(2·batch): only averaging
-  the iterates or smaller steps go further;
-- otherwise it is still converging, the slowest direction at about lr/(1 - momentum)·λmin per step: the
-  steps still needed follow from the gap, and a learning rate well under the bound is raised first.
-
-Other optimizers (Adam and the like) move each coefficient by about lr per step: where the distance left is
-far more than the run's steps can cover, the learning rate is too small. Every remedy is a set of settings
-with their values, printed as flags for the command line or as arguments for Python; adding them to the
-command that printed them moves its run towards the optimum (``tests/test_remedies.py``).
+From the report's facts, in the model's units (the gap ``F(θ) - F(θ*)`` by epoch, the Hessian's spectrum, the run's
+settings), plain SGD on a quadratic objective is limited by one of: lr ≥ 2(1 + momentum)/λmax (unstable steps); the
+noise floor lr/(1 - momentum)·σ²·tr(H)/(2·batch) (only averaging or smaller steps go further); or the slowest
+direction, shrinking by about lr/(1 - momentum)·λmin per step (more steps, or a larger lr well under the bound).
+Adam and the like move a coefficient by about lr per step, so the distance left says whether lr is too small.
+Each remedy is settings printed as flags or Python arguments; added to the command that printed them, they move its
+run towards the optimum (``tests/test_remedies.py``).
 """
 
 from __future__ import annotations
