@@ -10,23 +10,18 @@ import scipy.optimize
 import torch
 from sklearn.linear_model import Ridge
 
-from linreg.stats.ols import Moments, fit_least_squares, row_chunks
-from linreg.stats.optimum import (
-    Chunks,
-    Curvature,
-    hessian,
-    huber_fit,
-    huber_hessian,
+from linreg.stats.ols import (
+    Moments,
+    fit_least_squares,
     min_norm_from_moments,
-    mse_excess,
-    mse_objective,
-    noise_floor,
-    objective_value,
     optimum_from_moments,
     ridge_covariance,
     ridge_degrees_of_freedom,
     ridge_from_moments,
+    row_chunks,
 )
+from linreg.stats.optimum import Chunks, Curvature, hessian, huber_fit, huber_hessian, noise_floor, objective_value
+from linreg.stats.reference import Objective, solve
 
 CPU = torch.device("cpu")
 F64 = torch.float64
@@ -172,13 +167,14 @@ def test_huber_that_cannot_converge_in_its_passes_says_so() -> None:
 @pytest.mark.parametrize(("table", "weight_decay"), [("tall", 0.0), ("tall", 0.3), ("book", 3.0), ("book", 0.0)])
 def test_mse_objective_from_moments_equals_a_pass_over_the_rows(table: str, weight_decay: float) -> None:
     X, y = _table(300, 5) if table == "tall" else _book_table()
-    moments = _moments(X, y)
-    w_hat, b_hat = optimum_from_moments(moments, weight_decay)
-    w, b = w_hat + 0.01 * torch.arange(X.shape[1], dtype=F64) / X.shape[1], b_hat - 0.2
-    direct = objective_value(lambda: row_chunks(X, y, CPU), w, b, "mse", weight_decay=weight_decay)
-    at_optimum = objective_value(lambda: row_chunks(X, y, CPU), w_hat, b_hat, "mse", weight_decay=weight_decay)
-    assert mse_objective(moments, w, b, weight_decay) == pytest.approx(direct, rel=1e-9, abs=1e-15)
-    assert mse_excess(moments, w, b, weight_decay) == pytest.approx(direct - at_optimum, rel=1e-9)
+    chunks = lambda: row_chunks(X, y, CPU)  # noqa: E731
+    reference = solve(Objective(weight_decay=weight_decay), _moments(X, y), chunks)
+    w, b = reference.w + 0.01 * torch.arange(X.shape[1], dtype=F64) / X.shape[1], reference.b - 0.2
+    direct = objective_value(chunks, w, b, "mse", weight_decay=weight_decay)
+    at_optimum = objective_value(chunks, reference.w, reference.b, "mse", weight_decay=weight_decay)
+    assert reference.value == pytest.approx(at_optimum, rel=1e-9, abs=1e-15)
+    assert reference.objective_at(w, b) == pytest.approx(direct, rel=1e-9, abs=1e-15)
+    assert reference.gap(w, b) == pytest.approx(direct - at_optimum, rel=1e-9)
 
 
 def test_objective_value_matches_torch_losses() -> None:

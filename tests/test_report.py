@@ -17,15 +17,8 @@ from linreg.callbacks.report import estimator
 from linreg.data import SyntheticRegressionData
 from linreg.model import LinearRegression
 from linreg.stats.ols import LeastSquaresFit
-from linreg.stats.report import (
-    SE_LIMIT,
-    build_report,
-    estimator_names,
-    format_report,
-    parameter_rows,
-    resolution,
-    verdict,
-)
+from linreg.stats.report import build_report, estimator_names, format_report, parameter_rows
+from linreg.stats.verdict import SE_LIMIT, resolution, verdict
 from tests.conftest import fit_d2l
 
 

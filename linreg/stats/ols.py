@@ -1,14 +1,16 @@
-"""Ordinary least squares: the closed-form reference that SGD's estimate is judged against.
+"""Least squares, plain or penalised (ridge), in closed form from the moments of ``[X y]``: the references SGD's
+estimate of ``y = x w + b`` is judged against.
 
-Plain functions on tensors, no Lightning, in float64 over chunks of rows (the design matrix is never
-copied whole; chunks may be moved to a GPU as they are read). The intercept is handled by centring:
-``(X - x̄)ᵀ(X - x̄) w = (X - x̄)ᵀ(y - ȳ)`` and ``b = ȳ - x̄ᵀw``, the solution of the normal equations of
-``[X 1]`` without the intercept in the conditioning of the Gram matrix.
+Plain functions on tensors, no Lightning, in float64 over chunks of rows (the design matrix is never copied whole;
+chunks may be moved to a GPU as they are read). The intercept is handled by centring: with ``G = Xcᵀ Xc`` and
+``m = Xcᵀ yc`` the centred cross-products, ``(G + n·wd/2·I) w = m`` and ``b = ȳ - x̄ᵀw`` minimise
+``mean (x w + b - y)² + wd/2·|w|²``, without the intercept in the conditioning of ``G``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -21,68 +23,73 @@ CHUNK_ELEMENTS = 1 << 22
 # A feature explained by the features before it up to R² > 1 - 1e-8 is treated as their linear combination:
 # float32 data cannot carry the difference. The Cholesky pivot of the correlation matrix is sqrt(1 - R²).
 COLLINEAR_PIVOT = 1e-4
+# Eigenvalues of a Gram matrix (XᵀX, a Hessian) below this fraction of the largest are zero: forming the product
+# squares the singular values, so round-off alone leaves ~k·eps·λmax there.
+RANK_RTOL = 1e-11
 
 
-@dataclass(frozen=True)
-class LeastSquaresFit:
-    """The least-squares estimate of ``y = x w + b`` and its uncertainty (float64, on the CPU).
+@dataclass
+class Moments:
+    """Count, means and centred cross-products of the columns of ``Z = [X y]``, accumulated batch by batch.
+
+    Batches are merged as Chan, Golub and LeVeque (1979) merge variances, each centred on its own mean, so a column
+    of mean 1e6 and spread 1e-2 keeps its digits.
 
     Attributes:
-        w: the weights, shape ``(d,)``; b: the bias, a scalar tensor.
-        covariance: ``s² ([X 1]ᵀ[X 1])⁻¹``, the covariance of ``(w, b)``, shape ``(d + 1, d + 1)``.
-        residual_variance: ``s² = RSS / (n - d - 1)``, the estimated label noise variance.
-        num_examples: ``n``.
-        target_variance: ``Σ(y - ȳ)² / n``, the scale of a noise-free fit.
-        feature_means, feature_covariance: ``x̄`` ``(d,)`` and ``(X - x̄)ᵀ(X - x̄) / n`` ``(d, d)``, for
-            ``training_mse``; None after ``transform`` (they are in the units fitted).
+        count: rows seen; mean: ``(k,)``; comoment: ``(Z - mean)ᵀ(Z - mean)``, ``(k, k)``; float64.
+
+    Example:
+        >>> m = Moments.empty(2)
+        >>> m.update(torch.tensor([[1.0, 2.0], [3.0, 6.0]])); m.update(torch.tensor([[5.0, 10.0]]))
+        >>> m.count, m.mean.tolist(), m.comoment[0].tolist()
+        (3, [3.0, 6.0], [8.0, 16.0])
     """
 
-    w: Tensor
-    b: Tensor
-    covariance: Tensor
-    residual_variance: float
-    num_examples: int
-    target_variance: float
-    feature_means: Tensor | None = None
-    feature_covariance: Tensor | None = None
-    minimum_mse: float | None = None  # RSS / n where no degrees of freedom are left to estimate the noise
+    count: int
+    mean: Tensor
+    comoment: Tensor
+
+    @classmethod
+    def empty(cls, k: int, device: torch.device | None = None) -> Moments:
+        zeros = lambda *shape: torch.zeros(*shape, dtype=torch.float64, device=device)  # noqa: E731
+        return cls(0, zeros(k), zeros(k, k))
+
+    @classmethod
+    def of(cls, chunks: Iterable[tuple[Tensor, Tensor]], k: int, device: torch.device | None = None) -> Moments:
+        """The moments of ``[x y]`` over ``(x (rows, k - 1), y (rows,))`` blocks."""
+        moments = cls.empty(k, device)
+        for x, y in chunks:
+            moments.update(torch.cat([x.to(torch.float64), y.to(torch.float64).view(-1, 1)], dim=1))
+        return moments
+
+    def update(self, Z: Tensor) -> None:
+        """Adds the rows of ``Z`` ``(rows, k)``."""
+        if Z.shape[0] == 0:
+            return
+        Z = Z.to(self.mean.device, torch.float64)
+        n_b, mean_b = Z.shape[0], Z.mean(0)
+        centred, delta, total = Z - mean_b, mean_b - self.mean, self.count + Z.shape[0]
+        self.comoment += centred.T @ centred + torch.outer(delta, delta) * (self.count * n_b / total)
+        self.mean += delta * (n_b / total)
+        self.count = total
 
     @property
-    def standard_errors(self) -> Tensor:
-        """The standard error of ``(w, b)``, shape ``(d + 1,)``."""
-        return self.covariance.diagonal().sqrt()
+    def std(self) -> Tensor:
+        """The population standard deviation of each column, shape ``(k,)``."""
+        return (self.comoment.diagonal() / max(self.count, 1)).sqrt()
 
-    @property
-    def degrees_of_freedom(self) -> int:
-        """``n - d - 1``."""
-        return self.num_examples - self.w.numel() - 1
+    def rescaled(self, shift: Tensor, scale: Tensor) -> Moments:
+        """The moments of ``(Z - shift) / scale``."""
+        return Moments(self.count, (self.mean - shift) / scale, self.comoment / torch.outer(scale, scale))
 
-    @property
-    def least_squares_mse(self) -> float:
-        """``RSS / n`` on the fitted rows."""
-        if self.minimum_mse is not None:
-            return self.minimum_mse
-        return self.residual_variance * self.degrees_of_freedom / self.num_examples
+    def cpu(self) -> Moments:
+        return Moments(self.count, self.mean.cpu(), self.comoment.cpu())
 
-    def training_mse(self, w: Tensor, b: Tensor) -> float:
-        """The exact MSE of ``x w + b`` (``w`` ``(d,)``, ``b`` scalar) on the fitted rows, in ``d²`` operations.
-
-        Least-squares residuals are orthogonal to ``[X 1]``, so ``MSE(w, b) = RSS / n + δwᵀ C δw + (δb + x̄ᵀ δw)²``
-        with ``δw = w - ŵ``, ``δb = b - b̂`` and ``C`` the feature covariance; centred, nothing cancels.
-
-        Example:
-            >>> X = torch.tensor([[0.0], [1.0], [2.0], [3.0]])
-            >>> y = 2 * X + 1 + torch.tensor([[0.1], [-0.1], [-0.1], [0.1]])
-            >>> w, b = torch.tensor([2.5]), torch.tensor(0.0)
-            >>> round(fit_least_squares(X, y).training_mse(w, b), 6), round(mean_squared_error(X, y, w, b), 6)
-            (0.385, 0.385)
-        """
-        if self.feature_means is None or self.feature_covariance is None:
-            raise ValueError("training_mse needs the feature moments, which transform() leaves out")
-        dw = w.detach().to("cpu", torch.float64).view(-1) - self.w
-        db = b.detach().to("cpu", torch.float64).view(()) - self.b
-        excess = dw @ self.feature_covariance @ dw + (db + self.feature_means @ dw).square()
-        return self.least_squares_mse + excess.item()
+    def split(self) -> tuple[int, int, Tensor, Tensor, Tensor, Tensor, float]:
+        """``n, d, G (d, d), m (d,), x̄ (d,), ȳ, S_yy``: the centred blocks of ``[X y]``'s moments."""
+        d = self.mean.numel() - 1
+        c = self.comoment
+        return self.count, d, c[:d, :d], c[:d, d], self.mean[:d], self.mean[d], float(c[d, d])
 
 
 def row_chunks(
@@ -108,20 +115,177 @@ def mean_squared_error(X: Tensor, y: Tensor, w: Tensor, b: Tensor | float, devic
     return float(total) / X.shape[0]
 
 
+def mse(moments: Moments, w: Tensor, b: Tensor | float) -> float:
+    """The MSE of ``x w + b`` from the moments: ``(S_yy - 2mᵀw + wᵀGw) / n + (x̄ᵀw + b - ȳ)²``."""
+    n, _, gram, moment, x_mean, y_mean, s_yy = moments.cpu().split()
+    w, b = theta(w, b).tensor_split([-1])
+    return max(s_yy - 2 * float(moment @ w) + float(w @ gram @ w), 0.0) / n + float(x_mean @ w + b[0] - y_mean) ** 2
+
+
+def mse_excess(moments: Moments, w: Tensor, b: Tensor | float, wd: float, optimum: tuple[Tensor, Tensor]) -> float:
+    """``F(w, b) - F(ŵ, b̂)`` for ``F = MSE + wd/2·|w|²`` and its minimiser ``optimum``, exactly, in ``d²`` operations.
+
+    ``F`` is quadratic with gradient 0 at ``θ̂``, so the excess is ``½ δθᵀHδθ``; centred, ``δwᵀCδw + (δb + x̄ᵀδw)²
+    + wd/2·|δw|²`` with ``C`` the feature covariance, where nothing cancels.
+
+    Example:
+        >>> m = Moments.empty(2); m.update(torch.tensor([[0.0, 1.0], [1.0, 3.0], [2.0, 5.0]]))
+        >>> mse_excess(m, torch.tensor([2.0]), 2.0, 0.0, ridge_from_moments(m, 0.0))
+        1.0
+    """
+    n, _, gram, _, x_mean, _, _ = moments.cpu().split()
+    delta = theta(w, b) - theta(*optimum)
+    dw, db = delta[:-1], delta[-1]
+    return max(float(dw @ gram @ dw / n + (db + x_mean @ dw).square() + wd / 2 * dw.square().sum()), 0.0)
+
+
+def theta(w: Tensor, b: Tensor | float) -> Tensor:
+    """``θ = (w, b)`` as one float64 CPU vector ``(d + 1,)``, from a model's weights of any shape and device."""
+    b = torch.as_tensor(b, dtype=torch.float64).detach().cpu().view(1)
+    return torch.cat([w.detach().to("cpu", torch.float64).view(-1), b])
+
+
+def ridge_from_moments(moments: Moments, weight_decay: float) -> tuple[Tensor, Tensor]:
+    """The minimiser of ``MSE + wd/2·|w|²``: ``(G + n·wd/2·I) w = m``, ``b = ȳ - x̄ᵀw``; least squares at ``wd = 0``.
+
+    Raises:
+        ValueError: ``weight_decay = 0`` and the design has no unique solution (use ``min_norm_from_moments``).
+
+    Example:
+        >>> m = Moments.empty(2); m.update(torch.tensor([[0.0, 1.0], [1.0, 3.0], [2.0, 5.0]]))
+        >>> [round(float(v), 6) for v in ridge_from_moments(m, 0.0)], ridge_from_moments(m, 4 / 3)[0].item()
+        ([2.0, 1.0], 1.0)
+    """
+    n, d, gram, moment, x_mean, y_mean, _ = moments.split()
+    if weight_decay == 0 and not unique(moments):
+        raise ValueError(f"least squares has no unique solution on {n} rows of {d} features; use min_norm_from_moments")
+    w = torch.linalg.solve(gram + n * weight_decay / 2 * torch.eye(d, dtype=gram.dtype, device=gram.device), moment)
+    return w.cpu(), (y_mean - x_mean @ w).cpu()
+
+
+def min_norm_from_moments(moments: Moments) -> tuple[Tensor, Tensor]:
+    """The least-squares solution of least Euclidean norm over ``θ = (w, b)``: ``pinv([X 1]) y``.
+
+    Where ``n <= d + 1`` or the columns are dependent, least squares has many solutions; gradient descent started at
+    ``θ = 0`` stays in the row space of ``[X 1]`` (each step is ``-lr·A_Bᵀ r_B``), where ``pinv(A) y`` is the only one.
+    Centred: ``w = w₀ + N z`` with ``w₀ = pinv(Xc) yc`` and ``N`` a basis of ``Xc``'s null space; ``b = ȳ - x̄ᵀw``.
+    ``|w|² + b²`` is least at ``z = e·u / (1 + |u|²)``, ``u = Nᵀx̄``, ``e = ȳ - x̄ᵀw₀``.
+    """
+    _, _, gram, moment, x_mean, y_mean, _ = moments.split()
+    values, vectors = torch.linalg.eigh(gram)
+    keep = values > RANK_RTOL * values[-1].clamp(min=0)
+    w = vectors[:, keep] @ ((vectors[:, keep].T @ moment) / values[keep])  # pinv(Xc) yc
+    null = vectors[:, ~keep]  # (d, d - rank)
+    u = null.T @ x_mean
+    w = w + null @ (u * (y_mean - x_mean @ w) / (1 + u @ u))
+    return w.cpu(), (y_mean - x_mean @ w).cpu()
+
+
+def optimum_from_moments(moments: Moments, weight_decay: float) -> tuple[Tensor, Tensor]:
+    """The minimiser of ``MSE + wd/2·|w|²``: ridge, least squares, or least squares' minimum-norm solution."""
+    if weight_decay > 0 or unique(moments):
+        return ridge_from_moments(moments, weight_decay)
+    return min_norm_from_moments(moments)
+
+
+def ridge_degrees_of_freedom(moments: Moments, weight_decay: float) -> float:
+    """``tr(G (G + n·wd/2·I)⁻¹)``: the trace of ridge's hat matrix on the centred rows (the rank at ``wd = 0``)."""
+    values = torch.linalg.eigvalsh(moments.split()[2])
+    values = values[values > RANK_RTOL * values[-1]]
+    return float((values / (values + moments.count * weight_decay / 2)).sum())
+
+
+def ridge_covariance(moments: Moments, weight_decay: float, residual_variance: float | None = None) -> Tensor:
+    """The sandwich covariance of ridge's ``(ŵ, b̂)`` under homoscedastic noise, ``(d + 1, d + 1)``.
+
+    ``ŵ = R m`` with ``R = (G + n·wd/2·I)⁻¹`` has ``Cov(ŵ) = s² R G R`` (least squares' ``s² G⁻¹`` at ``wd = 0``).
+    It is the spread around the estimate's mean: ridge's bias is left out, as comparing SGD with ridge's optimum
+    needs. ``s²`` defaults to ``RSS / (n - df - 1)``, ``df`` from ``ridge_degrees_of_freedom``.
+
+    Raises:
+        ValueError: no unique least-squares solution, or no residual degrees of freedom to estimate ``s²`` from.
+    """
+    n, d, gram, _, x_mean, _, _ = moments.cpu().split()
+    if weight_decay == 0 and not unique(moments):
+        raise ValueError(f"least squares has no unique solution on {n} rows of {d} features, so no covariance")
+    if residual_variance is None:
+        residual_df = n - ridge_degrees_of_freedom(moments, weight_decay) - 1
+        if residual_df <= 1e-9 * n:
+            raise ValueError(f"no residual degrees of freedom to estimate the noise from: {n} rows, {d} features")
+        residual_variance = mse(moments, *ridge_from_moments(moments, weight_decay)) * n / residual_df
+    resolvent = torch.linalg.inv(gram + n * weight_decay / 2 * torch.eye(d, dtype=torch.float64))
+    return coefficient_covariance(residual_variance * resolvent @ gram @ resolvent, x_mean, residual_variance / n)
+
+
+def coefficient_covariance(weights: Tensor, x_mean: Tensor, mean_variance: float) -> Tensor:
+    """The covariance of ``(ŵ, b̂)`` ``(d + 1, d + 1)`` from ``Cov(ŵ)`` ``(d, d)``, for ``b̂ = ȳ - x̄ᵀŵ``.
+
+    ``ȳ`` (variance ``s²/n``) is uncorrelated with ``ŵ`` (``Xcᵀ1 = 0``), so ``Var(b̂) = s²/n + x̄ᵀCov(ŵ)x̄`` and
+    ``Cov(ŵ, b̂) = -Cov(ŵ)x̄``.
+    """
+    d = x_mean.numel()
+    full = torch.empty(d + 1, d + 1, dtype=torch.float64, device=weights.device)
+    full[:d, :d] = weights
+    full[:d, d] = full[d, :d] = -(weights @ x_mean)
+    full[d, d] = mean_variance + x_mean @ weights @ x_mean
+    return full
+
+
+@dataclass(frozen=True)
+class LeastSquaresFit:
+    """The least-squares estimate of ``y = x w + b`` and its uncertainty (float64, on the CPU).
+
+    Attributes:
+        w: ``(d,)``; b: a scalar tensor; covariance: ``s² ([X 1]ᵀ[X 1])⁻¹`` of ``(w, b)``, ``(d + 1, d + 1)``.
+        residual_variance: ``s² = RSS / (n - d - 1)``; num_examples: ``n``; target_variance: ``Σ(y - ȳ)² / n``.
+        moments: of the rows fitted, for ``training_mse``; None after ``transform`` (they are in the units fitted).
+        least_squares_mse: ``RSS / n`` on the fitted rows.
+    """
+
+    w: Tensor
+    b: Tensor
+    covariance: Tensor
+    residual_variance: float
+    num_examples: int
+    target_variance: float
+    moments: Moments | None = None
+    least_squares_mse: float = math.nan
+
+    @property
+    def standard_errors(self) -> Tensor:
+        return self.covariance.diagonal().sqrt()
+
+    @property
+    def degrees_of_freedom(self) -> int:
+        return self.num_examples - self.w.numel() - 1
+
+    def training_mse(self, w: Tensor, b: Tensor) -> float:
+        """The exact MSE of ``x w + b`` on the fitted rows, in ``d²`` operations: ``RSS / n`` plus ``mse_excess``.
+
+        Example:
+            >>> X = torch.tensor([[0.0], [1.0], [2.0], [3.0]])
+            >>> y = 2 * X + 1 + torch.tensor([[0.1], [-0.1], [-0.1], [0.1]])
+            >>> w, b = torch.tensor([2.5]), torch.tensor(0.0)
+            >>> round(fit_least_squares(X, y).training_mse(w, b), 6), round(mean_squared_error(X, y, w, b), 6)
+            (0.385, 0.385)
+        """
+        if self.moments is None:
+            raise ValueError("training_mse needs the moments, which transform() leaves out")
+        return self.least_squares_mse + mse_excess(self.moments, w, b, 0.0, (self.w, self.b))
+
+
 def fit_least_squares(
     X: Tensor, y: Tensor, feature_names: Sequence[str] | None = None, device: torch.device | None = None
 ) -> LeastSquaresFit:
     """Ordinary least squares with an intercept, with standard errors as statsmodels reports them.
 
     Args:
-        X: features, shape ``(n, d)``, any float dtype, on any device; never copied whole.
-        y: labels, shape ``(n,)`` or ``(n, 1)``.
+        X: features, ``(n, d)``, any float dtype, on any device; never copied whole. y: ``(n,)`` or ``(n, 1)``.
         feature_names: names for error messages; ``x0, x1, ...`` by default.
         device: where to compute; ``X.device`` by default.
 
     Raises:
-        UserInputError: no more examples than coefficients, data not finite, or a feature constant or a
-            linear combination of others (no unique solution); the message names the feature.
+        UserInputError: as ``least_squares_from_moments``.
 
     Example:
         >>> X = torch.tensor([[0.0], [1.0], [2.0], [3.0]])
@@ -130,63 +294,11 @@ def fit_least_squares(
         [2.0, 1.0, 0.02]
     """
     device = X.device if device is None else device
-    moments = Moments.empty(X.shape[1] + 1, device)
-    for x, t in row_chunks(X, y, device):
-        moments.update(torch.cat([x, t.view(-1, 1)], dim=1))
+    moments = Moments.of(row_chunks(X, y, device), X.shape[1] + 1, device)
     # The RSS from a second pass over the rows: exact where S_yy - mᵀw would cancel.
     return least_squares_from_moments(
         moments, feature_names, lambda w, b: mean_squared_error(X, y, w, b, device) * X.shape[0]
     )
-
-
-@dataclass
-class Moments:
-    """Count, means and centred cross-products of the columns of ``Z = [X y]``, accumulated batch by batch.
-
-    Batches are merged as Chan, Golub and LeVeque (1979) merge variances, each centred on its own mean, so
-    a column of mean 1e6 and spread 1e-2 keeps its digits.
-
-    Attributes:
-        count: rows seen.
-        mean: the mean of each column of ``Z``, shape ``(k,)``, float64.
-        comoment: ``(Z - mean)ᵀ(Z - mean)``, shape ``(k, k)``, float64.
-
-    Example:
-        >>> m = Moments.empty(2)
-        >>> m.update(torch.tensor([[1.0, 2.0], [3.0, 6.0]])); m.update(torch.tensor([[5.0, 10.0]]))
-        >>> m.count, m.mean.tolist(), m.comoment[0].tolist()
-        (3, [3.0, 6.0], [8.0, 16.0])
-    """
-
-    count: int
-    mean: Tensor
-    comoment: Tensor
-
-    @classmethod
-    def empty(cls, k: int, device: torch.device | None = None) -> Moments:
-        return cls(
-            0, torch.zeros(k, dtype=torch.float64, device=device), torch.zeros(k, k, dtype=torch.float64, device=device)
-        )
-
-    def update(self, Z: Tensor) -> None:
-        """Adds the rows of ``Z`` ``(rows, k)``."""
-        if Z.shape[0] == 0:
-            return
-        Z = Z.to(torch.float64)
-        n_b, mean_b = Z.shape[0], Z.mean(0)
-        centred, delta, total = Z - mean_b, mean_b - self.mean, self.count + Z.shape[0]
-        self.comoment += centred.T @ centred + torch.outer(delta, delta) * (self.count * n_b / total)
-        self.mean += delta * (n_b / total)
-        self.count = total
-
-    @property
-    def std(self) -> Tensor:
-        """The population standard deviation of each column, shape ``(k,)``."""
-        return (self.comoment.diagonal() / max(self.count, 1)).sqrt()
-
-    def rescaled(self, shift: Tensor, scale: Tensor) -> Moments:
-        """The moments of ``(Z - shift) / scale``."""
-        return Moments(self.count, (self.mean - shift) / scale, self.comoment / torch.outer(scale, scale))
 
 
 def least_squares_from_moments(
@@ -194,16 +306,15 @@ def least_squares_from_moments(
     feature_names: Sequence[str] | None = None,
     residual_sum: Callable[[Tensor, Tensor], float] | None = None,
 ) -> LeastSquaresFit:
-    """The least-squares fit of the last column of ``Z`` on the others, as ``fit_least_squares``, from moments.
+    """The least-squares fit of the last column of ``Z`` on the others, from its moments.
 
-    The centred normal equations are solved from the moments alone; ``residual_sum(w, b)`` gives the RSS,
-    ``S_yy - mᵀw`` by default (no second pass over the rows).
+    ``residual_sum(w, b)`` gives the RSS; by default it comes from the moments (no second pass over the rows).
+
+    Raises:
+        UserInputError: no more examples than coefficients, data not finite, or a feature constant or a linear
+            combination of others (no unique solution); the message names the feature.
     """
-    n, d = moments.count, moments.mean.numel() - 1
-    gram, moment = moments.comoment[:d, :d], moments.comoment[:d, d]
-    x_mean, y_mean = moments.mean[:d], moments.mean[d]
-    s_yy = float(moments.comoment[d, d])
-    names = list(feature_names) if feature_names is not None else [f"x{j}" for j in range(d)]
+    n, d, _, moment, x_mean, y_mean, s_yy = moments.split()
     if n <= d + 1:
         raise UserInputError(
             f"least squares needs more training examples than coefficients: got {n} examples"
@@ -211,23 +322,38 @@ def least_squares_from_moments(
         )
     if not torch.isfinite(moments.comoment).all():
         raise UserInputError("least squares needs finite training data: X or y holds NaN or infinite values")
-    inverse = _inverse_gram(gram, x_mean, n, names)  # (d, d)
+    inverse = _inverse_gram(moments, feature_names)  # (d, d)
     w = inverse @ moment
     b = y_mean - x_mean @ w
-    rss = max(s_yy - float(moment @ w), 0.0) if residual_sum is None else residual_sum(w, b)
+    rss = mse(moments, w, b) * n if residual_sum is None else residual_sum(w, b)
     sigma2 = rss / (n - d - 1)
-    # [X 1]ᵀ[X 1] inverted blockwise from the centred Gram matrix G: [[G⁻¹, -G⁻¹x̄], [-x̄ᵀG⁻¹, 1/n + x̄ᵀG⁻¹x̄]].
-    cross = -(inverse @ x_mean)  # (d,)
-    full = torch.empty(d + 1, d + 1, dtype=torch.float64, device=gram.device)
-    full[:d, :d] = inverse
-    full[:d, d] = full[d, :d] = cross
-    full[d, d] = 1.0 / n - x_mean @ cross
-    return LeastSquaresFit(w.cpu(), b.cpu(), (sigma2 * full).cpu(), sigma2, n, s_yy / n, x_mean.cpu(), (gram / n).cpu())
+    covariance = coefficient_covariance(sigma2 * inverse, x_mean, sigma2 / n)
+    return LeastSquaresFit(w.cpu(), b.cpu(), covariance.cpu(), sigma2, n, s_yy / n, moments.cpu(), rss / n)
 
 
-def _inverse_gram(gram: Tensor, x_mean: Tensor, n: int, names: list[str]) -> Tensor:
-    """``gram⁻¹`` via Cholesky of the correlation matrix; refuses a rank-deficient design by name."""
-    d = gram.shape[0]
+def min_norm_fit(moments: Moments) -> LeastSquaresFit:
+    """The minimum-norm least-squares fit, without standard errors (the rows leave no noise estimate)."""
+    w, b = min_norm_from_moments(moments)
+    n, d = moments.count, moments.mean.numel() - 1
+    nan = torch.full((d + 1, d + 1), math.nan, dtype=torch.float64)
+    return LeastSquaresFit(w, b, nan, math.nan, n, float(moments.comoment[d, d]) / n, moments.cpu(), mse(moments, w, b))
+
+
+def unique(moments: Moments) -> bool:
+    """Whether least squares has one solution: more rows than coefficients and no feature the others determine."""
+    if moments.count <= moments.mean.numel():
+        return False
+    try:
+        _inverse_gram(moments)
+    except UserInputError:
+        return False
+    return True
+
+
+def _inverse_gram(moments: Moments, feature_names: Sequence[str] | None = None) -> Tensor:
+    """``G⁻¹`` via Cholesky of the correlation matrix; refuses a rank-deficient design by name."""
+    n, d, gram, _, x_mean, _, _ = moments.split()
+    names = list(feature_names) if feature_names is not None else [f"x{j}" for j in range(d)]
     scale = gram.diagonal().sqrt()  # sqrt(n) x the standard deviation of each feature
     # A constant float32 column centres to exactly 0; the relative bound also absorbs round-off.
     constant = (scale / n**0.5 <= 1e-12 * x_mean.abs()).nonzero().view(-1).tolist()
@@ -258,8 +384,8 @@ def _inverse_gram(gram: Tensor, x_mean: Tensor, n: int, names: list[str]) -> Ten
 def transform(fit: LeastSquaresFit, affine: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]) -> LeastSquaresFit:
     """The fit through an affine map ``(w, b) -> (w', b')`` of the coefficients, such as a change of units.
 
-    For ``θ' = A θ + c`` the covariance becomes ``A Σ Aᵀ``; column ``k`` of ``A`` is ``f(θ̂ + e_k) - f(θ̂)``,
-    exact for an affine ``f``, which is called with float64 CPU tensors.
+    For ``θ' = A θ + c`` the covariance becomes ``A Σ Aᵀ``; column ``k`` of ``A`` is ``f(θ̂ + e_k) - f(θ̂)``, exact
+    for an affine ``f``, which is called with float64 CPU tensors.
 
     Example:
         >>> fit = LeastSquaresFit(torch.ones(1), torch.tensor(0.0), torch.eye(2, dtype=torch.float64), 1.0, 10, 2.0)
@@ -269,10 +395,7 @@ def transform(fit: LeastSquaresFit, affine: Callable[[Tensor, Tensor], tuple[Ten
     d = fit.w.numel()
 
     def flat(theta: Tensor) -> Tensor:  # (d + 1,) -> (d + 1,)
-        w, b = affine(theta[:d], theta[d])
-        return torch.cat(
-            [torch.as_tensor(w, dtype=torch.float64).view(-1), torch.as_tensor(b, dtype=torch.float64).view(1)]
-        )
+        return torch.cat([t.to(torch.float64).reshape(-1) for t in map(torch.as_tensor, affine(theta[:d], theta[d]))])
 
     theta = torch.cat([fit.w, fit.b.view(1)])
     mapped = flat(theta)

@@ -10,28 +10,24 @@ from __future__ import annotations
 import math
 import textwrap
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 
-from linreg.stats import verdict as verdicts
-from linreg.stats.ols import LeastSquaresFit, transform
+from linreg.stats.ols import LeastSquaresFit, theta, transform
 from linreg.stats.optimum import noise_floor
 from linreg.stats.r2 import DefinedR2Score
 from linreg.stats.reference import MSE, Objective, Reference
-from linreg.stats.verdict import OBJECTIVE_LIMIT, SE_LIMIT
-
-# With unit roundoff u, an excess over the optimum up to (10 u)² var(y) is rounding, not distance.
-ROUNDING_UNITS = 10.0
+from linreg.stats.verdict import SE_LIMIT, verdict
 
 Row = dict[str, Any]
 
 
 class RegressionData(Protocol):
-    """What the report reads of a data module (``linreg.data.RegressionData``): declared here, so that the
-    statistics import nothing from the data package, which builds on them."""
+    """What the report reads of a data module (``linreg.data.RegressionData``), so stats import nothing from data."""
 
     true_w: Tensor | None
     true_b: float | None
@@ -94,18 +90,16 @@ def score(
 def parameter_rows(
     names: list[str], sgd: tuple[Tensor, Tensor] | None, ols: LeastSquaresFit, truth: tuple[Tensor, float] | None
 ) -> list[Row]:
-    """One row per parameter, ``w[<feature>]`` then ``b``: truth, the optimum (``ols``: its coefficients and, where
-    they mean something, standard errors; NaN where not) and (unless None) the model. The key ``ols`` holds the
-    optimum of whatever objective was minimised."""
+    """One row per parameter, ``w[<feature>]`` then ``b``: the truth, the optimum (key ``ols``, whatever the objective)
+    with its standard error (None where it has none) and, unless None, the model."""
     labels = [f"w[{name}]" for name in names] + ["b"]
     true = [None] * len(labels) if truth is None else [*truth[0].tolist(), truth[1]]
-    ols_all = torch.cat([ols.w, ols.b.view(1)]).tolist()
     ses = [None if math.isnan(se) else se for se in ols.standard_errors.tolist()]
     rows = [
         {"name": label, "true": t, "ols": o, "ols_se": se}
-        for label, t, o, se in zip(labels, true, ols_all, ses, strict=True)
+        for label, t, o, se in zip(labels, true, theta(ols.w, ols.b).tolist(), ses, strict=True)
     ]
-    for row, s in zip(rows, [] if sgd is None else torch.cat([sgd[0], sgd[1].view(1)]).tolist(), strict=False):
+    for row, s in zip(rows, [] if sgd is None else theta(*sgd).tolist(), strict=False):
         t, o, se = row["true"], row["ols"], row["ols_se"]
         row.update(sgd=s, sgd_minus_true=None if t is None else s - t)
         row["sgd_minus_ols_in_se"] = (s - o) / se if se else None  # se = 0: labels without noise
@@ -120,9 +114,8 @@ def format_report(report: dict[str, Any], max_rows: int = 20, python: bool = Fal
     ols, name, tag, trained = report["ols"], report["estimator"]["name"], report["estimator"]["tag"], report["trained"]
     ref = report["reference"]
     models = {"sgd": tag, "ols": ref["tag"]} if trained else {"ols": ref["tag"]}
-    what = f"the exact optimum of {ref['objective']} ({ref['kind']}" + (
-        ")" if ref["kind"] == ref["tag"] else f", {ref['tag']})"
-    )
+    kind = ref["kind"] if ref["kind"] == ref["tag"] else f"{ref['kind']}, {ref['tag']}"
+    what = f"the exact optimum of {ref['objective']} ({kind})"
     title = f"the {name} estimate against {what}" if trained else what
     noise = (
         f"OLS residual std: {ols['residual_std']:.4g} (the noise level of the training labels;"
@@ -187,58 +180,6 @@ def book_error_lines(rows: list[Row]) -> list[str]:
     return [f"error in estimating w: {errors[:-1]}", f"error in estimating b: {errors[-1:]}", ""]
 
 
-def resolution(precision: str) -> float:
-    """``(10 u)²``: the least excess MSE over OLS, in units of var(y), resolved at ``precision`` (roundoff ``u``)."""
-    return (ROUNDING_UNITS * torch.finfo(_compute_type(precision)).eps / 2) ** 2
-
-
-def _compute_type(precision: str) -> torch.dtype:
-    kind = precision.split("-")[0]  # "16-mixed" -> "16"
-    return {"64": torch.float64, "16": torch.float16, "bf16": torch.bfloat16}.get(kind, torch.float32)
-
-
-def verdict(report: dict[str, Any], python: bool = False) -> str:
-    """Whether the model reached the optimum of its objective and, if not, why and what to change.
-
-    Where the precision cannot resolve the verdict's margin (nearly noise-free labels, 16-bit arithmetic) the gap is
-    judged against var(y) and what that precision resolves; otherwise ``linreg.stats.verdict`` judges.
-    """
-    name = report["estimator"]["name"]
-    if not report["trained"]:
-        how = (
-            "Trainer(max_epochs=0) or limit_train_batches=0"
-            if python
-            else ("--trainer.max_epochs 0 or --trainer.limit_train_batches 0")
-        )
-        return (
-            f"verdict: the model was not trained (0 {name} steps, as with {how}): its weights are no estimate;"
-            " the optimum is shown alone."
-        )
-    ref, precision = report["reference"], report["estimator"]["precision"]
-    variance, finest = ref["target_variance"], resolution(precision)
-    if finest * variance <= OBJECTIVE_LIMIT * ref["value"]:  # the noise sets the scale, and the precision resolves it
-        return verdicts.verdict(report, python)
-    excess = report["training"]["gap_by_epoch"][-1] / variance
-    within = excess <= finest
-    scale = (
-        f"gap to the optimum {excess:.2g} of var(y), {'within' if within else 'more than'} the {finest:.2g}"
-        f" that {precision} resolves"
-    )
-    if not within:
-        return verdicts.verdict(report, python)
-    if torch.finfo(_compute_type(precision)).bits < 32:
-        return (
-            f"verdict: at precision {precision} the comparison with the optimum cannot resolve the difference"
-            f" ({scale}); train at 32-true to judge {name}."
-        )
-    return (
-        f"verdict: the optimum fits the training labels almost exactly (its objective is {ref['value'] / variance:.2g}"
-        " of var(y): labels nearly free of noise, or no more rows than coefficients), so the objective's ratio and"
-        f" standard errors say nothing; judged against var(y), {name} reached the"
-        f" optimum of its objective ({scale})."
-    )
-
-
 def _parameter_table(rows: list[Row], max_rows: int, tag: str, ref: str) -> list[str]:
     """The parameter rows as text, at most ``max_rows`` of them, and the largest distance from the optimum."""
     columns = [c for c in _columns(tag, ref) if all(rows[0].get(key) is not None for key in c[2])]
@@ -281,38 +222,34 @@ def build_report(
     """The report's facts as plain values (``report.json``): parameters, the optimum, metrics per split, the run.
 
     Args:
-        predict: the model, ``(rows, d) -> (rows, 1)``, in the units it is trained in (as are ``coefficients``
-            ``(d,)`` and ``()``).
+        predict: the model, ``(rows, d) -> (rows, 1)``, in the units it trains in, as are ``coefficients``.
         data: the data module, set up; the optimum of ``objective`` on its training split is the reference.
-        estimator: ``name``, ``tag`` (``estimator_names``), ``optimizer``, ``averaged``, ``averaging_configured``,
-            ``lr``, ``momentum``, ``precision``; plain SGD if None.
-        training: ``mse_by_epoch`` and ``gap_by_epoch`` (the model's units), ``epochs``, ``steps``,
-            ``early_stopping`` and ``max_steps``: how the run went and what would end it.
+        estimator: ``estimator_names`` with ``optimizer``, ``averaged``, ``averaging_configured``, ``lr``,
+            ``momentum`` and ``precision``; plain SGD if None.
+        training: ``mse_by_epoch``, ``gap_by_epoch`` (the model's units), ``epochs``, ``steps``, ``early_stopping``
+            and ``max_steps``: how the run went and what would end it.
         trained: whether the model took any step; an untrained one is left out.
     """
     truth = None if data.true_w is None or data.true_b is None else (data.true_w.double(), data.true_b)
     reference, s = data.reference(objective), data.target_scale  # s: target units per unit of the model's output
-    shown = transform(_as_fit(reference), data.to_original_units)
+    covariance = torch.full_like(reference.hessian, math.nan) if reference.covariance is None else reference.covariance
+    optimum = replace(reference.least_squares, w=reference.w, b=reference.b, covariance=covariance)
     w, b = reference.w.to(device), reference.b.to(device)
-
-    def optimum_predict(x: Tensor) -> Tensor:
-        return x.double() @ w + b  # (rows, d) @ (d,) -> (rows,)
-
+    models = {"sgd": predict} if trained else {}
+    models["ols"] = lambda x: x.double() @ w + b  # (rows, d) @ (d,) -> (rows,)
     metrics = {}
     for split in ("train", "val"):
         chunks = data.split_chunks(split)  # read once per split, for both models
         if chunks is not None:
-            models = {"sgd": predict, "ols": optimum_predict} if trained else {"ols": optimum_predict}
-            scores = score(models, chunks, device)
-            metrics[split] = {
-                m: {"mse": v["mse"] * s**2, "mae": v["mae"] * s, "r2": v["r2"]} for m, v in scores.items()
-            }
+            scores = score(models, chunks, device).items()
+            metrics[split] = {m: {"mse": v["mse"] * s**2, "mae": v["mae"] * s, "r2": v["r2"]} for m, v in scores}
     est = {**_PLAIN_SGD, **(estimator or {})}
     run = {"mse_by_epoch": [], "gap_by_epoch": [], "epochs": 0, "steps": 0, **(training or {})}
+    sgd = learned_coefficients(*coefficients, data) if trained else None
     report = {
         "estimator": est,
         "trained": trained,
-        "parameters": parameter_rows(data.feature_names, None, shown, truth),
+        "parameters": parameter_rows(data.feature_names, sgd, transform(optimum, data.to_original_units), truth),
         "reference": _reference_facts(reference, est, data.batch_size),
         "ols": _noise_facts(reference.least_squares, s),
         "metrics": metrics,
@@ -321,49 +258,25 @@ def build_report(
         " the objective, its gap and curvature in the units the model trains in",
     }
     if trained:
-        model_w, model_b = (t.detach().to("cpu", torch.float64) for t in coefficients)
-        report["parameters"] = parameter_rows(
-            data.feature_names, learned_coefficients(*coefficients, data), shown, truth
-        )
-        rows = lambda: data.split_chunks("train") or iter(())  # noqa: E731
-        gap = max(reference.objective_at(model_w, model_b, rows) - reference.value, 0.0)
+        model = theta(*coefficients)
+        gap = reference.gap(model[:-1], model[-1], lambda: data.split_chunks("train") or iter(()))
         report["training"]["gap_by_epoch"] = [*run["gap_by_epoch"][:-1], gap]  # the reported weights' own gap
-        report["distance"] = float(
-            torch.cat([model_w.view(-1) - reference.w, (model_b - reference.b).view(1)]).abs().max()
-        )
-        report["w_norm"] = float(model_w.norm())
+        report["distance"] = float((model - theta(reference.w, reference.b)).abs().max())
+        report["w_norm"] = float(model[:-1].norm())
     return report
 
 
-_PLAIN_SGD = {
-    **estimator_names("SGD", averaged=False),
-    "optimizer": "SGD",
-    "averaged": False,
-    "averaging_configured": False,
-    "lr": None,
-    "momentum": 0.0,
-    "precision": "32-true",
-}
-
-
-def _as_fit(reference: Reference) -> LeastSquaresFit:
-    """The optimum as a ``LeastSquaresFit`` for ``transform``: its coefficients and covariance (NaN where none)."""
-    nan = torch.full((reference.w.numel() + 1,) * 2, math.nan, dtype=torch.float64)
-    covariance = reference.covariance if reference.covariance is not None else nan
-    least = reference.least_squares
-    return LeastSquaresFit(
-        reference.w, reference.b, covariance, least.residual_variance, least.num_examples, least.target_variance
-    )
+_PLAIN_SGD = {"name": "SGD", "tag": "SGD", "optimizer": "SGD", "averaged": False, "averaging_configured": False}
+_PLAIN_SGD |= {"lr": None, "momentum": 0.0, "precision": "32-true"}
 
 
 def _reference_facts(reference: Reference, estimator: dict[str, Any], batch_size: int) -> dict[str, Any]:
     """What the verdict needs of the optimum, in the model's units: its value, curvature and SGD's noise floor."""
-    o, curvature = reference.objective, reference.curvature
+    o, c, least = reference.objective, reference.curvature, reference.least_squares
     lr, momentum = estimator.get("lr"), estimator.get("momentum") or 0.0
     floor = 0.0
-    if lr and o.quadratic and batch_size < reference.num_examples:  # a full batch has no sampling noise
-        sigma2 = reference.training_mse(reference.w, reference.b)
-        floor = noise_floor(lr, momentum, batch_size, sigma2, curvature.trace)
+    if lr and o.quadratic and batch_size < least.num_examples:  # a full batch has no sampling noise
+        floor = noise_floor(lr, momentum, batch_size, reference.training_mse(reference.w, reference.b), c.trace)
     return {
         "kind": reference.kind,
         "tag": reference.tag,
@@ -374,24 +287,18 @@ def _reference_facts(reference: Reference, estimator: dict[str, Any], batch_size
         "value": reference.value,
         "why": reference.why,
         "w_norm": float(reference.w.norm()),
-        "target_variance": reference.target_variance,
-        "curvature": {
-            "largest": curvature.largest,
-            "smallest": curvature.smallest_nonzero,
-            "condition": curvature.condition,
-            "trace": curvature.trace,
-        },
+        "target_variance": least.target_variance,
+        "curvature": {"largest": c.largest, "smallest": c.smallest_nonzero, "condition": c.condition, "trace": c.trace},
         "noise_floor": floor,
     }
 
 
 def _noise_facts(least: LeastSquaresFit, s: float) -> dict[str, Any]:
     """Least squares' noise estimate, in the target's units; None where no degrees of freedom are left."""
-    dof = least.degrees_of_freedom
-    variance = least.residual_variance * s**2 if dof > 0 else None
+    variance = least.residual_variance * s**2 if least.degrees_of_freedom > 0 else None
     return {
         "num_examples": least.num_examples,
-        "degrees_of_freedom": max(dof, 0),
+        "degrees_of_freedom": max(least.degrees_of_freedom, 0),
         "residual_variance": variance,
         "residual_std": None if variance is None else variance**0.5,
         "target_variance": least.target_variance * s**2,

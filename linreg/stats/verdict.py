@@ -1,20 +1,12 @@
 """The verdict on a fit: whether it reached the optimum of its objective and, if not, why and what to change.
 
-The facts come from the report (``linreg.stats.report``), in the units the model trains in:
-``gap = F(w, b) - F(w*, b*)`` after each epoch, the optimum's value, the Hessian's spectrum (λmax, λmin, its
-trace) and the run's settings (learning rate, momentum, batch size, steps, epochs). For plain SGD on a
-quadratic objective they say what limits a fit:
-
-- lr ≥ 2(1 + momentum)/λmax: the steps are unstable;
-- the gap is down to constant-step SGD's noise floor, lr/(1 - momentum)·σ²·tr(H)/(2·batch): only averaging
-  the iterates or smaller steps go further;
-- otherwise it is still converging, the slowest direction at about lr/(1 - momentum)·λmin per step: the
-  steps still needed follow from the gap, and a learning rate well under the bound is raised first.
-
-Other optimizers (Adam and the like) move each coefficient by about lr per step: where the distance left is
-far more than the run's steps can cover, the learning rate is too small. Every remedy is a set of settings
-with their values, printed as flags for the command line or as arguments for Python; adding them to the
-command that printed them moves its run towards the optimum (``tests/test_remedies.py``).
+From the report's facts, in the model's units (the gap ``F(θ) - F(θ*)`` by epoch, the Hessian's spectrum, the run's
+settings), plain SGD on a quadratic objective is limited by one of: lr ≥ 2(1 + momentum)/λmax (unstable steps); the
+noise floor lr/(1 - momentum)·σ²·tr(H)/(2·batch) (only averaging or smaller steps go further); or the slowest
+direction, shrinking by about lr/(1 - momentum)·λmin per step (more steps, or a larger lr well under the bound).
+Adam and the like move a coefficient by about lr per step, so the distance left says whether lr is too small.
+Each remedy is settings printed as flags or Python arguments; added to the command that printed them, they move its
+run towards the optimum (``tests/test_remedies.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +14,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from typing import Any
+
+import torch
 
 # Reached: the objective within 0.5% of its optimum, and, where standard errors exist, every coefficient within
 # 3 of them of the optimum's.
@@ -33,6 +27,8 @@ AT_FLOOR = 3.0
 RAISE_BELOW = 0.25
 MARGIN = 0.5  # a raised learning rate: half the stability bound
 MAX_EPOCHS_ADVISED = 100_000
+# With unit roundoff u, an excess over the optimum up to (10 u)² var(y) is rounding, not distance.
+ROUNDING_UNITS = 10.0
 
 
 @dataclass
@@ -179,31 +175,36 @@ def _more_epochs(run: dict[str, Any], epochs: int, why: str) -> Remedy:
     return Remedy(_epochs(run, epochs), why)
 
 
+def _largest_z(report: dict[str, Any]) -> float | None:
+    """The largest ``|model - optimum| / SE`` over the coefficients; None without standard errors."""
+    z = [abs(r["sgd_minus_ols_in_se"]) for r in report["parameters"] if r.get("sgd_minus_ols_in_se") is not None]
+    return max(z, default=None)
+
+
 def judge(report: dict[str, Any]) -> tuple[bool, str]:
     """Whether the fit reached its optimum, and the facts that say so (objective ratio, distance in SE)."""
     ref, tag = report["reference"], report["estimator"]["tag"]
     gap, optimum = report["training"]["gap_by_epoch"][-1], ref["value"]
-    z = [abs(r["sgd_minus_ols_in_se"]) for r in report["parameters"] if r.get("sgd_minus_ols_in_se") is not None]
+    z = _largest_z(report)
     facts = f"objective {(optimum + gap) / optimum:.4f}x its optimum's" if optimum > 0 else f"objective gap {gap:.3g}"
-    if z:
-        facts += f", largest |{tag}-{ref['tag']}|/SE {max(z):.2f}"
+    if z is not None:
+        facts += f", largest |{tag}-{ref['tag']}|/SE {z:.2f}"
     close = gap <= OBJECTIVE_LIMIT * optimum
     # Least squares' standard errors are the scale of what the data can tell; a penalty's objective is mostly the
     # penalty, so its optimum is reached by the objective alone, and the distance in SE is told beside it.
-    return close and (not z or ref["kind"] != "least squares" or max(z) <= SE_LIMIT), facts
+    return close and (z is None or ref["kind"] != "least squares" or z <= SE_LIMIT), facts
 
 
-def verdict(report: dict[str, Any], python: bool = False) -> str:
+def _verdict_in_se(report: dict[str, Any], python: bool = False) -> str:
     """One line (or a few): reached, or why not and each remedy, as flags (or, with ``python``, arguments)."""
     name, ref = report["estimator"]["name"], report["reference"]
     reached, facts = judge(report)
     target = f"the optimum of its objective, {ref['objective']} ({ref['kind']})"
     if reached:
         line = f"verdict: {name} reached {target}, within the noise ({facts})."
-        z = [abs(r["sgd_minus_ols_in_se"]) for r in report["parameters"] if r.get("sgd_minus_ols_in_se") is not None]
-        if z and max(z) > SE_LIMIT:
+        if (z := _largest_z(report)) is not None and z > SE_LIMIT:
             line += (
-                f" Its coefficients still jitter {max(z):.3g} standard errors around the optimum's; averaging the"
+                f" Its coefficients still jitter {z:.3g} standard errors around the optimum's; averaging the"
                 " iterates would settle them."
             )
         return line
@@ -212,3 +213,46 @@ def verdict(report: dict[str, Any], python: bool = False) -> str:
     for remedy in remedies:
         lines.append(f"  try {remedy.as_python() if python else remedy.as_flags()}  ({remedy.why})")
     return "\n".join(lines)
+
+
+def resolution(precision: str) -> float:
+    """``(10 u)²``: the least excess MSE over the optimum, in units of var(y), resolved at ``precision``."""
+    return (ROUNDING_UNITS * torch.finfo(_compute_type(precision)).eps / 2) ** 2
+
+
+def _compute_type(precision: str) -> torch.dtype:
+    kind = precision.split("-")[0]  # "16-mixed" -> "16"
+    return {"64": torch.float64, "16": torch.float16, "bf16": torch.bfloat16}.get(kind, torch.float32)
+
+
+def verdict(report: dict[str, Any], python: bool = False) -> str:
+    """Whether the model reached the optimum of its objective and, if not, why and what to change.
+
+    Where the precision cannot resolve the verdict's margin (nearly noise-free labels, 16-bit arithmetic) the gap is
+    judged against var(y) and what that precision resolves; otherwise in the objective's ratio and standard errors.
+    """
+    name = report["estimator"]["name"]
+    if not report["trained"]:
+        flags = "--trainer.max_epochs 0 or --trainer.limit_train_batches 0"
+        how = "Trainer(max_epochs=0) or limit_train_batches=0" if python else flags
+        return (
+            f"verdict: the model was not trained (0 {name} steps, as with {how}): its weights are no estimate;"
+            " the optimum is shown alone."
+        )
+    ref, precision = report["reference"], report["estimator"]["precision"]
+    variance, finest = ref["target_variance"], resolution(precision)
+    excess = report["training"]["gap_by_epoch"][-1] / variance
+    # The precision resolves the noise's scale, or the gap is beyond what it resolves: judged as usual.
+    if finest * variance <= OBJECTIVE_LIMIT * ref["value"] or excess > finest:
+        return _verdict_in_se(report, python)
+    scale = f"gap to the optimum {excess:.2g} of var(y), within the {finest:.2g} that {precision} resolves"
+    if torch.finfo(_compute_type(precision)).bits < 32:
+        return (
+            f"verdict: at precision {precision} the comparison with the optimum cannot resolve the difference"
+            f" ({scale}); train at 32-true to judge {name}."
+        )
+    return (
+        f"verdict: the optimum fits the training labels almost exactly (its objective is {ref['value'] / variance:.2g}"
+        " of var(y): labels nearly free of noise, or no more rows than coefficients), so the objective's ratio and"
+        f" standard errors say nothing; judged against var(y), {name} reached the optimum of its objective ({scale})."
+    )
