@@ -27,12 +27,8 @@ def save_atomically(
 ) -> None:
     """Writes ``save(obj, file)`` to ``path`` such that ``path`` never holds a partial write.
 
-    The data go to a hidden temporary file beside ``path``, are fsynced, and the file is renamed over
-    ``path``; the directory is fsynced too, so the rename itself survives a power cut. A process killed
-    before the rename leaves ``path`` as it was, plus the temporary ``.<name>.<random>.tmp``.
-
-    Raises:
-        UserInputError: ``path`` is there and is not a regular file (a FIFO, a device, a directory, a link).
+    A process killed before the rename leaves ``path`` as it was, plus the temporary ``.<name>.<random>.tmp``.
+    An existing ``path`` that is not a regular file (a FIFO, a directory, a link) is refused.
 
     Example:
         >>> import tempfile
@@ -64,9 +60,6 @@ def _fsync_directory(directory: Path) -> None:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:
         return
-    try:
+    with contextlib.suppress(OSError):
         os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    os.close(fd)

@@ -1,17 +1,10 @@
 """The process environment, checked once where the command starts, before Lightning reads it.
 
-Lightning and torchmetrics read a process's rank from ``RANK``, ``LOCAL_RANK``, ``SLURM_PROCID`` or
-``JSM_NAMESPACE_RANK`` when they are imported: ``LOCAL_RANK=abc`` fails inside that import with a traceback,
-and a rank left over from another job (``RANK=1`` in a single process) makes this process believe it is not
-the first, so it prints no error and writes no TensorBoard events. A launcher (Lightning's DDP, torchrun,
-SLURM's srun) always sets the number of processes beside a rank; a rank other than 0 without it is stale.
-
-``JSONARGPARSE_DEBUG`` is jsonargparse's switch, and jsonargparse itself fails with a traceback on any value
-but true or false; ``true`` is honoured (jsonargparse logs how it parsed), while errors stay one line: a user
-debugging a config wants the parser's log, and a traceback would point into this project's error handling.
-
-This module imports nothing but the standard library, so that ``python -m linreg`` can check before the
-import of Lightning reads the variables.
+Lightning and torchmetrics read a process's rank (``RANK``, ``LOCAL_RANK``, ``SLURM_PROCID``...) on import:
+``LOCAL_RANK=abc`` fails there with a traceback, and a rank left from another job (``RANK=1`` in one process) makes
+this process think it is not the first, so it prints no error and writes no events. A launcher always sets the
+number of processes beside a rank: a rank other than 0 without it is stale. ``JSONARGPARSE_DEBUG`` fails in
+jsonargparse with a traceback on any value but true or false. Standard library only: checked before that import.
 """
 
 from __future__ import annotations

@@ -1,15 +1,10 @@
 """What the command line prints when it stops: one short line and an exit status, no traceback.
 
-jsonargparse reports a bad value with the full usage (a hundred lines) and, for union types, one error
-per alternative type: ``ShortErrorParser`` prints it as one line. An option or config key that no argument
-takes is named as the user gave it, with the nearest valid ones (``nearest_keys``), and no option is completed
-from a prefix. A class named by the config that refuses
-a value it was given is reported under that config key (``linreg.instantiation``). Errors raised later are
-answered the same way when they are about the user's input, which is decided by their type alone: a
-``UserInputError`` (ours), a ``MisconfigurationException`` (Lightning's word for the same thing), a file that
-cannot be opened, a full disk, or a lost connection between processes; and so is a run that stopped without a
-result (``RunStopped``: diverged, or interrupted), with its own status. Anything else is a bug and keeps its
-traceback.
+jsonargparse reports a bad value with the full usage and one error per alternative of a union type:
+``ShortErrorParser`` prints one line, and names an unknown key as the user gave it with the nearest valid ones.
+Later errors are answered so by their type alone (``find_user_error``): ours, Lightning's
+``MisconfigurationException``, a file that cannot be opened, a full disk, lost peer processes, and a run that
+stopped without a result (``RunStopped``), with its own status. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -43,8 +38,7 @@ class NothingToDo(Exception):  # noqa: N818 (not an error: the command line exit
 
 
 class RunStopped(Exception):  # noqa: N818 (an outcome, not a fault of the input)
-    """A run that ended without a result to stand behind (training diverged, a signal stopped it); one line, no
-    traceback, and a non-zero status that is not the status of refused input."""
+    """A run that ended without a result to stand behind (diverged, or stopped by a signal): not refused input."""
 
     exit_status = 1  # the input was accepted; the run failed
 
@@ -54,8 +48,7 @@ class RunStopped(Exception):  # noqa: N818 (an outcome, not a fault of the input
 
 
 class Interrupted(RunStopped):
-    """Fit was stopped by SIGTERM or Ctrl-C (``exit_status`` 128 + the signal's number); the message says where
-    the training state was saved."""
+    """A command stopped by a signal (``exit_status`` 128 + its number); the message says what was saved."""
 
 
 @rank_zero_only
@@ -75,7 +68,7 @@ _NOISE = (
 
 
 def condense(message: str) -> str:
-    """jsonargparse's error message as one line, without the lines its union types add about each alternative.
+    """jsonargparse's error message as one line, without its union types' lines about each alternative.
 
     Example:
         >>> condense('Parser key "data":\\n  Does not validate against any of the Union subtypes\\n  - Got value: 0')
@@ -90,29 +83,13 @@ _LONGEST_VALUE = 80
 _VALUE = re.compile(rf"\[[^\[\]]{{{_LONGEST_VALUE},}}\]?|'[^'\"]{{{_LONGEST_VALUE},}}'|\"[^\"']{{{_LONGEST_VALUE},}}\"")
 
 
-def shorten_values(message: str) -> str:
-    """``message`` with each quoted or bracketed value longer than 80 characters cut, saying how long it was.
-
-    Example:
-        >>> shorten_values("got " + str([1] * 100))[:40]
-        'got [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,'
-        >>> len(shorten_values("got " + str([1] * 10_000))) < 150
-        True
-    """
-
-    def cut(match: re.Match[str]) -> str:
-        value = match.group(0)
-        return f"{value[: _LONGEST_VALUE - 20]}... ({len(value)} characters)"
-
-    return _VALUE.sub(cut, message)
-
-
 def fail(prog: str, message: str, hint: str = "", status: int = 2) -> NoReturn:
     """Prints ``prog: error: message`` (and a hint line) to stderr and exits with ``status``.
 
-    The message is one line, its long values cut (``shorten_values``) and the whole held to 400 characters.
+    The message is one line of at most 400 characters, each quoted or bracketed value over 80 cut, its length said.
     """
-    line = one_line(shorten_values(message), limit=399 - len(prog) - len(": error: "))
+    cut = lambda match: f"{match.group(0)[: _LONGEST_VALUE - 20]}... ({len(match.group(0))} characters)"  # noqa: E731
+    line = one_line(_VALUE.sub(cut, message), limit=399 - len(prog) - len(": error: "))
     print(f"{prog}: error: {line}" + (f"\n{hint}" if hint else ""), file=sys.stderr)
     raise SystemExit(status)
 
@@ -121,10 +98,6 @@ def one_line(message: str, limit: int = 300) -> str:
     """``message`` with its lines joined and cut to ``limit`` characters."""
     text = " ".join(line.strip() for line in message.splitlines() if line.strip())
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-# A full disk or quota: not the program's fault, and every file written so far is whole; answered in one line.
-_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def causes(exc: BaseException) -> list[BaseException]:
@@ -138,18 +111,13 @@ def causes(exc: BaseException) -> list[BaseException]:
 
 
 def find_user_error(exc: BaseException) -> UserInputError | RunStopped | None:
-    """What ``exc`` is answered with in one line: the error about the user's input or the stopped run behind it.
-
-    Looks through the chain of causes (jsonargparse and Lightning wrap errors) for a ``UserInputError`` or a
-    ``RunStopped``, then for a ``MisconfigurationException``, a full disk, an ``OSError`` naming a file, or a
-    failure of ``torch.distributed`` (processes that cannot reach each other, or lost a peer).
-    """
+    """The one-line answer to ``exc``, found in its chain of causes (jsonargparse and Lightning wrap errors)."""
     chain = causes(exc)
     found = next((error for error in chain if isinstance(error, (UserInputError, RunStopped))), None)
     for error in chain if found is None else ():
         if isinstance(error, MisconfigurationException):
             return UserInputError(one_line(str(error)))
-        if isinstance(error, OSError) and error.errno in _DISK_FULL:  # the files written so far are whole (atomic)
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):  # files written are whole
             return UserInputError(f"{error.filename or 'writing the run'}: {error.strerror}; free some space and rerun")
         if isinstance(error, OSError) and error.filename is not None:
             return UserInputError(f"{error.filename}: {error.strerror or one_line(str(error))}")
@@ -166,11 +134,7 @@ def stop_started_processes(trainer: Any) -> None:
 
 
 def exit_for(exc: BaseException) -> NoReturn:
-    """Exits in one line for an error about the input; re-raises ``exc`` (a bug, with its traceback) otherwise.
-
-    Under DDP only the first process prints: it stops the processes it started, which would each report the
-    same error, or only that they lost it.
-    """
+    """Exits in one line for an error about the input (from the first process only); re-raises a bug."""
     user_error = find_user_error(exc)
     if user_error is None:
         raise exc
@@ -190,17 +154,8 @@ class UnknownOptionError(KeyError):
         return str(self.args[0])
 
 
-def initials(key: str) -> str:
-    """The first letter of each word of ``key``: ``learning_rate`` -> ``lr``."""
-    return "".join(word[0] for word in key.split("_") if word)
-
-
 def nearest_keys(key: str, valid: Iterable[str]) -> list[str]:
-    """The valid keys ``key`` may be a misspelling of: difflib's close matches, or the abbreviations.
-
-    Keys are compared within their group first (``trainer.max_epoch`` with ``trainer.*``), then whole (``trainr.x``
-    finds ``trainer.x``, ``optimizer`` finds ``model.optimizer``), then by their last part alone. An abbreviation
-    is a key made of the other's initials, either way (``learning_rate`` finds ``lr``).
+    """The valid keys ``key`` may be a misspelling or abbreviation of: within its group, then whole, then by last part.
 
     Example:
         >>> nearest_keys("learning_rate", ["lr", "momentum", "dampening"])
@@ -217,19 +172,18 @@ def nearest_keys(key: str, valid: Iterable[str]) -> list[str]:
 
 
 def near_by_leaf(leaf: str, keys: list[str]) -> list[str]:
-    """The ``keys`` whose last part is close to ``leaf``, or its abbreviation, or it theirs."""
+    """The ``keys`` whose last part is close to ``leaf``, or made of its words' initials, or it of theirs."""
     leaves = sorted({k.rpartition(".")[2] for k in keys})
+    initials = lambda name: "".join(word[0] for word in name.split("_") if word)  # noqa: E731 (learning_rate: lr)
     near = difflib.get_close_matches(leaf, leaves, n=3)
     near += [
-        name
-        for name in leaves
-        if name == leaf or ("_" in name and leaf == initials(name)) or ("_" in leaf and name == initials(leaf))
+        n for n in leaves if n == leaf or ("_" in n and leaf == initials(n)) or ("_" in leaf and n == initials(leaf))
     ]
     return [k for name in dict.fromkeys(near) for k in keys if k.rpartition(".")[2] == name]
 
 
-# Whether a ShortErrorParser is building the config's classes: the parsers of nested classes build theirs
-# inside that call, through the outermost parser's instantiator, which knows the whole config's keys.
+# Whether a ShortErrorParser is building the config's classes: nested classes' parsers build theirs inside that
+# call, through the outermost parser's instantiator, which knows the whole config's keys.
 _BUILDING: ContextVar[bool] = ContextVar("linreg_building", default=False)
 
 
@@ -239,11 +193,7 @@ set_loader("yaml_bounded", lambda s: (check_yaml_expansion(s), _YAML_LOAD(s))[1]
 
 
 class ShortErrorParser(LightningArgumentParser):
-    """A LightningArgumentParser whose errors are one line instead of the usage and a nested report.
-
-    Errors about the input raised while the config's classes are built are one line too, naming the config
-    key (``linreg.instantiation``).
-    """
+    """A LightningArgumentParser whose errors, also while it builds the config's classes, are one line."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # jsonargparse makes the parsers of `--data.help CLASS` without a prog: argparse would name the script.
@@ -311,11 +261,7 @@ class ShortErrorParser(LightningArgumentParser):
         return key in keys or any(key.startswith(f"{d}.") and not own(d) for d in keys)
 
     def unknown_option(self, ex: Exception | None) -> str | None:
-        """``unknown option --x; did you mean --y?`` for the first option given that no argument takes, if any.
-
-        An option of a configured class is refused by that class's parser (``UnknownOptionError``); it is named as the
-        command line or config gave it. One that names no argument at all is found among this parser's own.
-        """
+        """``unknown option --x; did you mean --y?`` for the first option given that no argument takes, if any."""
         given = [arg.split("=", 1)[0] for arg in getattr(self, "args", None) or [] if arg.startswith("--")]
         known = next((e for e in causes(ex) if isinstance(e, UnknownOptionError)), None) if ex is not None else None
         if known is not None:

@@ -24,28 +24,18 @@ class UserInputError(ValueError):
 
 def file_kind(mode: int) -> str:
     """What a file of ``os.stat`` mode ``mode`` is, for a message: ``a FIFO``, ``a directory``, ..."""
-    kinds = {
-        stat.S_ISREG: "a regular file",
-        stat.S_ISDIR: "a directory",
-        stat.S_ISFIFO: "a FIFO",
-        stat.S_ISLNK: "a symbolic link",
-        stat.S_ISCHR: "a device",
-        stat.S_ISBLK: "a device",
-    }
+    kinds = {stat.S_ISREG: "a regular file", stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a FIFO"}
+    kinds |= {stat.S_ISLNK: "a symbolic link", stat.S_ISCHR: "a device", stat.S_ISBLK: "a device"}
     return next((name for test, name in kinds.items() if test(mode)), "a socket")
 
 
 def check_regular_file(
     path: str | os.PathLike[str], name: str = "", *, missing_ok: bool = False, links: bool = True
 ) -> os.stat_result | None:
-    """Refuses ``path`` unless it is a regular file, judged before anything opens it (opening a FIFO waits for a
-    writer); returns its ``os.stat``, or ``None`` where it is missing (or unreadable) and ``missing_ok``.
+    """Refuses ``path`` unless it is a regular file, before anything opens it (opening a FIFO waits for a writer).
 
-    ``links=False`` judges a symbolic link itself, not its target: the entry a rename would replace.
-
-    Raises:
-        UserInputError: ``[name: ]path: is a FIFO, not a regular file`` (a directory, a device, ...), or it is
-            missing or cannot be read and not ``missing_ok``.
+    Returns its ``os.stat``, or ``None`` where it is missing or unreadable and ``missing_ok``. ``links=False``
+    judges a symbolic link itself: the entry a rename would replace.
     """
     shown = f"{name}: {os.fspath(path)}" if name else os.fspath(path)
     try:
@@ -67,9 +57,8 @@ MAX_YAML_VALUES = 100_000
 def check_yaml_expansion(stream: str) -> None:
     """Refuses a YAML document that expands to more than ``MAX_YAML_VALUES`` values, aliases followed.
 
-    PyYAML builds an alias as a shared reference; every later walk of the value pays for the full
-    expansion, which nested aliases make exponential. The composed document is counted before anything is
-    built from it. A document PyYAML cannot compose is left to the loader, which reports it.
+    Every walk of a built value pays for its aliases' full expansion, exponential when nested: the composed
+    document is counted before anything is built. One PyYAML cannot compose is left to the loader to report.
     """
     try:
         node = yaml.compose(stream, Loader=yaml.SafeLoader)
@@ -104,11 +93,8 @@ def bounded_yaml_load(stream: str) -> Any:
 
 
 def check_config_file(path: str) -> None:
-    """Refuses a ``--config`` file that is not a regular UTF-8 file of valid YAML, naming line and column.
-
-    jsonargparse's own message names the text it parsed (``"<unicode string>"``), not the file. A missing or
-    unreadable file is left to the parser, which names it.
-    """
+    """Refuses a ``--config`` file that is not regular UTF-8 YAML, naming the file (jsonargparse names only the text),
+    line and column; a missing or unreadable one is left to the parser."""
     check_regular_file(path, "--config", missing_ok=True)
     try:
         text = Path(path).read_bytes().decode("utf-8")

@@ -20,13 +20,11 @@ __all__ = ["AveragedSGD", "FitReport", "default_callbacks"]
 
 
 def default_callbacks(subcommand: str | None = "fit", command_line: bool = False) -> list[Callback]:
-    """The callbacks a run of ``subcommand`` always has (``None``: a fit built without running it).
+    """The callbacks a run of ``subcommand`` uses (``None``: a fit built without running it), and Lightning's
+    console output kept to what the command line shows (``quiet_lightning``).
 
-    ``command_line``: the report's remedies are flags of the command line (else Trainer and model arguments).
-
-    Only those a subcommand uses: Lightning calls every callback at every hook, several times per SGD step.
-    Called before the ``Trainer`` is built, it also keeps Lightning's console output to what the command line
-    shows (``quiet_lightning``: no tips to install packages, no warnings from inside Lightning).
+    Only those it uses: Lightning calls every callback at every hook. ``command_line``: the report's remedies are
+    flags (else Trainer and model arguments).
 
     Example:
         >>> [type(callback).__name__ for callback in default_callbacks("predict")]

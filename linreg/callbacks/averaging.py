@@ -1,23 +1,16 @@
 """``AveragedSGD``: the average of the SGD iterates from a chosen point of the run on (Polyak-Ruppert averaging).
 
-With a constant learning rate SGD does not settle on the least-squares solution: every step moves the
-weights by a noisy gradient, so the last iterate jitters around it by an amount set by the learning
-rate, the batch size and the label noise. The mean of the iterates cancels most of that jitter; for
-least squares it reaches the statistical accuracy of the closed form, in a single pass over the data
-(Bach & Moulines, 2013). The average is started once the loss has levelled: iterates from the first
-steps would pull it back towards the starting point.
+With a constant learning rate the last SGD iterate jitters around the least-squares solution; the mean of the
+iterates cancels most of that jitter and reaches the closed form's statistical accuracy in one pass (Bach &
+Moulines, 2013). It starts once the loss has levelled: the first iterates would pull it back to the start.
 
-Not Lightning's ``WeightAveraging``: its ``AveragedModel`` keeps a running mean in the parameters' float32,
-which stops moving after about a thousand iterates (``test_the_average_of_many_iterates_is_their_float64_mean_
-where_a_float32_running_mean_stalls``), and it averages once per Lightning batch, missing the steps
-``linreg.grouped`` takes within one (``test_a_model_taking_several_sgd_steps_per_batch_has_every_step_averaged``).
-What it keeps from it: validation sees the averaged weights; checkpoints hold the average as their ``state_dict``
-and the SGD iterate beside it (``current_model_state``), so a resumed run continues the same average bit for bit
-and ``predict`` uses the average; when training ends the average is copied into the model.
-
-The update is one ``lerp_`` per parameter tensor, run by a hook on the optimizer after every step
-(``Optimizer.register_step_post_hook``): every SGD step is averaged, also those a model takes several
-of per Lightning step (``linreg.grouped``).
+Not Lightning's ``WeightAveraging``: its float32 running mean stalls after about a thousand iterates
+(``test_the_average_of_many_iterates_is_their_float64_mean_where_a_float32_running_mean_stalls``), and it averages
+once per batch, missing ``linreg.grouped``'s steps within one
+(``test_a_model_taking_several_sgd_steps_per_batch_has_every_step_averaged``). Kept from it: validation sees the
+average; checkpoints hold it as ``state_dict`` and the iterate as ``current_model_state``, so a resume continues
+the average bit for bit; the average is copied into the model when training ends. The update runs after every
+optimizer step (``Optimizer.register_step_post_hook``).
 """
 
 from __future__ import annotations
@@ -39,17 +32,9 @@ class AveragedSGD(Callback):
     """Averages the weights after every optimizer step from ``start`` on.
 
     Args:
-        start: where the average starts: an int is the number of optimizer steps left out (the time SGD
-            needs to reach the noise floor, which depends on the learning rate and the data's conditioning,
-            not on the table's size); a float in [0, 1) is the fraction of the run left out, counted in
-            training batches (0.8, the default, averages the last fifth, as Lightning's
-            ``StochasticWeightAveraging`` does; 0.05 averages all but the first 5% of a single pass). A
-            number of steps the planned run never reaches is warned of when training starts.
-
-    Attributes:
-        averaged: how many iterates this fit averaged so far; ``started`` says whether it began at all (early
-            stopping or ``max_time`` can end a run before ``start``).
-        average: their mean, in float64.
+        start: optimizer steps left out (an int: SGD's time to its noise floor), or the fraction of the run's
+            training batches left out (a float in [0, 1); 0.8 averages the last fifth, as Lightning's
+            ``StochasticWeightAveraging``). A number of steps the planned run never reaches is warned of.
 
     Example:
         >>> AveragedSGD(start=0.25).first_batch(num_training_batches=100, max_epochs=2)  # 25% of 200 batches
@@ -84,8 +69,7 @@ class AveragedSGD(Callback):
         return self.averaged > 0
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        """A fresh average for every fit: this object may serve several Trainers. Lightning restores a resumed
-        run's average after ``setup`` (``load_state_dict``)."""
+        # A fresh average for every fit (one object may serve several Trainers); a resumed one is restored after.
         if stage == "fit":
             self.averaged, self.total, self._iterate = 0, [], None
 
@@ -95,11 +79,7 @@ class AveragedSGD(Callback):
         return [total / self.averaged for total in self.total]
 
     def first_batch(self, num_training_batches: float, max_epochs: int | None, max_steps: int = -1) -> int:
-        """With a fractional ``start``: the first averaged training batch of the run, counted from 0 over its epochs.
-
-        The run is as long as the first of its limits: ``max_steps``, or ``max_epochs`` epochs of
-        ``num_training_batches``.
-        """
+        """With a fractional ``start``: the run's first averaged training batch, counted from 0 over its epochs."""
         assert isinstance(self.start, float)
         total = _run_length(num_training_batches, max_epochs, max_steps)
         if total is None:
@@ -116,23 +96,16 @@ class AveragedSGD(Callback):
             self._first_batch = self.first_batch(trainer.num_training_batches, trainer.max_epochs, trainer.max_steps)
         elif pl_module.automatic_optimization:  # linreg.grouped takes steps Lightning does not count in batches
             planned = _run_length(trainer.num_training_batches, trainer.max_epochs, trainer.max_steps)
-            self._warn_if_never_started(planned)
+            if planned is not None and self.start >= planned:  # a warning: short trial runs of a config are common
+                rank_zero_warn(
+                    f"AveragedSGD start {self.start} is at or past the run's last optimizer step ({int(planned)}"
+                    " planned): averaging will not start, and the report is of the last SGD iterate; give fewer"
+                    " steps, or a fraction of the run such as 0.25"
+                )
         # Views of the parameters, updated in place by the optimizer: nothing to look up at every step.
         self._weights = [p.detach() for p in pl_module.parameters()]
         self.total = [total.to(w.device) for total, w in zip(self.total, self._weights, strict=False)]  # restored
         self._hooks = [optimizer.register_step_post_hook(self._update) for optimizer in trainer.optimizers]
-
-    def _warn_if_never_started(self, planned: float | None) -> None:
-        """Warns of a start in steps that the run never reaches: its report is then of the plain iterate.
-
-        A warning, not a refusal: a short trial run of a config (``--trainer.max_epochs 2``) is a common use.
-        """
-        if planned is not None and self.start >= planned:
-            rank_zero_warn(
-                f"AveragedSGD start {self.start} is at or past the run's last optimizer step ({int(planned)} planned):"
-                " averaging will not start, and the report is of the last SGD iterate; give fewer steps, or a"
-                " fraction of the run such as 0.25"
-            )
 
     def _update(self, *_: Any) -> None:
         """After an optimizer step: the model's weights enter the mean, once past the start."""
@@ -172,11 +145,7 @@ class AveragedSGD(Callback):
         self.show_iterate(pl_module)  # and training goes on from the iterate
 
     def show_average(self, pl_module: LightningModule) -> bool:
-        """Puts the average into the model, the iterate aside (once averaging has begun, during fit).
-
-        Returns:
-            Whether the model's weights changed (False before the start, outside fit, or when already shown).
-        """
+        """Puts the average into the model, the iterate aside (during fit, once begun); returns whether it did."""
         if not self.averaged or self._iterate is not None or pl_module.trainer.state.fn != "fit":
             return False
         with torch.no_grad():
@@ -195,8 +164,7 @@ class AveragedSGD(Callback):
         self._iterate = None
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
-        """The average as the checkpoint's weights, the SGD iterate beside it (as ``WeightAveraging`` saves them),
-        whatever the model holds now: a checkpoint saved during validation (on a signal) finds the average in it."""
+        """The average as the checkpoint's weights, the SGD iterate beside it, whatever the model holds now."""
         if not self.averaged or trainer.state.fn != "fit":
             return
         names = [name for name, _ in pl_module.named_parameters()]
@@ -207,8 +175,7 @@ class AveragedSGD(Callback):
         checkpoint["state_dict"] = {**weights, **dict(zip(names, average, strict=True))}
 
     def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
-        """The model holds the checkpoint's ``state_dict`` now (the average): fit goes on from the iterate beside it.
-        validate, test and predict keep the average: it is what the fit reports."""
+        """Fit goes on from the iterate beside the average; validate, test and predict keep the average."""
         if "current_model_state" not in checkpoint or trainer.state.fn != "fit":
             return
         pl_module.load_state_dict(checkpoint["current_model_state"])
@@ -222,10 +189,8 @@ class AveragedSGD(Callback):
 
 
 def _run_length(num_training_batches: float, max_epochs: int | None, max_steps: int | None) -> float | None:
-    """The training batches of a run: the first of ``max_steps`` and ``max_epochs`` epochs; None if unlimited.
-
-    Counted from the limits, not by ``Trainer.estimated_stepping_batches``, which loads the training data again.
-    """
+    """The training batches of a run, from its limits (``estimated_stepping_batches`` reloads the data); None if
+    unlimited."""
     limits = [max_steps] if max_steps is not None and max_steps >= 0 else []
     if max_epochs is not None and max_epochs >= 0 and num_training_batches != float("inf"):
         limits.append(max_epochs * num_training_batches)
@@ -234,8 +199,7 @@ def _run_length(num_training_batches: float, max_epochs: int | None, max_steps: 
 
 @contextlib.contextmanager
 def reported_weights(trainer: Trainer) -> Iterator[None]:
-    """Within it, the model holds the weights the fit will report: ``AveragedSGD``'s average once it has begun,
-    else the SGD iterate itself. What the curves of a fit show, so that they end where the report does."""
+    """Within it, the model holds the weights the fit will report (the average once begun): the curves end there."""
     model = trainer.lightning_module
     averaging = [cb for cb in trainer.callbacks if isinstance(cb, AveragedSGD)]  # type: ignore[attr-defined]
     shown = [cb for cb in averaging if cb.show_average(model)]  # not those already showing it (in validation)

@@ -1,19 +1,12 @@
 """Stopping a diverged fit: the first NaN or infinite training loss ends it, with the likely cause named.
 
-With too large a learning rate (``--model.optimizer.lr 10`` on the d2l data) SGD overshoots further at
-every step; within a few steps the loss is infinite, then NaN, and every later step, validation and
-checkpoint is wasted. ``DivergenceGuard`` stops fit at the first non-finite loss with a one-line
-message naming the step and the learning rate, and no checkpoint with non-finite weights is written
-(Lightning's ``OnExceptionCheckpoint``, which saves on any error, is named in the message when configured).
-
-Not Lightning's ``EarlyStopping(check_finite=True)``: it reads its monitored metric only at the end of an epoch
-or a validation, so the steps after the first infinite loss run on and checkpoints keep non-finite weights
-(``test_lightnings_check_finite_lets_a_diverged_fit_step_on_and_save_non_finite_weights``).
-
-Cost: reading a loss on the host waits for the device. On one CPU process that wait is free, so every
-step is checked. On a GPU, or with several processes, the check is kept on the device (a running flag,
-no wait) and read every ``log_every_n_steps`` steps, where Lightning waits for the device to log anyway,
-at the end of every epoch and before every checkpoint; the message still names the first bad step.
+``DivergenceGuard`` stops fit at the first non-finite loss with one line naming the step and the learning rate,
+and no checkpoint with non-finite weights is written (``OnExceptionCheckpoint``, which saves on any error, is named).
+Not ``EarlyStopping(check_finite=True)``: it reads its metric only at an epoch's or a validation's end, so steps
+run on and checkpoints keep non-finite weights
+(``test_lightnings_check_finite_lets_a_diverged_fit_step_on_and_save_non_finite_weights``). Reading a loss on the
+host waits for the device: free on one CPU process, where every step is read; elsewhere a device-side flag is read
+every ``log_every_n_steps``, at epoch ends and before checkpoints, still naming the first bad step.
 """
 
 from __future__ import annotations

@@ -45,8 +45,8 @@ _TRAINER_KEYS = ("devices", "max_epochs", "max_steps", "num_nodes", "precision",
 
 
 def tuned_hparams(config: Namespace, optimizer: Optimizer) -> dict[str, str]:
-    """The settings that tell runs apart, from the parsed config and the optimizer that ran (the config may name
-    a function, the model's default SGD).
+    """The settings that tell runs apart, from the parsed config and the optimizer that ran (the config's may be
+    a function).
 
     Example:
         >>> import torch
@@ -107,11 +107,8 @@ def _described(value: Any) -> str:
 
 
 class SaveConfigAndHparams(SaveConfigCallback):
-    """LightningCLI's ``SaveConfigCallback`` that also logs the run's settings with the final validation loss.
-
-    The metric is ``val/final_loss``, one point: a point of ``val/loss`` would have to sit exactly on its
-    curve's last step for the tab to read it.
-    """
+    """LightningCLI's ``SaveConfigCallback`` that also logs the run's settings with ``val/final_loss``, one point (the
+    tab reads ``val/loss`` only at exactly its curve's last step)."""
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # TensorBoardLogger writes hparams.yaml in place when it is missing; written here first, atomically, with

@@ -42,11 +42,7 @@ def in_input_order(predictions: Tensor, indices: Tensor) -> Tensor:
 
 
 def check_finite_predictions(columns: dict[str, Tensor]) -> None:
-    """Refuses ``columns`` whose ``prediction`` is inf or NaN, naming the first such row by its first column.
-
-    Raises:
-        UserInputError: e.g. ``line 7: the prediction is inf ...``.
-    """
+    """Refuses ``columns`` whose ``prediction`` is inf or NaN, naming the first such row by its first column."""
     bad = (~torch.isfinite(columns["prediction"])).nonzero()
     if len(bad):
         i = int(bad[0])

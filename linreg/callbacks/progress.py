@@ -104,9 +104,7 @@ def epoch_line(epoch: int, metrics: Mapping[str, Tensor | float], keys: tuple[st
 
 
 def _actionable(record: logging.LogRecord) -> bool:
-    """False for Lightning's lines a user cannot act on: tips to install packages, the seed (in config.yaml),
-    SIGTERM (the command's last line says what stopped it), early stopping waiting for the configs' ``min_steps``,
-    the limit that ended fit (``stop_line`` says it, with the steps and epochs)."""
+    """False for Lightning's lines a user cannot act on, or that this project says better (``stop_line``)."""
     message = record.getMessage()  # "[rank: 1] Seed set to 0", "[rank: 0] Received SIGTERM: 15"
     return not (
         message.startswith(("💡 Tip", "`Trainer.fit` stopped: `max_"))

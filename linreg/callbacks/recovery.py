@@ -80,11 +80,8 @@ def log10(value: float) -> float:
 
 
 class ParameterRecovery(Callback):
-    """Logs the training-set loss and the recovery curves as often as ``train/loss``.
-
-    The reference is solved in ``setup``, so data that a table's problem leaves without one stop the run before
-    it writes.
-    """
+    """Logs the training-set loss and the recovery curves as often as ``train/loss``; the reference is solved in
+    ``setup``, so data without one stop the run before it writes."""
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         data = regression_data(trainer, type(self).__name__) if stage == "fit" else None
@@ -123,8 +120,7 @@ class ParameterRecovery(Callback):
 
     @staticmethod
     def _write(trainer: Trainer, values: dict[str, float], step: int) -> None:
-        """Straight to the loggers, from the first process (every process has the same values): cheaper than
-        ``self.log_dict``."""
+        """Straight to the loggers from the first process (all have the same values): cheaper than ``log_dict``."""
         for logger in trainer.loggers if values and trainer.is_global_zero else []:
             logger.log_metrics(values, step=step)
 

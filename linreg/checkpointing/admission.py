@@ -1,16 +1,14 @@
 """Admitting a checkpoint: everything Lightning and this run's callbacks restore from it, checked first.
 
-A checkpoint is input. Lightning restores it piece by piece once the command runs (weights, data
-module, callbacks, loops, optimizers, schedulers), and a piece out of range ends there in a traceback
-(``ZeroDivisionError``, ``KeyError: 'betas'``) or in no error at all (a momentum of 2; a zero standard
-deviation, and predictions of NaN). ``admit`` checks every piece before anything is restored and answers
+A checkpoint is input. Lightning restores it piece by piece (weights, data module, callbacks, loops, optimizers,
+schedulers), and a piece out of range ends there in a traceback (``KeyError: 'betas'``) or in no error at all (a
+momentum of 2; a zero standard deviation, and predictions of NaN). ``admit`` checks every piece first and answers
 the first misfit in one line naming the file and the entry, as in ``ckpt_path runs/x/last.ckpt:
 optimizer_states[0].param_groups[0].momentum must be in [0, 1), got 2.0``.
 
-The form each piece must have is taken from this run's own fresh objects (the model's ``state_dict``,
-its optimizer after one step on a copy of the model, its schedulers, loops and callbacks): the same
-keys, types and shapes; numbers in the ranges of ``constraints.CHECKPOINT``, never NaN, and finite where the fresh
-ones are; tensors dense and real.
+The form each piece must have is that of this run's own fresh objects (``_like``): the same keys, types and
+shapes; numbers in the ranges of ``constraints.CHECKPOINT``, never NaN, finite where the fresh ones are; tensors
+dense and real. Special cases only where that form would give a misleading line (another model, optimizer or data).
 """
 
 from __future__ import annotations
@@ -36,8 +34,7 @@ from linreg.validation import UserInputError
 
 # Optimizer settings that torch puts in every param group, or that a scheduler adds.
 _COMMON_GROUP_KEYS = {"params", "initial_lr", "lr"}
-# Lightning's loop for each subcommand, as it files them under ``loops``.
-_LOOPS = {"fit": "fit_loop", "validate": "validate_loop", "test": "test_loop", "predict": "predict_loop"}
+_RESUME_ENTRIES = ["loops", "optimizer_states", "lr_schedulers", "epoch", "global_step"]
 
 
 def admit(
@@ -49,17 +46,10 @@ def admit(
     datamodule: Any,
     identity: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Returns ``checkpoint`` (migrated to this Lightning's layout) if this run can restore it, else raises.
+    """Returns ``checkpoint``, migrated to this Lightning's layout, if this run can restore it; else raises.
 
-    The admitted checkpoint is handed to the trainer's ``AtomicCheckpointIO``, so that what Lightning
-    restores is what was checked, not the file read a second time.
-
-    Args:
-        path: the file it was read from, for the messages.
-        checkpoint: what ``load_safely`` read from it.
-        subcommand: ``fit`` (which resumes from it), ``validate``, ``test`` or ``predict``.
-        trainer, model, datamodule: this run's, not yet restored.
-        identity: this fit's run identity (``runs.run_identity``), compared with that of the checkpoint's run.
+    It is handed to the trainer's ``AtomicCheckpointIO``, so that Lightning restores what was checked. ``identity``
+    is this fit's ``runs.run_identity``, compared with that of the checkpoint's run.
 
     Raises:
         UserInputError: ``ckpt_path <path>: <entry> must be ..., got ...``, for the first entry that does not fit.
@@ -68,9 +58,8 @@ def admit(
         _check(checkpoint, subcommand, trainer, model, datamodule, identity, Path(path))
     except UserInputError as error:
         raise UserInputError(f"ckpt_path {path}: {error}") from None
-    io = trainer.strategy.checkpoint_io
-    if isinstance(io, AtomicCheckpointIO):
-        io.admitted = (path, checkpoint)
+    if isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO):
+        trainer.strategy.checkpoint_io.admitted = (path, checkpoint)
     return checkpoint
 
 
@@ -83,45 +72,48 @@ def _check(
         raise UserInputError("not a Lightning checkpoint (it holds no state_dict)")
     if resuming and "optimizer_states" not in checkpoint and "loops" not in checkpoint:
         raise UserInputError("holds the weights only (save_weights_only); fit cannot resume from it")
-    needed = ["pytorch-lightning_version"]
-    needed += ["loops", "optimizer_states", "lr_schedulers", "epoch", "global_step"] if resuming else []
+    needed = ["pytorch-lightning_version", *(_RESUME_ENTRIES if resuming else [])]
     missing = [key for key in needed if key not in checkpoint]
     if missing:
         consequence = "fit cannot resume from it" if resuming else "Lightning cannot restore it"
         raise UserInputError(f"lacks {', '.join(missing)}: {consequence}")
-    _migrate(checkpoint)
-    _check_weights(checkpoint["state_dict"], "state_dict", model, checkpoint)
-    if "current_model_state" in checkpoint:  # the SGD iterate beside averaged weights (AveragedSGD)
-        _check_weights(checkpoint["current_model_state"], "current_model_state", model, checkpoint)
-    if resuming and identity is not None:
-        changed = config_differences(path, identity)
-        if changed:
-            raise UserInputError(
-                f"belongs to a run with other settings ({'; '.join(changed)}); resuming would mix two"
-                " configurations: resume it with its own settings, or start afresh without --ckpt_path"
-            )
-    if isinstance(datamodule, LightningDataModule):
-        _check_data_state(checkpoint, datamodule)
-    _check_progress(checkpoint, subcommand, trainer)
-    if resuming:
-        _check_training_state(checkpoint, model)
-    _check_callbacks(checkpoint, trainer, model)
-    precision = type(trainer.precision_plugin).__qualname__
-    if precision in checkpoint:
-        _like(checkpoint[precision], trainer.precision_plugin.state_dict(), precision, "precision")
-
-
-def _migrate(checkpoint: dict[str, Any]) -> None:
-    """Upgrades, in place, a checkpoint of an older Lightning to this one's layout, as Lightning will."""
     version = checkpoint["pytorch-lightning_version"]
     try:
         Version(version)
     except (InvalidVersion, TypeError):
         raise UserInputError(f"pytorch-lightning_version must be a version such as '2.5.0', got {version!r}") from None
-    try:
+    try:  # upgraded in place to this Lightning's layout, as Lightning will
         migrate_checkpoint(checkpoint)
     except Exception:  # any failure of an upgrade step: the layout is not what that version wrote
         raise UserInputError(f"holds a layout that Lightning {version} does not write") from None
+    for entry in ("state_dict", "current_model_state"):  # the latter: the SGD iterate beside AveragedSGD's average
+        if entry in checkpoint:
+            _check_weights(checkpoint[entry], entry, model, checkpoint)
+    if resuming and identity is not None and (changed := config_differences(path, identity)):
+        raise UserInputError(
+            f"belongs to a run with other settings ({'; '.join(changed)}); resuming would mix two"
+            " configurations: resume it with its own settings, or start afresh without --ckpt_path"
+        )
+    if isinstance(datamodule, LightningDataModule):
+        _check_data_state(checkpoint, datamodule)
+    if checkpoint.get("loops") is not None:
+        name = f"{subcommand}_loop"  # Lightning files each subcommand's loop state so
+        _like(checkpoint["loops"], {name: getattr(trainer, name).state_dict()}, "loops", "loops", partial=True)
+    if resuming:
+        progress(checkpoint)  # the counters, as the run lookup reads them
+        positions = checkpoint["loops"]["fit_loop"]["state_dict"].get("combined_loader", [])
+        entry = "loops.fit_loop.state_dict.combined_loader"
+        if not isinstance(positions, list) or len(positions) > 1:
+            raise UserInputError(f"{entry} must be a list of at most one loader's position, got {positions!r:.80}")
+        for position in positions:  # where in its epoch the training loader was
+            _like(position, {"epoch": None, "batches_done": 0, "batch_size": 1}, f"{entry}[0]", f"{entry}[]")
+            if position["epoch"] is not None:
+                _like(position["epoch"], 0, f"{entry}[0].epoch", "")
+        _check_training_state(checkpoint, model)
+    _check_callbacks(checkpoint, trainer, model)
+    precision = type(trainer.precision_plugin).__qualname__
+    if precision in checkpoint:
+        _like(checkpoint[precision], trainer.precision_plugin.state_dict(), precision, "precision")
 
 
 def _check_weights(weights: Any, entry: str, model: LightningModule, checkpoint: dict[str, Any]) -> None:
@@ -135,32 +127,15 @@ def _check_weights(weights: Any, entry: str, model: LightningModule, checkpoint:
         )
     for key, tensor in ours.items():
         value = weights[key]
-        if isinstance(value, Tensor) and value.shape != tensor.shape:
+        if isinstance(value, Tensor) and value.shape != tensor.shape:  # the hyper-parameters that explain it
+            saved = checkpoint.get("hyper_parameters")
+            saved = saved if isinstance(saved, dict) else {}
+            why = [f"{k} {saved[k]!r} there, {v!r} here" for k, v in model.hparams.items() if saved.get(k, v) != v]
             raise UserInputError(
                 f"does not fit this model: {key} has shape {list(value.shape)} there, {list(tensor.shape)} here"
-                + _hparam_difference(checkpoint, model)
+                + (f" ({'; '.join(why)})" if why else "")
             )
         _like(value, tensor, _at(entry, key), f"{entry}.{key}")
-
-
-def _hparam_difference(checkpoint: dict[str, Any], model: LightningModule) -> str:
-    """`` (input_dim 3 there, 5 here)``: the hyper-parameters that explain a shape mismatch, where recorded."""
-    saved = checkpoint.get("hyper_parameters")
-    saved = saved if isinstance(saved, dict) else {}
-    differing = [f"{k} {saved[k]!r} there, {v!r} here" for k, v in model.hparams.items() if saved.get(k, v) != v]
-    return f" ({'; '.join(differing)})" if differing else ""
-
-
-def _data_module_classes() -> dict[str, type]:
-    """Every data module class of this project by the name Lightning files its state under."""
-    from linreg.data.base import RegressionData
-
-    found, pending = {}, [RegressionData]
-    while pending:
-        cls = pending.pop()
-        found[cls.__qualname__] = cls
-        pending.extend(cls.__subclasses__())
-    return found
 
 
 def _check_data_state(checkpoint: dict[str, Any], datamodule: LightningDataModule) -> None:
@@ -169,9 +144,15 @@ def _check_data_state(checkpoint: dict[str, Any], datamodule: LightningDataModul
     Kinds are told apart by the state they keep, not by name: ``CSVRegressionData`` is ``TableRegressionData``
     by another name, and its state is re-filed under this run's class name, where Lightning looks for it.
     """
-    ours = type(datamodule)
-    saved = {key: cls for key, cls in _data_module_classes().items() if key in checkpoint}
-    other = [key for key, cls in saved.items() if cls.state_dict is not ours.state_dict]
+    from linreg.data.base import RegressionData
+
+    ours, kinds, pending = type(datamodule), {}, [RegressionData]
+    while pending:  # every data module class, by the name Lightning files its state under
+        cls = pending.pop()
+        kinds[cls.__qualname__] = cls
+        pending.extend(cls.__subclasses__())
+    saved = [key for key in kinds if key in checkpoint]
+    other = [key for key in saved if kinds[key].state_dict is not ours.state_dict]
     if other:
         raise UserInputError(
             f"was trained on {other[0]} data (its transform is saved with it), and this run's data module is"
@@ -184,44 +165,23 @@ def _check_data_state(checkpoint: dict[str, Any], datamodule: LightningDataModul
             f"holds no {ours.__qualname__} state (the standardisation its model was trained with): it was"
             f" trained on other data; use a checkpoint of a {ours.__qualname__} fit"
         )
-    state = checkpoint.pop(next(iter(saved)))
-    checkpoint[ours.__qualname__] = state
+    state = checkpoint[ours.__qualname__] = checkpoint.pop(saved[0])
     names = (datamodule.target_name, datamodule.feature_names)  # type: ignore[attr-defined]
     theirs = (state.get("target"), state.get("features")) if isinstance(state, dict) else (None, None)
     if theirs != names:
         raise UserInputError(
             f"was trained to predict {theirs[0]!r} from {theirs[1]}; this run asks for {names[0]!r} from {names[1]}"
         )
-    d = len(names[1])
+    d, seed = len(names[1]), datamodule.seed  # type: ignore[attr-defined]
     example = {"target": "", "features": [""] * d, "y_mean": 0.0, "y_std": 1.0}
     example |= {"x_mean": torch.zeros(d, dtype=torch.float64), "x_std": torch.ones(d, dtype=torch.float64)}
     example |= {"seed": 0} if "seed" in state else {}  # a table's split seed (checkpoints since it was saved)
     _like(state, example, ours.__qualname__, "datamodule")
-    if state.get("seed", datamodule.seed) != datamodule.seed:  # type: ignore[attr-defined]
+    if state.get("seed", seed) != seed:
         raise UserInputError(
             f"was trained with data.seed {state['seed']}, which drew its training, validation and test rows; this"
-            f" run gives data.seed {datamodule.seed}, whose held-out rows include training rows: give"  # type: ignore[attr-defined]
-            f" --data.seed {state['seed']}"
+            f" run gives data.seed {seed}, whose held-out rows include training rows: give --data.seed {state['seed']}"
         )
-
-
-def _check_progress(checkpoint: dict[str, Any], subcommand: str, trainer: Trainer) -> None:
-    """The state of the loop this subcommand runs; for fit, the counters and where in its epoch the loader was."""
-    loops = checkpoint.get("loops")
-    if loops is not None:
-        name = _LOOPS[subcommand]
-        _like(loops, {name: getattr(trainer, name).state_dict()}, "loops", "loops", partial=True)
-    if subcommand != "fit":
-        return
-    progress(checkpoint)  # as the run lookup reads them
-    positions = loops["fit_loop"]["state_dict"].get("combined_loader", [])
-    entry = "loops.fit_loop.state_dict.combined_loader"
-    if not isinstance(positions, list) or len(positions) > 1:
-        raise UserInputError(f"{entry} must be a list of at most one loader's position, got {positions!r:.80}")
-    for i, position in enumerate(positions):
-        _like(position, {"epoch": None, "batches_done": 0, "batch_size": 1}, f"{entry}[{i}]", f"{entry}[]")
-        if position["epoch"] is not None:
-            _like(position["epoch"], 0, f"{entry}[{i}].epoch", f"{entry}[].epoch")
 
 
 def _check_training_state(checkpoint: dict[str, Any], model: LightningModule) -> None:
@@ -249,15 +209,15 @@ def _check_optimizer_state(state: Any, optimizer: Optimizer, entry: str) -> None
     groups = state.get("param_groups") if isinstance(state, dict) else None
     if (
         not isinstance(groups, list)
-        or not isinstance(state.get("state"), dict)
         or len(groups) != len(fresh["param_groups"])
+        or not all(isinstance(group, dict) for group in groups)
+        or not isinstance(state.get("state"), dict)
     ):
         raise UserInputError(
             f"{entry} must be the state_dict of an optimizer of {len(fresh['param_groups'])} param groups, got"
             f" {state!r:.80}"
         )
-    _like(groups, [{}] * len(groups), f"{entry}.param_groups", "")
-    for i, (group, ours) in enumerate(zip(state["param_groups"], fresh["param_groups"], strict=True)):
+    for i, (group, ours) in enumerate(zip(groups, fresh["param_groups"], strict=True)):
         theirs_keys, our_keys = set(group) - _COMMON_GROUP_KEYS, set(ours) - _COMMON_GROUP_KEYS
         if theirs_keys != our_keys:
             raise UserInputError(
@@ -269,7 +229,7 @@ def _check_optimizer_state(state: Any, optimizer: Optimizer, entry: str) -> None
         _like(group, example, f"{entry}.param_groups[{i}]", "optimizer_states[].param_groups[]")
         if "initial_lr" not in group:  # no scheduler sets it: 0 would train nothing
             LR.check(f"{entry}.param_groups[{i}].lr", group["lr"])
-    ids = [p for group in state["param_groups"] for p in group["params"]]
+    ids = [p for group in groups for p in group["params"]]
     if len(set(ids)) != len(ids):
         raise UserInputError(f"{entry}.param_groups list a parameter twice: {ids}")
     # The per-parameter state of this run's optimizer after a step, where it took one: same keys, shapes, ranges.
@@ -309,12 +269,20 @@ def _at(entry: str, key: Any) -> str:
 def _like(value: Any, example: Any, entry: str, key: str, partial: bool = False) -> None:
     """Raises unless ``value`` has the form of ``example``, the same entry in this run's fresh state.
 
-    ``key`` is the entry with its indices as ``[]``, which ``constraints.CHECKPOINT`` gives ranges by;
-    ``partial``: ``value`` may hold more keys.
+    ``example`` None (unset in a fresh state): any plain value, or dicts and lists of them. ``key`` is the entry
+    with its indices as ``[]``, which ``constraints.CHECKPOINT`` gives ranges by; ``partial``: more keys allowed.
     """
-    if example is None:  # unset in a fresh state: anything plain
-        _plain(value, entry)
-    elif isinstance(example, (bool, str)):
+    if example is None:
+        if value is None or isinstance(value, (bool, str)):
+            return
+        if isinstance(value, (int, float)):
+            return _number(value, entry, "", integral=False, finite=False)
+        if isinstance(value, Tensor):
+            return _tensor(value, entry, "", None)
+        if not isinstance(value, (dict, list, tuple)):
+            raise UserInputError(f"{entry} must be a plain value (number, string, tensor), got {type(value).__name__}")
+        example, key = {} if isinstance(value, dict) else [], ""
+    if isinstance(example, (bool, str)):
         if not isinstance(value, type(example)):
             kind = "true or false" if isinstance(example, bool) else "a string"
             raise UserInputError(f"{entry} must be {kind}, got {value!r:.80}")
@@ -325,14 +293,11 @@ def _like(value: Any, example: Any, entry: str, key: str, partial: bool = False)
     elif isinstance(example, dict):
         if not isinstance(value, dict):
             raise UserInputError(f"{entry} must be a dict, got {value!r:.80}")
-        if not example:
-            _plain(value, entry)
-            return
-        missing, extra = example.keys() - value.keys(), set() if partial else value.keys() - example.keys()
-        if missing or extra:
+        if example and (example.keys() - value.keys() or (not partial and value.keys() - example.keys())):
             raise UserInputError(f"{entry} must hold {sorted(map(str, example))}, got {sorted(map(str, value))}")
-        for k in example:
-            _like(value[k], example[k], _at(entry, k), f"{key}.{k}" if isinstance(k, str) else f"{key}[]")
+        for k in example or value:
+            sub = f"{key}.{k}" if isinstance(k, str) else f"{key}[]"
+            _like(value[k], example.get(k), _at(entry, k), sub)
     elif isinstance(example, (list, tuple)):
         if not isinstance(value, (list, tuple)) or (example and len(value) != len(example)):
             raise UserInputError(f"{entry} must be a list of {len(example)} values, got {value!r:.80}")
@@ -340,25 +305,8 @@ def _like(value: Any, example: Any, entry: str, key: str, partial: bool = False)
             _like(item, example[i] if example else None, f"{entry}[{i}]", f"{key}[]")
 
 
-def _plain(value: Any, entry: str) -> None:
-    """A value of no known form: None, a string, a number or dense real tensor (no NaN), or dicts and lists of them."""
-    if value is None or isinstance(value, (bool, str)):
-        return
-    if isinstance(value, (int, float)):
-        _number(value, entry, "", integral=False, finite=False)
-    elif isinstance(value, Tensor):
-        _tensor(value, entry, "", None)
-    elif isinstance(value, (dict, list, tuple)):
-        items = value.items() if isinstance(value, dict) else enumerate(value)
-        for key, item in items:
-            _plain(item, _at(entry, key) if isinstance(value, dict) else f"{entry}[{key}]")
-    else:
-        raise UserInputError(f"{entry} must be a plain value (number, string, tensor), got {type(value).__name__}")
-
-
 def _number(value: Any, entry: str, key: str, integral: bool, finite: bool) -> None:
-    kinds = (int,) if integral else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
+    if isinstance(value, bool) or not isinstance(value, int if integral else (int, float)):
         raise UserInputError(f"{entry} must be {'an integer' if integral else 'a number'}, got {value!r:.80}")
     if math.isnan(value) or (finite and math.isinf(value)):
         raise UserInputError(f"{entry} must be a finite number, got {value!r}")
@@ -384,13 +332,12 @@ def _tensor(value: Any, entry: str, key: str, example: Tensor | None) -> None:
         return
     finite = example is not None and bool(torch.isfinite(example).all())
     rule = CHECKPOINT.get(key)
-    good = ~torch.isnan(value)
-    if finite:
-        good &= torch.isfinite(value)
+    good = torch.isfinite(value) if finite else ~torch.isnan(value)
     if rule is not None:
         good &= rule.holds(value)
     if not bool(good.all()):
         where = torch.nonzero(~good)[0].tolist()
         rule = f"values, each {rule}" if rule is not None else "finite numbers" if finite else "numbers other than NaN"
-        at = f" at {where}" if where else ""
-        raise UserInputError(f"{entry} must hold {rule}, got {value[tuple(where)].item()}{at}")
+        raise UserInputError(
+            f"{entry} must hold {rule}, got {value[tuple(where)].item()}" + (f" at {where}" if where else "")
+        )

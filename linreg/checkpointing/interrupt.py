@@ -1,27 +1,14 @@
 """Stopping a command on SIGTERM, SIGHUP or Ctrl-C: ``last.ckpt`` saved when fit trains, one line, a non-zero exit.
 
-SIGTERM is what a scheduler sends before it pre-empts a job, SIGHUP what a closed terminal or SSH session
-sends. While fit trains, Lightning catches SIGTERM itself (``trainer.received_sigterm``) and, at the end of
-the training step in progress, raises ``SIGTERMException``: a ``SystemExit`` without a status, so the process
-would exit 0 and the job would look finished to the scheduler. ``SaveOnInterrupt`` writes the full training
-state to the run's ``last.ckpt`` in ``on_exception``, where Lightning hands the exception to callbacks, and the
-command line exits with ``128 + the signal's number`` (143 for SIGTERM), as a shell reports a process killed by
-it; ``--ckpt_path last`` then resumes exactly there. Ctrl-C (SIGINT) and SIGHUP take the same path while fit
-trains: they are turned into that SIGTERM, so training stops at the end of a step, where a resume continues
-bit for bit (Lightning's own answer to Ctrl-C saves nothing and exits 1).
-
-Outside the training steps (reading the data and its statistics pass, validate, test, predict, the report)
-there is no training state to save, and Lightning would ignore SIGTERM there (predict went on to write every
-row and exit 0) or leave it to kill the process (leaving an empty run directory): for the whole command
-(``stopping_signals``), a stopping signal raises ``Stopped`` where it arrives, so the command stops at once,
-writes nothing more, releases its run directory like any early failure, and names the phase it stopped in.
-
-A second stopping signal, while the first is being answered, stops at once without saving, with its own line:
-whoever sends it insists, and waiting could mean waiting for a save to a slow or full disk. Checkpoints are
-written atomically, so a save cut short leaves the previous ``last.ckpt`` whole.
-
-Lightning's ``OnExceptionCheckpoint`` saves on every exception (a diverged run too, with NaN weights) and
-deletes its file at teardown, so it cannot keep the file a resume starts from.
+While fit trains, Lightning turns SIGTERM (a scheduler's pre-emption) into ``SIGTERMException`` at the end of the
+step, a ``SystemExit`` without a status: the job would look finished. ``SaveOnInterrupt`` saves the full training
+state to ``last.ckpt`` in ``on_exception`` and the command exits ``128 + the signal's number``, as a shell reports
+it; Ctrl-C and SIGHUP are turned into that SIGTERM, so ``--ckpt_path last`` resumes bit for bit (Lightning's own
+Ctrl-C saves nothing and exits 1). Outside the training steps there is no state to save, and Lightning would ignore
+SIGTERM (predict wrote every row and exited 0) or die leaving an empty run directory: there a signal raises
+``Stopped`` where it arrives (``stopping_signals``). A second signal stops at once, without saving: the sender
+insists, and the save may be to a slow disk. Not ``OnExceptionCheckpoint``: it saves on every exception (diverged
+weights too) and deletes its file at teardown.
 """
 
 from __future__ import annotations
@@ -63,11 +50,6 @@ class Stopped(BaseException):
         self.signum = signum
 
 
-def _in_main_thread() -> bool:
-    # Signal handlers can only be set from the main thread.
-    return threading.current_thread() is threading.main_thread()
-
-
 def last_checkpoint_path(trainer: Trainer) -> Path:
     """Where this run keeps ``last.ckpt``: the file of its last-checkpoint callback, else its checkpoint directory."""
     for callback in trainer.checkpoint_callbacks:
@@ -98,11 +80,9 @@ class SaveOnInterrupt(Callback):
 
     @contextmanager
     def stopping_signals(self) -> Iterator[None]:
-        """For the whole command: a stopping signal outside the training steps raises ``Stopped`` where it arrives.
-
-        While fit trains, Lightning composes its SIGTERM handler with this one, which then only notes the signal.
-        """
-        previous = {signum: signal.signal(signum, self._on_signal) for signum in STOPPING} if _in_main_thread() else {}
+        """For the whole command: a signal outside the training steps raises ``Stopped`` (inside them: noted)."""
+        main = threading.current_thread() is threading.main_thread()  # the only one that may set handlers
+        previous = {signum: signal.signal(signum, self._on_signal) for signum in STOPPING} if main else {}
         try:
             yield
         finally:
@@ -135,7 +115,7 @@ class SaveOnInterrupt(Callback):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # After Lightning's own SIGTERM handler is in place (it restores every handler at teardown).
         self._training = True
-        if _in_main_thread():
+        if threading.current_thread() is threading.main_thread():
             others = [signum for signum in STOPPING if signum != signal.SIGTERM]
             self._previous = {signum: signal.signal(signum, self._at_step_end) for signum in others}
 
@@ -149,9 +129,10 @@ class SaveOnInterrupt(Callback):
         self._restore()
         if isinstance(exception, (Stopped, SIGTERMException)):
             self.phase = self._phase(trainer)
-        if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit" or trainer.global_step == 0:
+        # Nothing to save outside fit's steps, or with checkpointing off (trainer.enable_checkpointing false).
+        if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit" or not trainer.global_step:
             return
-        if not trainer.checkpoint_callbacks:  # checkpointing is off (trainer.enable_checkpointing false)
+        if not trainer.checkpoint_callbacks:
             return
         path = last_checkpoint_path(trainer)
         # Every rank raised the exception at the same step (Lightning broadcasts the signal); rank zero writes.
@@ -172,16 +153,13 @@ class SaveOnInterrupt(Callback):
     def _restore(self) -> None:
         """Gives Ctrl-C and SIGHUP back their handlers from before training."""
         self._training = False
-        if _in_main_thread():
-            for signum, handler in self._previous.items():
-                signal.signal(signum, handler)
+        for signum, handler in self._previous.items():  # set only from the main thread
+            signal.signal(signum, handler)
         self._previous = {}
 
     def stopped(self, error: BaseException) -> Interrupted | None:
         """The ``Interrupted`` error for the command line if ``error`` is how the command ended after a signal."""
-        if isinstance(error, (SIGTERMException, Stopped)):
-            return Interrupted(self.message(), self.exit_status)
-        return None
+        return Interrupted(self.message(), self.exit_status) if isinstance(error, (SIGTERMException, Stopped)) else None
 
     def message(self) -> str:
         """The one line printed for a command stopped by a signal."""

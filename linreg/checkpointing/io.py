@@ -29,13 +29,7 @@ _INFLATION_SLACK = 1 << 20
 
 
 def load_safely(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
-    """``torch.load(path, weights_only=True)``, with a one-line ``UserInputError`` for every way it can fail.
-
-    Raises:
-        UserInputError: the file is missing, not a regular file, unreadable, not a PyTorch file, truncated,
-            inflates beyond its own size, or holds Python objects other than tensors and plain values
-            (loading those would run code named in the file).
-    """
+    """``torch.load(path, weights_only=True)``, with a one-line ``UserInputError`` for every way it can fail."""
     shown = os.fspath(path)
     if not is_remote(path):  # before opening: opening a FIFO waits for a writer
         check_regular_file(path, "checkpoint", missing_ok=True)
@@ -56,14 +50,15 @@ def load_safely(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
                 f"refused to load checkpoint {shown}: it holds a Python object ({', '.join(unsafe[:3])}) besides"
                 " tensors and plain values, and loading it would run code from the file; load only files you trust"
             ) from None
-        raise UserInputError(_damaged(shown, "what it holds cannot be unpickled weights-only")) from None
+        detail = "what it holds cannot be unpickled weights-only"
     except (RuntimeError, EOFError, KeyError, ValueError, IndexError, TypeError, AttributeError) as error:
-        if isinstance(error, UserInputError):
-            raise
         # torch.load's errors for a truncated zip archive, a text file, an empty file, ...
         text = str(error).strip().split(". ")[0].splitlines()[0][:100] if str(error).strip() else ""
         detail = text if isinstance(error, RuntimeError) else f"{type(error).__name__}: {text}" if text else ""
-        raise UserInputError(_damaged(shown, detail or type(error).__name__)) from None
+        detail = detail or type(error).__name__
+    raise UserInputError(
+        f"checkpoint {shown} cannot be read: not a PyTorch checkpoint, or truncated or damaged ({detail})"
+    )
 
 
 def refuse_unsafe_loading(weights_only: bool | None) -> None:
@@ -102,23 +97,11 @@ def _check_inflation(file: IO[bytes], shown: str) -> None:
     file.seek(0)
 
 
-def _is_local(path: Any) -> bool:
-    """Whether ``path`` names a file on the local file system (not ``s3://``, ``gs://``, ...)."""
-    return isinstance(get_filesystem(path), LocalFileSystem)
-
-
-def _damaged(shown: str, detail: str) -> str:
-    """The message for a file torch cannot read, with the gist of torch's own complaint."""
-    return f"checkpoint {shown} cannot be read: not a PyTorch checkpoint, or truncated or damaged ({detail})"
-
-
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's ``TorchCheckpointIO`` with atomic local writes and weights-only loads.
 
-    Remote paths (``s3://``, ``gs://``, ...) are written by Lightning as before (object stores replace an
-    object whole, so a reader never sees half of one), and read through ``linreg.data.files``. ``admitted``
-    holds a checkpoint already read and checked (``linreg.checkpointing.admission``): Lightning restores that
-    one, not the file read again.
+    Object stores (``s3://``) replace an object whole: Lightning writes those. ``admitted`` holds a checkpoint
+    already read and checked (``admission``), which Lightning restores rather than the file read again.
     """
 
     admitted: tuple[str, dict[str, Any]] | None = None
@@ -130,7 +113,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return given if any(isinstance(p, CheckpointIO) for p in given) else [*given, cls()]
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
-        if storage_options is not None or not _is_local(path):
+        if storage_options is not None or not isinstance(get_filesystem(path), LocalFileSystem):  # s3://: whole
             super().save_checkpoint(checkpoint, path, storage_options)
             return
         save_atomically(checkpoint, path)

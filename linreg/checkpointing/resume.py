@@ -1,12 +1,7 @@
-"""Resuming a run: ``last.ckpt`` kept current during fit, found again by ``--ckpt_path last``.
+"""Resuming a run: ``last.ckpt`` kept current during fit (weights, optimizer, loop counters, the loader's position).
 
-``LastCheckpoint`` writes ``last.ckpt`` every N training steps and at the end of every epoch. The file
-holds everything an exact resume needs: weights, optimizer state, Lightning's loop counters and the
-training loader's position within the epoch (``ResumableDataLoader.state_dict``).
-
-Each run logs into a new ``version_N`` directory, so Lightning's own ``ckpt_path="last"``, which looks
-in the new run's empty directory, finds nothing; ``linreg.checkpointing.runs`` looks through the earlier
-runs of the same configuration instead.
+Each run logs into a new ``version_N``, where Lightning's own ``ckpt_path="last"`` finds nothing;
+``linreg.checkpointing.runs`` looks through the earlier runs of the same configuration instead.
 """
 
 from __future__ import annotations
@@ -37,19 +32,10 @@ def runs_root(trainer: Trainer) -> Path:
 class LastCheckpoint(Checkpoint):
     """Keeps ``last.ckpt`` current: every ``every_n_train_steps`` steps, at the end of every epoch and of fit.
 
-    A run killed at any moment can resume from it having lost at most ``every_n_train_steps`` steps. The
-    file holds the training state, not a copy of the weights made for evaluation: where weights are
-    averaged (``AveragedSGD``), both the average and the SGD iterate are in it.
-    Where the directory already holds a ``last.ckpt`` (a run without a logger reuses ``checkpoints/``),
-    it writes ``last-v1.ckpt`` and so on, never over an earlier file.
-
-    Why not Lightning's ``ModelCheckpoint(save_last=True, every_n_train_steps=N)``: (1) its step-triggered
-    save can fall on the last batch of an epoch, before validation, and a run resumed from that file does
-    not validate or log that epoch; here the write at the last batch is left to the end of the epoch,
-    after validation. (2) With a monitored metric (``val/loss``), it defers step-triggered saves until the
-    metric exists, so a kill during the first epoch loses the whole epoch. (3) At an epoch end it
-    rewrites ``last.ckpt`` only when it also saved a top-k file, so a run whose validation loss stopped
-    improving keeps a stale ``last.ckpt``. The best-by-``val/loss`` files stay ``ModelCheckpoint``'s.
+    It never writes over an earlier file (``last-v1.ckpt`` where ``last.ckpt`` is taken). Not Lightning's
+    ``ModelCheckpoint(save_last=True, every_n_train_steps=N)``, which (1) may save at an epoch's last batch, before
+    validation, so a resume skips that epoch's validation; (2) with a monitored metric, defers step saves until it
+    exists, losing a first epoch; (3) rewrites ``last.ckpt`` at an epoch end only with a new top-k file.
 
     Args:
         every_n_train_steps: training steps between two writes.
@@ -96,11 +82,13 @@ class LastCheckpoint(Checkpoint):
         self._save(trainer)
 
     def _save(self, trainer: Trainer) -> None:
-        if self.path is None or trainer.sanity_checking or trainer.fast_dev_run:
+        if (
+            self.path is None
+            or trainer.sanity_checking
+            or trainer.fast_dev_run
+            or trainer.global_step == self._saved_step
+        ):
             return
-        if trainer.global_step == self._saved_step:
-            return
-        # The full state (weights_only=False here means "not the weights alone"); every rank takes part,
-        # rank zero writes.
+        # The full state (weights_only=False: not the weights alone); every rank takes part, rank zero writes.
         trainer.save_checkpoint(self.path, weights_only=False)
         self._saved_step = trainer.global_step

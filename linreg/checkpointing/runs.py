@@ -1,18 +1,10 @@
 """Run directories: which earlier run a command continues, and a new ``version_N`` claimed atomically.
 
-Every run of a config writes ``<save_dir>/<name>/version_N/`` with its resolved ``config.yaml`` and
-``checkpoints/last.ckpt``. A run's *identity* is that config apart from what only names or paces the
-output (``ckpt_path``, the logger, how often it logs or checkpoints) and how long it trains
-(``max_epochs``, ``max_steps``): two runs with the same identity train the same model on the same data
-the same way, so one can continue the other. ``--ckpt_path last`` picks the newest ``last.ckpt`` of a
-run with this run's identity, and nothing else: another configuration's weights are never resumed.
-
-Whether that run is *finished* is judged against this command's length, as Lightning's fit loop does
-(steps reached ``max_steps``, or epochs reached ``max_epochs``), so a run stopped by ``max_steps 27``
-continues to 60 under ``--trainer.max_steps 60``.
-
-A new run's directory is claimed with ``mkdir``, which exactly one process wins, so fits started at
-the same moment never share a ``version_N``.
+A run's *identity* is its resolved ``config.yaml`` less what only names or paces the output (``OUTPUT_KEYS``) and
+how long it trains (``LENGTH_KEYS``): two runs of one identity train the same model the same way, so one can
+continue the other, and ``--ckpt_path last`` never resumes another configuration's weights. Whether a run is
+finished is judged against this command's length, as Lightning's fit loop does, so a run stopped at ``max_steps 27``
+continues to 60 under ``--trainer.max_steps 60``. ``mkdir`` claims a ``version_N``: exactly one process wins it.
 """
 
 from __future__ import annotations
@@ -32,36 +24,20 @@ from linreg.validation import UserInputError, bounded_yaml_load, check_regular_f
 
 # Config keys that name, pace or display the output, or choose the checkpoint: not part of a run's identity.
 OUTPUT_KEYS = (
-    "ckpt_path",
-    "weights_only",
-    "verbose",
-    "return_predictions",
-    "checkpoint",
-    "last",
-    "trainer.logger",
-    "trainer.default_root_dir",
-    "trainer.enable_progress_bar",
-    "trainer.enable_model_summary",
-    "trainer.enable_checkpointing",
-    "trainer.log_every_n_steps",
-    "trainer.num_sanity_val_steps",
-    "trainer.profiler",
-    "trainer.plugins",
-    "trainer.limit_test_batches",
-    "trainer.limit_predict_batches",
-    "data.init_args.eval_batch_size",
-    "data.init_args.predict_path",
-)
+    "ckpt_path", "weights_only", "verbose", "return_predictions", "checkpoint", "last",
+    "trainer.logger", "trainer.default_root_dir", "trainer.enable_progress_bar", "trainer.enable_model_summary",
+    "trainer.enable_checkpointing", "trainer.log_every_n_steps", "trainer.num_sanity_val_steps", "trainer.profiler",
+    "trainer.plugins", "trainer.limit_test_batches", "trainer.limit_predict_batches",
+    "data.init_args.eval_batch_size", "data.init_args.predict_path",
+)  # fmt: skip
 # How long to train: a run continues under a longer budget.
 LENGTH_KEYS = ("trainer.max_epochs", "trainer.max_steps", "trainer.max_time", "trainer.min_epochs", "trainer.min_steps")
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a.b": value}`` for nested mappings."""
     if isinstance(value, dict):
-        flat: dict[str, Any] = {}
-        for key, item in value.items():
-            flat.update(_flatten(item, f"{prefix}{key}."))
-        return flat
+        return {k: v for key, item in value.items() for k, v in _flatten(item, f"{prefix}{key}.").items()}
     return {prefix.removesuffix("."): _unset_left_out(value)}
 
 
@@ -97,13 +73,9 @@ def run_identity_of(dumped: str, subcommand: str | None) -> dict[str, Any]:
 def differences(theirs: dict[str, Any], ours: dict[str, Any], limit: int = 3) -> list[str]:
     """``["data.init_args.batch_size 10 there, 20 here", ...]``: the identity keys that differ, at most ``limit``."""
     keys = sorted(k for k in theirs.keys() | ours.keys() if theirs.get(k) != ours.get(k))
-    shown = [f"{k.replace('.init_args', '')} {_short(theirs.get(k))} there, {_short(ours.get(k))} here" for k in keys]
+    short = lambda value: repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."  # noqa: E731
+    shown = [f"{k.replace('.init_args', '')} {short(theirs.get(k))} there, {short(ours.get(k))} here" for k in keys]
     return shown[:limit] + ([f"{len(keys) - limit} more"] if len(keys) > limit else [])
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def read_run_config(run_dir: Path) -> dict[str, Any] | None:
@@ -126,11 +98,7 @@ def config_differences(checkpoint: Path, identity: dict[str, Any]) -> list[str]:
 
 
 def progress(checkpoint: Any) -> tuple[int, int, int]:
-    """``(epochs completed, steps taken, epoch)`` of a full checkpoint, as Lightning's fit loop counts them.
-
-    Raises:
-        UserInputError: one of them is missing, or not an integer >= 0.
-    """
+    """``(epochs completed, steps taken, epoch)`` of a full checkpoint, each an integer >= 0, as Lightning counts."""
     entries = ("loops.fit_loop.epoch_progress.current.processed", "global_step", "epoch")
     counts = []
     for entry in entries:
@@ -164,11 +132,8 @@ class EarlierRun:
 def earlier_runs(
     root: Path, identity: dict[str, Any], max_epochs: int | None, max_steps: int
 ) -> tuple[list[EarlierRun], int]:
-    """The runs under ``root`` with this ``identity``, newest ``last.ckpt`` first; and how many others were seen.
-
-    Raises:
-        UserInputError: the ``last.ckpt`` of a run with this identity cannot be read, or holds no fit progress.
-    """
+    """The runs under ``root`` with this ``identity``, newest ``last.ckpt`` first (each must be readable), and how
+    many others were seen."""
     same, others = [], 0
     for last in root.glob("*/checkpoints/last.ckpt"):
         run_dir = last.parent.parent
@@ -205,12 +170,7 @@ def claim_version(root: Path) -> int:
 
 
 def refuse_remote_run_dir(trainer: Any) -> None:
-    """Refuses a URI (``s3://...``) as ``trainer.default_root_dir`` or the logger's ``save_dir``.
-
-    A ``file://`` URI is taken as the local directory it names. A run's ``version_N`` is claimed by ``mkdir`` and
-    earlier runs are found by listing a directory: both need a file system, which object storage is not. A bucket
-    mounted as a directory (s3fs, gcsfuse) is one.
-    """
+    """Refuses a URI (``s3://``) as run directory: claiming and finding runs need a file system (``file://`` is one)."""
     logger = trainer.get("logger")
     arguments = logger.get("init_args") if hasattr(logger, "get") else None
     places = {"trainer.default_root_dir": (trainer, "default_root_dir")}
