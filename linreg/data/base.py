@@ -10,7 +10,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from linreg.constraints import check
-from linreg.data.loading import fits_on_device, tensor_loader
+from linreg.data.batches import fits_on_device, tensor_loader
 from linreg.stats.ols import Moments, mean_squared_error, row_chunks
 from linreg.stats.reference import MSE, Objective, Reference, solve
 
