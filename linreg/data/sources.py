@@ -1,14 +1,19 @@
-"""Files on object storage, for ``linreg.data.files``: which filesystem holds a URI, listing, opening, versions.
+"""Where a table's files are, and the one place they are opened: local paths and object storage.
 
-A URI is ``s3://`` (AWS, or any store that speaks S3), ``gs://``, ``abfs://`` or ``hdfs://`` through pyarrow's
-filesystems, or any other scheme fsspec knows (``az://``, ``memory://``) through fsspec. Credentials come from
-the store's usual environment and config files, never from the URI (``user:secret@``, in the path or in its
-endpoint, or a query option not in ``QUERY_OPTIONS`` is refused), so no secret reaches a config, log or message;
-a message shows a path through ``shown``, which masks whatever user info it holds. An S3 endpoint is
-``?endpoint_override=``, else ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``. An unreachable store fails
-within a minute, not after the clients' own defaults (GCS retries for 15 minutes): on S3 a connection waits
-``CONNECT_TIMEOUT_S`` at most, a request ``REQUEST_TIMEOUT_S``, and is tried ``ATTEMPTS`` times; on GCS a
-request is retried for ``RETRY_LIMIT_S``. Then its ``OSError`` is raised.
+A path is local, or a URI: ``s3://`` (AWS, or any store that speaks S3), ``gs://``, ``abfs://`` or ``hdfs://``
+through pyarrow's filesystems, or any other scheme fsspec knows (``az://``, ``memory://``). Credentials come from
+the store's usual environment and config files, never from the URI (user info, in the path or its endpoint, or a
+query option not in ``QUERY_OPTIONS`` is refused), so no secret reaches a config, log or message; ``shown`` masks
+user info in a message. An S3 endpoint is ``?endpoint_override=``, else ``AWS_ENDPOINT_URL_S3`` or
+``AWS_ENDPOINT_URL``. An unreachable store fails within a minute, not after the clients' defaults (GCS retries for
+15 minutes): ``CONNECT_TIMEOUT_S``, ``REQUEST_TIMEOUT_S`` and ``ATTEMPTS`` on S3, ``RETRY_LIMIT_S`` on GCS.
+
+Every file is opened by ``open_input``, and every error of a read becomes one line naming the file (``reading``).
+Opened with the ``Version`` the first pass recorded, a file that has changed since is refused. On object storage
+its version is its ETag. A local file's is its size, modification time and a ``fingerprint`` of its content, since
+``cp -p`` and ``rsync -t`` rewrite a file and keep the first two: hashed whole up to ``FULL_HASH_BYTES``, else its
+head, its tail (Parquet's footer) and ``SAMPLES`` blocks between, so a change of the same size, keeping the
+modification time, outside the sample goes unseen.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import SplitResult, parse_qs, urlencode, urlsplit
 
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pyarrow.fs import FileType
@@ -42,8 +48,8 @@ RETRY_LIMIT_S = 20  # GCS's client retries (with backoff) for this long, instead
 
 @dataclass(frozen=True)
 class Version:
-    """A file's size, and its ETag (S3); a local file's modification time in ns and fingerprint of its content
-    (``linreg.data.files.version``); another store's modification time (None where there is none)."""
+    """A file's size, and its ETag (S3), modification time (another store), or, locally, modification time in ns
+    and content ``fingerprint``."""
 
     size: int
     stamp: str | int | None
@@ -184,54 +190,6 @@ def missing(path: str | os.PathLike[str]) -> str:
     return f"{path}: no such file or directory"
 
 
-def file_type(path: str | os.PathLike[str]) -> pafs.FileType:
-    """``File``, ``Directory`` (a prefix, on object storage) or ``NotFound``."""
-    filesystem, inner = locate(path)
-    return filesystem.get_file_info(inner).type
-
-
-def files_below(path: str | os.PathLike[str]) -> list[str]:
-    """Every file below the prefix (or directory) ``path``, in path order, as URIs.
-
-    Names starting with ``_`` or ``.`` (``_SUCCESS``, ``.crc`` files), and whatever is below them, are skipped,
-    as pyarrow's dataset discovery skips them.
-    """
-    filesystem, inner = locate(path)
-    infos = filesystem.get_file_info(pafs.FileSelector(inner, recursive=True))
-    root = inner.rstrip("/")
-    below = [info.path[len(root) :] for info in infos if info.type == pafs.FileType.File]
-    kept = [rest for rest in below if not any(part[:1] in ("_", ".") for part in rest.split("/") if part)]
-    parts = urlsplit(os.fspath(path), allow_fragments=False)
-    return sorted(parts._replace(path=parts.path.rstrip("/") + rest).geturl() for rest in kept)
-
-
-def _open_remote(path: str, seekable: bool) -> pa.NativeFile:
-    """``path`` for random access (Parquet), or read front to back (CSV, decompressed if it ends in ``.gz``).
-
-    Raises:
-        UserInputError: there is no such key (or bucket); OSError: the store could not be read.
-    """
-    filesystem, inner = locate(path)
-    try:
-        return (
-            filesystem.open_input_file(inner) if seekable else filesystem.open_input_stream(inner, compression="detect")
-        )
-    except FileNotFoundError:
-        raise UserInputError(missing(path)) from None
-
-
-def _remote_version(path: str, file: pa.NativeFile | None = None) -> Version:
-    """The ``Version`` of ``path`` now: the ETag of its HEAD on S3 (that of opening ``file``, if given)."""
-    if file is None:
-        with _open_remote(path, seekable=True) as opened:
-            return _remote_version(path, opened)
-    if etag := file.metadata().get("ETag"):
-        return Version(file.size(), etag.decode())
-    filesystem, inner = locate(path)
-    info = filesystem.get_file_info(inner)
-    return Version(info.size, info.mtime_ns)
-
-
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 # What reading a damaged or unreadable file raises: Arrow's errors, the OS's, and those of decompression.
 READ_ERRORS = (pa.ArrowException, OSError, EOFError, zlib.error, UnicodeDecodeError)
@@ -239,8 +197,6 @@ READ_ERRORS = (pa.ArrowException, OSError, EOFError, zlib.error, UnicodeDecodeEr
 FULL_HASH_BYTES = 1 << 20  # a file up to this size is hashed whole
 END_BYTES = 1 << 16  # else its first and last bytes (a Parquet footer, a CSV header) ...
 SAMPLES, SAMPLE_BYTES = 16, 1 << 12  # ... and this many blocks spread evenly between
-
-
 MESSAGE_CHARS = 200  # of another library's message quoted in ours (a cloud client's runs to a paragraph)
 
 
@@ -262,32 +218,51 @@ def reading(path: str | Path) -> Iterator[None]:
 
 def open_input(path: str | Path, seekable: bool = False, expected: Version | None = None) -> pa.NativeFile:
     """Opens a file of a table: a regular file (a FIFO would block), gunzipped if its name ends in ``.gz``
-    (unless ``seekable``, as Parquet is read); refused if it is no longer of the ``expected`` version."""
-    if is_remote(path):
+    (unless ``seekable``, as Parquet is read); refused if it is no longer of the ``expected`` version.
+
+    Raises:
+        UserInputError: the file (or bucket) is missing, unreadable, or has changed.
+    """
+    if not is_remote(path):
+        status = check_regular_file(path)
+        assert status is not None  # missing is refused
+        if expected is not None and (now := _local_version(path, status)) != expected:
+            raise _changed(path, expected, now)
         with reading(path):
-            file = _open_remote(str(path), seekable or expected is not None)
-            now = _remote_version(str(path), file) if expected is not None else None
-        if now != expected:
-            file.close()
-            raise _changed(path, expected, now)  # type: ignore[arg-type]
-        if seekable or expected is None:
-            return file
-        file.close()  # opened to compare versions; a CSV file is read as a stream, gunzipped
-        return open_input(path)
-    status = check_regular_file(path)
-    assert status is not None  # missing is refused
-    if expected is not None and (now := _local_version(path, status)) != expected:
-        raise _changed(path, expected, now)
+            return pa.OSFile(str(path)) if seekable else pa.input_stream(str(path))
     with reading(path):
-        return pa.OSFile(str(path)) if seekable else pa.input_stream(str(path))
+        filesystem, inner = locate(path)
+        try:
+            if seekable or expected is not None:
+                file = filesystem.open_input_file(inner)
+            else:
+                file = filesystem.open_input_stream(inner, compression="detect")
+        except FileNotFoundError:
+            raise UserInputError(missing(path)) from None
+        now = version(path, file) if expected is not None else None
+    if now != expected:
+        file.close()
+        raise _changed(path, expected, now)  # type: ignore[arg-type]
+    if seekable or expected is None:
+        return file
+    file.close()  # opened to compare versions; a CSV file is read as a stream, gunzipped
+    return open_input(path)
 
 
-def version(path: str | Path) -> Version:
-    """The file's ``Version`` now: its size, and its ETag on S3, else its modification time and ``fingerprint``."""
-    if is_remote(path):
-        with reading(path):
-            return _remote_version(str(path))
-    return _local_version(path, os.stat(path))
+def version(path: str | Path, file: pa.NativeFile | None = None) -> Version:
+    """The file's ``Version`` now: its ETag on S3 (that of opening ``file``, if given), its modification time on
+    another store, and locally its modification time and ``fingerprint``."""
+    if not is_remote(path):
+        return _local_version(path, os.stat(path))
+    if file is None:
+        with open_input(path, seekable=True) as opened:
+            return version(path, opened)
+    with reading(path):
+        if etag := file.metadata().get("ETag"):
+            return Version(file.size(), etag.decode())
+        filesystem, inner = locate(path)
+        info = filesystem.get_file_info(inner)
+        return Version(info.size, info.mtime_ns)
 
 
 def _local_version(path: str | Path, status: os.stat_result) -> Version:
@@ -337,8 +312,7 @@ def parquet_files(path: str | Path) -> list[tuple[str, pq.FileMetaData]]:
     if (kind := _kind(path)) == FileType.NotFound:
         with reading(path):
             raise UserInputError(missing(path))
-    below = files_below if is_remote(path) else _files_below
-    files = below(path) if kind == FileType.Directory else [str(path)]
+    files = _files_below(path) if kind == FileType.Directory else [str(path)]
     if not files:
         raise UserInputError(
             f"{path}: is a directory that holds no Parquet files; give a CSV file, a Parquet file"
@@ -355,28 +329,39 @@ def _kind(path: str | Path) -> FileType:
     """``File``, ``Directory`` (a prefix, on object storage), ``NotFound``, or ``Unknown`` (a FIFO, ...)."""
     if is_remote(path):
         with reading(path):
-            return file_type(path)
+            filesystem, inner = locate(path)
+            return filesystem.get_file_info(inner).type
     path = Path(path)
-    return FileType.Directory if path.is_dir() else FileType.File if path.is_file() else _exists(path)
-
-
-def _exists(path: Path) -> FileType:
+    if path.is_dir() or path.is_file():
+        return FileType.Directory if path.is_dir() else FileType.File
     return FileType.Unknown if path.exists() else FileType.NotFound
 
 
 def _files_below(root: str | Path) -> list[str]:
-    """The files below ``root`` (names starting with ``_`` or ``.`` skipped); a link below it is refused, so no
-    file is read twice, or from outside the data set."""
+    """The files below the directory (or prefix) ``root``, in path order; names starting with ``_`` or ``.``
+    (``_SUCCESS``, ``.crc`` files), and whatever is below them, skipped.
+
+    Object storage is listed by ``pyarrow.dataset``'s discovery. A local directory is walked here, because that
+    discovery follows a link below it (a link to the directory itself lists its files 40 times over:
+    ``test_links_below_a_data_directory_are_refused_not_followed`` fails with it) and drops a FIFO without a word
+    (``test_a_fifo_in_a_data_directory_is_refused_before_it_is_opened``); here a link is refused, so no file is read
+    twice or from outside the data set, and a FIFO is refused when opened.
+    """
+    if is_remote(root):
+        with reading(root):
+            filesystem, inner = locate(root)
+            found = ds.dataset(inner, schema=pa.schema([]), format="parquet", filesystem=filesystem).files
+        parts, prefix = urlsplit(os.fspath(root), allow_fragments=False), inner.rstrip("/")
+        return [parts._replace(path=parts.path.rstrip("/") + file[len(prefix) :]).geturl() for file in found]
 
     def fail(error: OSError) -> None:
         raise UserInputError(f"{error.filename}: cannot be read ({error.strerror})")
 
     files = []
     for folder, folders, names in os.walk(root, onerror=fail):
-        folders[:] = [name for name in folders if not name.startswith(("_", "."))]
-        for name in [*folders, *names]:
-            entry = os.path.join(folder, name)
-            if os.path.islink(entry):
+        folders[:] = [part for part in folders if not part.startswith(("_", "."))]
+        for part in [*folders, *names]:
+            if os.path.islink(entry := os.path.join(folder, part)):
                 raise UserInputError(f"{entry}: is a link; the files of a data set must lie in its directory")
-        files += [os.path.join(folder, name) for name in names if not name.startswith(("_", "."))]
+        files += [os.path.join(folder, part) for part in names if not part.startswith(("_", "."))]
     return sorted(files)
