@@ -14,7 +14,8 @@ So ``--data.in_memory`` changes speed and memory, never which rows train.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,15 @@ from torch import Tensor
 from linreg.validation import UserInputError
 
 TRAIN, VAL, TEST = 0, 1, 2
+SPLITS = {"train": TRAIN, "val": VAL, "test": TEST}
 KEY_CHUNK = 1 << 20  # positions hashed at a time when the thresholds are found (8 MB of keys each)
+# The largest magnitude whose square float64 holds (about 1.3e154), rounded down.
+LARGEST_SQUARABLE = 1e154
+# The smallest whose square is a normal float64 (about 1.5e-154), rounded up: below it the moments underflow (a
+# spread of 1e-200 computes as 0), and the statistics and MSEs of the column cannot be trusted.
+SMALLEST_SQUARABLE = 1e-154
+# The smallest spread, relative to a column's mean, whose coefficient the model's float32 arithmetic resolves.
+RESOLUTION = 2.0**-24
 
 
 def row_keys(positions: np.ndarray, seed: int) -> np.ndarray:
@@ -141,6 +150,53 @@ class Standardizer:
         w_over_std = w.double().reshape(-1) / self.x_std
         b = torch.as_tensor(b, dtype=torch.float64).reshape(())
         return self.y_std * w_over_std, self.y_mean + self.y_std * (b - (w_over_std * self.x_mean).sum())
+
+    def shift_and_scale(self) -> tuple[Tensor, Tensor]:
+        """Per column, features then target, float64: the model's units are ``(value - shift) / scale``."""
+        return (
+            torch.cat([self.x_mean, torch.tensor([self.y_mean], dtype=torch.float64)]),
+            torch.cat([self.x_std, torch.tensor([self.y_std], dtype=torch.float64)]),
+        )
+
+    def same_as(self, other: Standardizer) -> bool:
+        """Whether ``other`` holds the same statistics, bit for bit."""
+        return all(map(torch.equal, self.shift_and_scale(), other.shift_and_scale()))
+
+    def checked(self, path: str, names: Sequence[str], for_training: bool) -> Standardizer:
+        """These statistics of the columns ``names`` (features then target), refused where they cannot be trusted.
+
+        A column whose statistics overflow, or whose squares would (MSEs in its units), is refused by name. Not
+        ``for_training``, a constant column is kept with a std of 1 (no model is fitted to it here); for training,
+        a constant column cannot be standardised nor learnt from, and underflowing or unresolvable ones are refused.
+        """
+        stds, means = [*self.x_std.tolist(), self.y_std], [*self.x_mean.tolist(), self.y_mean]
+        for name, std, mean in zip(names, stds, means, strict=True):
+            if not (abs(mean) <= LARGEST_SQUARABLE and std <= LARGEST_SQUARABLE):
+                raise UserInputError(
+                    f"{path}: column {name!r} is too large for the statistics (mean {mean:g}, standard deviation"
+                    f" {std:g}); values must stay within ±1e154, whose squares float64 holds: rescale the column"
+                )
+        if not for_training:
+            return replace(self, x_std=torch.where(self.x_std == 0, 1.0, self.x_std), y_std=self.y_std or 1.0)
+        for name, std, mean in zip(names, stds, means, strict=True):
+            if 0 < max(abs(mean), std) < SMALLEST_SQUARABLE:
+                raise UserInputError(
+                    f"{path}: column {name!r} is too small for the statistics (mean {mean:g}, standard deviation"
+                    f" {std:g}); its squares underflow below 1e-308, the smallest float64: multiply the column by a"
+                    " power of ten"
+                )
+            if std == 0:
+                raise UserInputError(
+                    f"{path}: column {name!r} is constant on the training split (every value is {mean:g} as a"
+                    " float64);"
+                    + (" there is nothing to predict" if name == names[-1] else " leave it out of data.features")
+                )
+            if std < abs(mean) * RESOLUTION:  # e.g. integers near 2**53: float32 weights cannot resolve them
+                raise UserInputError(
+                    f"{path}: column {name!r} varies too little for its size to be fitted (standard deviation"
+                    f" {std:g} around a mean of {mean:g}); subtract a constant from it, or leave it out"
+                )
+        return self
 
     def state_dict(self) -> dict[str, Any]:
         """Tensors and floats only, so a checkpoint holding it loads with ``torch.load(weights_only=True)``."""

@@ -1,26 +1,26 @@
-"""Streaming a table from disk in record batches: one pass of statistics, and a resumable loader.
+"""``TableRegressionData``: a table of numeric columns (CSV, CSV.gz, Parquet) as a LightningDataModule.
 
-For tables larger than memory (``TableRegressionData(in_memory=False)``). No Lightning here but the
-loader protocol Lightning uses (``__iter__``, ``__len__``, ``state_dict``/``load_state_dict``, and a
-``sampler`` whose ``set_epoch`` Lightning calls at each epoch).
+The header is read in ``__init__`` (the CLI needs ``input_dim`` before anything else runs), the rows in
+``prepare_data``/``setup``. Features and target are standardised with statistics of the training split
+(``linreg.data.rows`` says why), saved in checkpoints, so ``validate``, ``test`` and ``predict`` from a
+checkpoint apply the transform the model was trained with, even if the file has changed since.
 
-- A table is read in **pieces** (``linreg.data.table.read_piece``): each row group of each Parquet file, or
-  a whole CSV file. Under DDP each process reads every ``world_size``-th piece: processes on several
-  machines share one data set.
-- Each row's split comes from a hash of its position (``linreg.data.splits.SplitPlan``), as for a table
-  read whole: nothing is materialised to split the table, and the split is the same in both modes.
-- ``scan`` reads the table once: it checks every cell, counts each split per piece, and accumulates the
-  training split's ``Moments`` (standardisation statistics and least squares, in float64).
-- ``StreamLoader`` yields mini-batches: each epoch, its pieces in a seeded order, rows shuffled within a
-  buffer of ``shuffle_buffer`` float32 rows. Memory holds the buffer and one record batch, whatever the
-  table's size.
+A table is read in pieces (``linreg.data.reading``): each row group of each Parquet file, or a whole CSV file.
+Its rows are counted first (one column), since the split is planned on the number of rows; then ``scan`` reads
+every cell once, checking it, counting each split per piece and accumulating the training split's moments in
+float64 (the standardisation and the least-squares reference come from them). A table held in memory is then read
+once more into float32 tensors (``StreamedTable.materialize``); a streamed one is read again each epoch by a
+``StreamLoader``: its pieces in a seeded order (under DDP, every ``world_size``-th piece per process), rows
+shuffled within a buffer of ``shuffle_buffer`` rows, resumable mid-epoch through Lightning's loader protocol
+(``__iter__``, ``__len__``, ``state_dict``, and a ``sampler`` whose ``set_epoch`` Lightning calls). Both modes split
+alike (a seeded hash of each row's position: ``linreg.data.rows.SplitPlan``), so ``in_memory`` (``auto``
+compares the table's size with the memory available) changes speed and memory, never which rows train.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Generator, Iterator, Sequence
-from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -31,305 +31,16 @@ from linreg.constraints import check, check_int
 from linreg.data.base import RegressionData
 from linreg.data.batches import EpochPosition
 from linreg.data.reading import Piece, Table, pieces, read_header, read_piece, read_table, select_columns
-from linreg.data.rows import TEST, TRAIN, VAL, SplitPlan, Standardizer
+from linreg.data.rows import SPLITS, TRAIN, SplitPlan, Standardizer
 from linreg.data.sources import is_parquet, parquet_files, version
 from linreg.data.sources import name as file_name
 from linreg.stats.ols import Moments
 from linreg.validation import UserInputError, available_memory
 
-
-def standardized(values: np.ndarray, shift: float, scale: float) -> np.ndarray:
-    """``(values - shift) / scale`` in float64, as ``Standardizer.transform_x`` computes it: the one standardisation
-    of a table's rows, streamed or held in memory (the caller rounds the result once, to float32).
-
-    Example:
-        >>> standardized(np.array([1.0, 3.0], dtype=np.float32), 2.0, 0.5).tolist()
-        [-2.0, 2.0]
-    """
-    return np.subtract(values, shift, dtype=np.float64) / scale
-
-
-@dataclass
-class Scan:
-    """What one pass over the table found: rows of each split per piece, and the training split's moments."""
-
-    counts: list[list[int]]  # counts[piece][split]
-    moments: Moments  # of the training rows' columns, features then target
-
-
-def scan(table: Sequence[Piece], names: Sequence[str], plan: SplitPlan) -> Scan:
-    """Reads the table's pieces once: checks every cell, counts the splits, accumulates the training moments."""
-    moments, counts = Moments.empty(len(names)), []
-    for piece in table:
-        count = np.zeros(3, dtype=np.int64)
-        for start, columns in read_piece(piece, names):
-            split = plan.of_rows(start, len(columns[0]))
-            train = split == TRAIN
-            # The training rows, float64, one copy, column by column: Z is built column-major, as (k, rows) and
-            # transposed, so each column is one contiguous write (and XᵀX is as fast either way).
-            Z = np.empty((len(names), int(train.sum())))
-            for j, column in enumerate(columns):
-                Z[j] = column[train]
-            moments.update(torch.from_numpy(Z).T)
-            count += np.bincount(split, minlength=3)
-        counts.append(count.tolist())
-    return Scan(counts, moments)
-
-
-class StreamLoader:
-    """Mini-batches of one split of a streamed table, resumable mid-epoch; Lightning's ``sampler`` protocol.
-
-    Rows are standardised as they are read (in float64, as ``Standardizer`` does, then rounded to float32)
-    into one float32 buffer of ``shuffle_buffer`` rows; a full buffer is cut into batches in a seeded random
-    order (gathered, so the buffer itself is never copied), the rows short of a whole batch staying for the
-    next fill. Memory: the buffer (4 bytes x columns x rows) and one record batch, whatever the table's size.
-
-    Args:
-        names: the table's columns to read, features then target.
-        pieces: this process's pieces of the table.
-        split: ``TRAIN``, ``VAL`` or ``TEST``; ``plan``: the split of every row.
-        shift, scale: per column of ``names``, the model's units are ``(value - shift) / scale``.
-        batch_size: rows per batch; ``num_batches``: batches per epoch (equal on every process under DDP).
-        shuffle: seeded piece order and a shuffle buffer of ``shuffle_buffer`` rows; else table order.
-        seed: seeds every epoch's order (with the epoch and the process rank).
-    """
-
-    def __init__(
-        self,
-        names: Sequence[str],
-        pieces: Sequence[Piece],
-        split: int,
-        plan: SplitPlan,
-        shift: np.ndarray,
-        scale: np.ndarray,
-        batch_size: int,
-        num_batches: int,
-        shuffle: bool,
-        seed: int,
-        rank: int = 0,
-        shuffle_buffer: int = 1 << 18,
-    ) -> None:
-        self.names, self.pieces = list(names), list(pieces)
-        self.split, self.plan, self.shift, self.scale = split, plan, shift, scale
-        self.batch_size, self.num_batches = batch_size, num_batches
-        self.shuffle, self.seed, self.rank = shuffle, seed, rank
-        self.shuffle_buffer = max(shuffle_buffer, batch_size)
-        # Lightning calls `loader.sampler.set_epoch(epoch)` at the start of every epoch (as for a DistributedSampler),
-        # and reads `batch_sampler` to tell a shuffling loader: this object answers both.
-        self.sampler = self
-        self.batch_sampler = None
-        self.epoch = 0
-        self.position = EpochPosition(batch_size)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.num_batches
-
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        skip = self.position.start_pass(self.epoch, self.num_batches)
-        for done, batch in enumerate(self._rows_in_batches()):  # the skipped batches are read, to keep the order
-            if done == self.num_batches:
-                return
-            if done >= skip:
-                self.position.batches_done = done + 1
-                yield batch
-
-    def _rows_in_batches(self) -> Iterator[tuple[Tensor, Tensor]]:
-        """The split's rows in model units, ``batch_size`` at a time: the pieces in this epoch's order, buffered."""
-        rng = np.random.default_rng([self.seed, self.epoch, self.rank])
-        order = rng.permutation(len(self.pieces)) if self.shuffle else range(len(self.pieces))
-        d = len(self.names) - 1
-        X, y = np.empty((self.shuffle_buffer, d), np.float32), np.empty((self.shuffle_buffer, 1), np.float32)
-        targets = [X[:, j] for j in range(d)] + [y[:, 0]]  # views: written column by column
-        filled = 0
-        for i in order:
-            for start, columns in read_piece(self.pieces[i], self.names):
-                keep = self.plan.of_rows(start, len(columns[0])) == self.split
-                rows = [column[keep] for column in columns]
-                done, count = 0, len(rows[0])
-                while done < count:
-                    step = min(count - done, self.shuffle_buffer - filled)
-                    for j, (column, target) in enumerate(zip(rows, targets, strict=True)):
-                        target[filled : filled + step] = standardized(
-                            column[done : done + step], self.shift[j], self.scale[j]
-                        )
-                    filled, done = filled + step, done + step
-                    if filled == self.shuffle_buffer:
-                        filled = yield from self._drain(X, y, filled, rng, last=False)
-        if filled:
-            yield from self._drain(X, y, filled, rng, last=True)
-
-    def _drain(
-        self, X: np.ndarray, y: np.ndarray, filled: int, rng: np.random.Generator, last: bool
-    ) -> Generator[tuple[Tensor, Tensor], None, int]:
-        """Batches of the buffer's ``filled`` rows in a random order; the rest (short of a batch) moved to its front.
-
-        Gathered by numpy: one thread, no thread pool to wake per batch (torch's costs more than the copy).
-
-        Returns:
-            The rows left in the buffer.
-        """
-        order = rng.permutation(filled) if self.shuffle else np.arange(filled)
-        whole = filled if last else filled - filled % self.batch_size
-        for start in range(0, whole, self.batch_size):
-            rows = order[start : min(start + self.batch_size, whole)]
-            yield torch.from_numpy(X[rows]), torch.from_numpy(y[rows])  # copies: the buffer is refilled under them
-        rest = order[whole:]
-        X[: len(rest)], y[: len(rest)] = X[rest], y[rest]
-        return len(rest)
-
-    def state_dict(self) -> dict[str, Any]:
-        """Where the epoch is: restored, a resumed run replays the same order and skips what was trained on."""
-        return self.position.state_dict(self.epoch)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.position.load_state_dict(state)
-
-
-SPLITS = {"train": TRAIN, "val": VAL, "test": TEST}
 BYTES_PER_VALUE = 4  # a table held in memory: its float32 tensors (record batches are read one at a time)
 # The statistics of k columns are (k, k) float64 matrices: the moments, a batch's ZᵀZ added to them, and the
 # least-squares solve's copies, this many at once at most.
 MOMENT_MATRICES = 4
-
-
-class StreamedTable:
-    """A table's splits read from disk: one pass for checks and statistics, then a loader per split.
-
-    Args:
-        path: a CSV file or a Parquet file or directory.
-        names: the columns read, features then target.
-        val_fraction, test_fraction, seed: the split (``SplitPlan``).
-        shuffle_buffer: rows shuffled together by the training loader.
-    """
-
-    def __init__(
-        self, path: str, names: list[str], val_fraction: float, test_fraction: float, seed: int, shuffle_buffer: int
-    ) -> None:
-        self.path, self.names, self.seed, self.shuffle_buffer = path, names, seed, shuffle_buffer
-        check_statistics_memory(path, len(names) - 1)
-        self.pieces = pieces(path, count=names[0])  # the split is planned on the rows counted as read
-        rows = sum(piece.rows or 0 for piece in self.pieces)
-        self.plan = SplitPlan.of(rows, val_fraction, test_fraction, seed, path)
-        self.scan: Scan = scan(self.pieces, names, self.plan)
-
-    def standardizer(self) -> Standardizer:
-        """Means and standard deviations (population) of the training split, from the pass's moments."""
-        mean, std, d = self.scan.moments.mean, self.scan.moments.std, len(self.names) - 1
-        return Standardizer(mean[:d].clone(), std[:d].clone(), float(mean[d]), float(std[d]))
-
-    def loader(
-        self, split: str, batch_size: int, standardizer: Standardizer, rank: int = 0, world_size: int = 1
-    ) -> StreamLoader:
-        """A loader of one split: this process's pieces, the same batch count on every process; ``train`` shuffled."""
-        if len(self.pieces) < world_size:
-            raise UserInputError(
-                f"{self.path}: {len(self.pieces)} row group(s) to share among {world_size} processes; streaming under"
-                " DDP needs at least one each (write the table as Parquet with more, smaller row groups)"
-            )
-        rows = [count[SPLITS[split]] for count in self.scan.counts]  # of the split, per piece
-        # Every process takes as many steps (DDP steps together): as many as the process of fewest rows.
-        num_batches = min(math.ceil(sum(rows[r::world_size]) / batch_size) for r in range(world_size))
-        shift, scale = _shift_and_scale(standardizer)
-        return StreamLoader(
-            self.names,
-            self.pieces[rank::world_size],
-            SPLITS[split],
-            self.plan,
-            shift.numpy(),
-            scale.numpy(),
-            batch_size,
-            num_batches,
-            shuffle=split == "train",
-            seed=self.seed,
-            rank=rank,
-            shuffle_buffer=self.shuffle_buffer if split == "train" else batch_size,
-        )
-
-    def materialize(
-        self, standardizer: Standardizer, splits: tuple[str, ...] = ("train", "val", "test")
-    ) -> dict[str, tuple[Tensor, Tensor]]:
-        """``splits`` as float32 tensors ``(X, y)`` in the model's units, rows in table order: one more pass.
-
-        What a table held in memory trains on. Memory: the tensors themselves and one record batch.
-        """
-        parts = [SPLITS[name] for name in splits]
-        shift, scale = (t.numpy() for t in _shift_and_scale(standardizer))
-        d = len(self.names) - 1
-        counts = [n if part in parts else 0 for part, n in enumerate(self.plan.counts)]  # by TRAIN, VAL, TEST
-        X, y = [np.empty((n, d), np.float32) for n in counts], [np.empty((n, 1), np.float32) for n in counts]
-        filled = [0, 0, 0]
-        for piece in self.pieces:
-            for start, columns in read_piece(piece, self.names):
-                split = self.plan.of_rows(start, len(columns[0]))
-                for part in parts:
-                    keep = split == part
-                    rows = slice(filled[part], filled[part] + int(keep.sum()))
-                    # float64 arithmetic rounded once to float32, as the streamed loader does; computed column by
-                    # column into a (columns, rows) block, then written to the row-major tensors in one copy.
-                    block = np.empty((d + 1, rows.stop - rows.start))
-                    for j, column in enumerate(columns):
-                        block[j] = standardized(column[keep], shift[j], scale[j])
-                    X[part][rows], y[part][rows, 0] = block[:d].T, block[d]
-                    filled[part] = rows.stop
-        return {name: (torch.from_numpy(X[SPLITS[name]]), torch.from_numpy(y[SPLITS[name]])) for name in splits}
-
-    def moments(self, standardizer: Standardizer) -> Moments:
-        """The training split's moments in the model's units (``standardizer``'s)."""
-        return self.scan.moments.rescaled(*_shift_and_scale(standardizer))
-
-
-def _shift_and_scale(standardizer: Standardizer) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per column, features then target, float64: the model's units are ``(value - shift) / scale``."""
-    s = standardizer
-    return (
-        torch.cat([s.x_mean, torch.tensor([s.y_mean], dtype=torch.float64)]),
-        torch.cat([s.x_std, torch.tensor([s.y_std], dtype=torch.float64)]),
-    )
-
-
-def check_statistics_memory(path: str, features: int) -> None:
-    """Refuses ``features`` columns whose statistics (``MOMENT_MATRICES`` float64 matrices of ``(d + 1)²``) would
-    not fit in the memory available now: before anything is read or allocated.
-
-    Raises:
-        UserInputError: naming d and the bytes needed and available.
-    """
-    needed = MOMENT_MATRICES * 8 * (features + 1) ** 2
-    available = available_memory()
-    if available is not None and needed > available:
-        raise UserInputError(
-            f"{path}: {features} features need {needed / 1e9:.3g} GB for their statistics ({MOMENT_MATRICES}"
-            f" float64 matrices of (d + 1)² values, d = {features}) and {available / 1e9:.3g} GB is available;"
-            " choose fewer columns with data.features"
-        )
-
-
-def exceeds_memory(path: str, columns: int, fraction: float = 0.5) -> bool:
-    """Whether the tensors of ``columns`` columns of the table at ``path`` would take over ``fraction`` of the
-    memory available now.
-
-    Held in memory, a table costs its float32 tensors, ``BYTES_PER_VALUE`` a value (it is read a record
-    batch at a time). The rows of Parquet are estimated from its metadata; those of a CSV file from
-    its size (a value takes at least 2 bytes of text, a gzipped file at least 5 times less).
-    """
-    if is_parquet(path):
-        values = sum(metadata.num_rows for _, metadata in parquet_files(path)) * columns
-    else:
-        values = version(path).size * (5 if file_name(path).endswith(".gz") else 1) // 2
-    available = available_memory()
-    return available is not None and BYTES_PER_VALUE * values > fraction * available
-
-
-# The largest magnitude whose square float64 holds (about 1.3e154), rounded down.
-_LARGEST_SQUARABLE = 1e154
-# The smallest whose square is a normal float64 (about 1.5e-154), rounded up: below it the moments underflow (a
-# spread of 1e-200 computes as 0), and the statistics and MSEs of the column cannot be trusted.
-_SMALLEST_SQUARABLE = 1e-154
-# The smallest spread, relative to a column's mean, whose coefficient the model's float32 arithmetic resolves.
-_RESOLUTION = 2.0**-24
 AUTO_BATCH_SIZES = (16, 4096)  # batch_size auto: the smallest and the largest
 # A streamed table keeps its validation and test rows in memory when their float32 tensors take at most this:
 # validation after every epoch, the report and the plots then read nothing from disk.
@@ -468,7 +179,8 @@ class TableRegressionData(RegressionData):
                 # Training needs statistics it can learn from. validate/test/predict usually get the
                 # training run's from the checkpoint (load_state_dict, after setup), whatever the file
                 # holds now; these stand in until then.
-                self.standardizer = self._checked(self._streamed.standardizer(), for_training=stage == "fit")
+                names = [*self._features, self.target]
+                self.standardizer = self._streamed.standardizer().checked(self.path, names, for_training=stage == "fit")
         if stage == "predict" and self._predict_table is None:
             path = self.predict_path if self.predict_path is not None else self.path
             self._predict_table = read_table(path, self._features, optional=[self.target])
@@ -492,46 +204,6 @@ class TableRegressionData(RegressionData):
                 " standard deviation); the model cannot predict from it"
             )
         return x
-
-    def _checked(self, standardizer: Standardizer, for_training: bool) -> Standardizer:
-        """The training split's statistics; a constant column (std 0) cannot be standardised, nor learnt from.
-
-        ``for_training=False``: a constant column is kept, with a std of 1 (no model is fitted to it here).
-        A column whose statistics overflow, or whose squares would (MSEs in its units), is refused by name.
-        """
-        stds = [*standardizer.x_std.tolist(), standardizer.y_std]
-        means = [*standardizer.x_mean.tolist(), standardizer.y_mean]
-        for name, std, mean in zip([*self._features, self.target], stds, means, strict=True):
-            if not (abs(mean) <= _LARGEST_SQUARABLE and std <= _LARGEST_SQUARABLE):
-                raise UserInputError(
-                    f"{self.path}: column {name!r} is too large for the statistics (mean {mean:g}, standard deviation"
-                    f" {std:g}); values must stay within ±1e154, whose squares float64 holds: rescale the column"
-                )
-        if not for_training:
-            return replace(
-                standardizer,
-                x_std=torch.where(standardizer.x_std == 0, 1.0, standardizer.x_std),
-                y_std=standardizer.y_std or 1.0,
-            )
-        for name, std, mean in zip([*self._features, self.target], stds, means, strict=True):
-            if 0 < max(abs(mean), std) < _SMALLEST_SQUARABLE:
-                raise UserInputError(
-                    f"{self.path}: column {name!r} is too small for the statistics (mean {mean:g}, standard deviation"
-                    f" {std:g}); its squares underflow below 1e-308, the smallest float64: multiply the column by a"
-                    " power of ten"
-                )
-            if std == 0:
-                raise UserInputError(
-                    f"{self.path}: column {name!r} is constant on the training split (every value is {mean:g} as a"
-                    " float64);"
-                    + (" there is nothing to predict" if name == self.target else " leave it out of data.features")
-                )
-            if std < abs(mean) * _RESOLUTION:  # e.g. integers near 2**53: float32 weights cannot resolve them
-                raise UserInputError(
-                    f"{self.path}: column {name!r} varies too little for its size to be fitted (standard deviation"
-                    f" {std:g} around a mean of {mean:g}); subtract a constant from it, or leave it out"
-                )
-        return standardizer
 
     def _x(self, table: Table) -> Tensor:
         """The feature columns as ``(n, d)``: float32 if the file stores them so (exact), else float64."""
@@ -600,7 +272,7 @@ class TableRegressionData(RegressionData):
         """Restores the statistics of the checkpoint's training split (Lightning calls it after ``setup``); the
         command line has checked them (``linreg.checkpointing.admission``)."""
         restored = Standardizer.from_state_dict(state_dict)
-        changed = self.standardizer is None or not _same_statistics(restored, self.standardizer)
+        changed = self.standardizer is None or not restored.same_as(self.standardizer)
         self.standardizer = restored
         if changed and self.val_data is not None:  # the file's statistics differ from the training run's
             self._standardize()
@@ -642,7 +314,242 @@ class CSVRegressionData(TableRegressionData):
     """A table of your own, CSV or Parquet: ``TableRegressionData`` by the name ``configs/csv.yaml`` uses."""
 
 
-def _same_statistics(a: Standardizer, b: Standardizer) -> bool:
-    return (
-        torch.equal(a.x_mean, b.x_mean) and torch.equal(a.x_std, b.x_std) and (a.y_mean, a.y_std) == (b.y_mean, b.y_std)
-    )
+class StreamedTable:
+    """A table's splits read from disk: one pass for checks and statistics, then a loader per split.
+
+    Args:
+        path: a CSV file or a Parquet file or directory.
+        names: the columns read, features then target.
+        val_fraction, test_fraction, seed: the split (``SplitPlan``).
+        shuffle_buffer: rows shuffled together by the training loader.
+    """
+
+    def __init__(
+        self, path: str, names: list[str], val_fraction: float, test_fraction: float, seed: int, shuffle_buffer: int
+    ) -> None:
+        self.path, self.names, self.seed, self.shuffle_buffer = path, names, seed, shuffle_buffer
+        check_statistics_memory(path, len(names) - 1)
+        self.pieces = pieces(path, count=names[0])  # the split is planned on the rows counted as read
+        rows = sum(piece.rows or 0 for piece in self.pieces)
+        self.plan = SplitPlan.of(rows, val_fraction, test_fraction, seed, path)
+        self.counts, self.raw_moments = scan(self.pieces, names, self.plan)  # counts[piece][split]
+
+    def standardizer(self) -> Standardizer:
+        """Means and standard deviations (population) of the training split, from the pass's moments."""
+        mean, std, d = self.raw_moments.mean, self.raw_moments.std, len(self.names) - 1
+        return Standardizer(mean[:d].clone(), std[:d].clone(), float(mean[d]), float(std[d]))
+
+    def loader(
+        self, split: str, batch_size: int, standardizer: Standardizer, rank: int = 0, world_size: int = 1
+    ) -> StreamLoader:
+        """A loader of one split: this process's pieces, the same batch count on every process; ``train`` shuffled."""
+        if len(self.pieces) < world_size:
+            raise UserInputError(
+                f"{self.path}: {len(self.pieces)} row group(s) to share among {world_size} processes; streaming under"
+                " DDP needs at least one each (write the table as Parquet with more, smaller row groups)"
+            )
+        rows = [count[SPLITS[split]] for count in self.counts]  # of the split, per piece
+        # Every process takes as many steps (DDP steps together): as many as the process of fewest rows.
+        num_batches = min(math.ceil(sum(rows[r::world_size]) / batch_size) for r in range(world_size))
+        return StreamLoader(self, SPLITS[split], standardizer, batch_size, num_batches, rank, world_size)
+
+    def materialize(
+        self, standardizer: Standardizer, splits: tuple[str, ...] = ("train", "val", "test")
+    ) -> dict[str, tuple[Tensor, Tensor]]:
+        """``splits`` as float32 tensors ``(X, y)`` in the model's units, rows in table order: one more pass.
+
+        What a table held in memory trains on. Memory: the tensors themselves and one record batch.
+        """
+        parts = [SPLITS[name] for name in splits]
+        shift, scale = (t.numpy() for t in standardizer.shift_and_scale())
+        d = len(self.names) - 1
+        counts = [n if part in parts else 0 for part, n in enumerate(self.plan.counts)]  # by TRAIN, VAL, TEST
+        X, y = [np.empty((n, d), np.float32) for n in counts], [np.empty((n, 1), np.float32) for n in counts]
+        filled = [0, 0, 0]
+        for piece in self.pieces:
+            for start, columns in read_piece(piece, self.names):
+                split = self.plan.of_rows(start, len(columns[0]))
+                for part in parts:
+                    keep = split == part
+                    rows = slice(filled[part], filled[part] + int(keep.sum()))
+                    # float64 arithmetic rounded once to float32, as the streamed loader does; computed column by
+                    # column into a (columns, rows) block, then written to the row-major tensors in one copy.
+                    block = np.empty((d + 1, rows.stop - rows.start))
+                    for j, column in enumerate(columns):
+                        block[j] = standardized(column[keep], shift[j], scale[j])
+                    X[part][rows], y[part][rows, 0] = block[:d].T, block[d]
+                    filled[part] = rows.stop
+        return {name: (torch.from_numpy(X[SPLITS[name]]), torch.from_numpy(y[SPLITS[name]])) for name in splits}
+
+    def moments(self, standardizer: Standardizer) -> Moments:
+        """The training split's moments in the model's units (``standardizer``'s)."""
+        return self.raw_moments.rescaled(*standardizer.shift_and_scale())
+
+
+def check_statistics_memory(path: str, features: int) -> None:
+    """Refuses ``features`` columns whose statistics (``MOMENT_MATRICES`` float64 matrices of ``(d + 1)²``) would
+    not fit in the memory available now: before anything is read or allocated.
+
+    Raises:
+        UserInputError: naming d and the bytes needed and available.
+    """
+    needed = MOMENT_MATRICES * 8 * (features + 1) ** 2
+    available = available_memory()
+    if available is not None and needed > available:
+        raise UserInputError(
+            f"{path}: {features} features need {needed / 1e9:.3g} GB for their statistics ({MOMENT_MATRICES}"
+            f" float64 matrices of (d + 1)² values, d = {features}) and {available / 1e9:.3g} GB is available;"
+            " choose fewer columns with data.features"
+        )
+
+
+def exceeds_memory(path: str, columns: int, fraction: float = 0.5) -> bool:
+    """Whether the tensors of ``columns`` columns of the table at ``path`` would take over ``fraction`` of the
+    memory available now.
+
+    Held in memory, a table costs its float32 tensors, ``BYTES_PER_VALUE`` a value (it is read a record
+    batch at a time). The rows of Parquet are estimated from its metadata; those of a CSV file from
+    its size (a value takes at least 2 bytes of text, a gzipped file at least 5 times less).
+    """
+    if is_parquet(path):
+        values = sum(metadata.num_rows for _, metadata in parquet_files(path)) * columns
+    else:
+        values = version(path).size * (5 if file_name(path).endswith(".gz") else 1) // 2
+    available = available_memory()
+    return available is not None and BYTES_PER_VALUE * values > fraction * available
+
+
+def standardized(values: np.ndarray, shift: float, scale: float) -> np.ndarray:
+    """``(values - shift) / scale`` in float64, as ``Standardizer.transform_x`` computes it: the one standardisation
+    of a table's rows, streamed or held in memory (the caller rounds the result once, to float32).
+
+    Example:
+        >>> standardized(np.array([1.0, 3.0], dtype=np.float32), 2.0, 0.5).tolist()
+        [-2.0, 2.0]
+    """
+    return np.subtract(values, shift, dtype=np.float64) / scale
+
+
+def scan(table: Sequence[Piece], names: Sequence[str], plan: SplitPlan) -> tuple[list[list[int]], Moments]:
+    """Reads the table's pieces once: checks every cell; returns the rows of each split per piece and the
+    training rows' moments (of ``names``' columns)."""
+    moments, counts = Moments.empty(len(names)), []
+    for piece in table:
+        count = np.zeros(3, dtype=np.int64)
+        for start, columns in read_piece(piece, names):
+            split = plan.of_rows(start, len(columns[0]))
+            train = split == TRAIN
+            # The training rows, float64, one copy, column by column: Z is built column-major, as (k, rows) and
+            # transposed, so each column is one contiguous write (and XᵀX is as fast either way).
+            Z = np.empty((len(names), int(train.sum())))
+            for j, column in enumerate(columns):
+                Z[j] = column[train]
+            moments.update(torch.from_numpy(Z).T)
+            count += np.bincount(split, minlength=3)
+        counts.append(count.tolist())
+    return counts, moments
+
+
+class StreamLoader:
+    """Mini-batches of one split of a streamed table, resumable mid-epoch; Lightning's ``sampler`` protocol.
+
+    Rows are standardised as they are read (in float64, as ``Standardizer`` does, then rounded to float32)
+    into one float32 buffer of ``shuffle_buffer`` rows; a full buffer is cut into batches in a seeded random
+    order (gathered, so the buffer itself is never copied), the rows short of a whole batch staying for the
+    next fill. Memory: the buffer (4 bytes x columns x rows) and one record batch, whatever the table's size.
+
+    Args:
+        table: the scanned table; ``split``: ``TRAIN``, ``VAL`` or ``TEST`` (``TRAIN`` is shuffled: a seeded piece
+            order and a buffer of the table's ``shuffle_buffer`` rows; the others come in table order).
+        standardizer: the model's units.
+        batch_size: rows per batch; ``num_batches``: batches per epoch (equal on every process under DDP).
+        rank, world_size: this process reads every ``world_size``-th piece from ``rank``; the rank also seeds.
+    """
+
+    def __init__(
+        self,
+        table: StreamedTable,
+        split: int,
+        standardizer: Standardizer,
+        batch_size: int,
+        num_batches: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.names, self.pieces, self.plan = table.names, table.pieces[rank::world_size], table.plan
+        self.split, self.shift, self.scale = split, *(t.numpy() for t in standardizer.shift_and_scale())
+        self.batch_size, self.num_batches = batch_size, num_batches
+        self.shuffle, self.seed, self.rank = split == TRAIN, table.seed, rank
+        self.shuffle_buffer = max(table.shuffle_buffer, batch_size) if self.shuffle else batch_size
+        # Lightning calls `loader.sampler.set_epoch(epoch)` at the start of every epoch (as for a DistributedSampler),
+        # and reads `batch_sampler` to tell a shuffling loader: this object answers both.
+        self.sampler = self
+        self.batch_sampler = None
+        self.epoch = 0
+        self.position = EpochPosition(batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        skip = self.position.start_pass(self.epoch, self.num_batches)
+        for done, batch in enumerate(self._rows_in_batches()):  # the skipped batches are read, to keep the order
+            if done == self.num_batches:
+                return
+            if done >= skip:
+                self.position.batches_done = done + 1
+                yield batch
+
+    def _rows_in_batches(self) -> Iterator[tuple[Tensor, Tensor]]:
+        """The split's rows in model units, ``batch_size`` at a time: the pieces in this epoch's order, buffered."""
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank])
+        order = rng.permutation(len(self.pieces)) if self.shuffle else range(len(self.pieces))
+        d = len(self.names) - 1
+        X, y = np.empty((self.shuffle_buffer, d), np.float32), np.empty((self.shuffle_buffer, 1), np.float32)
+        targets = [X[:, j] for j in range(d)] + [y[:, 0]]  # views: written column by column
+        filled = 0
+        for i in order:
+            for start, columns in read_piece(self.pieces[i], self.names):
+                keep = self.plan.of_rows(start, len(columns[0])) == self.split
+                rows = [column[keep] for column in columns]
+                done, count = 0, len(rows[0])
+                while done < count:
+                    step = min(count - done, self.shuffle_buffer - filled)
+                    for j, (column, target) in enumerate(zip(rows, targets, strict=True)):
+                        target[filled : filled + step] = standardized(
+                            column[done : done + step], self.shift[j], self.scale[j]
+                        )
+                    filled, done = filled + step, done + step
+                    if filled == self.shuffle_buffer:
+                        filled = yield from self._drain(X, y, filled, rng, last=False)
+        if filled:
+            yield from self._drain(X, y, filled, rng, last=True)
+
+    def _drain(
+        self, X: np.ndarray, y: np.ndarray, filled: int, rng: np.random.Generator, last: bool
+    ) -> Generator[tuple[Tensor, Tensor], None, int]:
+        """Batches of the buffer's ``filled`` rows in a random order; the rest (short of a batch) moved to its front.
+
+        Gathered by numpy: one thread, no thread pool to wake per batch (torch's costs more than the copy).
+
+        Returns:
+            The rows left in the buffer.
+        """
+        order = rng.permutation(filled) if self.shuffle else np.arange(filled)
+        whole = filled if last else filled - filled % self.batch_size
+        for start in range(0, whole, self.batch_size):
+            rows = order[start : min(start + self.batch_size, whole)]
+            yield torch.from_numpy(X[rows]), torch.from_numpy(y[rows])  # copies: the buffer is refilled under them
+        rest = order[whole:]
+        X[: len(rest)], y[: len(rest)] = X[rest], y[rest]
+        return len(rest)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the epoch is: restored, a resumed run replays the same order and skips what was trained on."""
+        return self.position.state_dict(self.epoch)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.position.load_state_dict(state)
