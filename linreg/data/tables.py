@@ -167,7 +167,8 @@ class TableRegressionData(RegressionData):
         return self._streamed is not None and (self.streaming or self.train_data is not None)
 
     def _read(self, stage: str) -> None:
-        """One pass over the table, streamed or not: every cell checked, the splits counted, the statistics."""
+        """Counts the rows, then scans the table once (every cell checked, the splits counted, the statistics);
+        for ``predict``, reads the rows to predict."""
         if self._streamed is None:
             names = [*self._features, self.target]
             self._streamed = StreamedTable(
@@ -315,7 +316,7 @@ class CSVRegressionData(TableRegressionData):
 
 
 class StreamedTable:
-    """A table's splits read from disk: one pass for checks and statistics, then a loader per split.
+    """A table's splits read from disk: its rows counted, one pass for checks and statistics, then a loader per split.
 
     Args:
         path: a CSV file or a Parquet file or directory.
