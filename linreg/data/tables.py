@@ -163,6 +163,18 @@ class TableRegressionData(RegressionData):
         return not self.in_memory
 
     @property
+    def scanned(self) -> StreamedTable:
+        """The table, once ``setup`` has scanned it."""
+        assert self._streamed is not None, "setup() must run before the table is read"
+        return self._streamed
+
+    @property
+    def stats(self) -> Standardizer:
+        """The standardisation statistics, once ``setup`` has computed or a checkpoint restored them."""
+        assert self.standardizer is not None, "setup() must run before the statistics are known"
+        return self.standardizer
+
+    @property
     def ready(self) -> bool:
         return self._streamed is not None and (self.streaming or self.train_data is not None)
 
@@ -193,8 +205,7 @@ class TableRegressionData(RegressionData):
         Raises:
             UserInputError: naming the line or row and the column of the first value that overflows float32.
         """
-        assert self.standardizer is not None
-        x = self.standardizer.transform_x(self._x(table)).float()
+        x = self.stats.transform_x(self._x(table)).float()
         bad = (~torch.isfinite(x)).nonzero()
         if len(bad):
             row, column = (int(i) for i in bad[0])
@@ -216,24 +227,19 @@ class TableRegressionData(RegressionData):
         """The splits kept in memory as tensors: all of them, or, when streaming, the held-out ones if small."""
         if not self.streaming:
             return ("train", "val", "test")
-        assert self._streamed is not None, "_read() comes first"
-        held_out = sum(self._streamed.plan.counts[1:]) * (self.input_dim + 1) * 4  # float32 bytes
+        held_out = sum(self.scanned.plan.counts[1:]) * (self.input_dim + 1) * 4  # float32 bytes
         return ("val", "test") if held_out <= HELD_OUT_IN_MEMORY else ()
 
     def _standardize(self) -> None:
         """The splits held in memory (``_in_memory_splits``) as float32 tensors in the units the model is trained in."""
-        assert self._streamed is not None, "_read() comes first"
-        assert self.standardizer is not None
-        splits = self._streamed.materialize(self.standardizer, self._in_memory_splits())
+        splits = self.scanned.materialize(self.stats, self._in_memory_splits())
         self.train_data, self.val_data, self.test_data = (splits.get(name) for name in ("train", "val", "test"))
 
     def _stream(self, split: str, batch_size: int, this_process: bool = True) -> StreamLoader:
         """A loader of one split of the streamed table; under DDP, of this process's share of it."""
-        assert self._streamed is not None, "setup() must run before the dataloaders are asked for"
-        assert self.standardizer is not None
         trainer = self.trainer if this_process else None
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        return self._streamed.loader(split, batch_size, self.standardizer, rank, world)
+        return self.scanned.loader(split, batch_size, self.stats, rank, world)
 
     def train_dataloader(self) -> Any:
         return self._stream("train", self.batch_size) if self.streaming else super().train_dataloader()
@@ -254,9 +260,7 @@ class TableRegressionData(RegressionData):
 
     def training_moments(self) -> Moments:
         """From the pass over the table, in the model's units (in memory or streamed): no second read."""
-        assert self._streamed is not None, "setup() comes first"
-        assert self.standardizer is not None
-        return self._streamed.moments(self.standardizer)
+        return self.scanned.moments(self.stats)
 
     def residual_sum(self) -> None:
         return None
@@ -282,22 +286,18 @@ class TableRegressionData(RegressionData):
 
     def to_original_units(self, w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
         """Coefficients of the standardised model as those of ``target = columns @ w' + b'`` (float64)."""
-        assert self.standardizer is not None, "setup() must run before the statistics are known"
-        return self.standardizer.to_original_units(w, b)
+        return self.stats.to_original_units(w, b)
 
     def to_target_units(self, values: Tensor) -> Tensor:
-        assert self.standardizer is not None, "setup() must run before the statistics are known"
-        return self.standardizer.inverse_y(values)
+        return self.stats.inverse_y(values)
 
     @property
     def target_scale(self) -> float:
-        assert self.standardizer is not None, "setup() must run before the statistics are known"
-        return self.standardizer.y_std
+        return self.stats.y_std
 
     def prediction_columns(self, predictions: Tensor) -> dict[str, Tensor]:
         """``line`` (of a CSV file) or ``row`` (of Parquet), the actual target where the file has it, the prediction."""
         assert self._predict_table is not None, "setup('predict') comes first"
-        assert self.standardizer is not None
         position = self._predict_table.position_name
         columns = {position: self._predict_table.positions}
         if self.target in self._predict_table.columns:
