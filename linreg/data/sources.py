@@ -31,7 +31,6 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import SplitResult, parse_qs, urlencode, urlsplit
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pyarrow.fs import FileType
@@ -348,6 +347,8 @@ def _files_below(root: str | Path) -> list[str]:
     twice or from outside the data set, and a FIFO is refused when opened.
     """
     if is_remote(root):
+        import pyarrow.dataset as ds  # 16 MiB of libraries, for object storage only
+
         with reading(root):
             filesystem, inner = locate(root)
             found = ds.dataset(inner, schema=pa.schema([]), format="parquet", filesystem=filesystem).files
