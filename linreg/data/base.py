@@ -21,7 +21,7 @@ class RegressionData(LightningDataModule):
     Subclasses pass the batching arguments to ``__init__``; set ``train_data``, ``val_data`` and
     ``test_data`` in ``setup()`` (``X`` of shape ``(n, input_dim)``, ``y`` of shape ``(n, 1)``, in the
     units the model is trained in); and override the properties below where they know more. The
-    dataloaders are built here, on the fast path of ``linreg.data.loading``, the same way for every
+    dataloaders are built here, on the fast path of ``linreg.data.batches``, the same way for every
     data module.
 
     Args:

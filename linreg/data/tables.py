@@ -205,7 +205,10 @@ class TableRegressionData(RegressionData):
         Raises:
             UserInputError: naming the line or row and the column of the first value that overflows float32.
         """
-        x = self.stats.transform_x(self._x(table)).float()
+        columns = [table.columns[name] for name in self._features]
+        # float32 if the file stores them so (exact), else float64; then float32 in the model's units
+        dtype = torch.float32 if all(c.dtype == torch.float32 for c in columns) else torch.float64
+        x = self.stats.transform_x(torch.stack([c.to(dtype) for c in columns], dim=1)).float()
         bad = (~torch.isfinite(x)).nonzero()
         if len(bad):
             row, column = (int(i) for i in bad[0])
@@ -216,12 +219,6 @@ class TableRegressionData(RegressionData):
                 " standard deviation); the model cannot predict from it"
             )
         return x
-
-    def _x(self, table: Table) -> Tensor:
-        """The feature columns as ``(n, d)``: float32 if the file stores them so (exact), else float64."""
-        columns = [table.columns[name] for name in self._features]
-        dtype = torch.float32 if all(c.dtype == torch.float32 for c in columns) else torch.float64
-        return torch.stack([c.to(dtype) for c in columns], dim=1)
 
     def _in_memory_splits(self) -> tuple[str, ...]:
         """The splits kept in memory as tensors: all of them, or, when streaming, the held-out ones if small."""
@@ -260,7 +257,7 @@ class TableRegressionData(RegressionData):
 
     def training_moments(self) -> Moments:
         """From the pass over the table, in the model's units (in memory or streamed): no second read."""
-        return self.scanned.moments(self.stats)
+        return self.scanned.raw_moments.rescaled(*self.stats.shift_and_scale())
 
     def residual_sum(self) -> None:
         return None
@@ -381,10 +378,6 @@ class StreamedTable:
                     X[part][rows], y[part][rows, 0] = block[:d].T, block[d]
                     filled[part] = rows.stop
         return {name: (torch.from_numpy(X[SPLITS[name]]), torch.from_numpy(y[SPLITS[name]])) for name in splits}
-
-    def moments(self, standardizer: Standardizer) -> Moments:
-        """The training split's moments in the model's units (``standardizer``'s)."""
-        return self.raw_moments.rescaled(*standardizer.shift_and_scale())
 
 
 def check_statistics_memory(path: str, features: int) -> None:
