@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from linreg.data import CSVRegressionData
-from linreg.data.splits import TEST, TRAIN, VAL, SplitPlan
+from linreg.data.rows import TEST, TRAIN, VAL, SplitPlan
 from linreg.validation import UserInputError
 
 TRUE_W = {"a": 2.0, "b": -300.0, "c": 0.5}

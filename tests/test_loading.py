@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from linreg.data.loading import EpochShuffleSampler, IndexBatchSampler, TensorBatchDataset, tensor_loader
+from linreg.data.batches import EpochShuffleSampler, IndexBatchSampler, TensorBatchDataset, tensor_loader
 
 
 def _data(n: int = 103, d: int = 3) -> tuple[torch.Tensor, torch.Tensor]:

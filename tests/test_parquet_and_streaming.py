@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from linreg.data import TableRegressionData
-from linreg.data.table import read_table
+from linreg.data.reading import read_table
 from linreg.stats.ols import Moments, fit_least_squares, least_squares_from_moments
 from linreg.validation import UserInputError
 from tests.conftest import ROOT, run_cli

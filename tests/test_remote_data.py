@@ -23,10 +23,10 @@ from jsonargparse import Namespace
 
 from linreg.checkpointing.io import load_safely
 from linreg.checkpointing.runs import refuse_remote_run_dir
-from linreg.data import TableRegressionData, storage
-from linreg.data.storage import locate
-from linreg.data.streamed import StreamedTable
-from linreg.data.table import read_header, read_table
+from linreg.data import TableRegressionData, sources
+from linreg.data.reading import read_header, read_table
+from linreg.data.sources import locate
+from linreg.data.tables import StreamedTable
 from linreg.validation import UserInputError
 from tests.conftest import ROOT, run_cli
 from tests.test_csv_data import split_rows
@@ -165,13 +165,13 @@ def test_an_unreachable_gcs_endpoint_fails_within_the_retry_limit(monkeypatch: p
     # the metadata server (where the client looks for credentials) are the discard port on loopback.
     for name in ("GCE_METADATA_HOST", "GCE_METADATA_ROOT"):
         monkeypatch.setenv(name, "127.0.0.1:9")
-    monkeypatch.setattr(storage, "RETRY_LIMIT_S", 1)
-    storage._filesystem.cache_clear()  # a filesystem built with the limit of an earlier test would be reused
+    monkeypatch.setattr(sources, "RETRY_LIMIT_S", 1)
+    sources._filesystem.cache_clear()  # a filesystem built with the limit of an earlier test would be reused
     start = time.monotonic()
     with pytest.raises(UserInputError, match=r"^gs://bucket/t.csv\?endpoint_override=127.0.0.1:9&scheme=http: cannot"):
         read_header("gs://bucket/t.csv?endpoint_override=127.0.0.1:9&scheme=http")
     assert time.monotonic() - start < 10
-    storage._filesystem.cache_clear()
+    sources._filesystem.cache_clear()
 
 
 @pytest.mark.parametrize(

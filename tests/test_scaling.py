@@ -7,7 +7,7 @@ import io
 import numpy as np
 import torch
 
-from linreg.data.scaling import Standardizer
+from linreg.data.rows import Standardizer
 
 
 def raw_table(n: int = 500, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,12 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from linreg.data import csv_text, files
-from linreg.data import streamed as streamed_module
-from linreg.data import table as table_module
-from linreg.data.splits import SplitPlan
-from linreg.data.streamed import StreamedTable
-from linreg.data.table import pieces, read_header, read_piece, read_table, select_columns
+from linreg.data import reading, sources, tables
+from linreg.data.reading import pieces, read_header, read_piece, read_table, select_columns
+from linreg.data.rows import SplitPlan
+from linreg.data.tables import StreamedTable
 from linreg.validation import UserInputError
 
 
@@ -58,7 +56,7 @@ def test_columns_not_asked_for_may_hold_text(tmp_path: Path) -> None:
 
 
 def test_rows_are_read_across_blocks_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(csv_text, "BLOCK_BYTES", 16)  # a few rows per block, parsed by several threads
+    monkeypatch.setattr(reading, "BLOCK_BYTES", 16)  # a few rows per block, parsed by several threads
     path = write(tmp_path, "x,y\n" + "".join(f"{i},{-i}\n" for i in range(10)))
     result = read_table(path, ["y", "x"])
     assert result.columns["x"].tolist() == [float(i) for i in range(10)]
@@ -66,8 +64,8 @@ def test_rows_are_read_across_blocks_in_order(tmp_path: Path, monkeypatch: pytes
 
 
 def test_a_bad_cell_in_a_later_chunk_names_its_own_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(csv_text, "CHUNK_ROWS", 3)
-    monkeypatch.setattr(csv_text, "BLOCK_BYTES", 16)
+    monkeypatch.setattr(reading, "CHUNK_ROWS", 3)
+    monkeypatch.setattr(reading, "BLOCK_BYTES", 16)
     path = write(tmp_path, "x,y\n" + "".join(f"{i},{i}\n" for i in range(7)) + "7,oops\n")
     with pytest.raises(UserInputError, match=r"line 9, column 'y': 'oops' is not a number"):
         read_table(path, ["x", "y"])
@@ -330,7 +328,7 @@ def test_each_parquet_footer_is_read_once_whatever_the_path(tmp_path: Path, monk
     for name in ("a", "b"):
         write_parquet(tmp_path / "d" / f"{name}.parquet", n=400, row_group_size=10)
     reads = mock.Mock(wraps=pq.read_metadata)
-    monkeypatch.setattr(files.pq, "read_metadata", reads)
+    monkeypatch.setattr(sources.pq, "read_metadata", reads)
     streamed = StreamedTable(str(tmp_path / "d"), ["x", "y"], 0.1, 0.1, seed=0, shuffle_buffer=64)
     standardizer = streamed.standardizer()
     for rank in (0, 1):  # the DDP shards
@@ -344,11 +342,11 @@ def test_each_parquet_footer_is_read_once_whatever_the_path(tmp_path: Path, monk
 def test_a_line_longer_than_the_bound_is_refused_before_it_is_held_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(csv_text, "MAX_LINE_CHARS", 100)
+    monkeypatch.setattr(reading, "MAX_LINE_CHARS", 100)
     header = write(tmp_path, "x" * 5000, "header.csv")  # no line break at all: a header of the whole file
     with pytest.raises(UserInputError, match=r"header\.csv: line 1 is longer than 100 characters"):
         read_header(header)
-    monkeypatch.setattr(csv_text, "BLOCK_BYTES", 64)  # Arrow refuses the long row, and Python names its line
+    monkeypatch.setattr(reading, "BLOCK_BYTES", 64)  # Arrow refuses the long row, and Python names its line
     row = write(tmp_path, "x,y\n1,2\n" + "3" * 500 + ",4\n", "row.csv")
     with pytest.raises(UserInputError, match=r"row\.csv: line 3 is longer than 100 characters"):
         read_table(row, ["x", "y"])
@@ -368,7 +366,7 @@ def test_wide_parquet_is_read_in_batches_of_a_bounded_number_of_values(
 ) -> None:
     path = tmp_path / "t.parquet"
     pq.write_table(pa.table({name: np.arange(100.0) for name in ("a", "b", "c", "d")}), path)
-    monkeypatch.setattr(table_module, "BATCH_VALUES", 40)  # 4 columns: 10 rows a batch
+    monkeypatch.setattr(reading, "BATCH_VALUES", 40)  # 4 columns: 10 rows a batch
     batches = [columns for piece in pieces(path) for _, columns in read_piece(piece, ["a", "b", "c", "d"])]
     assert [len(columns[0]) for columns in batches] == [10] * 10
     assert np.concatenate([columns[2] for columns in batches]).tolist() == list(range(100))
@@ -378,8 +376,8 @@ def test_more_features_than_their_statistics_fit_in_memory_are_refused_before_re
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = write(tmp_path, ",".join(f"c{i}" for i in range(1001)) + "\n" + ",".join("1" * 1001) + "\n")
-    monkeypatch.setattr(streamed_module, "available_memory", lambda: 10**7)
-    monkeypatch.setattr(streamed_module, "pieces", mock.Mock(side_effect=AssertionError("read")))
+    monkeypatch.setattr(tables, "available_memory", lambda: 10**7)
+    monkeypatch.setattr(tables, "pieces", mock.Mock(side_effect=AssertionError("read")))
     needed = 4 * 8 * 1001**2 / 1e9  # four (d + 1)² float64 matrices, d = 1000
     with pytest.raises(UserInputError, match=rf"1000 features need {needed:.3g} GB .* and 0.01 GB is available"):
         StreamedTable(str(path), [f"c{i}" for i in range(1001)], 0.1, 0.1, seed=0, shuffle_buffer=64)
@@ -390,9 +388,9 @@ def test_a_file_rewritten_with_its_size_and_modification_time_kept_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sampled: bool
 ) -> None:
     if sampled:  # a file beyond FULL_HASH_BYTES: its sampled blocks tell
-        monkeypatch.setattr(files, "FULL_HASH_BYTES", 64)
-        monkeypatch.setattr(files, "END_BYTES", 8)
-        monkeypatch.setattr(files, "SAMPLE_BYTES", 4)
+        monkeypatch.setattr(sources, "FULL_HASH_BYTES", 64)
+        monkeypatch.setattr(sources, "END_BYTES", 8)
+        monkeypatch.setattr(sources, "SAMPLE_BYTES", 4)
     rows = [(i, 2.0 * i + 1) for i in range(50)]
     path = write(tmp_path, "x,y\n" + "".join(f"{x},{y:+.1f}\n" for x, y in rows))
     stat_before = path.stat()

@@ -28,8 +28,8 @@ import pyarrow.parquet as pq
 
 from linreg.benchmark import peers
 from linreg.benchmark.measure import run_process
-from linreg.data.streamed import BYTES_PER_VALUE
-from linreg.data.table import read_table
+from linreg.data.reading import read_table
+from linreg.data.tables import BYTES_PER_VALUE
 from linreg.validation import available_memory
 
 MIB = 2**20

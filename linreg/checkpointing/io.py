@@ -20,8 +20,7 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from linreg.atomic_write import save_atomically
-from linreg.data.files import open_input
-from linreg.data.storage import is_remote
+from linreg.data.sources import is_remote, open_input
 from linreg.validation import UserInputError, check_fits_in_memory, check_regular_file
 
 # What a checkpoint's entries may inflate to beyond the file's own size: zip's own records, rounded up.

@@ -19,7 +19,7 @@ import yaml
 
 from linreg.checkpointing.io import load_safely
 from linreg.constraints import COUNT
-from linreg.data.storage import is_remote
+from linreg.data.sources import is_remote
 from linreg.validation import UserInputError, bounded_yaml_load, check_regular_file
 
 # Config keys that name, pace or display the output, or choose the checkpoint: not part of a run's identity.

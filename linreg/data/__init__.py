@@ -2,6 +2,6 @@
 
 from linreg.data.base import RegressionData
 from linreg.data.synthetic import SyntheticRegressionData
-from linreg.data.tabular import CSVRegressionData, TableRegressionData
+from linreg.data.tables import CSVRegressionData, TableRegressionData
 
 __all__ = ["CSVRegressionData", "RegressionData", "SyntheticRegressionData", "TableRegressionData"]

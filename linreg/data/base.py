@@ -10,7 +10,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from linreg.constraints import check
-from linreg.data.loading import fits_on_device, tensor_loader
+from linreg.data.batches import fits_on_device, tensor_loader
 from linreg.stats.ols import Moments, mean_squared_error, row_chunks
 from linreg.stats.reference import MSE, Objective, Reference, solve
 
@@ -21,7 +21,7 @@ class RegressionData(LightningDataModule):
     Subclasses pass the batching arguments to ``__init__``; set ``train_data``, ``val_data`` and
     ``test_data`` in ``setup()`` (``X`` of shape ``(n, input_dim)``, ``y`` of shape ``(n, 1)``, in the
     units the model is trained in); and override the properties below where they know more. The
-    dataloaders are built here, on the fast path of ``linreg.data.loading``, the same way for every
+    dataloaders are built here, on the fast path of ``linreg.data.batches``, the same way for every
     data module.
 
     Args:

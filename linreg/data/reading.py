@@ -1,0 +1,553 @@
+"""Reading a table of numeric columns through Arrow into float arrays, with one-line errors naming the bad cell.
+
+A table is a CSV file (``.csv``, or gzipped ``.csv.gz``), a Parquet file, or a directory of Parquet files (as
+Spark, DuckDB or pandas write one; ``linreg.data.sources`` finds its files). Plain functions, no Lightning.
+
+A table is read in **pieces**: each row group of each Parquet file, or a whole CSV file, their rows counted as
+read (never taken from metadata). ``read_piece`` reads one, whether the table is streamed or read whole
+(``read_table``). Every record batch goes through ``as_floats``, so CSV and Parquet accept the same values
+(integers beyond 2**53 rounded to the nearest float64 in both) and refuse the same ones with the same words:
+``the cell is empty`` (a blank CSV cell, a Parquet null), ``'n/a' is not a number``, ``'inf' is not a finite
+number``. Each refusal is one line naming the file, the line of a CSV file (the header being line 1) or the row
+of a Parquet file (from 0), and the column.
+
+Arrow parses the rows (``pyarrow.csv``, multi-threaded, far faster than Python's ``csv``). It counts no lines,
+and its conversion errors name a column but no line, so Python's ``csv`` module, which counts lines as an editor
+does, reads the header (names may be quoted, padded, or follow a BOM), and, only when needed, walks the records
+to name the first bad row by its line (``diagnose``) or to give each row's line for ``predictions.csv``. No line
+is held longer than ``MAX_LINE_CHARS``: a file without line breaks is refused, not read whole.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import closing
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from operator import itemgetter
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+import torch
+from torch import Tensor
+
+from linreg.data.sources import (
+    READ_ERRORS,
+    Version,
+    is_parquet,
+    is_remote,
+    one_line,
+    open_input,
+    parquet_files,
+    reading,
+    shown,
+    version,
+    where,
+)
+from linreg.validation import UserInputError
+
+BATCH_ROWS = 65_536  # rows per record batch read from disk ...
+BATCH_VALUES = 1 << 22  # ... fewer for many columns: a batch holds at most this many values (32 MiB as float64)
+CHUNK_ROWS = 65_536  # rows whose cells are checked at a time when a CSV file is diagnosed
+BLOCK_BYTES = 16 << 20  # bytes Arrow parses per block (one thread each); a row must fit in one
+# A longer line (the header included) would not fit Arrow's block either; it is refused before it is held whole,
+# so a file of gigabytes with no line break costs this much memory, not its size.
+MAX_LINE_CHARS = BLOCK_BYTES
+
+
+@dataclass
+class Table:
+    """Numeric columns read from a table.
+
+    Attributes:
+        columns: column name -> values ``(n,)``: float32 where the file stores float32 (exact), else float64.
+            An optional column missing from the file is missing here; its blank cells are NaN.
+        path: the file or directory read.
+        is_csv: a CSV file (rows located by line) or Parquet (rows located by position).
+    """
+
+    columns: dict[str, Tensor]
+    path: str
+    is_csv: bool
+    _width: int = field(default=0, repr=False)  # columns of the CSV header
+
+    def __len__(self) -> int:
+        return next(iter(self.columns.values())).numel()
+
+    @property
+    def position_name(self) -> str:
+        """What ``positions`` counts: ``line`` (of a CSV file) or ``row`` (of a Parquet data set, from 0)."""
+        return "line" if self.is_csv else "row"
+
+    @cached_property
+    def positions(self) -> Tensor:
+        """Where each row is, int64 ``(n,)``: its line in a CSV file (read again when first asked), or its
+        position in the Parquet data set, files in path order."""
+        return record_lines(self.path, self._width) if self.is_csv else torch.arange(len(self), dtype=torch.int64)
+
+
+def read_header(path: str | Path) -> list[str]:
+    """The column names of ``path``: the first line of a CSV file, the schema of Parquet.
+
+    Raises:
+        UserInputError: the file is missing, unreadable or empty, its header names a column twice or leaves
+            one unnamed, or the Parquet files of a directory disagree on their columns.
+
+    Example:
+        >>> import tempfile, os
+        >>> f = tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False)
+        >>> _ = f.write('\\ufeff "x 1" , y\\n1,2\\n'); f.close()
+        >>> read_header(f.name)
+        ['x 1', 'y']
+        >>> os.remove(f.name)
+    """
+    if not is_parquet(path):
+        return _checked_names(path, read_csv_header(path)[0])
+    files = parquet_files(path)
+    names = _checked_names(files[0][0], files[0][1].schema.to_arrow_schema().names)
+    for file, metadata in files[1:]:
+        if (other := metadata.schema.to_arrow_schema().names) != names:
+            raise UserInputError(f"{file}: has the columns {other}, {files[0][0]} has {names}; a data set needs one")
+    return names
+
+
+def _checked_names(path: str | Path, names: list[str]) -> list[str]:
+    first: dict[str, int] = {}  # name -> its column: one pass, however many columns
+    for i, name in enumerate(names):
+        if not name:
+            raise UserInputError(f"{path}: column {i + 1} has no name; name it or remove it")
+        if name in first:
+            raise UserInputError(f"{path}: names column {name!r} twice (columns {first[name] + 1} and {i + 1})")
+        first[name] = i
+    return names
+
+
+def select_columns(path: str | Path, header: Sequence[str], target: str, features: Sequence[str] | None) -> list[str]:
+    """The feature columns: ``features`` if given, else every column of ``header`` but ``target``.
+
+    Raises:
+        UserInputError: ``target`` or a feature is not in ``header`` (the message lists the columns there are),
+            a feature is listed twice or is the target, or no feature is left.
+    """
+    require_columns(path, header, [target], "target")
+    if features is None:
+        if not (features := [name for name in header if name != target]):
+            raise UserInputError(f"{path}: the only column is the target {target!r}; there are no features")
+        return features
+    if not (features := list(features)):
+        raise UserInputError("features must name at least one column, got []")
+    if target in features:
+        raise UserInputError(f"features lists the target column {target!r}; a column cannot predict itself")
+    if twice := sorted(name for name, count in Counter(features).items() if count > 1):
+        raise UserInputError(f"features lists {', '.join(map(repr, twice))} more than once")
+    require_columns(path, header, features, "features")
+    return features
+
+
+def require_columns(path: str | Path, header: Sequence[str], names: Sequence[str], key: str = "") -> None:
+    """Raises if a name of ``names`` is not in ``header``, listing the columns there are."""
+    present = set(header)
+    if missing := [name for name in names if name not in present]:
+        asked_by = f" ({key})" if key else ""
+        raise UserInputError(
+            f"{path}: no column {missing[0]!r}{asked_by}; the columns are {', '.join(map(repr, header))}"
+        )
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Rows read in one go: a row group of a Parquet file, or a whole CSV file (``row_group`` None)."""
+
+    path: str
+    row_group: int | None
+    first_row: int  # position of its first row in the table
+    first_row_in_file: int
+    rows: int | None = None  # counted as read (None: not counted)
+    # The file's footer, parsed once: re-read for every row group, a file of thousands of them takes minutes a pass.
+    metadata: pq.FileMetaData | None = field(default=None, compare=False, repr=False)
+    version: Version | None = None  # the file's when the pieces were found; a later read refuses another
+
+
+def pieces(path: str | Path, count: str | None = None) -> list[Piece]:
+    """The pieces of the table at ``path``, in table order.
+
+    Their rows are counted by reading the column ``count`` (a split is planned on them, and every later read
+    must find as many); without it, Parquet's metadata places them, only to name rows in messages.
+    """
+    if not is_parquet(path):
+        piece = Piece(str(path), None, 0, 0, version=version(path))
+        return [replace(piece, rows=_count(piece, count)) if count else piece]
+    result, start = [], 0
+    for file, metadata in parquet_files(path):
+        in_file, found = 0, version(file)
+        for group in range(metadata.num_row_groups):
+            piece = Piece(file, group, start + in_file, in_file, metadata=metadata, version=found)
+            rows = _count(piece, count) if count else metadata.row_group(group).num_rows
+            result.append(replace(piece, rows=rows) if count else piece)
+            in_file += rows
+        start += in_file
+    return result
+
+
+def _count(piece: Piece, column: str) -> int:
+    """The rows of ``piece``, as read (of one column, as text: its cells are checked later)."""
+    return sum(batch.num_rows for batch in _record_batches(piece, [column], [column]))
+
+
+def read_piece(
+    piece: Piece, names: Sequence[str], blank_ok: Sequence[str] = ()
+) -> Iterator[tuple[int, list[np.ndarray]]]:
+    """The rows of ``piece`` as ``(table position of the first, one float array per name)`` record batches, checked.
+
+    The arrays are read-only views of Arrow's buffers where the column is float32 or float64 (no copy). Blank
+    cells of a column of ``blank_ok`` are NaN.
+
+    Raises:
+        UserInputError: naming the file, line or row, and column of the first cell that is not a finite number;
+            or the file, if it cannot be read or its rows are not those counted.
+    """
+    position = piece.first_row
+    for batch in _record_batches(piece, names, blank_ok):
+        columns = [as_floats(batch.column(i), name in blank_ok) for i, name in enumerate(names)]
+        if any(column is None for column in columns):  # found fast; named by the slower path
+            raise _bad_batch(piece, names, blank_ok, batch, position - piece.first_row + piece.first_row_in_file)
+        yield position, columns  # type: ignore[misc]
+        position += batch.num_rows
+    if piece.rows is not None and position - piece.first_row != piece.rows:
+        where_ = "" if piece.row_group is None else f"row group {piece.row_group}: "
+        raise UserInputError(
+            f"{piece.path}: {where_}{position - piece.first_row} rows read, {piece.rows} when counted;"
+            " the file has changed, or its metadata is wrong"
+        )
+
+
+def _record_batches(piece: Piece, names: Sequence[str], blank_ok: Sequence[str]) -> Iterator[pa.RecordBatch]:
+    """The columns ``names`` of ``piece`` as Arrow reads them (CSV cells as float64, or as text if ``blank_ok``)."""
+    with reading(piece.path):
+        if piece.row_group is not None:
+            with open_input(piece.path, seekable=True, expected=piece.version) as source:
+                # A page whose checksum does not match (where the writer recorded one) is refused, not read as zeros.
+                parquet = pq.ParquetFile(source, metadata=piece.metadata, page_checksum_verification=True)
+                rows = max(1, min(BATCH_ROWS, BATCH_VALUES // len(names)))
+                yield from parquet.iter_batches(rows, row_groups=[piece.row_group], columns=list(names))
+            return
+        header, header_lines = read_csv_header(piece.path)
+        read, parse, convert = arrow_options(header, header_lines, names, as_text=bool(blank_ok))
+        try:
+            with (
+                open_input(piece.path, expected=piece.version) as source,
+                pa_csv.open_csv(source, read, parse, convert) as reader,
+            ):
+                for batch in reader:
+                    yield batch.select(list(names))
+        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:  # a row Arrow cannot parse: named by its line
+            message = diagnose(piece.path, header, names, blank_ok)
+            raise UserInputError(message or f"{piece.path}: cannot be read ({one_line(exc)})") from None
+
+
+def _bad_batch(
+    piece: Piece, names: Sequence[str], blank_ok: Sequence[str], batch: pa.RecordBatch, row_in_file: int
+) -> UserInputError:
+    if piece.row_group is None:  # a CSV file: name the line
+        message = diagnose(piece.path, read_csv_header(piece.path)[0], names, blank_ok)
+        return UserInputError(message or f"{piece.path}: a value that is not a finite number could not be located")
+    bad = first_bad_cell({name: batch.column(i) for i, name in enumerate(names)}, blank_ok)
+    assert bad is not None
+    return UserInputError(f"{piece.path}: row {row_in_file + bad.row}, column {bad.column!r}: {bad.reason}")
+
+
+def read_table(path: str | Path, required: Sequence[str], optional: Sequence[str] = ()) -> Table:
+    """Reads the ``required`` columns (every cell a finite number) and those of ``optional`` present.
+
+    Blank cells of an ``optional`` column are allowed (NaN): a file of new rows to predict may leave the target
+    empty. Blank lines of a CSV file are skipped.
+
+    Raises:
+        UserInputError: naming the file, line or row, and column of the first bad cell or row.
+
+    Example:
+        >>> import tempfile, os
+        >>> f = tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False)
+        >>> _ = f.write("a,b\\n1, 2\\n3,4\\n"); f.close()
+        >>> table = read_table(f.name, ["b"])
+        >>> table.columns["b"].tolist(), table.positions.tolist()
+        ([2.0, 4.0], [2, 3])
+        >>> os.remove(f.name)
+    """
+    header = read_header(path)
+    require_columns(path, header, required)
+    names = [*required, *(name for name in optional if name in header)]
+    parts: list[list[np.ndarray]] = [[] for _ in names]
+    for piece in pieces(path):
+        for _, columns in read_piece(piece, names, blank_ok=names[len(required) :]):
+            for part, column in zip(parts, columns, strict=True):
+                part.append(column)
+    if not sum(len(column) for column in parts[0]):
+        raise UserInputError(f"{path}: the header is there but there are no data rows")
+    columns = {name: torch.from_numpy(np.concatenate(part)) for name, part in zip(names, parts, strict=True)}
+    return Table(columns, str(path), not is_parquet(path), len(header))
+
+
+# CSV text: the header, Arrow's options, and lines named by Python's csv module.
+
+
+def read_csv_header(path: str | Path) -> tuple[list[str], int]:
+    """The column names on the first non-blank record (stripped of spaces), and the lines up to its end."""
+    with closing(_records(path, width=0)) as records:
+        if (first := next(records, None)) is None:
+            raise UserInputError(f"{path}: the file is empty; expected a header line naming the columns")
+        return [name.strip() for name in first[2]], first[1]
+
+
+def arrow_options(
+    header: Sequence[str], header_lines: int, names: Sequence[str], as_text: bool = False
+) -> tuple[pa_csv.ReadOptions, pa_csv.ParseOptions, pa_csv.ConvertOptions]:
+    """Options of ``pyarrow.csv`` for the data rows: ``names`` as float64 (or as text), no guessed nulls.
+
+    Arrow would read ``NA``, ``null`` or a blank cell as missing and ``nan`` as NaN; here only what parses as a
+    number is one, and the checks that follow refuse blanks, text and non-finite values.
+    """
+    read = pa_csv.ReadOptions(column_names=list(header), skip_rows=header_lines, block_size=BLOCK_BYTES)
+    width = len(header)
+    # A line of spaces is blank to the header reader and to `diagnose`; Arrow sees a short row. Skip it alike.
+    parse = pa_csv.ParseOptions(
+        invalid_row_handler=lambda row: "skip" if width > 1 and not row.text.strip() else "error"
+    )
+    convert = pa_csv.ConvertOptions(
+        include_columns=list(names),
+        column_types={name: pa.string() if as_text else pa.float64() for name in names},
+        null_values=[],
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+    )
+    return read, parse, convert
+
+
+def diagnose(path: str | Path, header: Sequence[str], names: Sequence[str], blank_ok: Sequence[str]) -> str | None:
+    """The first problem of the data rows, by line, as one line; None if Python finds none.
+
+    A row with the wrong number of fields, text that is not UTF-8, or a cell of ``names`` that is empty (unless
+    in ``blank_ok``), not a number, or not finite.
+    """
+    index = {name: i for i, name in reversed(list(enumerate(header)))}  # first occurrence; a dict, not list.index
+    pick = itemgetter(*(index[name] for name in names))
+    rows: list[tuple[str, ...]] = []
+    lines: list[int] = []
+    try:
+        with closing(_records(path, len(header))) as records:
+            next(records)  # the header
+            for line, _, row in records:
+                if len(row) != len(header):  # an earlier bad cell comes first
+                    return _bad_cell(path, names, rows, lines, blank_ok) or (
+                        f"{path}: line {line} has {len(row)} fields, the header has {len(header)}"
+                    )
+                rows.append(pick(row) if len(names) > 1 else (pick(row),))
+                lines.append(line)
+                if len(rows) == CHUNK_ROWS:
+                    if message := _bad_cell(path, names, rows, lines, blank_ok):
+                        return message
+                    rows, lines = [], []
+    except UserInputError as error:
+        return _bad_cell(path, names, rows, lines, blank_ok) or str(error)
+    return _bad_cell(path, names, rows, lines, blank_ok)
+
+
+def record_lines(path: str | Path, width: int) -> Tensor:
+    """The line each data row of the file starts on (the header being line 1 or later), int64 ``(n,)``."""
+    with closing(_records(path, width)) as records:
+        next(records)  # the header
+        return torch.tensor([line for line, _, _ in records], dtype=torch.int64)
+
+
+def _bad_cell(
+    path: str | Path, names: Sequence[str], rows: list[tuple[str, ...]], lines: list[int], blank_ok: Sequence[str]
+) -> str | None:
+    if not rows:
+        return None
+    columns = {name: pa.array(cells, pa.string()) for name, cells in zip(names, zip(*rows, strict=True), strict=True)}
+    bad = first_bad_cell(columns, blank_ok)
+    return None if bad is None else f"{path}: line {lines[bad.row]}, column {bad.column!r}: {bad.reason}"
+
+
+def _records(path: str | Path, width: int) -> Iterator[tuple[int, int, list[str]]]:
+    """``(first line, last line, fields)`` of each record of the file that is not blank, the header first.
+
+    Blank: no fields, or (in a file of ``width`` > 1 columns, as Arrow is told to skip) one field of spaces. The
+    text is UTF-8 (a BOM dropped), read a line of at most ``MAX_LINE_CHARS`` at a time; decoding and quoting
+    errors are raised as UserInputError.
+    """
+    # newline="" lets the csv module see CRLF and line breaks inside quoted cells itself.
+    with io.TextIOWrapper(open_input(path), encoding="utf-8-sig", newline="") as file:
+        reader = csv.reader(_bounded_lines(file, path), skipinitialspace=True)
+        last_line = 0
+        try:
+            for row in reader:
+                start, last_line = last_line + 1, reader.line_num
+                if row and not (len(row) == 1 and not row[0].strip() and width != 1):
+                    yield start, last_line, row
+        except UnicodeDecodeError as exc:
+            if is_remote(path):  # a store (or what answers at its endpoint) that sent something else
+                raise UserInputError(
+                    f"{shown(path)}: the store's answer{where(path)} could not be read as a table"
+                    f" (not UTF-8 text: {exc.reason})"
+                ) from None
+            # The decoder reads ahead of the csv module; find the line by decoding line by line (a rare path).
+            raise UserInputError(
+                f"{path}: line {_first_non_utf8_line(path)} is not UTF-8 text ({exc.reason})"
+            ) from None
+        except csv.Error as exc:
+            raise UserInputError(f"{path}: line {last_line + 1}: {exc}") from exc
+        except READ_ERRORS as exc:  # a damaged .gz file
+            raise UserInputError(f"{path}: cannot be read ({one_line(exc)})") from None
+
+
+def _bounded_lines(file: TextIO, path: str | Path) -> Iterator[str]:
+    """The lines of ``file``, each read up to ``MAX_LINE_CHARS``: a longer one is refused by its number."""
+    number = 0
+    while line := file.readline(MAX_LINE_CHARS + 1):
+        number += 1
+        if len(line) > MAX_LINE_CHARS:
+            raise UserInputError(
+                f"{path}: line {number} is longer than {MAX_LINE_CHARS} characters (is it a text file with line"
+                " breaks?); a line of a CSV file, the header included, must be shorter"
+            )
+        yield line
+
+
+def _first_non_utf8_line(path: str | Path) -> int:
+    with io.BufferedReader(open_input(path)) as file:
+        for number, line in enumerate(file, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 0
+
+
+# Cells: Arrow columns as float arrays, and the first cell that is not a finite number. Text is parsed with
+# Arrow's own cast (the CSV reader's parser), after trimming spaces, so the checks agree with the fast path.
+
+
+@dataclass(frozen=True)
+class BadCell:
+    """The first cell that is not a finite number: its row (from 0 in the arrays given), column, and why."""
+
+    row: int
+    column: str
+    reason: str
+
+
+def as_floats(column: pa.Array, blank_ok: bool = False) -> np.ndarray | None:
+    """``column`` as a numpy array, or None if some cell is empty (unless ``blank_ok``: NaN), not a number or not
+    finite. float32 and float64 keep their type, as a read-only view of Arrow's buffer where no cell is empty;
+    other types become float64.
+
+    Example:
+        >>> as_floats(pa.array([1, 2])).tolist(), as_floats(pa.array(["1", " x"]))
+        ([1.0, 2.0], None)
+    """
+    if column.null_count and not blank_ok:
+        return None
+    if not (pa.types.is_float32(column.type) or pa.types.is_float64(column.type)):
+        try:
+            column = _parse(column, blank_ok)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+        if column.null_count and not blank_ok:
+            return None
+    values = column.to_numpy(zero_copy_only=False)  # NaN where a cell is empty
+    if column.null_count:  # blank_ok: NaN where a cell is empty, finite numbers elsewhere
+        finite = np.isfinite(values) | column.is_null().to_numpy(zero_copy_only=False)
+        return values if finite.all() else None
+    # One pass without a temporary where it can: a NaN or an infinity makes the float64 sum non-finite, and finite
+    # float32 values cannot overflow it; only float64 values near the largest can, and then each is checked.
+    return values if np.isfinite(values.sum(dtype=np.float64)) or np.isfinite(values).all() else None
+
+
+def first_bad_cell(columns: Mapping[str, pa.Array | pa.ChunkedArray], blank_ok: Sequence[str] = ()) -> BadCell | None:
+    """The first cell, by row and then by column in ``columns``' order, that ``as_floats`` would refuse.
+
+    Example:
+        >>> first_bad_cell({"a": pa.array(["1", "2", ""]), "b": pa.array(["1", "inf", "x"])})
+        BadCell(row=1, column='b', reason="'inf' is not a finite number")
+    """
+    found = [bad for name, column in columns.items() if (bad := _first_bad(name, column, name in blank_ok))]
+    return min(found, key=lambda bad: (bad.row, list(columns).index(bad.column)), default=None)
+
+
+def _is_text(column: pa.Array | pa.ChunkedArray) -> bool:
+    return pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+
+
+def _parse(column: pa.Array | pa.ChunkedArray, blank_ok: bool) -> pa.Array | pa.ChunkedArray:
+    """float64 values (nulls where a cell is empty); raises ArrowInvalid where text is not a number. Integers
+    beyond 2**53 are rounded to the nearest float, as a CSV file's are."""
+    if _is_text(column):
+        column = pc.utf8_trim_whitespace(column)
+        if blank_ok:  # blank text counts as an empty cell
+            column = pc.if_else(pc.equal(column, ""), pa.scalar(None, column.type), column)
+    return pc.cast(column, pa.float64(), safe=not pa.types.is_integer(column.type))
+
+
+def _first_bad(name: str, column: pa.Array | pa.ChunkedArray, blank_ok: bool) -> BadCell | None:
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    unparsable = None
+    if _is_text(column):
+        text = pc.utf8_trim_whitespace(column)
+        empty = pc.fill_null(pc.equal(text, ""), True)
+        numbers = pc.if_else(empty, pa.scalar(None, text.type), text)  # empty cells are judged apart
+        unparsable = _first_unparsable(numbers)
+        # Only the rows before the first unparsable one are checked for infinities.
+        values = pc.cast(numbers.slice(0, len(column) if unparsable is None else unparsable), pa.float64())
+    else:
+        try:
+            values = _parse(column, blank_ok)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return BadCell(0, name, f"the column holds {column.type} values, not numbers") if len(column) else None
+        empty = column.is_null()
+    found = []
+    if not blank_ok and (row := _first_true(empty)) is not None:
+        found.append(BadCell(row, name, "the cell is empty"))
+    if unparsable is not None:
+        found.append(BadCell(unparsable, name, f"{_show(column[unparsable])} is not a number"))
+    if (row := _first_true(pc.invert(pc.fill_null(pc.is_finite(values), True)))) is not None:
+        found.append(BadCell(row, name, f"{_show(column[row])} is not a finite number"))
+    return min(found, key=lambda bad: bad.row, default=None)
+
+
+def _first_unparsable(numbers: pa.Array) -> int | None:
+    """The first row of text (nulls skipped) that Arrow cannot cast to float64, found by bisecting prefixes."""
+
+    def parses(stop: int) -> bool:
+        try:
+            pc.cast(numbers.slice(0, stop), pa.float64())
+        except pa.ArrowInvalid:
+            return False
+        return True
+
+    if parses(len(numbers)):
+        return None
+    low, high = 0, len(numbers)  # the prefix of length `low` parses, that of length `high` does not
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if parses(middle) else (low, middle)
+    return low
+
+
+def _first_true(mask: pa.Array) -> int | None:
+    index = pc.index(mask, True).as_py()
+    return None if index < 0 else index
+
+
+def _show(value: pa.Scalar) -> str:
+    """A cell as a message quotes it: text stripped and quoted (``'n/a'``), a stored number as written (``nan``)."""
+    python = value.as_py()
+    return repr(python.strip()) if isinstance(python, str) else repr(python) if python is not None else "null"

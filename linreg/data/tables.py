@@ -1,0 +1,549 @@
+"""``TableRegressionData``: a table of numeric columns (CSV, CSV.gz, Parquet) as a LightningDataModule.
+
+The header is read in ``__init__`` (the CLI needs ``input_dim`` before anything else runs), the rows in
+``prepare_data``/``setup``. Features and target are standardised with statistics of the training split
+(``linreg.data.rows`` says why), saved in checkpoints, so ``validate``, ``test`` and ``predict`` from a
+checkpoint apply the transform the model was trained with, even if the file has changed since.
+
+A table is read in pieces (``linreg.data.reading``): each row group of each Parquet file, or a whole CSV file.
+Its rows are counted first (one column), since the split is planned on the number of rows; then ``scan`` reads
+every cell once, checking it, counting each split per piece and accumulating the training split's moments in
+float64 (the standardisation and the least-squares reference come from them). A table held in memory is then read
+once more into float32 tensors (``StreamedTable.materialize``); a streamed one is read again each epoch by a
+``StreamLoader``: its pieces in a seeded order (under DDP, every ``world_size``-th piece per process), rows
+shuffled within a buffer of ``shuffle_buffer`` rows, resumable mid-epoch through Lightning's loader protocol
+(``__iter__``, ``__len__``, ``state_dict``, and a ``sampler`` whose ``set_epoch`` Lightning calls). Both modes split
+alike (a seeded hash of each row's position: ``linreg.data.rows.SplitPlan``), so ``in_memory`` (``auto``
+compares the table's size with the memory available) changes speed and memory, never which rows train.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator, Iterator, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from linreg.constraints import check, check_int
+from linreg.data.base import RegressionData
+from linreg.data.batches import EpochPosition
+from linreg.data.reading import Piece, Table, pieces, read_header, read_piece, read_table, select_columns
+from linreg.data.rows import SPLITS, TRAIN, SplitPlan, Standardizer
+from linreg.data.sources import is_parquet, parquet_files, version
+from linreg.data.sources import name as file_name
+from linreg.stats.ols import Moments
+from linreg.validation import UserInputError, available_memory
+
+BYTES_PER_VALUE = 4  # a table held in memory: its float32 tensors (record batches are read one at a time)
+# The statistics of k columns are (k, k) float64 matrices: the moments, a batch's ZᵀZ added to them, and the
+# least-squares solve's copies, this many at once at most.
+MOMENT_MATRICES = 4
+AUTO_BATCH_SIZES = (16, 4096)  # batch_size auto: the smallest and the largest
+# A streamed table keeps its validation and test rows in memory when their float32 tensors take at most this:
+# validation after every epoch, the report and the plots then read nothing from disk.
+HELD_OUT_IN_MEMORY = 64 << 20
+
+
+def auto_batch_size(train_rows: int) -> int:
+    """Rows per SGD step for ``batch_size: auto``: a twentieth of the training rows, from 16 to 4096.
+
+    A step's cost is mostly fixed (Lightning's machinery, about half a millisecond on a CPU) up to thousands
+    of rows, so large tables take large batches; small ones keep 20 steps an epoch, so that the epochs the
+    config gives are enough steps.
+
+    Example:
+        >>> auto_batch_size(320), auto_batch_size(100), auto_batch_size(800_000)
+        (16, 16, 4096)
+    """
+    low, high = AUTO_BATCH_SIZES
+    return min(high, max(low, train_rows // 20))
+
+
+class TableRegressionData(RegressionData):
+    """Train, validation and test splits of the rows of a table; ``predict`` runs on every row.
+
+    Args:
+        path: a CSV file (``.csv``, ``.csv.gz``; its first line names the columns), a Parquet file, or a
+            directory of Parquet files; local, or on object storage (``s3://bucket/prefix/``, ``gs://``, ...).
+        target: the column to predict.
+        features: the columns to predict it from; all other columns when not given.
+        val_fraction: share of the rows held out for validation (``val/loss`` after every epoch); 0 trains on
+            every row (but ``test_fraction``'s) and validation is off.
+        test_fraction: share of the rows held out for ``test``; may be 0.
+        predict_path: a table of rows to predict instead of every row of ``path``; it needs the
+            feature columns, and the target column may be absent or blank. Read in memory.
+        batch_size: rows per SGD step; ``auto`` (``auto_batch_size``): a twentieth of the training rows, from 16
+            to 4096, so a small table still gets 20 steps an epoch and a large one batches that keep a step's
+            fixed cost small beside its arithmetic.
+        eval_batch_size: rows per validation/test/predict batch (no gradient step: large is faster).
+        seed: seeds the split and the shuffling order.
+        in_memory: ``True`` reads the table into memory; ``False`` streams it from disk every epoch;
+            ``auto`` streams when its tensors would take more than half the memory available.
+        shuffle_buffer: when streaming, rows shuffled together (the pieces of the table come in a new
+            order every epoch; rows mix within this many). Memory: 4 bytes x columns x this.
+
+    Example:
+        >>> import tempfile, os
+        >>> f = tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False)
+        >>> _ = f.write("x,y\\n" + "".join(f"{i},{2 * i + 1}\\n" for i in range(10))); f.close()
+        >>> dm = CSVRegressionData(f.name, target="y", val_fraction=0.2, test_fraction=0.0)
+        >>> dm.setup("fit")
+        >>> dm.input_dim, dm.feature_names, dm.train_data[0].shape
+        (1, ['x'], torch.Size([8, 1]))
+        >>> os.remove(f.name)
+    """
+
+    def __init__(
+        self,
+        path: str,
+        target: str,
+        features: list[str] | None = None,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        predict_path: str | None = None,
+        batch_size: int | Literal["auto"] = "auto",
+        eval_batch_size: int = 10_000,
+        seed: int = 0,
+        in_memory: bool | Literal["auto"] = "auto",
+        shuffle_buffer: int = 1 << 18,
+    ) -> None:
+        super().__init__(AUTO_BATCH_SIZES[0] if batch_size == "auto" else batch_size, eval_batch_size, seed)
+        self.auto_batch_size = batch_size == "auto"  # then set once the training rows are counted
+        if in_memory not in (True, False, "auto"):
+            raise UserInputError(f"in_memory must be true, false or auto, got {in_memory!r}")
+        self.in_memory = in_memory
+        self.shuffle_buffer = check_int("shuffle_buffer", shuffle_buffer, 1)
+        self.val_fraction = check("data.val_fraction", val_fraction)
+        self.test_fraction = check("data.test_fraction", test_fraction)
+        if self.val_fraction + self.test_fraction >= 1:
+            raise UserInputError(
+                "val_fraction + test_fraction must be < 1 (the rest is for training),"
+                f" got {val_fraction} + {test_fraction}"
+            )
+        self.path = path
+        self.target = target
+        self.predict_path = predict_path
+        self._features = select_columns(path, read_header(path), target, features)
+        self.standardizer: Standardizer | None = None
+        self._predict_table: Table | None = None  # the rows `predict` runs on, raw
+        self._predict_x: Tensor | None = None  # ... standardised
+        self._streamed: StreamedTable | None = None  # the table, once scanned; streamed, or held in memory
+
+    @property
+    def input_dim(self) -> int:
+        return len(self._features)
+
+    @property
+    def target_name(self) -> str:
+        return self.target
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self._features)
+
+    def prepare_data(self) -> None:
+        # Lightning calls this before the logger makes the run directory: a bad file stops the run with
+        # nothing written. setup() reads the file only where this did not run (other processes under DDP).
+        stage = self.trainer.state.fn if self.trainer is not None else None  # a TrainerFn, which is a str
+        self._read(stage or "fit")
+
+    def setup(self, stage: str) -> None:
+        self._read(stage)
+        if self.val_data is None and self._in_memory_splits():
+            self._standardize()
+
+    @property
+    def streaming(self) -> bool:
+        """Whether the table is streamed from disk (decided once, by ``in_memory``)."""
+        if self.in_memory == "auto":
+            self.in_memory = not exceeds_memory(self.path, len(self._features) + 1)
+        return not self.in_memory
+
+    @property
+    def scanned(self) -> StreamedTable:
+        """The table, once ``setup`` has scanned it."""
+        assert self._streamed is not None, "setup() must run before the table is read"
+        return self._streamed
+
+    @property
+    def stats(self) -> Standardizer:
+        """The standardisation statistics, once ``setup`` has computed or a checkpoint restored them."""
+        assert self.standardizer is not None, "setup() must run before the statistics are known"
+        return self.standardizer
+
+    @property
+    def ready(self) -> bool:
+        return self._streamed is not None and (self.streaming or self.train_data is not None)
+
+    def _read(self, stage: str) -> None:
+        """Counts the rows, then scans the table once (every cell checked, the splits counted, the statistics);
+        for ``predict``, reads the rows to predict."""
+        if self._streamed is None:
+            names = [*self._features, self.target]
+            self._streamed = StreamedTable(
+                self.path, names, self.val_fraction, self.test_fraction, self.seed, self.shuffle_buffer
+            )
+            if self.auto_batch_size:
+                self.batch_size = auto_batch_size(self._streamed.plan.counts[TRAIN])
+            if self.standardizer is None:  # not already restored from a checkpoint
+                # Training needs statistics it can learn from. validate/test/predict usually get the
+                # training run's from the checkpoint (load_state_dict, after setup), whatever the file
+                # holds now; these stand in until then.
+                names = [*self._features, self.target]
+                self.standardizer = self._streamed.standardizer().checked(self.path, names, for_training=stage == "fit")
+        if stage == "predict" and self._predict_table is None:
+            path = self.predict_path if self.predict_path is not None else self.path
+            self._predict_table = read_table(path, self._features, optional=[self.target])
+            self._predict_x = self._standardized_inputs(self._predict_table)
+
+    def _standardized_inputs(self, table: Table) -> Tensor:
+        """The feature columns of ``table`` in the model's units, float32; a row beyond float32 there is refused.
+
+        Raises:
+            UserInputError: naming the line or row and the column of the first value that overflows float32.
+        """
+        columns = [table.columns[name] for name in self._features]
+        # float32 if the file stores them so (exact), else float64; then float32 in the model's units
+        dtype = torch.float32 if all(c.dtype == torch.float32 for c in columns) else torch.float64
+        x = self.stats.transform_x(torch.stack([c.to(dtype) for c in columns], dim=1)).float()
+        bad = (~torch.isfinite(x)).nonzero()
+        if len(bad):
+            row, column = (int(i) for i in bad[0])
+            value = table.columns[self._features[column]][row].item()
+            raise UserInputError(
+                f"{table.path}: {table.position_name} {table.positions[row].item()}, column"
+                f" {self._features[column]!r}: {value:g} is beyond float32 once standardised (the training mean and"
+                " standard deviation); the model cannot predict from it"
+            )
+        return x
+
+    def _in_memory_splits(self) -> tuple[str, ...]:
+        """The splits kept in memory as tensors: all of them, or, when streaming, the held-out ones if small."""
+        if not self.streaming:
+            return ("train", "val", "test")
+        held_out = sum(self.scanned.plan.counts[1:]) * (self.input_dim + 1) * 4  # float32 bytes
+        return ("val", "test") if held_out <= HELD_OUT_IN_MEMORY else ()
+
+    def _standardize(self) -> None:
+        """The splits held in memory (``_in_memory_splits``) as float32 tensors in the units the model is trained in."""
+        splits = self.scanned.materialize(self.stats, self._in_memory_splits())
+        self.train_data, self.val_data, self.test_data = (splits.get(name) for name in ("train", "val", "test"))
+
+    def _stream(self, split: str, batch_size: int, this_process: bool = True) -> StreamLoader:
+        """A loader of one split of the streamed table; under DDP, of this process's share of it."""
+        trainer = self.trainer if this_process else None
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        return self.scanned.loader(split, batch_size, self.stats, rank, world)
+
+    def train_dataloader(self) -> Any:
+        return self._stream("train", self.batch_size) if self.streaming else super().train_dataloader()
+
+    def val_dataloader(self) -> Any:
+        return super().val_dataloader() if self.val_data is not None else self._stream("val", self.eval_batch_size)
+
+    def test_dataloader(self) -> Any:
+        return super().test_dataloader() if self.test_data is not None else self._stream("test", self.eval_batch_size)
+
+    def split_chunks(self, split: str) -> Iterator[tuple[Tensor, Tensor]] | None:
+        """Every row of a split: from memory where it is held there, else read from disk (by this process alone)."""
+        if split in self._in_memory_splits():
+            return super().split_chunks(split)
+        if self._streamed is not None and self._streamed.plan.counts[SPLITS[split]] == 0:
+            return None  # an empty split, as in memory (val_fraction or test_fraction 0)
+        return iter(self._stream(split, self.eval_batch_size, this_process=False))
+
+    def training_moments(self) -> Moments:
+        """From the pass over the table, in the model's units (in memory or streamed): no second read."""
+        return self.scanned.raw_moments.rescaled(*self.stats.shift_and_scale())
+
+    def residual_sum(self) -> None:
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The standardisation statistics and the columns they belong to: plain tensors, floats and strings."""
+        if self.standardizer is None:
+            return {}
+        # The seed with the statistics: the split is drawn from it, and a test with another would score training rows.
+        state = {"target": self.target, "features": list(self._features), "seed": self.seed}
+        return state | self.standardizer.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restores the statistics of the checkpoint's training split (Lightning calls it after ``setup``); the
+        command line has checked them (``linreg.checkpointing.admission``)."""
+        restored = Standardizer.from_state_dict(state_dict)
+        changed = self.standardizer is None or not restored.same_as(self.standardizer)
+        self.standardizer = restored
+        if changed and self.val_data is not None:  # the file's statistics differ from the training run's
+            self._standardize()
+        if changed and self._predict_table is not None:
+            self._predict_x = self._standardized_inputs(self._predict_table)
+
+    def to_original_units(self, w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+        """Coefficients of the standardised model as those of ``target = columns @ w' + b'`` (float64)."""
+        return self.stats.to_original_units(w, b)
+
+    def to_target_units(self, values: Tensor) -> Tensor:
+        return self.stats.inverse_y(values)
+
+    @property
+    def target_scale(self) -> float:
+        return self.stats.y_std
+
+    def prediction_columns(self, predictions: Tensor) -> dict[str, Tensor]:
+        """``line`` (of a CSV file) or ``row`` (of Parquet), the actual target where the file has it, the prediction."""
+        assert self._predict_table is not None, "setup('predict') comes first"
+        position = self._predict_table.position_name
+        columns = {position: self._predict_table.positions}
+        if self.target in self._predict_table.columns:
+            actual = self.target if self.target not in (position, "prediction") else f"actual_{self.target}"
+            columns[actual] = self._predict_table.columns[self.target]
+        columns["prediction"] = self.to_target_units(predictions.reshape(-1))
+        return columns
+
+    def predict_inputs(self) -> tuple[Tensor] | None:
+        """Every row of ``path``, or of ``predict_path`` when given."""
+        return (self._predict_x,) if self._predict_x is not None else None
+
+
+class CSVRegressionData(TableRegressionData):
+    """A table of your own, CSV or Parquet: ``TableRegressionData`` by the name ``configs/csv.yaml`` uses."""
+
+
+class StreamedTable:
+    """A table's splits read from disk: its rows counted, one pass for checks and statistics, then a loader per split.
+
+    Args:
+        path: a CSV file or a Parquet file or directory.
+        names: the columns read, features then target.
+        val_fraction, test_fraction, seed: the split (``SplitPlan``).
+        shuffle_buffer: rows shuffled together by the training loader.
+    """
+
+    def __init__(
+        self, path: str, names: list[str], val_fraction: float, test_fraction: float, seed: int, shuffle_buffer: int
+    ) -> None:
+        self.path, self.names, self.seed, self.shuffle_buffer = path, names, seed, shuffle_buffer
+        check_statistics_memory(path, len(names) - 1)
+        self.pieces = pieces(path, count=names[0])  # the split is planned on the rows counted as read
+        rows = sum(piece.rows or 0 for piece in self.pieces)
+        self.plan = SplitPlan.of(rows, val_fraction, test_fraction, seed, path)
+        self.counts, self.raw_moments = scan(self.pieces, names, self.plan)  # counts[piece][split]
+
+    def standardizer(self) -> Standardizer:
+        """Means and standard deviations (population) of the training split, from the pass's moments."""
+        mean, std, d = self.raw_moments.mean, self.raw_moments.std, len(self.names) - 1
+        return Standardizer(mean[:d].clone(), std[:d].clone(), float(mean[d]), float(std[d]))
+
+    def loader(
+        self, split: str, batch_size: int, standardizer: Standardizer, rank: int = 0, world_size: int = 1
+    ) -> StreamLoader:
+        """A loader of one split: this process's pieces, the same batch count on every process; ``train`` shuffled."""
+        if len(self.pieces) < world_size:
+            raise UserInputError(
+                f"{self.path}: {len(self.pieces)} row group(s) to share among {world_size} processes; streaming under"
+                " DDP needs at least one each (write the table as Parquet with more, smaller row groups)"
+            )
+        rows = [count[SPLITS[split]] for count in self.counts]  # of the split, per piece
+        # Every process takes as many steps (DDP steps together): as many as the process of fewest rows.
+        num_batches = min(math.ceil(sum(rows[r::world_size]) / batch_size) for r in range(world_size))
+        return StreamLoader(self, SPLITS[split], standardizer, batch_size, num_batches, rank, world_size)
+
+    def materialize(
+        self, standardizer: Standardizer, splits: tuple[str, ...] = ("train", "val", "test")
+    ) -> dict[str, tuple[Tensor, Tensor]]:
+        """``splits`` as float32 tensors ``(X, y)`` in the model's units, rows in table order: one more pass.
+
+        What a table held in memory trains on. Memory: the tensors themselves and one record batch.
+        """
+        parts = [SPLITS[name] for name in splits]
+        shift, scale = (t.numpy() for t in standardizer.shift_and_scale())
+        d = len(self.names) - 1
+        counts = [n if part in parts else 0 for part, n in enumerate(self.plan.counts)]  # by TRAIN, VAL, TEST
+        X, y = [np.empty((n, d), np.float32) for n in counts], [np.empty((n, 1), np.float32) for n in counts]
+        filled = [0, 0, 0]
+        for piece in self.pieces:
+            for start, columns in read_piece(piece, self.names):
+                split = self.plan.of_rows(start, len(columns[0]))
+                for part in parts:
+                    keep = split == part
+                    rows = slice(filled[part], filled[part] + int(keep.sum()))
+                    # float64 arithmetic rounded once to float32, as the streamed loader does; computed column by
+                    # column into a (columns, rows) block, then written to the row-major tensors in one copy.
+                    block = np.empty((d + 1, rows.stop - rows.start))
+                    for j, column in enumerate(columns):
+                        block[j] = standardized(column[keep], shift[j], scale[j])
+                    X[part][rows], y[part][rows, 0] = block[:d].T, block[d]
+                    filled[part] = rows.stop
+        return {name: (torch.from_numpy(X[SPLITS[name]]), torch.from_numpy(y[SPLITS[name]])) for name in splits}
+
+
+def check_statistics_memory(path: str, features: int) -> None:
+    """Refuses ``features`` columns whose statistics (``MOMENT_MATRICES`` float64 matrices of ``(d + 1)²``) would
+    not fit in the memory available now: before anything is read or allocated.
+
+    Raises:
+        UserInputError: naming d and the bytes needed and available.
+    """
+    needed = MOMENT_MATRICES * 8 * (features + 1) ** 2
+    available = available_memory()
+    if available is not None and needed > available:
+        raise UserInputError(
+            f"{path}: {features} features need {needed / 1e9:.3g} GB for their statistics ({MOMENT_MATRICES}"
+            f" float64 matrices of (d + 1)² values, d = {features}) and {available / 1e9:.3g} GB is available;"
+            " choose fewer columns with data.features"
+        )
+
+
+def exceeds_memory(path: str, columns: int, fraction: float = 0.5) -> bool:
+    """Whether the tensors of ``columns`` columns of the table at ``path`` would take over ``fraction`` of the
+    memory available now.
+
+    Held in memory, a table costs its float32 tensors, ``BYTES_PER_VALUE`` a value (it is read a record
+    batch at a time). The rows of Parquet are estimated from its metadata; those of a CSV file from
+    its size (a value takes at least 2 bytes of text, a gzipped file at least 5 times less).
+    """
+    if is_parquet(path):
+        values = sum(metadata.num_rows for _, metadata in parquet_files(path)) * columns
+    else:
+        values = version(path).size * (5 if file_name(path).endswith(".gz") else 1) // 2
+    available = available_memory()
+    return available is not None and BYTES_PER_VALUE * values > fraction * available
+
+
+def standardized(values: np.ndarray, shift: float, scale: float) -> np.ndarray:
+    """``(values - shift) / scale`` in float64, as ``Standardizer.transform_x`` computes it: the one standardisation
+    of a table's rows, streamed or held in memory (the caller rounds the result once, to float32).
+
+    Example:
+        >>> standardized(np.array([1.0, 3.0], dtype=np.float32), 2.0, 0.5).tolist()
+        [-2.0, 2.0]
+    """
+    return np.subtract(values, shift, dtype=np.float64) / scale
+
+
+def scan(table: Sequence[Piece], names: Sequence[str], plan: SplitPlan) -> tuple[list[list[int]], Moments]:
+    """Reads the table's pieces once: checks every cell; returns the rows of each split per piece and the
+    training rows' moments (of ``names``' columns)."""
+    moments, counts = Moments.empty(len(names)), []
+    for piece in table:
+        count = np.zeros(3, dtype=np.int64)
+        for start, columns in read_piece(piece, names):
+            split = plan.of_rows(start, len(columns[0]))
+            train = split == TRAIN
+            # The training rows, float64, one copy, column by column: Z is built column-major, as (k, rows) and
+            # transposed, so each column is one contiguous write (and XᵀX is as fast either way).
+            Z = np.empty((len(names), int(train.sum())))
+            for j, column in enumerate(columns):
+                Z[j] = column[train]
+            moments.update(torch.from_numpy(Z).T)
+            count += np.bincount(split, minlength=3)
+        counts.append(count.tolist())
+    return counts, moments
+
+
+class StreamLoader:
+    """Mini-batches of one split of a streamed table, resumable mid-epoch; Lightning's ``sampler`` protocol.
+
+    Rows are standardised as they are read (in float64, as ``Standardizer`` does, then rounded to float32)
+    into one float32 buffer of ``shuffle_buffer`` rows; a full buffer is cut into batches in a seeded random
+    order (gathered, so the buffer itself is never copied), the rows short of a whole batch staying for the
+    next fill. Memory: the buffer (4 bytes x columns x rows) and one record batch, whatever the table's size.
+
+    Args:
+        table: the scanned table; ``split``: ``TRAIN``, ``VAL`` or ``TEST`` (``TRAIN`` is shuffled: a seeded piece
+            order and a buffer of the table's ``shuffle_buffer`` rows; the others come in table order).
+        standardizer: the model's units.
+        batch_size: rows per batch; ``num_batches``: batches per epoch (equal on every process under DDP).
+        rank, world_size: this process reads every ``world_size``-th piece from ``rank``; the rank also seeds.
+    """
+
+    def __init__(
+        self,
+        table: StreamedTable,
+        split: int,
+        standardizer: Standardizer,
+        batch_size: int,
+        num_batches: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.names, self.pieces, self.plan = table.names, table.pieces[rank::world_size], table.plan
+        self.split, self.shift, self.scale = split, *(t.numpy() for t in standardizer.shift_and_scale())
+        self.batch_size, self.num_batches = batch_size, num_batches
+        self.shuffle, self.seed, self.rank = split == TRAIN, table.seed, rank
+        self.shuffle_buffer = max(table.shuffle_buffer, batch_size) if self.shuffle else batch_size
+        # Lightning calls `loader.sampler.set_epoch(epoch)` at the start of every epoch (as for a DistributedSampler),
+        # and reads `batch_sampler` to tell a shuffling loader: this object answers both.
+        self.sampler = self
+        self.batch_sampler = None
+        self.epoch = 0
+        self.position = EpochPosition(batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        skip = self.position.start_pass(self.epoch, self.num_batches)
+        for done, batch in enumerate(self._rows_in_batches()):  # the skipped batches are read, to keep the order
+            if done == self.num_batches:
+                return
+            if done >= skip:
+                self.position.batches_done = done + 1
+                yield batch
+
+    def _rows_in_batches(self) -> Iterator[tuple[Tensor, Tensor]]:
+        """The split's rows in model units, ``batch_size`` at a time: the pieces in this epoch's order, buffered."""
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank])
+        order = rng.permutation(len(self.pieces)) if self.shuffle else range(len(self.pieces))
+        d = len(self.names) - 1
+        X, y = np.empty((self.shuffle_buffer, d), np.float32), np.empty((self.shuffle_buffer, 1), np.float32)
+        targets = [X[:, j] for j in range(d)] + [y[:, 0]]  # views: written column by column
+        filled = 0
+        for i in order:
+            for start, columns in read_piece(self.pieces[i], self.names):
+                keep = self.plan.of_rows(start, len(columns[0])) == self.split
+                rows = [column[keep] for column in columns]
+                done, count = 0, len(rows[0])
+                while done < count:
+                    step = min(count - done, self.shuffle_buffer - filled)
+                    for j, (column, target) in enumerate(zip(rows, targets, strict=True)):
+                        target[filled : filled + step] = standardized(
+                            column[done : done + step], self.shift[j], self.scale[j]
+                        )
+                    filled, done = filled + step, done + step
+                    if filled == self.shuffle_buffer:
+                        filled = yield from self._drain(X, y, filled, rng, last=False)
+        if filled:
+            yield from self._drain(X, y, filled, rng, last=True)
+
+    def _drain(
+        self, X: np.ndarray, y: np.ndarray, filled: int, rng: np.random.Generator, last: bool
+    ) -> Generator[tuple[Tensor, Tensor], None, int]:
+        """Batches of the buffer's ``filled`` rows in a random order; the rest (short of a batch) moved to its front.
+
+        Gathered by numpy: one thread, no thread pool to wake per batch (torch's costs more than the copy).
+
+        Returns:
+            The rows left in the buffer.
+        """
+        order = rng.permutation(filled) if self.shuffle else np.arange(filled)
+        whole = filled if last else filled - filled % self.batch_size
+        for start in range(0, whole, self.batch_size):
+            rows = order[start : min(start + self.batch_size, whole)]
+            yield torch.from_numpy(X[rows]), torch.from_numpy(y[rows])  # copies: the buffer is refilled under them
+        rest = order[whole:]
+        X[: len(rest)], y[: len(rest)] = X[rest], y[rest]
+        return len(rest)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the epoch is: restored, a resumed run replays the same order and skips what was trained on."""
+        return self.position.state_dict(self.epoch)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.position.load_state_dict(state)
