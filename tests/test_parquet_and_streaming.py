@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch
 
 from linreg.data import TableRegressionData
 from linreg.data.reading import read_table
+from linreg.data.tables import read_ahead
 from linreg.stats.ols import Moments, fit_least_squares, least_squares_from_moments
 from linreg.validation import UserInputError
 from tests.conftest import ROOT, run_cli
@@ -123,6 +125,37 @@ def test_a_streamed_epoch_covers_every_training_row_once_in_a_new_order_each_epo
     assert len(loader) == len(list(loader)) == -(-len(epochs[0]) // 64)
     assert not torch.equal(epochs[0], epochs[1])
     assert torch.equal(epochs[0][epochs[0][:, 0].argsort()], epochs[1][epochs[1][:, 0].argsort()])
+
+
+def test_read_ahead_gives_the_items_in_order_raises_at_the_failing_one_and_stops_when_left() -> None:
+    assert list(read_ahead(iter(range(10)), depth=3)) == list(range(10))
+    assert list(read_ahead(iter([]))) == []
+
+    def failing():
+        yield 1
+        raise UserInputError("bad cell")
+
+    items = read_ahead(failing())
+    assert next(items) == 1
+    with pytest.raises(UserInputError, match="bad cell"):
+        next(items)
+
+    produced, closed = [], threading.Event()
+
+    def endless():
+        try:
+            for i in range(10**6):
+                produced.append(i)
+                yield i
+        finally:
+            closed.set()
+
+    items = read_ahead(endless(), depth=2)
+    assert [next(items) for _ in range(3)] == [0, 1, 2]
+    items.close()
+    assert closed.is_set()
+    assert len(produced) <= 3 + 2  # at most depth items past the last one taken
+    assert not any(t.name.startswith("linreg-read-ahead") for t in threading.enumerate())
 
 
 def test_a_streamed_loader_resumes_where_its_state_says(files: dict[str, Path]) -> None:

@@ -20,8 +20,10 @@ compares the table's size with the memory available) changes speed and memory, n
 from __future__ import annotations
 
 import math
-from collections.abc import Generator, Iterator, Sequence
-from typing import Any, Literal
+from collections import deque
+from collections.abc import Generator, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -36,6 +38,9 @@ from linreg.data.sources import is_parquet, parquet_files, version
 from linreg.data.sources import name as file_name
 from linreg.stats.ols import Moments
 from linreg.validation import UserInputError, available_memory
+
+T = TypeVar("T")
+_END = object()  # what next() gives read_ahead for an exhausted iterator
 
 BYTES_PER_VALUE = 4  # a table held in memory: its float32 tensors (record batches are read one at a time)
 # The statistics of k columns are (k, k) float64 matrices: the moments, a batch's ZᵀZ added to them, and the
@@ -444,13 +449,33 @@ def scan(table: Sequence[Piece], names: Sequence[str], plan: SplitPlan) -> tuple
     return counts, moments
 
 
+def read_ahead(items: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """``items``, computed by one thread up to ``depth`` items ahead of the caller.
+
+    Arrow's decoding and numpy's arithmetic release the GIL, so a streamed table's next record batch is read
+    and standardised while SGD steps on this one. The items come in order, and an error raised while computing
+    one is raised here, at that item; leaving early stops the thread after the item it is on.
+    """
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="linreg-read-ahead")
+    pending = deque(pool.submit(next, items, _END) for _ in range(depth))
+    try:
+        while (item := pending.popleft().result()) is not _END:
+            pending.append(pool.submit(next, items, _END))
+            yield item
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        if isinstance(items, Generator):
+            items.close()
+
+
 class StreamLoader:
     """Mini-batches of one split of a streamed table, resumable mid-epoch; Lightning's ``sampler`` protocol.
 
     Rows are standardised as they are read (in float64, as ``Standardizer`` does, then rounded to float32)
     into one float32 buffer of ``shuffle_buffer`` rows; a full buffer is cut into batches in a seeded random
     order (gathered, so the buffer itself is never copied), the rows short of a whole batch staying for the
-    next fill. Memory: the buffer (4 bytes x columns x rows) and one record batch, whatever the table's size.
+    next fill. Memory: the buffer (4 bytes x columns x rows) and three record batches (two read ahead by
+    ``read_ahead``), whatever the table's size.
 
     Args:
         table: the scanned table; ``split``: ``TRAIN``, ``VAL`` or ``TEST`` (``TRAIN`` is shuffled: a seeded piece
@@ -503,24 +528,27 @@ class StreamLoader:
         order = rng.permutation(len(self.pieces)) if self.shuffle else range(len(self.pieces))
         d = len(self.names) - 1
         X, y = np.empty((self.shuffle_buffer, d), np.float32), np.empty((self.shuffle_buffer, 1), np.float32)
-        targets = [X[:, j] for j in range(d)] + [y[:, 0]]  # views: written column by column
         filled = 0
+        for rows in read_ahead(self._standardized(order)):
+            done = 0
+            while done < len(rows):
+                step = min(len(rows) - done, self.shuffle_buffer - filled)
+                chunk = rows[done : done + step]
+                X[filled : filled + step], y[filled : filled + step] = chunk[:, :d], chunk[:, d:]
+                filled, done = filled + step, done + step
+                if filled == self.shuffle_buffer:
+                    filled = yield from self._drain(X, y, filled, rng, last=False)
+        if filled:
+            yield from self._drain(X, y, filled, rng, last=True)
+
+    def _standardized(self, order: Iterable[int]) -> Iterator[np.ndarray]:
+        """Each record batch's rows of the split, of the pieces in ``order``: (rows, columns) float32 in model units."""
+        shift, scale = self.shift[:, None], self.scale[:, None]
         for i in order:
             for start, columns in read_piece(self.pieces[i], self.names):
                 keep = self.plan.of_rows(start, len(columns[0])) == self.split
-                rows = [column[keep] for column in columns]
-                done, count = 0, len(rows[0])
-                while done < count:
-                    step = min(count - done, self.shuffle_buffer - filled)
-                    for j, (column, target) in enumerate(zip(rows, targets, strict=True)):
-                        target[filled : filled + step] = standardized(
-                            column[done : done + step], self.shift[j], self.scale[j]
-                        )
-                    filled, done = filled + step, done + step
-                    if filled == self.shuffle_buffer:
-                        filled = yield from self._drain(X, y, filled, rng, last=False)
-        if filled:
-            yield from self._drain(X, y, filled, rng, last=True)
+                Z = standardized(np.stack([column[keep] for column in columns]), shift, scale)  # (columns, rows)
+                yield Z.T.astype(np.float32, order="C")  # float64 rounded once, as a table held in memory is
 
     def _drain(
         self, X: np.ndarray, y: np.ndarray, filled: int, rng: np.random.Generator, last: bool
