@@ -87,9 +87,10 @@ class Curvature:
         """``largest / smallest_nonzero``: gradient descent's steps to shrink the error ``e``-fold, roughly."""
         return self.largest / self.smallest_nonzero
 
-    def stable_lr(self, momentum: float = 0.0) -> float:
-        """The learning rate above which full-batch (heavy-ball) gradient descent diverges: ``2(1 + β)/λmax``."""
-        return 2 * (1 + momentum) / self.largest
+
+def stable_lr(largest: float, momentum: float = 0.0) -> float:
+    """The learning rate above which full-batch (heavy-ball) gradient descent diverges: ``2(1 + β)/λmax``."""
+    return 2 * (1 + momentum) / largest
 
 
 def noise_floor(lr: float, momentum: float, batch_size: int, residual_variance: float, hessian_trace: float) -> float:
