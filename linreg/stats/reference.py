@@ -71,31 +71,16 @@ class Reference:
     why: str | None = None
 
     @property
-    def standard_errors(self) -> Tensor | None:
-        return None if self.covariance is None else self.covariance.diagonal().sqrt()
-
-    @property
     def curvature(self) -> Curvature:
         return Curvature.of(self.hessian)
 
-    def training_mse(self, w: Tensor, b: Tensor) -> float:
-        """The training MSE of ``(w, b)``, exact from the moments (``LeastSquaresFit.training_mse``)."""
-        return self.least_squares.training_mse(w, b)
-
     def gap(self, w: Tensor, b: Tensor, chunks: Chunks | None = None) -> float:
         """``F(w, b) - F(w*, b*)``: from the moments for MSE; from one pass over ``chunks`` for Huber."""
-        if self.objective.quadratic:
-            moments = self.least_squares.moments
-            return ols.mse_excess(moments, w, b, self.objective.weight_decay, (self.w, self.b))
-        return max(self.objective_at(w, b, chunks) - self.value, 0.0)
-
-    def objective_at(self, w: Tensor, b: Tensor, chunks: Chunks | None = None) -> float:
-        """``F(w, b)``: from the moments for MSE; from one pass over ``chunks`` for Huber."""
-        if self.objective.quadratic:
-            return self.value + self.gap(w, b)
-        assert chunks is not None, "the Huber objective needs the rows"
         o = self.objective
-        return objective_value(chunks, w, b, "huber", o.delta, o.weight_decay)
+        if o.quadratic:
+            return ols.mse_excess(self.least_squares.moments, w, b, o.weight_decay, (self.w, self.b))
+        assert chunks is not None, "the Huber objective needs the rows"
+        return max(objective_value(chunks, w, b, "huber", o.delta, o.weight_decay) - self.value, 0.0)
 
 
 def solve(
@@ -105,15 +90,12 @@ def solve(
     feature_names: Sequence[str] | None = None,
     residual_sum: Callable[[Tensor, Tensor], float] | None = None,
 ) -> Reference:
-    """The exact optimum of ``objective`` on the rows whose ``moments`` (of ``[X y]``) are given.
+    """The exact optimum of ``objective`` on the rows ``chunks`` (for Huber's passes) of ``moments`` (of ``[X y]``).
 
-    Args:
-        chunks: a fresh iterable of the training rows ``(X, y)`` at each call (Huber's passes).
-        residual_sum: the RSS of ``(w, b)`` from a pass over the rows, for least squares' exact noise estimate.
+    ``residual_sum(w, b)``, the RSS from a pass over the rows, makes least squares' noise estimate exact.
 
     Raises:
-        UserInputError: without a penalty, more rows than coefficients and yet no unique least-squares solution
-            (a constant feature, a copy of another): a problem of the table, named by ``ols``.
+        UserInputError: no penalty, more rows than coefficients, yet no unique least squares (named by ``ols``).
     """
     n, d, wd = moments.count, moments.mean.numel() - 1, objective.weight_decay
     unique = n > d + 1  # then least squares is unique unless a column depends on others, which is refused by name

@@ -276,7 +276,7 @@ def _reference_facts(reference: Reference, estimator: dict[str, Any], batch_size
     lr, momentum = estimator.get("lr"), estimator.get("momentum") or 0.0
     floor = 0.0
     if lr and o.quadratic and batch_size < least.num_examples:  # a full batch has no sampling noise
-        floor = noise_floor(lr, momentum, batch_size, reference.training_mse(reference.w, reference.b), c.trace)
+        floor = noise_floor(lr, momentum, batch_size, least.training_mse(reference.w, reference.b), c.trace)
     return {
         "kind": reference.kind,
         "tag": reference.tag,
