@@ -100,10 +100,6 @@ def noise_floor(lr: float, momentum: float, batch_size: int, residual_variance: 
     gradient noise ``S = 2s²H/B``, so the stationary ``HΣ + ΣH = lr·S`` has ``Σ = (lr s²/B) I`` and excess
     ``½ tr(HΣ)``. Momentum ``β`` scales the step to ``lr / (1 - β)``; weight decay in ``tr(H)`` overestimates slightly.
     Bach & Moulines (2013), NeurIPS, analyse constant-step least squares.
-
-    Example:
-        >>> round(noise_floor(lr=0.03, momentum=0.0, batch_size=10, residual_variance=1e-4, hessian_trace=6.0), 12)
-        9e-07
     """
     return lr / (1 - momentum) * residual_variance * hessian_trace / (2 * batch_size)
 

@@ -1,8 +1,4 @@
-"""R², defined only from two rows: torchmetrics' ``R2Score`` raises for fewer, which a 1-row split gives.
-
-A validation split of one row is valid (a 16-row table, say); its R² is undefined (the variance of one value is
-zero), so it is reported as NaN, and MSE and MAE are reported as usual.
-"""
+"""R² that is NaN for a 1-row split (a 16-row table's validation split, say), where torchmetrics' ``R2Score`` raises."""
 
 from __future__ import annotations
 

@@ -29,6 +29,7 @@ AT_FLOOR = 3.0
 RAISE_BELOW = 0.25
 MARGIN = 0.5  # a raised learning rate: half the stability bound
 MAX_EPOCHS_ADVISED = 100_000
+AVERAGING = "linreg.callbacks.AveragedSGD"
 # With unit roundoff u, an excess over the optimum up to (10 u)² var(y) is rounding, not distance.
 ROUNDING_UNITS = 10.0
 
@@ -78,8 +79,7 @@ def nice(x: float, up: bool = False) -> float:
 def diagnose(report: dict[str, Any]) -> tuple[str, list[Remedy]]:
     """Why a fit that did not reach its optimum stopped where it did, and the remedies, best first."""
     est, ref, run = report["estimator"], report["reference"], report["training"]
-    gaps = run["gap_by_epoch"]
-    gap, optimum = gaps[-1], ref["value"]
+    gap, optimum = run["gap_by_epoch"][-1], ref["value"]
     lr, momentum = est.get("lr"), est.get("momentum") or 0.0
     epochs, steps = max(run["epochs"], 1), max(run["steps"], 1)
     per_epoch = steps / epochs
@@ -103,19 +103,11 @@ def diagnose(report: dict[str, Any]) -> tuple[str, list[Remedy]]:
             f"its gap to the optimum ({gap:.3g}) is at the noise floor of constant-step SGD (lr·σ²·tr(H)/(2·batch)"
             f" = {floor:.3g}): each step's noisy gradient keeps it jittering there"
         )
-        remedies = []
-        if not est["averaging_configured"]:
-            remedies.append(Remedy({}, "averaging the iterates removes the floor", ["linreg.callbacks.AveragedSGD"]))
-        smaller = nice(lr / 4)
-        slower = math.ceil(epochs * 2)
-        remedies.append(
-            Remedy(
-                {"model.optimizer.lr": smaller, **_epochs(run, slower)},
-                f"a learning rate {lr / smaller:.3g} times smaller lowers the floor as much;"
-                " twice the epochs make up the slower approach",
-            )
+        smaller = (
+            f"a learning rate {lr / nice(lr / 4):.3g} times smaller lowers the floor as much;"
+            " twice the epochs make up the slower approach"
         )
-        return why, remedies
+        return why, _settle(report, lr, epochs, "averaging the iterates removes the floor", smaller)
     target = max(tolerance, AT_FLOOR * floor, 1e-300)
     efolds = max(math.log(max(gap, target) / target), 1.0)
     why = (
@@ -154,10 +146,15 @@ def _other_optimizer(report: dict[str, Any], lr: float, epochs: int, steps: int)
         )
     if converging:
         return "it was still converging", [Remedy(_epochs(run, epochs * 2), "twice the epochs")]
-    remedies = [Remedy({"model.optimizer.lr": nice(lr / 4), **_epochs(run, epochs * 2)}, "smaller steps settle closer")]
-    if not est["averaging_configured"]:
-        remedies.insert(0, Remedy({}, "averaging the iterates cancels their jitter", ["linreg.callbacks.AveragedSGD"]))
+    remedies = _settle(report, lr, epochs, "averaging the iterates cancels their jitter", "smaller steps settle closer")
     return "it had stalled: the gap stopped shrinking in the last epoch", remedies
+
+
+def _settle(report: dict[str, Any], lr: float, epochs: int, averaging: str, smaller: str) -> list[Remedy]:
+    """For iterates that jitter around the optimum: averaging them (unless set up), then a quarter of the lr."""
+    settings = {"model.optimizer.lr": nice(lr / 4), **_epochs(report["training"], epochs * 2)}
+    remedies = [] if report["estimator"]["averaging_configured"] else [Remedy({}, averaging, [AVERAGING])]
+    return [*remedies, Remedy(settings, smaller)]
 
 
 def _epochs(run: dict[str, Any], epochs: int) -> dict[str, Any]:
