@@ -188,13 +188,12 @@ def ridge_covariance(moments: Moments, weight_decay: float, residual_variance: f
         ValueError: no unique least-squares solution, or no residual degrees of freedom for ``s²``.
     """
     n, d, gram, _, x_mean, _, _ = moments.cpu().split()
-    if weight_decay == 0 and not unique(moments):
-        raise ValueError(f"least squares has no unique solution on {n} rows of {d} features, so no covariance")
+    w, b = ridge_from_moments(moments, weight_decay)  # refuses a design without a unique solution
     if residual_variance is None:
         residual_df = n - ridge_degrees_of_freedom(moments, weight_decay) - 1
         if residual_df <= 1e-9 * n:
             raise ValueError(f"no residual degrees of freedom to estimate the noise from: {n} rows, {d} features")
-        residual_variance = mse(moments, *ridge_from_moments(moments, weight_decay)) * n / residual_df
+        residual_variance = mse(moments, w, b) * n / residual_df
     resolvent = torch.linalg.inv(gram + n * weight_decay / 2 * torch.eye(d, dtype=torch.float64))
     return coefficient_covariance(residual_variance * resolvent @ gram @ resolvent, x_mean, residual_variance / n)
 

@@ -67,8 +67,8 @@ def huber_hessian(chunks: Chunks, w: Tensor, b: Tensor | float, delta: float, we
 class Curvature:
     """The eigenvalues of an objective's Hessian that set how SGD can run on it.
 
-    ``smallest_nonzero`` is the smallest above ``RANK_RTOL·largest``: with fewer rows than coefficients
-    (``smallest`` = 0) it sets the rate in the row space, where gradient descent moves.
+    With fewer rows than coefficients (``smallest`` = 0), ``smallest_nonzero`` sets the rate where gradient descent
+    moves: in the row space.
     """
 
     largest: float
@@ -114,16 +114,14 @@ def huber_fit(
 ) -> tuple[Tensor, Tensor]:
     """The minimiser of the Huber objective, by Newton's method over passes of the rows, in float64.
 
-    Starts at MSE's optimum (one pass for the moments) unless ``start`` is given. A pass at ``θ`` gives ``F``,
-    ``∇F``, the Hessian ``H = E[1{|r| <= delta} a aᵀ] + wd·D`` and the IRLS matrix ``W = E[min(1, delta/|r|) a aᵀ]
-    + wd·D``; ``W ⪰ H``, so the quadratic of curvature ``W`` touching ``F`` lies above it and ``-W⁻¹∇F`` always lowers
-    ``F``. A lighter pass evaluates ``F`` along Newton's ``-H⁻¹∇F`` (where ``H`` is not singular) and IRLS's step at
-    the fractions ``STEPS`` and moves to the lowest; ``F`` is piecewise quadratic, so once the residuals within
-    ``delta`` settle the Newton step is exact.
+    Starts at MSE's optimum unless ``start`` is given. A pass at ``θ`` gives ``F``, ``∇F``, the Hessian ``H =
+    E[1{|r| <= delta} a aᵀ] + wd·D`` and the IRLS matrix ``W = E[min(1, delta/|r|) a aᵀ] + wd·D``; ``W ⪰ H``, so
+    ``-W⁻¹∇F`` always lowers ``F``. A lighter pass evaluates ``F`` along that step and Newton's ``-H⁻¹∇F`` at the
+    fractions ``STEPS`` and moves to the lowest; ``F`` is piecewise quadratic, so once the residuals within ``delta``
+    settle the Newton step is exact.
 
     Raises:
-        ValueError: the minimiser is not unique (``weight_decay = 0`` and ``[X 1]`` of rank below ``d + 1``).
-        RuntimeError: not converged within ``max_passes`` passes over the rows (besides the one for the start).
+        ValueError: no unique minimiser; RuntimeError: not converged within ``max_passes`` passes over the rows.
     """
     if start is None:
         start = optimum_from_moments(Moments.of(chunks(), d + 1), weight_decay)

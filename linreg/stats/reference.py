@@ -1,14 +1,7 @@
 """The exact optimum of the objective a model minimises on its training split: the reference a fit is judged by.
 
-``F(w, b) = mean loss(x w + b, y) + weight_decay / 2 · |w|²`` (the bias is not penalised, as in the book), solved as
-
-- MSE without a penalty, more rows than coefficients: least squares, with standard errors;
-- MSE without a penalty and no more rows than coefficients: the minimum-norm solution, the one SGD started near 0
-  goes to (it moves only within the span of the rows);
-- MSE with a penalty: ridge, with its sandwich standard errors;
-- Huber: Newton's method over the rows; no standard errors.
-
-For MSE, ``F(θ) - F(θ*)`` is exact from the moments in ``d²`` operations at any step (``ols.mse_excess``).
+For MSE: least squares, its minimum-norm solution (no more rows than coefficients: where SGD started near 0 goes), or
+ridge, in closed form, with ``F(θ) - F(θ*)`` exact from the moments at any step; for Huber, Newton's method.
 """
 
 from __future__ import annotations
@@ -25,12 +18,7 @@ from linreg.stats.optimum import Chunks, Curvature, hessian, huber_fit, huber_he
 
 @dataclass(frozen=True)
 class Objective:
-    """What a model minimises: ``loss`` (``mse`` or ``huber`` with ``delta``) plus ``weight_decay / 2 · |w|²``.
-
-    Example:
-        >>> Objective().describe(), Objective("huber", 1.5, 0.1).describe()
-        ('MSE', 'Huber loss (delta 1.5) + 0.1/2·|w|²')
-    """
+    """What a model minimises: ``loss`` (``mse`` or ``huber`` with ``delta``) plus ``weight_decay / 2 · |w|²``."""
 
     loss: str = "mse"
     delta: float = 1.0
@@ -52,11 +40,8 @@ MSE = Objective()  # the book's objective
 class Reference:
     """The optimum ``(w, b)`` of ``objective`` on the training rows, in the model's units (float64, CPU).
 
-    Attributes:
-        kind: ``least squares``, ``minimum-norm least squares``, ``ridge`` or ``Huber``; ``tag`` its short name.
-        value: ``F`` at the optimum; hessian: ``F``'s there, ``(d + 1, d + 1)`` (everywhere, for MSE).
-        least_squares: the unpenalised least-squares (or minimum-norm) fit, for the training MSE of any ``θ``.
-        covariance: of ``(w, b)``, where standard errors mean something; else None, and ``why`` says why.
+    ``value`` and ``hessian`` ``(d + 1, d + 1)`` are ``F``'s there; ``least_squares``, the unpenalised (or minimum-norm)
+    fit, gives the training MSE of any ``θ``; ``covariance`` is None where standard errors mean nothing (``why``).
     """
 
     objective: Objective
