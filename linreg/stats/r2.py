@@ -8,14 +8,7 @@ from torchmetrics import R2Score
 
 
 class DefinedR2Score(R2Score):
-    """``R2Score`` that is NaN (undefined) for fewer than two rows instead of raising.
-
-    Example:
-        >>> metric = DefinedR2Score()
-        >>> metric.update(torch.tensor([1.0]), torch.tensor([2.0]))
-        >>> metric.compute()
-        tensor(nan)
-    """
+    """``R2Score`` that is NaN (undefined) for fewer than two rows instead of raising."""
 
     def compute(self) -> Tensor:
         if self.total < 2:
