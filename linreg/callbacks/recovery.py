@@ -3,7 +3,7 @@
 Logged before the first step and wherever Lightning writes ``train/loss`` (every ``log_every_n_steps``):
 
 - ``train/full_loss``: the MSE on the whole training set, the number the book prints after each epoch, exact
-  from the moments (``Reference.training_mse``), with no pass over the data;
+  from the moments (``LeastSquaresFit.training_mse``), with no pass over the data;
 - ``train/objective_gap``: ``F(w, b) - F(w*, b*)``, how far the objective is from its optimum (exact from the
   Hessian for MSE; for the Huber loss one pass over the rows, at epoch ends only);
 - ``params/w_error``, ``params/b_error``: distance from the true coefficients, when known;
@@ -131,13 +131,13 @@ class ParameterRecovery(Callback):
             return {}
         reference = data.reference(objective_of(pl_module))
         with reported_weights(trainer):
-            full_loss = reference.training_mse(pl_module.weight, pl_module.bias)
+            full_loss = reference.least_squares.training_mse(pl_module.weight, pl_module.bias)
             gap = None
             if reference.objective.quadratic:  # d² operations: at every logged step
                 gap = reference.gap(pl_module.weight, pl_module.bias)
             elif epoch_end:  # a pass over the rows: once an epoch
                 rows = lambda: data.split_chunks("train") or iter(())  # noqa: E731
-                gap = max(reference.objective_at(pl_module.weight, pl_module.bias, rows) - reference.value, 0.0)
+                gap = reference.gap(pl_module.weight, pl_module.bias, rows)
             w, b = learned_coefficients(pl_module.weight, pl_module.bias, data)
         best_w, best_b = learned_coefficients(reference.w, reference.b, data)
         w_gap, b_gap = (w - best_w).norm().item(), (b - best_b).abs().item()
@@ -146,7 +146,7 @@ class ParameterRecovery(Callback):
             "params/w_gap_optimum": w_gap,
             "params/b_gap_optimum": b_gap,
             "convergence/log10_loss_train_full": log10(full_loss),
-            "reference/log10_loss_optimum": log10(reference.training_mse(reference.w, reference.b)),
+            "reference/log10_loss_optimum": log10(reference.least_squares.training_mse(reference.w, reference.b)),
             "convergence/log10_gap_w": log10(w_gap),
             "convergence/log10_gap_b": log10(b_gap),
         }

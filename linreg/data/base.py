@@ -87,10 +87,7 @@ class RegressionData(LightningDataModule):
         assert self.train_data is not None
         X, y = self.train_data
         device = self.trainer.strategy.root_device if self.trainer is not None else X.device
-        moments = Moments.empty(X.shape[1] + 1, device)
-        for x, t in row_chunks(X, y, device):
-            moments.update(torch.cat([x, t.view(-1, 1)], dim=1))
-        return moments
+        return Moments.of(row_chunks(X, y, device), X.shape[1] + 1, device)
 
     def residual_sum(self) -> Callable[[Tensor, Tensor], float] | None:
         """The residual sum of squares of ``(w, b)`` from a second pass over the training rows (exact where the

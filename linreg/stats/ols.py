@@ -30,13 +30,10 @@ RANK_RTOL = 1e-11
 
 @dataclass
 class Moments:
-    """Count, means and centred cross-products of the columns of ``Z = [X y]``, accumulated batch by batch.
+    """Count, means ``(k,)`` and centred cross-products ``(Z - mean)ᵀ(Z - mean)`` ``(k, k)`` of ``Z = [X y]``.
 
-    Batches are merged as Chan, Golub and LeVeque (1979) merge variances, each centred on its own mean, so a column
-    of mean 1e6 and spread 1e-2 keeps its digits.
-
-    Attributes:
-        count: rows seen; mean: ``(k,)``; comoment: ``(Z - mean)ᵀ(Z - mean)``, ``(k, k)``; float64.
+    Float64, batch by batch, merged as Chan, Golub and LeVeque (1979) merge variances, each batch centred on its own
+    mean, so a column of mean 1e6 and spread 1e-2 keeps its digits.
 
     Example:
         >>> m = Moments.empty(2)
@@ -102,12 +99,7 @@ def row_chunks(
 
 
 def mean_squared_error(X: Tensor, y: Tensor, w: Tensor, b: Tensor | float, device: torch.device | None = None) -> float:
-    """The mean of ``(x w + b - y)²`` over ``X`` ``(n, d)`` and ``y`` ``(n,)`` or ``(n, 1)``, in float64.
-
-    Example:
-        >>> mean_squared_error(torch.tensor([[1.0], [2.0]]), torch.tensor([3.0, 5.0]), torch.tensor([2.0]), 1.0)
-        0.0
-    """
+    """The mean of ``(x w + b - y)²`` over ``X`` ``(n, d)`` and ``y`` ``(n,)`` or ``(n, 1)``, in float64."""
     device = X.device if device is None else device
     w = w.to(device, torch.float64).view(-1)
     b = torch.as_tensor(b, dtype=torch.float64, device=device)
@@ -127,11 +119,6 @@ def mse_excess(moments: Moments, w: Tensor, b: Tensor | float, wd: float, optimu
 
     ``F`` is quadratic with gradient 0 at ``θ̂``, so the excess is ``½ δθᵀHδθ``; centred, ``δwᵀCδw + (δb + x̄ᵀδw)²
     + wd/2·|δw|²`` with ``C`` the feature covariance, where nothing cancels.
-
-    Example:
-        >>> m = Moments.empty(2); m.update(torch.tensor([[0.0, 1.0], [1.0, 3.0], [2.0, 5.0]]))
-        >>> mse_excess(m, torch.tensor([2.0]), 2.0, 0.0, ridge_from_moments(m, 0.0))
-        1.0
     """
     n, _, gram, _, x_mean, _, _ = moments.cpu().split()
     delta = theta(w, b) - theta(*optimum)
@@ -150,11 +137,6 @@ def ridge_from_moments(moments: Moments, weight_decay: float) -> tuple[Tensor, T
 
     Raises:
         ValueError: ``weight_decay = 0`` and the design has no unique solution (use ``min_norm_from_moments``).
-
-    Example:
-        >>> m = Moments.empty(2); m.update(torch.tensor([[0.0, 1.0], [1.0, 3.0], [2.0, 5.0]]))
-        >>> [round(float(v), 6) for v in ridge_from_moments(m, 0.0)], ridge_from_moments(m, 4 / 3)[0].item()
-        ([2.0, 1.0], 1.0)
     """
     n, d, gram, moment, x_mean, y_mean, _ = moments.split()
     if weight_decay == 0 and not unique(moments):
@@ -203,16 +185,15 @@ def ridge_covariance(moments: Moments, weight_decay: float, residual_variance: f
     needs. ``s²`` defaults to ``RSS / (n - df - 1)``, ``df`` from ``ridge_degrees_of_freedom``.
 
     Raises:
-        ValueError: no unique least-squares solution, or no residual degrees of freedom to estimate ``s²`` from.
+        ValueError: no unique least-squares solution, or no residual degrees of freedom for ``s²``.
     """
     n, d, gram, _, x_mean, _, _ = moments.cpu().split()
-    if weight_decay == 0 and not unique(moments):
-        raise ValueError(f"least squares has no unique solution on {n} rows of {d} features, so no covariance")
+    w, b = ridge_from_moments(moments, weight_decay)  # refuses a design without a unique solution
     if residual_variance is None:
         residual_df = n - ridge_degrees_of_freedom(moments, weight_decay) - 1
         if residual_df <= 1e-9 * n:
             raise ValueError(f"no residual degrees of freedom to estimate the noise from: {n} rows, {d} features")
-        residual_variance = mse(moments, *ridge_from_moments(moments, weight_decay)) * n / residual_df
+        residual_variance = mse(moments, w, b) * n / residual_df
     resolvent = torch.linalg.inv(gram + n * weight_decay / 2 * torch.eye(d, dtype=torch.float64))
     return coefficient_covariance(residual_variance * resolvent @ gram @ resolvent, x_mean, residual_variance / n)
 
@@ -233,13 +214,11 @@ def coefficient_covariance(weights: Tensor, x_mean: Tensor, mean_variance: float
 
 @dataclass(frozen=True)
 class LeastSquaresFit:
-    """The least-squares estimate of ``y = x w + b`` and its uncertainty (float64, on the CPU).
+    """The least-squares estimate ``w (d,)``, ``b ()`` of ``y = x w + b`` and its uncertainty (float64, CPU).
 
-    Attributes:
-        w: ``(d,)``; b: a scalar tensor; covariance: ``s² ([X 1]ᵀ[X 1])⁻¹`` of ``(w, b)``, ``(d + 1, d + 1)``.
-        residual_variance: ``s² = RSS / (n - d - 1)``; num_examples: ``n``; target_variance: ``Σ(y - ȳ)² / n``.
-        moments: of the rows fitted, for ``training_mse``; None after ``transform`` (they are in the units fitted).
-        least_squares_mse: ``RSS / n`` on the fitted rows.
+    ``covariance``: ``s² ([X 1]ᵀ[X 1])⁻¹`` of ``(w, b)``, with ``s² = RSS / (n - d - 1)`` the residual variance;
+    ``target_variance``: ``Σ(y - ȳ)² / n``; ``moments``: of the rows fitted, None after ``transform`` (they are in
+    the units fitted); ``least_squares_mse``: ``RSS / n``.
     """
 
     w: Tensor
@@ -260,15 +239,7 @@ class LeastSquaresFit:
         return self.num_examples - self.w.numel() - 1
 
     def training_mse(self, w: Tensor, b: Tensor) -> float:
-        """The exact MSE of ``x w + b`` on the fitted rows, in ``d²`` operations: ``RSS / n`` plus ``mse_excess``.
-
-        Example:
-            >>> X = torch.tensor([[0.0], [1.0], [2.0], [3.0]])
-            >>> y = 2 * X + 1 + torch.tensor([[0.1], [-0.1], [-0.1], [0.1]])
-            >>> w, b = torch.tensor([2.5]), torch.tensor(0.0)
-            >>> round(fit_least_squares(X, y).training_mse(w, b), 6), round(mean_squared_error(X, y, w, b), 6)
-            (0.385, 0.385)
-        """
+        """The exact MSE of ``x w + b`` on the fitted rows, in ``d²`` operations: ``RSS / n`` plus ``mse_excess``."""
         if self.moments is None:
             raise ValueError("training_mse needs the moments, which transform() leaves out")
         return self.least_squares_mse + mse_excess(self.moments, w, b, 0.0, (self.w, self.b))
@@ -277,15 +248,10 @@ class LeastSquaresFit:
 def fit_least_squares(
     X: Tensor, y: Tensor, feature_names: Sequence[str] | None = None, device: torch.device | None = None
 ) -> LeastSquaresFit:
-    """Ordinary least squares with an intercept, with standard errors as statsmodels reports them.
+    """Ordinary least squares with an intercept and statsmodels' standard errors, on ``X (n, d)``, ``y (n,)``.
 
-    Args:
-        X: features, ``(n, d)``, any float dtype, on any device; never copied whole. y: ``(n,)`` or ``(n, 1)``.
-        feature_names: names for error messages; ``x0, x1, ...`` by default.
-        device: where to compute; ``X.device`` by default.
-
-    Raises:
-        UserInputError: as ``least_squares_from_moments``.
+    ``X`` is never copied whole; ``device`` (``X.device`` by default) is where to compute. Refuses as
+    ``least_squares_from_moments``.
 
     Example:
         >>> X = torch.tensor([[0.0], [1.0], [2.0], [3.0]])
@@ -392,14 +358,13 @@ def transform(fit: LeastSquaresFit, affine: Callable[[Tensor, Tensor], tuple[Ten
         >>> [round(se, 4) for se in transform(fit, lambda w, b: (3 * w, b + w.sum())).standard_errors.tolist()]
         [3.0, 1.4142]
     """
-    d = fit.w.numel()
+    d, at = fit.w.numel(), theta(fit.w, fit.b)
 
-    def flat(theta: Tensor) -> Tensor:  # (d + 1,) -> (d + 1,)
-        return torch.cat([t.to(torch.float64).reshape(-1) for t in map(torch.as_tensor, affine(theta[:d], theta[d]))])
+    def flat(at: Tensor) -> Tensor:  # (d + 1,) -> (d + 1,)
+        return theta(*affine(at[:d], at[d]))
 
-    theta = torch.cat([fit.w, fit.b.view(1)])
-    mapped = flat(theta)
-    jacobian = torch.stack([flat(theta + e) - mapped for e in torch.eye(d + 1, dtype=torch.float64)], dim=1)
+    mapped = flat(at)
+    jacobian = torch.stack([flat(at + e) - mapped for e in torch.eye(d + 1, dtype=torch.float64)], dim=1)
     covariance = jacobian @ fit.covariance @ jacobian.T
     return LeastSquaresFit(
         mapped[:d], mapped[d], covariance, fit.residual_variance, fit.num_examples, fit.target_variance

@@ -67,8 +67,8 @@ def huber_hessian(chunks: Chunks, w: Tensor, b: Tensor | float, delta: float, we
 class Curvature:
     """The eigenvalues of an objective's Hessian that set how SGD can run on it.
 
-    ``smallest_nonzero`` is the smallest above ``RANK_RTOL·largest``: with fewer rows than coefficients
-    (``smallest`` = 0) it sets the rate in the row space, where gradient descent moves.
+    With fewer rows than coefficients (``smallest`` = 0), ``smallest_nonzero`` sets the rate where gradient descent
+    moves: in the row space.
     """
 
     largest: float
@@ -87,9 +87,10 @@ class Curvature:
         """``largest / smallest_nonzero``: gradient descent's steps to shrink the error ``e``-fold, roughly."""
         return self.largest / self.smallest_nonzero
 
-    def stable_lr(self, momentum: float = 0.0) -> float:
-        """The learning rate above which full-batch (heavy-ball) gradient descent diverges: ``2(1 + β)/λmax``."""
-        return 2 * (1 + momentum) / self.largest
+
+def stable_lr(largest: float, momentum: float = 0.0) -> float:
+    """The learning rate above which full-batch (heavy-ball) gradient descent diverges: ``2(1 + β)/λmax``."""
+    return 2 * (1 + momentum) / largest
 
 
 def noise_floor(lr: float, momentum: float, batch_size: int, residual_variance: float, hessian_trace: float) -> float:
@@ -99,10 +100,6 @@ def noise_floor(lr: float, momentum: float, batch_size: int, residual_variance: 
     gradient noise ``S = 2s²H/B``, so the stationary ``HΣ + ΣH = lr·S`` has ``Σ = (lr s²/B) I`` and excess
     ``½ tr(HΣ)``. Momentum ``β`` scales the step to ``lr / (1 - β)``; weight decay in ``tr(H)`` overestimates slightly.
     Bach & Moulines (2013), NeurIPS, analyse constant-step least squares.
-
-    Example:
-        >>> round(noise_floor(lr=0.03, momentum=0.0, batch_size=10, residual_variance=1e-4, hessian_trace=6.0), 12)
-        9e-07
     """
     return lr / (1 - momentum) * residual_variance * hessian_trace / (2 * batch_size)
 
@@ -117,16 +114,14 @@ def huber_fit(
 ) -> tuple[Tensor, Tensor]:
     """The minimiser of the Huber objective, by Newton's method over passes of the rows, in float64.
 
-    Starts at MSE's optimum (one pass for the moments) unless ``start`` is given. A pass at ``θ`` gives ``F``,
-    ``∇F``, the Hessian ``H = E[1{|r| <= delta} a aᵀ] + wd·D`` and the IRLS matrix ``W = E[min(1, delta/|r|) a aᵀ]
-    + wd·D``; ``W ⪰ H``, so the quadratic of curvature ``W`` touching ``F`` lies above it and ``-W⁻¹∇F`` always lowers
-    ``F``. A lighter pass evaluates ``F`` along Newton's ``-H⁻¹∇F`` (where ``H`` is not singular) and IRLS's step at
-    the fractions ``STEPS`` and moves to the lowest; ``F`` is piecewise quadratic, so once the residuals within
-    ``delta`` settle the Newton step is exact.
+    Starts at MSE's optimum unless ``start`` is given. A pass at ``θ`` gives ``F``, ``∇F``, the Hessian ``H =
+    E[1{|r| <= delta} a aᵀ] + wd·D`` and the IRLS matrix ``W = E[min(1, delta/|r|) a aᵀ] + wd·D``; ``W ⪰ H``, so
+    ``-W⁻¹∇F`` always lowers ``F``. A lighter pass evaluates ``F`` along that step and Newton's ``-H⁻¹∇F`` at the
+    fractions ``STEPS`` and moves to the lowest; ``F`` is piecewise quadratic, so once the residuals within ``delta``
+    settle the Newton step is exact.
 
     Raises:
-        ValueError: the minimiser is not unique (``weight_decay = 0`` and ``[X 1]`` of rank below ``d + 1``).
-        RuntimeError: not converged within ``max_passes`` passes over the rows (besides the one for the start).
+        ValueError: no unique minimiser; RuntimeError: not converged within ``max_passes`` passes over the rows.
     """
     if start is None:
         start = optimum_from_moments(Moments.of(chunks(), d + 1), weight_decay)

@@ -1,8 +1,4 @@
-"""R², defined only from two rows: torchmetrics' ``R2Score`` raises for fewer, which a 1-row split gives.
-
-A validation split of one row is valid (a 16-row table, say); its R² is undefined (the variance of one value is
-zero), so it is reported as NaN, and MSE and MAE are reported as usual.
-"""
+"""R² that is NaN for a 1-row split (a 16-row table's validation split, say), where torchmetrics' ``R2Score`` raises."""
 
 from __future__ import annotations
 
@@ -12,14 +8,7 @@ from torchmetrics import R2Score
 
 
 class DefinedR2Score(R2Score):
-    """``R2Score`` that is NaN (undefined) for fewer than two rows instead of raising.
-
-    Example:
-        >>> metric = DefinedR2Score()
-        >>> metric.update(torch.tensor([1.0]), torch.tensor([2.0]))
-        >>> metric.compute()
-        tensor(nan)
-    """
+    """``R2Score`` that is NaN (undefined) for fewer than two rows instead of raising."""
 
     def compute(self) -> Tensor:
         if self.total < 2:

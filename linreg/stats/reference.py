@@ -1,14 +1,7 @@
 """The exact optimum of the objective a model minimises on its training split: the reference a fit is judged by.
 
-``F(w, b) = mean loss(x w + b, y) + weight_decay / 2 · |w|²`` (the bias is not penalised, as in the book), solved as
-
-- MSE without a penalty, more rows than coefficients: least squares, with standard errors;
-- MSE without a penalty and no more rows than coefficients: the minimum-norm solution, the one SGD started near 0
-  goes to (it moves only within the span of the rows);
-- MSE with a penalty: ridge, with its sandwich standard errors;
-- Huber: Newton's method over the rows; no standard errors.
-
-For MSE, ``F(θ) - F(θ*)`` is exact from the moments in ``d²`` operations at any step (``ols.mse_excess``).
+For MSE: least squares, its minimum-norm solution (no more rows than coefficients: where SGD started near 0 goes), or
+ridge, in closed form, with ``F(θ) - F(θ*)`` exact from the moments at any step; for Huber, Newton's method.
 """
 
 from __future__ import annotations
@@ -25,12 +18,7 @@ from linreg.stats.optimum import Chunks, Curvature, hessian, huber_fit, huber_he
 
 @dataclass(frozen=True)
 class Objective:
-    """What a model minimises: ``loss`` (``mse`` or ``huber`` with ``delta``) plus ``weight_decay / 2 · |w|²``.
-
-    Example:
-        >>> Objective().describe(), Objective("huber", 1.5, 0.1).describe()
-        ('MSE', 'Huber loss (delta 1.5) + 0.1/2·|w|²')
-    """
+    """What a model minimises: ``loss`` (``mse`` or ``huber`` with ``delta``) plus ``weight_decay / 2 · |w|²``."""
 
     loss: str = "mse"
     delta: float = 1.0
@@ -52,11 +40,8 @@ MSE = Objective()  # the book's objective
 class Reference:
     """The optimum ``(w, b)`` of ``objective`` on the training rows, in the model's units (float64, CPU).
 
-    Attributes:
-        kind: ``least squares``, ``minimum-norm least squares``, ``ridge`` or ``Huber``; ``tag`` its short name.
-        value: ``F`` at the optimum; hessian: ``F``'s there, ``(d + 1, d + 1)`` (everywhere, for MSE).
-        least_squares: the unpenalised least-squares (or minimum-norm) fit, for the training MSE of any ``θ``.
-        covariance: of ``(w, b)``, where standard errors mean something; else None, and ``why`` says why.
+    ``value`` and ``hessian`` ``(d + 1, d + 1)`` are ``F``'s there; ``least_squares``, the unpenalised (or minimum-norm)
+    fit, gives the training MSE of any ``θ``; ``covariance`` is None where standard errors mean nothing (``why``).
     """
 
     objective: Objective
@@ -71,31 +56,16 @@ class Reference:
     why: str | None = None
 
     @property
-    def standard_errors(self) -> Tensor | None:
-        return None if self.covariance is None else self.covariance.diagonal().sqrt()
-
-    @property
     def curvature(self) -> Curvature:
         return Curvature.of(self.hessian)
 
-    def training_mse(self, w: Tensor, b: Tensor) -> float:
-        """The training MSE of ``(w, b)``, exact from the moments (``LeastSquaresFit.training_mse``)."""
-        return self.least_squares.training_mse(w, b)
-
     def gap(self, w: Tensor, b: Tensor, chunks: Chunks | None = None) -> float:
         """``F(w, b) - F(w*, b*)``: from the moments for MSE; from one pass over ``chunks`` for Huber."""
-        if self.objective.quadratic:
-            moments = self.least_squares.moments
-            return ols.mse_excess(moments, w, b, self.objective.weight_decay, (self.w, self.b))
-        return max(self.objective_at(w, b, chunks) - self.value, 0.0)
-
-    def objective_at(self, w: Tensor, b: Tensor, chunks: Chunks | None = None) -> float:
-        """``F(w, b)``: from the moments for MSE; from one pass over ``chunks`` for Huber."""
-        if self.objective.quadratic:
-            return self.value + self.gap(w, b)
-        assert chunks is not None, "the Huber objective needs the rows"
         o = self.objective
-        return objective_value(chunks, w, b, "huber", o.delta, o.weight_decay)
+        if o.quadratic:
+            return ols.mse_excess(self.least_squares.moments, w, b, o.weight_decay, (self.w, self.b))
+        assert chunks is not None, "the Huber objective needs the rows"
+        return max(objective_value(chunks, w, b, "huber", o.delta, o.weight_decay) - self.value, 0.0)
 
 
 def solve(
@@ -105,15 +75,12 @@ def solve(
     feature_names: Sequence[str] | None = None,
     residual_sum: Callable[[Tensor, Tensor], float] | None = None,
 ) -> Reference:
-    """The exact optimum of ``objective`` on the rows whose ``moments`` (of ``[X y]``) are given.
+    """The exact optimum of ``objective`` on the rows ``chunks`` (for Huber's passes) of ``moments`` (of ``[X y]``).
 
-    Args:
-        chunks: a fresh iterable of the training rows ``(X, y)`` at each call (Huber's passes).
-        residual_sum: the RSS of ``(w, b)`` from a pass over the rows, for least squares' exact noise estimate.
+    ``residual_sum(w, b)``, the RSS from a pass over the rows, makes least squares' noise estimate exact.
 
     Raises:
-        UserInputError: without a penalty, more rows than coefficients and yet no unique least-squares solution
-            (a constant feature, a copy of another): a problem of the table, named by ``ols``.
+        UserInputError: no penalty, more rows than coefficients, yet no unique least squares (named by ``ols``).
     """
     n, d, wd = moments.count, moments.mean.numel() - 1, objective.weight_decay
     unique = n > d + 1  # then least squares is unique unless a column depends on others, which is refused by name

@@ -107,10 +107,7 @@ def parameter_rows(
 
 
 def format_report(report: dict[str, Any], max_rows: int = 20, python: bool = False) -> str:
-    """The text of a report built by ``build_report``; an untrained model is left out (no estimate).
-
-    With ``python``, the verdict's remedies are Trainer and model arguments instead of command-line flags.
-    """
+    """The text of a ``build_report`` report; the verdict's remedies as flags, or with ``python`` as arguments."""
     ols, name, tag, trained = report["ols"], report["estimator"]["name"], report["estimator"]["tag"], report["trained"]
     ref = report["reference"]
     models = {"sgd": tag, "ols": ref["tag"]} if trained else {"ols": ref["tag"]}
@@ -166,13 +163,7 @@ def legend(name: str, tag: str, ref: str, truth_known: bool, trained: bool, has_
 
 
 def book_error_lines(rows: list[Row]) -> list[str]:
-    """The book's last two lines, true minus estimate in float32 as the book prints them; none without the truth.
-
-    Example:
-        >>> rows = [{"true": 2.0, "sgd": 1.9995}, {"true": 4.2, "sgd": 4.2}]
-        >>> book_error_lines(rows)
-        ['error in estimating w: tensor([0.0005])', 'error in estimating b: tensor([0.])', '']
-    """
+    """The book's last two lines, true minus estimate in float32 as the book prints them; none without the truth."""
     if not rows or rows[0]["true"] is None:
         return []
     true, sgd = (torch.tensor([row[key] for row in rows], dtype=torch.float32) for key in ("true", "sgd"))
@@ -221,14 +212,9 @@ def build_report(
 ) -> dict[str, Any]:
     """The report's facts as plain values (``report.json``): parameters, the optimum, metrics per split, the run.
 
-    Args:
-        predict: the model, ``(rows, d) -> (rows, 1)``, in the units it trains in, as are ``coefficients``.
-        data: the data module, set up; the optimum of ``objective`` on its training split is the reference.
-        estimator: ``estimator_names`` with ``optimizer``, ``averaged``, ``averaging_configured``, ``lr``,
-            ``momentum`` and ``precision``; plain SGD if None.
-        training: ``mse_by_epoch``, ``gap_by_epoch`` (the model's units), ``epochs``, ``steps``, ``early_stopping``
-            and ``max_steps``: how the run went and what would end it.
-        trained: whether the model took any step; an untrained one is left out.
+    ``predict`` ``(rows, d) -> (rows, 1)`` and ``coefficients`` are in the units the model trains in; the reference is
+    the optimum of ``objective`` on ``data``'s training split. ``estimator``: as ``_PLAIN_SGD``; ``training``: how the
+    run went (``gap_by_epoch`` in the model's units) and what would end it; an untrained model is left out.
     """
     truth = None if data.true_w is None or data.true_b is None else (data.true_w.double(), data.true_b)
     reference, s = data.reference(objective), data.target_scale  # s: target units per unit of the model's output
@@ -276,7 +262,7 @@ def _reference_facts(reference: Reference, estimator: dict[str, Any], batch_size
     lr, momentum = estimator.get("lr"), estimator.get("momentum") or 0.0
     floor = 0.0
     if lr and o.quadratic and batch_size < least.num_examples:  # a full batch has no sampling noise
-        floor = noise_floor(lr, momentum, batch_size, reference.training_mse(reference.w, reference.b), c.trace)
+        floor = noise_floor(lr, momentum, batch_size, least.training_mse(reference.w, reference.b), c.trace)
     return {
         "kind": reference.kind,
         "tag": reference.tag,

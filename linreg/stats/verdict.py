@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from linreg.stats.optimum import stable_lr
+
 # Reached: the objective within 0.5% of its optimum, and, where standard errors exist, every coefficient within
 # 3 of them of the optimum's.
 OBJECTIVE_LIMIT = 0.005
@@ -27,6 +29,7 @@ AT_FLOOR = 3.0
 RAISE_BELOW = 0.25
 MARGIN = 0.5  # a raised learning rate: half the stability bound
 MAX_EPOCHS_ADVISED = 100_000
+AVERAGING = "linreg.callbacks.AveragedSGD"
 # With unit roundoff u, an excess over the optimum up to (10 u)² var(y) is rounding, not distance.
 ROUNDING_UNITS = 10.0
 
@@ -76,18 +79,17 @@ def nice(x: float, up: bool = False) -> float:
 def diagnose(report: dict[str, Any]) -> tuple[str, list[Remedy]]:
     """Why a fit that did not reach its optimum stopped where it did, and the remedies, best first."""
     est, ref, run = report["estimator"], report["reference"], report["training"]
-    gaps = run["gap_by_epoch"]
-    gap, optimum = gaps[-1], ref["value"]
+    gap, optimum = run["gap_by_epoch"][-1], ref["value"]
     lr, momentum = est.get("lr"), est.get("momentum") or 0.0
     epochs, steps = max(run["epochs"], 1), max(run["steps"], 1)
     per_epoch = steps / epochs
     tolerance = OBJECTIVE_LIMIT * optimum if optimum > 0 else 0.0
     curvature = ref.get("curvature")
     if lr is None or lr <= 0:
-        return "the optimizer has no learning rate to judge", [_more_epochs(run, epochs * 2, "more steps")]
+        return "the optimizer has no learning rate to judge", [Remedy(_epochs(run, epochs * 2), "more steps")]
     if est["optimizer"] != "SGD" or curvature is None:
         return _other_optimizer(report, lr, epochs, steps)
-    bound = 2 * (1 + momentum) / curvature["largest"]
+    bound = stable_lr(curvature["largest"], momentum)
     if lr >= bound:
         new = nice(MARGIN * bound)
         return (
@@ -101,19 +103,11 @@ def diagnose(report: dict[str, Any]) -> tuple[str, list[Remedy]]:
             f"its gap to the optimum ({gap:.3g}) is at the noise floor of constant-step SGD (lr·σ²·tr(H)/(2·batch)"
             f" = {floor:.3g}): each step's noisy gradient keeps it jittering there"
         )
-        remedies = []
-        if not est["averaging_configured"]:
-            remedies.append(Remedy({}, "averaging the iterates removes the floor", ["linreg.callbacks.AveragedSGD"]))
-        smaller = nice(lr / 4)
-        slower = math.ceil(epochs * 2)
-        remedies.append(
-            Remedy(
-                {"model.optimizer.lr": smaller, **_epochs(run, slower)},
-                f"a learning rate {lr / smaller:.3g} times smaller lowers the floor as much;"
-                " twice the epochs make up the slower approach",
-            )
+        smaller = (
+            f"a learning rate {lr / nice(lr / 4):.3g} times smaller lowers the floor as much;"
+            " twice the epochs make up the slower approach"
         )
-        return why, remedies
+        return why, _settle(report, lr, epochs, "averaging the iterates removes the floor", smaller)
     target = max(tolerance, AT_FLOOR * floor, 1e-300)
     efolds = max(math.log(max(gap, target) / target), 1.0)
     why = (
@@ -130,7 +124,7 @@ def diagnose(report: dict[str, Any]) -> tuple[str, list[Remedy]]:
             settings.update(_epochs(run, min(needed, MAX_EPOCHS_ADVISED)))
         remedies.append(Remedy(settings, f"the stability bound is {bound:.3g}; steps {new / lr:.3g} times as large"))
     needed = epochs + math.ceil(efolds / rate / per_epoch)
-    remedies.append(_more_epochs(run, min(needed, MAX_EPOCHS_ADVISED), f"about {efolds / rate:.3g} more steps"))
+    remedies.append(Remedy(_epochs(run, min(needed, MAX_EPOCHS_ADVISED)), f"about {efolds / rate:.3g} more steps"))
     if curvature["condition"] > 1e3:
         why += f"; the condition number {curvature['condition']:.3g} is what makes plain gradient steps slow here"
     return why, remedies
@@ -144,21 +138,23 @@ def _other_optimizer(report: dict[str, Any], lr: float, epochs: int, steps: int)
     converging = len(gaps) < 2 or gaps[-1] < 0.75 * gaps[-2]
     if distance > lr * steps / 4:  # a slow approach looks like a stall: the distance tells them apart
         new = nice(4 * distance / steps, up=True)
+        why = f"steps of about {new:g} cover that distance in a quarter of the run"
         return (
             f"its learning rate {lr:g} is too small: {est['optimizer']} moves a coefficient by about lr per step, and"
             f" the fit is still {distance:.3g} from the optimum after {steps} steps",
-            [
-                Remedy(
-                    {"model.optimizer.lr": new}, f"steps of about {new:g} cover that distance in a quarter of the run"
-                )
-            ],
+            [Remedy({"model.optimizer.lr": new}, why)],
         )
     if converging:
-        return "it was still converging", [_more_epochs(run, epochs * 2, "twice the epochs")]
-    remedies = [Remedy({"model.optimizer.lr": nice(lr / 4), **_epochs(run, epochs * 2)}, "smaller steps settle closer")]
-    if not est["averaging_configured"]:
-        remedies.insert(0, Remedy({}, "averaging the iterates cancels their jitter", ["linreg.callbacks.AveragedSGD"]))
+        return "it was still converging", [Remedy(_epochs(run, epochs * 2), "twice the epochs")]
+    remedies = _settle(report, lr, epochs, "averaging the iterates cancels their jitter", "smaller steps settle closer")
     return "it had stalled: the gap stopped shrinking in the last epoch", remedies
+
+
+def _settle(report: dict[str, Any], lr: float, epochs: int, averaging: str, smaller: str) -> list[Remedy]:
+    """For iterates that jitter around the optimum: averaging them (unless set up), then a quarter of the lr."""
+    settings = {"model.optimizer.lr": nice(lr / 4), **_epochs(report["training"], epochs * 2)}
+    remedies = [] if report["estimator"]["averaging_configured"] else [Remedy({}, averaging, [AVERAGING])]
+    return [*remedies, Remedy(settings, smaller)]
 
 
 def _epochs(run: dict[str, Any], epochs: int) -> dict[str, Any]:
@@ -169,10 +165,6 @@ def _epochs(run: dict[str, Any], epochs: int) -> dict[str, Any]:
     if run.get("max_steps", -1) not in (None, -1):
         settings["trainer.max_steps"] = -1
     return settings
-
-
-def _more_epochs(run: dict[str, Any], epochs: int, why: str) -> Remedy:
-    return Remedy(_epochs(run, epochs), why)
 
 
 def _largest_z(report: dict[str, Any]) -> float | None:
@@ -195,34 +187,11 @@ def judge(report: dict[str, Any]) -> tuple[bool, str]:
     return close and (z is None or ref["kind"] != "least squares" or z <= SE_LIMIT), facts
 
 
-def _verdict_in_se(report: dict[str, Any], python: bool = False) -> str:
-    """One line (or a few): reached, or why not and each remedy, as flags (or, with ``python``, arguments)."""
-    name, ref = report["estimator"]["name"], report["reference"]
-    reached, facts = judge(report)
-    target = f"the optimum of its objective, {ref['objective']} ({ref['kind']})"
-    if reached:
-        line = f"verdict: {name} reached {target}, within the noise ({facts})."
-        if (z := _largest_z(report)) is not None and z > SE_LIMIT:
-            line += (
-                f" Its coefficients still jitter {z:.3g} standard errors around the optimum's; averaging the"
-                " iterates would settle them."
-            )
-        return line
-    why, remedies = diagnose(report)
-    lines = [f"verdict: {name} stopped short of {target} ({facts}): {why}."]
-    for remedy in remedies:
-        lines.append(f"  try {remedy.as_python() if python else remedy.as_flags()}  ({remedy.why})")
-    return "\n".join(lines)
-
-
 def resolution(precision: str) -> float:
     """``(10 u)²``: the least excess MSE over the optimum, in units of var(y), resolved at ``precision``."""
-    return (ROUNDING_UNITS * torch.finfo(_compute_type(precision)).eps / 2) ** 2
-
-
-def _compute_type(precision: str) -> torch.dtype:
     kind = precision.split("-")[0]  # "16-mixed" -> "16"
-    return {"64": torch.float64, "16": torch.float16, "bf16": torch.bfloat16}.get(kind, torch.float32)
+    dtype = {"64": torch.float64, "16": torch.float16, "bf16": torch.bfloat16}.get(kind, torch.float32)
+    return (ROUNDING_UNITS * torch.finfo(dtype).eps / 2) ** 2
 
 
 def verdict(report: dict[str, Any], python: bool = False) -> str:
@@ -246,7 +215,7 @@ def verdict(report: dict[str, Any], python: bool = False) -> str:
     if finest * variance <= OBJECTIVE_LIMIT * ref["value"] or excess > finest:
         return _verdict_in_se(report, python)
     scale = f"gap to the optimum {excess:.2g} of var(y), within the {finest:.2g} that {precision} resolves"
-    if torch.finfo(_compute_type(precision)).bits < 32:
+    if finest > resolution("32-true"):  # 16-bit arithmetic
         return (
             f"verdict: at precision {precision} the comparison with the optimum cannot resolve the difference"
             f" ({scale}); train at 32-true to judge {name}."
@@ -256,3 +225,23 @@ def verdict(report: dict[str, Any], python: bool = False) -> str:
         " of var(y): labels nearly free of noise, or no more rows than coefficients), so the objective's ratio and"
         f" standard errors say nothing; judged against var(y), {name} reached the optimum of its objective ({scale})."
     )
+
+
+def _verdict_in_se(report: dict[str, Any], python: bool = False) -> str:
+    """One line (or a few): reached, or why not and each remedy, as flags (or, with ``python``, arguments)."""
+    name, ref = report["estimator"]["name"], report["reference"]
+    reached, facts = judge(report)
+    target = f"the optimum of its objective, {ref['objective']} ({ref['kind']})"
+    if reached:
+        line = f"verdict: {name} reached {target}, within the noise ({facts})."
+        if (z := _largest_z(report)) is not None and z > SE_LIMIT:
+            line += (
+                f" Its coefficients still jitter {z:.3g} standard errors around the optimum's; averaging the"
+                " iterates would settle them."
+            )
+        return line
+    why, remedies = diagnose(report)
+    lines = [f"verdict: {name} stopped short of {target} ({facts}): {why}."]
+    for remedy in remedies:
+        lines.append(f"  try {remedy.as_python() if python else remedy.as_flags()}  ({remedy.why})")
+    return "\n".join(lines)
