@@ -543,12 +543,13 @@ class StreamLoader:
 
     def _standardized(self, order: Iterable[int]) -> Iterator[np.ndarray]:
         """Each record batch's rows of the split, of the pieces in ``order``: (rows, columns) float32 in model units."""
-        shift, scale = self.shift[:, None], self.scale[:, None]
         for i in order:
             for start, columns in read_piece(self.pieces[i], self.names):
                 keep = self.plan.of_rows(start, len(columns[0])) == self.split
-                Z = standardized(np.stack([column[keep] for column in columns]), shift, scale)  # (columns, rows)
-                yield Z.T.astype(np.float32, order="C")  # float64 rounded once, as a table held in memory is
+                rows = np.empty((int(keep.sum()), len(columns)), np.float32)
+                for j, column in enumerate(columns):  # float64 arithmetic, rounded once, as for a table in memory
+                    rows[:, j] = standardized(column[keep], self.shift[j], self.scale[j])
+                yield rows
 
     def _drain(
         self, X: np.ndarray, y: np.ndarray, filled: int, rng: np.random.Generator, last: bool
