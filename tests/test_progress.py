@@ -74,6 +74,13 @@ def test_max_time_is_named(capsys: pytest.CaptureFixture[str]) -> None:
     )
 
 
+def test_a_time_limit_reached_before_the_first_step_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    quiet_lightning()
+    err = fit(capsys, [Timer(duration=timedelta(0))], max_epochs=3)
+    assert "training stopped before its first step: max_time 0:00:00 ran out (Timer)" in err
+    assert "Time limit reached" not in err  # Lightning's own line, said once in this project's words
+
+
 def test_lightnings_own_line_about_the_limit_is_not_repeated(capsys: pytest.CaptureFixture[str]) -> None:
     quiet_lightning()
     err = fit(capsys, [], max_epochs=10, max_steps=10)

@@ -42,9 +42,9 @@ class ConsoleProgress(TQDMProgressBar):
             else:
                 print(line, flush=True)
 
-    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        super().on_train_end(trainer, pl_module)
-        line = stop_line(trainer)
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_fit_end(trainer, pl_module)
+        line = stop_line(trainer)  # at the fit's end: a fit stopped before its first step has no on_train_end
         if line is not None and trainer.is_global_zero:
             print(line, file=sys.stderr, flush=True)
 
@@ -65,6 +65,8 @@ def stop_line(trainer: Trainer) -> str | None:
     elif not trainer.should_stop:
         return None  # ended by an exception, which says so itself
     limit = "" if max_epochs is None or max_epochs < 0 else f" of max_epochs {max_epochs}"
+    if not steps:
+        return f"training stopped before its first step: {why}"
     return f"training stopped after {steps} steps, in epoch {epochs}{limit}: {why}"
 
 
@@ -107,7 +109,7 @@ def _actionable(record: logging.LogRecord) -> bool:
     """False for Lightning's lines a user cannot act on, or that this project says better (``stop_line``)."""
     message = record.getMessage()  # "[rank: 1] Seed set to 0", "[rank: 0] Received SIGTERM: 15"
     return not (
-        message.startswith(("💡 Tip", "`Trainer.fit` stopped: `max_"))
+        message.startswith(("💡 Tip", "`Trainer.fit` stopped: `max_", "Time limit reached."))
         or "Seed set to" in message
         or "Received SIGTERM" in message
         or message.startswith("Trainer was signaled to stop but the required")
