@@ -28,7 +28,7 @@ import yaml
 from jsonargparse import ArgumentParser, Namespace, get_loader, set_loader
 from jsonargparse.typing import import_object
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch import Trainer
+from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.cli import LightningArgumentParser
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -151,11 +151,15 @@ def find_user_error(exc: BaseException) -> UserInputError | None:
     return None
 
 
-def stop_started_processes(trainer: Any) -> None:
-    """Stops the processes this one started (DDP): with it failed the run is over, and each would report it."""
-    launcher = trainer.strategy.launcher if isinstance(trainer, Trainer) else None
-    if launcher is not None and rank_zero_only.rank == 0:
-        launcher.kill(getattr(signal, "SIGKILL", signal.SIGTERM))
+class StopStartedProcesses(Callback):
+    """On an error in a Trainer's command, the first process stops those it started (DDP): the run is over, and
+    each would report it, or only that it lost its peers. Lightning does so itself only for KeyboardInterrupt."""
+
+    def on_exception(self, trainer: Trainer, pl_module: Any, exception: BaseException) -> None:
+        launcher = trainer.strategy.launcher
+        # An Exception, not a signal's stop (a BaseException), which every process answers together.
+        if isinstance(exception, Exception) and launcher is not None and rank_zero_only.rank == 0:
+            launcher.kill(getattr(signal, "SIGKILL", signal.SIGTERM))
 
 
 def exit_for(exc: BaseException) -> NoReturn:
