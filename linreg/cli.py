@@ -90,7 +90,6 @@ class LinearRegressionCLI(LightningCLI):
             say(f"{subcommand}: no --config was given; using that of the checkpoint's run, {run_config}")
             parser.owner_of(f"{subcommand}.ckpt_path")[0].default_config_files = [glob.escape(str(run_config))]
         super().parse_arguments(parser, args)
-        self._checkpoint: tuple[str, Any] | None = None
         subcommand = self.config.get("subcommand")
         if not subcommand:
             return
@@ -98,18 +97,19 @@ class LinearRegressionCLI(LightningCLI):
         config_checks.check_optimizer_has_lr(parser.args)
         config = self.config[subcommand]
         config_checks.check_config_values(config)
-        # A checkpoint never chooses the config: LightningCLI would next merge its hyper_parameters into the config
-        # (jsonargparse imports and calls any class_path they name). The path is hidden from that step and comes
-        # back in before_instantiate_classes; the model's input_dim comes from the data, never the checkpoint.
-        self._ckpt_path, config.ckpt_path = config.get("ckpt_path"), None
-        if self._ckpt_path not in (None, "last", "hpc", "registry") and not str(self._ckpt_path).startswith("registry"):
-            self._checkpoint = str(self._ckpt_path), load_safely(self._ckpt_path)
+        # A checkpoint never chooses the config. LightningCLI's next step, which no argument switches off, merges its
+        # hyper_parameters into the config (jsonargparse imports and calls any class_path they name): the path is
+        # hidden from that step and comes back in the first hook after it, before_instantiate_classes.
+        self._ckpt_path, config.ckpt_path = config.ckpt_path, None
 
     def before_instantiate_classes(self) -> None:
+        self._checkpoint: tuple[str, Any] | None = None
         if not self.subcommand:
             return
         config = self.config[self.subcommand]
         config.ckpt_path = self._ckpt_path
+        if config.ckpt_path not in (None, "last", "hpc") and not str(config.ckpt_path).startswith("registry"):
+            self._checkpoint = str(config.ckpt_path), load_safely(config.ckpt_path)
         if self.subcommand != "fit":
             config.trainer.logger = config_checks.without_event_files(config.trainer.logger)
         identity = lambda: run_identity_of(self.parser.dump(self.config), self.subcommand)  # noqa: E731
@@ -125,10 +125,8 @@ class LinearRegressionCLI(LightningCLI):
             self.trainer_defaults["callbacks"] = [
                 c for c in self.trainer_defaults["callbacks"] if not isinstance(c, ProgressBar)
             ]
-        if config.trainer.get("enable_checkpointing") is False:
-            # LightningCLI adds the `checkpoint` and `last` groups' callbacks to every trainer, and Lightning refuses
-            # checkpoint callbacks with enable_checkpointing false: they give way to inert ones.
-            config.checkpoint, config.last = Callback(), Callback()
+        if config.trainer.get("enable_checkpointing") is False:  # LightningCLI adds the groups' callbacks regardless
+            config.checkpoint, config.last = Callback(), Callback()  # and the Trainer refuses checkpoint callbacks
         self.trainer_defaults["callbacks"] += [self._interrupt, StopStartedProcesses()]
         if self.subcommand in (None, "fit"):
             parsed = self.config[self.subcommand] if self.subcommand else self.config
