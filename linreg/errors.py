@@ -14,10 +14,13 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import errno
+import os
 import re
 import signal
+import stat
 import sys
 from collections.abc import Iterable
 from contextvars import ContextVar
@@ -34,7 +37,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from linreg.help import FullHelp, ShortHelp
 from linreg.instantiation import KeyedInstantiator
-from linreg.validation import UserInputError, check_yaml_expansion
+from linreg.validation import UserInputError, check_regular_file, check_yaml_expansion
 
 
 class NothingToDo(Exception):  # noqa: N818 (not an error: the command line exits 0)
@@ -230,9 +233,33 @@ def near_by_leaf(leaf: str, keys: list[str]) -> list[str]:
 _BUILDING: ContextVar[bool] = ContextVar("linreg_building", default=False)
 
 
+def refuse_special_files(value: Any) -> Any:
+    """``value`` unchanged, unless it, or a string in it, names a FIFO, a device or a socket.
+
+    jsonargparse opens a value that names a file as a config of its own (``--data fifo.csv``, a class group's
+    sub-config), and a FIFO waits for a writer forever. Checked on each value of the command line (the parser's
+    value given, ``ShortErrorParser._get_value``) and of a config document once loaded, before any value is applied.
+    """
+    if isinstance(value, dict):
+        value = {key: refuse_special_files(item) for key, item in value.items()}
+    elif isinstance(value, list):
+        value = [refuse_special_files(item) for item in value]
+    elif isinstance(value, str) and value:
+        mode = 0
+        with contextlib.suppress(OSError, ValueError):  # no such file (most values), or no path at all
+            mode = os.stat(value).st_mode
+        if mode and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+            check_regular_file(value)  # raises, naming what it is
+    return value
+
+
 # jsonargparse's YAML loader, for config files and values alike, after the check on alias expansion.
 _YAML_LOAD = get_loader("yaml")
-set_loader("yaml_bounded", lambda s: (check_yaml_expansion(s), _YAML_LOAD(s))[1], exceptions=(yaml.YAMLError,))
+set_loader(
+    "yaml_bounded",
+    lambda s: refuse_special_files((check_yaml_expansion(s), _YAML_LOAD(s))[1]),
+    exceptions=(yaml.YAMLError,),
+)
 
 
 class ShortErrorParser(LightningArgumentParser):
@@ -254,6 +281,16 @@ class ShortErrorParser(LightningArgumentParser):
             self.add_argument("-h", "--help", action=ShortHelp, default=argparse.SUPPRESS, help=ShortHelp.help)
             self.add_argument("--help-all", action=FullHelp, default=argparse.SUPPRESS, help=FullHelp.help)
         self.class_groups: dict[str, type] = {}  # the class groups (`last`, `checkpoint`) and what each builds
+
+    def _get_value(self, action: argparse.Action, arg_string: str) -> Any:
+        # argparse's step for each value of the command line, before jsonargparse's action may open it as a config.
+        # (Its type registry is no hook: every jsonargparse argument group registers its own type afresh.)
+        try:
+            if action.nargs != argparse.PARSER:  # a subcommand's arguments: its own parser's, named there
+                refuse_special_files(arg_string)
+        except UserInputError as error:
+            raise argparse.ArgumentError(action, str(error)) from None
+        return super()._get_value(action, arg_string)
 
     def add_lightning_class_args(self, lightning_class: Any, nested_key: str, *args: Any, **kwargs: Any) -> list[str]:
         if isinstance(lightning_class, type):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -273,6 +275,36 @@ def test_an_unknown_key_in_a_config_is_named_with_the_nearest_valid_one(
     assert capsys.readouterr().err.strip() == (
         "prog: error: unknown option 'data.batchsize' in the config; did you mean data.batch_size?"
     )
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+@pytest.mark.parametrize(
+    "given",
+    [("--data", "{fifo}"), ("--model.optimizer", "{fifo}"), ("--config", "{config}")],
+    ids=["class-group", "nested-class", "value-in-a-config"],
+)
+def test_a_value_naming_a_fifo_is_refused_without_being_opened(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], given: tuple[str, str]
+) -> None:
+    # jsonargparse reads a class's value that names a file as a config of its own; opening a FIFO waits for a writer.
+    fifo, config = tmp_path / "fifo.csv", tmp_path / "c.yaml"
+    os.mkfifo(fifo)
+    config.write_text(f"data: {fifo}\n")
+    status: list[object] = []
+
+    def run() -> None:
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli("fit", *(a.format(fifo=fifo, config=config) for a in given))
+        status.append(exit_info.value.code)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=60)
+    if thread.is_alive():  # blocked opening the FIFO: a writer lets it go, so that the test fails instead of hanging
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join()
+    assert status == [2]
+    assert f"{fifo}: is a FIFO, not a regular file" in capsys.readouterr().err
 
 
 def test_nearest_keys_prefers_the_group_then_the_whole_key_then_the_last_part() -> None:
