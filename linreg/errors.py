@@ -35,7 +35,7 @@ from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.cli import LightningArgumentParser
 from lightning.pytorch.utilities import rank_zero_only
 
-from linreg.help import FullHelp, ShortHelp
+from linreg.help import ShortHelp
 from linreg.instantiation import KeyedInstantiator
 from linreg.validation import UserInputError, check_regular_file, check_yaml_expansion
 
@@ -279,7 +279,7 @@ class ShortErrorParser(LightningArgumentParser):
         super().__init__(*args, add_help=False, **kwargs)
         if add_help:
             self.add_argument("-h", "--help", action=ShortHelp, default=argparse.SUPPRESS, help=ShortHelp.help)
-            self.add_argument("--help-all", action=FullHelp, default=argparse.SUPPRESS, help=FullHelp.help)
+            self.add_argument("--help-all", action="help", help="Show every option and exit.")
         self.class_groups: dict[str, type] = {}  # the class groups (`last`, `checkpoint`) and what each builds
 
     def _get_value(self, action: argparse.Action, arg_string: str) -> Any:

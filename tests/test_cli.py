@@ -144,33 +144,32 @@ def _option(text: str, option: str) -> str:
 
 
 @pytest.mark.parametrize(
-    ("args", "defaults"),
+    ("args", "values"),
     [
-        (
-            (),
-            {"--data.batch_size": "10", "--model.optimizer.lr": "0.03"},
-        ),  # the book's run, the defaults without config
-        (("--config", str(D2L_CONFIG)), {"--data.batch_size": "10", "--model.optimizer.lr": "0.03"}),
+        ((), {"data.batch_size": 10, "model.optimizer.lr": 0.03}),  # the book's run, the defaults without config
+        (("--config", str(D2L_CONFIG)), {"data.batch_size": 10, "model.optimizer.lr": 0.03}),
         (
             ("--config", str(ROOT / "configs" / "csv.yaml")),
-            {"--data.path": "configs/houses.csv", "--data.batch_size": "auto", "--model.optimizer.lr": "0.01"},
+            {"data.path": "configs/houses.csv", "data.batch_size": "auto", "model.optimizer.lr": 0.01},
         ),
         (
             ("--data", "CSVRegressionData", "--model.optimizer", "Adam", "--model.optimizer.lr", "0.1"),
             # batch_size: the default data module's 10, which jsonargparse carries over to the class named
-            {"--data.path": None, "--data.batch_size": "10", "--model.optimizer.lr": "0.1"},
+            {"data.path": None, "data.batch_size": 10, "model.optimizer.lr": 0.1},
         ),
     ],
     ids=["no-config", "d2l", "csv", "chosen-on-the-command-line"],
 )
-def test_fit_help_lists_the_chosen_classes_options_with_this_commands_values(
-    capsys: pytest.CaptureFixture[str], args: tuple[str, ...], defaults: dict[str, str | None]
+def test_print_config_gives_the_chosen_classes_arguments_with_this_commands_values(
+    capsys: pytest.CaptureFixture[str], args: tuple[str, ...], values: dict[str, object]
 ) -> None:
-    text = _help(capsys, *args)
-    assert text.startswith("usage: linreg ")
-    for option, default in defaults.items():
-        entry = _option(text, option)
-        assert f"default: {default})" in entry if default is not None else "required" in entry, option
+    printed = yaml.safe_load(_help(capsys, *args, flag="--print_config"))
+    for key, value in values.items():
+        group, *path = key.split(".")
+        found = printed[group]["init_args"]
+        for part in path:
+            found = found[part]["init_args"] if isinstance(found[part], dict) else found[part]
+        assert found == value, key
 
 
 @pytest.mark.parametrize(
@@ -203,9 +202,14 @@ def test_fit_help_shows_the_options_most_runs_set_first_with_the_configs_values(
 
 
 def test_every_option_is_one_flag_away(capsys: pytest.CaptureFixture[str]) -> None:
-    text = _help(capsys, "--config", str(D2L_CONFIG))
-    for option in ("--trainer.enable_progress_bar", "--data.num_train", "--model.optimizer.momentum"):
-        assert _option(text, option)
+    for args, option in (
+        (("--help-all",), "--trainer.enable_progress_bar"),
+        (("--data.help", "SyntheticRegressionData"), "--data.num_train"),
+        (("--model.optimizer.help", "SGD"), "--optimizer.momentum"),
+    ):
+        with pytest.raises(SystemExit):
+            run_cli("fit", "--config", str(D2L_CONFIG), *args)
+        assert _option(capsys.readouterr().out, option)
 
 
 @pytest.mark.slow  # a whole process or several fits: seconds
