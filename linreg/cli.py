@@ -56,7 +56,7 @@ class LinearRegressionCLI(LightningCLI):
         super().__init__(*args, **kwargs)
 
     def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
-        # LightningCLI's, with a --config that refuses a file it cannot read as YAML before reading it.
+        # LightningCLI's, with a --config that judges the file before it is opened (a FIFO would block).
         kwargs.setdefault("dump_header", [f"lightning.pytorch=={lightning.__version__}"])
         parser = self.parser_class(**kwargs)
         parser.add_argument("-c", "--config", action=config_checks.CheckedConfigFile, help="A YAML config file.")
@@ -84,7 +84,8 @@ class LinearRegressionCLI(LightningCLI):
         )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
-        run = run_config_of(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else None
+        argv = sys.argv[1:] if args is None else args
+        run = run_config_of(argv) if isinstance(argv, (list, tuple)) else None  # not for a dict or Namespace
         if run is not None:  # the run's config.yaml as the subcommand's defaults, under what the command line gives
             subcommand, run_config = run
             say(f"{subcommand}: no --config was given; using that of the checkpoint's run, {run_config}")
@@ -94,7 +95,7 @@ class LinearRegressionCLI(LightningCLI):
         if not subcommand:
             return
         # After the parser's: an unknown class is named as such. jsonargparse records the arguments it parsed.
-        config_checks.check_optimizer_has_lr(parser.args)
+        config_checks.check_optimizer_has_lr(getattr(parser, "args", None) or [])
         config = self.config[subcommand]
         config_checks.check_config_values(config)
         # A checkpoint never chooses the config. LightningCLI's next step, which no argument switches off, merges its
