@@ -11,6 +11,7 @@ model and the data) before anything is written.
 
 from __future__ import annotations
 
+import glob
 import sys
 from typing import Any
 
@@ -20,19 +21,20 @@ from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from linreg import config_checks
 from linreg.callbacks import default_callbacks
 from linreg.callbacks.hparams import SaveConfigAndHparams
 from linreg.callbacks.progress import quiet_lightning
 from linreg.checkpointing.admission import admit
-from linreg.checkpointing.choice import RunChoice, refuse_used_log_dir
-from linreg.checkpointing.interrupt import SIGINT_STATUS, SaveOnInterrupt
+from linreg.checkpointing.choice import RunChoice, refuse_used_log_dir, run_config_of
+from linreg.checkpointing.interrupt import SIGINT_STATUS, SaveOnInterrupt, Stopped
 from linreg.checkpointing.io import AtomicCheckpointIO, load_safely
 from linreg.checkpointing.resume import LastCheckpoint
 from linreg.checkpointing.runs import run_identity_of
 from linreg.data import RegressionData
-from linreg.errors import NothingToDo, ShortErrorParser, exit_for, fail, one_line, say, stop_started_processes
+from linreg.errors import NothingToDo, ShortErrorParser, StopStartedProcesses, exit_for, fail, one_line, say
 from linreg.instantiation import config_key
 from linreg.model import LinearRegression
 from linreg.validation import UserInputError
@@ -44,43 +46,21 @@ _CALLBACK_GROUPS = {"checkpoint": ModelCheckpoint, "last": LastCheckpoint}
 class LinearRegressionCLI(LightningCLI):
     """LightningCLI with the data module's ``input_dim`` linked to the model's, and this project's defaults."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        argv = kwargs.get("args")
-        self._argv = sys.argv[1:] if argv is None else argv if isinstance(argv, list) else []
-        if self._argv:
-            completed = config_checks.with_run_config(self._argv)
-            if completed is not self._argv:  # passed on only when changed: LightningCLI warns of args beside sys.argv
-                kwargs["args"] = self._argv = completed
-        # The subcommand being run, if the command line names one: only its parser is built.
-        self._requested = next((a for a in self._argv if a in LightningCLI.subcommands()), None)
-        self._run: RunChoice | None = None
-        self._interrupt = SaveOnInterrupt()
-        try:
-            with self._interrupt.stopping_signals():
-                super().__init__(*args, **kwargs)
-        except NothingToDo:
-            raise
-        except BaseException as error:
-            interrupted = self._interrupt.stopped(error)
-            if interrupted is None:
-                stop_started_processes(getattr(self, "trainer", None))
-            if self._run is not None:
-                self._run.release()
-            if interrupted is not None:
-                raise interrupted from None
-            raise
+    def __init__(
+        self, *args: Any, run_choice: RunChoice | None = None, interrupt: SaveOnInterrupt | None = None, **kwargs: Any
+    ) -> None:
+        # Owned by the caller (main), who ends them with the command: the run directory claimed, released if the
+        # command fails, and the signal handling that words how a signal stopped it.
+        self._run = run_choice or RunChoice()
+        self._interrupt = interrupt or SaveOnInterrupt()
+        super().__init__(*args, **kwargs)
 
     def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
-        # LightningCLI's, with a --config that refuses a file it cannot read as YAML before reading it.
+        # LightningCLI's, with a --config that judges the file before it is opened (a FIFO would block).
         kwargs.setdefault("dump_header", [f"lightning.pytorch=={lightning.__version__}"])
         parser = self.parser_class(**kwargs)
         parser.add_argument("-c", "--config", action=config_checks.CheckedConfigFile, help="A YAML config file.")
         return parser
-
-    def subcommands(self) -> dict[str, set[str]]:  # type: ignore[override]
-        # LightningCLI builds a full parser per subcommand; one is enough to run.
-        every = LightningCLI.subcommands()
-        return {self._requested: every[self._requested]} if self._requested in every else every
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # The model never has to be told the number of features: it is read off the data module.
@@ -104,30 +84,37 @@ class LinearRegressionCLI(LightningCLI):
         )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        argv = sys.argv[1:] if args is None else args
+        run = run_config_of(argv) if isinstance(argv, (list, tuple)) else None  # not for a dict or Namespace
+        if run is not None:  # the run's config.yaml as the subcommand's defaults, under what the command line gives
+            subcommand, run_config = run
+            say(f"{subcommand}: no --config was given; using that of the checkpoint's run, {run_config}")
+            parser.owner_of(f"{subcommand}.ckpt_path")[0].default_config_files = [glob.escape(str(run_config))]
         super().parse_arguments(parser, args)
-        config_checks.check_optimizer_has_lr(self._argv)  # after the parser's: an unknown class is named as such
-        self._checkpoint: tuple[str, Any] | None = None
         subcommand = self.config.get("subcommand")
         if not subcommand:
             return
+        # After the parser's: an unknown class is named as such. jsonargparse records the arguments it parsed.
+        config_checks.check_optimizer_has_lr(getattr(parser, "args", None) or [])
         config = self.config[subcommand]
         config_checks.check_config_values(config)
-        # A checkpoint never chooses the config: LightningCLI would next merge its hyper_parameters into the config
-        # (jsonargparse imports and calls any class_path they name). The path is hidden from that step and comes
-        # back in before_instantiate_classes; the model's input_dim comes from the data, never the checkpoint.
-        self._ckpt_path, config.ckpt_path = config.get("ckpt_path"), None
-        if self._ckpt_path not in (None, "last", "hpc", "registry") and not str(self._ckpt_path).startswith("registry"):
-            self._checkpoint = str(self._ckpt_path), load_safely(self._ckpt_path)
+        # A checkpoint never chooses the config. LightningCLI's next step, which no argument switches off, merges its
+        # hyper_parameters into the config (jsonargparse imports and calls any class_path they name): the path is
+        # hidden from that step and comes back in the first hook after it, before_instantiate_classes.
+        self._ckpt_path, config.ckpt_path = config.ckpt_path, None
 
     def before_instantiate_classes(self) -> None:
+        self._checkpoint: tuple[str, Any] | None = None
         if not self.subcommand:
             return
         config = self.config[self.subcommand]
         config.ckpt_path = self._ckpt_path
+        if config.ckpt_path not in (None, "last", "hpc") and not str(config.ckpt_path).startswith("registry"):
+            self._checkpoint = str(config.ckpt_path), load_safely(config.ckpt_path)
         if self.subcommand != "fit":
             config.trainer.logger = config_checks.without_event_files(config.trainer.logger)
-        self._run = RunChoice(self.subcommand, lambda: run_identity_of(self.parser.dump(self.config), self.subcommand))
-        self._run.choose(config)
+        identity = lambda: run_identity_of(self.parser.dump(self.config), self.subcommand)  # noqa: E731
+        self._run.choose(config, self.subcommand, identity)
         if config.ckpt_path is not None and self._checkpoint is None:  # an earlier run's, found for `last`
             self._checkpoint = self._run.loaded or (str(config.ckpt_path), load_safely(config.ckpt_path))
 
@@ -139,11 +126,9 @@ class LinearRegressionCLI(LightningCLI):
             self.trainer_defaults["callbacks"] = [
                 c for c in self.trainer_defaults["callbacks"] if not isinstance(c, ProgressBar)
             ]
-        if config.trainer.get("enable_checkpointing") is False:
-            # LightningCLI adds the `checkpoint` and `last` groups' callbacks to every trainer, and Lightning refuses
-            # checkpoint callbacks with enable_checkpointing false: they give way to inert ones.
-            config.checkpoint, config.last = Callback(), Callback()
-        self.trainer_defaults["callbacks"].append(self._interrupt)
+        if config.trainer.get("enable_checkpointing") is False:  # LightningCLI adds the groups' callbacks regardless
+            config.checkpoint, config.last = Callback(), Callback()  # and the Trainer refuses checkpoint callbacks
+        self.trainer_defaults["callbacks"] += [self._interrupt, StopStartedProcesses()]
         if self.subcommand in (None, "fit"):
             parsed = self.config[self.subcommand] if self.subcommand else self.config
             key_of = lambda callback: config_key(parsed, type(callback), _CALLBACK_GROUPS)  # noqa: E731
@@ -161,18 +146,21 @@ class LinearRegressionCLI(LightningCLI):
     def after_instantiate_classes(self) -> None:
         if not self.subcommand:
             return
-        if self.subcommand == "fit" and self._run is not None and self._run.claimed is None:
+        if self.subcommand == "fit" and self._run.claimed is None:
             refuse_used_log_dir(self.trainer.log_dir if rank_zero_only.rank == 0 else None)
         trainer_config = self.config[self.subcommand].trainer
         config_checks.check_training_setup(self.model, trainer_config.get("max_epochs"))
         if self._checkpoint is not None:
-            identity = self._run.identity() if self.subcommand == "fit" and self._run is not None else None
+            identity = self._run.identity() if self.subcommand == "fit" else None
             admit(*self._checkpoint, self.subcommand, self.trainer, self.model, self.datamodule, identity)
             self._checkpoint = None  # the trainer's AtomicCheckpointIO holds it now
 
 
-def build_cli(args: ArgsType = None, run: bool = True) -> LinearRegressionCLI:
-    """This project's LightningCLI; ``run=False`` builds the model, data and trainer without running them."""
+def build_cli(args: ArgsType = None, run: bool = True, **owned: Any) -> LinearRegressionCLI:
+    """This project's LightningCLI; ``run=False`` builds the model, data and trainer without running them.
+
+    ``owned``: the ``run_choice`` and ``interrupt`` that the caller ends with the command (``main``).
+    """
     return LinearRegressionCLI(
         LinearRegression,
         RegressionData,
@@ -189,17 +177,22 @@ def build_cli(args: ArgsType = None, run: bool = True) -> LinearRegressionCLI:
         parser_kwargs={"prog": "linreg", "description": "Linear regression fitted by SGD with PyTorch Lightning."},
         args=args,
         run=run,
+        **owned,
     )
 
 
 def main(args: ArgsType = None) -> None:
     """Runs the CLI; ``args`` (a list or dict) replaces ``sys.argv[1:]``, so tests can call it in-process."""
     quiet_lightning()
+    run, interrupt = RunChoice(), SaveOnInterrupt()
     try:
-        build_cli(args)
+        with interrupt.stopping_signals(), run:  # the run directory claimed is released if the command fails
+            build_cli(args, run_choice=run, interrupt=interrupt)
     except NothingToDo as done:
         say(str(done))
     except KeyboardInterrupt:  # outside training, where Ctrl-C stops at the end of a step (SaveOnInterrupt)
         fail("linreg", "stopped by Ctrl-C (SIGINT) before training began; nothing was saved", status=SIGINT_STATUS)
+    except (Stopped, SIGTERMException) as stop:  # a signal stopped the command: SaveOnInterrupt words how
+        exit_for(interrupt.stopped(stop) or stop)
     except Exception as exc:
         exit_for(exc)

@@ -9,58 +9,55 @@ from __future__ import annotations
 
 import os
 import sys
+from argparse import ArgumentError
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from jsonargparse import ActionConfigFile, Namespace
 from lightning.fabric.plugins.environments import LightningEnvironment
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateFinder, ModelCheckpoint
-from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.parsing import lightning_hasattr
 
 from linreg.callbacks.recovery import FULL_LOSS, OBJECTIVE_GAP
 from linreg.checkpointing.io import refuse_unsafe_loading
 from linreg.checkpointing.runs import refuse_remote_run_dir
 from linreg.constraints import CONFIG, TRAINER_LIMITS
-from linreg.errors import say
+from linreg.errors import causes
 from linreg.trial import answered_as, check_param_groups, trial_optimizers
-from linreg.validation import UserInputError, check_config_file, usable_cores
+from linreg.validation import UserInputError, check_regular_file, usable_cores
 
-
-def with_run_config(argv: list[str]) -> list[str]:
-    """``validate``/``test``/``predict --ckpt_path CKPT`` without ``--config`` or ``--data``: with its run's config.
-
-    Without it the data module would be the book's synthetic data, whatever the checkpoint was trained on. The
-    run's ``config.yaml`` (``<run>/config.yaml`` beside ``<run>/checkpoints/``) names the data module and its
-    file; options given on the command line still override it.
-    """
-    subcommand = next((a for a in argv if a in LightningCLI.subcommands()), None)
-    options = {arg.split("=", 1)[0] for arg in argv}
-    if subcommand not in ("validate", "test", "predict") or options & {"--config", "-c", "--data"}:
-        return argv
-    given = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--ckpt_path"]
-    given += [arg.split("=", 1)[1] for arg in argv if arg.startswith("--ckpt_path=")]
-    checkpoint = Path(given[-1]) if given else None
-    if checkpoint is None or checkpoint.parent.name != "checkpoints":
-        return argv
-    config = checkpoint.parent.parent / "config.yaml"
-    if not config.is_file():
-        return argv
-    say(f"{subcommand}: no --config was given; using that of the checkpoint's run, {config}")
-    at = argv.index(subcommand) + 1  # first after the subcommand: what the command line gives overrides it
-    return [*argv[:at], "--config", str(config), *argv[at:]]
+# A config is a few kilobytes; a larger file is no config, and jsonargparse would read it whole.
+MAX_CONFIG_BYTES = 1 << 24
 
 
 class CheckedConfigFile(ActionConfigFile):
-    """``--config``: refuses a file that is not a regular UTF-8 file of YAML (a FIFO would block) before reading it."""
+    """``--config``: a regular file (a FIFO would block) of at most ``MAX_CONFIG_BYTES``, judged before it is opened;
+    read and parsed once, by jsonargparse, whose YAML error is answered naming the file, line and column."""
 
     def __call__(self, parser: Any, cfg: Any, values: Any, option_string: str | None = None) -> None:
-        if isinstance(values, str):
-            check_config_file(values)
-        super().__call__(parser, cfg, values, option_string)
+        status = check_regular_file(values, "--config", missing_ok=True) if isinstance(values, str) else None
+        if status is not None and status.st_size > MAX_CONFIG_BYTES:
+            raise UserInputError(f"--config: {values}: {status.st_size} bytes, more than a config's {MAX_CONFIG_BYTES}")
+        exits, parser.exit_on_error = parser.exit_on_error, False  # its errors come back here, to be named
+        try:
+            super().__call__(parser, cfg, values, option_string)
+        except (ArgumentError, TypeError, ValueError) as error:
+            cause = next((e for e in causes(error) if isinstance(e, (yaml.YAMLError, UnicodeDecodeError))), None)
+            if isinstance(cause, UnicodeDecodeError):
+                raise UserInputError(
+                    f"--config: {values} is not a text file (byte {cause.start} is not UTF-8)"
+                ) from None
+            if cause is None:
+                raise
+            mark = getattr(cause, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+            problem = getattr(cause, "problem", None) or " ".join(str(cause).split())
+            raise UserInputError(f"{values}: not valid YAML: {where}{problem}") from None
+        finally:
+            parser.exit_on_error = exits
 
 
 _OPTIMIZER_KEYS = ("--model.optimizer", "--model.init_args.optimizer")
@@ -71,6 +68,9 @@ def check_optimizer_has_lr(argv: list[str]) -> None:
 
     jsonargparse keeps the arguments of the config's optimizer that the new class also takes: with
     ``configs/d2l.yaml``, ``--model.optimizer Adam`` alone would train Adam with SGD's learning rate, 0.03.
+    The one check that reads the arguments as given (``parser.args``, after jsonargparse parsed them): the parsed
+    config does not say which values were given and which carried over, and jsonargparse has no hook on a
+    class_path change (its ``discard_init_args_on_class_path_change`` is private).
     """
     named, has_lr = None, False
     for i, arg in enumerate(argv):

@@ -10,10 +10,13 @@ stopped without a result (``RunStopped``), with its own status. Anything else is
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import errno
+import os
 import re
 import signal
+import stat
 import sys
 from collections.abc import Iterable
 from contextvars import ContextVar
@@ -24,13 +27,13 @@ import yaml
 from jsonargparse import ArgumentParser, Namespace, get_loader, set_loader
 from jsonargparse.typing import import_object
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch import Trainer
+from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.cli import LightningArgumentParser
 from lightning.pytorch.utilities import rank_zero_only
 
-from linreg.help import FullHelp, ShortHelp
+from linreg.help import ShortHelp
 from linreg.instantiation import KeyedInstantiator
-from linreg.validation import UserInputError, check_yaml_expansion
+from linreg.validation import UserInputError, check_regular_file, check_yaml_expansion
 
 
 class NothingToDo(Exception):  # noqa: N818 (not an error: the command line exits 0)
@@ -126,11 +129,15 @@ def find_user_error(exc: BaseException) -> UserInputError | RunStopped | None:
     return found
 
 
-def stop_started_processes(trainer: Any) -> None:
-    """Stops the processes this one started (DDP): with it failed the run is over, and each would report it."""
-    launcher = trainer.strategy.launcher if isinstance(trainer, Trainer) else None
-    if launcher is not None and rank_zero_only.rank == 0:
-        launcher.kill(getattr(signal, "SIGKILL", signal.SIGTERM))
+class StopStartedProcesses(Callback):
+    """On an error in a Trainer's command, the first process stops those it started (DDP): the run is over, and
+    each would report it, or only that it lost its peers. Lightning does so itself only for KeyboardInterrupt."""
+
+    def on_exception(self, trainer: Trainer, pl_module: Any, exception: BaseException) -> None:
+        launcher = trainer.strategy.launcher
+        # An Exception, not a signal's stop (a BaseException), which every process answers together.
+        if isinstance(exception, Exception) and launcher is not None and rank_zero_only.rank == 0:
+            launcher.kill(getattr(signal, "SIGKILL", signal.SIGTERM))
 
 
 def exit_for(exc: BaseException) -> NoReturn:
@@ -187,9 +194,33 @@ def near_by_leaf(leaf: str, keys: list[str]) -> list[str]:
 _BUILDING: ContextVar[bool] = ContextVar("linreg_building", default=False)
 
 
+def refuse_special_files(value: Any) -> Any:
+    """``value`` unchanged, unless it, or a string in it, names a FIFO, a device or a socket.
+
+    jsonargparse opens a value that names a file as a config of its own (``--data fifo.csv``, a class group's
+    sub-config), and a FIFO waits for a writer forever. Checked on each value of the command line (the parser's
+    value given, ``ShortErrorParser._get_value``) and of a config document once loaded, before any value is applied.
+    """
+    if isinstance(value, dict):
+        value = {key: refuse_special_files(item) for key, item in value.items()}
+    elif isinstance(value, list):
+        value = [refuse_special_files(item) for item in value]
+    elif isinstance(value, str) and value:
+        mode = 0
+        with contextlib.suppress(OSError, ValueError):  # no such file (most values), or no path at all
+            mode = os.stat(value).st_mode
+        if mode and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+            check_regular_file(value)  # raises, naming what it is
+    return value
+
+
 # jsonargparse's YAML loader, for config files and values alike, after the check on alias expansion.
 _YAML_LOAD = get_loader("yaml")
-set_loader("yaml_bounded", lambda s: (check_yaml_expansion(s), _YAML_LOAD(s))[1], exceptions=(yaml.YAMLError,))
+set_loader(
+    "yaml_bounded",
+    lambda s: refuse_special_files((check_yaml_expansion(s), _YAML_LOAD(s))[1]),
+    exceptions=(yaml.YAMLError,),
+)
 
 
 class ShortErrorParser(LightningArgumentParser):
@@ -205,8 +236,18 @@ class ShortErrorParser(LightningArgumentParser):
         super().__init__(*args, add_help=False, **kwargs)
         if add_help:
             self.add_argument("-h", "--help", action=ShortHelp, default=argparse.SUPPRESS, help=ShortHelp.help)
-            self.add_argument("--help-all", action=FullHelp, default=argparse.SUPPRESS, help=FullHelp.help)
+            self.add_argument("--help-all", action="help", help="Show every option and exit.")
         self.class_groups: dict[str, type] = {}  # the class groups (`last`, `checkpoint`) and what each builds
+
+    def _get_value(self, action: argparse.Action, arg_string: str) -> Any:
+        # argparse's step for each value of the command line, before jsonargparse's action may open it as a config.
+        # (Its type registry is no hook: every jsonargparse argument group registers its own type afresh.)
+        try:
+            if action.nargs != argparse.PARSER:  # a subcommand's arguments: its own parser's, named there
+                refuse_special_files(arg_string)
+        except UserInputError as error:
+            raise argparse.ArgumentError(action, str(error)) from None
+        return super()._get_value(action, arg_string)
 
     def add_lightning_class_args(self, lightning_class: Any, nested_key: str, *args: Any, **kwargs: Any) -> list[str]:
         if isinstance(lightning_class, type):

@@ -1,10 +1,9 @@
-"""``fit --help``: the options most runs set, with this command's values; ``--help-all``: every option.
+"""``fit --help``: the options most runs set, with this command's values.
 
-LightningCLI's help is the whole parser, about 800 lines, with the trainer's 400 first. ``--help`` prints the
-options of ``COMMON`` that this command has, each with the value it would use (a ``--config`` before ``--help`` is
-read first) and the parser's own help text. ``--help-all`` prints the parser's help and, for the classes chosen so
-far, each of their arguments: in subclass mode LightningCLI lists a group as one option (``--data CONFIG |
-CLASS_PATH_OR_NAME | .INIT_ARG_NAME VALUE``) and its arguments only under ``--data.help CLASS``.
+LightningCLI's help is the whole parser, about 800 lines, with the trainer's 400 first: ``--help-all`` prints it.
+``--help`` prints the options of ``COMMON`` that this command has, each with the value it would use (a ``--config``
+before ``--help`` is read first) and the parser's own help text. Every value: LightningCLI's ``--print_config``; a
+class's arguments: its ``--data.help CLASS``.
 """
 
 from __future__ import annotations
@@ -36,14 +35,6 @@ COMMON = (
     "ckpt_path",
 )
 
-# Config key, what it holds, and the arguments the CLI fills in itself.
-_SECTIONS = (
-    ("data", "the data module", {"input_dim"}),
-    ("model", "the model", {"input_dim", "optimizer", "scheduler"}),
-    ("model.init_args.optimizer", "the optimizer", {"params"}),
-    ("model.init_args.scheduler", "the learning-rate scheduler", {"optimizer"}),
-)
-
 
 class ShortHelp(argparse.Action):
     """``-h, --help``: the common options with this command's values; the parser's own help where it has none."""
@@ -72,7 +63,8 @@ class ShortHelp(argparse.Action):
         for option, text in rows:
             print(f"  {option:<{width}}{text}")
         print(
-            "\nEvery option: --help-all. A class's arguments: --data.help CLASS, --model.optimizer.help CLASS."
+            "\nEvery option: --help-all; every value: --print_config. A class's arguments: --data.help CLASS,"
+            " --model.optimizer.help CLASS."
             "\nAny option can be set in a --config file under the same key (trainer.max_epochs: 10)."
         )
         parser.exit()
@@ -123,52 +115,3 @@ def common_options(parser: argparse.ArgumentParser, config: Namespace) -> list[t
         if found:
             rows.append((f"--{key} {shown(value)}", help_text(parser, config, key)))
     return rows
-
-
-class FullHelp(argparse.Action):
-    """``--help-all``: the parser's help, then the arguments of the classes chosen so far, with their values."""
-
-    help = "Show every option, with those of the classes chosen so far and their values, and exit."
-
-    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
-        super().__init__(option_strings, dest, nargs=0, **kwargs)
-
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: str | Sequence[Any] | None,
-        option_string: str | None = None,
-    ) -> None:
-        parser.print_help()
-        if isinstance(parser, ArgumentParser) and isinstance(namespace, Namespace):
-            for text in class_sections(parser, namespace):
-                print(text)
-        parser.exit()
-
-
-def class_sections(parser: ArgumentParser, config: Namespace) -> list[str]:
-    """One block of help per configured class in ``config`` (data, model, optimizer, scheduler), defaults from it."""
-    sections = []
-    for key, what, skipped in _SECTIONS:
-        spec = config.get(key)
-        if not (isinstance(spec, Namespace) and isinstance(spec.get("class_path"), str)):
-            continue
-        option = key.replace(".init_args", "")  # --model.optimizer.lr, as the command line takes it
-        cls = import_object(spec.class_path)
-        sub = ArgumentParser(prog=parser.prog, add_help=False)
-        sub.add_class_arguments(cls, option, skip=skipped)
-        for name, value in vars(spec.get("init_args") or Namespace()).items():
-            if name not in skipped and f"{option}.{name}" in sub.get_defaults():
-                sub.set_defaults({f"{option}.{name}": value})
-        # The options without the usage line and the class's own heading (its docstring's first line), nor the
-        # group's own ``--data CONFIG`` and ``.help``, nor the tensor classes ``float | Tensor`` arguments list.
-        options = sub.format_help().split("\n\n", 1)[-1].split("\n", 1)[-1]
-        entries = [
-            re.sub(r",\s+known subclasses:[^)]*", "", entry)
-            for entry in re.split(r"\n(?=  -)", options.rstrip())
-            if not entry.startswith(f"  --{option} CONFIG") and not entry.split()[0].endswith(".help")
-        ]
-        heading = f"Options of {what}, {spec.class_path} (defaults: this command's values):"
-        sections.append("\n".join([heading, *entries, ""]))
-    return sections

@@ -92,27 +92,6 @@ def bounded_yaml_load(stream: str) -> Any:
     return yaml.safe_load(stream)
 
 
-def check_config_file(path: str) -> None:
-    """Refuses a ``--config`` file that is not regular UTF-8 YAML, naming the file (jsonargparse names only the text),
-    line and column; a missing or unreadable one is left to the parser."""
-    check_regular_file(path, "--config", missing_ok=True)
-    try:
-        text = Path(path).read_bytes().decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise UserInputError(f"--config: {path} is not a text file (byte {error.start} is not UTF-8)") from None
-    except OSError:
-        return
-    try:
-        yaml.safe_load(text)
-    except RecursionError:  # PyYAML reads nested values recursively: thousands of levels exhaust the stack
-        raise UserInputError(f"{path}: a YAML value is nested too deeply to read") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(error, "problem", None) or " ".join(str(error).split())
-        raise UserInputError(f"{path}: not valid YAML: {where}{problem}") from None
-
-
 def available_memory() -> int | None:
     """Bytes of memory available to a new allocation (Linux ``MemAvailable``), or ``None`` where unknown."""
     try:

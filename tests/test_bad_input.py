@@ -153,7 +153,8 @@ CASES += [
     ("config-fifo", ["fit", "--config", "{d}/fifo"], "--config: {d}/fifo: is a FIFO, not a regular file"),
     # --- files that are not regular files ---
     ("csv-fifo", [*CSV, "{d}/fifo", "--data.target", "y"], "data: {d}/fifo: is a FIFO, not a regular file"),
-    ("ckpt-fifo", [*FIT, "--ckpt_path", "{d}/fifo"], "checkpoint: {d}/fifo: is a FIFO, not a regular file"),
+    ("ckpt-fifo", [*FIT, "--ckpt_path", "{d}/fifo"], "--ckpt_path: {d}/fifo: is a FIFO, not a regular file"),
+    ("class-group-fifo", [*FIT, "--data", "{d}/fifo"], "--data: {d}/fifo: is a FIFO, not a regular file"),
     # --- statistics that overflow ---
     (
         "csv-target-overflows",

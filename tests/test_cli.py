@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -142,33 +144,32 @@ def _option(text: str, option: str) -> str:
 
 
 @pytest.mark.parametrize(
-    ("args", "defaults"),
+    ("args", "values"),
     [
-        (
-            (),
-            {"--data.batch_size": "10", "--model.optimizer.lr": "0.03"},
-        ),  # the book's run, the defaults without config
-        (("--config", str(D2L_CONFIG)), {"--data.batch_size": "10", "--model.optimizer.lr": "0.03"}),
+        ((), {"data.batch_size": 10, "model.optimizer.lr": 0.03}),  # the book's run, the defaults without config
+        (("--config", str(D2L_CONFIG)), {"data.batch_size": 10, "model.optimizer.lr": 0.03}),
         (
             ("--config", str(ROOT / "configs" / "csv.yaml")),
-            {"--data.path": "configs/houses.csv", "--data.batch_size": "auto", "--model.optimizer.lr": "0.01"},
+            {"data.path": "configs/houses.csv", "data.batch_size": "auto", "model.optimizer.lr": 0.01},
         ),
         (
             ("--data", "CSVRegressionData", "--model.optimizer", "Adam", "--model.optimizer.lr", "0.1"),
             # batch_size: the default data module's 10, which jsonargparse carries over to the class named
-            {"--data.path": None, "--data.batch_size": "10", "--model.optimizer.lr": "0.1"},
+            {"data.path": None, "data.batch_size": 10, "model.optimizer.lr": 0.1},
         ),
     ],
     ids=["no-config", "d2l", "csv", "chosen-on-the-command-line"],
 )
-def test_fit_help_lists_the_chosen_classes_options_with_this_commands_values(
-    capsys: pytest.CaptureFixture[str], args: tuple[str, ...], defaults: dict[str, str | None]
+def test_print_config_gives_the_chosen_classes_arguments_with_this_commands_values(
+    capsys: pytest.CaptureFixture[str], args: tuple[str, ...], values: dict[str, object]
 ) -> None:
-    text = _help(capsys, *args)
-    assert text.startswith("usage: linreg ")
-    for option, default in defaults.items():
-        entry = _option(text, option)
-        assert f"default: {default})" in entry if default is not None else "required" in entry, option
+    printed = yaml.safe_load(_help(capsys, *args, flag="--print_config"))
+    for key, value in values.items():
+        group, *path = key.split(".")
+        found = printed[group]["init_args"]
+        for part in path:
+            found = found[part]["init_args"] if isinstance(found[part], dict) else found[part]
+        assert found == value, key
 
 
 @pytest.mark.parametrize(
@@ -201,9 +202,14 @@ def test_fit_help_shows_the_options_most_runs_set_first_with_the_configs_values(
 
 
 def test_every_option_is_one_flag_away(capsys: pytest.CaptureFixture[str]) -> None:
-    text = _help(capsys, "--config", str(D2L_CONFIG))
-    for option in ("--trainer.enable_progress_bar", "--data.num_train", "--model.optimizer.momentum"):
-        assert _option(text, option)
+    for args, option in (
+        (("--help-all",), "--trainer.enable_progress_bar"),
+        (("--data.help", "SyntheticRegressionData"), "--data.num_train"),
+        (("--model.optimizer.help", "SGD"), "--optimizer.momentum"),
+    ):
+        with pytest.raises(SystemExit):
+            run_cli("fit", "--config", str(D2L_CONFIG), *args)
+        assert _option(capsys.readouterr().out, option)
 
 
 @pytest.mark.slow  # a whole process or several fits: seconds
@@ -273,6 +279,36 @@ def test_an_unknown_key_in_a_config_is_named_with_the_nearest_valid_one(
     assert capsys.readouterr().err.strip() == (
         "prog: error: unknown option 'data.batchsize' in the config; did you mean data.batch_size?"
     )
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+@pytest.mark.parametrize(
+    "given",
+    [("--data", "{fifo}"), ("--model.optimizer", "{fifo}"), ("--config", "{config}")],
+    ids=["class-group", "nested-class", "value-in-a-config"],
+)
+def test_a_value_naming_a_fifo_is_refused_without_being_opened(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], given: tuple[str, str]
+) -> None:
+    # jsonargparse reads a class's value that names a file as a config of its own; opening a FIFO waits for a writer.
+    fifo, config = tmp_path / "fifo.csv", tmp_path / "c.yaml"
+    os.mkfifo(fifo)
+    config.write_text(f"data: {fifo}\n")
+    status: list[object] = []
+
+    def run() -> None:
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli("fit", *(a.format(fifo=fifo, config=config) for a in given))
+        status.append(exit_info.value.code)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=60)
+    if thread.is_alive():  # blocked opening the FIFO: a writer lets it go, so that the test fails instead of hanging
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join()
+    assert status == [2]
+    assert f"{fifo}: is a FIFO, not a regular file" in capsys.readouterr().err
 
 
 def test_nearest_keys_prefers_the_group_then_the_whole_key_then_the_last_part() -> None:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
+import os
 from functools import partial
+from pathlib import Path
 
 import pytest
 import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import EarlyStopping
 
-from linreg.config_checks import CheckBeforeTraining, check_trainer, check_training_setup
+from linreg.config_checks import CheckBeforeTraining, CheckedConfigFile, check_trainer, check_training_setup
+from linreg.errors import ShortErrorParser
 from linreg.model import LinearRegression
 from linreg.trial import check_param_groups
 from linreg.validation import UserInputError
@@ -103,3 +106,31 @@ def test_a_monitor_that_names_no_logged_metric_is_refused_before_the_first_batch
         check.on_fit_start(trainer, model)
     stopper.monitor = "val/loss"
     check.on_fit_start(trainer, model)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            b"trainer:\n  max_epochs: [3\n",
+            r"c\.yaml: not valid YAML: line 3, column 1: did not find expected ','",
+        ),
+        (b"trainer:\n\tmax_epochs: 3\n", r"c\.yaml: not valid YAML: line 2, column 1"),
+        (bytes(range(256)), r"^--config: .* is not a text file \(byte 128 is not UTF-8\)$"),
+        (("data: " + "[" * 5000 + "]" * 5000).encode(), "a YAML value is nested too deeply to read"),
+        (b"x" * (1 << 24) + b"x", r"^--config: .*c\.yaml: 16777217 bytes, more than a config's 16777216$"),
+    ],
+    ids=["unclosed-list", "tab", "binary", "nested-too-deeply", "too-large"],
+)
+def test_a_config_file_that_is_not_yaml_text_is_refused_naming_it(content: bytes, message: str, tmp_path: Path) -> None:
+    parser = ShortErrorParser(prog="p")
+    parser.add_argument("--config", action=CheckedConfigFile)
+    parser.add_argument("--trainer.max_epochs", type=int)
+    parser.add_argument("--data", type=list)
+    (tmp_path / "c.yaml").write_bytes(content)
+    with pytest.raises(UserInputError, match=message):
+        parser.parse_args(["--config", str(tmp_path / "c.yaml")])
+    if hasattr(os, "mkfifo"):  # judged before it is opened: opening a FIFO waits for a writer
+        os.mkfifo(tmp_path / "fifo")
+        with pytest.raises(UserInputError, match=r"^--config: .*fifo: is a FIFO, not a regular file$"):
+            CheckedConfigFile(option_strings=["--config"], dest="config")(parser, None, str(tmp_path / "fifo"))

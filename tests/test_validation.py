@@ -12,7 +12,6 @@ from linreg.validation import (
     MAX_YAML_VALUES,
     UserInputError,
     bounded_yaml_load,
-    check_config_file,
     check_fits_in_memory,
     check_regular_file,
 )
@@ -25,32 +24,11 @@ _LAUGHS = "\n".join(
 )
 
 
-@pytest.mark.parametrize(
-    ("content", "message"),
-    [
-        (b"trainer:\n  max_epochs: [3\n", r"not valid YAML: line 3, column 1: expected ',' or ']'"),
-        (b"trainer:\n\tmax_epochs: 3\n", r"not valid YAML: line 2, column 1"),
-        (bytes(range(256)), r"^--config: .* is not a text file \(byte 128 is not UTF-8\)$"),
-        (("data: " + "[" * 5000 + "]" * 5000).encode(), "a YAML value is nested too deeply to read"),
-    ],
-    ids=["unclosed-list", "tab", "binary", "nested-too-deeply"],
-)
-def test_a_config_file_that_is_not_yaml_text_is_refused_naming_it(content: bytes, message: str, tmp_path: Path) -> None:
-    path = tmp_path / "c.yaml"
-    path.write_bytes(content)
-    with pytest.raises(UserInputError, match=message):
-        check_config_file(str(path))
-
-
-def test_a_missing_config_file_is_left_to_the_parser(tmp_path: Path) -> None:
-    check_config_file(str(tmp_path / "nope.yaml"))  # jsonargparse names it: "File does not exist"
-
-
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
 def test_a_fifo_is_refused_without_being_opened(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "fifo")  # opening it would wait for a writer forever
     with pytest.raises(UserInputError, match=r"^--config: .*fifo: is a FIFO, not a regular file$"):
-        check_config_file(str(tmp_path / "fifo"))
+        check_regular_file(tmp_path / "fifo", "--config")
     with pytest.raises(UserInputError, match=r"^ckpt_path: .*: is a directory, not a regular file$"):
         check_regular_file(tmp_path, "ckpt_path")
     if Path("/dev/zero").exists():

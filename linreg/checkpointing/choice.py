@@ -9,11 +9,12 @@ Lightning passes its seed.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,33 @@ from linreg.validation import UserInputError
 RUN_ENV = "LINREG_RUN"
 
 
+def run_config_of(argv: Sequence[str]) -> tuple[str, Path] | None:
+    """``validate``/``test``/``predict --ckpt_path <run>/checkpoints/CKPT`` without ``--config``: the run's config.
+
+    Without it the data module would be the book's synthetic data, whatever the checkpoint was trained on. The
+    run's ``config.yaml`` sits beside its ``checkpoints/``; it becomes the subcommand's default config file, so
+    every option given overrides it.
+
+    The one place the arguments are read before jsonargparse parses them: LightningCLI and jsonargparse have no
+    hook for a default config that another argument's value chooses, and it must be in place before the parse,
+    since the classes it names decide which options the rest of the command line may give
+    (``--data.predict_path`` is CSVRegressionData's).
+    """
+    early = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    early.add_argument("subcommand", nargs="?")
+    early.add_argument("-c", "--config", action="append")
+    early.add_argument("--ckpt_path")
+    try:
+        given, _ = early.parse_known_args([str(arg) for arg in argv])
+    except argparse.ArgumentError:  # `--ckpt_path` without its value: the parser's to answer
+        return None
+    if given.subcommand not in ("validate", "test", "predict") or given.config or given.ckpt_path is None:
+        return None
+    checkpoint = Path(given.ckpt_path)
+    run_config = checkpoint.parent.parent / "config.yaml"
+    return (given.subcommand, run_config) if checkpoint.parent.name == "checkpoints" and run_config.is_file() else None
+
+
 def logger_args(config: Namespace) -> Namespace | None:
     """The ``init_args`` of the configured logger when it writes under ``save_dir/name/version`` (TensorBoard, CSV)."""
     logger = config.trainer.get("logger")
@@ -40,20 +68,32 @@ def logger_args(config: Namespace) -> Namespace | None:
 class RunChoice:
     """Resolves the checkpoint a command starts from and claims its run directory.
 
-    Args:
-        subcommand: fit, validate, test or predict.
-        identity: the resolved config's run identity (``runs.run_identity``), computed when first needed.
+    As a context manager, around the whole command: the run directory is released if the command fails.
     """
 
-    def __init__(self, subcommand: str, identity: Callable[[], dict[str, Any]]) -> None:
-        self.subcommand = subcommand
-        self.identity = identity
+    def __init__(self) -> None:
+        self.subcommand = "fit"
+        self.identity: Callable[[], dict[str, Any]] = dict  # the config's run identity, given to `choose`
         self.claimed: Path | None = None  # the run directory this command created
         self.created: list[Path] = []  # the directories above it that it created
         self.loaded: tuple[str, dict[str, Any]] | None = None  # the earlier run's checkpoint chosen, as read
 
-    def choose(self, config: Namespace) -> None:
-        """Sets ``config.ckpt_path`` (for ``last`` or a missing path) and the logger's new ``version``."""
+    def __enter__(self) -> RunChoice:
+        return self
+
+    def __exit__(self, error_type: type[BaseException] | None, *_: object) -> None:
+        if error_type is not None:
+            self.release()
+
+    def choose(self, config: Namespace, subcommand: str, identity: Callable[[], dict[str, Any]]) -> None:
+        """Sets ``config.ckpt_path`` (for ``last`` or a missing path) and the logger's new ``version``.
+
+        Args:
+            config: the subcommand's parsed config.
+            subcommand: fit, validate, test or predict.
+            identity: the resolved config's run identity (``runs.run_identity``), computed when first needed.
+        """
+        self.subcommand, self.identity = subcommand, identity
         logger = logger_args(config)
         inherited = os.environ.get(RUN_ENV)
         if inherited and rank_zero_only.rank != 0:
