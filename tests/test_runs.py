@@ -22,7 +22,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from jsonargparse import Namespace
 
+from linreg.checkpointing.choice import logger_args
 from linreg.checkpointing.interrupt import SIGINT_STATUS, SIGTERM_STATUS
 from linreg.checkpointing.runs import claim_version, earlier_runs, run_identity
 from linreg.validation import UserInputError
@@ -247,3 +249,16 @@ def test_run_lookup_opens_no_fifo(tmp_path: Path) -> None:
     os.mkfifo(fifo_checkpoint)
     with pytest.raises(UserInputError, match=f"^{fifo_checkpoint}, the last checkpoint .*is a FIFO"):
         earlier_runs(tmp_path, run_identity(CONFIG), 3, -1)
+
+
+@pytest.mark.parametrize(
+    ("class_path", "claimed"),
+    [("TensorBoardLogger", True), ("CSVLogger", True), ("WandbLogger", False), ("MLFlowLogger", False)],
+)
+def test_a_run_directory_is_claimed_only_for_loggers_that_write_save_dir_name_version(
+    class_path: str, claimed: bool
+) -> None:
+    # WandbLogger also takes save_dir, name and version, but its version is a run id: no version_N is set on it.
+    arguments = Namespace(save_dir="runs", name="x", version=None)
+    logger = Namespace(class_path=f"lightning.pytorch.loggers.{class_path}", init_args=arguments)
+    assert (logger_args(Namespace(trainer=Namespace(logger=logger))) is arguments) is claimed

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from jsonargparse import Namespace
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from linreg.checkpointing.runs import EarlierRun, claim_version, earlier_runs
@@ -56,13 +58,19 @@ def run_config_of(argv: Sequence[str]) -> tuple[str, Path] | None:
     return (given.subcommand, run_config) if checkpoint.parent.name == "checkpoints" and run_config.is_file() else None
 
 
+# The loggers that write to save_dir/name/version_N, a run directory this module can claim.
+VERSIONED_LOGGERS = (TensorBoardLogger, CSVLogger)
+
+
 def logger_args(config: Namespace) -> Namespace | None:
     """The ``init_args`` of the configured logger when it writes under ``save_dir/name/version`` (TensorBoard, CSV)."""
     logger = config.trainer.get("logger")
-    arguments = logger.get("init_args") if isinstance(logger, Namespace) else None
-    if arguments is None or not {"save_dir", "name", "version"} <= set(vars(arguments)):
+    if not isinstance(logger, Namespace) or not isinstance(logger.get("class_path"), str):
         return None
-    return arguments
+    # Others may take the same three arguments in other senses: WandbLogger's version is a run id (a str).
+    module, _, name = logger.class_path.rpartition(".")
+    kind = getattr(importlib.import_module(module), name, None) if module else None
+    return logger.get("init_args") if isinstance(kind, type) and issubclass(kind, VERSIONED_LOGGERS) else None
 
 
 class RunChoice:
