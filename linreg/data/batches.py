@@ -15,6 +15,10 @@ Every piece stays a standard type so that Lightning keeps doing its jobs with it
   the global seed (``seed_everything``), and the data's ``seed`` is what sets the order of the examples.
 - ``ResumableDataLoader`` has ``state_dict``/``load_state_dict``, which Lightning stores in checkpoints,
   so a run resumed mid-epoch skips exactly the batches it has already trained on.
+
+torchdata's ``StatefulDataLoader`` over this batch sampler resumes as exactly (tests/test_resume.py), but its state
+counts batches, not their size: a checkpoint resumed with another batch size restarts at the wrong row without a word
+(tests/test_loading.py), and its own row-counting ``BatchSampler`` builds a list per batch (4x slower a pass).
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from torch.utils.data import (
     Sampler,
     SequentialSampler,
 )
+
+from linreg.validation import UserInputError
 
 
 class TensorBatchDataset(Dataset[tuple[Tensor, ...]]):
@@ -124,7 +130,7 @@ class EpochPosition:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("batch_size") != self.batch_size:
-            raise ValueError(
+            raise UserInputError(
                 f"cannot resume mid-epoch: the checkpoint was written with batch_size={state.get('batch_size')},"
                 f" this run has batch_size={self.batch_size}"
             )
