@@ -184,14 +184,7 @@ def tensor_loader(
     seed: int = 0,
     pin_memory: bool = False,
 ) -> ResumableDataLoader:
-    """A loader over ``tensors`` on the fast path: seeded per-epoch shuffling, whole-batch indexing.
-
-    Args:
-        tensors: tensors sharing their first dimension (e.g. ``X``, ``y``).
-        batch_size: rows per batch.
-        shuffle: a new seeded permutation every epoch, else the rows in order.
-        seed: seeds the permutations, also those of the ``DistributedSampler`` Lightning puts in under DDP.
-        pin_memory: pin each batch in page-locked memory, for fast non-blocking copies to a GPU.
+    """A loader over ``tensors`` on the fast path: ``seed`` + epoch shuffling (also under DDP), whole-batch indexing.
 
     Example:
         >>> X, y = torch.arange(10.0).reshape(5, 2), torch.arange(5.0).reshape(5, 1)
