@@ -27,14 +27,6 @@ def synthetic_data(
 ) -> tuple[Tensor, Tensor]:
     """Draws ``(X, y)``, shapes ``(num_examples, d)`` and ``(num_examples, 1)``, of ``y = X w + b + noise``.
 
-    Args:
-        w: true weights, shape ``(d,)``.
-        b: true bias.
-        num_examples: number of rows to draw (may be 0).
-        noise_std: standard deviation of the Gaussian label noise (0 gives exact labels).
-        generator: source of randomness; pass a seeded one for reproducible data.
-        dtype: floating dtype of the returned tensors.
-
     Example:
         >>> g = torch.Generator().manual_seed(0)
         >>> X, y = synthetic_data(torch.tensor([2.0, -3.4]), 4.2, 5, 0.01, g)
@@ -61,8 +53,7 @@ class SyntheticRegressionData(RegressionData):
         num_val: validation examples; 0 turns validation off.
         num_test: test examples (also the examples ``predict`` runs on).
         batch_size: examples per SGD step.
-        eval_batch_size: examples per validation/test/predict batch; they take no gradient step, so
-            large batches only save time.
+        eval_batch_size: examples per validation/test/predict batch (no gradient step: large is faster).
         seed: seeds the data and the shuffling order; the same seed gives the same tensors and batches.
 
     Example:
