@@ -62,19 +62,16 @@ class TableRegressionData(RegressionData):
     """Train, validation and test splits of the rows of a table; ``predict`` runs on every row.
 
     Args:
-        path: a CSV file (``.csv``, ``.csv.gz``; its first line names the columns), a Parquet file, or a
-            directory of Parquet files; local, or on object storage (``s3://bucket/prefix/``, ``gs://``, ...).
+        path: a CSV file (``.csv``, ``.csv.gz``), a Parquet file or directory; local or ``s3://``, ``gs://``, ...
         target: the column to predict.
         features: the columns to predict it from; all other columns when not given.
-        val_fraction: share of the rows held out for validation (``val/loss`` after every epoch); 0 trains on
-            every row (but ``test_fraction``'s) and validation is off.
+        val_fraction: share of the rows held out for validation (``val/loss`` every epoch); 0 turns it off.
         test_fraction: share of the rows held out for ``test``; may be 0.
         predict_path: a table of rows to predict instead of every row of ``path`` (the target may be blank).
         batch_size: rows per SGD step; ``auto``: a twentieth of the training rows, from 16 to 4096.
         eval_batch_size: rows per validation/test/predict batch (no gradient step: large is faster).
         seed: seeds the split and the shuffling order.
-        in_memory: ``True`` reads the table into memory; ``False`` streams it from disk every epoch;
-            ``auto`` streams when its tensors would take more than half the memory available.
+        in_memory: ``True`` holds the table in memory, ``False`` streams it, ``auto`` streams past half the memory free.
         shuffle_buffer: when streaming, rows shuffled together (memory: 4 bytes x columns x this).
 
     Example:
