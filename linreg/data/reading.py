@@ -49,21 +49,13 @@ BATCH_ROWS = 65_536  # rows per record batch read from disk ...
 BATCH_VALUES = 1 << 22  # ... fewer for many columns: a batch holds at most this many values (32 MiB as float64)
 CHUNK_ROWS = 65_536  # rows whose cells are checked at a time when a CSV file is diagnosed
 BLOCK_BYTES = 16 << 20  # bytes Arrow parses per block (one thread each); a row must fit in one
-# A longer line (the header included) would not fit Arrow's block either; it is refused before it is held whole,
-# so a file of gigabytes with no line break costs this much memory, not its size.
+# A longer line would not fit Arrow's block either: refused before it is held, so memory is this, not the file's size.
 MAX_LINE_CHARS = BLOCK_BYTES
 
 
 @dataclass
 class Table:
-    """Numeric columns read from a table.
-
-    Attributes:
-        columns: column name -> values ``(n,)``: float32 where the file stores float32 (exact), else float64.
-            An optional column missing from the file is missing here; its blank cells are NaN.
-        path: the file or directory read.
-        is_csv: a CSV file (rows located by line) or Parquet (rows located by position).
-    """
+    """Numeric columns (name -> ``(n,)``, float32 where the file stores float32, else float64) read from ``path``."""
 
     columns: dict[str, Tensor]
     path: str
