@@ -100,14 +100,7 @@ class SplitPlan:
 
 @dataclass(frozen=True)
 class Standardizer:
-    """Means and standard deviations of the features and the target, from the training split.
-
-    Attributes:
-        x_mean: shape ``(d,)``, float64.
-        x_std: shape ``(d,)``, float64, all > 0.
-        y_mean: the target's mean.
-        y_std: the target's standard deviation, > 0.
-    """
+    """Means and standard deviations (all > 0) of the features, ``(d,)`` float64, and the target, from training."""
 
     x_mean: Tensor
     x_std: Tensor
