@@ -180,7 +180,6 @@ class TableRegressionData(RegressionData):
                 # Training needs statistics it can learn from. validate/test/predict usually get the
                 # training run's from the checkpoint (load_state_dict, after setup), whatever the file
                 # holds now; these stand in until then.
-                names = [*self._features, self.target]
                 self.standardizer = self._streamed.standardizer().checked(self.path, names, for_training=stage == "fit")
         if stage == "predict" and self._predict_table is None:
             path = self.predict_path if self.predict_path is not None else self.path
@@ -390,12 +389,7 @@ def exceeds_memory(path: str, columns: int, fraction: float = 0.5) -> bool:
 
 
 def standardized(values: np.ndarray, shift: float, scale: float) -> np.ndarray:
-    """``(values - shift) / scale`` in float64, as ``Standardizer.transform_x``: streamed or in memory alike.
-
-    Example:
-        >>> standardized(np.array([1.0, 3.0], dtype=np.float32), 2.0, 0.5).tolist()
-        [-2.0, 2.0]
-    """
+    """``(values - shift) / scale`` in float64, as ``Standardizer.transform_x``: streamed or in memory alike."""
     return np.subtract(values, shift, dtype=np.float64) / scale
 
 
@@ -514,12 +508,9 @@ class StreamLoader:
     def _drain(
         self, X: np.ndarray, y: np.ndarray, filled: int, rng: np.random.Generator, last: bool
     ) -> Generator[tuple[Tensor, Tensor], None, int]:
-        """Batches of the buffer's ``filled`` rows in a random order; the rest (short of a batch) moved to its front.
+        """Batches of the buffer's ``filled`` rows in a random order; returns the rest, moved to its front.
 
         Gathered by numpy: one thread, no thread pool to wake per batch (torch's costs more than the copy).
-
-        Returns:
-            The rows left in the buffer.
         """
         order = rng.permutation(filled) if self.shuffle else np.arange(filled)
         whole = filled if last else filled - filled % self.batch_size
