@@ -34,13 +34,7 @@ RESOLUTION = 2.0**-24
 
 
 def row_keys(positions: np.ndarray, seed: int) -> np.ndarray:
-    """Each row's uint64 key, a seeded SplitMix64 finaliser of its position: a bijection, so keys are distinct.
-
-    Example:
-        >>> keys = row_keys(np.arange(5), seed=0)
-        >>> len(set(keys.tolist())), keys.dtype
-        (5, dtype('uint64'))
-    """
+    """Each row's uint64 key, a seeded SplitMix64 finaliser of its position: a bijection, so keys are distinct."""
     with np.errstate(over="ignore"):  # uint64 arithmetic wraps around, as the hash intends
         z = positions.astype(np.uint64) + np.uint64(seed % 2**64) * np.uint64(0x9E3779B97F4A7C15)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
@@ -144,10 +138,7 @@ class Standardizer:
         return all(map(torch.equal, self.shift_and_scale(), other.shift_and_scale()))
 
     def checked(self, path: str, names: Sequence[str], for_training: bool) -> Standardizer:
-        """These statistics of ``names`` (features then target), refused by column where they cannot be trusted.
-
-        Not ``for_training``, a constant column is kept with a std of 1 (no model is fitted to it here).
-        """
+        """These statistics of ``names`` (features then target), refused by column where they cannot be trusted."""
         stds, means = [*self.x_std.tolist(), self.y_std], [*self.x_mean.tolist(), self.y_mean]
         for name, std, mean in zip(names, stds, means, strict=True):
             if not (abs(mean) <= LARGEST_SQUARABLE and std <= LARGEST_SQUARABLE):
@@ -155,7 +146,7 @@ class Standardizer:
                     f"{path}: column {name!r} is too large for the statistics (mean {mean:g}, standard deviation"
                     f" {std:g}); values must stay within ±1e154, whose squares float64 holds: rescale the column"
                 )
-        if not for_training:
+        if not for_training:  # a constant column is kept with a std of 1: no model is fitted to it here
             return replace(self, x_std=torch.where(self.x_std == 0, 1.0, self.x_std), y_std=self.y_std or 1.0)
         for name, std, mean in zip(names, stds, means, strict=True):
             if 0 < max(abs(mean), std) < SMALLEST_SQUARABLE:
