@@ -1,7 +1,4 @@
-"""The book's synthetic data: ``synthetic_data`` (d2l's function, plain tensors) and ``SyntheticRegressionData``.
-
-``X ~ N(0, 1)`` of shape ``(n, d)`` and ``y = X w + b + N(0, noise_std)`` of shape ``(n, 1)``.
-"""
+"""The book's synthetic data: ``synthetic_data`` (d2l's function, plain tensors) and ``SyntheticRegressionData``."""
 
 from __future__ import annotations
 
@@ -25,14 +22,7 @@ def synthetic_data(
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> tuple[Tensor, Tensor]:
-    """Draws ``(X, y)``, shapes ``(num_examples, d)`` and ``(num_examples, 1)``, of ``y = X w + b + noise``.
-
-    Example:
-        >>> g = torch.Generator().manual_seed(0)
-        >>> X, y = synthetic_data(torch.tensor([2.0, -3.4]), 4.2, 5, 0.01, g)
-        >>> X.shape, y.shape
-        (torch.Size([5, 2]), torch.Size([5, 1]))
-    """
+    """Draws ``X ~ N(0, 1)`` ``(num_examples, d)`` and ``y = X w + b + N(0, noise_std)`` ``(num_examples, 1)``."""
     w = w.to(dtype).reshape(-1, 1)
     X = torch.randn(num_examples, w.shape[0], generator=generator, dtype=dtype)  # (n, d)
     y = X @ w  # (n, d) @ (d, 1) -> (n, 1)
