@@ -4,10 +4,9 @@ The header is read in ``__init__`` (the CLI needs ``input_dim`` first), the rows
 The training split's statistics are saved in checkpoints, so a later ``validate``/``test``/``predict`` applies the
 transform the model was trained with, even if the file has changed since.
 
-The rows are counted first (the split is planned on their number), then ``scan`` reads every cell once: checked,
-each split counted per piece, the training moments accumulated in float64. A table held in memory is read once more
-into float32 tensors; a streamed one is read each epoch by a ``StreamLoader``. Both split alike, so ``in_memory``
-changes speed and memory, never which rows train.
+The rows are counted, then ``scan`` checks every cell once and accumulates the training moments in float64. A table
+held in memory is read once more into float32 tensors, a streamed one each epoch by a ``StreamLoader``; both split
+alike, so ``in_memory`` changes speed and memory, never which rows train.
 """
 
 from __future__ import annotations
@@ -299,10 +298,7 @@ class CSVRegressionData(TableRegressionData):
 
 
 class StreamedTable:
-    """A table's splits read from disk: rows counted, one pass for checks and statistics, then a loader per split.
-
-    ``names`` are the columns read, features then target; the fractions and seed make the ``SplitPlan``.
-    """
+    """The splits of ``names`` (features, target) read from disk: one pass for checks and statistics, then loaders."""
 
     def __init__(
         self, path: str, names: list[str], val_fraction: float, test_fraction: float, seed: int, shuffle_buffer: int
