@@ -5,8 +5,7 @@ taken from metadata. Every record batch goes through ``as_floats``, so CSV and P
 cells with the same words, naming the file, the CSV line (header = 1) or Parquet row (from 0), and the column.
 
 Arrow parses the rows (far faster than Python's ``csv``) but counts no lines, so Python's ``csv`` module reads the
-header and, only when needed, walks the records to name a bad row by its line (``diagnose``) or to give each row's
-line for ``predictions.csv``. No line longer than ``MAX_LINE_CHARS`` is held: a file without line breaks is refused.
+header and, only when needed, walks the records to give lines: a bad row's (``diagnose``), or ``predictions.csv``'s.
 """
 
 from __future__ import annotations
