@@ -18,11 +18,8 @@ from linreg.stats.reference import MSE, Objective, Reference, solve
 class RegressionData(LightningDataModule):
     """Base class of the data modules: tensors ``(X, y)`` per split, plus what is known about them.
 
-    Subclasses pass the batching arguments to ``__init__``; set ``train_data``, ``val_data`` and
-    ``test_data`` in ``setup()`` (``X`` of shape ``(n, input_dim)``, ``y`` of shape ``(n, 1)``, in the
-    units the model is trained in); and override the properties below where they know more. The
-    dataloaders are built here, on the fast path of ``linreg.data.batches``, the same way for every
-    data module.
+    Subclasses set ``train_data``, ``val_data`` and ``test_data`` in ``setup()`` (``X`` ``(n, input_dim)``, ``y``
+    ``(n, 1)``, in the model's units) and override the properties below where they know more.
 
     Args:
         batch_size: examples per training batch (per SGD step).
@@ -49,20 +46,14 @@ class RegressionData(LightningDataModule):
         return self.train_data is not None
 
     def split_chunks(self, split: str) -> Iterator[tuple[Tensor, Tensor]] | None:
-        """Every row of ``split`` (``train``, ``val`` or ``test``) as ``(X, y)`` blocks in the model's units.
-
-        What the end-of-fit report and figures read: a data module that streams its rows from disk
-        yields them from there. None when the split is empty or not made.
-        """
+        """Every row of ``split`` as ``(X, y)`` blocks in the model's units (for the report); None if empty."""
         tensors = {"train": self.train_data, "val": self.val_data, "test": self.test_data}[split]
         if tensors is None or len(tensors[0]) == 0:
             return None
         return row_chunks(*tensors, device=tensors[0].device, dtype=None)
 
     def reference(self, objective: Objective = MSE) -> Reference:
-        """The exact optimum of ``objective`` on the training split, in the model's units: what a fit is judged by.
-
-        Solved once per objective (on the trainer's device for the moments) and kept until the training data change.
+        """The exact optimum of ``objective`` on the training split, in the model's units, solved once per objective.
 
         Raises:
             UserInputError: without a penalty, a column the others determine (see ``linreg.stats.ols``).
@@ -123,10 +114,7 @@ class RegressionData(LightningDataModule):
         return None
 
     def to_original_units(self, w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-        """Converts coefficients of the model (fitted on transformed data) to the data's own units.
-
-        The map must be affine in ``(w, b)``: the report carries standard errors through it.
-        """
+        """The model's coefficients in the data's own units; affine in ``(w, b)`` (standard errors go through it)."""
         return w, b
 
     def to_target_units(self, values: Tensor) -> Tensor:
@@ -139,12 +127,7 @@ class RegressionData(LightningDataModule):
         return 1.0
 
     def prediction_columns(self, predictions: Tensor) -> dict[str, Tensor]:
-        """The columns of ``predictions.csv``, one value per example of ``predict_dataloader()``, in its order.
-
-        Args:
-            predictions: the model's outputs for those examples, shape ``(n,)`` or ``(n, 1)``, in the units
-                it is trained in; subclasses that transform the target convert them back here.
-        """
+        """The columns of ``predictions.csv`` from the model's outputs ``(n,)`` or ``(n, 1)``, in its units."""
         return {"prediction": predictions.reshape(-1)}
 
     def predict_inputs(self) -> Sequence[Tensor] | None:

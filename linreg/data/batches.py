@@ -1,10 +1,7 @@
 """The fast data path: whole batches indexed out of in-memory tensors, behind the DataLoader interface.
 
-A stock ``DataLoader(TensorDataset(...), shuffle=True)`` fetches every example with ``__getitem__``,
-stacks them with ``default_collate`` and builds a Python list of ints per batch: at batch 1024, many times
-the SGD step itself (``python -m linreg.benchmark loops`` measures both).
-Here the batch sampler yields slices of one index tensor per epoch and the dataset answers each batch
-with one ``index_select`` per tensor.
+A stock ``DataLoader(TensorDataset(...))`` collates a batch example by example: at batch 1024, many times the SGD
+step (``python -m linreg.benchmark loops``). Here each batch is a slice of one index tensor and one ``index_select``.
 
 Every piece stays a standard type so that Lightning keeps doing its jobs with it:
 
@@ -190,14 +187,7 @@ def tensor_loader(
     seed: int = 0,
     pin_memory: bool = False,
 ) -> ResumableDataLoader:
-    """A loader over ``tensors`` on the fast path: seeded per-epoch shuffling, whole-batch indexing.
-
-    Args:
-        tensors: tensors sharing their first dimension (e.g. ``X``, ``y``).
-        batch_size: rows per batch.
-        shuffle: a new seeded permutation every epoch, else the rows in order.
-        seed: seeds the permutations, also those of the ``DistributedSampler`` Lightning puts in under DDP.
-        pin_memory: pin each batch in page-locked memory, for fast non-blocking copies to a GPU.
+    """A loader over ``tensors`` on the fast path: ``seed`` + epoch shuffling (also under DDP), whole-batch indexing.
 
     Example:
         >>> X, y = torch.arange(10.0).reshape(5, 2), torch.arange(5.0).reshape(5, 1)

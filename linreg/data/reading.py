@@ -1,21 +1,11 @@
-"""Reading a table of numeric columns through Arrow into float arrays, with one-line errors naming the bad cell.
+"""Reading a table (CSV, CSV.gz, Parquet file or directory) through Arrow into float arrays, with one-line errors.
 
-A table is a CSV file (``.csv``, or gzipped ``.csv.gz``), a Parquet file, or a directory of Parquet files (as
-Spark, DuckDB or pandas write one; ``linreg.data.sources`` finds its files). Plain functions, no Lightning.
+A table is read in pieces (each row group of each Parquet file, or a whole CSV file), rows counted as read, never
+taken from metadata. Every record batch goes through ``as_floats``, so CSV and Parquet accept and refuse the same
+cells with the same words, naming the file, the CSV line (header = 1) or Parquet row (from 0), and the column.
 
-A table is read in **pieces**: each row group of each Parquet file, or a whole CSV file, their rows counted as
-read (never taken from metadata). ``read_piece`` reads one, whether the table is streamed or read whole
-(``read_table``). Every record batch goes through ``as_floats``, so CSV and Parquet accept the same values
-(integers beyond 2**53 rounded to the nearest float64 in both) and refuse the same ones with the same words:
-``the cell is empty`` (a blank CSV cell, a Parquet null), ``'n/a' is not a number``, ``'inf' is not a finite
-number``. Each refusal is one line naming the file, the line of a CSV file (the header being line 1) or the row
-of a Parquet file (from 0), and the column.
-
-Arrow parses the rows (``pyarrow.csv``, multi-threaded, far faster than Python's ``csv``). It counts no lines,
-and its conversion errors name a column but no line, so Python's ``csv`` module, which counts lines as an editor
-does, reads the header (names may be quoted, padded, or follow a BOM), and, only when needed, walks the records
-to name the first bad row by its line (``diagnose``) or to give each row's line for ``predictions.csv``. No line
-is held longer than ``MAX_LINE_CHARS``: a file without line breaks is refused, not read whole.
+Arrow parses the rows (far faster than Python's ``csv``) but counts no lines, so Python's ``csv`` module reads the
+header and, only when needed, walks the records to give lines: a bad row's (``diagnose``), or ``predictions.csv``'s.
 """
 
 from __future__ import annotations
@@ -58,21 +48,13 @@ BATCH_ROWS = 65_536  # rows per record batch read from disk ...
 BATCH_VALUES = 1 << 22  # ... fewer for many columns: a batch holds at most this many values (32 MiB as float64)
 CHUNK_ROWS = 65_536  # rows whose cells are checked at a time when a CSV file is diagnosed
 BLOCK_BYTES = 16 << 20  # bytes Arrow parses per block (one thread each); a row must fit in one
-# A longer line (the header included) would not fit Arrow's block either; it is refused before it is held whole,
-# so a file of gigabytes with no line break costs this much memory, not its size.
+# A longer line would not fit Arrow's block either: refused before it is held, so memory is this, not the file's size.
 MAX_LINE_CHARS = BLOCK_BYTES
 
 
 @dataclass
 class Table:
-    """Numeric columns read from a table.
-
-    Attributes:
-        columns: column name -> values ``(n,)``: float32 where the file stores float32 (exact), else float64.
-            An optional column missing from the file is missing here; its blank cells are NaN.
-        path: the file or directory read.
-        is_csv: a CSV file (rows located by line) or Parquet (rows located by position).
-    """
+    """Numeric columns (name -> ``(n,)``, float32 where the file stores float32, else float64) read from ``path``."""
 
     columns: dict[str, Tensor]
     path: str
@@ -89,25 +71,16 @@ class Table:
 
     @cached_property
     def positions(self) -> Tensor:
-        """Where each row is, int64 ``(n,)``: its line in a CSV file (read again when first asked), or its
-        position in the Parquet data set, files in path order."""
+        """Each row's CSV line (read again when first asked) or Parquet position, int64 ``(n,)``."""
         return record_lines(self.path, self._width) if self.is_csv else torch.arange(len(self), dtype=torch.int64)
 
 
 def read_header(path: str | Path) -> list[str]:
-    """The column names of ``path``: the first line of a CSV file, the schema of Parquet.
+    """The column names of ``path``: the first line of a CSV file (quoted, padded, after a BOM), Parquet's schema.
 
     Raises:
         UserInputError: the file is missing, unreadable or empty, its header names a column twice or leaves
             one unnamed, or the Parquet files of a directory disagree on their columns.
-
-    Example:
-        >>> import tempfile, os
-        >>> f = tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False)
-        >>> _ = f.write('\\ufeff "x 1" , y\\n1,2\\n'); f.close()
-        >>> read_header(f.name)
-        ['x 1', 'y']
-        >>> os.remove(f.name)
     """
     if not is_parquet(path):
         return _checked_names(path, read_csv_header(path)[0])
@@ -177,11 +150,7 @@ class Piece:
 
 
 def pieces(path: str | Path, count: str | None = None) -> list[Piece]:
-    """The pieces of the table at ``path``, in table order.
-
-    Their rows are counted by reading the column ``count`` (a split is planned on them, and every later read
-    must find as many); without it, Parquet's metadata places them, only to name rows in messages.
-    """
+    """The pieces of ``path`` in table order; rows counted by reading column ``count``, else from Parquet's metadata."""
     if not is_parquet(path):
         piece = Piece(str(path), None, 0, 0, version=version(path))
         return [replace(piece, rows=_count(piece, count)) if count else piece]
@@ -205,10 +174,7 @@ def _count(piece: Piece, column: str) -> int:
 def read_piece(
     piece: Piece, names: Sequence[str], blank_ok: Sequence[str] = ()
 ) -> Iterator[tuple[int, list[np.ndarray]]]:
-    """The rows of ``piece`` as ``(table position of the first, one float array per name)`` record batches, checked.
-
-    The arrays are read-only views of Arrow's buffers where the column is float32 or float64 (no copy). Blank
-    cells of a column of ``blank_ok`` are NaN.
+    """Checked record batches of ``piece``: ``(table position of the first row, one float array per name)``.
 
     Raises:
         UserInputError: naming the file, line or row, and column of the first cell that is not a finite number;
@@ -265,10 +231,7 @@ def _bad_batch(
 
 
 def read_table(path: str | Path, required: Sequence[str], optional: Sequence[str] = ()) -> Table:
-    """Reads the ``required`` columns (every cell a finite number) and those of ``optional`` present.
-
-    Blank cells of an ``optional`` column are allowed (NaN): a file of new rows to predict may leave the target
-    empty. Blank lines of a CSV file are skipped.
+    """Reads the ``required`` columns and those of ``optional`` present (blank cells there are NaN).
 
     Raises:
         UserInputError: naming the file, line or row, and column of the first bad cell or row.
@@ -310,11 +273,7 @@ def read_csv_header(path: str | Path) -> tuple[list[str], int]:
 def arrow_options(
     header: Sequence[str], header_lines: int, names: Sequence[str], as_text: bool = False
 ) -> tuple[pa_csv.ReadOptions, pa_csv.ParseOptions, pa_csv.ConvertOptions]:
-    """Options of ``pyarrow.csv`` for the data rows: ``names`` as float64 (or as text), no guessed nulls.
-
-    Arrow would read ``NA``, ``null`` or a blank cell as missing and ``nan`` as NaN; here only what parses as a
-    number is one, and the checks that follow refuse blanks, text and non-finite values.
-    """
+    """Options of ``pyarrow.csv`` for the data rows: ``names`` as float64 (or as text), no ``NA``/``null`` guessed."""
     read = pa_csv.ReadOptions(column_names=list(header), skip_rows=header_lines, block_size=BLOCK_BYTES)
     width = len(header)
     # A line of spaces is blank to the header reader and to `diagnose`; Arrow sees a short row. Skip it alike.
@@ -332,11 +291,7 @@ def arrow_options(
 
 
 def diagnose(path: str | Path, header: Sequence[str], names: Sequence[str], blank_ok: Sequence[str]) -> str | None:
-    """The first problem of the data rows, by line, as one line; None if Python finds none.
-
-    A row with the wrong number of fields, text that is not UTF-8, or a cell of ``names`` that is empty (unless
-    in ``blank_ok``), not a number, or not finite.
-    """
+    """The first bad row or cell of the data rows, named by its line; None if Python finds none."""
     index = {name: i for i, name in reversed(list(enumerate(header)))}  # first occurrence; a dict, not list.index
     pick = itemgetter(*(index[name] for name in names))
     rows: list[tuple[str, ...]] = []
@@ -378,12 +333,7 @@ def _bad_cell(
 
 
 def _records(path: str | Path, width: int) -> Iterator[tuple[int, int, list[str]]]:
-    """``(first line, last line, fields)`` of each record of the file that is not blank, the header first.
-
-    Blank: no fields, or (in a file of ``width`` > 1 columns, as Arrow is told to skip) one field of spaces. The
-    text is UTF-8 (a BOM dropped), read a line of at most ``MAX_LINE_CHARS`` at a time; decoding and quoting
-    errors are raised as UserInputError.
-    """
+    """``(first line, last line, fields)`` of each non-blank record (as Arrow skips them), the header first."""
     # newline="" lets the csv module see CRLF and line breaks inside quoted cells itself.
     with io.TextIOWrapper(open_input(path), encoding="utf-8-sig", newline="") as file:
         reader = csv.reader(_bounded_lines(file, path), skipinitialspace=True)
@@ -432,8 +382,7 @@ def _first_non_utf8_line(path: str | Path) -> int:
     return 0
 
 
-# Cells: Arrow columns as float arrays, and the first cell that is not a finite number. Text is parsed with
-# Arrow's own cast (the CSV reader's parser), after trimming spaces, so the checks agree with the fast path.
+# Cells: text is parsed with Arrow's own cast after trimming spaces, so the checks agree with the fast path.
 
 
 @dataclass(frozen=True)
@@ -446,9 +395,7 @@ class BadCell:
 
 
 def as_floats(column: pa.Array, blank_ok: bool = False) -> np.ndarray | None:
-    """``column`` as a numpy array, or None if some cell is empty (unless ``blank_ok``: NaN), not a number or not
-    finite. float32 and float64 keep their type, as a read-only view of Arrow's buffer where no cell is empty;
-    other types become float64.
+    """``column`` as numpy (float32/float64 kept, zero-copy), or None if a cell is empty, not a number or not finite.
 
     Example:
         >>> as_floats(pa.array([1, 2])).tolist(), as_floats(pa.array(["1", " x"]))
@@ -488,8 +435,7 @@ def _is_text(column: pa.Array | pa.ChunkedArray) -> bool:
 
 
 def _parse(column: pa.Array | pa.ChunkedArray, blank_ok: bool) -> pa.Array | pa.ChunkedArray:
-    """float64 values (nulls where a cell is empty); raises ArrowInvalid where text is not a number. Integers
-    beyond 2**53 are rounded to the nearest float, as a CSV file's are."""
+    """float64 values (empty cells null, integers rounded as a CSV file's); raises ArrowInvalid on text."""
     if _is_text(column):
         column = pc.utf8_trim_whitespace(column)
         if blank_ok:  # blank text counts as an empty cell

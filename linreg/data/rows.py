@@ -1,19 +1,12 @@
 """A table's rows: which split each belongs to, and their standardisation. Plain functions, no Lightning.
 
-**Split.** Every row's key is a seeded hash of its position (``row_keys``: the SplitMix64 finaliser, a bijection
-of 64-bit integers, so no two rows share a key). The ``num_val`` rows of smallest key validate, the next
-``num_test`` test, the rest train (``SplitPlan``): exact sizes (``round(fraction * rows)``, at least one row for a
-positive fraction), and a row's split depends only on its position, the number of rows and the seed. The plan
-needs only the number of rows and two thresholds on the key (found in chunks: memory grows with the held-out rows,
-not the table), so a table read whole and one streamed are split alike, row for row.
+**Split.** A row's split depends only on its position, the number of rows and the seed: the rows of smallest
+seeded hash validate, the next test, the rest train. The plan is two thresholds on the hash, so a table read whole
+and one streamed are split alike, row for row, and memory grows with the held-out rows, not the table.
 
-**Standardisation.** SGD with one learning rate cannot fit features on scales of 1e3 and 1e-2 at once: the step
-that moves the small-scale weight diverges on the large-scale one. Standardised, every feature has unit scale and
-the default learning rate suits any table. The target is standardised too: Adam moves a parameter by about ``lr``
-a step whatever its gradient, so an intercept of 50 000 in raw units would take millions of steps; and float32
-keeps ~7 digits, too few for residuals of 1 around values of 1e6. The model learns ``y_s = x_s w + b`` on
-``x_s = (x - mean_x) / std_x``, ``y_s = (y - mean_y) / std_y``; ``Standardizer.to_original_units`` gives the
-coefficients on the raw columns.
+**Standardisation.** One learning rate cannot fit features on scales of 1e3 and 1e-2 at once. The target is
+standardised too: Adam moves a parameter by about ``lr`` a step, so a raw intercept of 50 000 would take millions
+of steps, and float32's ~7 digits are too few for residuals of 1 around values of 1e6.
 """
 
 from __future__ import annotations
@@ -41,13 +34,7 @@ RESOLUTION = 2.0**-24
 
 
 def row_keys(positions: np.ndarray, seed: int) -> np.ndarray:
-    """The key of each row, uint64, from its position (int64) and ``seed``: distinct positions, distinct keys.
-
-    Example:
-        >>> keys = row_keys(np.arange(5), seed=0)
-        >>> len(set(keys.tolist())), keys.dtype
-        (5, dtype('uint64'))
-    """
+    """Each row's uint64 key, a seeded SplitMix64 finaliser of its position: a bijection, so keys are distinct."""
     with np.errstate(over="ignore"):  # uint64 arithmetic wraps around, as the hash intends
         z = positions.astype(np.uint64) + np.uint64(seed % 2**64) * np.uint64(0x9E3779B97F4A7C15)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
@@ -107,14 +94,7 @@ class SplitPlan:
 
 @dataclass(frozen=True)
 class Standardizer:
-    """Means and standard deviations of the features and the target, from the training split.
-
-    Attributes:
-        x_mean: shape ``(d,)``, float64.
-        x_std: shape ``(d,)``, float64, all > 0.
-        y_mean: the target's mean.
-        y_std: the target's standard deviation, > 0.
-    """
+    """Means and standard deviations (all > 0) of the features, ``(d,)`` float64, and the target, from training."""
 
     x_mean: Tensor
     x_std: Tensor
@@ -134,16 +114,7 @@ class Standardizer:
         return y_s.double() * self.y_std + self.y_mean
 
     def to_original_units(self, w: Tensor, b: Tensor | float) -> tuple[Tensor, Tensor]:
-        """The coefficients of ``y = x w' + b'`` on raw columns, from those of the standardised model.
-
-        ``w' = std_y * w / std_x`` and ``b' = mean_y + std_y * (b - sum(w * mean_x / std_x))``.
-
-        Args:
-            w: weights of the standardised model, shape ``(d,)``.
-            b: its bias.
-
-        Returns:
-            ``(w', b')`` in float64, shapes ``(d,)`` and ``()``.
+        """The float64 coefficients ``(w' (d,), b' ())`` on raw columns of the standardised model's ``(w, b)``.
 
         Example:
             >>> s = Standardizer(torch.tensor([2.0]), torch.tensor([4.0]), 10.0, 3.0)
@@ -167,12 +138,7 @@ class Standardizer:
         return all(map(torch.equal, self.shift_and_scale(), other.shift_and_scale()))
 
     def checked(self, path: str, names: Sequence[str], for_training: bool) -> Standardizer:
-        """These statistics of the columns ``names`` (features then target), refused where they cannot be trusted.
-
-        A column whose statistics overflow, or whose squares would (MSEs in its units), is refused by name. Not
-        ``for_training``, a constant column is kept with a std of 1 (no model is fitted to it here); for training,
-        a constant column cannot be standardised nor learnt from, and underflowing or unresolvable ones are refused.
-        """
+        """These statistics of ``names`` (features then target), refused by column where they cannot be trusted."""
         stds, means = [*self.x_std.tolist(), self.y_std], [*self.x_mean.tolist(), self.y_mean]
         for name, std, mean in zip(names, stds, means, strict=True):
             if not (abs(mean) <= LARGEST_SQUARABLE and std <= LARGEST_SQUARABLE):
@@ -180,7 +146,7 @@ class Standardizer:
                     f"{path}: column {name!r} is too large for the statistics (mean {mean:g}, standard deviation"
                     f" {std:g}); values must stay within ±1e154, whose squares float64 holds: rescale the column"
                 )
-        if not for_training:
+        if not for_training:  # a constant column is kept with a std of 1: no model is fitted to it here
             return replace(self, x_std=torch.where(self.x_std == 0, 1.0, self.x_std), y_std=self.y_std or 1.0)
         for name, std, mean in zip(names, stds, means, strict=True):
             if 0 < max(abs(mean), std) < SMALLEST_SQUARABLE:

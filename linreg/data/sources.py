@@ -1,19 +1,12 @@
-"""Where a table's files are, and the one place they are opened: local paths and object storage.
+"""Where a table's files are, and the one place they are opened (``open_input``): local paths and object storage.
 
-A path is local, or a URI: ``s3://`` (AWS, or any store that speaks S3), ``gs://``, ``abfs://`` or ``hdfs://``
-through pyarrow's filesystems, or any other scheme fsspec knows (``az://``, ``memory://``). Credentials come from
-the store's usual environment and config files, never from the URI (user info, in the path or its endpoint, or a
-query option not in ``QUERY_OPTIONS`` is refused), so no secret reaches a config, log or message; ``shown`` masks
-user info in a message. An S3 endpoint is ``?endpoint_override=``, else ``AWS_ENDPOINT_URL_S3`` or
-``AWS_ENDPOINT_URL``. An unreachable store fails within a minute, not after the clients' defaults (GCS retries for
-15 minutes): ``CONNECT_TIMEOUT_S``, ``REQUEST_TIMEOUT_S`` and ``ATTEMPTS`` on S3, ``RETRY_LIMIT_S`` on GCS.
+A URI goes through pyarrow's filesystems (``s3://``, ``gs://``, ``abfs://``, ``hdfs://``) or fsspec. Credentials
+come from the store's environment and config files, never from the URI, so no secret reaches a config, log or
+message. Timeouts are short: an unreachable store fails within a minute, not after GCS's 15 minutes of retries.
 
-Every file is opened by ``open_input``, and every error of a read becomes one line naming the file (``reading``).
-Opened with the ``Version`` the first pass recorded, a file that has changed since is refused. On object storage
-its version is its ETag. A local file's is its size, modification time and a ``fingerprint`` of its content, since
-``cp -p`` and ``rsync -t`` rewrite a file and keep the first two: hashed whole up to ``FULL_HASH_BYTES``, else its
-head, its tail (Parquet's footer) and ``SAMPLES`` blocks between, so a change of the same size, keeping the
-modification time, outside the sample goes unseen.
+A file that has changed since the first pass recorded its ``Version`` is refused. Locally the version includes a
+``fingerprint`` of the content, since ``cp -p`` and ``rsync -t`` keep size and modification time; it samples large
+files, so a same-size change outside the sample goes unseen.
 """
 
 from __future__ import annotations
@@ -47,16 +40,14 @@ RETRY_LIMIT_S = 20  # GCS's client retries (with backoff) for this long, instead
 
 @dataclass(frozen=True)
 class Version:
-    """A file's size, and its ETag (S3), modification time (another store), or, locally, modification time in ns
-    and content ``fingerprint``."""
+    """A file's size, and its ETag (S3), modification time (another store), or local mtime and ``fingerprint``."""
 
     size: int
     stamp: str | int | None
 
 
 def shown(path: str | os.PathLike[str]) -> str:
-    """``path`` for a message: the user info of every URL in it (``//user:secret@``) masked as ``//***@``, also
-    that of an endpoint in its query given without a scheme (``=user:secret@``).
+    """``path`` for a message, the user info of every URL in it (also in its query) masked as ``***``.
 
     Example:
         >>> shown("s3://b/t.csv?endpoint_override=http://KEY:SECRET@host")
@@ -121,8 +112,7 @@ def _options(parts: SplitResult) -> dict[str, str]:
 
 
 def endpoint(path: str | os.PathLike[str]) -> str | None:
-    """The endpoint of an S3 path (``?endpoint_override=``, else ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL``):
-    None for AWS's own, or for another store."""
+    """An S3 path's ``?endpoint_override=``, else ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL``; else None."""
     parts = urlsplit(os.fspath(path), allow_fragments=False)
     if parts.scheme != "s3":
         return None
@@ -216,8 +206,7 @@ def reading(path: str | Path) -> Iterator[None]:
 
 
 def open_input(path: str | Path, seekable: bool = False, expected: Version | None = None) -> pa.NativeFile:
-    """Opens a file of a table: a regular file (a FIFO would block), gunzipped if its name ends in ``.gz``
-    (unless ``seekable``, as Parquet is read); refused if it is no longer of the ``expected`` version.
+    """Opens a regular file of a table (``.gz`` gunzipped unless ``seekable``), of the ``expected`` version.
 
     Raises:
         UserInputError: the file (or bucket) is missing, unreadable, or has changed.
@@ -249,8 +238,7 @@ def open_input(path: str | Path, seekable: bool = False, expected: Version | Non
 
 
 def version(path: str | Path, file: pa.NativeFile | None = None) -> Version:
-    """The file's ``Version`` now: its ETag on S3 (that of opening ``file``, if given), its modification time on
-    another store, and locally its modification time and ``fingerprint``."""
+    """The file's ``Version`` now (on S3, the ETag of opening ``file``, if given)."""
     if not is_remote(path):
         return _local_version(path, os.stat(path))
     if file is None:
@@ -270,7 +258,7 @@ def _local_version(path: str | Path, status: os.stat_result) -> Version:
 
 
 def fingerprint(path: str | Path, size: int) -> str:
-    """A hash of the local file's content: all of it up to ``FULL_HASH_BYTES``, else a sample (see the module)."""
+    """A hash of the local file: whole up to ``FULL_HASH_BYTES``, else its ends and ``SAMPLES`` blocks between."""
     digest = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as file:
         if size <= FULL_HASH_BYTES:
@@ -337,14 +325,11 @@ def _kind(path: str | Path) -> FileType:
 
 
 def _files_below(root: str | Path) -> list[str]:
-    """The files below the directory (or prefix) ``root``, in path order; names starting with ``_`` or ``.``
-    (``_SUCCESS``, ``.crc`` files), and whatever is below them, skipped.
+    """The files below ``root`` in path order, skipping names starting with ``_`` or ``.`` and what is below them.
 
-    Object storage is listed by ``pyarrow.dataset``'s discovery. A local directory is walked here, because that
-    discovery follows a link below it (a link to the directory itself lists its files 40 times over:
-    ``test_links_below_a_data_directory_are_refused_not_followed`` fails with it) and drops a FIFO without a word
-    (``test_a_fifo_in_a_data_directory_is_refused_before_it_is_opened``); here a link is refused, so no file is read
-    twice or from outside the data set, and a FIFO is refused when opened.
+    Object storage is listed by ``pyarrow.dataset``. A local directory is walked here, because that discovery
+    follows links (``test_links_below_a_data_directory_are_refused_not_followed`` fails with it) and drops FIFOs
+    silently (``test_a_fifo_in_a_data_directory_is_refused_before_it_is_opened``); here both are refused.
     """
     if is_remote(root):
         import pyarrow.dataset as ds  # 16 MiB of libraries, for object storage only

@@ -1,7 +1,4 @@
-"""The book's synthetic data: ``synthetic_data`` (d2l's function, plain tensors) and ``SyntheticRegressionData``.
-
-``X ~ N(0, 1)`` of shape ``(n, d)`` and ``y = X w + b + N(0, noise_std)`` of shape ``(n, 1)``.
-"""
+"""The book's synthetic data: ``synthetic_data`` (d2l's function, plain tensors) and ``SyntheticRegressionData``."""
 
 from __future__ import annotations
 
@@ -25,22 +22,7 @@ def synthetic_data(
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> tuple[Tensor, Tensor]:
-    """Draws ``(X, y)``, shapes ``(num_examples, d)`` and ``(num_examples, 1)``, of ``y = X w + b + noise``.
-
-    Args:
-        w: true weights, shape ``(d,)``.
-        b: true bias.
-        num_examples: number of rows to draw (may be 0).
-        noise_std: standard deviation of the Gaussian label noise (0 gives exact labels).
-        generator: source of randomness; pass a seeded one for reproducible data.
-        dtype: floating dtype of the returned tensors.
-
-    Example:
-        >>> g = torch.Generator().manual_seed(0)
-        >>> X, y = synthetic_data(torch.tensor([2.0, -3.4]), 4.2, 5, 0.01, g)
-        >>> X.shape, y.shape
-        (torch.Size([5, 2]), torch.Size([5, 1]))
-    """
+    """Draws ``X ~ N(0, 1)`` ``(num_examples, d)`` and ``y = X w + b + N(0, noise_std)`` ``(num_examples, 1)``."""
     w = w.to(dtype).reshape(-1, 1)
     X = torch.randn(num_examples, w.shape[0], generator=generator, dtype=dtype)  # (n, d)
     y = X @ w  # (n, d) @ (d, 1) -> (n, 1)
@@ -61,8 +43,7 @@ class SyntheticRegressionData(RegressionData):
         num_val: validation examples; 0 turns validation off.
         num_test: test examples (also the examples ``predict`` runs on).
         batch_size: examples per SGD step.
-        eval_batch_size: examples per validation/test/predict batch; they take no gradient step, so
-            large batches only save time.
+        eval_batch_size: examples per validation/test/predict batch (no gradient step: large is faster).
         seed: seeds the data and the shuffling order; the same seed gives the same tensors and batches.
 
     Example:

@@ -1,20 +1,12 @@
 """``TableRegressionData``: a table of numeric columns (CSV, CSV.gz, Parquet) as a LightningDataModule.
 
-The header is read in ``__init__`` (the CLI needs ``input_dim`` before anything else runs), the rows in
-``prepare_data``/``setup``. Features and target are standardised with statistics of the training split
-(``linreg.data.rows`` says why), saved in checkpoints, so ``validate``, ``test`` and ``predict`` from a
-checkpoint apply the transform the model was trained with, even if the file has changed since.
+The header is read in ``__init__`` (the CLI needs ``input_dim`` first), the rows in ``prepare_data``/``setup``.
+The training split's statistics are saved in checkpoints, so a later ``validate``/``test``/``predict`` applies the
+transform the model was trained with, even if the file has changed since.
 
-A table is read in pieces (``linreg.data.reading``): each row group of each Parquet file, or a whole CSV file.
-Its rows are counted first (one column), since the split is planned on the number of rows; then ``scan`` reads
-every cell once, checking it, counting each split per piece and accumulating the training split's moments in
-float64 (the standardisation and the least-squares reference come from them). A table held in memory is then read
-once more into float32 tensors (``StreamedTable.materialize``); a streamed one is read again each epoch by a
-``StreamLoader``: its pieces in a seeded order (under DDP, every ``world_size``-th piece per process), rows
-shuffled within a buffer of ``shuffle_buffer`` rows, resumable mid-epoch through Lightning's loader protocol
-(``__iter__``, ``__len__``, ``state_dict``, and a ``sampler`` whose ``set_epoch`` Lightning calls). Both modes split
-alike (a seeded hash of each row's position: ``linreg.data.rows.SplitPlan``), so ``in_memory`` (``auto``
-compares the table's size with the memory available) changes speed and memory, never which rows train.
+The rows are counted, then ``scan`` checks every cell once and accumulates the training moments in float64. A table
+held in memory is read once more into float32 tensors, a streamed one each epoch by a ``StreamLoader``; both split
+alike, so ``in_memory`` changes speed and memory, never which rows train.
 """
 
 from __future__ import annotations
@@ -55,9 +47,7 @@ HELD_OUT_IN_MEMORY = 64 << 20
 def auto_batch_size(train_rows: int) -> int:
     """Rows per SGD step for ``batch_size: auto``: a twentieth of the training rows, from 16 to 4096.
 
-    A step's cost is mostly fixed (Lightning's machinery, about half a millisecond on a CPU) up to thousands
-    of rows, so large tables take large batches; small ones keep 20 steps an epoch, so that the epochs the
-    config gives are enough steps.
+    A step's cost is mostly fixed (about half a millisecond on a CPU) up to thousands of rows.
 
     Example:
         >>> auto_batch_size(320), auto_batch_size(100), auto_batch_size(800_000)
@@ -71,24 +61,17 @@ class TableRegressionData(RegressionData):
     """Train, validation and test splits of the rows of a table; ``predict`` runs on every row.
 
     Args:
-        path: a CSV file (``.csv``, ``.csv.gz``; its first line names the columns), a Parquet file, or a
-            directory of Parquet files; local, or on object storage (``s3://bucket/prefix/``, ``gs://``, ...).
+        path: a CSV file (``.csv``, ``.csv.gz``), a Parquet file or directory; local or ``s3://``, ``gs://``, ...
         target: the column to predict.
         features: the columns to predict it from; all other columns when not given.
-        val_fraction: share of the rows held out for validation (``val/loss`` after every epoch); 0 trains on
-            every row (but ``test_fraction``'s) and validation is off.
+        val_fraction: share of the rows held out for validation (``val/loss`` every epoch); 0 turns it off.
         test_fraction: share of the rows held out for ``test``; may be 0.
-        predict_path: a table of rows to predict instead of every row of ``path``; it needs the
-            feature columns, and the target column may be absent or blank. Read in memory.
-        batch_size: rows per SGD step; ``auto`` (``auto_batch_size``): a twentieth of the training rows, from 16
-            to 4096, so a small table still gets 20 steps an epoch and a large one batches that keep a step's
-            fixed cost small beside its arithmetic.
+        predict_path: a table of rows to predict instead of every row of ``path`` (the target may be blank).
+        batch_size: rows per SGD step; ``auto``: a twentieth of the training rows, from 16 to 4096.
         eval_batch_size: rows per validation/test/predict batch (no gradient step: large is faster).
         seed: seeds the split and the shuffling order.
-        in_memory: ``True`` reads the table into memory; ``False`` streams it from disk every epoch;
-            ``auto`` streams when its tensors would take more than half the memory available.
-        shuffle_buffer: when streaming, rows shuffled together (the pieces of the table come in a new
-            order every epoch; rows mix within this many). Memory: 4 bytes x columns x this.
+        in_memory: ``True`` holds the table in memory, ``False`` streams it, ``auto`` streams past half the memory free.
+        shuffle_buffer: when streaming, rows shuffled together (memory: 4 bytes x columns x this).
 
     Example:
         >>> import tempfile, os
@@ -184,8 +167,7 @@ class TableRegressionData(RegressionData):
         return self._streamed is not None and (self.streaming or self.train_data is not None)
 
     def _read(self, stage: str) -> None:
-        """Counts the rows, then scans the table once (every cell checked, the splits counted, the statistics);
-        for ``predict``, reads the rows to predict."""
+        """Scans the table once (rows counted, cells checked, statistics); for ``predict``, reads its rows."""
         if self._streamed is None:
             names = [*self._features, self.target]
             self._streamed = StreamedTable(
@@ -197,7 +179,6 @@ class TableRegressionData(RegressionData):
                 # Training needs statistics it can learn from. validate/test/predict usually get the
                 # training run's from the checkpoint (load_state_dict, after setup), whatever the file
                 # holds now; these stand in until then.
-                names = [*self._features, self.target]
                 self.standardizer = self._streamed.standardizer().checked(self.path, names, for_training=stage == "fit")
         if stage == "predict" and self._predict_table is None:
             path = self.predict_path if self.predict_path is not None else self.path
@@ -205,7 +186,7 @@ class TableRegressionData(RegressionData):
             self._predict_x = self._standardized_inputs(self._predict_table)
 
     def _standardized_inputs(self, table: Table) -> Tensor:
-        """The feature columns of ``table`` in the model's units, float32; a row beyond float32 there is refused.
+        """The feature columns of ``table`` in the model's units, float32.
 
         Raises:
             UserInputError: naming the line or row and the column of the first value that overflows float32.
@@ -276,8 +257,7 @@ class TableRegressionData(RegressionData):
         return state | self.standardizer.state_dict()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restores the statistics of the checkpoint's training split (Lightning calls it after ``setup``); the
-        command line has checked them (``linreg.checkpointing.admission``)."""
+        """Restores the checkpoint's statistics (after ``setup``; checked by ``linreg.checkpointing.admission``)."""
         restored = Standardizer.from_state_dict(state_dict)
         changed = self.standardizer is None or not restored.same_as(self.standardizer)
         self.standardizer = restored
@@ -318,14 +298,7 @@ class CSVRegressionData(TableRegressionData):
 
 
 class StreamedTable:
-    """A table's splits read from disk: its rows counted, one pass for checks and statistics, then a loader per split.
-
-    Args:
-        path: a CSV file or a Parquet file or directory.
-        names: the columns read, features then target.
-        val_fraction, test_fraction, seed: the split (``SplitPlan``).
-        shuffle_buffer: rows shuffled together by the training loader.
-    """
+    """The splits of ``names`` (features, target) read from disk: one pass for checks and statistics, then loaders."""
 
     def __init__(
         self, path: str, names: list[str], val_fraction: float, test_fraction: float, seed: int, shuffle_buffer: int
@@ -359,10 +332,7 @@ class StreamedTable:
     def materialize(
         self, standardizer: Standardizer, splits: tuple[str, ...] = ("train", "val", "test")
     ) -> dict[str, tuple[Tensor, Tensor]]:
-        """``splits`` as float32 tensors ``(X, y)`` in the model's units, rows in table order: one more pass.
-
-        What a table held in memory trains on. Memory: the tensors themselves and one record batch.
-        """
+        """``splits`` as float32 tensors ``(X, y)`` in the model's units, rows in table order: one more pass."""
         parts = [SPLITS[name] for name in splits]
         shift, scale = (t.numpy() for t in standardizer.shift_and_scale())
         d = len(self.names) - 1
@@ -386,8 +356,7 @@ class StreamedTable:
 
 
 def check_statistics_memory(path: str, features: int) -> None:
-    """Refuses ``features`` columns whose statistics (``MOMENT_MATRICES`` float64 matrices of ``(d + 1)²``) would
-    not fit in the memory available now: before anything is read or allocated.
+    """Refuses ``features`` columns whose statistics would not fit in memory, before anything is read.
 
     Raises:
         UserInputError: naming d and the bytes needed and available.
@@ -403,12 +372,9 @@ def check_statistics_memory(path: str, features: int) -> None:
 
 
 def exceeds_memory(path: str, columns: int, fraction: float = 0.5) -> bool:
-    """Whether the tensors of ``columns`` columns of the table at ``path`` would take over ``fraction`` of the
-    memory available now.
+    """Whether the table's float32 tensors would take over ``fraction`` of the memory available now.
 
-    Held in memory, a table costs its float32 tensors, ``BYTES_PER_VALUE`` a value (it is read a record
-    batch at a time). The rows of Parquet are estimated from its metadata; those of a CSV file from
-    its size (a value takes at least 2 bytes of text, a gzipped file at least 5 times less).
+    Parquet's rows come from its metadata; a CSV value takes at least 2 bytes of text (gzipped, 5 times less).
     """
     if is_parquet(path):
         values = sum(metadata.num_rows for _, metadata in parquet_files(path)) * columns
@@ -419,19 +385,12 @@ def exceeds_memory(path: str, columns: int, fraction: float = 0.5) -> bool:
 
 
 def standardized(values: np.ndarray, shift: float, scale: float) -> np.ndarray:
-    """``(values - shift) / scale`` in float64, as ``Standardizer.transform_x`` computes it: the one standardisation
-    of a table's rows, streamed or held in memory (the caller rounds the result once, to float32).
-
-    Example:
-        >>> standardized(np.array([1.0, 3.0], dtype=np.float32), 2.0, 0.5).tolist()
-        [-2.0, 2.0]
-    """
+    """``(values - shift) / scale`` in float64, as ``Standardizer.transform_x``: streamed or in memory alike."""
     return np.subtract(values, shift, dtype=np.float64) / scale
 
 
 def scan(table: Sequence[Piece], names: Sequence[str], plan: SplitPlan) -> tuple[list[list[int]], Moments]:
-    """Reads the table's pieces once: checks every cell; returns the rows of each split per piece and the
-    training rows' moments (of ``names``' columns)."""
+    """One pass checking every cell: the rows of each split per piece, and the training rows' moments."""
     moments, counts = Moments.empty(len(names)), []
     for piece in table:
         count = np.zeros(3, dtype=np.int64)
@@ -471,18 +430,9 @@ def read_ahead(items: Iterator[T], depth: int = 2) -> Iterator[T]:
 class StreamLoader:
     """Mini-batches of one split of a streamed table, resumable mid-epoch; Lightning's ``sampler`` protocol.
 
-    Rows are standardised as they are read (in float64, as ``Standardizer`` does, then rounded to float32)
-    into one float32 buffer of ``shuffle_buffer`` rows; a full buffer is cut into batches in a seeded random
-    order (gathered, so the buffer itself is never copied), the rows short of a whole batch staying for the
-    next fill. Memory: the buffer (4 bytes x columns x rows) and three record batches (two read ahead by
-    ``read_ahead``), whatever the table's size.
-
-    Args:
-        table: the scanned table; ``split``: ``TRAIN``, ``VAL`` or ``TEST`` (``TRAIN`` is shuffled: a seeded piece
-            order and a buffer of the table's ``shuffle_buffer`` rows; the others come in table order).
-        standardizer: the model's units.
-        batch_size: rows per batch; ``num_batches``: batches per epoch (equal on every process under DDP).
-        rank, world_size: this process reads every ``world_size``-th piece from ``rank``; the rank also seeds.
+    Rows are standardised as read into a float32 buffer of ``shuffle_buffer`` rows, cut into batches in a seeded
+    order (``TRAIN`` only; its pieces too), rows short of a batch kept for the next fill. Memory: the buffer and
+    three record batches. Under DDP, this process reads every ``world_size``-th piece from ``rank``.
     """
 
     def __init__(
@@ -554,12 +504,9 @@ class StreamLoader:
     def _drain(
         self, X: np.ndarray, y: np.ndarray, filled: int, rng: np.random.Generator, last: bool
     ) -> Generator[tuple[Tensor, Tensor], None, int]:
-        """Batches of the buffer's ``filled`` rows in a random order; the rest (short of a batch) moved to its front.
+        """Batches of the buffer's ``filled`` rows in a random order; returns the rest, moved to its front.
 
         Gathered by numpy: one thread, no thread pool to wake per batch (torch's costs more than the copy).
-
-        Returns:
-            The rows left in the buffer.
         """
         order = rng.permutation(filled) if self.shuffle else np.arange(filled)
         whole = filled if last else filled - filled % self.batch_size
