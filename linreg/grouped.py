@@ -18,10 +18,7 @@ from linreg.model import LinearRegression, d2l_sgd
 
 
 class GroupedStepsRegression(LinearRegression):
-    """``LinearRegression`` taking one SGD step on each ``mini_batch_size`` rows of a training batch.
-
-    The other arguments are ``LinearRegression``'s.
-    """
+    """``LinearRegression`` taking one SGD step on each ``mini_batch_size`` rows of a training batch."""
 
     def __init__(
         self,
