@@ -181,10 +181,8 @@ class CheckBeforeTraining(Callback):
     """Checks before the first batch what needs the data or all callbacks (Lightning would fail only mid-run).
 
     An integer ``val_check_interval`` beyond an epoch's batches, a ``monitor`` naming no logged metric. Without
-    validation it says so, and EarlyStopping and ModelCheckpoint on a validation metric stay idle.
-
-    Args:
-        key_of: the config key of a callback (``trainer.callbacks[0]``), for the message.
+    validation it says so, and EarlyStopping and ModelCheckpoint on a validation metric stay idle. ``key_of``: a
+    callback's config key (``trainer.callbacks[0]``), for messages.
     """
 
     def __init__(self, key_of: Callable[[Callback], str]) -> None:
