@@ -32,12 +32,7 @@ def is_refusal(error: Exception, class_type: type) -> bool:
 
 
 class KeyedInstantiator:
-    """A jsonargparse instantiator that reports a class's refusal of its arguments as the config key's error.
-
-    Args:
-        config: the parsed config the classes are built from (the subcommand's).
-        groups: the keys of the parser's class groups (``last``, ``checkpoint``) and the class each builds.
-    """
+    """A jsonargparse instantiator reporting a class's refusal under its key in ``config`` or ``groups`` (``last``)."""
 
     def __init__(self, config: Namespace, groups: Mapping[str, type]) -> None:
         self.config = config
