@@ -24,12 +24,7 @@ from linreg.validation import UserInputError
 
 
 def in_input_order(predictions: Tensor, indices: Tensor) -> Tensor:
-    """``predictions`` ``(n,)`` placed at their row ``indices`` ``(n,)``, which must be a permutation of 0..n-1.
-
-    Example:
-        >>> in_input_order(torch.tensor([10.0, 20.0, 30.0]), torch.tensor([2, 0, 1])).tolist()
-        [20.0, 30.0, 10.0]
-    """
+    """``predictions`` ``(n,)`` placed at their row ``indices`` ``(n,)``, which must be a permutation of 0..n-1."""
     n = indices.numel()
     if predictions.numel() != n or not torch.equal(indices.sort().values, torch.arange(n)):
         raise RuntimeError(f"predictions do not cover rows 0..{n - 1} exactly once; cannot restore the input order")
