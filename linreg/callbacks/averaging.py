@@ -26,10 +26,6 @@ class AveragedSGD(Callback):
 
     Args:
         start: optimizer steps left out (int), or the fraction of the run's batches left out (float in [0, 1)).
-
-    Example:
-        >>> AveragedSGD(start=0.25).first_batch(num_training_batches=100, max_epochs=2)  # 25% of 200 batches
-        50
     """
 
     def __init__(self, start: int | float = 0.8) -> None:
