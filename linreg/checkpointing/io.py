@@ -95,10 +95,7 @@ def _check_inflation(file: IO[bytes], shown: str) -> None:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's ``TorchCheckpointIO`` with atomic local writes and weights-only loads.
-
-    ``admitted`` holds a checkpoint already read and checked (``admission``): Lightning restores it, not a reread.
-    """
+    """``TorchCheckpointIO``, atomic and weights-only; ``admitted``: a checkpoint already checked, restored as read."""
 
     admitted: tuple[str, dict[str, Any]] | None = None
 
