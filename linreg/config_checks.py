@@ -111,10 +111,7 @@ def check_config_values(config: Namespace) -> None:
 
 
 def without_event_files(logger: Any) -> Any:
-    """A TensorBoardLogger's config as a CSVLogger's in the same place, for validate, test and predict.
-
-    TensorBoard lists every directory with an event file as a run, and an evaluation of a checkpoint is not one.
-    """
+    """A TensorBoardLogger's config as a CSVLogger's in its place: TensorBoard would list an evaluation as a run."""
     if not (isinstance(logger, Namespace) and str(logger.get("class_path")).endswith("TensorBoardLogger")):
         return logger
     given = logger.get("init_args") or Namespace()
