@@ -1,8 +1,7 @@
 """Checks of the command line and config that no single class can make, each before anything is written.
 
-Each value is checked once: by its jsonargparse type or the constructor that takes it where one can, and
-here only what needs the whole config or the built objects together (the optimizer with the model's
-parameters, the scheduler with the optimizer, the precision with the device).
+Only what needs the whole config or the built objects together (the optimizer with the model's parameters, the
+scheduler with the optimizer, the precision with the device); the rest is checked by types and constructors.
 """
 
 from __future__ import annotations
@@ -34,8 +33,7 @@ MAX_CONFIG_BYTES = 1 << 24
 
 
 class CheckedConfigFile(ActionConfigFile):
-    """``--config``: a regular file (a FIFO would block) of at most ``MAX_CONFIG_BYTES``, judged before it is opened;
-    read and parsed once, by jsonargparse, whose YAML error is answered naming the file, line and column."""
+    """``--config``: a regular file of at most ``MAX_CONFIG_BYTES``; a YAML error names the file, line and column."""
 
     def __call__(self, parser: Any, cfg: Any, values: Any, option_string: str | None = None) -> None:
         status = check_regular_file(values, "--config", missing_ok=True) if isinstance(values, str) else None
@@ -66,11 +64,9 @@ _OPTIMIZER_KEYS = ("--model.optimizer", "--model.init_args.optimizer")
 def check_optimizer_has_lr(argv: list[str]) -> None:
     """Refuses an optimizer class named on the command line without its learning rate.
 
-    jsonargparse keeps the arguments of the config's optimizer that the new class also takes: with
-    ``configs/d2l.yaml``, ``--model.optimizer Adam`` alone would train Adam with SGD's learning rate, 0.03.
-    The one check that reads the arguments as given (``parser.args``, after jsonargparse parsed them): the parsed
-    config does not say which values were given and which carried over, and jsonargparse has no hook on a
-    class_path change (its ``discard_init_args_on_class_path_change`` is private).
+    jsonargparse keeps the config optimizer's arguments that the new class takes: ``--model.optimizer Adam`` alone
+    would train Adam with SGD's 0.03. Reads the arguments as given: the parsed config does not say which values
+    carried over, and jsonargparse has no public hook on a class_path change.
     """
     named, has_lr = None, False
     for i, arg in enumerate(argv):
@@ -115,11 +111,7 @@ def check_config_values(config: Namespace) -> None:
 
 
 def without_event_files(logger: Any) -> Any:
-    """A TensorBoardLogger's config as a CSVLogger's in the same place (``<save_dir>/<name>/version_N``).
-
-    For validate, test and predict: TensorBoard lists every directory with an event file as a run, and an
-    evaluation of a checkpoint is not one. Its metrics are printed, and kept in ``metrics.csv``.
-    """
+    """A TensorBoardLogger's config as a CSVLogger's in its place: TensorBoard would list an evaluation as a run."""
     if not (isinstance(logger, Namespace) and str(logger.get("class_path")).endswith("TensorBoardLogger")):
         return logger
     given = logger.get("init_args") or Namespace()
@@ -133,8 +125,8 @@ LOGGED = ("train/loss", FULL_LOSS, OBJECTIVE_GAP, "convergence/log10_loss_val")
 
 
 def check_trainer(trainer: Trainer, precision: Any) -> None:
-    """Refuses what the device cannot honour: more CPU processes than cores, machines it cannot find, a backend
-    it lacks, a precision Lightning would silently replace (``16-mixed`` on the CPU becomes ``bf16-mixed``)."""
+    """Refuses what the device cannot honour: too many CPU processes, unfindable machines, a missing backend, a
+    precision Lightning would silently replace (``16-mixed`` on the CPU becomes ``bf16-mixed``)."""
     device = trainer.strategy.root_device.type
     cores = usable_cores()
     if device == "cpu" and trainer.num_devices > cores:
@@ -169,9 +161,8 @@ def check_trainer(trainer: Trainer, precision: Any) -> None:
 
 
 def check_training_setup(model: Any, epochs: int | None) -> None:
-    """Builds the model's optimizer and takes a step (``trial_optimizers``), then steps its scheduler through the
-    run's epochs: a value they refuse, or a learning rate that turns negative or not finite, is answered now as
-    ``model.optimizer`` or ``model.scheduler`` instead of mid-run."""
+    """Steps the model's optimizer once and its scheduler through the run's epochs: a refusal, or a learning rate
+    that turns negative or not finite, is answered now as ``model.optimizer`` or ``model.scheduler``."""
     trial = trial_optimizers(model)
     if trial is None or not trial[1]:
         return
@@ -184,14 +175,11 @@ def check_training_setup(model: Any, epochs: int | None) -> None:
 
 
 class CheckBeforeTraining(Callback):
-    """Checks, once the data are set up and before the first batch, what needs them or the whole run's callbacks:
-    an integer ``val_check_interval`` beyond an epoch's batches, and a ``monitor`` that names no metric the run
-    logs (Lightning would fail on either only at the first validation, after writing the run's first files).
-    Without validation (no validation rows, or ``limit_val_batches`` 0) it says so, and EarlyStopping and
-    ModelCheckpoint on a validation metric stay idle.
+    """Checks before the first batch what needs the data or all callbacks (Lightning would fail only mid-run).
 
-    Args:
-        key_of: the config key of a callback (``trainer.callbacks[0]``), for the message.
+    An integer ``val_check_interval`` beyond an epoch's batches, a ``monitor`` naming no logged metric. Without
+    validation it says so, and EarlyStopping and ModelCheckpoint on a validation metric stay idle. ``key_of``: a
+    callback's config key (``trainer.callbacks[0]``), for messages.
     """
 
     def __init__(self, key_of: Callable[[Callback], str]) -> None:

@@ -1,10 +1,7 @@
 """What the command line prints when it stops: one short line and an exit status, no traceback.
 
-jsonargparse reports a bad value with the full usage and one error per alternative of a union type:
-``ShortErrorParser`` prints one line, and names an unknown key as the user gave it with the nearest valid ones.
-Later errors are answered so by their type alone (``find_user_error``): ours, Lightning's
-``MisconfigurationException``, a file that cannot be opened, a full disk, lost peer processes, and a run that
-stopped without a result (``RunStopped``), with its own status. Anything else is a bug and keeps its traceback.
+``ShortErrorParser`` answers a parse error in one line (an unknown key with the nearest valid ones); later errors
+are answered by their type alone (``find_user_error``). Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -87,10 +84,7 @@ _VALUE = re.compile(rf"\[[^\[\]]{{{_LONGEST_VALUE},}}\]?|'[^'\"]{{{_LONGEST_VALU
 
 
 def fail(prog: str, message: str, hint: str = "", status: int = 2) -> NoReturn:
-    """Prints ``prog: error: message`` (and a hint line) to stderr and exits with ``status``.
-
-    The message is one line of at most 400 characters, each quoted or bracketed value over 80 cut, its length said.
-    """
+    """Prints ``prog: error: message`` (one line, long values cut) and a hint line to stderr; exits with ``status``."""
     cut = lambda match: f"{match.group(0)[: _LONGEST_VALUE - 20]}... ({len(match.group(0))} characters)"  # noqa: E731
     line = one_line(_VALUE.sub(cut, message), limit=399 - len(prog) - len(": error: "))
     print(f"{prog}: error: {line}" + (f"\n{hint}" if hint else ""), file=sys.stderr)
@@ -197,9 +191,7 @@ _BUILDING: ContextVar[bool] = ContextVar("linreg_building", default=False)
 def refuse_special_files(value: Any) -> Any:
     """``value`` unchanged, unless it, or a string in it, names a FIFO, a device or a socket.
 
-    jsonargparse opens a value that names a file as a config of its own (``--data fifo.csv``, a class group's
-    sub-config), and a FIFO waits for a writer forever. Checked on each value of the command line (the parser's
-    value given, ``ShortErrorParser._get_value``) and of a config document once loaded, before any value is applied.
+    jsonargparse opens a value naming a file as a config of its own, and a FIFO waits for a writer forever.
     """
     if isinstance(value, dict):
         value = {key: refuse_special_files(item) for key, item in value.items()}

@@ -1,18 +1,9 @@
 """``GroupedStepsRegression``: several SGD steps per Lightning step, for large data sets (opt-in, by ``class_path``).
 
 Lightning's fixed cost per ``training_step`` can exceed a linear model's SGD step (``python -m linreg.benchmark
-loops``). This model cuts each training batch into mini-batches and takes one SGD step on each, by manual
-optimization (as Lightning's docs advise for such loops): the same updates as ``LinearRegression`` with the
-mini-batch as its batch. Select it in a config (``configs/large.yaml``)::
-
-    model:
-      class_path: linreg.grouped.GroupedStepsRegression
-      init_args:
-        mini_batch_size: 1024  # rows per SGD step; data.batch_size 16384 gives 16 steps per batch
-
+loops``); this model takes one SGD step per mini-batch of a batch by manual optimization (``configs/large.yaml``).
 Given up: the Trainer's gradient clipping and accumulation, and per-step callback hooks (checkpoints and
-``max_steps`` count SGD steps but are checked once per batch; ``AveragedSGD`` hooks the optimizer). ``train/loss``
-is the batch's last step's, and ``log_every_n_steps`` counts batches.
+``max_steps`` count SGD steps but are checked once per batch). ``train/loss`` is the batch's last step's.
 """
 
 from __future__ import annotations
@@ -27,11 +18,7 @@ from linreg.model import LinearRegression, d2l_sgd
 
 
 class GroupedStepsRegression(LinearRegression):
-    """``LinearRegression`` taking one SGD step on each ``mini_batch_size`` rows of a training batch.
-
-    With ``data.batch_size`` a multiple of ``mini_batch_size``, the updates are those of ``LinearRegression``
-    on batches of ``mini_batch_size``. The other arguments are ``LinearRegression``'s.
-    """
+    """``LinearRegression`` taking one SGD step on each ``mini_batch_size`` rows of a training batch."""
 
     def __init__(
         self,

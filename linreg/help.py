@@ -1,9 +1,6 @@
 """``fit --help``: the options most runs set, with this command's values.
 
-LightningCLI's help is the whole parser, about 800 lines, with the trainer's 400 first: ``--help-all`` prints it.
-``--help`` prints the options of ``COMMON`` that this command has, each with the value it would use (a ``--config``
-before ``--help`` is read first) and the parser's own help text. Every value: LightningCLI's ``--print_config``; a
-class's arguments: its ``--data.help CLASS``.
+LightningCLI's help is the whole parser, about 800 lines with the trainer's 400 first: ``--help-all`` prints it.
 """
 
 from __future__ import annotations
@@ -71,11 +68,7 @@ class ShortHelp(argparse.Action):
 
 
 def config_value(config: Namespace, key: str) -> tuple[bool, Any]:
-    """Whether ``config`` has the option ``key`` (as the command line names it) and its value there.
-
-    A class's arguments sit under its ``init_args``: ``model.optimizer.lr`` is
-    ``model.init_args.optimizer.init_args.lr``.
-    """
+    """Whether ``config`` has the option ``key`` (``model.optimizer.lr``, through ``init_args``), and its value."""
     value: Any = config
     for part in key.split("."):
         if isinstance(value, Namespace) and part not in value and isinstance(value.get("init_args"), Namespace):

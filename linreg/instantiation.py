@@ -1,18 +1,9 @@
 """Building the objects a config names, each refusal of a value reported under the config key that gave it.
 
-jsonargparse builds every class the config names (the model, the data module, the callbacks, the ``last`` and
-``checkpoint`` groups, the logger, and the optimizer and scheduler when the model calls their factories)
-through the instantiators its parser is given. ``KeyedInstantiator`` is one: it calls the class as
-jsonargparse would, and when the class refuses a value it was given it raises a ``UserInputError`` that
-starts with the config key (``data: batch_size must be ...``, ``model.optimizer: Invalid momentum value``).
-
-Which exceptions are refusals is decided by their type and by whose class was called: ours raise
-``UserInputError`` for a bad argument; Lightning raises ``MisconfigurationException``; other libraries' classes
-(torch, Lightning) follow Python's convention of ``ValueError``, ``TypeError`` or ``OverflowError``. A class
-that needs a package that is not installed (Lightning's ``RichProgressBar`` without rich, ``MLFlowLogger``
-without mlflow) raises ``ImportError`` when it is built: the configuration is valid, this environment lacks the
-package, and the line says so. Any other exception, and a ``ValueError`` from one of our classes, is a bug and
-keeps its traceback.
+A refusal is told by its type and whose class raised it: ``UserInputError`` (ours), ``MisconfigurationException``
+(Lightning), ``ValueError``/``TypeError``/``OverflowError`` from other libraries' classes, and ``ImportError``
+(a class whose package is not installed, such as ``MLFlowLogger`` without mlflow). Anything else, and a
+``ValueError`` from one of our classes, is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -41,12 +32,7 @@ def is_refusal(error: Exception, class_type: type) -> bool:
 
 
 class KeyedInstantiator:
-    """A jsonargparse instantiator that reports a class's refusal of its arguments as the config key's error.
-
-    Args:
-        config: the parsed config the classes are built from (the subcommand's).
-        groups: the keys of the parser's class groups (``last``, ``checkpoint``) and the class each builds.
-    """
+    """A jsonargparse instantiator reporting a class's refusal under its key in ``config`` or ``groups`` (``last``)."""
 
     def __init__(self, config: Namespace, groups: Mapping[str, type]) -> None:
         self.config = config
@@ -68,10 +54,7 @@ class KeyedInstantiator:
 
 
 def config_key(config: Namespace, class_type: type, groups: Mapping[str, type] | None = None) -> str:
-    """The key of ``config`` that names ``class_type``: ``data``, ``model.optimizer``, ``trainer.callbacks[1]``.
-
-    The first match is taken; the class's name when no key names it.
-    """
+    """The first key of ``config`` naming ``class_type`` (``model.optimizer``), else the class's name."""
     for key, group_class in (groups or {}).items():
         if group_class is class_type:
             return key

@@ -30,19 +30,15 @@ def d2l_sgd(params: object) -> torch.optim.Optimizer:
 class LinearRegression(LightningModule):
     """Linear regression ``y = x w + b`` fitted by minimising ``mean loss(x w + b, y) + weight_decay / 2 · |w|²``.
 
-    The objective is stated here and nowhere else: the report solves it exactly and judges the fit against
-    that optimum (``linreg.stats.reference``).
+    The objective is stated here only: the report solves it exactly and judges the fit against that optimum.
 
     Args:
         input_dim: number of features (the CLI links it from the data module).
-        optimizer: builds the optimizer from the parameters; the book's SGD(lr=0.03) by default
-            (``--model.optimizer Adam`` for another).
+        optimizer: builds the optimizer from the parameters; the book's SGD(lr=0.03) by default.
         scheduler: builds a learning-rate scheduler, stepped every epoch (``--model.scheduler StepLR``).
         init_std: weights start from N(0, init_std); the bias starts at 0.
-        loss: the loss per example, averaged over the batch: ``torch.nn.MSELoss`` (the book's, and None's) or
-            ``torch.nn.HuberLoss`` (robust to outliers beyond its ``delta``: ``--model.loss torch.nn.HuberLoss``).
-        weight_decay: the L2 penalty ``weight_decay / 2 · |w|²`` on the weights, not the bias, as the book's
-            section on weight decay has it; in the units the model trains in (standardised ones for tables).
+        loss: ``torch.nn.MSELoss`` (the book's, and None's) or ``torch.nn.HuberLoss`` (robust to outliers).
+        weight_decay: the L2 penalty on the weights, not the bias, in the units the model trains in.
 
     Example:
         >>> model = LinearRegression(input_dim=3)

@@ -1,8 +1,7 @@
 """The optimizer and scheduler a model configures, built on copies of its weights and stepped once.
 
-What torch refuses only when an optimizer steps (an lr beyond float32, a sparse-only optimizer) is found
-before training, for the config's settings and for those a checkpoint holds alike, and answered in one line
-naming them. ``check_param_groups`` holds the settings to ``constraints.OPTIMIZER``.
+What torch refuses only when an optimizer steps (an lr beyond float32, a sparse-only optimizer) is found before
+training, for the config's settings and a checkpoint's alike.
 """
 
 from __future__ import annotations
@@ -31,8 +30,7 @@ def answered_as(key: str) -> Iterator[None]:
 
 
 def trial_optimizers(model: Any) -> tuple[list[Optimizer], list[Any]] | None:
-    """The model's optimizer, built on a copy of its parameters and stepped once with zero gradients, and its
-    scheduler; ``None`` for a model without an optimizer factory (``LinearRegression.optimizer``)."""
+    """The model's optimizer (on copies, stepped once) and scheduler; ``None`` without an optimizer factory."""
     factory, scheduler_factory = getattr(model, "optimizer", None), getattr(model, "scheduler", None)
     if not callable(factory):
         return None
@@ -50,8 +48,7 @@ def trial_optimizers(model: Any) -> tuple[list[Optimizer], list[Any]] | None:
 
 
 def trial_step(optimizer: Optimizer, where: str) -> None:
-    """Steps ``optimizer`` (built on copies, with zero gradients) once: what its settings make torch refuse only
-    then (an lr beyond float32, a sparse-only optimizer) is answered now, as ``where``."""
+    """Steps ``optimizer`` (on copies, zero gradients) once; a refusal is answered as ``where``."""
     with answered_as(f"{where} ({type(optimizer).__name__}, lr {optimizer.param_groups[0]['lr']:g}) at its first step"):
         optimizer.step(lambda: torch.zeros(()))  # a closure, as Lightning passes one (LBFGS needs it)
 

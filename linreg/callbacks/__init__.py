@@ -1,8 +1,4 @@
-"""Thin Lightning glue: the callbacks that log, report, plot, predict, average and guard a run.
-
-``default_callbacks()`` gives the callbacks the command line gives a run, for a ``lightning.Trainer`` built in
-Python (a notebook, say): the epoch lines, the report, the curves and figures, the divergence check.
-"""
+"""Thin Lightning glue: the callbacks that log, report, plot, predict, average and guard a run."""
 
 from __future__ import annotations
 
@@ -20,11 +16,10 @@ __all__ = ["AveragedSGD", "FitReport", "default_callbacks"]
 
 
 def default_callbacks(subcommand: str | None = "fit", command_line: bool = False) -> list[Callback]:
-    """The callbacks a run of ``subcommand`` uses (``None``: a fit built without running it), and Lightning's
-    console output kept to what the command line shows (``quiet_lightning``).
+    """The callbacks the command line gives a run of ``subcommand`` (``None``: fit), for a Trainer built in Python too.
 
-    Only those it uses: Lightning calls every callback at every hook. ``command_line``: the report's remedies are
-    flags (else Trainer and model arguments).
+    Only those it uses: Lightning calls every callback at every hook. ``command_line``: the report's remedies as
+    flags. Quiets Lightning's console (``quiet_lightning``).
 
     Example:
         >>> [type(callback).__name__ for callback in default_callbacks("predict")]

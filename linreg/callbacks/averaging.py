@@ -1,16 +1,9 @@
-"""``AveragedSGD``: the average of the SGD iterates from a chosen point of the run on (Polyak-Ruppert averaging).
+"""``AveragedSGD``: the mean of the SGD iterates from a chosen point on (Polyak-Ruppert averaging).
 
-With a constant learning rate the last SGD iterate jitters around the least-squares solution; the mean of the
-iterates cancels most of that jitter and reaches the closed form's statistical accuracy in one pass (Bach &
-Moulines, 2013). It starts once the loss has levelled: the first iterates would pull it back to the start.
-
-Not Lightning's ``WeightAveraging``: its float32 running mean stalls after about a thousand iterates
-(``test_the_average_of_many_iterates_is_their_float64_mean_where_a_float32_running_mean_stalls``), and it averages
-once per batch, missing ``linreg.grouped``'s steps within one
-(``test_a_model_taking_several_sgd_steps_per_batch_has_every_step_averaged``). Kept from it: validation sees the
-average; checkpoints hold it as ``state_dict`` and the iterate as ``current_model_state``, so a resume continues
-the average bit for bit; the average is copied into the model when training ends. The update runs after every
-optimizer step (``Optimizer.register_step_post_hook``).
+With a constant learning rate the last iterate jitters around the optimum; their mean reaches the closed form's
+statistical accuracy in one pass (Bach & Moulines, 2013). Not Lightning's ``WeightAveraging``: its float32 running
+mean stalls after about a thousand iterates, and it averages once per batch, missing ``linreg.grouped``'s steps.
+As there, validation and checkpoints (``state_dict``; the iterate as ``current_model_state``) see the average.
 """
 
 from __future__ import annotations
@@ -32,13 +25,7 @@ class AveragedSGD(Callback):
     """Averages the weights after every optimizer step from ``start`` on.
 
     Args:
-        start: optimizer steps left out (an int: SGD's time to its noise floor), or the fraction of the run's
-            training batches left out (a float in [0, 1); 0.8 averages the last fifth, as Lightning's
-            ``StochasticWeightAveraging``). A number of steps the planned run never reaches is warned of.
-
-    Example:
-        >>> AveragedSGD(start=0.25).first_batch(num_training_batches=100, max_epochs=2)  # 25% of 200 batches
-        50
+        start: optimizer steps left out (int), or the fraction of the run's batches left out (float in [0, 1)).
     """
 
     def __init__(self, start: int | float = 0.8) -> None:
@@ -56,7 +43,7 @@ class AveragedSGD(Callback):
         # The sum of the averaged iterates, in float64: a float32 running mean stops moving once its increment
         # (iterate - mean) / n falls below half the mean's resolution, a few thousand steps into a long run.
         self.total: list[Tensor] = []
-        self._first_batch = 0  # with a fractional start: the run's first averaged batch (over all its epochs)
+        self._first_batch = 0  # with a fractional start: the run's first averaged batch
         self._trainer: Trainer | None = None
         self._step = 0
         self._weights: list[Tensor] = []
@@ -189,8 +176,7 @@ class AveragedSGD(Callback):
 
 
 def _run_length(num_training_batches: float, max_epochs: int | None, max_steps: int | None) -> float | None:
-    """The training batches of a run, from its limits (``estimated_stepping_batches`` reloads the data); None if
-    unlimited."""
+    """A run's training batches from its limits, or None if unlimited (``estimated_stepping_batches`` reloads data)."""
     limits = [max_steps] if max_steps is not None and max_steps >= 0 else []
     if max_epochs is not None and max_epochs >= 0 and num_training_batches != float("inf"):
         limits.append(max_epochs * num_training_batches)

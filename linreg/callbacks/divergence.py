@@ -1,12 +1,8 @@
 """Stopping a diverged fit: the first NaN or infinite training loss ends it, with the likely cause named.
 
-``DivergenceGuard`` stops fit at the first non-finite loss with one line naming the step and the learning rate,
-and no checkpoint with non-finite weights is written (``OnExceptionCheckpoint``, which saves on any error, is named).
 Not ``EarlyStopping(check_finite=True)``: it reads its metric only at an epoch's or a validation's end, so steps
-run on and checkpoints keep non-finite weights
-(``test_lightnings_check_finite_lets_a_diverged_fit_step_on_and_save_non_finite_weights``). Reading a loss on the
-host waits for the device: free on one CPU process, where every step is read; elsewhere a device-side flag is read
-every ``log_every_n_steps``, at epoch ends and before checkpoints, still naming the first bad step.
+run on and checkpoints keep non-finite weights. Reading a loss waits for the device: on one CPU process every step
+is read; elsewhere a device-side flag, every ``log_every_n_steps`` and before checkpoints, keeps the first bad step.
 """
 
 from __future__ import annotations
@@ -29,7 +25,7 @@ class TrainingDivergedError(RunStopped):
 
 
 def _loss_of(outputs: Any) -> Tensor | None:
-    """The training loss in what ``training_step`` returned: the tensor itself or a dict's ``"loss"``."""
+    """The loss ``training_step`` returned: the tensor itself or a dict's ``"loss"``."""
     if isinstance(outputs, Tensor):
         return outputs
     if isinstance(outputs, dict) and isinstance(outputs.get("loss"), Tensor):

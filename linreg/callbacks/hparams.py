@@ -1,11 +1,8 @@
 """The run's settings beside its final ``val/loss``, for TensorBoard's hparams tab.
 
-``SaveConfigAndHparams`` saves ``config.yaml`` as LightningCLI does and, at the end of ``fit``, logs the settings
-that tell runs apart, named as their command-line flags, with ``val/final_loss`` as the tab's metric. The tab takes
-its columns from one run, so every run logs the same names (``none`` where a run has no scheduler, say), and it
-shows the first five in alphabetical order, so those five hold what runs differ in: ``data.batch_size``,
-``model.optimizer`` and ``model.scheduler`` with their arguments, ``trainer`` (``3 epochs, 2 cpu, ddp``) and
-``trainer.callbacks``. All values are text: the tab writes a batch size of 10 as ``10.000``.
+The tab takes its columns from one run, so every run logs the same names (``none`` where unset), and it shows the
+first five in alphabetical order, so those five hold what runs differ in. All values are text: the tab writes a
+batch size of 10 as ``10.000``.
 """
 
 from __future__ import annotations
@@ -45,8 +42,7 @@ _TRAINER_KEYS = ("devices", "max_epochs", "max_steps", "num_nodes", "precision",
 
 
 def tuned_hparams(config: Namespace, optimizer: Optimizer) -> dict[str, str]:
-    """The settings that tell runs apart, from the parsed config and the optimizer that ran (the config's may be
-    a function).
+    """The settings that tell runs apart, from the parsed config and the optimizer that ran (the config's: a factory).
 
     Example:
         >>> import torch
@@ -107,8 +103,7 @@ def _described(value: Any) -> str:
 
 
 class SaveConfigAndHparams(SaveConfigCallback):
-    """LightningCLI's ``SaveConfigCallback`` that also logs the run's settings with ``val/final_loss``, one point (the
-    tab reads ``val/loss`` only at exactly its curve's last step)."""
+    """LightningCLI's ``SaveConfigCallback`` that also logs the run's settings with ``val/final_loss`` after fit."""
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # TensorBoardLogger writes hparams.yaml in place when it is missing; written here first, atomically, with

@@ -1,7 +1,6 @@
 """``FitPlots``: the parity plot and residual histogram of the final fit on the validation set, in target units.
 
-Logged to TensorBoard's Images tab as ``plots/val_parity`` and ``plots/val_residuals`` and saved as
-``val_parity.png`` and ``val_residuals.png`` in the run directory; at most ``MAX_POINTS`` examples, seeded.
+Logged to TensorBoard's Images tab (``plots/val_*``) and saved as ``val_*.png`` in the run directory.
 """
 
 from __future__ import annotations
@@ -23,10 +22,7 @@ MAX_POINTS = 10_000  # examples drawn at most: a scatter of more takes long to d
 
 
 def sample_rows(chunks: Iterable[tuple[Tensor, Tensor]], size: int, seed: int = 0) -> tuple[Tensor, Tensor, int]:
-    """A seeded uniform subset of at most ``size`` rows of ``(X, y)`` blocks, in one pass, and the rows seen.
-
-    Each row draws a random key and the ``size`` smallest keys are kept: ``size`` rows and a block in memory.
-    """
+    """A seeded uniform sample of at most ``size`` rows of ``(X, y)`` blocks (smallest random keys), and rows seen."""
     generator = torch.Generator().manual_seed(seed)
     keys, kept, seen = torch.empty(0), None, 0
     for x, t in chunks:

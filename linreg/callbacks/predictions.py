@@ -1,10 +1,7 @@
 """``predictions.csv``: what ``predict`` writes into the run directory, one row per input row, in input order.
 
-The data module names the columns (``RegressionData.prediction_columns``); this module restores the input order
-(under DDP rank 0 gathers every process's share with its row indices) and writes the file atomically, so an
-interrupted run leaves the whole file or none. A prediction that is not a finite number (an input far beyond the
-training data overflows float32) is refused by its row before anything is written: the file holds only numbers
-the model stands behind.
+Written atomically, and only if every prediction is finite (an input far beyond the training data overflows
+float32): the file holds only numbers the model stands behind.
 """
 
 from __future__ import annotations
@@ -27,12 +24,7 @@ from linreg.validation import UserInputError
 
 
 def in_input_order(predictions: Tensor, indices: Tensor) -> Tensor:
-    """``predictions`` ``(n,)`` placed at their row ``indices`` ``(n,)``, which must be a permutation of 0..n-1.
-
-    Example:
-        >>> in_input_order(torch.tensor([10.0, 20.0, 30.0]), torch.tensor([2, 0, 1])).tolist()
-        [20.0, 30.0, 10.0]
-    """
+    """``predictions`` ``(n,)`` placed at their row ``indices`` ``(n,)``, which must be a permutation of 0..n-1."""
     n = indices.numel()
     if predictions.numel() != n or not torch.equal(indices.sort().values, torch.arange(n)):
         raise RuntimeError(f"predictions do not cover rows 0..{n - 1} exactly once; cannot restore the input order")
@@ -55,10 +47,7 @@ def check_finite_predictions(columns: dict[str, Tensor]) -> None:
 
 
 def write_csv(path: str | Path, columns: dict[str, Tensor]) -> None:
-    """Writes ``columns`` (name -> values, equal lengths) to ``path`` atomically; NaN as a blank cell.
-
-    Floats are written as Python's shortest round-tripping repr: read back, they are the values written.
-    """
+    """Writes ``columns`` (name -> values) to ``path`` atomically; NaN blank, floats as their round-tripping repr."""
     rows = zip(*(_cells(column) for column in columns.values()), strict=True)
 
     def write(_: object, file: IO[bytes]) -> None:

@@ -1,9 +1,7 @@
 """Terminal output: a progress bar on a terminal, one line per epoch everywhere, in the book's form.
 
-The book prints the loss on the whole training set after each epoch (``epoch 1, loss 0.000357``); the epoch line
-starts so, with ``train/full_loss`` (``ParameterRecovery``), and adds the validation metrics. The bar is drawn only
-on a terminal (no thousands of redraws in a log file), with the epoch lines above it. A fit that ends before
-its ``max_epochs`` says on stderr what ended it (``stop_line``), in place of Lightning's own line.
+The bar is drawn only on a terminal (no thousands of redraws in a log file). A fit that ends before its
+``max_epochs`` says on stderr what ended it (``stop_line``), in place of Lightning's own line.
 """
 
 from __future__ import annotations
@@ -87,9 +85,7 @@ def early_stopping_reason(callback: EarlyStopping, trainer: Trainer) -> str:
 
 
 def epoch_line(epoch: int, metrics: Mapping[str, Tensor | float], keys: tuple[str, ...]) -> str:
-    """The book's line (``loss`` is ``train/full_loss``, else ``train/loss``), then the logged ``keys``.
-
-    Numbers are printed as the book does (``{loss:f}``), in scientific notation where that would hide them.
+    """The book's line (``loss``: ``train/full_loss``, else ``train/loss``; ``{loss:f}`` unless tiny), then ``keys``.
 
     Example:
         >>> epoch_line(0, {"train/full_loss": 0.000357, "val/loss": 3.2e-07}, ("val/loss", "val/r2"))

@@ -1,20 +1,10 @@
 """``ParameterRecovery``: the exact optimum of the model's objective, and curves of SGD's way towards it.
 
-Logged before the first step and wherever Lightning writes ``train/loss`` (every ``log_every_n_steps``):
-
-- ``train/full_loss``: the MSE on the whole training set, the number the book prints after each epoch, exact
-  from the moments (``LeastSquaresFit.training_mse``), with no pass over the data;
-- ``train/objective_gap``: ``F(w, b) - F(w*, b*)``, how far the objective is from its optimum (exact from the
-  Hessian for MSE; for the Huber loss one pass over the rows, at epoch ends only);
-- ``params/w_error``, ``params/b_error``: distance from the true coefficients, when known;
-- ``params/w_gap_optimum``, ``params/b_gap_optimum``: distance from the optimum;
-- ``params/w/<feature>``, ``params/b``: the coefficients, for up to 16 features;
-- ``convergence/log10_*`` and ``reference/log10_loss_optimum``: losses and gaps on a log10 scale, where
-  the noise floor is as visible as the start.
-
-TensorBoard's Custom Scalars page draws several of them on one chart (``LAYOUT``, written once per run).
-
-Coefficients are in the data's own units, losses in the units the model is trained in.
+Logged before the first step and wherever Lightning writes ``train/loss``: ``train/full_loss`` (the book's
+per-epoch number, exact from the moments, no pass over the data), ``train/objective_gap`` (``F(w, b) - F(w*, b*)``;
+for the Huber loss one pass over the rows, at epoch ends only), ``params/*`` (distances from the true coefficients
+and the optimum; the coefficients themselves) and ``convergence/log10_*``, where the noise floor is as visible as
+the start. Coefficients are in the data's units, losses in the units the model trains in.
 """
 
 from __future__ import annotations
@@ -80,8 +70,7 @@ def log10(value: float) -> float:
 
 
 class ParameterRecovery(Callback):
-    """Logs the training-set loss and the recovery curves as often as ``train/loss``; the reference is solved in
-    ``setup``, so data without one stop the run before it writes."""
+    """Logs the training-set loss and recovery curves with ``train/loss``; ``setup`` solves the reference first."""
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         data = regression_data(trainer, type(self).__name__) if stage == "fit" else None

@@ -1,7 +1,4 @@
-"""``FitReport``: prints the end-of-fit report on rank zero and writes it as ``report.json`` in the run directory.
-
-What the report holds and how it is computed: ``linreg.stats.report``.
-"""
+"""``FitReport``: the end-of-fit report (``linreg.stats.report``), printed and written as ``report.json``."""
 
 from __future__ import annotations
 
@@ -55,10 +52,10 @@ def training_facts(trainer: Trainer, mse_by_epoch: list[float], gap_by_epoch: li
 
 
 class FitReport(Callback):
-    """Prints the report at the end of ``fit`` (rank zero) and writes it as ``report.json`` into the run directory.
+    """Prints the report at the end of ``fit`` (rank zero) and writes it as ``report.json`` in the run directory.
 
     Args:
-        python: word the verdict's remedies as Trainer and model arguments (a fit built in Python), not flags.
+        python: word the verdict's remedies as Trainer and model arguments, not command-line flags.
     """
 
     def __init__(self, python: bool = True) -> None:

@@ -1,14 +1,9 @@
 """Admitting a checkpoint: everything Lightning and this run's callbacks restore from it, checked first.
 
-A checkpoint is input. Lightning restores it piece by piece (weights, data module, callbacks, loops, optimizers,
-schedulers), and a piece out of range ends there in a traceback (``KeyError: 'betas'``) or in no error at all (a
-momentum of 2; a zero standard deviation, and predictions of NaN). ``admit`` checks every piece first and answers
-the first misfit in one line naming the file and the entry, as in ``ckpt_path runs/x/last.ckpt:
-optimizer_states[0].param_groups[0].momentum must be in [0, 1), got 2.0``.
-
-The form each piece must have is that of this run's own fresh objects (``_like``): the same keys, types and
-shapes; numbers in the ranges of ``constraints.CHECKPOINT``, never NaN, finite where the fresh ones are; tensors
-dense and real. Special cases only where that form would give a misleading line (another model, optimizer or data).
+Lightning restores a checkpoint piece by piece, and a piece out of range ends in a traceback (``KeyError:
+'betas'``) or in no error at all (a momentum of 2). Each piece must have the form of this run's own fresh objects
+(``_like``): the same keys, types and shapes, numbers in the ranges of ``constraints.CHECKPOINT``, never NaN,
+finite where the fresh ones are. Special cases only where that would give a misleading line (another model).
 """
 
 from __future__ import annotations
@@ -46,10 +41,7 @@ def admit(
     datamodule: Any,
     identity: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Returns ``checkpoint``, migrated to this Lightning's layout, if this run can restore it; else raises.
-
-    It is handed to the trainer's ``AtomicCheckpointIO``, so that Lightning restores what was checked. ``identity``
-    is this fit's ``runs.run_identity``, compared with that of the checkpoint's run.
+    """Returns ``checkpoint``, migrated, if this run can restore it (handed to ``AtomicCheckpointIO``); else raises.
 
     Raises:
         UserInputError: ``ckpt_path <path>: <entry> must be ..., got ...``, for the first entry that does not fit.
@@ -139,11 +131,7 @@ def _check_weights(weights: Any, entry: str, model: LightningModule, checkpoint:
 
 
 def _check_data_state(checkpoint: dict[str, Any], datamodule: LightningDataModule) -> None:
-    """The state of a data module of this run's kind (the standardisation its model was trained with).
-
-    Kinds are told apart by the state they keep, not by name: ``CSVRegressionData`` is ``TableRegressionData``
-    by another name, and its state is re-filed under this run's class name, where Lightning looks for it.
-    """
+    """The state of a data module of this run's kind, told by the state it keeps (re-filed under our class name)."""
     from linreg.data.base import RegressionData
 
     ours, kinds, pending = type(datamodule), {}, [RegressionData]
@@ -267,10 +255,9 @@ def _at(entry: str, key: Any) -> str:
 
 
 def _like(value: Any, example: Any, entry: str, key: str, partial: bool = False) -> None:
-    """Raises unless ``value`` has the form of ``example``, the same entry in this run's fresh state.
+    """Raises unless ``value`` has the form of ``example`` (None: any plain value), its entry in a fresh state.
 
-    ``example`` None (unset in a fresh state): any plain value, or dicts and lists of them. ``key`` is the entry
-    with its indices as ``[]``, which ``constraints.CHECKPOINT`` gives ranges by; ``partial``: more keys allowed.
+    ``key``: the entry with indices as ``[]``, as ``constraints.CHECKPOINT`` names it; ``partial``: more keys allowed.
     """
     if example is None:
         if value is None or isinstance(value, (bool, str)):

@@ -1,10 +1,7 @@
 """Which run a command continues, and the run directory it writes, chosen once before anything is built.
 
-``--ckpt_path last`` (fit) finds the newest ``last.ckpt`` of this configuration; validate, test and predict
-without ``--ckpt_path`` take the newest finished fit of it (``checkpointing.runs``). A new ``version_N`` is
-claimed with ``mkdir``; if the command fails before training saved a checkpoint there, it is removed again.
-Under DDP, rank zero decides and the processes it starts inherit the decision through the environment, as
-Lightning passes its seed.
+A claimed ``version_N`` is removed again if the command fails before a checkpoint is saved there. Under DDP,
+rank zero decides and the processes it starts inherit the decision through the environment, as Lightning's seed.
 """
 
 from __future__ import annotations
@@ -34,14 +31,9 @@ RUN_ENV = "LINREG_RUN"
 def run_config_of(argv: Sequence[str]) -> tuple[str, Path] | None:
     """``validate``/``test``/``predict --ckpt_path <run>/checkpoints/CKPT`` without ``--config``: the run's config.
 
-    Without it the data module would be the book's synthetic data, whatever the checkpoint was trained on. The
-    run's ``config.yaml`` sits beside its ``checkpoints/``; it becomes the subcommand's default config file, so
-    every option given overrides it.
-
-    The one place the arguments are read before jsonargparse parses them: LightningCLI and jsonargparse have no
-    hook for a default config that another argument's value chooses, and it must be in place before the parse,
-    since the classes it names decide which options the rest of the command line may give
-    (``--data.predict_path`` is CSVRegressionData's).
+    It becomes the default config (else the data would be the book's synthetic data), so given options override it.
+    Read before jsonargparse parses: nothing hooks a default config chosen by another argument, and the classes it
+    names decide which options the rest of the command line may give (``--data.predict_path``).
     """
     early = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
     early.add_argument("subcommand", nargs="?")
@@ -74,10 +66,7 @@ def logger_args(config: Namespace) -> Namespace | None:
 
 
 class RunChoice:
-    """Resolves the checkpoint a command starts from and claims its run directory.
-
-    As a context manager, around the whole command: the run directory is released if the command fails.
-    """
+    """Resolves the checkpoint a command starts from and claims its run directory (released if the command fails)."""
 
     def __init__(self) -> None:
         self.subcommand = "fit"
@@ -94,13 +83,7 @@ class RunChoice:
             self.release()
 
     def choose(self, config: Namespace, subcommand: str, identity: Callable[[], dict[str, Any]]) -> None:
-        """Sets ``config.ckpt_path`` (for ``last`` or a missing path) and the logger's new ``version``.
-
-        Args:
-            config: the subcommand's parsed config.
-            subcommand: fit, validate, test or predict.
-            identity: the resolved config's run identity (``runs.run_identity``), computed when first needed.
-        """
+        """Sets ``config.ckpt_path`` (for ``last`` or none) and the logger's new ``version``; ``identity`` is lazy."""
         self.subcommand, self.identity = subcommand, identity
         logger = logger_args(config)
         inherited = os.environ.get(RUN_ENV)

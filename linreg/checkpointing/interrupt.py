@@ -1,14 +1,9 @@
 """Stopping a command on SIGTERM, SIGHUP or Ctrl-C: ``last.ckpt`` saved when fit trains, one line, a non-zero exit.
 
-While fit trains, Lightning turns SIGTERM (a scheduler's pre-emption) into ``SIGTERMException`` at the end of the
-step, a ``SystemExit`` without a status: the job would look finished. ``SaveOnInterrupt`` saves the full training
-state to ``last.ckpt`` in ``on_exception`` and the command exits ``128 + the signal's number``, as a shell reports
-it; Ctrl-C and SIGHUP are turned into that SIGTERM, so ``--ckpt_path last`` resumes bit for bit (Lightning's own
-Ctrl-C saves nothing and exits 1). Outside the training steps there is no state to save, and Lightning would ignore
-SIGTERM (predict wrote every row and exited 0) or die leaving an empty run directory: there a signal raises
-``Stopped`` where it arrives (``stopping_signals``). A second signal stops at once, without saving: the sender
-insists, and the save may be to a slow disk. Not ``OnExceptionCheckpoint``: it saves on every exception (diverged
-weights too) and deletes its file at teardown.
+Lightning turns SIGTERM during fit into a ``SystemExit`` without a status (the job would look finished), and its
+Ctrl-C saves nothing. Here Ctrl-C and SIGHUP become that SIGTERM, the state is saved at the end of the step, and
+the exit is ``128 + the signal's number``. Outside the training steps a signal raises ``Stopped`` where it
+arrives; a second one stops at once, without saving. Not ``OnExceptionCheckpoint``: it saves diverged weights too.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """Checkpoint files: writes that a crash cannot half-finish (``linreg.atomic_write``), reads that run no code.
 
-A checkpoint is a pickle, and unpickling can call any function the file names. Every load here uses
-``torch.load(weights_only=True)``, which accepts tensors and plain values only, and only from a regular
-file whose zip entries inflate to no more than the file's own size (``torch.save`` stores them
-uncompressed): a FIFO, or a small file that inflates to gigabytes, is refused before anything is read.
+Unpickling can call any function the file names: every load is ``torch.load(weights_only=True)``, from a regular
+file whose zip entries inflate to no more than its own size (``torch.save`` stores them uncompressed).
 """
 
 from __future__ import annotations
@@ -97,11 +95,7 @@ def _check_inflation(file: IO[bytes], shown: str) -> None:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's ``TorchCheckpointIO`` with atomic local writes and weights-only loads.
-
-    Object stores (``s3://``) replace an object whole: Lightning writes those. ``admitted`` holds a checkpoint
-    already read and checked (``admission``), which Lightning restores rather than the file read again.
-    """
+    """``TorchCheckpointIO``, atomic and weights-only; ``admitted``: a checkpoint already checked, restored as read."""
 
     admitted: tuple[str, dict[str, Any]] | None = None
 

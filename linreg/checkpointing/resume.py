@@ -1,8 +1,4 @@
-"""Resuming a run: ``last.ckpt`` kept current during fit (weights, optimizer, loop counters, the loader's position).
-
-Each run logs into a new ``version_N``, where Lightning's own ``ckpt_path="last"`` finds nothing;
-``linreg.checkpointing.runs`` looks through the earlier runs of the same configuration instead.
-"""
+"""Resuming a run: ``last.ckpt`` kept current during fit (weights, optimizer, loop counters, the loader's position)."""
 
 from __future__ import annotations
 
@@ -32,10 +28,9 @@ def runs_root(trainer: Trainer) -> Path:
 class LastCheckpoint(Checkpoint):
     """Keeps ``last.ckpt`` current: every ``every_n_train_steps`` steps, at the end of every epoch and of fit.
 
-    It never writes over an earlier file (``last-v1.ckpt`` where ``last.ckpt`` is taken). Not Lightning's
-    ``ModelCheckpoint(save_last=True, every_n_train_steps=N)``, which (1) may save at an epoch's last batch, before
-    validation, so a resume skips that epoch's validation; (2) with a monitored metric, defers step saves until it
-    exists, losing a first epoch; (3) rewrites ``last.ckpt`` at an epoch end only with a new top-k file.
+    Never over an earlier file (``last-v1.ckpt``). Not ``ModelCheckpoint(save_last=True)``: it may save before an
+    epoch's validation (a resume skips it), defers step saves until a monitored metric exists, and rewrites
+    ``last.ckpt`` at an epoch end only with a new top-k file.
 
     Args:
         every_n_train_steps: training steps between two writes.

@@ -1,10 +1,8 @@
 """Run directories: which earlier run a command continues, and a new ``version_N`` claimed atomically.
 
 A run's *identity* is its resolved ``config.yaml`` less what only names or paces the output (``OUTPUT_KEYS``) and
-how long it trains (``LENGTH_KEYS``): two runs of one identity train the same model the same way, so one can
-continue the other, and ``--ckpt_path last`` never resumes another configuration's weights. Whether a run is
-finished is judged against this command's length, as Lightning's fit loop does, so a run stopped at ``max_steps 27``
-continues to 60 under ``--trainer.max_steps 60``. ``mkdir`` claims a ``version_N``: exactly one process wins it.
+how long it trains (``LENGTH_KEYS``): runs of one identity may continue each other, and no other. Whether a run is
+finished is judged against this command's length, as Lightning's fit loop does.
 """
 
 from __future__ import annotations
@@ -132,8 +130,7 @@ class EarlierRun:
 def earlier_runs(
     root: Path, identity: dict[str, Any], max_epochs: int | None, max_steps: int
 ) -> tuple[list[EarlierRun], int]:
-    """The runs under ``root`` with this ``identity``, newest ``last.ckpt`` first (each must be readable), and how
-    many others were seen."""
+    """The readable runs under ``root`` with this ``identity``, newest ``last.ckpt`` first, and how many others."""
     same, others = [], 0
     for last in root.glob("*/checkpoints/last.ckpt"):
         run_dir = last.parent.parent
