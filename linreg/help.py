@@ -92,7 +92,8 @@ def help_text(parser: argparse.ArgumentParser, config: Namespace, key: str) -> s
     found, spec = config_value(config, owner) if owner else (False, None)
     if found and isinstance(spec, Namespace) and isinstance(spec.get("class_path"), str):
         parser = ArgumentParser(add_help=False)
-        parser.add_class_arguments(import_object(spec.class_path), skip={"params", "optimizer", "input_dim"})
+        # Arguments no command line gives (a scheduler's optimizer), unless it is the one asked about.
+        parser.add_class_arguments(import_object(spec.class_path), skip={"params", "optimizer", "input_dim"} - {leaf})
         key = leaf
     action = next((a for a in parser._actions if a.dest == key), None)
     text = " ".join(str(action.help or "").replace("``", "").replace("%%", "%").split()) if action else ""

@@ -37,7 +37,7 @@ class LinearRegression(LightningModule):
         optimizer: builds the optimizer from the parameters; the book's SGD(lr=0.03) by default.
         scheduler: builds a learning-rate scheduler, stepped every epoch (``--model.scheduler StepLR``).
         init_std: weights start from N(0, init_std); the bias starts at 0.
-        loss: ``torch.nn.MSELoss`` (the book's, and None's) or ``torch.nn.HuberLoss`` (robust to outliers).
+        loss: ``torch.nn.MSELoss`` (the default, the book's) or ``torch.nn.HuberLoss`` (robust to outliers).
         weight_decay: the L2 penalty on the weights, not the bias, in the units the model trains in.
 
     Example:

@@ -199,6 +199,8 @@ def test_fit_help_shows_the_options_most_runs_set_first_with_the_configs_values(
         assert yaml.safe_load(text) == value, key  # shown as a config file would give it
     assert "trainer.devices" in shown
     assert len(lines) < 60
+    described = {m[1] for line in lines if (m := re.match(r"  --(\S+) .+?  +\S", line))}
+    assert described == set(shown), set(shown) - described  # every option shown says what it does
 
 
 def test_every_option_is_one_flag_away(capsys: pytest.CaptureFixture[str]) -> None:
