@@ -343,14 +343,9 @@ class StreamedTable:
             for start, columns in read_piece(piece, self.names):
                 split = self.plan.of_rows(start, len(columns[0]))
                 for part in parts:
-                    keep = split == part
-                    rows = slice(filled[part], filled[part] + int(keep.sum()))
-                    # float64 arithmetic rounded once to float32, as the streamed loader does; computed column by
-                    # column into a (columns, rows) block, then written to the row-major tensors in one copy.
-                    block = np.empty((d + 1, rows.stop - rows.start))
-                    for j, column in enumerate(columns):
-                        block[j] = standardized(column[keep], shift[j], scale[j])
-                    X[part][rows], y[part][rows, 0] = block[:d].T, block[d]
+                    block = standardized(columns, split == part, shift, scale)
+                    rows = slice(filled[part], filled[part] + len(block))
+                    X[part][rows], y[part][rows] = block[:, :d], block[:, d:]
                     filled[part] = rows.stop
         return {name: (torch.from_numpy(X[SPLITS[name]]), torch.from_numpy(y[SPLITS[name]])) for name in splits}
 
@@ -384,9 +379,15 @@ def exceeds_memory(path: str, columns: int, fraction: float = 0.5) -> bool:
     return available is not None and BYTES_PER_VALUE * values > fraction * available
 
 
-def standardized(values: np.ndarray, shift: float, scale: float) -> np.ndarray:
-    """``(values - shift) / scale`` in float64, as ``Standardizer.transform_x``: streamed or in memory alike."""
-    return np.subtract(values, shift, dtype=np.float64) / scale
+def standardized(columns: Sequence[np.ndarray], keep: np.ndarray, shift: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """The ``keep`` rows of a record batch's ``columns`` in the model's units, a ``(rows, columns)`` float32 block.
+
+    ``(value - shift) / scale`` in float64, as ``Standardizer.transform_x``, rounded once: streamed or in memory alike.
+    """
+    block = np.empty((int(keep.sum()), len(columns)), np.float32)
+    for j, column in enumerate(columns):  # column by column into the row-major block: the faster layout measured
+        block[:, j] = np.subtract(column[keep], shift[j], dtype=np.float64) / scale[j]
+    return block
 
 
 def scan(table: Sequence[Piece], names: Sequence[str], plan: SplitPlan) -> tuple[list[list[int]], Moments]:
@@ -495,11 +496,9 @@ class StreamLoader:
         """Each record batch's rows of the split, of the pieces in ``order``: (rows, columns) float32 in model units."""
         for i in order:
             for start, columns in read_piece(self.pieces[i], self.names):
-                keep = self.plan.of_rows(start, len(columns[0])) == self.split
-                rows = np.empty((int(keep.sum()), len(columns)), np.float32)
-                for j, column in enumerate(columns):  # float64 arithmetic, rounded once, as for a table in memory
-                    rows[:, j] = standardized(column[keep], self.shift[j], self.scale[j])
-                yield rows
+                yield standardized(
+                    columns, self.plan.of_rows(start, len(columns[0])) == self.split, self.shift, self.scale
+                )
 
     def _drain(
         self, X: np.ndarray, y: np.ndarray, filled: int, rng: np.random.Generator, last: bool
