@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import json
 import os
 import shutil
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from jsonargparse import Namespace
+from jsonargparse.typing import import_object
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -60,8 +60,7 @@ def logger_args(config: Namespace) -> Namespace | None:
     if not isinstance(logger, Namespace) or not isinstance(logger.get("class_path"), str):
         return None
     # Others may take the same three arguments in other senses: WandbLogger's version is a run id (a str).
-    module, _, name = logger.class_path.rpartition(".")
-    kind = getattr(importlib.import_module(module), name, None) if module else None
+    kind = import_object(logger.class_path)  # the parser has imported it already
     return logger.get("init_args") if isinstance(kind, type) and issubclass(kind, VERSIONED_LOGGERS) else None
 
 
