@@ -111,7 +111,9 @@ def find_user_error(exc: BaseException) -> UserInputError | RunStopped | None:
     """The one-line answer to ``exc``, found in its chain of causes (jsonargparse and Lightning wrap errors)."""
     chain = causes(exc)
     found = next((error for error in chain if isinstance(error, (UserInputError, RunStopped))), None)
-    for error in chain if found is None else ():
+    if found is not None:
+        return found
+    for error in chain:
         if isinstance(error, MisconfigurationException):
             return UserInputError(one_line(str(error)))
         if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):  # files written are whole
@@ -120,7 +122,7 @@ def find_user_error(exc: BaseException) -> UserInputError | RunStopped | None:
             return UserInputError(f"{error.filename}: {error.strerror or one_line(str(error))}")
         if isinstance(error, torch.distributed.DistError):
             return UserInputError(f"trainer: the processes of the run could not work together: {one_line(str(error))}")
-    return found
+    return None
 
 
 class StopStartedProcesses(Callback):
