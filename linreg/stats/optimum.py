@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor
@@ -30,23 +29,9 @@ STEPS = 0.5 ** torch.arange(21, dtype=torch.float64)
 ROUND_OFF = 1e-12
 
 
-def objective_value(
-    chunks: Chunks,
-    w: Tensor,
-    b: Tensor | float,
-    loss: Literal["mse", "huber"] = "mse",
-    delta: float = 1.0,
-    weight_decay: float = 0.0,
-) -> float:
-    """``F(w, b)`` by one pass over the rows, for either loss."""
-    at = theta(w, b)
-    if loss == "huber":
-        return _huber_pass(chunks, at, delta, weight_decay, curvature=False).value
-    total, n = 0.0, 0
-    for x, y in chunks():
-        a, t = _rows(x, y)
-        total, n = total + float((a @ at.to(a) - t).square().sum()), n + a.shape[0]
-    return total / n + weight_decay / 2 * float(at[:-1].square().sum())
+def huber_objective(chunks: Chunks, w: Tensor, b: Tensor | float, delta: float, weight_decay: float) -> float:
+    """Huber's ``F(w, b)`` by one pass over the rows (MSE's comes from the moments: ``ols.mse``)."""
+    return _huber_pass(chunks, theta(w, b), delta, weight_decay, curvature=False).value
 
 
 def hessian(moments: Moments, weight_decay: float) -> Tensor:

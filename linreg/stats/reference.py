@@ -13,7 +13,7 @@ from torch import Tensor
 
 from linreg.stats import ols
 from linreg.stats.ols import LeastSquaresFit, Moments
-from linreg.stats.optimum import Chunks, Curvature, hessian, huber_fit, huber_hessian, objective_value
+from linreg.stats.optimum import Chunks, Curvature, hessian, huber_fit, huber_hessian, huber_objective
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class Reference:
         if o.quadratic:
             return ols.mse_excess(self.least_squares.moments, w, b, o.weight_decay, (self.w, self.b))
         assert chunks is not None, "the Huber objective needs the rows"
-        return max(objective_value(chunks, w, b, "huber", o.delta, o.weight_decay) - self.value, 0.0)
+        return max(huber_objective(chunks, w, b, o.delta, o.weight_decay) - self.value, 0.0)
 
 
 def solve(
@@ -95,7 +95,7 @@ def solve(
         if wd > 0 or unique:
             w, b = huber_fit(chunks, d, objective.delta, wd, start=ols.optimum_from_moments(moments, wd))
         curvature = huber_hessian(chunks, w, b, objective.delta, wd)
-        value = objective_value(chunks, w, b, "huber", objective.delta, wd)
+        value = huber_objective(chunks, w, b, objective.delta, wd)
         why = "the Huber fit has no standard errors here (its spread depends on the unknown noise distribution)"
         return Reference(objective, kind, tag, w, b, value, curvature, least, covariance, why)
     if wd > 0:
