@@ -34,6 +34,11 @@ RUNS = {
         ["--data.noise_std", "1.0"],
         ["--trainer.callbacks+=linreg.callbacks.AveragedSGD", "--model.optimizer.lr"],
     ),
+    "averaging, or smaller steps over enough epochs (the book's own run, at its noise floor)": (
+        "noise floor",
+        [],
+        ["--trainer.callbacks+=linreg.callbacks.AveragedSGD", "--model.optimizer.lr"],
+    ),
     "smaller lr (above the stability bound)": (
         "stability bound",
         ["--model.optimizer.lr", "0.95", "--trainer.max_epochs", "1", "--data.num_train", "200"],

@@ -151,9 +151,12 @@ def test_a_fit_still_converging_is_told_the_learning_rate_under_its_bound_and_th
 def test_a_fit_at_its_noise_floor_is_told_to_average_or_take_smaller_steps() -> None:
     line = verdict(_report(_rows_at(3.5), gaps=[2e-4, 2e-4], floor=1e-4))
     assert "noise floor" in line
+    # A quarter of 0.01, rounded down to 1-2-5: steps k = 5 times smaller. At lr 0.01 the slowest direction shrinks
+    # 0.02 per step (Hessian 2·I), 2 e-folds an epoch of 100 steps; the floor 5 times lower is ln 5 e-folds further.
+    epochs = math.ceil(5 * (2 + math.log(5) / 2.0))
     assert _remedies(line) == [
         "--trainer.callbacks+=linreg.callbacks.AveragedSGD",
-        "--model.optimizer.lr 0.002 --trainer.max_epochs 4",  # a quarter of 0.01, rounded down to 1-2-5
+        f"--model.optimizer.lr 0.002 --trainer.max_epochs {epochs}",
     ]
 
 
@@ -173,9 +176,10 @@ def test_adam_too_slow_to_arrive_is_told_a_learning_rate_that_covers_the_distanc
 
 def test_remedies_are_worded_as_python_arguments_for_a_fit_built_in_python() -> None:
     line = verdict(_report(_rows_at(3.5), gaps=[2e-4, 2e-4], floor=1e-4), python=True)
+    epochs = math.ceil(5 * (2 + math.log(5) / 2.0))  # the noise-floor run's, derived in the test above
     assert _remedies(line) == [
         "AveragedSGD() among the Trainer's callbacks",
-        "Trainer(max_epochs=4) and lr=0.002 in the model's optimizer",
+        f"Trainer(max_epochs={epochs}) and lr=0.002 in the model's optimizer",
     ]
 
 

@@ -103,11 +103,8 @@ def diagnose(report: dict[str, Any]) -> tuple[str, list[Remedy]]:
             f"its gap to the optimum ({gap:.3g}) is at the noise floor of constant-step SGD (lr·σ²·tr(H)/(2·batch)"
             f" = {floor:.3g}): each step's noisy gradient keeps it jittering there"
         )
-        smaller = (
-            f"a learning rate {lr / nice(lr / 4):.3g} times smaller lowers the floor as much;"
-            " twice the epochs make up the slower approach"
-        )
-        return why, _settle(report, lr, epochs, "averaging the iterates removes the floor", smaller)
+        smaller = f"a learning rate {lr / nice(lr / 4):.3g} times smaller lowers the floor as much"
+        return why, _settle(report, lr, epochs, "averaging the iterates removes the floor", smaller, rate * per_epoch)
     target = max(tolerance, AT_FLOOR * floor, 1e-300)
     efolds = max(math.log(max(gap, target) / target), 1.0)
     why = (
@@ -150,11 +147,21 @@ def _other_optimizer(report: dict[str, Any], lr: float, epochs: int, steps: int)
     return "it had stalled: the gap stopped shrinking in the last epoch", remedies
 
 
-def _settle(report: dict[str, Any], lr: float, epochs: int, averaging: str, smaller: str) -> list[Remedy]:
-    """For iterates that jitter around the optimum: averaging them (unless set up), then a quarter of the lr."""
-    settings = {"model.optimizer.lr": nice(lr / 4), **_epochs(report["training"], epochs * 2)}
+def _settle(
+    report: dict[str, Any], lr: float, epochs: int, averaging: str, smaller: str, efolds_per_epoch: float = 0.0
+) -> list[Remedy]:
+    """For iterates that jitter around the optimum: averaging them (unless set up), then a quarter of the lr.
+
+    Steps ``k`` times smaller approach ``k`` times slower, and their floor, ``k`` times lower, lies ``ln k`` e-folds
+    further (``efolds_per_epoch``: the slowest direction's at this lr, where known): ``k·(epochs + ln k / e-folds)``.
+    """
+    new = nice(lr / 4)
+    k = lr / new
+    further = math.log(k) / efolds_per_epoch if efolds_per_epoch > 0 else 0.0
+    needed = min(math.ceil(k * (epochs + further)), MAX_EPOCHS_ADVISED)
+    settings = {"model.optimizer.lr": new, **_epochs(report["training"], needed)}
     remedies = [] if report["estimator"]["averaging_configured"] else [Remedy({}, averaging, [AVERAGING])]
-    return [*remedies, Remedy(settings, smaller)]
+    return [*remedies, Remedy(settings, f"{smaller}; {needed} epochs make up the slower approach")]
 
 
 def _epochs(run: dict[str, Any], epochs: int) -> dict[str, Any]:
