@@ -151,6 +151,10 @@ def fits(args: argparse.Namespace, work: Path) -> dict:
         fit["fixed/(2 reads + 4 s)"] = fit["fixed_seconds"] / (2 * read + 4)
         results["streamed" if mode == "false" else "in_memory"] = fit
         print(f"  fit in_memory={mode}: {fit['seconds']:.1f} s, peak {fit['peak_mib']:.0f} MiB", file=sys.stderr)
+    if peers.available():  # the scikit-learn script doing the same work, for as many epochs as the streamed fit
+        streamed = results["streamed"]
+        streamed["sklearn_process_seconds"] = peers.sklearn_stream_process(data, streamed["epochs"])
+        streamed["sklearn_process/linreg"] = streamed["sklearn_process_seconds"] / streamed["seconds"]
     return {
         "rows": args.rows,
         "features": args.d,
@@ -210,6 +214,10 @@ def print_tables(result: dict) -> None:
                 se = f"largest |estimate-OLS|/SE {m['largest_se_from_ols']:.2f}"
                 print(f"  linreg {mode:<10} {rate}; {fixed}; whole {m['seconds']:5.1f} s ({m['epochs']} epochs);"
                       f" peak {m['peak_mib']:5.0f} MiB; {se}")  # fmt: skip
+                if "sklearn_process_seconds" in m:
+                    print(f"    sklearn's streaming script, the same work (scaling pass, {m['epochs']} partial_fit"
+                          f" epochs, held-out scores): {m['sklearn_process_seconds']:.1f} s whole process;"
+                          f" linreg {m['sklearn_process/linreg']:.2f}x its speed")  # fmt: skip
         for name, m in f.get("sklearn", {}).items():
             rate = f"{m['rows_per_s']:>10,.0f} rows/s" if "rows_per_s" in m else ""
             se = f"; largest |estimate-OLS|/SE {m['largest_se_from_ols']:.2f}" if "largest_se_from_ols" in m else ""
