@@ -30,7 +30,7 @@ SGDRegressor().fit(X, y)
 
 # The script a scikit-learn user writes for a Parquet data set larger than memory, doing the work a linreg fit does:
 # one pass for the scaling statistics (StandardScaler.partial_fit), then EPOCHS passes of SGDRegressor.partial_fit
-# over the record batches with every 20th row held out and scored after each epoch, then MSE, MAE and R² of the
+# over the record batches with every 20th row held out (in memory) and scored after each epoch, then MSE, MAE and R² of the
 # training and held-out rows (all but the exact optimum that linreg also computes from its statistics pass). Its
 # whole process is timed against linreg's for the same number of epochs.
 SKLEARN_STREAM_SCRIPT = """
@@ -48,23 +48,24 @@ def batches():
         held_out = (np.arange(start, start + len(y)) % 20) == 0
         start += len(y)
         yield X, y, held_out
-scale_x, scale_y = StandardScaler(), StandardScaler()
-for X, y, held_out in batches():
+scale_x, scale_y, val_x, val_y = StandardScaler(), StandardScaler(), [], []
+for X, y, held_out in batches():  # the held-out rows are kept in memory, as linreg keeps a small split
     scale_x.partial_fit(X[~held_out]); scale_y.partial_fit(y[~held_out, None])
+    val_x.append(X[held_out]); val_y.append(y[held_out])
+val_x, val_y = np.concatenate(val_x), np.concatenate(val_y)
 model = SGDRegressor(random_state=0)
-def scored(rows):
+def scored(pairs):
     true, predicted = [], []
-    for X, y, held_out in batches():
-        keep = held_out if rows == "val" else ~held_out
-        predicted.append(scale_y.inverse_transform(model.predict(scale_x.transform(X[keep]))[:, None])[:, 0])
-        true.append(y[keep])
+    for X, y in pairs:
+        predicted.append(scale_y.inverse_transform(model.predict(scale_x.transform(X))[:, None])[:, 0])
+        true.append(y)
     true, predicted = np.concatenate(true), np.concatenate(predicted)
     return mean_squared_error(true, predicted), mean_absolute_error(true, predicted), r2_score(true, predicted)
 for epoch in range(epochs):
     for X, y, held_out in batches():
         model.partial_fit(scale_x.transform(X[~held_out]), scale_y.transform(y[~held_out, None])[:, 0])
-    scored("val")
-print(scored("train"), scored("val"))
+    scored([(val_x, val_y)])
+print(scored((X[~held_out], y[~held_out]) for X, y, held_out in batches()), scored([(val_x, val_y)]))
 """
 
 
