@@ -28,11 +28,11 @@ X = np.column_stack([table.column(name).to_numpy() for name in table.column_name
 SGDRegressor().fit(X, y)
 """
 
-# The script a scikit-learn user writes for a Parquet data set larger than memory, doing the work a linreg fit does:
-# one pass for the scaling statistics (StandardScaler.partial_fit), then EPOCHS passes of SGDRegressor.partial_fit
-# over the record batches with every 20th row held out (in memory) and scored after each epoch, then MSE, MAE and R² of the
-# training and held-out rows (all but the exact optimum that linreg also computes from its statistics pass). Its
-# whole process is timed against linreg's for the same number of epochs.
+# The script a scikit-learn user writes for a Parquet data set larger than memory, doing the work a linreg fit
+# does: one pass for the scaling statistics (StandardScaler.partial_fit), then EPOCHS passes of
+# SGDRegressor.partial_fit over the record batches with every 20th row held out (in memory) and scored after each
+# epoch, then MSE, MAE and R² of the training and held-out rows: all but the exact optimum, which linreg computes
+# from its statistics pass. Its whole process is timed against linreg's for the same number of epochs.
 SKLEARN_STREAM_SCRIPT = """
 import sys
 import numpy as np, pyarrow.dataset as pa_ds
