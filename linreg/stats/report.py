@@ -40,10 +40,15 @@ class RegressionData(Protocol):
     def split_chunks(self, split: str) -> Iterator[tuple[Tensor, Tensor]] | None: ...
 
 
-def estimator_names(optimizer: str, averaged: bool) -> dict[str, str]:
-    """What the report calls the trained model: a long name (``averaged SGD``) and a column tag (``ASGD``)."""
+def estimator_names(optimizer: str, averaged: bool, swa: bool = False) -> dict[str, str]:
+    """What the report calls the trained model: a long name (``averaged SGD``) and a column tag (``ASGD``).
+
+    ``swa``: averaged by Lightning's ``StochasticWeightAveraging``, not ``AveragedSGD``.
+    """
     if not averaged:
         return {"name": optimizer, "tag": optimizer}
+    if swa:
+        return {"name": f"{optimizer} with stochastic weight averaging", "tag": f"SWA {optimizer}"}
     return {"name": f"averaged {optimizer}", "tag": "ASGD" if optimizer == "SGD" else f"avg {optimizer}"}
 
 
