@@ -13,7 +13,7 @@ from torch import Tensor
 
 from linreg.stats import ols
 from linreg.stats.ols import LeastSquaresFit, Moments
-from linreg.stats.optimum import Chunks, Curvature, hessian, huber_fit, huber_hessian, huber_objective
+from linreg.stats.optimum import Chunks, Curvature, hessian, huber_fit, huber_pass
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,8 @@ class Reference:
         if o.quadratic:
             return ols.mse_excess(self.least_squares.moments, w, b, o.weight_decay, (self.w, self.b))
         assert chunks is not None, "the Huber objective needs the rows"
-        return max(huber_objective(chunks, w, b, o.delta, o.weight_decay) - self.value, 0.0)
+        value = huber_pass(chunks, ols.theta(w, b), o.delta, o.weight_decay, curvature=False).value
+        return max(value - self.value, 0.0)
 
 
 def solve(
@@ -95,9 +96,8 @@ def solve(
         if wd > 0 or unique:
             w, b = huber_fit(chunks, d, objective.delta, wd, start=(w, b))
         why = "the Huber fit has no standard errors here (its spread depends on the unknown noise distribution)"
-        value = huber_objective(chunks, w, b, objective.delta, wd)
-        curvature = huber_hessian(chunks, w, b, objective.delta, wd)
-        return Reference(objective, "Huber", "Huber", w, b, value, curvature, least, covariance, why)
+        at = huber_pass(chunks, ols.theta(w, b), objective.delta, wd)
+        return Reference(objective, "Huber", "Huber", w, b, at.value, at.hessian, least, covariance, why)
     if wd > 0:
         kind = tag = "ridge"
         if unique:
