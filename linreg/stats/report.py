@@ -21,7 +21,7 @@ from linreg.stats.ols import LeastSquaresFit, theta, transform
 from linreg.stats.optimum import noise_floor
 from linreg.stats.r2 import DefinedR2Score
 from linreg.stats.reference import MSE, Objective, Reference
-from linreg.stats.verdict import SE_LIMIT, verdict
+from linreg.stats.verdict import SE_LIMIT, largest_z, verdict
 
 Row = dict[str, Any]
 
@@ -182,9 +182,8 @@ def _parameter_table(rows: list[Row], max_rows: int, tag: str, ref: str, truth: 
         which = f", those farthest from {ref}" if trained else ""
         lines.append(f"({len(shown)} of {len(rows)} parameters shown{which}; all in report.json)")
     lines.append("")
-    worst = max(range(len(rows)), key=lambda i: z[i])
-    if trained and z[worst] >= 0:
-        lines.append(f"largest |{tag}-{ref}|/SE: {z[worst]:.2f} ({rows[worst]['name']})")
+    if trained and (largest := largest_z(rows)):
+        lines.append(f"largest |{tag}-{ref}|/SE: {largest[0]:.2f} ({largest[1]})")
     elif trained and se:
         lines.append(f"({tag}-{ref})/SE is undefined: the standard errors are 0, the training labels have no noise")
     return lines

@@ -174,24 +174,10 @@ def _epochs(run: dict[str, Any], epochs: int) -> dict[str, Any]:
     return settings
 
 
-def _largest_z(report: dict[str, Any]) -> float | None:
-    """The largest ``|model - optimum| / SE`` over the coefficients; None without standard errors."""
-    z = [abs(r["sgd_minus_ols_in_se"]) for r in report["parameters"] if r.get("sgd_minus_ols_in_se") is not None]
-    return max(z, default=None)
-
-
-def judge(report: dict[str, Any]) -> tuple[bool, str]:
-    """Whether the fit reached its optimum, and the facts that say so (objective ratio, distance in SE)."""
-    ref, tag = report["reference"], report["estimator"]["tag"]
-    gap, optimum = report["training"]["gap_by_epoch"][-1], ref["value"]
-    z = _largest_z(report)
-    facts = f"objective {(optimum + gap) / optimum:.4f}x its optimum's" if optimum > 0 else f"objective gap {gap:.3g}"
-    if z is not None:
-        facts += f", largest |{tag}-{ref['tag']}|/SE {z:.2f}"
-    close = gap <= OBJECTIVE_LIMIT * optimum
-    # Least squares' standard errors are the scale of what the data can tell; a penalty's objective is mostly the
-    # penalty, so its optimum is reached by the objective alone, and the distance in SE is told beside it.
-    return close and (z is None or ref["kind"] != "least squares" or z <= SE_LIMIT), facts
+def largest_z(rows: list[dict[str, Any]]) -> tuple[float, str] | None:
+    """The largest ``|model - optimum| / SE`` over the parameter rows and its parameter; None without any."""
+    z = [(abs(r["sgd_minus_ols_in_se"]), r["name"]) for r in rows if r.get("sgd_minus_ols_in_se") is not None]
+    return max(z, key=lambda pair: pair[0], default=None)
 
 
 def resolution(precision: str) -> float:
@@ -236,12 +222,19 @@ def verdict(report: dict[str, Any], python: bool = False) -> str:
 
 def _verdict_in_se(report: dict[str, Any], python: bool = False) -> str:
     """One line (or a few): reached, or why not and each remedy, as flags (or, with ``python``, arguments)."""
-    name, ref = report["estimator"]["name"], report["reference"]
-    reached, facts = judge(report)
+    name, ref, tag = report["estimator"]["name"], report["reference"], report["estimator"]["tag"]
+    gap, optimum = report["training"]["gap_by_epoch"][-1], ref["value"]
+    z = (largest_z(report["parameters"]) or (None,))[0]
+    facts = f"objective {(optimum + gap) / optimum:.4f}x its optimum's" if optimum > 0 else f"objective gap {gap:.3g}"
+    if z is not None:
+        facts += f", largest |{tag}-{ref['tag']}|/SE {z:.2f}"
+    # Least squares' standard errors are the scale of what the data can tell; a penalty's objective is mostly the
+    # penalty, so its optimum is reached by the objective alone, and the distance in SE is told beside it.
+    within = z is None or ref["kind"] != "least squares" or z <= SE_LIMIT
     target = f"the optimum of its objective, {ref['objective']} ({ref['kind']})"
-    if reached:
+    if gap <= OBJECTIVE_LIMIT * optimum and within:
         line = f"verdict: {name} reached {target}, within the noise ({facts})."
-        if (z := _largest_z(report)) is not None and z > SE_LIMIT:
+        if z is not None and z > SE_LIMIT:
             line += (
                 f" Its coefficients still jitter {z:.3g} standard errors around the optimum's; averaging the"
                 " iterates would settle them."
