@@ -90,11 +90,11 @@ def diagnose(report: dict[str, Any]) -> tuple[str, list[Remedy]]:
     if est["optimizer"] != "SGD" or curvature is None:
         return _other_optimizer(report, lr, epochs, steps)
     bound = stable_lr(curvature["largest"], momentum)
+    raised = nice(MARGIN * bound)
     if lr >= bound:
-        new = nice(MARGIN * bound)
         return (
             f"its learning rate {lr:g} is above the stability bound 2(1 + momentum)/λmax = {bound:.3g}",
-            [Remedy({"model.optimizer.lr": new}, f"a learning rate under the bound ({new:g})")],
+            [Remedy({"model.optimizer.lr": raised}, f"a learning rate under the bound ({raised:g})")],
         )
     floor = ref["noise_floor"]
     rate = min(1.0, lr / (1 - momentum) * curvature["smallest"])  # the slowest direction's shrink per step
@@ -103,7 +103,7 @@ def diagnose(report: dict[str, Any]) -> tuple[str, list[Remedy]]:
             f"its gap to the optimum ({gap:.3g}) is at the noise floor of constant-step SGD (lr·σ²·tr(H)/(2·batch)"
             f" = {floor:.3g}): each step's noisy gradient keeps it jittering there"
         )
-        smaller = f"a learning rate {lr / nice(lr / 4):.3g} times smaller lowers the floor as much"
+        smaller = "a learning rate {k:.3g} times smaller lowers the floor as much"
         return why, _settle(report, lr, epochs, "averaging the iterates removes the floor", smaller, rate * per_epoch)
     target = max(tolerance, AT_FLOOR * floor, 1e-300)
     efolds = max(math.log(max(gap, target) / target), 1.0)
@@ -113,13 +113,12 @@ def diagnose(report: dict[str, Any]) -> tuple[str, list[Remedy]]:
     )
     remedies = []
     if lr < RAISE_BELOW * bound:
-        new = nice(MARGIN * bound)
-        faster = min(1.0, new / (1 - momentum) * curvature["smallest"])
+        faster = min(1.0, raised / (1 - momentum) * curvature["smallest"])
         needed = epochs + math.ceil(efolds / faster / per_epoch)
-        settings = {"model.optimizer.lr": new}
+        settings = {"model.optimizer.lr": raised}
         if needed > epochs and faster * steps < efolds:
             settings.update(_epochs(run, min(needed, MAX_EPOCHS_ADVISED)))
-        remedies.append(Remedy(settings, f"the stability bound is {bound:.3g}; steps {new / lr:.3g} times as large"))
+        remedies.append(Remedy(settings, f"the stability bound is {bound:.3g}; steps {raised / lr:.3g} times as large"))
     needed = epochs + math.ceil(efolds / rate / per_epoch)
     remedies.append(Remedy(_epochs(run, min(needed, MAX_EPOCHS_ADVISED)), f"about {efolds / rate:.3g} more steps"))
     if curvature["condition"] > 1e3:
@@ -150,7 +149,8 @@ def _other_optimizer(report: dict[str, Any], lr: float, epochs: int, steps: int)
 def _settle(
     report: dict[str, Any], lr: float, epochs: int, averaging: str, smaller: str, efolds_per_epoch: float = 0.0
 ) -> list[Remedy]:
-    """For iterates that jitter around the optimum: averaging them (unless set up), then a quarter of the lr.
+    """For iterates that jitter around the optimum: averaging them (unless set up), then a quarter of the lr
+    (``smaller`` says why, with ``{k}`` for how many times smaller).
 
     Steps ``k`` times smaller approach ``k`` times slower, and their floor, ``k`` times lower, lies ``ln k`` e-folds
     further (``efolds_per_epoch``: the slowest direction's at this lr, where known): ``k·(epochs + ln k / e-folds)``.
@@ -161,7 +161,7 @@ def _settle(
     needed = min(math.ceil(k * (epochs + further)), MAX_EPOCHS_ADVISED)
     settings = {"model.optimizer.lr": new, **_epochs(report["training"], needed)}
     remedies = [] if report["estimator"]["averaging_configured"] else [Remedy({}, averaging, [AVERAGING])]
-    return [*remedies, Remedy(settings, f"{smaller}; {needed} epochs make up the slower approach")]
+    return [*remedies, Remedy(settings, f"{smaller.format(k=k)}; {needed} epochs make up the slower approach")]
 
 
 def _epochs(run: dict[str, Any], epochs: int) -> dict[str, Any]:
