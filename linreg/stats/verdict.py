@@ -1,12 +1,11 @@
 """The verdict on a fit: whether it reached the optimum of its objective and, if not, why and what to change.
 
 From the report's facts, in the model's units (the gap ``F(θ) - F(θ*)`` by epoch, the Hessian's spectrum, the run's
-settings), plain SGD on a quadratic objective is limited by one of: lr ≥ 2(1 + momentum)/λmax (unstable steps); the
-noise floor lr/(1 - momentum)·σ²·tr(H)/(2·batch) (only averaging or smaller steps go further); or the slowest
-direction, shrinking by about lr/(1 - momentum)·λmin per step (more steps, or a larger lr well under the bound).
-Adam and the like move a coefficient by about lr per step, so the distance left says whether lr is too small.
-Each remedy is settings printed as flags or Python arguments; added to the command that printed them, they move its
-run towards the optimum (``tests/test_remedies.py``).
+settings), plain SGD on a quadratic objective is limited by one of: a learning rate over ``optimum.stable_lr``; the
+``optimum.noise_floor`` (only averaging or smaller steps go further); or the slowest direction (more steps, or a larger
+lr under the bound). Adam and the like move a coefficient by about lr per step, so the distance left says whether lr
+is too small. Each remedy, added to the command that printed it, moves its run towards the optimum
+(``tests/test_remedies.py``).
 """
 
 from __future__ import annotations
