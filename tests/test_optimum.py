@@ -19,14 +19,14 @@ from linreg.stats.ols import (
     ridge_degrees_of_freedom,
     ridge_from_moments,
     row_chunks,
+    theta,
 )
 from linreg.stats.optimum import (
     Chunks,
     Curvature,
     hessian,
     huber_fit,
-    huber_hessian,
-    huber_objective,
+    huber_pass,
     noise_floor,
     stable_lr,
 )
@@ -146,7 +146,8 @@ def test_huber_matches_scipy_and_zeroes_torch_gradient(delta: float, weight_deca
 def test_huber_far_from_the_optimum_takes_irls_steps_where_the_hessian_is_zero() -> None:
     X, y = _table(200, 3, outliers=20)
     start = (torch.zeros(3, dtype=F64), torch.tensor(1000.0, dtype=F64))
-    assert huber_hessian(lambda: row_chunks(X, y, CPU), *start, 1.0, 0.0).abs().max() == 0  # every |r| > delta
+    far = huber_pass(lambda: row_chunks(X, y, CPU), theta(*start), 1.0, 0.0)
+    assert far.hessian.abs().max() == 0  # every |r| > delta
     w, b = huber_fit(lambda: row_chunks(X, y, CPU), 3, 1.0, 0.0, start=start)
     assert _relative_error(_theta(w, b), _huber_reference(X, y, 1.0, 0.0)) <= 1e-6
 
@@ -191,7 +192,7 @@ def test_huber_objective_matches_torch_losses() -> None:
     w, b = torch.tensor([0.3, -0.2, 1.0], dtype=F64), torch.tensor(0.7, dtype=F64)
     chunks = lambda: row_chunks(X, y, CPU)  # noqa: E731
     huber = _torch_objective(X, y, 0.5, 0.2)(torch.cat([w, b.view(1)]))
-    assert huber_objective(chunks, w, b, 0.5, 0.2) == pytest.approx(float(huber), rel=1e-12)
+    assert huber_pass(chunks, theta(w, b), 0.5, 0.2).value == pytest.approx(float(huber), rel=1e-12)
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.4])
@@ -202,7 +203,7 @@ def test_hessians_match_torch_autograd(weight_decay: float) -> None:
     reference = torch.autograd.functional.hessian(mse, theta)
     torch.testing.assert_close(hessian(_moments(X, y), weight_decay), reference, rtol=1e-10, atol=1e-12)
     reference = torch.autograd.functional.hessian(_torch_objective(X, y, 0.5, weight_decay), theta)
-    got = huber_hessian(lambda: row_chunks(X, y, CPU), theta[:3], theta[3], 0.5, weight_decay)
+    got = huber_pass(lambda: row_chunks(X, y, CPU), theta, 0.5, weight_decay).hessian
     torch.testing.assert_close(got, reference, rtol=1e-10, atol=1e-12)
 
 

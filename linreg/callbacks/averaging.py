@@ -9,6 +9,7 @@ As there, validation and checkpoints (``state_dict``; the iterate as ``current_m
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.hooks import RemovableHandle
 
+from linreg.constraints import BELOW_ONE, COUNT
 from linreg.validation import UserInputError
 
 
@@ -29,16 +31,12 @@ class AveragedSGD(Callback):
     """
 
     def __init__(self, start: int | float = 0.8) -> None:
-        if isinstance(start, float):
-            valid = 0 <= start < 1
-        else:
-            valid = isinstance(start, int) and not isinstance(start, bool) and start >= 0
-        if not valid:
+        if not (BELOW_ONE if isinstance(start, float) else COUNT).holds(start):
             raise UserInputError(
                 f"start must be a number of optimizer steps (an int >= 0) or a fraction of the run in [0, 1), got"
                 f" {start!r}"
             )
-        self.start = start
+        self.start = start if isinstance(start, float) else int(start)  # numpy's integers too
         self.averaged = 0  # iterates in the mean so far; while 0, the "average" is the model itself
         # The sum of the averaged iterates, in float64: a float32 running mean stops moving once its increment
         # (iterate - mean) / n falls below half the mean's resolution, a few thousand steps into a long run.
@@ -65,30 +63,28 @@ class AveragedSGD(Callback):
         """The mean of the averaged iterates, in float64, one tensor per parameter of the model."""
         return [total / self.averaged for total in self.total]
 
-    def first_batch(self, num_training_batches: float, max_epochs: int | None, max_steps: int = -1) -> int:
-        """With a fractional ``start``: the run's first averaged training batch, counted from 0 over its epochs."""
-        assert isinstance(self.start, float)
-        total = _run_length(num_training_batches, max_epochs, max_steps)
-        if total is None:
-            raise UserInputError(
-                f"start {self.start} is a fraction of the run, whose length is not set (max_epochs or max_steps);"
-                " give a number of steps"
-            )
-        return int(self.start * total)
-
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._trainer = trainer
         self._step = trainer.global_step  # optimizer steps taken, a resumed run's included
+        # The run's training batches from its limits, or None if unlimited (estimated_stepping_batches reloads data).
+        limits = [trainer.max_steps] if trainer.max_steps is not None and trainer.max_steps >= 0 else []
+        if trainer.max_epochs is not None and trainer.max_epochs >= 0 and trainer.num_training_batches != math.inf:
+            limits.append(trainer.max_epochs * trainer.num_training_batches)
+        planned = min(limits, default=None)
         if isinstance(self.start, float):
-            self._first_batch = self.first_batch(trainer.num_training_batches, trainer.max_epochs, trainer.max_steps)
-        elif pl_module.automatic_optimization:  # linreg.grouped takes steps Lightning does not count in batches
-            planned = _run_length(trainer.num_training_batches, trainer.max_epochs, trainer.max_steps)
-            if planned is not None and self.start >= planned:  # a warning: short trial runs of a config are common
-                rank_zero_warn(
-                    f"AveragedSGD start {self.start} is at or past the run's last optimizer step ({int(planned)}"
-                    " planned): averaging will not start, and the report is of the last SGD iterate; give fewer"
-                    " steps, or a fraction of the run such as 0.25"
+            if planned is None:
+                raise UserInputError(
+                    f"start {self.start} is a fraction of the run, whose length is not set (max_epochs or max_steps);"
+                    " give a number of steps"
                 )
+            self._first_batch = int(self.start * planned)  # counted from 0 over the run's epochs
+        # linreg.grouped takes steps Lightning does not count in batches; a warning: short trial runs are common.
+        elif pl_module.automatic_optimization and planned is not None and self.start >= planned:
+            rank_zero_warn(
+                f"AveragedSGD start {self.start} is at or past the run's last optimizer step ({int(planned)}"
+                " planned): averaging will not start, and the report is of the last SGD iterate; give fewer"
+                " steps, or a fraction of the run such as 0.25"
+            )
         # Views of the parameters, updated in place by the optimizer: nothing to look up at every step.
         self._weights = [p.detach() for p in pl_module.parameters()]
         self.total = [total.to(w.device) for total, w in zip(self.total, self._weights, strict=False)]  # restored
@@ -173,14 +169,6 @@ class AveragedSGD(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.averaged = state_dict["averaged"]
         self.total = [total.to(torch.float64, copy=True) for total in state_dict["total"]]
-
-
-def _run_length(num_training_batches: float, max_epochs: int | None, max_steps: int | None) -> float | None:
-    """A run's training batches from its limits, or None if unlimited (``estimated_stepping_batches`` reloads data)."""
-    limits = [max_steps] if max_steps is not None and max_steps >= 0 else []
-    if max_epochs is not None and max_epochs >= 0 and num_training_batches != float("inf"):
-        limits.append(max_epochs * num_training_batches)
-    return min(limits) if limits else None
 
 
 @contextlib.contextmanager

@@ -21,33 +21,18 @@ def estimator(trainer: Trainer) -> dict[str, Any]:
     optimizer = type(trainer.optimizers[0]).__name__ if trainer.optimizers else "model"
     group = trainer.optimizers[0].param_groups[0] if trainer.optimizers else {}
     lr = group.get("initial_lr", group.get("lr"))  # the configured one: a scheduler keeps it as initial_lr
-    momentum = group.get("momentum", group.get("betas", (0.0,))[0] if optimizer == "SGD" else 0.0)
-    averagers = [cb for cb in trainer.callbacks if isinstance(cb, (AveragedSGD, StochasticWeightAveraging))]
-    # AveragedSGD puts the average in place when training ends, if it averaged any iterate; SWA does too.
-    averaged = any(cb.averaged > 0 if isinstance(cb, AveragedSGD) else True for cb in averagers)  # type: ignore[attr-defined]
-    names = estimator_names(optimizer, averaged)
-    if averaged and any(isinstance(cb, StochasticWeightAveraging) for cb in averagers):
-        names = {"name": f"{optimizer} with stochastic weight averaging", "tag": f"SWA {optimizer}"}
+    swa = any(isinstance(cb, StochasticWeightAveraging) for cb in trainer.callbacks)  # type: ignore[attr-defined]
+    ours = [cb for cb in trainer.callbacks if isinstance(cb, AveragedSGD)]  # type: ignore[attr-defined]
+    # Either puts the average in place when training ends; AveragedSGD only if it averaged any iterate.
+    averaged = swa or any(cb.averaged > 0 for cb in ours)
     return {
-        **names,
+        **estimator_names(optimizer, averaged, swa),
         "optimizer": optimizer,
         "averaged": averaged,
-        "averaging_configured": bool(averagers),
+        "averaging_configured": swa or bool(ours),
         "lr": None if lr is None else float(lr),
-        "momentum": float(momentum or 0.0),
+        "momentum": float(group.get("momentum") or 0.0),  # Adam's betas are no heavy-ball momentum
         "precision": trainer.precision,
-    }
-
-
-def training_facts(trainer: Trainer, mse_by_epoch: list[float], gap_by_epoch: list[float]) -> dict[str, Any]:
-    """How the run went and what would have ended it: for the verdict's remedies."""
-    return {
-        "mse_by_epoch": mse_by_epoch,
-        "gap_by_epoch": gap_by_epoch,
-        "epochs": trainer.current_epoch,
-        "steps": trainer.global_step,
-        "early_stopping": any(isinstance(cb, EarlyStopping) for cb in trainer.callbacks),  # type: ignore[attr-defined]
-        "max_steps": trainer.max_steps,
     }
 
 
@@ -91,13 +76,22 @@ class FitReport(Callback):
         def predict(x: Tensor) -> Tensor:  # at 16-true, bf16-true or 64-true the weights are not float32
             return pl_module(trainer.precision_plugin.convert_input(x))
 
+        training = {
+            "mse_by_epoch": self.mse_by_epoch,
+            "gap_by_epoch": self.gap_by_epoch,
+            "epochs": trainer.current_epoch,
+            "steps": trainer.global_step,
+            # What would have ended the run, for the verdict's remedies.
+            "early_stopping": any(isinstance(cb, EarlyStopping) for cb in trainer.callbacks),  # type: ignore[attr-defined]
+            "max_steps": trainer.max_steps,
+        }
         facts = build_report(
             predict,
             (pl_module.weight, pl_module.bias),  # averaged ones, where weights are averaged
             data,
             pl_module.device,
             estimator(trainer),
-            training_facts(trainer, self.mse_by_epoch, self.gap_by_epoch),
+            training,
             trained=trainer.global_step > 0,  # weights that took no step are no estimate
             objective=objective_of(pl_module),
         )

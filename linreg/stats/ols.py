@@ -177,23 +177,22 @@ def ridge_degrees_of_freedom(moments: Moments, weight_decay: float) -> float:
     return float((values / (values + moments.count * weight_decay / 2)).sum())
 
 
-def ridge_covariance(moments: Moments, weight_decay: float, residual_variance: float | None = None) -> Tensor:
+def ridge_covariance(moments: Moments, weight_decay: float) -> Tensor:
     """The sandwich covariance of ridge's ``(ŵ, b̂)`` under homoscedastic noise, ``(d + 1, d + 1)``.
 
     ``ŵ = R m`` with ``R = (G + n·wd/2·I)⁻¹`` has ``Cov(ŵ) = s² R G R`` (least squares' ``s² G⁻¹`` at ``wd = 0``).
     It is the spread around the estimate's mean: ridge's bias is left out, as comparing SGD with ridge's optimum
-    needs. ``s²`` defaults to ``RSS / (n - df - 1)``, ``df`` from ``ridge_degrees_of_freedom``.
+    needs. ``s² = RSS / (n - df - 1)``, ``df`` from ``ridge_degrees_of_freedom``.
 
     Raises:
         ValueError: no unique least-squares solution, or no residual degrees of freedom for ``s²``.
     """
     n, d, gram, _, x_mean, _, _ = moments.cpu().split()
     w, b = ridge_from_moments(moments, weight_decay)  # refuses a design without a unique solution
-    if residual_variance is None:
-        residual_df = n - ridge_degrees_of_freedom(moments, weight_decay) - 1
-        if residual_df <= 1e-9 * n:
-            raise ValueError(f"no residual degrees of freedom to estimate the noise from: {n} rows, {d} features")
-        residual_variance = mse(moments, w, b) * n / residual_df
+    residual_df = n - ridge_degrees_of_freedom(moments, weight_decay) - 1
+    if residual_df <= 1e-9 * n:
+        raise ValueError(f"no residual degrees of freedom to estimate the noise from: {n} rows, {d} features")
+    residual_variance = mse(moments, w, b) * n / residual_df
     resolvent = torch.linalg.inv(gram + n * weight_decay / 2 * torch.eye(d, dtype=torch.float64))
     return coefficient_covariance(residual_variance * resolvent @ gram @ resolvent, x_mean, residual_variance / n)
 

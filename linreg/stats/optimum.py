@@ -29,11 +29,6 @@ STEPS = 0.5 ** torch.arange(21, dtype=torch.float64)
 ROUND_OFF = 1e-12
 
 
-def huber_objective(chunks: Chunks, w: Tensor, b: Tensor | float, delta: float, weight_decay: float) -> float:
-    """Huber's ``F(w, b)`` by one pass over the rows (MSE's comes from the moments: ``ols.mse``)."""
-    return _huber_pass(chunks, theta(w, b), delta, weight_decay, curvature=False).value
-
-
 def hessian(moments: Moments, weight_decay: float) -> Tensor:
     """MSE's Hessian in ``θ``: ``2·E[a aᵀ] + wd·D``, ``E[a aᵀ] = [[C + x̄x̄ᵀ, x̄], [x̄ᵀ, 1]]``, ``(d + 1, d + 1)``."""
     n, d, gram, _, x_mean, _, _ = moments.cpu().split()
@@ -41,11 +36,6 @@ def hessian(moments: Moments, weight_decay: float) -> Tensor:
     second[:d, :d] = gram / n + torch.outer(x_mean, x_mean)
     second[:d, d] = second[d, :d] = x_mean
     return 2 * second + weight_decay * _penalty(d + 1)
-
-
-def huber_hessian(chunks: Chunks, w: Tensor, b: Tensor | float, delta: float, weight_decay: float) -> Tensor:
-    """Huber's Hessian at ``(w, b)`` by one pass: ``E[1{|r| <= delta} a aᵀ] + wd·D``."""
-    return _huber_pass(chunks, theta(w, b), delta, weight_decay).hessian
 
 
 @dataclass(frozen=True)
@@ -111,7 +101,7 @@ def huber_fit(
     if start is None:
         start = optimum_from_moments(Moments.of(chunks(), d + 1), weight_decay)
     at = theta(*start)
-    here = _huber_pass(chunks, at, delta, weight_decay)
+    here = huber_pass(chunks, at, delta, weight_decay)
     values = torch.linalg.eigvalsh(here.majorizer)
     if values[0] <= RANK_RTOL * values[-1]:  # W's weights are all positive: singular exactly where [X 1] is
         raise ValueError(
@@ -136,7 +126,7 @@ def huber_fit(
         at = at + STEPS[i] * directions[j]
         if values[j, i] >= here.value:  # no step lowers F beyond its round-off
             break
-        here = _huber_pass(chunks, at, delta, weight_decay)
+        here = huber_pass(chunks, at, delta, weight_decay)
         passes += 2
     return at[:d], at[d]
 
@@ -155,7 +145,7 @@ def _values_along(chunks: Chunks, theta: Tensor, directions: Tensor, delta: floa
 
 
 @dataclass
-class _HuberPass:
+class HuberPass:
     """``F``, ``∇F`` ``(k,)``, ``H`` and ``W`` ``(k, k)`` at one ``θ``; ``scale``: ``mean|ψ(r)|·|a| + wd·|w|``."""
 
     value: float
@@ -165,8 +155,9 @@ class _HuberPass:
     scale: float
 
 
-def _huber_pass(chunks: Chunks, theta: Tensor, delta: float, weight_decay: float, curvature: bool = True) -> _HuberPass:
-    """One pass over the rows at ``θ`` ``(d + 1,)``; ``H`` and ``W`` are left at the penalty's without ``curvature``."""
+def huber_pass(chunks: Chunks, theta: Tensor, delta: float, weight_decay: float, curvature: bool = True) -> HuberPass:
+    """Huber's ``F``, ``∇F``, Hessian ``E[1{|r| <= delta} a aᵀ] + wd·D`` and IRLS matrix at ``θ = (w, b)`` ``(d + 1,)``,
+    by one pass over the rows (MSE's come from the moments); ``H`` and ``W`` are the penalty's without ``curvature``."""
     k = theta.numel()
     value, n, scale = 0.0, 0, 0.0
     gradient, hessian, majorizer = torch.zeros(k, dtype=torch.float64), *torch.zeros(2, k, k, dtype=torch.float64)
@@ -184,7 +175,7 @@ def _huber_pass(chunks: Chunks, theta: Tensor, delta: float, weight_decay: float
             majorizer += (a.T @ (a * (delta / r.abs().clamp(min=delta)).view(-1, 1))).cpu()
     w = theta[:-1]
     penalty = weight_decay * _penalty(k)
-    return _HuberPass(
+    return HuberPass(
         value / n + weight_decay / 2 * float(w.square().sum()),
         gradient / n + penalty @ theta,
         hessian / n + penalty,

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from linreg.stats import ols
 from linreg.stats.ols import LeastSquaresFit, Moments
-from linreg.stats.optimum import Chunks, Curvature, hessian, huber_fit, huber_hessian, huber_objective
+from linreg.stats.optimum import Chunks, Curvature, hessian, huber_fit, huber_pass
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,8 @@ class Reference:
         if o.quadratic:
             return ols.mse_excess(self.least_squares.moments, w, b, o.weight_decay, (self.w, self.b))
         assert chunks is not None, "the Huber objective needs the rows"
-        return max(huber_objective(chunks, w, b, o.delta, o.weight_decay) - self.value, 0.0)
+        value = huber_pass(chunks, ols.theta(w, b), o.delta, o.weight_decay, curvature=False).value
+        return max(value - self.value, 0.0)
 
 
 def solve(
@@ -88,26 +89,25 @@ def solve(
         least = ols.least_squares_from_moments(moments, feature_names, residual_sum)
     else:
         least = ols.min_norm_fit(moments)
+    w, b = (least.w, least.b) if wd == 0 else ols.ridge_from_moments(moments, wd)
     covariance, why = None, None
     if not objective.quadratic:
-        kind = tag = "Huber"
-        w, b = least.w, least.b  # without a penalty and unique, it fits every row: it minimises any loss of them
+        # Without a penalty and unique, the least-squares fit fits every row: it minimises any loss of them.
         if wd > 0 or unique:
-            w, b = huber_fit(chunks, d, objective.delta, wd, start=ols.optimum_from_moments(moments, wd))
-        curvature = huber_hessian(chunks, w, b, objective.delta, wd)
-        value = huber_objective(chunks, w, b, objective.delta, wd)
+            w, b = huber_fit(chunks, d, objective.delta, wd, start=(w, b))
         why = "the Huber fit has no standard errors here (its spread depends on the unknown noise distribution)"
-        return Reference(objective, kind, tag, w, b, value, curvature, least, covariance, why)
+        at = huber_pass(chunks, ols.theta(w, b), objective.delta, wd)
+        return Reference(objective, "Huber", "Huber", w, b, at.value, at.hessian, least, covariance, why)
     if wd > 0:
-        (w, b), kind, tag = ols.ridge_from_moments(moments, wd), "ridge", "ridge"
+        kind = tag = "ridge"
         if unique:
             covariance = ols.ridge_covariance(moments, wd)  # σ² from ridge's residuals and degrees of freedom
         else:
             why = f"no standard errors: {n} examples cannot estimate the noise of {d + 1} coefficients"
     elif unique:
-        w, b, kind, tag, covariance = least.w, least.b, "least squares", "OLS", least.covariance
+        kind, tag, covariance = "least squares", "OLS", least.covariance
     else:
-        w, b, kind, tag = least.w, least.b, "minimum-norm least squares", "min-norm"
+        kind, tag = "minimum-norm least squares", "min-norm"
         why = (
             f"{n} examples for {d + 1} coefficients: least squares fits the training rows exactly in many ways,"
             " none better than another, so there are no standard errors. SGD started near 0 only moves within the"

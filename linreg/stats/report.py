@@ -21,7 +21,7 @@ from linreg.stats.ols import LeastSquaresFit, theta, transform
 from linreg.stats.optimum import noise_floor
 from linreg.stats.r2 import DefinedR2Score
 from linreg.stats.reference import MSE, Objective, Reference
-from linreg.stats.verdict import SE_LIMIT, verdict
+from linreg.stats.verdict import SE_LIMIT, largest_z, verdict
 
 Row = dict[str, Any]
 
@@ -40,28 +40,16 @@ class RegressionData(Protocol):
     def split_chunks(self, split: str) -> Iterator[tuple[Tensor, Tensor]] | None: ...
 
 
-def estimator_names(optimizer: str, averaged: bool) -> dict[str, str]:
-    """What the report calls the trained model: a long name (``averaged SGD``) and a column tag (``ASGD``)."""
+def estimator_names(optimizer: str, averaged: bool, swa: bool = False) -> dict[str, str]:
+    """What the report calls the trained model: a long name (``averaged SGD``) and a column tag (``ASGD``).
+
+    ``swa``: averaged by Lightning's ``StochasticWeightAveraging``, not ``AveragedSGD``.
+    """
     if not averaged:
         return {"name": optimizer, "tag": optimizer}
+    if swa:
+        return {"name": f"{optimizer} with stochastic weight averaging", "tag": f"SWA {optimizer}"}
     return {"name": f"averaged {optimizer}", "tag": "ASGD" if optimizer == "SGD" else f"avg {optimizer}"}
-
-
-def _columns(tag: str, ref: str) -> list[tuple[str, Callable[[Row], str], tuple[str, ...]]]:
-    """(header, cell, the row keys it needs); ``ref`` names the optimum's column (OLS, ridge, min-norm, Huber)."""
-    return [
-        ("parameter", lambda r: r["name"], ()),
-        ("true", lambda r: f"{r['true']:.6g}", ("true",)),
-        (f"{ref} ± SE", lambda r: f"{r['ols']:.6g} ± {_two_digits(r['ols_se'])}", ("ols_se",)),
-        (ref, lambda r: f"{r['ols']:.6g}", ()),
-        (tag, lambda r: f"{r['sgd']:.6g}", ("sgd",)),
-        (f"true-{tag}", lambda r: f"{-r['sgd_minus_true']:.2e}", ("true", "sgd")),  # the book's sign
-        (
-            f"({tag}-{ref})/SE",
-            lambda r: "-" if (z := r["sgd_minus_ols_in_se"]) is None else f"{z:+.2f}",
-            ("sgd", "ols_se"),
-        ),
-    ]
 
 
 def _two_digits(x: float) -> str:
@@ -111,6 +99,7 @@ def format_report(report: dict[str, Any], max_rows: int = 20, python: bool = Fal
     ols, name, tag, trained = report["ols"], report["estimator"]["name"], report["estimator"]["tag"], report["trained"]
     ref = report["reference"]
     models = {"sgd": tag, "ols": ref["tag"]} if trained else {"ols": ref["tag"]}
+    truth, se = (report["parameters"][0][key] is not None for key in ("true", "ols_se"))  # known for all or none
     kind = ref["kind"] if ref["kind"] == ref["tag"] else f"{ref['kind']}, {ref['tag']}"
     what = f"the exact optimum of {ref['objective']} ({kind})"
     title = f"the {name} estimate against {what}" if trained else what
@@ -124,7 +113,7 @@ def format_report(report: dict[str, Any], max_rows: int = 20, python: bool = Fal
         *(book_error_lines(report["parameters"]) if trained else []),
         *textwrap.wrap(f"Parameters (in the data's own units): {title} on the training data", width=110),
         "",
-        *_parameter_table(report["parameters"], max_rows, tag, ref["tag"]),
+        *_parameter_table(report["parameters"], max_rows, tag, ref["tag"], truth, se),
         *([] if ols["residual_std"] is None or ref["why"] is None else [f"{ref['why']}."]),
         *textwrap.wrap(noise, width=110),
         f"L2 norm of w: {ref['w_norm']:.6g} ({ref['tag']})"
@@ -137,14 +126,10 @@ def format_report(report: dict[str, Any], max_rows: int = 20, python: bool = Fal
         for metric, style in (("mse", ".5g"), ("mae", ".5g"), ("r2", ".6f")):
             values = "".join(f"{scores[model][metric]:>13{style}}" for model in models)
             lines.append(f"{split + ' ' + metric:<22}{values}")
-    truth_known = bool(report["parameters"]) and report["parameters"][0]["true"] is not None
-    has_se = bool(report["parameters"]) and report["parameters"][0]["ols_se"] is not None
-    return "\n".join(
-        [*lines, "", verdict(report, python), "", legend(name, tag, ref["tag"], truth_known, trained, has_se)]
-    )
+    return "\n".join([*lines, "", verdict(report, python), "", legend(name, tag, ref["tag"], truth, trained, se)])
 
 
-def legend(name: str, tag: str, ref: str, truth_known: bool, trained: bool, has_se: bool = True) -> str:
+def legend(name: str, tag: str, ref: str, truth_known: bool, trained: bool, has_se: bool) -> str:
     """The lines under the report that say what the columns it has mean."""
     sentences = {
         "true: the value the data were generated from.": truth_known,
@@ -171,15 +156,25 @@ def book_error_lines(rows: list[Row]) -> list[str]:
     return [f"error in estimating w: {errors[:-1]}", f"error in estimating b: {errors[-1:]}", ""]
 
 
-def _parameter_table(rows: list[Row], max_rows: int, tag: str, ref: str) -> list[str]:
+def _parameter_table(rows: list[Row], max_rows: int, tag: str, ref: str, truth: bool, se: bool) -> list[str]:
     """The parameter rows as text, at most ``max_rows`` of them, and the largest distance from the optimum."""
-    columns = [c for c in _columns(tag, ref) if all(rows[0].get(key) is not None for key in c[2])]
-    if rows[0].get("ols_se") is not None:  # the optimum ± SE, not also the optimum alone
-        columns = [c for c in columns if c[0] != ref]
+    columns: dict[str, Callable[[Row], str]] = {"parameter": lambda r: r["name"]}
+    if truth:
+        columns["true"] = lambda r: f"{r['true']:.6g}"
+    if se:  # the optimum ± SE, not also the optimum alone
+        columns[f"{ref} ± SE"] = lambda r: f"{r['ols']:.6g} ± {_two_digits(r['ols_se'])}"
+    else:
+        columns[ref] = lambda r: f"{r['ols']:.6g}"
     trained = "sgd" in rows[0]
+    if trained:
+        columns[tag] = lambda r: f"{r['sgd']:.6g}"
+    if trained and truth:
+        columns[f"true-{tag}"] = lambda r: f"{-r['sgd_minus_true']:.2e}"  # the book's sign
+    if trained and se:
+        columns[f"({tag}-{ref})/SE"] = lambda r: "-" if (z := r["sgd_minus_ols_in_se"]) is None else f"{z:+.2f}"
     z = [-1.0 if r.get("sgd_minus_ols_in_se") is None else abs(r["sgd_minus_ols_in_se"]) for r in rows]
     shown = sorted(sorted(range(len(rows)), key=lambda i: -z[i])[:max_rows])  # farthest from OLS, in order
-    table = [[header for header, _, _ in columns]] + [[cell(rows[i]) for _, cell, _ in columns] for i in shown]
+    table = [list(columns)] + [[cell(rows[i]) for cell in columns.values()] for i in shown]
     widths = [max(len(line[c]) for line in table) for c in range(len(columns))]
     # The first column left-aligned, the others right-aligned.
     lines = ["  ".join([line[0].ljust(widths[0]), *map(str.rjust, line[1:], widths[1:])]) for line in table]
@@ -187,10 +182,9 @@ def _parameter_table(rows: list[Row], max_rows: int, tag: str, ref: str) -> list
         which = f", those farthest from {ref}" if trained else ""
         lines.append(f"({len(shown)} of {len(rows)} parameters shown{which}; all in report.json)")
     lines.append("")
-    worst = max(range(len(rows)), key=lambda i: z[i])
-    if trained and z[worst] >= 0:
-        lines.append(f"largest |{tag}-{ref}|/SE: {z[worst]:.2f} ({rows[worst]['name']})")
-    elif trained and rows[0].get("ols_se") is not None:
+    if trained and (largest := largest_z(rows)):
+        lines.append(f"largest |{tag}-{ref}|/SE: {largest[0]:.2f} ({largest[1]})")
+    elif trained and se:
         lines.append(f"({tag}-{ref})/SE is undefined: the standard errors are 0, the training labels have no noise")
     return lines
 

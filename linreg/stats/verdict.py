@@ -1,12 +1,11 @@
 """The verdict on a fit: whether it reached the optimum of its objective and, if not, why and what to change.
 
 From the report's facts, in the model's units (the gap ``F(θ) - F(θ*)`` by epoch, the Hessian's spectrum, the run's
-settings), plain SGD on a quadratic objective is limited by one of: lr ≥ 2(1 + momentum)/λmax (unstable steps); the
-noise floor lr/(1 - momentum)·σ²·tr(H)/(2·batch) (only averaging or smaller steps go further); or the slowest
-direction, shrinking by about lr/(1 - momentum)·λmin per step (more steps, or a larger lr well under the bound).
-Adam and the like move a coefficient by about lr per step, so the distance left says whether lr is too small.
-Each remedy is settings printed as flags or Python arguments; added to the command that printed them, they move its
-run towards the optimum (``tests/test_remedies.py``).
+settings), plain SGD on a quadratic objective is limited by one of: a learning rate over ``optimum.stable_lr``; the
+``optimum.noise_floor`` (only averaging or smaller steps go further); or the slowest direction (more steps, or a larger
+lr under the bound). Adam and the like move a coefficient by about lr per step, so the distance left says whether lr
+is too small. Each remedy, added to the command that printed it, moves its run towards the optimum
+(``tests/test_remedies.py``).
 """
 
 from __future__ import annotations
@@ -90,11 +89,11 @@ def diagnose(report: dict[str, Any]) -> tuple[str, list[Remedy]]:
     if est["optimizer"] != "SGD" or curvature is None:
         return _other_optimizer(report, lr, epochs, steps)
     bound = stable_lr(curvature["largest"], momentum)
+    raised = nice(MARGIN * bound)
     if lr >= bound:
-        new = nice(MARGIN * bound)
         return (
             f"its learning rate {lr:g} is above the stability bound 2(1 + momentum)/λmax = {bound:.3g}",
-            [Remedy({"model.optimizer.lr": new}, f"a learning rate under the bound ({new:g})")],
+            [Remedy({"model.optimizer.lr": raised}, f"a learning rate under the bound ({raised:g})")],
         )
     floor = ref["noise_floor"]
     rate = min(1.0, lr / (1 - momentum) * curvature["smallest"])  # the slowest direction's shrink per step
@@ -103,7 +102,7 @@ def diagnose(report: dict[str, Any]) -> tuple[str, list[Remedy]]:
             f"its gap to the optimum ({gap:.3g}) is at the noise floor of constant-step SGD (lr·σ²·tr(H)/(2·batch)"
             f" = {floor:.3g}): each step's noisy gradient keeps it jittering there"
         )
-        smaller = f"a learning rate {lr / nice(lr / 4):.3g} times smaller lowers the floor as much"
+        smaller = "a learning rate {k:.3g} times smaller lowers the floor as much"
         return why, _settle(report, lr, epochs, "averaging the iterates removes the floor", smaller, rate * per_epoch)
     target = max(tolerance, AT_FLOOR * floor, 1e-300)
     efolds = max(math.log(max(gap, target) / target), 1.0)
@@ -113,13 +112,12 @@ def diagnose(report: dict[str, Any]) -> tuple[str, list[Remedy]]:
     )
     remedies = []
     if lr < RAISE_BELOW * bound:
-        new = nice(MARGIN * bound)
-        faster = min(1.0, new / (1 - momentum) * curvature["smallest"])
+        faster = min(1.0, raised / (1 - momentum) * curvature["smallest"])
         needed = epochs + math.ceil(efolds / faster / per_epoch)
-        settings = {"model.optimizer.lr": new}
+        settings = {"model.optimizer.lr": raised}
         if needed > epochs and faster * steps < efolds:
             settings.update(_epochs(run, min(needed, MAX_EPOCHS_ADVISED)))
-        remedies.append(Remedy(settings, f"the stability bound is {bound:.3g}; steps {new / lr:.3g} times as large"))
+        remedies.append(Remedy(settings, f"the stability bound is {bound:.3g}; steps {raised / lr:.3g} times as large"))
     needed = epochs + math.ceil(efolds / rate / per_epoch)
     remedies.append(Remedy(_epochs(run, min(needed, MAX_EPOCHS_ADVISED)), f"about {efolds / rate:.3g} more steps"))
     if curvature["condition"] > 1e3:
@@ -150,7 +148,8 @@ def _other_optimizer(report: dict[str, Any], lr: float, epochs: int, steps: int)
 def _settle(
     report: dict[str, Any], lr: float, epochs: int, averaging: str, smaller: str, efolds_per_epoch: float = 0.0
 ) -> list[Remedy]:
-    """For iterates that jitter around the optimum: averaging them (unless set up), then a quarter of the lr.
+    """For iterates that jitter around the optimum: averaging them (unless set up), then a quarter of the lr
+    (``smaller`` says why, with ``{k}`` for how many times smaller).
 
     Steps ``k`` times smaller approach ``k`` times slower, and their floor, ``k`` times lower, lies ``ln k`` e-folds
     further (``efolds_per_epoch``: the slowest direction's at this lr, where known): ``k·(epochs + ln k / e-folds)``.
@@ -161,7 +160,7 @@ def _settle(
     needed = min(math.ceil(k * (epochs + further)), MAX_EPOCHS_ADVISED)
     settings = {"model.optimizer.lr": new, **_epochs(report["training"], needed)}
     remedies = [] if report["estimator"]["averaging_configured"] else [Remedy({}, averaging, [AVERAGING])]
-    return [*remedies, Remedy(settings, f"{smaller}; {needed} epochs make up the slower approach")]
+    return [*remedies, Remedy(settings, f"{smaller.format(k=k)}; {needed} epochs make up the slower approach")]
 
 
 def _epochs(run: dict[str, Any], epochs: int) -> dict[str, Any]:
@@ -174,24 +173,10 @@ def _epochs(run: dict[str, Any], epochs: int) -> dict[str, Any]:
     return settings
 
 
-def _largest_z(report: dict[str, Any]) -> float | None:
-    """The largest ``|model - optimum| / SE`` over the coefficients; None without standard errors."""
-    z = [abs(r["sgd_minus_ols_in_se"]) for r in report["parameters"] if r.get("sgd_minus_ols_in_se") is not None]
-    return max(z, default=None)
-
-
-def judge(report: dict[str, Any]) -> tuple[bool, str]:
-    """Whether the fit reached its optimum, and the facts that say so (objective ratio, distance in SE)."""
-    ref, tag = report["reference"], report["estimator"]["tag"]
-    gap, optimum = report["training"]["gap_by_epoch"][-1], ref["value"]
-    z = _largest_z(report)
-    facts = f"objective {(optimum + gap) / optimum:.4f}x its optimum's" if optimum > 0 else f"objective gap {gap:.3g}"
-    if z is not None:
-        facts += f", largest |{tag}-{ref['tag']}|/SE {z:.2f}"
-    close = gap <= OBJECTIVE_LIMIT * optimum
-    # Least squares' standard errors are the scale of what the data can tell; a penalty's objective is mostly the
-    # penalty, so its optimum is reached by the objective alone, and the distance in SE is told beside it.
-    return close and (z is None or ref["kind"] != "least squares" or z <= SE_LIMIT), facts
+def largest_z(rows: list[dict[str, Any]]) -> tuple[float, str] | None:
+    """The largest ``|model - optimum| / SE`` over the parameter rows and its parameter; None without any."""
+    z = [(abs(r["sgd_minus_ols_in_se"]), r["name"]) for r in rows if r.get("sgd_minus_ols_in_se") is not None]
+    return max(z, key=lambda pair: pair[0], default=None)
 
 
 def resolution(precision: str) -> float:
@@ -236,12 +221,19 @@ def verdict(report: dict[str, Any], python: bool = False) -> str:
 
 def _verdict_in_se(report: dict[str, Any], python: bool = False) -> str:
     """One line (or a few): reached, or why not and each remedy, as flags (or, with ``python``, arguments)."""
-    name, ref = report["estimator"]["name"], report["reference"]
-    reached, facts = judge(report)
+    name, ref, tag = report["estimator"]["name"], report["reference"], report["estimator"]["tag"]
+    gap, optimum = report["training"]["gap_by_epoch"][-1], ref["value"]
+    z = (largest_z(report["parameters"]) or (None,))[0]
+    facts = f"objective {(optimum + gap) / optimum:.4f}x its optimum's" if optimum > 0 else f"objective gap {gap:.3g}"
+    if z is not None:
+        facts += f", largest |{tag}-{ref['tag']}|/SE {z:.2f}"
+    # Least squares' standard errors are the scale of what the data can tell; a penalty's objective is mostly the
+    # penalty, so its optimum is reached by the objective alone, and the distance in SE is told beside it.
+    within = z is None or ref["kind"] != "least squares" or z <= SE_LIMIT
     target = f"the optimum of its objective, {ref['objective']} ({ref['kind']})"
-    if reached:
+    if gap <= OBJECTIVE_LIMIT * optimum and within:
         line = f"verdict: {name} reached {target}, within the noise ({facts})."
-        if (z := _largest_z(report)) is not None and z > SE_LIMIT:
+        if z is not None and z > SE_LIMIT:
             line += (
                 f" Its coefficients still jitter {z:.3g} standard errors around the optimum's; averaging the"
                 " iterates would settle them."
