@@ -45,8 +45,8 @@ class FitReport(Callback):
 
     def __init__(self, python: bool = True) -> None:
         self.python = python
-        self.mse_by_epoch: list[float] = []  # the training MSE after each epoch of this fit, for the verdict
-        self.gap_by_epoch: list[float] = []  # the objective's gap to its optimum after each epoch
+        self.mse_by_epoch: list[float] = []  # the training MSE after each epoch of this fit
+        self.gap_by_epoch: list[float] = []  # the objective's gap to its optimum after each epoch, for the verdict
         self.report: dict[str, Any] | None = None  # the last fit's report, as report.json holds it (rank zero)
 
     @staticmethod
