@@ -126,7 +126,6 @@ CONFIG: dict[str, Interval] = {
     },
     "trainer.val_check_interval": POSITIVE,
 }
-TRAINER_LIMITS = {key.removeprefix("trainer."): rule for key, rule in CONFIG.items() if key.startswith("trainer.")}
 
 # A checkpoint's numbers by entry, indices as []. Others: integers >= 0; numbers not NaN (finite where fresh ones are).
 CHECKPOINT: dict[str, Interval] = {

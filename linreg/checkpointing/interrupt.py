@@ -21,8 +21,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from linreg.checkpointing.resume import LastCheckpoint, checkpoint_dir
-from linreg.errors import Interrupted
+from linreg.checkpointing.runs import LastCheckpoint, checkpoint_dir
+from linreg.errors import RunStopped
 
 SIGTERM_STATUS = 128 + signal.SIGTERM
 SIGINT_STATUS = 128 + signal.SIGINT
@@ -152,9 +152,9 @@ class SaveOnInterrupt(Callback):
             signal.signal(signum, handler)
         self._previous = {}
 
-    def stopped(self, error: BaseException) -> Interrupted | None:
-        """The ``Interrupted`` error for the command line if ``error`` is how the command ended after a signal."""
-        return Interrupted(self.message(), self.exit_status) if isinstance(error, (SIGTERMException, Stopped)) else None
+    def stopped(self, error: BaseException) -> RunStopped | None:
+        """The error for the command line if ``error`` is how the command ended after a signal."""
+        return RunStopped(self.message(), self.exit_status) if isinstance(error, (SIGTERMException, Stopped)) else None
 
     def message(self) -> str:
         """The one line printed for a command stopped by a signal."""
