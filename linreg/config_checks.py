@@ -206,8 +206,13 @@ class CheckBeforeTraining(Callback):
                     f"trainer.val_check_interval must be at most the {batches} training batches of an epoch, got"
                     f" {interval} (or set trainer.check_val_every_n_epoch to null to count batches across epochs)"
                 )
+        data, off = trainer.datamodule, None  # off: why the fit will not validate
+        if trainer.limit_val_batches == 0:
+            off = "trainer.limit_val_batches is 0"
+        elif hasattr(data, "split_chunks") and data.split_chunks("val") is None:
+            off = "the data have no validation rows"
         validated = {*getattr(pl_module, "val_metrics", {}).keys(), "convergence/log10_loss_val"}
-        logged, off, idle = {*validated, *LOGGED, "epoch", "step"}, validation_off(trainer), []
+        logged, idle = {*validated, *LOGGED, "epoch", "step"}, []
         for callback in trainer.callbacks:
             monitor = getattr(callback, "monitor", None)
             if off and monitor in validated and isinstance(callback, (EarlyStopping, ModelCheckpoint)):
@@ -227,13 +232,3 @@ class CheckBeforeTraining(Callback):
         if off and trainer.is_global_zero:
             idle_ones = f": {', '.join(idle)} have nothing to monitor" if idle else ""
             print(f"validation is off ({off}){idle_ones}", file=sys.stderr, flush=True)
-
-
-def validation_off(trainer: Trainer) -> str | None:
-    """Why ``trainer`` will not validate (no validation rows, or ``limit_val_batches`` 0), or None if it will."""
-    if trainer.limit_val_batches == 0:
-        return "trainer.limit_val_batches is 0"
-    data = trainer.datamodule
-    if data is not None and hasattr(data, "split_chunks") and data.split_chunks("val") is None:
-        return "the data have no validation rows"
-    return None
