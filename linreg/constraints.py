@@ -125,6 +125,7 @@ CONFIG: dict[str, Interval] = {
         for k in ("check_val_every_n_epoch", "log_every_n_steps", "accumulate_grad_batches")
     },
     "trainer.val_check_interval": POSITIVE,
+    "last.every_n_train_steps": AT_LEAST_ONE,  # LastCheckpoint's
 }
 
 # A checkpoint's numbers by entry, indices as []. Others: integers >= 0; numbers not NaN (finite where fresh ones are).

@@ -19,7 +19,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Checkpoint
 
 from linreg.checkpointing.io import load_safely
-from linreg.constraints import COUNT, check_int
+from linreg.constraints import COUNT, check
 from linreg.data.sources import is_remote
 from linreg.validation import UserInputError, bounded_yaml_load, check_regular_file
 
@@ -201,7 +201,7 @@ class LastCheckpoint(Checkpoint):
     """
 
     def __init__(self, every_n_train_steps: int = 500) -> None:
-        self.every_n_train_steps = check_int("every_n_train_steps", every_n_train_steps, 1)
+        self.every_n_train_steps = check("last.every_n_train_steps", every_n_train_steps)
         self.path: Path | None = None
         self._saved_step = 0  # nothing to save before the first step
         self._step_before_batch = 0
