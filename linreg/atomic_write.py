@@ -51,13 +51,8 @@ def save_atomically(
         with contextlib.suppress(OSError):
             temporary.unlink()
         raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Flushes a directory's entries (a rename) to disk; a no-op where directories cannot be opened (Windows)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
+    try:  # the rename itself, to disk; where a directory cannot be opened (Windows) it is left to the system
+        fd = os.open(path.parent, os.O_RDONLY)
     except OSError:
         return
     with contextlib.suppress(OSError):

@@ -31,8 +31,7 @@ from linreg.checkpointing.admission import admit
 from linreg.checkpointing.choice import RunChoice, refuse_used_log_dir, run_config_of
 from linreg.checkpointing.interrupt import SIGINT_STATUS, SaveOnInterrupt, Stopped
 from linreg.checkpointing.io import AtomicCheckpointIO, load_safely
-from linreg.checkpointing.resume import LastCheckpoint
-from linreg.checkpointing.runs import run_identity_of
+from linreg.checkpointing.runs import LastCheckpoint, run_identity_of
 from linreg.data import RegressionData
 from linreg.errors import NothingToDo, ShortErrorParser, StopStartedProcesses, exit_for, fail, one_line, say
 from linreg.instantiation import config_key

@@ -23,7 +23,7 @@ from lightning.pytorch.utilities.parsing import lightning_hasattr
 from linreg.callbacks.recovery import FULL_LOSS, OBJECTIVE_GAP
 from linreg.checkpointing.io import refuse_unsafe_loading
 from linreg.checkpointing.runs import refuse_remote_run_dir
-from linreg.constraints import CONFIG, TRAINER_LIMITS
+from linreg.constraints import CONFIG
 from linreg.errors import causes
 from linreg.trial import answered_as, check_param_groups, trial_optimizers
 from linreg.validation import UserInputError, check_regular_file, usable_cores
@@ -88,15 +88,13 @@ def check_config_values(config: Namespace) -> None:
         value = config.get(group)
         if value is not None and not isinstance(value, Namespace):
             raise UserInputError(f"{group}: expected a mapping of its arguments, got {type(value).__name__} {value!r}")
-    seed = config.get("seed_everything")
-    if isinstance(seed, int) and not isinstance(seed, bool):  # or true: a seed drawn at random
-        CONFIG["seed_everything"].check("seed_everything", seed)
-    trainer = config.get("trainer") or Namespace()
-    refuse_remote_run_dir(trainer)
-    for key, rule in TRAINER_LIMITS.items():
-        value = trainer.get(key)
-        if isinstance(value, (int, float)):  # or null, which each of them takes
-            rule.check(f"trainer.{key}", value)
+    # The table's rules for what goes to Lightning, not to a constructor of ours. Null takes Lightning's default;
+    # a seed of true or false is drawn at random or not set.
+    for key, rule in CONFIG.items():
+        value = config.get(key) if key.startswith(("trainer.", "seed_everything")) else None
+        if isinstance(value, (int, float)) and not (key == "seed_everything" and isinstance(value, bool)):
+            rule.check(key, value)
+    refuse_remote_run_dir(config.get("trainer") or Namespace())
     refuse_unsafe_loading(config.get("weights_only"))
     if config.get("ckpt_path") == "best":
         raise UserInputError(
@@ -208,8 +206,13 @@ class CheckBeforeTraining(Callback):
                     f"trainer.val_check_interval must be at most the {batches} training batches of an epoch, got"
                     f" {interval} (or set trainer.check_val_every_n_epoch to null to count batches across epochs)"
                 )
+        data, off = trainer.datamodule, None  # off: why the fit will not validate
+        if trainer.limit_val_batches == 0:
+            off = "trainer.limit_val_batches is 0"
+        elif hasattr(data, "split_chunks") and data.split_chunks("val") is None:
+            off = "the data have no validation rows"
         validated = {*getattr(pl_module, "val_metrics", {}).keys(), "convergence/log10_loss_val"}
-        logged, off, idle = {*validated, *LOGGED, "epoch", "step"}, validation_off(trainer), []
+        logged, idle = {*validated, *LOGGED, "epoch", "step"}, []
         for callback in trainer.callbacks:
             monitor = getattr(callback, "monitor", None)
             if off and monitor in validated and isinstance(callback, (EarlyStopping, ModelCheckpoint)):
@@ -229,13 +232,3 @@ class CheckBeforeTraining(Callback):
         if off and trainer.is_global_zero:
             idle_ones = f": {', '.join(idle)} have nothing to monitor" if idle else ""
             print(f"validation is off ({off}){idle_ones}", file=sys.stderr, flush=True)
-
-
-def validation_off(trainer: Trainer) -> str | None:
-    """Why ``trainer`` will not validate (no validation rows, or ``limit_val_batches`` 0), or None if it will."""
-    if trainer.limit_val_batches == 0:
-        return "trainer.limit_val_batches is 0"
-    data = trainer.datamodule
-    if data is not None and hasattr(data, "split_chunks") and data.split_chunks("val") is None:
-        return "the data have no validation rows"
-    return None

@@ -125,8 +125,8 @@ CONFIG: dict[str, Interval] = {
         for k in ("check_val_every_n_epoch", "log_every_n_steps", "accumulate_grad_batches")
     },
     "trainer.val_check_interval": POSITIVE,
+    "last.every_n_train_steps": AT_LEAST_ONE,  # LastCheckpoint's
 }
-TRAINER_LIMITS = {key.removeprefix("trainer."): rule for key, rule in CONFIG.items() if key.startswith("trainer.")}
 
 # A checkpoint's numbers by entry, indices as []. Others: integers >= 0; numbers not NaN (finite where fresh ones are).
 CHECKPOINT: dict[str, Interval] = {

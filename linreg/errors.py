@@ -38,17 +38,16 @@ class NothingToDo(Exception):  # noqa: N818 (not an error: the command line exit
 
 
 class RunStopped(Exception):  # noqa: N818 (an outcome, not a fault of the input)
-    """A run that ended without a result to stand behind (diverged, or stopped by a signal): not refused input."""
+    """A run that ended without a result to stand behind (diverged, or stopped by a signal): not refused input.
+
+    A signal's ``exit_status`` is 128 + its number, as a shell reports it.
+    """
 
     exit_status = 1  # the input was accepted; the run failed
 
     def __init__(self, message: str, exit_status: int | None = None) -> None:
         super().__init__(message)
         self.exit_status = exit_status or self.exit_status
-
-
-class Interrupted(RunStopped):
-    """A command stopped by a signal (``exit_status`` 128 + its number); the message says what was saved."""
 
 
 @rank_zero_only

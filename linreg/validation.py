@@ -22,13 +22,6 @@ class UserInputError(ValueError):
     exit_status = 2  # the command line's status for refused input, as argparse uses
 
 
-def file_kind(mode: int) -> str:
-    """What a file of ``os.stat`` mode ``mode`` is, for a message: ``a FIFO``, ``a directory``, ..."""
-    kinds = {stat.S_ISREG: "a regular file", stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a FIFO"}
-    kinds |= {stat.S_ISLNK: "a symbolic link", stat.S_ISCHR: "a device", stat.S_ISBLK: "a device"}
-    return next((name for test, name in kinds.items() if test(mode)), "a socket")
-
-
 def check_regular_file(
     path: str | os.PathLike[str], name: str = "", *, missing_ok: bool = False, links: bool = True
 ) -> os.stat_result | None:
@@ -46,7 +39,10 @@ def check_regular_file(
         why = "no such file or directory" if isinstance(exc, FileNotFoundError) else f"cannot be read ({exc.strerror})"
         raise UserInputError(f"{shown}: {why}") from None
     if not stat.S_ISREG(status.st_mode):
-        raise UserInputError(f"{shown}: is {file_kind(status.st_mode)}, not a regular file")
+        kinds = {stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a FIFO", stat.S_ISLNK: "a symbolic link"}
+        kinds |= {stat.S_ISCHR: "a device", stat.S_ISBLK: "a device"}
+        kind = next((name for test, name in kinds.items() if test(status.st_mode)), "a socket")
+        raise UserInputError(f"{shown}: is {kind}, not a regular file")
     return status
 
 

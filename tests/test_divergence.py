@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from linreg import LinearRegression, SyntheticRegressionData
 from linreg.callbacks.divergence import DivergenceGuard, TrainingDivergedError
 from linreg.checkpointing.io import AtomicCheckpointIO
-from linreg.checkpointing.resume import LastCheckpoint
+from linreg.checkpointing.runs import LastCheckpoint
 from tests.conftest import D2L_CONFIG, run_cli
 
 # SGD with lr=10 on the d2l data: the loss grows tenfold per step and is first infinite at step 15.

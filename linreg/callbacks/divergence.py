@@ -24,15 +24,6 @@ class TrainingDivergedError(RunStopped):
     """The training loss became NaN or infinite; the settings (usually the learning rate) cannot train this model."""
 
 
-def _loss_of(outputs: Any) -> Tensor | None:
-    """The loss ``training_step`` returned: the tensor itself or a dict's ``"loss"``."""
-    if isinstance(outputs, Tensor):
-        return outputs
-    if isinstance(outputs, dict) and isinstance(outputs.get("loss"), Tensor):
-        return outputs["loss"]
-    return None
-
-
 class DivergenceGuard(Callback):
     """Raises ``TrainingDivergedError`` at the first non-finite training loss, and refuses non-finite checkpoints."""
 
@@ -50,8 +41,9 @@ class DivergenceGuard(Callback):
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        loss = _loss_of(outputs)
-        if loss is None:
+        # Lightning hands on the step's output as a dict, a returned tensor as its "loss" (both optimization modes).
+        loss = outputs.get("loss") if isinstance(outputs, dict) else None
+        if not isinstance(loss, Tensor):
             return
         if self._check_every == 1:  # one CPU process: reading the loss costs nothing but the read
             value = float(loss.detach().max()) if loss.numel() > 1 else loss.item()
@@ -84,7 +76,8 @@ class DivergenceGuard(Callback):
             self._stop(trainer, first_bad, "the training loss became NaN or infinite")
 
     def _stop(self, trainer: Trainer, step: int, what: str) -> None:
-        lr = _learning_rate(trainer)
+        groups = [group for optimizer in trainer.optimizers for group in optimizer.param_groups]
+        lr = float(groups[0]["lr"]) if groups else None  # the first optimizer's (a float, or a one-element tensor)
         cause = f"the learning rate, {lr:g}, is likely too large" if lr is not None else "the settings are unstable"
         cause += " (model.optimizer.lr)"
         if self._resumed_from is not None and step == self._resumed_from[1]:
@@ -97,13 +90,3 @@ class DivergenceGuard(Callback):
             f"training diverged: {what} at step {step} (epoch {trainer.current_epoch});"
             f" {cause}. Nothing was saved from that step on{saved}."
         )
-
-
-def _learning_rate(trainer: Trainer) -> float | None:
-    """The first optimizer's current learning rate, where there is one."""
-    for optimizer in trainer.optimizers:
-        for group in optimizer.param_groups:
-            lr = group.get("lr")
-            if isinstance(lr, (int, float)) or (isinstance(lr, Tensor) and lr.numel() == 1):
-                return float(lr)
-    return None

@@ -50,10 +50,6 @@ def run_config_of(argv: Sequence[str]) -> tuple[str, Path] | None:
     return (given.subcommand, run_config) if checkpoint.parent.name == "checkpoints" and run_config.is_file() else None
 
 
-# The loggers that write to save_dir/name/version_N, a run directory this module can claim.
-VERSIONED_LOGGERS = (TensorBoardLogger, CSVLogger)
-
-
 def logger_args(config: Namespace) -> Namespace | None:
     """The ``init_args`` of the configured logger when it writes under ``save_dir/name/version`` (TensorBoard, CSV)."""
     logger = config.trainer.get("logger")
@@ -61,7 +57,8 @@ def logger_args(config: Namespace) -> Namespace | None:
         return None
     # Others may take the same three arguments in other senses: WandbLogger's version is a run id (a str).
     kind = import_object(logger.class_path)  # the parser has imported it already
-    return logger.get("init_args") if isinstance(kind, type) and issubclass(kind, VERSIONED_LOGGERS) else None
+    versioned = isinstance(kind, type) and issubclass(kind, (TensorBoardLogger, CSVLogger))
+    return logger.get("init_args") if versioned else None
 
 
 class RunChoice:

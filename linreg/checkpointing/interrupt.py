@@ -21,8 +21,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from linreg.checkpointing.resume import LastCheckpoint, checkpoint_dir
-from linreg.errors import Interrupted
+from linreg.checkpointing.runs import LastCheckpoint, checkpoint_dir
+from linreg.errors import RunStopped
 
 SIGTERM_STATUS = 128 + signal.SIGTERM
 SIGINT_STATUS = 128 + signal.SIGINT
@@ -88,21 +88,17 @@ class SaveOnInterrupt(Callback):
         if self._forwarded and signum == signal.SIGTERM:  # our own SIGTERM for a first Ctrl-C or SIGHUP
             self._forwarded = False
             return
-        if self.signal is None:
-            self.signal = signum
-            if self._training:  # Lightning's handler (called first) stops at the end of the step
-                return
-        else:
-            self.second = signum
-        raise Stopped(signum)
-
-    def _at_step_end(self, signum: int, frame: FrameType | None) -> None:
-        """A first Ctrl-C or SIGHUP while training: stops as SIGTERM does, at the end of the step in progress."""
         if self.signal is not None:
             self.second = signum
             raise Stopped(signum)
-        self.signal, self._forwarded = signum, True
-        os.kill(os.getpid(), signal.SIGTERM)  # Lightning's handler: the stop is shared with every process under DDP
+        self.signal = signum
+        if not self._training:
+            raise Stopped(signum)
+        # Training: Lightning's SIGTERM handler (called before this one) stops at the end of the step, on every
+        # process under DDP; a first Ctrl-C or SIGHUP becomes that SIGTERM.
+        if signum != signal.SIGTERM:
+            self._forwarded = True
+            os.kill(os.getpid(), signal.SIGTERM)
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._set_up = True
@@ -112,7 +108,7 @@ class SaveOnInterrupt(Callback):
         self._training = True
         if threading.current_thread() is threading.main_thread():
             others = [signum for signum in STOPPING if signum != signal.SIGTERM]
-            self._previous = {signum: signal.signal(signum, self._at_step_end) for signum in others}
+            self._previous = {signum: signal.signal(signum, self._on_signal) for signum in others}
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._restore()
@@ -152,9 +148,9 @@ class SaveOnInterrupt(Callback):
             signal.signal(signum, handler)
         self._previous = {}
 
-    def stopped(self, error: BaseException) -> Interrupted | None:
-        """The ``Interrupted`` error for the command line if ``error`` is how the command ended after a signal."""
-        return Interrupted(self.message(), self.exit_status) if isinstance(error, (SIGTERMException, Stopped)) else None
+    def stopped(self, error: BaseException) -> RunStopped | None:
+        """The error for the command line if ``error`` is how the command ended after a signal."""
+        return RunStopped(self.message(), self.exit_status) if isinstance(error, (SIGTERMException, Stopped)) else None
 
     def message(self) -> str:
         """The one line printed for a command stopped by a signal."""

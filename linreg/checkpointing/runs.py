@@ -1,4 +1,5 @@
-"""Run directories: which earlier run a command continues, and a new ``version_N`` claimed atomically.
+"""Run directories: which earlier run a command continues, a new ``version_N`` claimed atomically, and the
+``last.ckpt`` kept current during fit (weights, optimizer, loop counters, the loader's position) to resume from.
 
 A run's *identity* is its resolved ``config.yaml`` less what only names or paces the output (``OUTPUT_KEYS``) and
 how long it trains (``LENGTH_KEYS``): runs of one identity may continue each other, and no other. Whether a run is
@@ -14,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import Checkpoint
 
 from linreg.checkpointing.io import load_safely
-from linreg.constraints import COUNT
+from linreg.constraints import COUNT, check
 from linreg.data.sources import is_remote
 from linreg.validation import UserInputError, bounded_yaml_load, check_regular_file
 
@@ -107,14 +110,6 @@ def progress(checkpoint: Any) -> tuple[int, int, int]:
     return counts[0], counts[1], counts[2]
 
 
-def is_finished(checkpoint: dict[str, Any], max_epochs: int | None, max_steps: int) -> bool:
-    """Whether fit, given these limits, would train no further from ``checkpoint`` (Lightning's ``FitLoop.done``)."""
-    epochs, steps, _ = progress(checkpoint)
-    if max_steps is not None and max_steps >= 0 and steps >= max_steps:
-        return True
-    return max_epochs is not None and max_epochs >= 0 and epochs >= max_epochs
-
-
 @dataclass
 class EarlierRun:
     """A run of the same identity found under the runs root, with its ``last.ckpt`` and whether it is finished."""
@@ -140,13 +135,14 @@ def earlier_runs(
             continue
         try:
             checkpoint = load_safely(last)
-            _, steps, epoch = progress(checkpoint)
+            epochs, steps, epoch = progress(checkpoint)
         except UserInputError as error:
             raise UserInputError(
                 f"{last}, the last checkpoint of an earlier run of this configuration: {error}; move it away to"
                 " start afresh"
             ) from None
-        finished = is_finished(checkpoint, max_epochs, max_steps)
+        # Whether fit under these limits would train no further from it (Lightning's FitLoop.done).
+        finished = (max_steps >= 0 and steps >= max_steps) or (max_epochs is not None and 0 <= max_epochs <= epochs)
         with contextlib.suppress(OSError):  # Lightning counts epochs from 0, the console's epoch lines from 1
             same.append((last.stat().st_mtime_ns, EarlierRun(run_dir, last, epoch + 1, steps, finished, checkpoint)))
     same.sort(key=lambda pair: (pair[0], str(pair[1].directory)), reverse=True)
@@ -182,3 +178,76 @@ def refuse_remote_run_dir(trainer: Any) -> None:
                 f"{key}: {value}: runs (checkpoints, config.yaml, the report) are written to a directory; give a"
                 " local one, or a bucket mounted as one (s3fs, gcsfuse): a URI is not accepted here"
             )
+
+
+def checkpoint_dir(trainer: Trainer) -> Path:
+    """This run's checkpoint directory, ``<save_dir>/<name>/<version>/checkpoints``, as ``ModelCheckpoint`` has it."""
+    if not trainer.loggers:
+        return Path(trainer.default_root_dir) / "checkpoints"
+    logger = trainer.loggers[0]
+    version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
+    return Path(logger.save_dir or trainer.default_root_dir) / str(logger.name) / version / "checkpoints"
+
+
+class LastCheckpoint(Checkpoint):
+    """Keeps ``last.ckpt`` current: every ``every_n_train_steps`` steps, at the end of every epoch and of fit.
+
+    Never over an earlier file (``last-v1.ckpt``). Not ``ModelCheckpoint(save_last=True)``: it may save before an
+    epoch's validation (a resume skips it), defers step saves until a monitored metric exists, and rewrites
+    ``last.ckpt`` at an epoch end only with a new top-k file.
+
+    Args:
+        every_n_train_steps: training steps between two writes.
+    """
+
+    def __init__(self, every_n_train_steps: int = 500) -> None:
+        self.every_n_train_steps = check("last.every_n_train_steps", every_n_train_steps)
+        self.path: Path | None = None
+        self._saved_step = 0  # nothing to save before the first step
+        self._step_before_batch = 0
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        directory = checkpoint_dir(trainer)
+        path, version = directory / "last.ckpt", 0
+        while path.exists():
+            version += 1
+            path = directory / f"last-v{version}.ckpt"
+        self.path = Path(trainer.strategy.broadcast(str(path)))  # rank zero's view of the file system
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        self._step_before_batch = trainer.global_step
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        # "Passes a multiple of N" rather than "is one": a batch can hold several steps (a model with manual
+        # optimization) or none (gradient accumulation).
+        n = self.every_n_train_steps
+        passed_multiple = trainer.global_step // n > self._step_before_batch // n
+        end_of_epoch = batch_idx + 1 >= trainer.num_training_batches
+        # At max_steps, fit ends here: saved now, before any end-of-fit callback changes the weights.
+        if (passed_multiple and not end_of_epoch) or trainer.global_step == trainer.max_steps:
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # With max_steps set, Lightning takes a checkpoint from this hook for one interrupted inside it and
+        # runs the epoch-end hooks again on resume; there the steps (and the end of fit) are what is saved.
+        if trainer.max_steps == -1:
+            self._save(trainer)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._save(trainer)
+
+    def _save(self, trainer: Trainer) -> None:
+        if (
+            self.path is None
+            or trainer.sanity_checking
+            or trainer.fast_dev_run
+            or trainer.global_step == self._saved_step
+        ):
+            return
+        # The full state (weights_only=False: not the weights alone); every rank takes part, rank zero writes.
+        trainer.save_checkpoint(self.path, weights_only=False)
+        self._saved_step = trainer.global_step
