@@ -59,7 +59,6 @@ class Table:
     columns: dict[str, Tensor]
     path: str
     is_csv: bool
-    _width: int = field(default=0, repr=False)  # columns of the CSV header
 
     def __len__(self) -> int:
         return next(iter(self.columns.values())).numel()
@@ -72,7 +71,7 @@ class Table:
     @cached_property
     def positions(self) -> Tensor:
         """Each row's CSV line (read again when first asked) or Parquet position, int64 ``(n,)``."""
-        return record_lines(self.path, self._width) if self.is_csv else torch.arange(len(self), dtype=torch.int64)
+        return record_lines(self.path) if self.is_csv else torch.arange(len(self), dtype=torch.int64)
 
 
 def read_header(path: str | Path) -> list[str]:
@@ -215,7 +214,7 @@ def _record_batches(piece: Piece, names: Sequence[str], blank_ok: Sequence[str])
                 for batch in reader:
                     yield batch.select(list(names))
         except (pa.ArrowInvalid, UnicodeDecodeError) as exc:  # a row Arrow cannot parse: named by its line
-            message = diagnose(piece.path, header, names, blank_ok)
+            message = diagnose(piece.path, names, blank_ok)
             raise UserInputError(message or f"{piece.path}: cannot be read ({one_line(exc)})") from None
 
 
@@ -223,7 +222,7 @@ def _bad_batch(
     piece: Piece, names: Sequence[str], blank_ok: Sequence[str], batch: pa.RecordBatch, row_in_file: int
 ) -> UserInputError:
     if piece.row_group is None:  # a CSV file: name the line
-        message = diagnose(piece.path, read_csv_header(piece.path)[0], names, blank_ok)
+        message = diagnose(piece.path, names, blank_ok)
         return UserInputError(message or f"{piece.path}: a value that is not a finite number could not be located")
     bad = first_bad_cell({name: batch.column(i) for i, name in enumerate(names)}, blank_ok)
     assert bad is not None
@@ -256,7 +255,7 @@ def read_table(path: str | Path, required: Sequence[str], optional: Sequence[str
     if not sum(len(column) for column in parts[0]):
         raise UserInputError(f"{path}: the header is there but there are no data rows")
     columns = {name: torch.from_numpy(np.concatenate(part)) for name, part in zip(names, parts, strict=True)}
-    return Table(columns, str(path), not is_parquet(path), len(header))
+    return Table(columns, str(path), not is_parquet(path))
 
 
 # CSV text: the header, Arrow's options, and lines named by Python's csv module.
@@ -264,7 +263,7 @@ def read_table(path: str | Path, required: Sequence[str], optional: Sequence[str
 
 def read_csv_header(path: str | Path) -> tuple[list[str], int]:
     """The column names on the first non-blank record (stripped of spaces), and the lines up to its end."""
-    with closing(_records(path, width=0)) as records:
+    with closing(_records(path)) as records:
         if (first := next(records, None)) is None:
             raise UserInputError(f"{path}: the file is empty; expected a header line naming the columns")
         return [name.strip() for name in first[2]], first[1]
@@ -290,20 +289,20 @@ def arrow_options(
     return read, parse, convert
 
 
-def diagnose(path: str | Path, header: Sequence[str], names: Sequence[str], blank_ok: Sequence[str]) -> str | None:
+def diagnose(path: str | Path, names: Sequence[str], blank_ok: Sequence[str]) -> str | None:
     """The first bad row or cell of the data rows, named by its line; None if Python finds none."""
-    index = {name: i for i, name in reversed(list(enumerate(header)))}  # first occurrence; a dict, not list.index
-    pick = itemgetter(*(index[name] for name in names))
     rows: list[tuple[str, ...]] = []
     lines: list[int] = []
+    problem = None  # with the row or line that stops the walk; an earlier bad cell comes first
     try:
-        with closing(_records(path, len(header))) as records:
-            next(records)  # the header
+        with closing(_records(path)) as records:
+            header = [name.strip() for name in next(records)[2]]
+            index = {name: i for i, name in reversed(list(enumerate(header)))}  # first occurrence, in one pass
+            pick = itemgetter(*(index[name] for name in names))
             for line, _, row in records:
-                if len(row) != len(header):  # an earlier bad cell comes first
-                    return _bad_cell(path, names, rows, lines, blank_ok) or (
-                        f"{path}: line {line} has {len(row)} fields, the header has {len(header)}"
-                    )
+                if len(row) != len(header):
+                    problem = f"{path}: line {line} has {len(row)} fields, the header has {len(header)}"
+                    break
                 rows.append(pick(row) if len(names) > 1 else (pick(row),))
                 lines.append(line)
                 if len(rows) == CHUNK_ROWS:
@@ -311,13 +310,13 @@ def diagnose(path: str | Path, header: Sequence[str], names: Sequence[str], blan
                         return message
                     rows, lines = [], []
     except UserInputError as error:
-        return _bad_cell(path, names, rows, lines, blank_ok) or str(error)
-    return _bad_cell(path, names, rows, lines, blank_ok)
+        problem = str(error)
+    return _bad_cell(path, names, rows, lines, blank_ok) or problem
 
 
-def record_lines(path: str | Path, width: int) -> Tensor:
+def record_lines(path: str | Path) -> Tensor:
     """The line each data row of the file starts on (the header being line 1 or later), int64 ``(n,)``."""
-    with closing(_records(path, width)) as records:
+    with closing(_records(path)) as records:
         next(records)  # the header
         return torch.tensor([line for line, _, _ in records], dtype=torch.int64)
 
@@ -332,8 +331,9 @@ def _bad_cell(
     return None if bad is None else f"{path}: line {lines[bad.row]}, column {bad.column!r}: {bad.reason}"
 
 
-def _records(path: str | Path, width: int) -> Iterator[tuple[int, int, list[str]]]:
+def _records(path: str | Path) -> Iterator[tuple[int, int, list[str]]]:
     """``(first line, last line, fields)`` of each non-blank record (as Arrow skips them), the header first."""
+    width = 0  # the header's, once read: in a table of one column, a line of spaces is a row
     # newline="" lets the csv module see CRLF and line breaks inside quoted cells itself.
     with io.TextIOWrapper(open_input(path), encoding="utf-8-sig", newline="") as file:
         reader = csv.reader(_bounded_lines(file, path), skipinitialspace=True)
@@ -342,6 +342,7 @@ def _records(path: str | Path, width: int) -> Iterator[tuple[int, int, list[str]
             for row in reader:
                 start, last_line = last_line + 1, reader.line_num
                 if row and not (len(row) == 1 and not row[0].strip() and width != 1):
+                    width = width or len(row)
                     yield start, last_line, row
         except UnicodeDecodeError as exc:
             if is_remote(path):  # a store (or what answers at its endpoint) that sent something else
@@ -401,15 +402,13 @@ def as_floats(column: pa.Array, blank_ok: bool = False) -> np.ndarray | None:
         >>> as_floats(pa.array([1, 2])).tolist(), as_floats(pa.array(["1", " x"]))
         ([1.0, 2.0], None)
     """
-    if column.null_count and not blank_ok:
-        return None
     if not (pa.types.is_float32(column.type) or pa.types.is_float64(column.type)):
         try:
             column = _parse(column, blank_ok)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return None
-        if column.null_count and not blank_ok:
-            return None
+    if column.null_count and not blank_ok:
+        return None
     values = column.to_numpy(zero_copy_only=False)  # NaN where a cell is empty
     if column.null_count:  # blank_ok: NaN where a cell is empty, finite numbers elsewhere
         finite = np.isfinite(values) | column.is_null().to_numpy(zero_copy_only=False)
