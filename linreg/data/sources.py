@@ -314,14 +314,9 @@ def parquet_files(path: str | Path) -> list[tuple[str, pq.FileMetaData]]:
 
 def _kind(path: str | Path) -> FileType:
     """``File``, ``Directory`` (a prefix, on object storage), ``NotFound``, or ``Unknown`` (a FIFO, ...)."""
-    if is_remote(path):
-        with reading(path):
-            filesystem, inner = locate(path)
-            return filesystem.get_file_info(inner).type
-    path = Path(path)
-    if path.is_dir() or path.is_file():
-        return FileType.Directory if path.is_dir() else FileType.File
-    return FileType.Unknown if path.exists() else FileType.NotFound
+    with reading(path):
+        filesystem, inner = locate(path) if is_remote(path) else (pafs.LocalFileSystem(), os.fspath(path))
+        return filesystem.get_file_info(inner).type
 
 
 def _files_below(root: str | Path) -> list[str]:

@@ -26,8 +26,6 @@ from linreg.data.base import RegressionData
 from linreg.data.batches import EpochPosition
 from linreg.data.reading import Piece, Table, pieces, read_header, read_piece, read_table, select_columns
 from linreg.data.rows import SPLITS, TRAIN, SplitPlan, Standardizer
-from linreg.data.sources import is_parquet, parquet_files, version
-from linreg.data.sources import name as file_name
 from linreg.stats.ols import Moments
 from linreg.validation import UserInputError, available_memory
 
@@ -145,9 +143,10 @@ class TableRegressionData(RegressionData):
 
     @property
     def streaming(self) -> bool:
-        """Whether the table is streamed from disk (decided once, by ``in_memory``)."""
+        """Whether the table is streamed; ``in_memory: auto`` decides once, on the rows the scan counted."""
         if self.in_memory == "auto":
-            self.in_memory = not exceeds_memory(self.path, len(self._features) + 1)
+            needed, available = BYTES_PER_VALUE * self.scanned.plan.num_rows * (self.input_dim + 1), available_memory()
+            self.in_memory = available is None or needed <= available / 2
         return not self.in_memory
 
     @property
@@ -371,19 +370,6 @@ class StreamedTable:
                 X[part][rows], y[part][rows] = block[:, :d], block[:, d:]
                 filled[part] = rows.stop
         return {name: (torch.from_numpy(X[SPLITS[name]]), torch.from_numpy(y[SPLITS[name]])) for name in splits}
-
-
-def exceeds_memory(path: str, columns: int, fraction: float = 0.5) -> bool:
-    """Whether the table's float32 tensors would take over ``fraction`` of the memory available now.
-
-    Parquet's rows come from its metadata; a CSV value takes at least 2 bytes of text (gzipped, 5 times less).
-    """
-    if is_parquet(path):
-        values = sum(metadata.num_rows for _, metadata in parquet_files(path)) * columns
-    else:
-        values = version(path).size * (5 if file_name(path).endswith(".gz") else 1) // 2
-    available = available_memory()
-    return available is not None and BYTES_PER_VALUE * values > fraction * available
 
 
 def standardized(columns: Sequence[np.ndarray], keep: np.ndarray, shift: np.ndarray, scale: np.ndarray) -> np.ndarray:
