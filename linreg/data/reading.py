@@ -10,6 +10,7 @@ header and, only when needed, walks the records to give lines: a bad row's (``di
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
 from collections import Counter
@@ -82,22 +83,19 @@ def read_header(path: str | Path) -> list[str]:
             one unnamed, or the Parquet files of a directory disagree on their columns.
     """
     if not is_parquet(path):
-        return _checked_names(path, read_csv_header(path)[0])
-    files = parquet_files(path)
-    names = _checked_names(files[0][0], files[0][1].schema.to_arrow_schema().names)
-    for file, metadata in files[1:]:
-        if (other := metadata.schema.to_arrow_schema().names) != names:
-            raise UserInputError(f"{file}: has the columns {other}, {files[0][0]} has {names}; a data set needs one")
-    return names
-
-
-def _checked_names(path: str | Path, names: list[str]) -> list[str]:
+        source, names = path, read_csv_header(path)[0]
+    else:
+        files = parquet_files(path)
+        source, names = files[0][0], files[0][1].schema.to_arrow_schema().names
+        for file, metadata in files[1:]:
+            if (other := metadata.schema.to_arrow_schema().names) != names:
+                raise UserInputError(f"{file}: has the columns {other}, {source} has {names}; a data set needs one")
     first: dict[str, int] = {}  # name -> its column: one pass, however many columns
     for i, name in enumerate(names):
         if not name:
-            raise UserInputError(f"{path}: column {i + 1} has no name; name it or remove it")
+            raise UserInputError(f"{source}: column {i + 1} has no name; name it or remove it")
         if name in first:
-            raise UserInputError(f"{path}: names column {name!r} twice (columns {first[name] + 1} and {i + 1})")
+            raise UserInputError(f"{source}: names column {name!r} twice (columns {first[name] + 1} and {i + 1})")
         first[name] = i
     return names
 
@@ -426,7 +424,7 @@ def first_bad_cell(columns: Mapping[str, pa.Array | pa.ChunkedArray], blank_ok: 
         BadCell(row=1, column='b', reason="'inf' is not a finite number")
     """
     found = [bad for name, column in columns.items() if (bad := _first_bad(name, column, name in blank_ok))]
-    return min(found, key=lambda bad: (bad.row, list(columns).index(bad.column)), default=None)
+    return min(found, key=lambda bad: bad.row, default=None)  # of a row, the first column: min keeps the first
 
 
 def _is_text(column: pa.Array | pa.ChunkedArray) -> bool:
@@ -471,20 +469,15 @@ def _first_bad(name: str, column: pa.Array | pa.ChunkedArray, blank_ok: bool) ->
 def _first_unparsable(numbers: pa.Array) -> int | None:
     """The first row of text (nulls skipped) that Arrow cannot cast to float64, found by bisecting prefixes."""
 
-    def parses(stop: int) -> bool:
+    def fails(stop: int) -> bool:
         try:
             pc.cast(numbers.slice(0, stop), pa.float64())
         except pa.ArrowInvalid:
-            return False
-        return True
+            return True
+        return False
 
-    if parses(len(numbers)):
-        return None
-    low, high = 0, len(numbers)  # the prefix of length `low` parses, that of length `high` does not
-    while high - low > 1:
-        middle = (low + high) // 2
-        low, high = (middle, high) if parses(middle) else (low, middle)
-    return low
+    stop = bisect.bisect_left(range(len(numbers) + 1), True, key=fails)  # the shortest prefix that fails
+    return None if stop > len(numbers) else stop - 1
 
 
 def _first_true(mask: pa.Array) -> int | None:
