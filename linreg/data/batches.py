@@ -134,7 +134,6 @@ class IndexBatchSampler(BatchSampler):
             # The DistributedSampler Lightning puts in under DDP: the same order as EpochShuffleSampler(seed) gives
             # one process (a permutation drawn from seed + epoch), shared out among the processes.
             sampler.seed = seed
-        self.seed = seed
         self.position = EpochPosition(batch_size)
 
     def _epoch(self) -> int | None:

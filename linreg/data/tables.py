@@ -4,7 +4,7 @@ The header is read in ``__init__`` (the CLI needs ``input_dim`` first), the rows
 The training split's statistics are saved in checkpoints, so a later ``validate``/``test``/``predict`` applies the
 transform the model was trained with, even if the file has changed since.
 
-The rows are counted, then ``scan`` checks every cell once and accumulates the training moments in float64. A table
+The rows are counted, then one pass checks every cell and accumulates the training moments in float64. A table
 held in memory is read once more into float32 tensors, a streamed one each epoch by a ``StreamLoader``; both split
 alike, so ``in_memory`` changes speed and memory, never which rows train.
 """
@@ -151,13 +151,11 @@ class TableRegressionData(RegressionData):
 
     @property
     def scanned(self) -> StreamedTable:
-        """The table, once ``setup`` has scanned it."""
         assert self._streamed is not None, "setup() must run before the table is read"
         return self._streamed
 
     @property
     def stats(self) -> Standardizer:
-        """The standardisation statistics, once ``setup`` has computed or a checkpoint restored them."""
         assert self.standardizer is not None, "setup() must run before the statistics are known"
         return self.standardizer
 
@@ -209,7 +207,7 @@ class TableRegressionData(RegressionData):
         """The splits kept in memory as tensors: all of them, or, when streaming, the held-out ones if small."""
         if not self.streaming:
             return ("train", "val", "test")
-        held_out = sum(self.scanned.plan.counts[1:]) * (self.input_dim + 1) * 4  # float32 bytes
+        held_out = BYTES_PER_VALUE * sum(self.scanned.plan.counts[1:]) * (self.input_dim + 1)
         return ("val", "test") if held_out <= HELD_OUT_IN_MEMORY else ()
 
     def _standardize(self) -> None:
@@ -236,7 +234,7 @@ class TableRegressionData(RegressionData):
         """Every row of a split: from memory where it is held there, else read from disk (by this process alone)."""
         if split in self._in_memory_splits():
             return super().split_chunks(split)
-        if self._streamed is not None and self._streamed.plan.counts[SPLITS[split]] == 0:
+        if self.scanned.plan.counts[SPLITS[split]] == 0:
             return None  # an empty split, as in memory (val_fraction or test_fraction 0)
         return iter(self._stream(split, self.eval_batch_size, this_process=False))
 
