@@ -59,20 +59,15 @@ class Table:
 
     columns: dict[str, Tensor]
     path: str
-    is_csv: bool
+    position_name: str  # what `positions` counts: "line" (of a CSV file) or "row" (of a Parquet data set, from 0)
 
     def __len__(self) -> int:
         return next(iter(self.columns.values())).numel()
 
-    @property
-    def position_name(self) -> str:
-        """What ``positions`` counts: ``line`` (of a CSV file) or ``row`` (of a Parquet data set, from 0)."""
-        return "line" if self.is_csv else "row"
-
     @cached_property
     def positions(self) -> Tensor:
         """Each row's CSV line (read again when first asked) or Parquet position, int64 ``(n,)``."""
-        return record_lines(self.path) if self.is_csv else torch.arange(len(self), dtype=torch.int64)
+        return record_lines(self.path) if self.position_name == "line" else torch.arange(len(self), dtype=torch.int64)
 
 
 def read_header(path: str | Path) -> list[str]:
@@ -245,15 +240,11 @@ def read_table(path: str | Path, required: Sequence[str], optional: Sequence[str
     header = read_header(path)
     require_columns(path, header, required)
     names = [*required, *(name for name in optional if name in header)]
-    parts: list[list[np.ndarray]] = [[] for _ in names]
-    for piece in pieces(path):
-        for _, columns in read_piece(piece, names, blank_ok=names[len(required) :]):
-            for part, column in zip(parts, columns, strict=True):
-                part.append(column)
-    if not sum(len(column) for column in parts[0]):
+    batches = [columns for piece in pieces(path) for _, columns in read_piece(piece, names, names[len(required) :])]
+    if not sum(len(columns[0]) for columns in batches):
         raise UserInputError(f"{path}: the header is there but there are no data rows")
-    columns = {name: torch.from_numpy(np.concatenate(part)) for name, part in zip(names, parts, strict=True)}
-    return Table(columns, str(path), not is_parquet(path))
+    columns = {name: torch.from_numpy(np.concatenate([batch[j] for batch in batches])) for j, name in enumerate(names)}
+    return Table(columns, str(path), "row" if is_parquet(path) else "line")
 
 
 # CSV text: the header, Arrow's options, and lines named by Python's csv module.
