@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field, replace
-from functools import cached_property
+from functools import cached_property, partial
 from operator import itemgetter
 from pathlib import Path
 from typing import TextIO
@@ -31,7 +31,6 @@ import torch
 from torch import Tensor
 
 from linreg.data.sources import (
-    READ_ERRORS,
     Version,
     is_parquet,
     is_remote,
@@ -324,7 +323,7 @@ def _records(path: str | Path) -> Iterator[tuple[int, int, list[str]]]:
     """``(first line, last line, fields)`` of each non-blank record (as Arrow skips them), the header first."""
     width = 0  # the header's, once read: in a table of one column, a line of spaces is a row
     # newline="" lets the csv module see CRLF and line breaks inside quoted cells itself.
-    with io.TextIOWrapper(open_input(path), encoding="utf-8-sig", newline="") as file:
+    with reading(path), io.TextIOWrapper(open_input(path), encoding="utf-8-sig", newline="") as file:
         reader = csv.reader(_bounded_lines(file, path), skipinitialspace=True)
         last_line = 0
         try:
@@ -345,15 +344,11 @@ def _records(path: str | Path) -> Iterator[tuple[int, int, list[str]]]:
             ) from None
         except csv.Error as exc:
             raise UserInputError(f"{path}: line {last_line + 1}: {exc}") from exc
-        except READ_ERRORS as exc:  # a damaged .gz file
-            raise UserInputError(f"{path}: cannot be read ({one_line(exc)})") from None
 
 
 def _bounded_lines(file: TextIO, path: str | Path) -> Iterator[str]:
     """The lines of ``file``, each read up to ``MAX_LINE_CHARS``: a longer one is refused by its number."""
-    number = 0
-    while line := file.readline(MAX_LINE_CHARS + 1):
-        number += 1
+    for number, line in enumerate(iter(partial(file.readline, MAX_LINE_CHARS + 1), ""), start=1):
         if len(line) > MAX_LINE_CHARS:
             raise UserInputError(
                 f"{path}: line {number} is longer than {MAX_LINE_CHARS} characters (is it a text file with line"
