@@ -388,7 +388,7 @@ def as_floats(column: pa.Array, blank_ok: bool = False) -> np.ndarray | None:
     """
     if not (pa.types.is_float32(column.type) or pa.types.is_float64(column.type)):
         try:
-            column = _parse(column, blank_ok)
+            column = _parse(column)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return None
     if column.null_count and not blank_ok:
@@ -417,12 +417,15 @@ def _is_text(column: pa.Array | pa.ChunkedArray) -> bool:
     return pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
 
 
-def _parse(column: pa.Array | pa.ChunkedArray, blank_ok: bool) -> pa.Array | pa.ChunkedArray:
+def _blank_as_null(text: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Text trimmed of spaces, a blank cell counted as an empty one (null)."""
+    text = pc.utf8_trim_whitespace(text)
+    return pc.if_else(pc.equal(text, ""), pa.scalar(None, text.type), text)
+
+
+def _parse(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     """float64 values (empty cells null, integers rounded as a CSV file's); raises ArrowInvalid on text."""
-    if _is_text(column):
-        column = pc.utf8_trim_whitespace(column)
-        if blank_ok:  # blank text counts as an empty cell
-            column = pc.if_else(pc.equal(column, ""), pa.scalar(None, column.type), column)
+    column = _blank_as_null(column) if _is_text(column) else column
     return pc.cast(column, pa.float64(), safe=not pa.types.is_integer(column.type))
 
 
@@ -430,15 +433,13 @@ def _first_bad(name: str, column: pa.Array | pa.ChunkedArray, blank_ok: bool) ->
     column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     unparsable = None
     if _is_text(column):
-        text = pc.utf8_trim_whitespace(column)
-        empty = pc.fill_null(pc.equal(text, ""), True)
-        numbers = pc.if_else(empty, pa.scalar(None, text.type), text)  # empty cells are judged apart
-        unparsable = _first_unparsable(numbers)
+        numbers = _blank_as_null(column)  # empty cells are judged apart
+        empty, unparsable = numbers.is_null(), _first_unparsable(numbers)
         # Only the rows before the first unparsable one are checked for infinities.
         values = pc.cast(numbers.slice(0, len(column) if unparsable is None else unparsable), pa.float64())
     else:
         try:
-            values = _parse(column, blank_ok)
+            values = _parse(column)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return BadCell(0, name, f"the column holds {column.type} values, not numbers") if len(column) else None
         empty = column.is_null()
