@@ -28,32 +28,20 @@ from torch import Tensor
 from torch.utils.data import (
     BatchSampler,
     DataLoader,
-    Dataset,
     DistributedSampler,
     RandomSampler,
     Sampler,
     SequentialSampler,
+    TensorDataset,
 )
 
 from linreg.validation import UserInputError
 
 
-class TensorBatchDataset(Dataset[tuple[Tensor, ...]]):
-    """Tensors sharing their first dimension, indexed a whole batch at a time (no copies at construction)."""
-
-    def __init__(self, *tensors: Tensor) -> None:
-        if not tensors or any(t.shape[0] != tensors[0].shape[0] for t in tensors):
-            raise ValueError(f"tensors must share their first dimension, got {[tuple(t.shape) for t in tensors]}")
-        self.tensors = tensors
-
-    def __len__(self) -> int:
-        return self.tensors[0].shape[0]
-
-    def __getitem__(self, index: int) -> tuple[Tensor, ...]:
-        return tuple(t[index] for t in self.tensors)
+class TensorBatchDataset(TensorDataset):
+    """A ``TensorDataset`` indexed a whole batch at a time: ``DataLoader`` hands ``__getitems__`` the batch."""
 
     def __getitems__(self, indices: Tensor | Sequence[int]) -> tuple[Tensor, ...]:
-        # DataLoader calls this with the batch sampler's whole batch: one gather per tensor.
         index = torch.as_tensor(indices, dtype=torch.long, device=self.tensors[0].device)
         return tuple(t.index_select(0, index) for t in self.tensors)
 
@@ -84,9 +72,6 @@ class EpochShuffleSampler(RandomSampler):
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.permutation().tolist())
-
-    def __len__(self) -> int:
-        return len(self.data_source)
 
 
 def _epoch_order(sampler: Sampler[int] | Sized) -> Tensor:
@@ -149,7 +134,6 @@ class IndexBatchSampler(BatchSampler):
             # The DistributedSampler Lightning puts in under DDP: the same order as EpochShuffleSampler(seed) gives
             # one process (a permutation drawn from seed + epoch), shared out among the processes.
             sampler.seed = seed
-        self.seed = seed
         self.position = EpochPosition(batch_size)
 
     def _epoch(self) -> int | None:

@@ -10,13 +10,14 @@ header and, only when needed, walks the records to give lines: a bad row's (``di
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field, replace
-from functools import cached_property
+from functools import cached_property, partial
 from operator import itemgetter
 from pathlib import Path
 from typing import TextIO
@@ -30,7 +31,6 @@ import torch
 from torch import Tensor
 
 from linreg.data.sources import (
-    READ_ERRORS,
     Version,
     is_parquet,
     is_remote,
@@ -58,21 +58,15 @@ class Table:
 
     columns: dict[str, Tensor]
     path: str
-    is_csv: bool
-    _width: int = field(default=0, repr=False)  # columns of the CSV header
+    position_name: str  # what `positions` counts: "line" (of a CSV file) or "row" (of a Parquet data set, from 0)
 
     def __len__(self) -> int:
         return next(iter(self.columns.values())).numel()
 
-    @property
-    def position_name(self) -> str:
-        """What ``positions`` counts: ``line`` (of a CSV file) or ``row`` (of a Parquet data set, from 0)."""
-        return "line" if self.is_csv else "row"
-
     @cached_property
     def positions(self) -> Tensor:
         """Each row's CSV line (read again when first asked) or Parquet position, int64 ``(n,)``."""
-        return record_lines(self.path, self._width) if self.is_csv else torch.arange(len(self), dtype=torch.int64)
+        return record_lines(self.path) if self.position_name == "line" else torch.arange(len(self), dtype=torch.int64)
 
 
 def read_header(path: str | Path) -> list[str]:
@@ -83,22 +77,19 @@ def read_header(path: str | Path) -> list[str]:
             one unnamed, or the Parquet files of a directory disagree on their columns.
     """
     if not is_parquet(path):
-        return _checked_names(path, read_csv_header(path)[0])
-    files = parquet_files(path)
-    names = _checked_names(files[0][0], files[0][1].schema.to_arrow_schema().names)
-    for file, metadata in files[1:]:
-        if (other := metadata.schema.to_arrow_schema().names) != names:
-            raise UserInputError(f"{file}: has the columns {other}, {files[0][0]} has {names}; a data set needs one")
-    return names
-
-
-def _checked_names(path: str | Path, names: list[str]) -> list[str]:
+        source, names = path, read_csv_header(path)[0]
+    else:
+        files = parquet_files(path)
+        source, names = files[0][0], files[0][1].schema.to_arrow_schema().names
+        for file, metadata in files[1:]:
+            if (other := metadata.schema.to_arrow_schema().names) != names:
+                raise UserInputError(f"{file}: has the columns {other}, {source} has {names}; a data set needs one")
     first: dict[str, int] = {}  # name -> its column: one pass, however many columns
     for i, name in enumerate(names):
         if not name:
-            raise UserInputError(f"{path}: column {i + 1} has no name; name it or remove it")
+            raise UserInputError(f"{source}: column {i + 1} has no name; name it or remove it")
         if name in first:
-            raise UserInputError(f"{path}: names column {name!r} twice (columns {first[name] + 1} and {i + 1})")
+            raise UserInputError(f"{source}: names column {name!r} twice (columns {first[name] + 1} and {i + 1})")
         first[name] = i
     return names
 
@@ -215,7 +206,7 @@ def _record_batches(piece: Piece, names: Sequence[str], blank_ok: Sequence[str])
                 for batch in reader:
                     yield batch.select(list(names))
         except (pa.ArrowInvalid, UnicodeDecodeError) as exc:  # a row Arrow cannot parse: named by its line
-            message = diagnose(piece.path, header, names, blank_ok)
+            message = diagnose(piece.path, names, blank_ok)
             raise UserInputError(message or f"{piece.path}: cannot be read ({one_line(exc)})") from None
 
 
@@ -223,7 +214,7 @@ def _bad_batch(
     piece: Piece, names: Sequence[str], blank_ok: Sequence[str], batch: pa.RecordBatch, row_in_file: int
 ) -> UserInputError:
     if piece.row_group is None:  # a CSV file: name the line
-        message = diagnose(piece.path, read_csv_header(piece.path)[0], names, blank_ok)
+        message = diagnose(piece.path, names, blank_ok)
         return UserInputError(message or f"{piece.path}: a value that is not a finite number could not be located")
     bad = first_bad_cell({name: batch.column(i) for i, name in enumerate(names)}, blank_ok)
     assert bad is not None
@@ -248,15 +239,11 @@ def read_table(path: str | Path, required: Sequence[str], optional: Sequence[str
     header = read_header(path)
     require_columns(path, header, required)
     names = [*required, *(name for name in optional if name in header)]
-    parts: list[list[np.ndarray]] = [[] for _ in names]
-    for piece in pieces(path):
-        for _, columns in read_piece(piece, names, blank_ok=names[len(required) :]):
-            for part, column in zip(parts, columns, strict=True):
-                part.append(column)
-    if not sum(len(column) for column in parts[0]):
+    batches = [columns for piece in pieces(path) for _, columns in read_piece(piece, names, names[len(required) :])]
+    if not sum(len(columns[0]) for columns in batches):
         raise UserInputError(f"{path}: the header is there but there are no data rows")
-    columns = {name: torch.from_numpy(np.concatenate(part)) for name, part in zip(names, parts, strict=True)}
-    return Table(columns, str(path), not is_parquet(path), len(header))
+    columns = {name: torch.from_numpy(np.concatenate([batch[j] for batch in batches])) for j, name in enumerate(names)}
+    return Table(columns, str(path), "row" if is_parquet(path) else "line")
 
 
 # CSV text: the header, Arrow's options, and lines named by Python's csv module.
@@ -264,7 +251,7 @@ def read_table(path: str | Path, required: Sequence[str], optional: Sequence[str
 
 def read_csv_header(path: str | Path) -> tuple[list[str], int]:
     """The column names on the first non-blank record (stripped of spaces), and the lines up to its end."""
-    with closing(_records(path, width=0)) as records:
+    with closing(_records(path)) as records:
         if (first := next(records, None)) is None:
             raise UserInputError(f"{path}: the file is empty; expected a header line naming the columns")
         return [name.strip() for name in first[2]], first[1]
@@ -290,20 +277,20 @@ def arrow_options(
     return read, parse, convert
 
 
-def diagnose(path: str | Path, header: Sequence[str], names: Sequence[str], blank_ok: Sequence[str]) -> str | None:
+def diagnose(path: str | Path, names: Sequence[str], blank_ok: Sequence[str]) -> str | None:
     """The first bad row or cell of the data rows, named by its line; None if Python finds none."""
-    index = {name: i for i, name in reversed(list(enumerate(header)))}  # first occurrence; a dict, not list.index
-    pick = itemgetter(*(index[name] for name in names))
     rows: list[tuple[str, ...]] = []
     lines: list[int] = []
+    problem = None  # with the row or line that stops the walk; an earlier bad cell comes first
     try:
-        with closing(_records(path, len(header))) as records:
-            next(records)  # the header
+        with closing(_records(path)) as records:
+            header = [name.strip() for name in next(records)[2]]
+            index = {name: i for i, name in reversed(list(enumerate(header)))}  # first occurrence, in one pass
+            pick = itemgetter(*(index[name] for name in names))
             for line, _, row in records:
-                if len(row) != len(header):  # an earlier bad cell comes first
-                    return _bad_cell(path, names, rows, lines, blank_ok) or (
-                        f"{path}: line {line} has {len(row)} fields, the header has {len(header)}"
-                    )
+                if len(row) != len(header):
+                    problem = f"{path}: line {line} has {len(row)} fields, the header has {len(header)}"
+                    break
                 rows.append(pick(row) if len(names) > 1 else (pick(row),))
                 lines.append(line)
                 if len(rows) == CHUNK_ROWS:
@@ -311,13 +298,13 @@ def diagnose(path: str | Path, header: Sequence[str], names: Sequence[str], blan
                         return message
                     rows, lines = [], []
     except UserInputError as error:
-        return _bad_cell(path, names, rows, lines, blank_ok) or str(error)
-    return _bad_cell(path, names, rows, lines, blank_ok)
+        problem = str(error)
+    return _bad_cell(path, names, rows, lines, blank_ok) or problem
 
 
-def record_lines(path: str | Path, width: int) -> Tensor:
+def record_lines(path: str | Path) -> Tensor:
     """The line each data row of the file starts on (the header being line 1 or later), int64 ``(n,)``."""
-    with closing(_records(path, width)) as records:
+    with closing(_records(path)) as records:
         next(records)  # the header
         return torch.tensor([line for line, _, _ in records], dtype=torch.int64)
 
@@ -332,16 +319,18 @@ def _bad_cell(
     return None if bad is None else f"{path}: line {lines[bad.row]}, column {bad.column!r}: {bad.reason}"
 
 
-def _records(path: str | Path, width: int) -> Iterator[tuple[int, int, list[str]]]:
+def _records(path: str | Path) -> Iterator[tuple[int, int, list[str]]]:
     """``(first line, last line, fields)`` of each non-blank record (as Arrow skips them), the header first."""
+    width = 0  # the header's, once read: in a table of one column, a line of spaces is a row
     # newline="" lets the csv module see CRLF and line breaks inside quoted cells itself.
-    with io.TextIOWrapper(open_input(path), encoding="utf-8-sig", newline="") as file:
+    with reading(path), io.TextIOWrapper(open_input(path), encoding="utf-8-sig", newline="") as file:
         reader = csv.reader(_bounded_lines(file, path), skipinitialspace=True)
         last_line = 0
         try:
             for row in reader:
                 start, last_line = last_line + 1, reader.line_num
                 if row and not (len(row) == 1 and not row[0].strip() and width != 1):
+                    width = width or len(row)
                     yield start, last_line, row
         except UnicodeDecodeError as exc:
             if is_remote(path):  # a store (or what answers at its endpoint) that sent something else
@@ -355,15 +344,11 @@ def _records(path: str | Path, width: int) -> Iterator[tuple[int, int, list[str]
             ) from None
         except csv.Error as exc:
             raise UserInputError(f"{path}: line {last_line + 1}: {exc}") from exc
-        except READ_ERRORS as exc:  # a damaged .gz file
-            raise UserInputError(f"{path}: cannot be read ({one_line(exc)})") from None
 
 
 def _bounded_lines(file: TextIO, path: str | Path) -> Iterator[str]:
     """The lines of ``file``, each read up to ``MAX_LINE_CHARS``: a longer one is refused by its number."""
-    number = 0
-    while line := file.readline(MAX_LINE_CHARS + 1):
-        number += 1
+    for number, line in enumerate(iter(partial(file.readline, MAX_LINE_CHARS + 1), ""), start=1):
         if len(line) > MAX_LINE_CHARS:
             raise UserInputError(
                 f"{path}: line {number} is longer than {MAX_LINE_CHARS} characters (is it a text file with line"
@@ -401,15 +386,13 @@ def as_floats(column: pa.Array, blank_ok: bool = False) -> np.ndarray | None:
         >>> as_floats(pa.array([1, 2])).tolist(), as_floats(pa.array(["1", " x"]))
         ([1.0, 2.0], None)
     """
-    if column.null_count and not blank_ok:
-        return None
     if not (pa.types.is_float32(column.type) or pa.types.is_float64(column.type)):
         try:
-            column = _parse(column, blank_ok)
+            column = _parse(column)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return None
-        if column.null_count and not blank_ok:
-            return None
+    if column.null_count and not blank_ok:
+        return None
     values = column.to_numpy(zero_copy_only=False)  # NaN where a cell is empty
     if column.null_count:  # blank_ok: NaN where a cell is empty, finite numbers elsewhere
         finite = np.isfinite(values) | column.is_null().to_numpy(zero_copy_only=False)
@@ -427,19 +410,22 @@ def first_bad_cell(columns: Mapping[str, pa.Array | pa.ChunkedArray], blank_ok: 
         BadCell(row=1, column='b', reason="'inf' is not a finite number")
     """
     found = [bad for name, column in columns.items() if (bad := _first_bad(name, column, name in blank_ok))]
-    return min(found, key=lambda bad: (bad.row, list(columns).index(bad.column)), default=None)
+    return min(found, key=lambda bad: bad.row, default=None)  # of a row, the first column: min keeps the first
 
 
 def _is_text(column: pa.Array | pa.ChunkedArray) -> bool:
     return pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
 
 
-def _parse(column: pa.Array | pa.ChunkedArray, blank_ok: bool) -> pa.Array | pa.ChunkedArray:
+def _blank_as_null(text: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Text trimmed of spaces, a blank cell counted as an empty one (null)."""
+    text = pc.utf8_trim_whitespace(text)
+    return pc.if_else(pc.equal(text, ""), pa.scalar(None, text.type), text)
+
+
+def _parse(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     """float64 values (empty cells null, integers rounded as a CSV file's); raises ArrowInvalid on text."""
-    if _is_text(column):
-        column = pc.utf8_trim_whitespace(column)
-        if blank_ok:  # blank text counts as an empty cell
-            column = pc.if_else(pc.equal(column, ""), pa.scalar(None, column.type), column)
+    column = _blank_as_null(column) if _is_text(column) else column
     return pc.cast(column, pa.float64(), safe=not pa.types.is_integer(column.type))
 
 
@@ -447,15 +433,13 @@ def _first_bad(name: str, column: pa.Array | pa.ChunkedArray, blank_ok: bool) ->
     column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     unparsable = None
     if _is_text(column):
-        text = pc.utf8_trim_whitespace(column)
-        empty = pc.fill_null(pc.equal(text, ""), True)
-        numbers = pc.if_else(empty, pa.scalar(None, text.type), text)  # empty cells are judged apart
-        unparsable = _first_unparsable(numbers)
+        numbers = _blank_as_null(column)  # empty cells are judged apart
+        empty, unparsable = numbers.is_null(), _first_unparsable(numbers)
         # Only the rows before the first unparsable one are checked for infinities.
         values = pc.cast(numbers.slice(0, len(column) if unparsable is None else unparsable), pa.float64())
     else:
         try:
-            values = _parse(column, blank_ok)
+            values = _parse(column)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return BadCell(0, name, f"the column holds {column.type} values, not numbers") if len(column) else None
         empty = column.is_null()
@@ -472,20 +456,15 @@ def _first_bad(name: str, column: pa.Array | pa.ChunkedArray, blank_ok: bool) ->
 def _first_unparsable(numbers: pa.Array) -> int | None:
     """The first row of text (nulls skipped) that Arrow cannot cast to float64, found by bisecting prefixes."""
 
-    def parses(stop: int) -> bool:
+    def fails(stop: int) -> bool:
         try:
             pc.cast(numbers.slice(0, stop), pa.float64())
         except pa.ArrowInvalid:
-            return False
-        return True
+            return True
+        return False
 
-    if parses(len(numbers)):
-        return None
-    low, high = 0, len(numbers)  # the prefix of length `low` parses, that of length `high` does not
-    while high - low > 1:
-        middle = (low + high) // 2
-        low, high = (middle, high) if parses(middle) else (low, middle)
-    return low
+    stop = bisect.bisect_left(range(len(numbers) + 1), True, key=fails)  # the shortest prefix that fails
+    return None if stop > len(numbers) else stop - 1
 
 
 def _first_true(mask: pa.Array) -> int | None:

@@ -64,12 +64,6 @@ def is_remote(path: str | os.PathLike[str]) -> bool:
     return "://" in os.fspath(path)
 
 
-def name(path: str | os.PathLike[str]) -> str:
-    """The last component of ``path`` (of a URI, without its query)."""
-    path = os.fspath(path)
-    return PurePosixPath(urlsplit(path, allow_fragments=False).path if is_remote(path) else path).name
-
-
 def locate(path: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
     """The filesystem holding the URI ``path``, and the path within it.
 
@@ -211,50 +205,44 @@ def open_input(path: str | Path, seekable: bool = False, expected: Version | Non
     Raises:
         UserInputError: the file (or bucket) is missing, unreadable, or has changed.
     """
-    if not is_remote(path):
-        status = check_regular_file(path)
-        assert status is not None  # missing is refused
-        if expected is not None and (now := _local_version(path, status)) != expected:
-            raise _changed(path, expected, now)
-        with reading(path):
-            return pa.OSFile(str(path)) if seekable else pa.input_stream(str(path))
+    remote = is_remote(path)
+    if not remote:
+        check_regular_file(path)
     with reading(path):
-        filesystem, inner = locate(path)
-        try:
-            if seekable or expected is not None:
-                file = filesystem.open_input_file(inner)
-            else:
-                file = filesystem.open_input_stream(inner, compression="detect")
-        except FileNotFoundError:
-            raise UserInputError(missing(path)) from None
-        now = version(path, file) if expected is not None else None
-    if now != expected:
+        if not remote:
+            file = pa.OSFile(str(path)) if seekable else pa.input_stream(str(path))
+        else:
+            filesystem, inner = locate(path)
+            try:  # a version is compared on the open file (an S3 ETag is of one request): it is seekable
+                if seekable or expected is not None:
+                    file = filesystem.open_input_file(inner)
+                else:
+                    file = filesystem.open_input_stream(inner, compression="detect")
+            except FileNotFoundError:
+                raise UserInputError(missing(path)) from None
+    if expected is not None and (now := version(path, file)) != expected:
         file.close()
-        raise _changed(path, expected, now)  # type: ignore[arg-type]
-    if seekable or expected is None:
-        return file
-    file.close()  # opened to compare versions; a CSV file is read as a stream, gunzipped
-    return open_input(path)
+        raise _changed(path, expected, now)
+    if remote and expected is not None and not seekable:
+        file.close()  # opened to compare versions; a CSV file is read as a stream, gunzipped
+        return open_input(path)
+    return file
 
 
 def version(path: str | Path, file: pa.NativeFile | None = None) -> Version:
     """The file's ``Version`` now (on S3, the ETag of opening ``file``, if given)."""
-    if not is_remote(path):
-        return _local_version(path, os.stat(path))
-    if file is None:
-        with open_input(path, seekable=True) as opened:
-            return version(path, opened)
     with reading(path):
+        if not is_remote(path):
+            status = os.stat(path)
+            return Version(status.st_size, f"{status.st_mtime_ns}:{fingerprint(path, status.st_size)}")
+        if file is None:
+            with open_input(path, seekable=True) as opened:
+                return version(path, opened)
         if etag := file.metadata().get("ETag"):
             return Version(file.size(), etag.decode())
         filesystem, inner = locate(path)
         info = filesystem.get_file_info(inner)
         return Version(info.size, info.mtime_ns)
-
-
-def _local_version(path: str | Path, status: os.stat_result) -> Version:
-    with reading(path):
-        return Version(status.st_size, f"{status.st_mtime_ns}:{fingerprint(path, status.st_size)}")
 
 
 def fingerprint(path: str | Path, size: int) -> str:
@@ -285,7 +273,8 @@ def _changed(path: str | Path, then: Version, now: Version) -> UserInputError:
 
 def is_parquet(path: str | Path) -> bool:
     """Whether ``path`` is read as Parquet: a directory, a ``.parquet`` name, or a file starting with ``PAR1``."""
-    suffix = PurePosixPath(name(path)).suffix.lower()
+    inner = urlsplit(os.fspath(path), allow_fragments=False).path if is_remote(path) else path  # without a query
+    suffix = PurePosixPath(inner).suffix.lower()
     if suffix in PARQUET_SUFFIXES or (kind := _kind(path)) == FileType.Directory:
         return True
     if suffix in (".csv", ".gz", ".txt", ".tsv") or kind != FileType.File:
@@ -314,14 +303,9 @@ def parquet_files(path: str | Path) -> list[tuple[str, pq.FileMetaData]]:
 
 def _kind(path: str | Path) -> FileType:
     """``File``, ``Directory`` (a prefix, on object storage), ``NotFound``, or ``Unknown`` (a FIFO, ...)."""
-    if is_remote(path):
-        with reading(path):
-            filesystem, inner = locate(path)
-            return filesystem.get_file_info(inner).type
-    path = Path(path)
-    if path.is_dir() or path.is_file():
-        return FileType.Directory if path.is_dir() else FileType.File
-    return FileType.Unknown if path.exists() else FileType.NotFound
+    with reading(path):
+        filesystem, inner = locate(path) if is_remote(path) else (pafs.LocalFileSystem(), os.fspath(path))
+        return filesystem.get_file_info(inner).type
 
 
 def _files_below(root: str | Path) -> list[str]:

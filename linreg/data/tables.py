@@ -4,7 +4,7 @@ The header is read in ``__init__`` (the CLI needs ``input_dim`` first), the rows
 The training split's statistics are saved in checkpoints, so a later ``validate``/``test``/``predict`` applies the
 transform the model was trained with, even if the file has changed since.
 
-The rows are counted, then ``scan`` checks every cell once and accumulates the training moments in float64. A table
+The rows are counted, then one pass checks every cell and accumulates the training moments in float64. A table
 held in memory is read once more into float32 tensors, a streamed one each epoch by a ``StreamLoader``; both split
 alike, so ``in_memory`` changes speed and memory, never which rows train.
 """
@@ -26,8 +26,6 @@ from linreg.data.base import RegressionData
 from linreg.data.batches import EpochPosition
 from linreg.data.reading import Piece, Table, pieces, read_header, read_piece, read_table, select_columns
 from linreg.data.rows import SPLITS, TRAIN, SplitPlan, Standardizer
-from linreg.data.sources import is_parquet, parquet_files, version
-from linreg.data.sources import name as file_name
 from linreg.stats.ols import Moments
 from linreg.validation import UserInputError, available_memory
 
@@ -145,20 +143,19 @@ class TableRegressionData(RegressionData):
 
     @property
     def streaming(self) -> bool:
-        """Whether the table is streamed from disk (decided once, by ``in_memory``)."""
+        """Whether the table is streamed; ``in_memory: auto`` decides once, on the rows the scan counted."""
         if self.in_memory == "auto":
-            self.in_memory = not exceeds_memory(self.path, len(self._features) + 1)
+            needed, available = BYTES_PER_VALUE * self.scanned.plan.num_rows * (self.input_dim + 1), available_memory()
+            self.in_memory = available is None or needed <= available / 2
         return not self.in_memory
 
     @property
     def scanned(self) -> StreamedTable:
-        """The table, once ``setup`` has scanned it."""
         assert self._streamed is not None, "setup() must run before the table is read"
         return self._streamed
 
     @property
     def stats(self) -> Standardizer:
-        """The standardisation statistics, once ``setup`` has computed or a checkpoint restored them."""
         assert self.standardizer is not None, "setup() must run before the statistics are known"
         return self.standardizer
 
@@ -191,10 +188,10 @@ class TableRegressionData(RegressionData):
         Raises:
             UserInputError: naming the line or row and the column of the first value that overflows float32.
         """
-        columns = [table.columns[name] for name in self._features]
-        # float32 if the file stores them so (exact), else float64; then float32 in the model's units
-        dtype = torch.float32 if all(c.dtype == torch.float32 for c in columns) else torch.float64
-        x = self.stats.transform_x(torch.stack([c.to(dtype) for c in columns], dim=1)).float()
+        shift, scale = (t[: self.input_dim].numpy() for t in self.stats.shift_and_scale())
+        columns = [table.columns[name].numpy() for name in self._features]
+        with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, refused below
+            x = torch.from_numpy(standardized(columns, np.ones(len(table), dtype=bool), shift, scale))
         bad = (~torch.isfinite(x)).nonzero()
         if len(bad):
             row, column = (int(i) for i in bad[0])
@@ -210,7 +207,7 @@ class TableRegressionData(RegressionData):
         """The splits kept in memory as tensors: all of them, or, when streaming, the held-out ones if small."""
         if not self.streaming:
             return ("train", "val", "test")
-        held_out = sum(self.scanned.plan.counts[1:]) * (self.input_dim + 1) * 4  # float32 bytes
+        held_out = BYTES_PER_VALUE * sum(self.scanned.plan.counts[1:]) * (self.input_dim + 1)
         return ("val", "test") if held_out <= HELD_OUT_IN_MEMORY else ()
 
     def _standardize(self) -> None:
@@ -237,7 +234,7 @@ class TableRegressionData(RegressionData):
         """Every row of a split: from memory where it is held there, else read from disk (by this process alone)."""
         if split in self._in_memory_splits():
             return super().split_chunks(split)
-        if self._streamed is not None and self._streamed.plan.counts[SPLITS[split]] == 0:
+        if self.scanned.plan.counts[SPLITS[split]] == 0:
             return None  # an empty split, as in memory (val_fraction or test_fraction 0)
         return iter(self._stream(split, self.eval_batch_size, this_process=False))
 
@@ -304,11 +301,36 @@ class StreamedTable:
         self, path: str, names: list[str], val_fraction: float, test_fraction: float, seed: int, shuffle_buffer: int
     ) -> None:
         self.path, self.names, self.seed, self.shuffle_buffer = path, names, seed, shuffle_buffer
-        check_statistics_memory(path, len(names) - 1)
+        needed, available, d = MOMENT_MATRICES * 8 * len(names) ** 2, available_memory(), len(names) - 1
+        if available is not None and needed > available:  # refused before anything is read
+            raise UserInputError(
+                f"{path}: {d} features need {needed / 1e9:.3g} GB for their statistics ({MOMENT_MATRICES}"
+                f" float64 matrices of (d + 1)² values, d = {d}) and {available / 1e9:.3g} GB is available;"
+                " choose fewer columns with data.features"
+            )
         self.pieces = pieces(path, count=names[0])  # the split is planned on the rows counted as read
         rows = sum(piece.rows or 0 for piece in self.pieces)
         self.plan = SplitPlan.of(rows, val_fraction, test_fraction, seed, path)
-        self.counts, self.raw_moments = scan(self.pieces, names, self.plan)  # counts[piece][split]
+        # One pass checking every cell: the rows of each split per piece, and the training rows' moments.
+        self.raw_moments, self.counts = Moments.empty(len(names)), []  # counts[piece][split]
+        for piece in self.pieces:
+            count = np.zeros(3, dtype=np.int64)
+            for split, columns in self.batches([piece]):
+                train = split == TRAIN
+                # The training rows, float64, one copy, column by column: Z is built column-major, as (k, rows) and
+                # transposed, so each column is one contiguous write (and XᵀX is as fast either way).
+                Z = np.empty((len(names), int(train.sum())))
+                for j, column in enumerate(columns):
+                    Z[j] = column[train]
+                self.raw_moments.update(torch.from_numpy(Z).T)
+                count += np.bincount(split, minlength=3)
+            self.counts.append(count.tolist())
+
+    def batches(self, pieces: Iterable[Piece]) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+        """The checked record batches of ``pieces``: each row's split, and one float array per column."""
+        for piece in pieces:
+            for start, columns in read_piece(piece, self.names):
+                yield self.plan.of_rows(start, len(columns[0])), columns
 
     def standardizer(self) -> Standardizer:
         """Means and standard deviations (population) of the training split, from the pass's moments."""
@@ -339,44 +361,13 @@ class StreamedTable:
         counts = [n if part in parts else 0 for part, n in enumerate(self.plan.counts)]  # by TRAIN, VAL, TEST
         X, y = [np.empty((n, d), np.float32) for n in counts], [np.empty((n, 1), np.float32) for n in counts]
         filled = [0, 0, 0]
-        for piece in self.pieces:
-            for start, columns in read_piece(piece, self.names):
-                split = self.plan.of_rows(start, len(columns[0]))
-                for part in parts:
-                    block = standardized(columns, split == part, shift, scale)
-                    rows = slice(filled[part], filled[part] + len(block))
-                    X[part][rows], y[part][rows] = block[:, :d], block[:, d:]
-                    filled[part] = rows.stop
+        for split, columns in self.batches(self.pieces):
+            for part in parts:
+                block = standardized(columns, split == part, shift, scale)
+                rows = slice(filled[part], filled[part] + len(block))
+                X[part][rows], y[part][rows] = block[:, :d], block[:, d:]
+                filled[part] = rows.stop
         return {name: (torch.from_numpy(X[SPLITS[name]]), torch.from_numpy(y[SPLITS[name]])) for name in splits}
-
-
-def check_statistics_memory(path: str, features: int) -> None:
-    """Refuses ``features`` columns whose statistics would not fit in memory, before anything is read.
-
-    Raises:
-        UserInputError: naming d and the bytes needed and available.
-    """
-    needed = MOMENT_MATRICES * 8 * (features + 1) ** 2
-    available = available_memory()
-    if available is not None and needed > available:
-        raise UserInputError(
-            f"{path}: {features} features need {needed / 1e9:.3g} GB for their statistics ({MOMENT_MATRICES}"
-            f" float64 matrices of (d + 1)² values, d = {features}) and {available / 1e9:.3g} GB is available;"
-            " choose fewer columns with data.features"
-        )
-
-
-def exceeds_memory(path: str, columns: int, fraction: float = 0.5) -> bool:
-    """Whether the table's float32 tensors would take over ``fraction`` of the memory available now.
-
-    Parquet's rows come from its metadata; a CSV value takes at least 2 bytes of text (gzipped, 5 times less).
-    """
-    if is_parquet(path):
-        values = sum(metadata.num_rows for _, metadata in parquet_files(path)) * columns
-    else:
-        values = version(path).size * (5 if file_name(path).endswith(".gz") else 1) // 2
-    available = available_memory()
-    return available is not None and BYTES_PER_VALUE * values > fraction * available
 
 
 def standardized(columns: Sequence[np.ndarray], keep: np.ndarray, shift: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -388,25 +379,6 @@ def standardized(columns: Sequence[np.ndarray], keep: np.ndarray, shift: np.ndar
     for j, column in enumerate(columns):  # column by column into the row-major block: the faster layout measured
         block[:, j] = np.subtract(column[keep], shift[j], dtype=np.float64) / scale[j]
     return block
-
-
-def scan(table: Sequence[Piece], names: Sequence[str], plan: SplitPlan) -> tuple[list[list[int]], Moments]:
-    """One pass checking every cell: the rows of each split per piece, and the training rows' moments."""
-    moments, counts = Moments.empty(len(names)), []
-    for piece in table:
-        count = np.zeros(3, dtype=np.int64)
-        for start, columns in read_piece(piece, names):
-            split = plan.of_rows(start, len(columns[0]))
-            train = split == TRAIN
-            # The training rows, float64, one copy, column by column: Z is built column-major, as (k, rows) and
-            # transposed, so each column is one contiguous write (and XᵀX is as fast either way).
-            Z = np.empty((len(names), int(train.sum())))
-            for j, column in enumerate(columns):
-                Z[j] = column[train]
-            moments.update(torch.from_numpy(Z).T)
-            count += np.bincount(split, minlength=3)
-        counts.append(count.tolist())
-    return counts, moments
 
 
 def read_ahead(items: Iterator[T], depth: int = 2) -> Iterator[T]:
@@ -446,7 +418,7 @@ class StreamLoader:
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        self.names, self.pieces, self.plan = table.names, table.pieces[rank::world_size], table.plan
+        self.table, self.pieces, self.d = table, table.pieces[rank::world_size], len(table.names) - 1
         self.split, self.shift, self.scale = split, *(t.numpy() for t in standardizer.shift_and_scale())
         self.batch_size, self.num_batches = batch_size, num_batches
         self.shuffle, self.seed, self.rank = split == TRAIN, table.seed, rank
@@ -477,31 +449,24 @@ class StreamLoader:
         """The split's rows in model units, ``batch_size`` at a time: the pieces in this epoch's order, buffered."""
         rng = np.random.default_rng([self.seed, self.epoch, self.rank])
         order = rng.permutation(len(self.pieces)) if self.shuffle else range(len(self.pieces))
-        d = len(self.names) - 1
-        X, y = np.empty((self.shuffle_buffer, d), np.float32), np.empty((self.shuffle_buffer, 1), np.float32)
-        filled = 0
-        for rows in read_ahead(self._standardized(order)):
+        blocks = (
+            standardized(columns, split == self.split, self.shift, self.scale)
+            for split, columns in self.table.batches(self.pieces[i] for i in order)
+        )
+        buffer, filled = np.empty((self.shuffle_buffer, self.d + 1), np.float32), 0
+        for rows in read_ahead(blocks):
             done = 0
             while done < len(rows):
                 step = min(len(rows) - done, self.shuffle_buffer - filled)
-                chunk = rows[done : done + step]
-                X[filled : filled + step], y[filled : filled + step] = chunk[:, :d], chunk[:, d:]
+                buffer[filled : filled + step] = rows[done : done + step]
                 filled, done = filled + step, done + step
                 if filled == self.shuffle_buffer:
-                    filled = yield from self._drain(X, y, filled, rng, last=False)
+                    filled = yield from self._drain(buffer, filled, rng, last=False)
         if filled:
-            yield from self._drain(X, y, filled, rng, last=True)
-
-    def _standardized(self, order: Iterable[int]) -> Iterator[np.ndarray]:
-        """Each record batch's rows of the split, of the pieces in ``order``: (rows, columns) float32 in model units."""
-        for i in order:
-            for start, columns in read_piece(self.pieces[i], self.names):
-                yield standardized(
-                    columns, self.plan.of_rows(start, len(columns[0])) == self.split, self.shift, self.scale
-                )
+            yield from self._drain(buffer, filled, rng, last=True)
 
     def _drain(
-        self, X: np.ndarray, y: np.ndarray, filled: int, rng: np.random.Generator, last: bool
+        self, buffer: np.ndarray, filled: int, rng: np.random.Generator, last: bool
     ) -> Generator[tuple[Tensor, Tensor], None, int]:
         """Batches of the buffer's ``filled`` rows in a random order; returns the rest, moved to its front.
 
@@ -511,9 +476,10 @@ class StreamLoader:
         whole = filled if last else filled - filled % self.batch_size
         for start in range(0, whole, self.batch_size):
             rows = order[start : min(start + self.batch_size, whole)]
-            yield torch.from_numpy(X[rows]), torch.from_numpy(y[rows])  # copies: the buffer is refilled under them
+            # Copies (the buffer is refilled under them), each contiguous.
+            yield torch.from_numpy(buffer[rows, : self.d]), torch.from_numpy(buffer[rows, self.d :])
         rest = order[whole:]
-        X[: len(rest)], y[: len(rest)] = X[rest], y[rest]
+        buffer[: len(rest)] = buffer[rest]
         return len(rest)
 
     def state_dict(self) -> dict[str, Any]:
