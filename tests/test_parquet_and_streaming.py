@@ -300,6 +300,21 @@ def test_streaming_and_reading_whole_split_the_same_rows(files: dict[str, Path],
     torch.testing.assert_close(trained[trained[:, 0].argsort()], expected[expected[:, 0].argsort()], **same)
 
 
+def test_a_streamed_tables_held_out_rows_come_from_the_first_pass(tmp_path: Path) -> None:
+    """The validation and test rows of a streamed table are kept as the first pass reads them: standardising them
+    reads the file no more (it is gone), and gives the rows a full read of the same table gives."""
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    whole = TableRegressionData(str(write_files(tmp_path / "a")["parquet"]), "y", ["a", "b", "c"], in_memory=True)
+    whole.setup("fit")
+    path = write_files(tmp_path / "b")["parquet"]
+    streamed = TableRegressionData(str(path), "y", ["a", "b", "c"], in_memory=False)
+    streamed.prepare_data()  # the first pass
+    path.unlink()
+    streamed.setup("fit")
+    for ours, full in ((streamed.val_data, whole.val_data), (streamed.test_data, whole.test_data)):
+        assert all(torch.equal(a, b) for a, b in zip(ours, full, strict=True))
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [("r5,1,2\n", r"line 7 has 3 fields, the header has 5"), ("r5,1,x,3,4\n", r"line 7, column 'b': 'x' is not a")],

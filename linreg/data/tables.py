@@ -38,7 +38,8 @@ BYTES_PER_VALUE = 4  # a table held in memory: its float32 tensors (record batch
 MOMENT_MATRICES = 4
 AUTO_BATCH_SIZES = (16, 4096)  # batch_size auto: the smallest and the largest
 # A streamed table keeps its validation and test rows in memory when their float32 tensors take at most this:
-# validation after every epoch, the report and the plots then read nothing from disk.
+# validation after every epoch, the report and the plots then read nothing from disk. The first pass keeps them as
+# read (up to twice this, as float64) until they are standardised, so that needs no second pass.
 HELD_OUT_IN_MEMORY = 64 << 20
 
 
@@ -207,8 +208,7 @@ class TableRegressionData(RegressionData):
         """The splits kept in memory as tensors: all of them, or, when streaming, the held-out ones if small."""
         if not self.streaming:
             return ("train", "val", "test")
-        held_out = BYTES_PER_VALUE * sum(self.scanned.plan.counts[1:]) * (self.input_dim + 1)
-        return ("val", "test") if held_out <= HELD_OUT_IN_MEMORY else ()
+        return ("val", "test") if self.scanned.held_out is not None else ()
 
     def _standardize(self) -> None:
         """The splits held in memory (``_in_memory_splits``) as float32 tensors in the units the model is trained in."""
@@ -311,8 +311,11 @@ class StreamedTable:
         self.pieces = pieces(path, count=names[0])  # the split is planned on the rows counted as read
         rows = sum(piece.rows or 0 for piece in self.pieces)
         self.plan = SplitPlan.of(rows, val_fraction, test_fraction, seed, path)
-        # One pass checking every cell: the rows of each split per piece, and the training rows' moments.
+        # One pass checking every cell: the rows of each split per piece, the training rows' moments, and the
+        # held-out rows as read where they are small (HELD_OUT_IN_MEMORY): materialize needs no second pass for them.
         self.raw_moments, self.counts = Moments.empty(len(names)), []  # counts[piece][split]
+        small = BYTES_PER_VALUE * sum(self.plan.counts[1:]) * len(names) <= HELD_OUT_IN_MEMORY
+        self.held_out: list[tuple[np.ndarray, list[np.ndarray]]] | None = [] if small else None
         for piece in self.pieces:
             count = np.zeros(3, dtype=np.int64)
             for split, columns in self.batches([piece]):
@@ -324,6 +327,8 @@ class StreamedTable:
                     Z[j] = column[train]
                 self.raw_moments.update(torch.from_numpy(Z).T)
                 count += np.bincount(split, minlength=3)
+                if self.held_out is not None and not train.all():
+                    self.held_out.append((split[~train], [column[~train] for column in columns]))
             self.counts.append(count.tolist())
 
     def batches(self, pieces: Iterable[Piece]) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
@@ -354,14 +359,18 @@ class StreamedTable:
     def materialize(
         self, standardizer: Standardizer, splits: tuple[str, ...] = ("train", "val", "test")
     ) -> dict[str, tuple[Tensor, Tensor]]:
-        """``splits`` as float32 tensors ``(X, y)`` in the model's units, rows in table order: one more pass."""
+        """``splits`` as float32 tensors ``(X, y)`` in the model's units, rows in table order: one more pass, unless
+        they are held-out splits the first pass kept."""
         parts = [SPLITS[name] for name in splits]
         shift, scale = (t.numpy() for t in standardizer.shift_and_scale())
         d = len(self.names) - 1
         counts = [n if part in parts else 0 for part, n in enumerate(self.plan.counts)]  # by TRAIN, VAL, TEST
         X, y = [np.empty((n, d), np.float32) for n in counts], [np.empty((n, 1), np.float32) for n in counts]
         filled = [0, 0, 0]
-        for split, columns in self.batches(self.pieces):
+        kept = self.held_out is not None and TRAIN not in parts
+        if TRAIN in parts:  # the whole table is read again: the rows kept are not needed
+            self.held_out = None
+        for split, columns in self.held_out if kept else self.batches(self.pieces):  # type: ignore[union-attr]
             for part in parts:
                 block = standardized(columns, split == part, shift, scale)
                 rows = slice(filled[part], filled[part] + len(block))
