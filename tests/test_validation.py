@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+from numbers import Integral, Real
 from pathlib import Path
 
 import pytest
 
-from linreg.constraints import check_float, check_int
+from linreg.constraints import AnyOf, Interval, ListOf
 from linreg.validation import (
     MAX_YAML_VALUES,
     UserInputError,
@@ -66,11 +67,23 @@ def test_an_allocation_beyond_the_memory_available_is_refused() -> None:
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda: check_int("n", True, 1), "n must be an integer >= 1, got True"),
-        (lambda: check_int("n", 2.0, 1), "n must be an integer >= 1, got 2.0"),
-        (lambda: check_int("n", 11, 1, 10), "n must be an integer from 1 to 10, got 11"),
-        (lambda: check_float("x", float("nan")), "x must be a finite number, got nan"),
-        (lambda: check_float("x", 0.0, 0.0, strict=True), "x must be a finite number > 0, got 0.0"),
+        (lambda: Interval(Integral, 1).check("n", True), "n must be an integer >= 1, got True"),
+        (lambda: Interval(Integral, 1).check("n", 2.0), "n must be an integer >= 1, got 2.0"),
+        (lambda: Interval(Integral, 1, 10).check("n", 11), "n must be an integer from 1 to 10, got 11"),
+        (lambda: Interval(Real).check("x", float("nan")), "x must be a finite number, got nan"),
+        (lambda: Interval(Real, 0, closed="neither").check("x", 0.0), "x must be a finite number > 0, got 0.0"),
+        (
+            lambda: ListOf(object).check("w", [1.0, float("inf")]),
+            "w must be a non-empty list, each a finite number, got [1.0, inf]",
+        ),
+        (
+            lambda: AnyOf(
+                object,
+                rules=(Interval(Integral, 0), Interval(Real, 0, 1, closed="left")),
+                labels=("steps", "a fraction"),
+            ).check("s", 1.5),
+            "s must be an integer >= 0 (steps) or in [0, 1) (a fraction), got 1.5",
+        ),
     ],
 )
 def test_number_checks_name_the_argument_and_the_value(call: object, message: str) -> None:
