@@ -220,7 +220,7 @@ def rule_key(dest: str) -> str | None:
 def described(key: str | None, text: str) -> str:
     """Help ``text`` of the config ``key``, ending with its rule in ``CONFIG`` (``... step (an integer >= 1).``)."""
     rule = CONFIG.get(key or "")
-    if rule is None or str(rule) in text:  # once: argparse may format a parser's help more than once
+    if rule is None or f"({rule})" in text:  # once: a parser's help may be formatted more than once
         return text
     text = text.rstrip()
     return f"{text[:-1]} ({rule})." if text.endswith(".") else f"{text} ({rule})".lstrip()
