@@ -73,7 +73,7 @@ def test_every_constrained_key_a_parser_shows_ends_its_help_with_its_rule(helps:
         assert f"({CONFIG[key]})" in helps[key], key
 
 
-def refused(rule: Interval) -> list[Any]:
+def outside(rule: Interval) -> list[Any]:
     """Numbers just outside ``rule``: past each bound, on an excluded bound, not finite, not whole.
 
     (A value of another type, a string or a boolean, is the parser's to refuse, by the argument's type.)
@@ -81,14 +81,26 @@ def refused(rule: Interval) -> list[Any]:
     if isinstance(rule, Options):
         return ["neither", None]
     if isinstance(rule, AnyOf):
-        return [value for r in rule.rules for value in refused(r) if not rule.holds(value)]
+        return [value for r in rule.rules for value in outside(r) if not rule.holds(value)]
     if isinstance(rule, ListOf):
-        return [[], [*refused(rule.item)[:1]], 1.0]
+        return [[], [*outside(rule.item)[:1]], 1.0]
     values: list[Any] = [math.nan, math.inf] + ([1.5] if rule.kind is Integral else [])
     if rule.left is not None:
         values += [rule.left - 1] + ([rule.left] if rule.closed in ("right", "neither") else [])
     if rule.right is not None:
         values += [rule.right + 1] + ([rule.right] if rule.closed in ("left", "neither") else [])
+    return values
+
+
+def inside(rule: Interval) -> list[Any]:
+    """Numbers inside ``rule`` (an ``Interval``): on each bound it includes, and beyond or between them."""
+    left, right = rule.left, rule.right
+    values = [left] if left is not None and rule.closed in ("left", "both") else []
+    values += [right] if right is not None and rule.closed in ("right", "both") and right != left else []
+    if left is not None and right is not None and right > left:
+        values.append((left + right) / 2 if rule.kind is not Integral else (left + right) // 2)
+    elif right is None:
+        values += [(left or 0) + 1, (left or 0) + 1000]
     return values
 
 
@@ -122,7 +134,7 @@ def test_each_value_a_rule_refuses_is_refused_where_the_config_gives_it_saying_t
     key: str, tmp_path: Path
 ) -> None:
     take, rule = taker(key, tmp_path), CONFIG[key]
-    for value in refused(rule):
+    for value in outside(rule):
         assert not rule.holds(value), (key, value)
         with pytest.raises(UserInputError) as raised:
             take(value)
