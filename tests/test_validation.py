@@ -7,6 +7,7 @@ from numbers import Integral, Real
 from pathlib import Path
 
 import pytest
+import yaml
 
 from linreg.constraints import AnyOf, Interval, ListOf
 from linreg.validation import (
@@ -56,6 +57,18 @@ def test_yaml_aliases_are_counted_before_anything_is_built() -> None:
     with pytest.raises(UserInputError, match=f"expands to more than {MAX_YAML_VALUES} values"):
         bounded_yaml_load(_LAUGHS)
     assert bounded_yaml_load("a: &x [1, 2]\nb: *x") == {"a": [1, 2], "b": [1, 2]}
+
+
+@pytest.mark.parametrize("document", ["", "a: 1", "- 1.0e+3\n- x\n- null", "a: &x {b: 1}\nc: *x", "!!str 5"])
+def test_a_bounded_yaml_load_reads_a_document_as_pyyaml_safe_load_does(document: str) -> None:
+    assert bounded_yaml_load(document) == yaml.safe_load(document)
+
+
+def test_a_bounded_yaml_load_refuses_nesting_too_deep_and_leaves_syntax_errors_to_pyyaml() -> None:
+    with pytest.raises(UserInputError, match=r"^a YAML value is nested too deeply to read"):
+        bounded_yaml_load("[" * 5000 + "]" * 5000)
+    with pytest.raises(yaml.YAMLError):
+        bounded_yaml_load("a: [1")
 
 
 def test_an_allocation_beyond_the_memory_available_is_refused() -> None:
