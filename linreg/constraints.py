@@ -56,7 +56,7 @@ class Interval:
 
     def __str__(self) -> str:
         if self.left is not None and self.left == self.right:
-            return f"{self.left:g}"
+            return f"exactly {self.left:g}"
         if self.left is None:  # no bounds (a right bound alone is not used)
             return "an integer" if self.kind is Integral else "a finite number"
         if self.kind is Integral:
@@ -220,7 +220,8 @@ def rule_key(dest: str) -> str | None:
 def described(key: str | None, text: str) -> str:
     """Help ``text`` of the config ``key``, ending with its rule in ``CONFIG`` (``... step (an integer >= 1).``)."""
     rule = CONFIG.get(key or "")
-    if rule is None or f"({rule})" in text:  # once: a parser's help may be formatted more than once
+    said = f"({rule}{rule.hint})" if rule is not None else ""
+    if rule is None or said in text:  # once: a parser's help may be formatted more than once
         return text
     text = text.rstrip()
-    return f"{text[:-1]} ({rule})." if text.endswith(".") else f"{text} ({rule})".lstrip()
+    return f"{text[:-1]} {said}." if text.endswith(".") else f"{text} {said}".lstrip()

@@ -95,7 +95,8 @@ CASES: list[tuple[str, tuple[Any, ...], Any, str]] = [
         "weight-decay",
         (*GROUP, "weight_decay"),
         -1.0,
-        "param_groups[0].weight_decay must be 0, got -1.0: it would decay the bias too; give --model.weight_decay",
+        "param_groups[0].weight_decay must be exactly 0, got -1.0: it would decay the bias too; give"
+        " --model.weight_decay",
     ),
     ("nesterov", (*GROUP, "nesterov"), 1, "param_groups[0].nesterov must be true or false, got 1"),
     ("no-optimizer-state", ("optimizer_states",), [], "optimizer_states must hold 1 states (this run's: SGD), got []"),

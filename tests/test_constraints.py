@@ -70,7 +70,7 @@ def test_every_constrained_key_a_parser_shows_ends_its_help_with_its_rule(helps:
     shown = {key for key in CONFIG if key in helps}
     assert shown == CONFIG.keys() - NOT_IN_A_PARSER
     for key in shown:
-        assert f"({CONFIG[key]})" in helps[key], key
+        assert f"({CONFIG[key]}" in helps[key], key
 
 
 def outside(rule: Interval) -> list[Any]:
