@@ -1,7 +1,8 @@
 """What each value a user sets must be: one table, read by the constructors, the config checks and checkpoint admission.
 
-As scikit-learn's ``_parameter_constraints``: a rule (``Interval``, ``Options``) checks a value, says itself in a
-message (``batch_size must be an integer >= 1, got 0``) or help text, and holds wherever the value enters.
+As scikit-learn's ``_parameter_constraints``: a rule (``Interval``, ``Options``, ``ListOf``, ``AnyOf``) checks a
+value, says itself in a message (``batch_size must be an integer >= 1, got 0``) or help text, and holds wherever
+the value enters.
 """
 
 from __future__ import annotations
