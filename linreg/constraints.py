@@ -1,7 +1,8 @@
 """What each value a user sets must be: one table, read by the constructors, the config checks and checkpoint admission.
 
-As scikit-learn's ``_parameter_constraints``: a rule (``Interval``, ``Options``) checks a value, says itself in a
-message (``batch_size must be an integer >= 1, got 0``) or help text, and holds wherever the value enters.
+As scikit-learn's ``_parameter_constraints``: a rule (``Interval``, ``Options``, ``ListOf``, ``AnyOf``) checks a
+value, says itself in a message (``batch_size must be an integer >= 1, got 0``) or help text, and holds wherever
+the value enters.
 """
 
 from __future__ import annotations
@@ -48,11 +49,15 @@ class Interval:
         """Returns ``value`` as a plain int or float if the rule holds; raises ``name must be <rule>, got <value>``."""
         if not self.holds(value):
             raise UserInputError(f"{name} must be {self}, got {value!r}{self.hint}")
+        return self.convert(value)
+
+    def convert(self, value: Any) -> Any:
+        """``value``, which the rule holds for, as a plain int or float (numpy's scalars too)."""
         return int(value) if self.kind is Integral else float(value) if self.kind is Real else value
 
     def __str__(self) -> str:
         if self.left is not None and self.left == self.right:
-            return f"{self.left:g}"
+            return f"exactly {self.left:g}"
         if self.left is None:  # no bounds (a right bound alone is not used)
             return "an integer" if self.kind is Integral else "a finite number"
         if self.kind is Integral:
@@ -80,6 +85,43 @@ class Options(Interval):
         return f"one of {list(self.values)}"
 
 
+@dataclass(frozen=True)
+class ListOf(Interval):
+    """A non-empty list (or tuple) of values that ``item`` holds for."""
+
+    item: Interval = Interval(Real)
+
+    def holds(self, value: Any) -> bool:
+        return isinstance(value, (list, tuple)) and len(value) > 0 and all(bool(self.item.holds(v)) for v in value)
+
+    def convert(self, value: Any) -> list[Any]:
+        return [self.item.convert(v) for v in value]
+
+    def __str__(self) -> str:
+        return f"a non-empty list, each {self.item}"
+
+
+@dataclass(frozen=True)
+class AnyOf(Interval):
+    """Values that one of ``rules`` holds for, converted by the first that does; ``labels`` say what each means."""
+
+    rules: tuple[Interval, ...] = ()
+    labels: tuple[str, ...] = ()
+
+    def holds(self, value: Any) -> bool:
+        return any(bool(rule.holds(value)) for rule in self.rules)
+
+    def convert(self, value: Any) -> Any:
+        return next(rule.convert(value) for rule in self.rules if rule.holds(value))
+
+    def __str__(self) -> str:
+        labels = self.labels or ("",) * len(self.rules)
+        return " or ".join(
+            f"{rule} ({label})" if label else str(rule) for rule, label in zip(self.rules, labels, strict=True)
+        )
+
+
+FINITE = Interval(Real)
 POSITIVE = Interval(Real, 0, None, closed="neither")
 NON_NEGATIVE = Interval(Real, 0, None, closed="left")
 COUNT = Interval(Integral, 0)  # a counter in a checkpoint: any integer there that no rule names
@@ -114,8 +156,19 @@ CONFIG: dict[str, Interval] = {
     "model.init_std": NON_NEGATIVE,
     "model.weight_decay": NON_NEGATIVE,  # the L2 penalty on the weights, the objective's own
     "model.loss.delta": POSITIVE,  # Huber's: quadratic within it, linear beyond
+    "model.mini_batch_size": AT_LEAST_ONE,  # GroupedStepsRegression's rows per SGD step
     **dict.fromkeys(("data.batch_size", "data.eval_batch_size"), AT_LEAST_ONE),
     "data.seed": Interval(Integral, 0, 2**63 - 1),  # a torch.Generator's seed
+    # SyntheticRegressionData's: the weights, or how many to draw at random
+    "data.true_w": AnyOf(object, rules=(AT_LEAST_ONE, ListOf(object))),
+    "data.true_b": FINITE,
+    "data.noise_std": NON_NEGATIVE,
+    "data.num_train": AT_LEAST_ONE,
+    **dict.fromkeys(("data.num_val", "data.num_test"), COUNT),  # 0: no validation, no test
+    # The tables': streamed or held in memory (auto: streamed past half the memory free), and the rows shuffled
+    # together when streamed.
+    "data.in_memory": Options(object, values=(True, False, "auto")),
+    "data.shuffle_buffer": AT_LEAST_ONE,
     "data.val_fraction": NON_NEGATIVE,  # 0: every row trains, validation is off
     "data.test_fraction": NON_NEGATIVE,
     "seed_everything": Interval(Integral, 0, 2**32 - 1),  # numpy's seed range, which Lightning seeds too
@@ -126,6 +179,10 @@ CONFIG: dict[str, Interval] = {
     },
     "trainer.val_check_interval": POSITIVE,
     "last.every_n_train_steps": AT_LEAST_ONE,  # LastCheckpoint's
+    # AveragedSGD's, a callback of trainer.callbacks (no group of its own: keyed by its class).
+    "AveragedSGD.start": AnyOf(
+        object, rules=(COUNT, BELOW_ONE), labels=("optimizer steps left out", "a fraction of the run left out")
+    ),
 }
 
 # A checkpoint's numbers by entry, indices as []. Others: integers >= 0; numbers not NaN (finite where fresh ones are).
@@ -146,17 +203,26 @@ CHECKPOINT: dict[str, Interval] = {
 }
 
 
-def check_int(name: str, value: object, minimum: int, maximum: int | None = None) -> int:
-    """Returns ``value`` as a plain int if it is an int ``>= minimum`` (and ``<= maximum``); raises otherwise."""
-    return Interval(Integral, minimum, maximum).check(name, value)
-
-
-def check_float(name: str, value: object, minimum: float = -math.inf, *, strict: bool = False) -> float:
-    """Returns ``value`` as a float if it is finite and ``>= minimum`` (``> minimum`` when ``strict``)."""
-    left = None if minimum == -math.inf else minimum
-    return Interval(Real, left, None, closed="neither" if strict else "left").check(name, value)
-
-
 def check(key: str, value: Any) -> Any:
     """Checks ``value`` against ``CONFIG[key]``, named as the constructor names its argument (the last part)."""
     return CONFIG[key].check(key.rsplit(".", 1)[-1], value)
+
+
+def rule_key(dest: str) -> str | None:
+    """The ``CONFIG`` key of a parser argument: ``data.init_args.seed`` is ``data.seed``; ``optimizer.lr``, as
+    ``--model.optimizer.help CLASS`` names it, is ``model.optimizer.lr``."""
+    key = dest.replace(".init_args.", ".")
+    if key in CONFIG:
+        return key
+    found = [k for k in CONFIG if "." in key and k.endswith(f".{key}")]
+    return found[0] if len(found) == 1 else None
+
+
+def described(key: str | None, text: str) -> str:
+    """Help ``text`` of the config ``key``, ending with its rule in ``CONFIG`` (``... step (an integer >= 1).``)."""
+    rule = CONFIG.get(key or "")
+    said = f"({rule}{rule.hint})" if rule is not None else ""
+    if rule is None or said in text:  # once: a parser's help may be formatted more than once
+        return text
+    text = text.rstrip()
+    return f"{text[:-1]} {said}." if text.endswith(".") else f"{text} {said}".lstrip()

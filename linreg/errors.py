@@ -28,6 +28,7 @@ from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.cli import LightningArgumentParser
 from lightning.pytorch.utilities import rank_zero_only
 
+from linreg.constraints import described, rule_key
 from linreg.help import ShortHelp
 from linreg.instantiation import KeyedInstantiator
 from linreg.validation import UserInputError, check_regular_file, check_yaml_expansion
@@ -231,6 +232,13 @@ class ShortErrorParser(LightningArgumentParser):
             self.add_argument("-h", "--help", action=ShortHelp, default=argparse.SUPPRESS, help=ShortHelp.help)
             self.add_argument("--help-all", action="help", help="Show every option and exit.")
         self.class_groups: dict[str, type] = {}  # the class groups (`last`, `checkpoint`) and what each builds
+
+    def format_help(self) -> str:
+        # --help-all and --data.help CLASS: each constrained argument's help ends with its rule, from the one table.
+        for action in self._actions:
+            if action.help != argparse.SUPPRESS:
+                action.help = described(rule_key(action.dest), action.help or "")
+        return super().format_help()
 
     def _get_value(self, action: argparse.Action, arg_string: str) -> Any:
         # argparse's step for each value of the command line, before jsonargparse's action may open it as a config.

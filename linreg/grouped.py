@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 
-from linreg.constraints import check_int
+from linreg.constraints import check
 from linreg.model import LinearRegression, d2l_sgd
 
 
@@ -29,7 +29,7 @@ class GroupedStepsRegression(LinearRegression):
         init_std: float = 0.01,
     ) -> None:
         super().__init__(input_dim, optimizer, scheduler, init_std)
-        self.mini_batch_size = check_int("mini_batch_size", mini_batch_size, 1)
+        self.mini_batch_size = check("model.mini_batch_size", mini_batch_size)
         self.automatic_optimization = False
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:

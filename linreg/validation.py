@@ -51,15 +51,25 @@ MAX_YAML_VALUES = 100_000
 
 
 def check_yaml_expansion(stream: str) -> None:
-    """Refuses a YAML document that expands to more than ``MAX_YAML_VALUES`` values, aliases followed.
-
-    Every walk of a built value pays for its aliases' full expansion, exponential when nested: the composed
-    document is counted before anything is built. One PyYAML cannot compose is left to the loader to report.
-    """
+    """Refuses a YAML document that expands to more than ``MAX_YAML_VALUES`` values, aliases followed, or nests
+    too deeply to compose. One PyYAML cannot compose is left to the loader to report."""
+    loader = yaml.SafeLoader(stream)
     try:
-        node = yaml.compose(stream, Loader=yaml.SafeLoader)
+        bounded_node(loader, stream)
     except yaml.YAMLError:
         return
+    finally:
+        loader.dispose()
+
+
+def bounded_node(loader: yaml.SafeLoader, stream: str) -> yaml.Node | None:
+    """The composed document of ``loader`` (reading ``stream``), refused if it expands too far or nests too deep.
+
+    Every walk of a built value pays for its aliases' full expansion, exponential when nested: the composed
+    document is counted before anything is built.
+    """
+    try:
+        node = loader.get_single_node()
     except RecursionError:  # PyYAML composes nested values recursively: thousands of levels exhaust the stack
         raise UserInputError(f"a YAML value is nested too deeply to read; refused, given: {stream[:60]!r}") from None
     count, stack = 0, [node] if node is not None else []
@@ -75,17 +85,22 @@ def check_yaml_expansion(stream: str) -> None:
             f"a YAML value expands to more than {MAX_YAML_VALUES} values (nested aliases); refused, given:"
             f" {stream[:60]!r}"
         )
+    return node
 
 
 def bounded_yaml_load(stream: str) -> Any:
-    """``yaml.safe_load`` after ``check_yaml_expansion``.
+    """``yaml.safe_load`` of a document within ``check_yaml_expansion``'s bounds, composed once and built from it.
 
     Example:
         >>> bounded_yaml_load("a: [1, 2]")
         {'a': [1, 2]}
     """
-    check_yaml_expansion(stream)
-    return yaml.safe_load(stream)
+    loader = yaml.SafeLoader(stream)
+    try:
+        node = bounded_node(loader, stream)
+        return None if node is None else loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def available_memory() -> int | None:

@@ -8,7 +8,6 @@ built, not run, by the command line.
 from __future__ import annotations
 
 import copy
-import math
 import os
 import re
 import sys
@@ -24,9 +23,12 @@ from linreg.checkpointing.admission import admit
 from linreg.checkpointing.io import AtomicCheckpointIO
 from linreg.cli import build_cli
 from linreg.config_checks import check_training_setup
+from linreg.constraints import CHECKPOINT, CONFIG, OPTIMIZER
+from linreg.data import SyntheticRegressionData
 from linreg.model import LinearRegression
 from linreg.validation import UserInputError
 from tests.conftest import D2L_CONFIG, run_cli
+from tests.test_constraints import inside, outside
 
 TRAINING = (
     "--data.num_train", "60", "--data.num_val", "20", "--trainer.max_epochs", "2",
@@ -93,7 +95,8 @@ CASES: list[tuple[str, tuple[Any, ...], Any, str]] = [
         "weight-decay",
         (*GROUP, "weight_decay"),
         -1.0,
-        "param_groups[0].weight_decay must be 0, got -1.0: it would decay the bias too; give --model.weight_decay",
+        "param_groups[0].weight_decay must be exactly 0, got -1.0: it would decay the bias too; give"
+        " --model.weight_decay",
     ),
     ("nesterov", (*GROUP, "nesterov"), 1, "param_groups[0].nesterov must be true or false, got 1"),
     ("no-optimizer-state", ("optimizer_states",), [], "optimizer_states must hold 1 states (this run's: SGD), got []"),
@@ -314,19 +317,18 @@ def test_the_command_line_refuses_in_one_line_and_writes_nothing(
     assert sorted(os.listdir(tmp_path)) == ["bad.ckpt"]  # no run directory, not even an empty one
 
 
-# Settings of SGD, good and bad, as a config gives them and as a checkpoint holds them.
-SETTINGS = [
-    *[("lr", v) for v in (-1.0, 0.0, math.nan, math.inf, 1e40, 1e-8, 0.03, 10.0)],
-    *[("momentum", v) for v in (1.0, -0.1, 1.5, math.nan, 0.0, 0.99)],
-    *[("weight_decay", v) for v in (-1.0, math.inf, 0.0, 0.5)],
-    *[("dampening", v) for v in (-0.5, 1.5, 0.0, 1.0)],
-]
+# SGD's settings, as a config gives them and as a checkpoint holds them: from each rule of the table, values just
+# outside it and inside it; and an lr beyond float32, which no rule says (the trial step finds it).
+SGD_SETTINGS = ("lr", "momentum", "dampening", "weight_decay")
+SETTINGS = [(key, v) for key in SGD_SETTINGS for v in (*outside(OPTIMIZER[key]), *inside(OPTIMIZER[key]))]
+SETTINGS.append(("lr", 1e40))
 
 
 def test_the_config_and_a_checkpoint_refuse_exactly_the_same_optimizer_settings(
     written: dict[str, Any], run: Any
 ) -> None:
-    refused_by = {"config": set(), "checkpoint": set()}
+    assert set(SGD_SETTINGS) <= set(written["optimizer_states"][0]["param_groups"][0])  # all that SGD has
+    refused_by: dict[str, set[tuple[str, float]]] = {"config": set(), "checkpoint": set()}
     for key, value in SETTINGS:
         optimizer = partial(torch.optim.SGD, **{"lr": 0.03, "momentum": 0.9, key: value})
         try:
@@ -340,6 +342,23 @@ def test_the_config_and_a_checkpoint_refuse_exactly_the_same_optimizer_settings(
             admitted(checkpoint, run)
         except UserInputError:
             refused_by["checkpoint"].add((key, value))
-    good = {("lr", 1e-8), ("lr", 0.03), ("lr", 10.0), ("momentum", 0.0), ("momentum", 0.99)}
-    good |= {("weight_decay", 0.0), ("dampening", 0.0), ("dampening", 1.0)}  # the penalty: model.weight_decay
-    assert refused_by["config"] == refused_by["checkpoint"] == set(SETTINGS) - good
+    out_of_rule = {(key, v) for key, v in SETTINGS if not OPTIMIZER[key].holds(v)}
+    assert refused_by["config"] == refused_by["checkpoint"] == out_of_rule | {("lr", 1e40)}
+
+
+def test_the_config_and_a_checkpoint_refuse_exactly_the_same_batch_sizes(written: dict[str, Any], run: Any) -> None:
+    rule = CONFIG["data.batch_size"]
+    assert CHECKPOINT["loops.fit_loop.state_dict.combined_loader[].batch_size"] is rule
+    for value in (*outside(rule), *inside(rule)):
+        checkpoint = copy.deepcopy(written)
+        checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["batch_size"] = value
+        by_checkpoint = by_config = False
+        try:
+            admitted(checkpoint, run)
+        except UserInputError:
+            by_checkpoint = True
+        try:
+            SyntheticRegressionData(batch_size=value)
+        except UserInputError:
+            by_config = True
+        assert by_checkpoint == by_config == (not rule.holds(value)), value

@@ -76,7 +76,8 @@ def test_validation_sees_the_model_before_the_start_and_the_average_after() -> N
 @pytest.mark.parametrize("start", [-1, 1.0, 1.5, float("nan"), True, "2"])
 def test_a_start_that_is_not_an_epoch_or_a_fraction_is_refused(start: object) -> None:
     with pytest.raises(
-        UserInputError, match=r"start must be a number of optimizer steps \(an int >= 0\) or a fraction"
+        UserInputError,
+        match=r"start must be an integer >= 0 \(optimizer steps left out\) or in \[0, 1\) \(a fraction of the run",
     ):
         AveragedSGD(start=start)  # type: ignore[arg-type]
 

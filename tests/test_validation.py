@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from numbers import Integral, Real
 from pathlib import Path
 
 import pytest
+import yaml
 
-from linreg.constraints import check_float, check_int
+from linreg.constraints import AnyOf, Interval, ListOf
 from linreg.validation import (
     MAX_YAML_VALUES,
     UserInputError,
@@ -57,6 +59,18 @@ def test_yaml_aliases_are_counted_before_anything_is_built() -> None:
     assert bounded_yaml_load("a: &x [1, 2]\nb: *x") == {"a": [1, 2], "b": [1, 2]}
 
 
+@pytest.mark.parametrize("document", ["", "a: 1", "- 1.0e+3\n- x\n- null", "a: &x {b: 1}\nc: *x", "!!str 5"])
+def test_a_bounded_yaml_load_reads_a_document_as_pyyaml_safe_load_does(document: str) -> None:
+    assert bounded_yaml_load(document) == yaml.safe_load(document)
+
+
+def test_a_bounded_yaml_load_refuses_nesting_too_deep_and_leaves_syntax_errors_to_pyyaml() -> None:
+    with pytest.raises(UserInputError, match=r"^a YAML value is nested too deeply to read"):
+        bounded_yaml_load("[" * 5000 + "]" * 5000)
+    with pytest.raises(yaml.YAMLError):
+        bounded_yaml_load("a: [1")
+
+
 def test_an_allocation_beyond_the_memory_available_is_refused() -> None:
     with pytest.raises(UserInputError, match=r"^10 trillion values need 4e\+04 GB of memory; .* GB is available$"):
         check_fits_in_memory("10 trillion values", 4 * 10**13)
@@ -66,11 +80,23 @@ def test_an_allocation_beyond_the_memory_available_is_refused() -> None:
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda: check_int("n", True, 1), "n must be an integer >= 1, got True"),
-        (lambda: check_int("n", 2.0, 1), "n must be an integer >= 1, got 2.0"),
-        (lambda: check_int("n", 11, 1, 10), "n must be an integer from 1 to 10, got 11"),
-        (lambda: check_float("x", float("nan")), "x must be a finite number, got nan"),
-        (lambda: check_float("x", 0.0, 0.0, strict=True), "x must be a finite number > 0, got 0.0"),
+        (lambda: Interval(Integral, 1).check("n", True), "n must be an integer >= 1, got True"),
+        (lambda: Interval(Integral, 1).check("n", 2.0), "n must be an integer >= 1, got 2.0"),
+        (lambda: Interval(Integral, 1, 10).check("n", 11), "n must be an integer from 1 to 10, got 11"),
+        (lambda: Interval(Real).check("x", float("nan")), "x must be a finite number, got nan"),
+        (lambda: Interval(Real, 0, closed="neither").check("x", 0.0), "x must be a finite number > 0, got 0.0"),
+        (
+            lambda: ListOf(object).check("w", [1.0, float("inf")]),
+            "w must be a non-empty list, each a finite number, got [1.0, inf]",
+        ),
+        (
+            lambda: AnyOf(
+                object,
+                rules=(Interval(Integral, 0), Interval(Real, 0, 1, closed="left")),
+                labels=("steps", "a fraction"),
+            ).check("s", 1.5),
+            "s must be an integer >= 0 (steps) or in [0, 1) (a fraction), got 1.5",
+        ),
     ],
 )
 def test_number_checks_name_the_argument_and_the_value(call: object, message: str) -> None:

@@ -19,7 +19,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.hooks import RemovableHandle
 
-from linreg.constraints import BELOW_ONE, COUNT
+from linreg.constraints import check
 from linreg.validation import UserInputError
 
 
@@ -31,12 +31,7 @@ class AveragedSGD(Callback):
     """
 
     def __init__(self, start: int | float = 0.8) -> None:
-        if not (BELOW_ONE if isinstance(start, float) else COUNT).holds(start):
-            raise UserInputError(
-                f"start must be a number of optimizer steps (an int >= 0) or a fraction of the run in [0, 1), got"
-                f" {start!r}"
-            )
-        self.start = start if isinstance(start, float) else int(start)  # numpy's integers too
+        self.start = check("AveragedSGD.start", start)  # an int or a float, numpy's too
         self.averaged = 0  # iterates in the mean so far; while 0, the "average" is the model itself
         # The sum of the averaged iterates, in float64: a float32 running mean stops moving once its increment
         # (iterate - mean) / n falls below half the mean's resolution, a few thousand steps into a long run.

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from linreg.constraints import check_float, check_int
+from linreg.constraints import check
 from linreg.data.base import RegressionData
-from linreg.validation import UserInputError, check_fits_in_memory
+from linreg.validation import check_fits_in_memory
 
 D2L_TRUE_W = (2.0, -3.4, 5.6, 3.2, -0.6)
 
@@ -66,26 +66,22 @@ class SyntheticRegressionData(RegressionData):
         seed: int = 0,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, seed)
-        self.noise_std = check_float("noise_std", noise_std, 0.0)
-        self.num_train = check_int("num_train", num_train, 1)
-        self.num_val = check_int("num_val", num_val, 0)
-        self.num_test = check_int("num_test", num_test, 0)
-        random = isinstance(true_w, int) and not isinstance(true_w, bool)
-        if random:
-            check_int("true_w (a number of random weights)", true_w, 1)
+        self.noise_std = check("data.noise_std", noise_std)
+        self.num_train = check("data.num_train", num_train)
+        self.num_val = check("data.num_val", num_val)
+        self.num_test = check("data.num_test", num_test)
+        true_w = check("data.true_w", true_w)  # an int: that many weights, drawn from N(0, 1) with the seed
+        self._true_b = check("data.true_b", true_b)
         # Checked before anything is drawn: the splits, as float32 features and target.
-        width = true_w if random else len(true_w)  # type: ignore[arg-type]
+        width = true_w if isinstance(true_w, int) else len(true_w)
         examples = self.num_train + self.num_val + self.num_test
         check_fits_in_memory(
             f"{examples} examples (num_train + num_val + num_test) of {width} features", examples * (width + 1) * 4
         )
-        if random:
-            self._true_w = torch.randn(true_w, generator=torch.Generator().manual_seed(seed))  # type: ignore[arg-type]
+        if isinstance(true_w, int):
+            self._true_w = torch.randn(true_w, generator=torch.Generator().manual_seed(seed))
         else:
-            if len(true_w) == 0:  # type: ignore[arg-type]
-                raise UserInputError("true_w must list at least one weight, got []")
-            self._true_w = torch.tensor([check_float(f"true_w[{i}]", w) for i, w in enumerate(true_w)])  # type: ignore[union-attr]
-        self._true_b = check_float("true_b", true_b)
+            self._true_w = torch.tensor(true_w)
 
     @property
     def input_dim(self) -> int:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from linreg.constraints import check, check_int
+from linreg.constraints import check
 from linreg.data.base import RegressionData
 from linreg.data.batches import EpochPosition
 from linreg.data.reading import Piece, Table, pieces, read_header, read_piece, read_table, select_columns
@@ -99,10 +99,8 @@ class TableRegressionData(RegressionData):
     ) -> None:
         super().__init__(AUTO_BATCH_SIZES[0] if batch_size == "auto" else batch_size, eval_batch_size, seed)
         self.auto_batch_size = batch_size == "auto"  # then set once the training rows are counted
-        if in_memory not in (True, False, "auto"):
-            raise UserInputError(f"in_memory must be true, false or auto, got {in_memory!r}")
-        self.in_memory = in_memory
-        self.shuffle_buffer = check_int("shuffle_buffer", shuffle_buffer, 1)
+        self.in_memory = check("data.in_memory", in_memory)
+        self.shuffle_buffer = check("data.shuffle_buffer", shuffle_buffer)
         self.val_fraction = check("data.val_fraction", val_fraction)
         self.test_fraction = check("data.test_fraction", test_fraction)
         if self.val_fraction + self.test_fraction >= 1:
