@@ -102,6 +102,27 @@ def test_ckpt_path_last_of_a_finished_run_says_so_and_writes_nothing(tmp_path: P
     assert runs(tmp_path) == ["version_0"]
 
 
+def test_a_fit_its_early_stopping_ended_is_finished_for_every_later_command(tmp_path: Path) -> None:
+    """Lightning's EarlyStopping ends the fit before max_epochs; its saved state would stop a resumed fit again."""
+    stopping = (
+        "--trainer.max_epochs", "20", "--trainer.callbacks+=lightning.pytorch.callbacks.EarlyStopping",
+        "--trainer.callbacks.monitor", "val/loss", "--trainer.callbacks.min_delta", "10",
+        "--trainer.callbacks.patience", "1",
+    )  # fmt: skip
+    fit(tmp_path, *stopping)
+    state = final_state(tmp_path / "d2l" / "version_0")
+    assert state["epoch"] < 19  # stopped early
+    before = digest(tmp_path)
+    printed = fit(tmp_path, *stopping, "--ckpt_path", "last")
+    assert printed.startswith(f"already finished: {tmp_path / 'd2l' / 'version_0'} (epoch ")
+    assert printed.strip().endswith("nothing was trained or written: its early stopping ended it")
+    assert digest(tmp_path) == before
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        run_cli("test", "--config", str(tmp_path / "d2l" / "version_0" / "config.yaml"))
+    assert "using the newest finished fit of this configuration" in out.getvalue()
+
+
 def test_a_run_stopped_by_max_steps_extends_to_an_uninterrupted_one(tmp_path: Path) -> None:
     steps = ("--trainer.max_epochs", "-1", "--last.every_n_train_steps", "4")
     fit(tmp_path / "one", *steps, "--trainer.max_steps", "15")

@@ -126,9 +126,14 @@ class RunChoice:
             return None
         newest = runs[0]
         if newest.finished:
+            further = (
+                ": its early stopping ended it"
+                if newest.stopped_early
+                else ". Raise trainer.max_epochs or max_steps to train it further"
+            )
             raise NothingToDo(
                 f"already finished: {newest.directory} (epoch {newest.epoch}, step {newest.steps}); nothing was"
-                " trained or written. Raise trainer.max_epochs or max_steps to train it further"
+                f" trained or written{further}"
             )
         say(f"--ckpt_path last: resuming from {newest.checkpoint_path} (epoch {newest.epoch}, step {newest.steps})")
         self.loaded = str(newest.checkpoint_path), newest.checkpoint

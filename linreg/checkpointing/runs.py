@@ -119,6 +119,7 @@ class EarlierRun:
     epoch: int  # the epoch the checkpoint was taken in, counted from 1 as the console's epoch lines count
     steps: int
     finished: bool
+    stopped_early: bool  # a callback (EarlyStopping) ended it: it is finished whatever the limits
     checkpoint: dict[str, Any]  # as read (weights-only): the command that continues it need not read it again
 
 
@@ -141,10 +142,17 @@ def earlier_runs(
                 f"{last}, the last checkpoint of an earlier run of this configuration: {error}; move it away to"
                 " start afresh"
             ) from None
-        # Whether fit under these limits would train no further from it (Lightning's FitLoop.done).
-        finished = (max_steps >= 0 and steps >= max_steps) or (max_epochs is not None and 0 <= max_epochs <= epochs)
+        # Whether fit under these limits would train no further from it (Lightning's FitLoop.done), or an
+        # EarlyStopping stopped it: its saved state would stop a resumed fit again, before it validates.
+        stopped = any(
+            isinstance(state, dict) and state.get("stopping_reason", 0) != 0
+            for state in (checkpoint.get("callbacks") or {}).values()
+        )
+        limit = (max_steps >= 0 and steps >= max_steps) or (max_epochs is not None and 0 <= max_epochs <= epochs)
+        finished = stopped or limit
+        run = EarlierRun(run_dir, last, epoch + 1, steps, finished, stopped, checkpoint)
         with contextlib.suppress(OSError):  # Lightning counts epochs from 0, the console's epoch lines from 1
-            same.append((last.stat().st_mtime_ns, EarlierRun(run_dir, last, epoch + 1, steps, finished, checkpoint)))
+            same.append((last.stat().st_mtime_ns, run))
     same.sort(key=lambda pair: (pair[0], str(pair[1].directory)), reverse=True)
     return [run for _, run in same], others
 
