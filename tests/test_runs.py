@@ -84,6 +84,17 @@ def test_a_signal_saves_last_ckpt_exits_128_plus_its_number_and_resumes_exactly(
     assert_same_training_state(uninterrupted, final_state(tmp_path / "d2l" / "version_1"))
 
 
+def test_a_signal_the_process_was_started_ignoring_stays_ignored(uninterrupted: dict, tmp_path: Path) -> None:
+    """Under ``nohup`` SIGHUP is ignored from the start: a hangup then leaves the fit running to its end."""
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        fit(tmp_path, *SIGNAL_AT, "8", "--trainer.callbacks.name", "SIGHUP")
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert_same_training_state(uninterrupted, final_state(tmp_path / "d2l" / "version_0"))
+
+
 def test_ckpt_path_last_never_resumes_another_configuration(tmp_path: Path) -> None:
     fit(tmp_path, "--trainer.max_epochs", "1")  # unfinished for 3 epochs, but of batch size 10
     printed = fit(tmp_path, "--data.batch_size", "20", "--ckpt_path", "last")

@@ -67,6 +67,9 @@ class SaveOnInterrupt(Callback):
         self._forwarded = False  # the SIGTERM this callback sent itself, to stop at the end of the step
         self._set_up = False  # the data were read (the callbacks' setup comes after the data module's)
         self._previous: dict[int, Handler] = {}  # the handlers replaced while training
+        # The signals this process was started ignoring stay ignored: SIGHUP under nohup, SIGINT in a script's
+        # background job. Python itself leaves an ignored SIGINT so.
+        self._handled: tuple[int, ...] = STOPPING
 
     @property
     def exit_status(self) -> int:
@@ -77,7 +80,8 @@ class SaveOnInterrupt(Callback):
     def stopping_signals(self) -> Iterator[None]:
         """For the whole command: a signal outside the training steps raises ``Stopped`` (inside them: noted)."""
         main = threading.current_thread() is threading.main_thread()  # the only one that may set handlers
-        previous = {signum: signal.signal(signum, self._on_signal) for signum in STOPPING} if main else {}
+        self._handled = tuple(signum for signum in STOPPING if signal.getsignal(signum) != signal.SIG_IGN)
+        previous = {signum: signal.signal(signum, self._on_signal) for signum in self._handled} if main else {}
         try:
             yield
         finally:
@@ -107,7 +111,7 @@ class SaveOnInterrupt(Callback):
         # After Lightning's own SIGTERM handler is in place (it restores every handler at teardown).
         self._training = True
         if threading.current_thread() is threading.main_thread():
-            others = [signum for signum in STOPPING if signum != signal.SIGTERM]
+            others = [signum for signum in self._handled if signum != signal.SIGTERM]
             self._previous = {signum: signal.signal(signum, self._on_signal) for signum in others}
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
