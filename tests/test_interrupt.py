@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +17,7 @@ from lightning.pytorch.demos.boring_classes import BoringModel
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from linreg.checkpointing.interrupt import SaveOnInterrupt, Stopped
-from tests.conftest import D2L_CONFIG, run_cli
+from tests.conftest import D2L_CONFIG, ROOT, run_cli
 from tests.signals import SignalAt, SignalAtBatch, SignalInSetup
 
 
@@ -122,3 +126,18 @@ def test_a_signal_before_training_leaves_no_run_directory(tmp_path: Path, capsys
         " nothing was saved"
     ]
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_the_command_starts_is_one_line_and_status_130(tmp_path: Path) -> None:
+    """Torch and Lightning take seconds to import, before any handler of the project's is in place."""
+    command = [sys.executable, "-m", "linreg", "fit", "--config", str(D2L_CONFIG)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)  # importing, on any machine; later, the message names the phase, as the other tests check
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert err.strip().startswith("linreg: error: stopped by Ctrl-C (SIGINT)")
+    assert "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
