@@ -28,7 +28,7 @@ from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.cli import LightningArgumentParser
 from lightning.pytorch.utilities import rank_zero_only
 
-from linreg.constraints import described, rule_key
+from linreg.constraints import CONFIG, described, rule_key
 from linreg.help import ShortHelp
 from linreg.instantiation import KeyedInstantiator
 from linreg.validation import UserInputError, check_regular_file, check_yaml_expansion
@@ -339,8 +339,29 @@ class ShortErrorParser(LightningArgumentParser):
         unknown = self.unknown_option(ex)
         if unknown is not None:
             fail(prog, unknown)
+        refused = refused_value(ex) if ex is not None else None
         # `python -m`: the form that works without the environment's scripts on the PATH, as in the README.
-        fail(prog, condense(message), f"(`python -m {prog} --help` lists the accepted options)")
+        fail(prog, refused or condense(message), f"(`python -m {prog} --help` lists the accepted options)")
+
+
+def refused_value(ex: BaseException) -> str | None:
+    """``model.init_std must be a finite number >= 0, got 'nan'``: a value the parser's type refused, by its config
+    key (jsonargparse nests one ``Parser key "x"`` per class on the way), with the rule ``constraints.CONFIG`` states
+    for it, or else what the type expected."""
+    keys: list[str] = []
+    for error in causes(ex):
+        found = re.match(r'Parser key "([^"]+)"', str(error))
+        if found and (not keys or keys[-1] != found.group(1)):
+            keys.append(found.group(1))
+    innermost = str(causes(ex)[-1])
+    got = re.fullmatch(r"Expected a <class '(\w+)'>\. Got value: (.*)", innermost, re.DOTALL)
+    if not keys or got is None:
+        return None
+    key = ".".join(keys)
+    rule = CONFIG.get(rule_key(key) or "")
+    kinds = {"int": "an integer", "float": "a number", "bool": "true or false"}
+    expected = f"must be {rule or kinds.get(got.group(1), f'a {got.group(1)}')}"
+    return f"{key} {expected}, got {got.group(2)!r}"
 
 
 def did_you_mean(options: list[str]) -> str:

@@ -39,7 +39,9 @@ CASES = [
         [*FIT, "--model.optimizer", "Adam"],
         "model.optimizer Adam was given without its learning rate; give --model.optimizer.lr too",
     ),
-    ("max-epochs-text", [*FIT, "--trainer.max_epochs", "abc"], ('Parser key "trainer.max_epochs"', "abc")),
+    ("max-epochs-text", [*FIT, "--trainer.max_epochs", "abc"], "trainer.max_epochs must be an integer, got 'abc'"),
+    # A value refused by the parser's type inside a class the config names: its key and the table's rule.
+    ("lr-nan", [*FIT, "--model.optimizer.lr", "nan"], "model.optimizer.lr must be a finite number > 0, got 'nan'"),
     ("max-epochs-negative", [*FIT, "--trainer.max_epochs", "-5"], "`max_epochs` must be a non-negative integer or -1"),
     ("save-last-true", [*FIT, "--checkpoint.save_last", "true"], "checkpoint.save_last must stay false, got True"),
     ("devices-zero", [*FIT, "--trainer.devices", "0"], "trainer: `Trainer(devices='0')` value is not a valid input"),
@@ -146,7 +148,7 @@ CASES += [
     (
         "long-value-cut",
         [*FIT, "--data.batch_size", LONG_VALUE],
-        ('Parser key "batch_size"', f"Got value: {LONG_VALUE[:40]}", "characters)"),
+        (f"data.batch_size must be an integer >= 1, got '{LONG_VALUE[:40]}", "characters)"),
     ),
     # --- config files ---
     ("config-model-a-list", ["fit", "--config", "{d}/model_list.yaml"], ('Parser key "model"', "[1, 2]")),
