@@ -328,6 +328,16 @@ def test_a_streamed_csv_file_names_its_bad_line(tmp_path: Path, line: str, messa
         TableRegressionData(str(tmp_path / "t.csv"), "y", ["a", "b", "c"], in_memory=False).setup("fit")
 
 
+def test_a_bad_cell_is_named_before_a_later_short_row(tmp_path: Path) -> None:
+    """Both for a full read and for the count of a streamed table's rows, whichever line comes first is named."""
+    lines = ["id,a,b,c,y\n", *(f"r{i},{i},{i % 3},{i % 5},{2 * i}\n" for i in range(40))]
+    lines[4], lines[8] = "r3,3,x,3,6\n", "r7,7\n"  # lines 5 and 9 of the file
+    (tmp_path / "t.csv").write_text("".join(lines))
+    for in_memory in (True, False):
+        with pytest.raises(UserInputError, match=r"line 5, column 'b': 'x' is not a number"):
+            TableRegressionData(str(tmp_path / "t.csv"), "y", ["a", "b", "c"], in_memory=in_memory).setup("fit")
+
+
 @pytest.mark.slow
 def test_a_read_error_met_mid_epoch_ends_the_run_in_one_line(
     files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch

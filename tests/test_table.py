@@ -164,7 +164,7 @@ def one_line_naming(path: Path | str, error: pytest.ExceptionInfo[UserInputError
 def read_streamed(path: Path) -> int:
     """Every row of ``path`` through the streamed reader: counted, then read; returns the rows read."""
     read = 0
-    for piece in pieces(path, count="x"):
+    for piece in pieces(path, count=["x"]):
         read += sum(len(columns[0]) for _, columns in read_piece(piece, ["x", "y"]))
     return read
 
@@ -277,14 +277,14 @@ def test_rows_are_counted_as_read_not_taken_from_lying_metadata(
             if lies(pq.read_metadata(path)):
                 break
     assert lies(pq.read_metadata(path))
-    assert sum(piece.rows or 0 for piece in pieces(path, count="x")) == read_streamed(path) == table.num_rows
+    assert sum(piece.rows or 0 for piece in pieces(path, count=["x"])) == read_streamed(path) == table.num_rows
     streamed = StreamedTable(str(path), ["x", "y"], 0.2, 0.1, seed=0, shuffle_buffer=64)
     assert streamed.plan.counts == SplitPlan.of(table.num_rows, 0.2, 0.1, seed=0).counts
 
 
 def test_a_piece_read_with_other_rows_than_counted_is_refused(tmp_path: Path) -> None:
     path = write(tmp_path, "x,y\n1,2\n3,4\n5,6\n")
-    counted = pieces(path, count="x")
+    counted = pieces(path, count=["x"])
     path.write_text("x,y\n1,2\n3,4\n5,6\n7,8\n")  # the file changed after its rows were counted
     with pytest.raises(UserInputError, match=r"data\.csv: changed since this run first read it \(16 bytes then, 20"):
         list(read_piece(counted[0], ["x", "y"]))  # its size and modification time are not those recorded
@@ -394,7 +394,7 @@ def test_a_file_rewritten_with_its_size_and_modification_time_kept_is_refused(
     rows = [(i, 2.0 * i + 1) for i in range(50)]
     path = write(tmp_path, "x,y\n" + "".join(f"{x},{y:+.1f}\n" for x, y in rows))
     stat_before = path.stat()
-    counted = pieces(path, count="x")
+    counted = pieces(path, count=["x"])
     # As `cp -p` or `rsync -t` leave it: the target negated, the same size, the same modification time.
     path.write_text("x,y\n" + "".join(f"{x},{-y:+.1f}\n" for x, y in rows))
     os.utime(path, ns=(stat_before.st_atime_ns, stat_before.st_mtime_ns))

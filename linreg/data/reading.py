@@ -140,8 +140,9 @@ class Piece:
     version: Version | None = None  # the file's when the pieces were found; a later read refuses another
 
 
-def pieces(path: str | Path, count: str | None = None) -> list[Piece]:
-    """The pieces of ``path`` in table order; rows counted by reading column ``count``, else from Parquet's metadata."""
+def pieces(path: str | Path, count: Sequence[str] = ()) -> list[Piece]:
+    """The pieces of ``path`` in table order; rows counted by reading the first of the columns ``count`` (a row
+    Arrow cannot parse is named as a read of them all would name it), else from Parquet's metadata."""
     if not is_parquet(path):
         piece = Piece(str(path), None, 0, 0, version=version(path))
         return [replace(piece, rows=_count(piece, count)) if count else piece]
@@ -157,9 +158,9 @@ def pieces(path: str | Path, count: str | None = None) -> list[Piece]:
     return result
 
 
-def _count(piece: Piece, column: str) -> int:
-    """The rows of ``piece``, as read (of one column, as text: its cells are checked later)."""
-    return sum(batch.num_rows for batch in _record_batches(piece, [column], [column]))
+def _count(piece: Piece, names: Sequence[str]) -> int:
+    """The rows of ``piece``, as read (of its first column, as text: the cells are checked later)."""
+    return sum(batch.num_rows for batch in _record_batches(piece, names[:1], names[:1], diagnosed=names))
 
 
 def read_piece(
@@ -186,8 +187,14 @@ def read_piece(
         )
 
 
-def _record_batches(piece: Piece, names: Sequence[str], blank_ok: Sequence[str]) -> Iterator[pa.RecordBatch]:
-    """The columns ``names`` of ``piece`` as Arrow reads them (CSV cells as float64, or as text if ``blank_ok``)."""
+def _record_batches(
+    piece: Piece, names: Sequence[str], blank_ok: Sequence[str], diagnosed: Sequence[str] = ()
+) -> Iterator[pa.RecordBatch]:
+    """The columns ``names`` of ``piece`` as Arrow reads them (CSV cells as float64, or as text if ``blank_ok``).
+
+    A CSV row Arrow cannot parse is diagnosed over the columns ``diagnosed`` (none blank) where given: the first
+    bad cell of any of them, on an earlier line, comes before a short row.
+    """
     with reading(piece.path):
         if piece.row_group is not None:
             with open_input(piece.path, seekable=True, expected=piece.version) as source:
@@ -206,7 +213,7 @@ def _record_batches(piece: Piece, names: Sequence[str], blank_ok: Sequence[str])
                 for batch in reader:
                     yield batch.select(list(names))
         except (pa.ArrowInvalid, UnicodeDecodeError) as exc:  # a row Arrow cannot parse: named by its line
-            message = diagnose(piece.path, names, blank_ok)
+            message = diagnose(piece.path, diagnosed, ()) if diagnosed else diagnose(piece.path, names, blank_ok)
             raise UserInputError(message or f"{piece.path}: cannot be read ({one_line(exc)})") from None
 
 

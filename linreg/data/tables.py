@@ -306,7 +306,7 @@ class StreamedTable:
                 f" float64 matrices of (d + 1)² values, d = {d}) and {available / 1e9:.3g} GB is available;"
                 " choose fewer columns with data.features"
             )
-        self.pieces = pieces(path, count=names[0])  # the split is planned on the rows counted as read
+        self.pieces = pieces(path, count=names)  # the split is planned on the rows counted as read
         rows = sum(piece.rows or 0 for piece in self.pieces)
         self.plan = SplitPlan.of(rows, val_fraction, test_fraction, seed, path)
         # One pass checking every cell: the rows of each split per piece, the training rows' moments, and the
