@@ -119,7 +119,8 @@ def diagnose(report: dict[str, Any]) -> tuple[str, list[Remedy]]:
             settings.update(_epochs(run, min(needed, MAX_EPOCHS_ADVISED)))
         remedies.append(Remedy(settings, f"the stability bound is {bound:.3g}; steps {raised / lr:.3g} times as large"))
     needed = epochs + math.ceil(efolds / rate / per_epoch)
-    remedies.append(Remedy(_epochs(run, min(needed, MAX_EPOCHS_ADVISED)), f"about {efolds / rate:.3g} more steps"))
+    more = f"about {math.ceil(efolds / rate):,} more steps"  # whole steps: 14.2 of them is no count
+    remedies.append(Remedy(_epochs(run, min(needed, MAX_EPOCHS_ADVISED)), more))
     if curvature["condition"] > 1e3:
         why += f"; the condition number {curvature['condition']:.3g} is what makes plain gradient steps slow here"
     return why, remedies
