@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from unittest import mock
@@ -37,3 +38,16 @@ def final_params(run_dir: Path) -> dict[str, torch.Tensor]:
 def d2l_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One fit of the d2l config, shared by the tests that only read its outputs."""
     return fit_d2l(tmp_path_factory.mktemp("d2l"))
+
+
+@pytest.fixture(autouse=True)
+def stopping_signals_as_a_terminal_sets_them() -> object:
+    """Each test starts with SIGHUP and SIGINT as a terminal's command has them. Run under ``nohup`` (SIGHUP
+    ignored) or as a script's background job (SIGINT ignored), the command rightly leaves an ignored signal
+    ignored, and the tests that send one would see nothing happen."""
+    defaults = {signal.SIGHUP: signal.SIG_DFL, signal.SIGINT: signal.default_int_handler}
+    ignored = {signum: signal.signal(signum, default) for signum, default in defaults.items()
+               if signal.getsignal(signum) == signal.SIG_IGN}  # fmt: skip
+    yield
+    for signum, handler in ignored.items():
+        signal.signal(signum, handler)
