@@ -349,11 +349,12 @@ def refused_value(ex: BaseException) -> str | None:
     key (jsonargparse nests one ``Parser key "x"`` per class on the way), with the rule ``constraints.CONFIG`` states
     for it, or else what the type expected."""
     keys: list[str] = []
-    for error in causes(ex):
+    chain = causes(ex)
+    for error in chain:
         found = re.match(r'Parser key "([^"]+)"', str(error))
         if found and (not keys or keys[-1] != found.group(1)):
             keys.append(found.group(1))
-    innermost = str(causes(ex)[-1])
+    innermost = str(chain[-1])
     got = re.fullmatch(r"Expected a <class '(\w+)'>\. Got value: (.*)", innermost, re.DOTALL)
     if not keys or got is None:
         return None

@@ -90,7 +90,7 @@ def shown(value: Any) -> str:
 
 def help_text(parser: argparse.ArgumentParser, config: Namespace, key: str) -> str:
     """The first sentence of the parser's help for ``key``, from the class that takes it where a class does."""
-    rule_key, (owner, _, leaf) = key, key.rpartition(".")
+    config_key, (owner, _, leaf) = key, key.rpartition(".")  # key becomes the class's own below
     found, spec = config_value(config, owner) if owner else (False, None)
     if found and isinstance(spec, Namespace) and isinstance(spec.get("class_path"), str):
         parser = ArgumentParser(add_help=False)
@@ -98,7 +98,7 @@ def help_text(parser: argparse.ArgumentParser, config: Namespace, key: str) -> s
         parser.add_class_arguments(import_object(spec.class_path), skip={"params", "optimizer", "input_dim"} - {leaf})
         key = leaf
     action = next((a for a in parser._actions if a.dest == key), None)
-    text = described(rule_key, str(action.help or "")) if action else ""  # ends with its rule, as in --help-all
+    text = described(config_key, str(action.help or "")) if action else ""  # ends with its rule, as in --help-all
     text = " ".join(text.replace("``", "").replace("%%", "%").split())
     text = re.split(r"(?<=\.)\s", re.sub(r"\s*\(default: [^)]*\)", "", text), maxsplit=1)[0]
     return text if len(text) <= 70 else text[:67] + "..."
